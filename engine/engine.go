@@ -1,0 +1,160 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/grab-engine/grab/lua"
+	"github.com/grab-engine/grab/store"
+)
+
+// Config tunes the engine. Zero values take the defaults of DefaultConfig.
+type Config struct {
+	Keys      lua.Keys
+	Limits    Limits
+	PacketTTL time.Duration // how long a paid packet can be grabbed
+	KeyGrace  time.Duration // how long Redis keeps a packet's keys past its expiry
+	// LagLimit is the writer lag past which grabs are refused with ErrBusy,
+	// rather than taking money the engine cannot yet make durable.
+	LagLimit        time.Duration
+	MaxGroupMembers int
+	Writer          WriterConfig
+}
+
+// DefaultConfig is the production configuration.
+func DefaultConfig() Config {
+	return Config{
+		Keys:            lua.NewKeys("grab", 16),
+		Limits:          DefaultLimits,
+		PacketTTL:       24 * time.Hour,
+		KeyGrace:        time.Hour,
+		LagLimit:        5 * time.Second,
+		MaxGroupMembers: 500,
+		Writer:          DefaultWriterConfig(),
+	}
+}
+
+// Deps are the engine's connections and collaborators.
+type Deps struct {
+	Redis redis.UniversalClient
+	// WriterRedis serves the writer's blocking reads, so they never hold
+	// connections the grab path needs. Nil means Redis.
+	WriterRedis redis.UniversalClient
+	DB          *store.DB
+	Clock       Clock                 // nil: SystemClock
+	Rand        Rand                  // nil: GlobalRand
+	Log         *slog.Logger          // nil: slog.Default()
+	Metrics     prometheus.Registerer // nil: metrics are not registered
+}
+
+// Engine is the service the API calls.
+type Engine struct {
+	rdb    redis.UniversalClient
+	db     *store.DB
+	clock  Clock
+	rand   Rand
+	log    *slog.Logger
+	cfg    Config
+	keys   lua.Keys
+	writer *Writer
+	m      *metrics
+	// lagMs is the writer lag last measured, in ms.
+	lagMs atomic.Int64
+}
+
+// New builds an engine. Call RunWriter to make grabs durable.
+func New(d Deps, cfg Config) *Engine {
+	def := DefaultConfig()
+	if cfg.Keys.NS == "" {
+		cfg.Keys = def.Keys
+	}
+	if cfg.Limits == (Limits{}) {
+		cfg.Limits = def.Limits
+	}
+	if cfg.PacketTTL <= 0 {
+		cfg.PacketTTL = def.PacketTTL
+	}
+	if cfg.KeyGrace <= 0 {
+		cfg.KeyGrace = def.KeyGrace
+	}
+	if cfg.LagLimit <= 0 {
+		cfg.LagLimit = def.LagLimit
+	}
+	if cfg.MaxGroupMembers <= 0 {
+		cfg.MaxGroupMembers = def.MaxGroupMembers
+	}
+	cfg.Writer = cfg.Writer.withDefaults()
+	if d.Clock == nil {
+		d.Clock = SystemClock{}
+	}
+	if d.Rand == nil {
+		d.Rand = GlobalRand{}
+	}
+	if d.Log == nil {
+		d.Log = slog.Default()
+	}
+	if d.WriterRedis == nil {
+		d.WriterRedis = d.Redis
+	}
+	e := &Engine{rdb: d.Redis, db: d.DB, clock: d.Clock, rand: d.Rand, log: d.Log, cfg: cfg, keys: cfg.Keys}
+	e.m = newMetrics(d.Metrics)
+	e.writer = newWriter(e, d.WriterRedis)
+	return e
+}
+
+// Keys are the key builders the engine uses.
+func (e *Engine) Keys() lua.Keys { return e.keys }
+
+// Ready reports whether Redis and the store answer and the writer is running.
+func (e *Engine) Ready(ctx context.Context) error {
+	if err := e.rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+	if err := e.db.Ping(ctx); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	if !e.writer.running.Load() {
+		return errors.New("writer is not running")
+	}
+	return nil
+}
+
+// WriterLag is the age of the oldest grab not yet durable, as last measured.
+func (e *Engine) WriterLag() time.Duration { return time.Duration(e.lagMs.Load()) * time.Millisecond }
+
+func (e *Engine) nowMs() int64 { return e.clock.Now().UnixMilli() }
+
+type metrics struct {
+	writerLag   prometheus.Gauge
+	batchSize   prometheus.Histogram
+	applied     prometheus.Counter
+	deadLetters prometheus.Counter
+	rebuilds    prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		writerLag: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "grab_writer_lag_seconds", Help: "Age of the oldest grab event not yet applied to the store."}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "grab_writer_batch_size", Help: "Events applied per store transaction.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 11)}),
+		applied: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "grab_writer_events_applied_total", Help: "Events made durable by the writer."}),
+		deadLetters: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "grab_writer_dead_letters_total", Help: "Events parked in a dead-letter stream; each needs a person."}),
+		rebuilds: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "grab_packet_rebuilds_total", Help: "Packets whose Redis state was rebuilt from the store."}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.writerLag, m.batchSize, m.applied, m.deadLetters, m.rebuilds)
+	}
+	return m
+}

@@ -1,0 +1,20 @@
+// Package engine is the domain of grab: money, the split, packets and the
+// services the API calls, and the background writer that makes grabs durable.
+package engine
+
+import "errors"
+
+// Sentinel errors. The HTTP layer maps each to one API code; wrap them with
+// fmt.Errorf("%w: detail", ...) to say what exactly was wrong.
+var (
+	ErrInvalidArgument     = errors.New("engine: invalid argument")
+	ErrForbidden           = errors.New("engine: forbidden")
+	ErrNotFound            = errors.New("engine: not found")
+	ErrInsufficientBalance = errors.New("engine: insufficient balance")
+	ErrNotPayable          = errors.New("engine: packet is not payable")
+	ErrNotOpen             = errors.New("engine: packet is not open")
+	ErrSoldOut             = errors.New("engine: sold out")
+	ErrExpired             = errors.New("engine: packet expired")
+	ErrBusy                = errors.New("engine: busy, writer lag over its bound")
+	ErrIdempotencyConflict = errors.New("engine: idempotency key reused with different content")
+)

@@ -1,0 +1,29 @@
+package engine
+
+import (
+	"fmt"
+	"regexp"
+
+	"github.com/shopspring/decimal"
+)
+
+// Money at the API edge is a decimal string with at most two fraction digits.
+var moneyPattern = regexp.MustCompile(`^[0-9]{1,10}(\.[0-9]{1,2})?$`)
+
+// ParseAmount turns an API money string ("12.34", "5", "0.01") into fen.
+// Signs, exponents, more than two decimals and anything else are rejected.
+func ParseAmount(s string) (int64, error) {
+	if !moneyPattern.MatchString(s) {
+		return 0, fmt.Errorf("%w: amount %q must be a decimal string with at most two fraction digits", ErrInvalidArgument, s)
+	}
+	d, err := decimal.NewFromString(s)
+	if err != nil {
+		return 0, fmt.Errorf("%w: amount %q: %v", ErrInvalidArgument, s, err)
+	}
+	return d.Shift(2).IntPart(), nil
+}
+
+// FormatAmount prints fen as the API's two-decimal string.
+func FormatAmount(fen int64) string {
+	return decimal.New(fen, -2).StringFixed(2)
+}

@@ -1,0 +1,455 @@
+package engine
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/grab-engine/grab/lua"
+	"github.com/grab-engine/grab/store"
+)
+
+// Packet kinds.
+const (
+	KindSingle     = "single"
+	KindGroupEqual = "group_equal"
+	KindGroupLucky = "group_lucky"
+)
+
+// Packet statuses.
+const (
+	StatusUnpaid             = "unpaid"
+	StatusAwaitingSettlement = "awaiting_settlement"
+	StatusOpen               = "open"
+	StatusFinished           = "finished"
+	StatusExpired            = "expired"
+	StatusRefunded           = "refunded"
+	StatusPayFailed          = "pay_failed"
+)
+
+// DefaultGreeting is used when a packet is sent without one.
+const DefaultGreeting = "恭喜发财，大吉大利"
+
+const maxGreetingRunes = 64
+
+// NewPacket is a request to send a packet. Amount is the total for
+// group_lucky and single, the per-share amount for group_equal.
+type NewPacket struct {
+	SenderID int64
+	Kind     string
+	GroupID  int64
+	ToUserID int64
+	Count    int
+	Amount   int64 // fen
+	Greeting string
+}
+
+// Packet is a packet as its sender or a grabber sees it.
+type Packet struct {
+	ID              int64
+	Kind            string
+	SenderID        int64
+	GroupID         int64 // 0 for single
+	ToUserID        int64 // 0 for group packets
+	Count           int
+	Total           int64
+	Greeting        string
+	Status          string
+	PayStatus       string
+	CreatedAt       time.Time
+	ExpiresAt       *time.Time
+	FinishedAt      *time.Time
+	RemainingCount  int
+	RemainingAmount int64
+	RefundedAmount  int64
+	Grabs           []Grab // in seq order
+	MyGrab          *MyGrab
+}
+
+// Grab is one accepted grab of a packet.
+type Grab struct {
+	UserID    int64
+	Amount    int64
+	Seq       int
+	GrabbedAt time.Time
+	Best      bool
+	Credited  bool
+}
+
+// MyGrab is the viewer's own grab.
+type MyGrab struct {
+	Amount   int64
+	Seq      int
+	Credited bool
+}
+
+// GrabResult is the answer to a grab.
+type GrabResult struct {
+	PacketID int64
+	Amount   int64
+	Seq      int
+	Repeat   bool // the user had already grabbed this packet; this is that grab
+	Credited bool // the amount is in the user's balance already
+}
+
+// CreatePacket splits the amount and stores an unpaid packet.
+func (e *Engine) CreatePacket(ctx context.Context, req NewPacket) (Packet, error) {
+	if req.SenderID <= 0 {
+		return Packet{}, fmt.Errorf("%w: bad sender", ErrInvalidArgument)
+	}
+	if req.Greeting == "" {
+		req.Greeting = DefaultGreeting
+	}
+	if utf8.RuneCountInString(req.Greeting) > maxGreetingRunes {
+		return Packet{}, fmt.Errorf("%w: greeting is longer than %d characters", ErrInvalidArgument, maxGreetingRunes)
+	}
+	row := store.Packet{Kind: req.Kind, SenderID: req.SenderID, Greeting: req.Greeting,
+		Status: StatusUnpaid, PayStatus: "unpaid", CreatedAt: e.clock.Now().UTC()}
+	var shares []int64
+	var err error
+	switch req.Kind {
+	case KindGroupLucky, KindGroupEqual:
+		if req.GroupID <= 0 {
+			return Packet{}, fmt.Errorf("%w: group_id is required", ErrInvalidArgument)
+		}
+		if req.ToUserID != 0 {
+			return Packet{}, fmt.Errorf("%w: to_user_id is only for single packets", ErrInvalidArgument)
+		}
+		if req.Kind == KindGroupLucky {
+			shares, err = SplitLucky(e.rand, req.Amount, req.Count, e.cfg.Limits)
+		} else {
+			shares, err = SplitEqual(req.Amount, req.Count, e.cfg.Limits)
+		}
+		if err != nil {
+			return Packet{}, err
+		}
+		member, err := e.db.IsGroupMember(ctx, req.GroupID, req.SenderID)
+		if err != nil {
+			return Packet{}, err
+		}
+		if !member {
+			return Packet{}, fmt.Errorf("%w: the sender is not a member of group %d", ErrForbidden, req.GroupID)
+		}
+		row.GroupID = sql.NullInt64{Int64: req.GroupID, Valid: true}
+	case KindSingle:
+		if req.ToUserID <= 0 {
+			return Packet{}, fmt.Errorf("%w: to_user_id is required", ErrInvalidArgument)
+		}
+		if req.ToUserID == req.SenderID {
+			return Packet{}, fmt.Errorf("%w: a packet cannot be sent to oneself", ErrInvalidArgument)
+		}
+		if req.GroupID != 0 || (req.Count != 0 && req.Count != 1) {
+			return Packet{}, fmt.Errorf("%w: single packets take neither group_id nor count", ErrInvalidArgument)
+		}
+		if shares, err = SplitEqual(req.Amount, 1, e.cfg.Limits); err != nil {
+			return Packet{}, err
+		}
+		row.ToUserID = sql.NullInt64{Int64: req.ToUserID, Valid: true}
+	default:
+		return Packet{}, fmt.Errorf("%w: kind must be group_lucky, group_equal or single", ErrInvalidArgument)
+	}
+	row.Count = len(shares)
+	for _, s := range shares {
+		row.Total += store.Fen(s)
+	}
+	id, err := e.db.CreatePacket(ctx, row, shares)
+	if err != nil {
+		return Packet{}, err
+	}
+	row.ID = id
+	return e.view(row, nil, nil, req.SenderID), nil
+}
+
+// PayByBalance debits the sender and opens the packet for grabs.
+func (e *Engine) PayByBalance(ctx context.Context, packetID, senderID int64) (Packet, error) {
+	p, err := e.db.Packet(ctx, packetID)
+	if err != nil {
+		return Packet{}, storeErr(err)
+	}
+	if p.SenderID != senderID {
+		return Packet{}, fmt.Errorf("%w: only the sender pays", ErrForbidden)
+	}
+	now := e.clock.Now().UTC()
+	p, err = e.db.PayByBalance(ctx, packetID, now, now.Add(e.cfg.PacketTTL))
+	switch {
+	case errors.Is(err, store.ErrWrongState):
+		return Packet{}, ErrNotPayable
+	case errors.Is(err, store.ErrNoFunds):
+		return Packet{}, ErrInsufficientBalance
+	case err != nil:
+		return Packet{}, storeErr(err)
+	}
+	// The payment is committed. If Redis fails now, the first grab rebuilds
+	// the packet from the store, so this is logged, not returned.
+	if err := e.load(ctx, p); err != nil {
+		e.log.WarnContext(ctx, "packet paid but not loaded into redis; grabs will rebuild it", "packet_id", packetID, "err", err)
+	}
+	shares, err := e.db.Shares(ctx, packetID)
+	if err != nil {
+		return Packet{}, err
+	}
+	return e.view(p, shares, nil, senderID), nil
+}
+
+// Grab hands the user one share, or the share they already hold.
+func (e *Engine) Grab(ctx context.Context, packetID, userID int64) (GrabResult, error) {
+	if packetID <= 0 {
+		return GrabResult{}, ErrNotFound
+	}
+	if e.WriterLag() > e.cfg.LagLimit {
+		return GrabResult{}, ErrBusy
+	}
+	keys := e.keys.Packet(packetID)
+	request := requestID()
+	for attempt := 0; attempt < 3; attempt++ {
+		r, err := lua.Grab(ctx, e.rdb, keys, packetID, userID, e.nowMs(), request)
+		if err != nil {
+			return GrabResult{}, err
+		}
+		switch r.Code {
+		case lua.GrabGranted:
+			return GrabResult{PacketID: packetID, Amount: r.Amount, Seq: r.Seq, Repeat: r.Repeat}, nil
+		case lua.GrabNotLoaded:
+			if err := e.rebuild(ctx, packetID); err != nil {
+				return GrabResult{}, err
+			}
+		case lua.GrabNotOpen:
+			return GrabResult{}, ErrNotOpen
+		case lua.GrabExpired:
+			return GrabResult{}, ErrExpired
+		case lua.GrabNotEligible:
+			return GrabResult{}, fmt.Errorf("%w: not eligible for this packet", ErrForbidden)
+		case lua.GrabSoldOut:
+			return GrabResult{}, ErrSoldOut
+		}
+	}
+	return GrabResult{}, fmt.Errorf("%w: packet %d could not be loaded", ErrBusy, packetID)
+}
+
+// requestID tells one grab call from another, so that a re-sent script after
+// a lost reply is answered as the original, not as a repeat.
+func requestID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// rebuild loads a packet's state from the store after Redis lost it (or
+// never had it). One caller rebuilds under a lock; the others wait for it.
+func (e *Engine) rebuild(ctx context.Context, packetID int64) error {
+	keys := e.keys.Packet(packetID)
+	token := requestID()
+	for wait := 0; ; wait++ {
+		ok, err := lua.Lock(ctx, e.rdb, keys.LoadLock, token, 10*time.Second)
+		if err != nil {
+			return err
+		}
+		if ok {
+			break
+		}
+		// Someone else is rebuilding: wait until the state appears or their lock ends.
+		if wait > 200 {
+			return fmt.Errorf("%w: packet %d is being rebuilt", ErrBusy, packetID)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+		if n, err := e.rdb.Exists(ctx, keys.State).Result(); err == nil && n == 1 {
+			return nil
+		}
+	}
+	defer lua.Unlock(context.WithoutCancel(ctx), e.rdb, keys.LoadLock, token)
+
+	p, err := e.db.Packet(ctx, packetID)
+	if err != nil {
+		return storeErr(err)
+	}
+	switch p.Status {
+	case StatusUnpaid, StatusPayFailed:
+		return ErrNotOpen
+	}
+	if err := e.load(ctx, p); err != nil {
+		return err
+	}
+	e.m.rebuilds.Inc()
+	e.log.InfoContext(ctx, "packet state rebuilt from the store", "packet_id", packetID, "status", p.Status)
+	return nil
+}
+
+// load writes a packet's state into Redis from the store: the shares nobody
+// owns yet, the grabs already made, and the eligible users. It never changes
+// a state that is already there.
+func (e *Engine) load(ctx context.Context, p store.Packet) error {
+	shares, err := e.db.Shares(ctx, p.ID)
+	if err != nil {
+		return err
+	}
+	st := lua.PacketState{Status: p.Status, Credit: p.PayStatus == "paid"}
+	if p.ExpiresAt.Valid {
+		st.ExpiresAtMs = p.ExpiresAt.Time.UnixMilli()
+	}
+	// Keys live until expiry plus a grace, and at least a minute so a state
+	// loaded for a closed packet is not gone before it answers.
+	st.KeepUntilMs = max(st.ExpiresAtMs+e.cfg.KeyGrace.Milliseconds(), e.nowMs()+time.Minute.Milliseconds())
+	owners := map[int64]bool{}
+	for _, s := range shares {
+		if !s.UserID.Valid {
+			st.Shares = append(st.Shares, lua.Share{Seq: s.Seq, Amount: int64(s.Amount)})
+			st.RemainingAmount += int64(s.Amount)
+			continue
+		}
+		owners[s.UserID.Int64] = true
+		st.Grabbed = append(st.Grabbed, lua.Grabbed{UserID: s.UserID.Int64, Seq: s.Seq, Amount: int64(s.Amount),
+			AtMs: s.GrabbedAt.Time.UnixMilli(), Credited: s.Credited})
+	}
+	st.RemainingCount = len(st.Shares)
+	if p.ToUserID.Valid {
+		st.Eligible = []int64{p.ToUserID.Int64}
+	} else {
+		// The eligibility snapshot: the group as it is now. After a rebuild,
+		// users who already own a share stay eligible to see it.
+		members, err := e.db.GroupMembers(ctx, p.GroupID.Int64)
+		if err != nil {
+			return err
+		}
+		st.Eligible = members
+		for u := range owners {
+			if !slices.Contains(members, u) {
+				st.Eligible = append(st.Eligible, u)
+			}
+		}
+	}
+	_, err = lua.Load(ctx, e.rdb, e.keys.Packet(p.ID), st)
+	return err
+}
+
+// GetPacket shows a packet to its sender or an eligible user. While the packet
+// is hot in Redis, grabs the store has not seen yet are included, so a
+// grabber always sees its own grab.
+func (e *Engine) GetPacket(ctx context.Context, packetID, viewerID int64) (Packet, error) {
+	p, err := e.db.Packet(ctx, packetID)
+	if err != nil {
+		return Packet{}, storeErr(err)
+	}
+	if err := e.canView(ctx, p, viewerID); err != nil {
+		return Packet{}, err
+	}
+	shares, err := e.db.Shares(ctx, packetID)
+	if err != nil {
+		return Packet{}, err
+	}
+	keys := e.keys.Packet(packetID)
+	pipe := e.rdb.Pipeline()
+	stateCmd := pipe.HGetAll(ctx, keys.State)
+	grabbedCmd := pipe.HGetAll(ctx, keys.Grabbed)
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return Packet{}, err
+	}
+	return e.view(p, shares, &hotState{state: stateCmd.Val(), grabbed: grabbedCmd.Val()}, viewerID), nil
+}
+
+func (e *Engine) canView(ctx context.Context, p store.Packet, viewerID int64) error {
+	if viewerID == p.SenderID || (p.ToUserID.Valid && p.ToUserID.Int64 == viewerID) {
+		return nil
+	}
+	if p.GroupID.Valid {
+		member, err := e.db.IsGroupMember(ctx, p.GroupID.Int64, viewerID)
+		if err != nil || member {
+			return err
+		}
+	}
+	return fmt.Errorf("%w: not the sender or a recipient of this packet", ErrForbidden)
+}
+
+type hotState struct {
+	state   map[string]string
+	grabbed map[string]string
+}
+
+// view merges the store's record with the hot Redis state, if any.
+func (e *Engine) view(p store.Packet, shares []store.Share, hot *hotState, viewerID int64) Packet {
+	v := Packet{ID: p.ID, Kind: p.Kind, SenderID: p.SenderID, GroupID: p.GroupID.Int64, ToUserID: p.ToUserID.Int64,
+		Count: p.Count, Total: int64(p.Total), Greeting: p.Greeting, Status: p.Status, PayStatus: p.PayStatus,
+		CreatedAt: p.CreatedAt, RefundedAmount: int64(p.RefundedAmount)}
+	if p.ExpiresAt.Valid {
+		t := p.ExpiresAt.Time
+		v.ExpiresAt = &t
+	}
+	if p.FinishedAt.Valid {
+		t := p.FinishedAt.Time
+		v.FinishedAt = &t
+	}
+	bySeq := map[int]Grab{}
+	for _, s := range shares {
+		if s.UserID.Valid {
+			bySeq[s.Seq] = Grab{UserID: s.UserID.Int64, Amount: int64(s.Amount), Seq: s.Seq,
+				GrabbedAt: s.GrabbedAt.Time, Credited: s.Credited}
+		}
+	}
+	if hot != nil && len(hot.state) > 0 {
+		for user, val := range hot.grabbed {
+			uid, err := strconv.ParseInt(user, 10, 64)
+			if err != nil {
+				continue
+			}
+			g, err := lua.DecodeGrabbed(uid, val)
+			if err != nil {
+				continue
+			}
+			if _, known := bySeq[g.Seq]; !known {
+				bySeq[g.Seq] = Grab{UserID: uid, Amount: g.Amount, Seq: g.Seq, GrabbedAt: time.UnixMilli(g.AtMs).UTC()}
+			}
+		}
+		if (v.Status == StatusOpen || v.Status == StatusAwaitingSettlement) && hot.state["status"] == StatusFinished {
+			v.Status = StatusFinished
+			if ms, err := strconv.ParseInt(hot.state["finished_at"], 10, 64); err == nil {
+				t := time.UnixMilli(ms).UTC()
+				v.FinishedAt = &t
+			}
+		}
+	}
+	// A packet past its expiry takes no grabs, whether or not the refund job
+	// has closed it yet.
+	if (v.Status == StatusOpen || v.Status == StatusAwaitingSettlement) && v.ExpiresAt != nil && !e.clock.Now().Before(*v.ExpiresAt) {
+		v.Status = StatusExpired
+	}
+	v.RemainingCount, v.RemainingAmount = v.Count, v.Total
+	best := -1
+	for _, g := range bySeq {
+		v.Grabs = append(v.Grabs, g)
+	}
+	slices.SortFunc(v.Grabs, func(a, b Grab) int { return a.Seq - b.Seq })
+	for i, g := range v.Grabs {
+		v.RemainingCount--
+		v.RemainingAmount -= g.Amount
+		if best < 0 || g.Amount > v.Grabs[best].Amount {
+			best = i
+		}
+		if g.UserID == viewerID {
+			v.MyGrab = &MyGrab{Amount: g.Amount, Seq: g.Seq, Credited: g.Credited}
+		}
+	}
+	// Best luck: the first to draw the largest amount, shown once all is grabbed.
+	if v.Kind == KindGroupLucky && v.Status == StatusFinished && best >= 0 {
+		v.Grabs[best].Best = true
+	}
+	return v
+}
+
+func storeErr(err error) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return ErrNotFound
+	}
+	return err
+}

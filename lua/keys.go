@@ -1,0 +1,72 @@
+package lua
+
+import "fmt"
+
+// Keys builds every Redis key the engine uses. All keys of a packet and the
+// event stream of its shard share one hash tag, so each script touches a
+// single slot and stays legal on Redis Cluster.
+type Keys struct {
+	// NS prefixes every key ("grab" in production; tests use their own).
+	NS string
+	// Shards is the number of event streams; fixed for a deployment.
+	Shards int
+}
+
+// NewKeys returns key builders for namespace ns with the given shard count.
+func NewKeys(ns string, shards int) Keys {
+	if ns == "" {
+		ns = "grab"
+	}
+	if shards <= 0 {
+		shards = 16
+	}
+	return Keys{NS: ns, Shards: shards}
+}
+
+// Shard is the shard a packet belongs to.
+func (k Keys) Shard(packetID int64) int {
+	return int(packetID % int64(k.Shards))
+}
+
+func (k Keys) tag(shard int) string {
+	return fmt.Sprintf("%s:{g:%02d}", k.NS, shard)
+}
+
+func (k Keys) packetBase(packetID int64) string {
+	return fmt.Sprintf("%s:pk:%d", k.tag(k.Shard(packetID)), packetID)
+}
+
+// PacketKeys are the keys of one packet, in the order the scripts take them.
+type PacketKeys struct {
+	State    string // hash: status, expiry, credit, remaining count and amount
+	Shares   string // list of "seq:amount" not yet grabbed
+	Grabbed  string // hash: user id -> "seq:amount:at_ms:credited:request"
+	Eligible string // set of user ids allowed to grab
+	Events   string // the shard's event stream
+	LoadLock string // lock held while the state is rebuilt from MySQL
+}
+
+// Packet returns the keys of a packet.
+func (k Keys) Packet(packetID int64) PacketKeys {
+	base := k.packetBase(packetID)
+	return PacketKeys{
+		State:    base,
+		Shares:   base + ":shares",
+		Grabbed:  base + ":grabbed",
+		Eligible: base + ":eligible",
+		Events:   k.Events(k.Shard(packetID)),
+		LoadLock: base + ":loadlock",
+	}
+}
+
+// Events is the event stream of a shard.
+func (k Keys) Events(shard int) string { return k.tag(shard) + ":events" }
+
+// DeadLetters is the stream where the writer parks events it cannot apply.
+func (k Keys) DeadLetters(shard int) string { return k.tag(shard) + ":dead" }
+
+// Probe returns the keys of the raw probe script for run id, on shard id mod Shards.
+func (k Keys) Probe(id int64) ProbeKeys {
+	base := fmt.Sprintf("%s:probe:%d", k.tag(k.Shard(id)), id)
+	return ProbeKeys{Shares: base + ":shares", Grabbed: base + ":grabbed", Events: base + ":events"}
+}

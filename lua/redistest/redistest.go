@@ -1,0 +1,139 @@
+// Package redistest gives tests a Redis: the real server of REDIS_ADDR under
+// a namespace of the test's own, miniredis, or a redis-server process the
+// test starts, stops and restarts itself.
+package redistest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/grab-engine/grab/lua"
+)
+
+// DefaultAddr is used when REDIS_ADDR is not set: the local test server.
+const DefaultAddr = "127.0.0.1:6379"
+
+// Addr is the server integration tests use.
+func Addr() string {
+	if a := os.Getenv("REDIS_ADDR"); a != "" {
+		return strings.Split(a, ",")[0]
+	}
+	return DefaultAddr
+}
+
+// Namespace returns a key namespace unique to this test.
+func Namespace() string {
+	var b [5]byte
+	rand.Read(b[:])
+	return "grabt" + hex.EncodeToString(b[:])
+}
+
+// Real connects to the real Redis of REDIS_ADDR and returns keys under a
+// namespace of the test's own, deleted when the test ends. An unreachable
+// server fails the test: integration tests are never silently skipped.
+func Real(tb testing.TB, shards int) (*redis.Client, lua.Keys) {
+	tb.Helper()
+	if testing.Short() {
+		tb.Skip("integration test: needs Redis (run without -short)")
+	}
+	c := redis.NewClient(&redis.Options{Addr: Addr(), PoolSize: 256})
+	if err := c.Ping(context.Background()).Err(); err != nil {
+		tb.Fatalf("redis at %s is required for integration tests: %v", Addr(), err)
+	}
+	keys := lua.NewKeys(Namespace(), shards)
+	tb.Cleanup(func() {
+		ctx := context.Background()
+		iter := c.Scan(ctx, 0, keys.NS+":*", 1000).Iterator()
+		for iter.Next(ctx) {
+			c.Del(ctx, iter.Val())
+		}
+		c.Close()
+	})
+	return c, keys
+}
+
+// Mini starts a miniredis for unit tests.
+func Mini(tb testing.TB) (*miniredis.Miniredis, *redis.Client) {
+	tb.Helper()
+	m := miniredis.RunT(tb)
+	c := redis.NewClient(&redis.Options{Addr: m.Addr()})
+	tb.Cleanup(func() { c.Close() })
+	return m, c
+}
+
+// Server is a redis-server process of the test's own on a loopback port.
+type Server struct {
+	tb   testing.TB
+	Addr string
+	args []string
+	cmd  *exec.Cmd
+}
+
+// StartServer starts redis-server with no persistence on a free loopback
+// port; extra arguments are passed through. It is stopped when the test ends.
+func StartServer(tb testing.TB, extra ...string) *Server {
+	tb.Helper()
+	if testing.Short() {
+		tb.Skip("integration test: starts redis-server (run without -short)")
+	}
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		tb.Fatalf("redis-server is required for this test: %v", err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	s := &Server{tb: tb, Addr: fmt.Sprintf("127.0.0.1:%d", port)}
+	s.args = append([]string{"--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", tb.TempDir()}, extra...)
+	s.Start()
+	tb.Cleanup(s.Kill)
+	return s
+}
+
+// Start starts the process (again) and waits until it answers.
+func (s *Server) Start() {
+	s.tb.Helper()
+	s.cmd = exec.Command("redis-server", s.args...)
+	if err := s.cmd.Start(); err != nil {
+		s.tb.Fatalf("redis-server: %v", err)
+	}
+	c := redis.NewClient(&redis.Options{Addr: s.Addr})
+	defer c.Close()
+	for i := 0; i < 200; i++ {
+		if c.Ping(context.Background()).Err() == nil {
+			return
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	s.tb.Fatalf("redis-server on %s did not come up", s.Addr)
+}
+
+// Kill stops the process at once (SIGKILL), as a crash would.
+func (s *Server) Kill() {
+	if s.cmd != nil && s.cmd.Process != nil {
+		s.cmd.Process.Kill()
+		s.cmd.Wait()
+		s.cmd = nil
+	}
+}
+
+// Restart kills the process and starts an empty one on the same port.
+func (s *Server) Restart() {
+	s.tb.Helper()
+	s.Kill()
+	s.Start()
+}

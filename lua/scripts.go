@@ -1,0 +1,223 @@
+// Package lua holds the Redis scripts of the engine, one typed wrapper per
+// script, and the builders of every key they touch.
+package lua
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+var (
+	//go:embed grab.lua
+	grabSource string
+	//go:embed load.lua
+	loadSource string
+	//go:embed probe.lua
+	probeSource string
+	//go:embed unlock.lua
+	unlockSource string
+
+	grabScript   = redis.NewScript(grabSource)
+	loadScript   = redis.NewScript(loadSource)
+	probeScript  = redis.NewScript(probeSource)
+	unlockScript = redis.NewScript(unlockSource)
+)
+
+// ErrUnexpectedReply means a script answered in a shape its wrapper does not know.
+var ErrUnexpectedReply = errors.New("lua: unexpected script reply")
+
+// GrabCode is the outcome code of grab.lua.
+type GrabCode int
+
+const (
+	GrabGranted     GrabCode = 0
+	GrabNotLoaded   GrabCode = -1
+	GrabNotOpen     GrabCode = 2
+	GrabExpired     GrabCode = 3
+	GrabNotEligible GrabCode = 4
+	GrabSoldOut     GrabCode = 5
+)
+
+// GrabReply is what grab.lua answered. Seq, Amount, AtMs, Credited and Repeat
+// are set only when Code is GrabGranted.
+type GrabReply struct {
+	Code     GrabCode
+	Seq      int
+	Amount   int64 // fen
+	AtMs     int64
+	Credited bool
+	Repeat   bool
+}
+
+// Grab runs grab.lua for one user. requestID must be the same for every
+// re-send of one logical call.
+func Grab(ctx context.Context, c redis.Scripter, k PacketKeys, packetID, userID, nowMs int64, requestID string) (GrabReply, error) {
+	v, err := grabScript.Run(ctx, c,
+		[]string{k.State, k.Shares, k.Grabbed, k.Eligible, k.Events},
+		userID, nowMs, packetID, requestID).Slice()
+	if err != nil {
+		return GrabReply{}, err
+	}
+	return parseGrabReply(v)
+}
+
+func parseGrabReply(v []any) (GrabReply, error) {
+	if len(v) == 0 {
+		return GrabReply{}, fmt.Errorf("%w: empty grab reply", ErrUnexpectedReply)
+	}
+	code, ok := v[0].(int64)
+	if !ok {
+		return GrabReply{}, fmt.Errorf("%w: grab code %T", ErrUnexpectedReply, v[0])
+	}
+	r := GrabReply{Code: GrabCode(code)}
+	switch r.Code {
+	case GrabGranted:
+		if len(v) != 6 {
+			return GrabReply{}, fmt.Errorf("%w: grab reply of %d items", ErrUnexpectedReply, len(v))
+		}
+		seq, ok1 := v[1].(int64)
+		amount, err1 := intString(v[2])
+		at, err2 := intString(v[3])
+		credit, ok2 := v[4].(int64)
+		rep, ok3 := v[5].(int64)
+		if !ok1 || !ok2 || !ok3 || err1 != nil || err2 != nil {
+			return GrabReply{}, fmt.Errorf("%w: grab reply %v", ErrUnexpectedReply, v)
+		}
+		r.Seq, r.Amount, r.AtMs, r.Credited, r.Repeat = int(seq), amount, at, credit == 1, rep == 1
+	case GrabNotLoaded, GrabNotOpen, GrabExpired, GrabNotEligible, GrabSoldOut:
+	default:
+		return GrabReply{}, fmt.Errorf("%w: grab code %d", ErrUnexpectedReply, code)
+	}
+	return r, nil
+}
+
+func intString(v any) (int64, error) {
+	s, ok := v.(string)
+	if !ok {
+		return 0, fmt.Errorf("%w: %T is not an integer string", ErrUnexpectedReply, v)
+	}
+	return strconv.ParseInt(s, 10, 64)
+}
+
+// PacketState is everything load.lua writes for one packet.
+type PacketState struct {
+	Status          string
+	ExpiresAtMs     int64
+	Credit          bool
+	KeepUntilMs     int64
+	RemainingCount  int
+	RemainingAmount int64
+	Shares          []Share // not yet grabbed, in the order they will be handed out
+	Eligible        []int64
+	Grabbed         []Grabbed
+}
+
+// Share is one pre-split share.
+type Share struct {
+	Seq    int
+	Amount int64
+}
+
+// Grabbed is a share already owned by a user.
+type Grabbed struct {
+	UserID   int64
+	Seq      int
+	Amount   int64
+	AtMs     int64
+	Credited bool
+}
+
+// EncodeShare is the list entry of a share.
+func EncodeShare(s Share) string { return fmt.Sprintf("%d:%d", s.Seq, s.Amount) }
+
+func encodeGrabbed(g Grabbed) string {
+	return fmt.Sprintf("%d:%d:%d:%d:", g.Seq, g.Amount, g.AtMs, boolInt(g.Credited))
+}
+
+// DecodeGrabbed parses a value of the grabbed hash.
+func DecodeGrabbed(userID int64, v string) (Grabbed, error) {
+	var g Grabbed
+	var credit int
+	if _, err := fmt.Sscanf(v, "%d:%d:%d:%d:", &g.Seq, &g.Amount, &g.AtMs, &credit); err != nil {
+		return Grabbed{}, fmt.Errorf("%w: grabbed value %q", ErrUnexpectedReply, v)
+	}
+	g.UserID, g.Credited = userID, credit == 1
+	return g, nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Load runs load.lua. It reports whether the state was written (false: it was already there).
+func Load(ctx context.Context, c redis.Scripter, k PacketKeys, st PacketState) (bool, error) {
+	args := make([]any, 0, 9+len(st.Shares)+len(st.Eligible)+2*len(st.Grabbed))
+	args = append(args, st.Status, st.ExpiresAtMs, boolInt(st.Credit), st.KeepUntilMs,
+		st.RemainingCount, st.RemainingAmount,
+		len(st.Shares), len(st.Eligible), len(st.Grabbed))
+	for _, s := range st.Shares {
+		args = append(args, EncodeShare(s))
+	}
+	for _, u := range st.Eligible {
+		args = append(args, u)
+	}
+	for _, g := range st.Grabbed {
+		args = append(args, g.UserID, encodeGrabbed(g))
+	}
+	n, err := loadScript.Run(ctx, c, []string{k.State, k.Shares, k.Grabbed, k.Eligible}, args...).Int64()
+	if err != nil {
+		return false, err
+	}
+	return n == 1, nil
+}
+
+// ProbeKeys are the keys of the raw probe script.
+type ProbeKeys struct {
+	Shares, Grabbed, Events string
+}
+
+// Probe runs probe.lua; it reports whether a share was handed out.
+func Probe(ctx context.Context, c redis.Scripter, k ProbeKeys, userID, nowMs int64) (bool, error) {
+	v, err := probeScript.Run(ctx, c, []string{k.Shares, k.Grabbed, k.Events}, userID, nowMs).Slice()
+	if err != nil {
+		return false, err
+	}
+	if len(v) == 0 {
+		return false, fmt.Errorf("%w: empty probe reply", ErrUnexpectedReply)
+	}
+	code, ok := v[0].(int64)
+	if !ok {
+		return false, fmt.Errorf("%w: probe code %T", ErrUnexpectedReply, v[0])
+	}
+	return code == 0, nil
+}
+
+// Preload loads every script into the script cache, so the first grab does
+// not pay for an EVAL fallback.
+func Preload(ctx context.Context, c redis.Scripter) error {
+	for _, s := range []*redis.Script{grabScript, loadScript, probeScript, unlockScript} {
+		if err := s.Load(ctx, c).Err(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Lock takes key for ttl with a token; it reports whether it was obtained.
+func Lock(ctx context.Context, c redis.Cmdable, key, token string, ttl time.Duration) (bool, error) {
+	return c.SetNX(ctx, key, token, ttl).Result()
+}
+
+// Unlock releases key if it is still held with token.
+func Unlock(ctx context.Context, c redis.Scripter, key, token string) error {
+	return unlockScript.Run(ctx, c, []string{key}, token).Err()
+}

@@ -1,0 +1,273 @@
+// Package store is the durable record: MySQL in production, an SQLite file in
+// the embedded mode. It owns the schema, its migrations and every SQL statement.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/jmoiron/sqlx"
+	"github.com/shopspring/decimal"
+	_ "modernc.org/sqlite" // the embedded mode's driver
+)
+
+// Sentinel errors of the store.
+var (
+	ErrNotFound   = errors.New("store: not found")
+	ErrDuplicate  = errors.New("store: duplicate key")
+	ErrConflict   = errors.New("store: conflicting write")
+	ErrNoFunds    = errors.New("store: insufficient balance")
+	ErrWrongState = errors.New("store: row not in the expected state")
+)
+
+//go:embed migrations
+var migrations embed.FS
+
+type dialect int
+
+const (
+	dialectMySQL dialect = iota
+	dialectSQLite
+)
+
+// DB is the store. Its methods are safe for concurrent use.
+type DB struct {
+	x       *sqlx.DB
+	dialect dialect
+}
+
+// OpenMySQL connects to MySQL/MariaDB with a plain go-sql-driver DSN; it adds
+// the parameters the store relies on (UTC times, client-side interpolation).
+func OpenMySQL(ctx context.Context, dsn string) (*DB, error) {
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("store: bad MYSQL_DSN: %w", err)
+	}
+	cfg.ParseTime = true
+	cfg.Loc = time.UTC
+	cfg.InterpolateParams = true // one round trip per statement
+	if cfg.Params == nil {
+		cfg.Params = map[string]string{}
+	}
+	cfg.Params["time_zone"] = "'+00:00'"
+	x, err := sqlx.Open("mysql", cfg.FormatDSN())
+	if err != nil {
+		return nil, err
+	}
+	x.SetMaxOpenConns(64)
+	x.SetMaxIdleConns(64)
+	x.SetConnMaxLifetime(time.Hour)
+	if err := x.PingContext(ctx); err != nil {
+		x.Close()
+		return nil, fmt.Errorf("store: mysql: %w", err)
+	}
+	return &DB{x: x, dialect: dialectMySQL}, nil
+}
+
+// OpenSQLite opens (creating if needed) the SQLite file of the embedded mode.
+func OpenSQLite(ctx context.Context, path string) (*DB, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate"
+	x, err := sqlx.Open("sqlite", dsn)
+	if err != nil {
+		return nil, err
+	}
+	// SQLite has one writer; a single connection serialises everything cleanly.
+	x.SetMaxOpenConns(1)
+	if err := x.PingContext(ctx); err != nil {
+		x.Close()
+		return nil, fmt.Errorf("store: sqlite: %w", err)
+	}
+	return &DB{x: x, dialect: dialectSQLite}, nil
+}
+
+// Close closes the connection pool.
+func (db *DB) Close() error { return db.x.Close() }
+
+// Ping checks that the database answers.
+func (db *DB) Ping(ctx context.Context) error { return db.x.PingContext(ctx) }
+
+// Migrate applies, in order, every embedded migration not yet recorded in
+// schema_migrations. It is safe to run from several processes at once.
+func (db *DB) Migrate(ctx context.Context) error {
+	conn, err := db.x.Connx(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if db.dialect == dialectMySQL {
+		var got sql.NullInt64
+		if err := conn.GetContext(ctx, &got, "SELECT GET_LOCK('grab_migrate', 60)"); err != nil || got.Int64 != 1 {
+			return fmt.Errorf("store: migration lock: %v", err)
+		}
+		defer conn.ExecContext(context.WithoutCancel(ctx), "SELECT RELEASE_LOCK('grab_migrate')")
+	}
+	if _, err := conn.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version INT NOT NULL PRIMARY KEY, name VARCHAR(255) NOT NULL, applied_at DATETIME NOT NULL)`); err != nil {
+		return err
+	}
+	dir := "migrations/mysql"
+	if db.dialect == dialectSQLite {
+		dir = "migrations/sqlite"
+	}
+	names, err := fs.Glob(migrations, dir+"/*.sql")
+	if err != nil {
+		return err
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		base := filepath.Base(name)
+		version, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])
+		if err != nil {
+			return fmt.Errorf("store: migration %s has no version prefix", base)
+		}
+		var n int
+		if err := conn.GetContext(ctx, &n, "SELECT COUNT(*) FROM schema_migrations WHERE version = ?", version); err != nil {
+			return err
+		}
+		if n > 0 {
+			continue
+		}
+		body, err := migrations.ReadFile(name)
+		if err != nil {
+			return err
+		}
+		// MySQL commits DDL implicitly, so statements run one by one; each
+		// migration is written to be re-runnable only as a whole file.
+		for _, stmt := range splitStatements(string(body)) {
+			if _, err := conn.ExecContext(ctx, stmt); err != nil {
+				return fmt.Errorf("store: migration %s: %w", base, err)
+			}
+		}
+		if _, err := conn.ExecContext(ctx, "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+			version, base, time.Now().UTC()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func splitStatements(body string) []string {
+	var out []string
+	var b strings.Builder
+	for _, line := range strings.Split(body, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(line), "--") {
+			continue
+		}
+		b.WriteString(line)
+		b.WriteString("\n")
+		if strings.HasSuffix(strings.TrimSpace(line), ";") {
+			if s := strings.TrimSpace(b.String()); s != ";" {
+				out = append(out, strings.TrimSuffix(s, ";"))
+			}
+			b.Reset()
+		}
+	}
+	if s := strings.TrimSpace(b.String()); s != "" {
+		out = append(out, s)
+	}
+	return out
+}
+
+// money is the SQL argument for an amount in fen: a DECIMAL string for MySQL,
+// the integer itself for SQLite.
+func (db *DB) money(fen int64) any {
+	if db.dialect == dialectSQLite {
+		return fen
+	}
+	return decimal.New(fen, -2).StringFixed(2)
+}
+
+// insertIgnore is the dialect's INSERT that skips rows violating a unique key.
+func (db *DB) insertIgnore() string {
+	if db.dialect == dialectSQLite {
+		return "INSERT OR IGNORE"
+	}
+	return "INSERT IGNORE"
+}
+
+// Fen scans a money column of either dialect into fen.
+type Fen int64
+
+// Scan implements sql.Scanner.
+func (f *Fen) Scan(v any) error {
+	switch x := v.(type) {
+	case nil:
+		*f = 0
+	case int64:
+		*f = Fen(x)
+	case []byte:
+		return f.parse(string(x))
+	case string:
+		return f.parse(x)
+	default:
+		return fmt.Errorf("store: cannot scan %T as money", v)
+	}
+	return nil
+}
+
+func (f *Fen) parse(s string) error {
+	d, err := decimal.NewFromString(s)
+	if err != nil {
+		return fmt.Errorf("store: money %q: %w", s, err)
+	}
+	*f = Fen(d.Shift(2).IntPart())
+	return nil
+}
+
+func isDuplicate(err error) bool {
+	var me *mysql.MySQLError
+	if errors.As(err, &me) {
+		return me.Number == 1062
+	}
+	return err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed")
+}
+
+// isRetryable reports a transaction that lost a lock race and may simply be run again.
+func isRetryable(err error) bool {
+	var me *mysql.MySQLError
+	if errors.As(err, &me) {
+		return me.Number == 1213 || me.Number == 1205 // deadlock, lock wait timeout
+	}
+	return err != nil && strings.Contains(err.Error(), "SQLITE_BUSY")
+}
+
+// inTx runs fn in a transaction, retrying it when it lost a lock race.
+func (db *DB) inTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
+	for attempt := 0; ; attempt++ {
+		err := db.tryTx(ctx, fn)
+		if err == nil || !isRetryable(err) || attempt >= 5 {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(attempt+1) * 5 * time.Millisecond):
+		}
+	}
+}
+
+func (db *DB) tryTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
+	tx, err := db.x.BeginTxx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}

@@ -1,0 +1,229 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+)
+
+// Packet is a row of the packet table.
+type Packet struct {
+	ID             int64         `db:"id"`
+	Kind           string        `db:"kind"`
+	SenderID       int64         `db:"sender_id"`
+	GroupID        sql.NullInt64 `db:"group_id"`
+	ToUserID       sql.NullInt64 `db:"to_user_id"`
+	Count          int           `db:"share_count"`
+	Total          Fen           `db:"total"`
+	Greeting       string        `db:"greeting"`
+	Status         string        `db:"status"`
+	PayStatus      string        `db:"pay_status"`
+	PayMethod      string        `db:"pay_method"`
+	CreatedAt      time.Time     `db:"created_at"`
+	PaidAt         sql.NullTime  `db:"paid_at"`
+	ExpiresAt      sql.NullTime  `db:"expires_at"`
+	FinishedAt     sql.NullTime  `db:"finished_at"`
+	RefundedAmount Fen           `db:"refunded_amount"`
+	BestSeq        int           `db:"best_seq"`
+}
+
+// Share is a row of packet_share.
+type Share struct {
+	PacketID  int64         `db:"packet_id"`
+	Seq       int           `db:"seq"`
+	Amount    Fen           `db:"amount"`
+	UserID    sql.NullInt64 `db:"user_id"`
+	GrabbedAt sql.NullTime  `db:"grabbed_at"`
+	Credited  bool          `db:"credited"`
+}
+
+const packetColumns = `id, kind, sender_id, group_id, to_user_id, share_count, total, greeting, status,
+	pay_status, pay_method, created_at, paid_at, expires_at, finished_at, refunded_amount, best_seq`
+
+// CreatePacket inserts an unpaid packet and its pre-split shares (seq 1..n in
+// the order they will be handed out) and returns its id.
+func (db *DB) CreatePacket(ctx context.Context, p Packet, shares []int64) (int64, error) {
+	var id int64
+	err := db.inTx(ctx, func(tx *sqlx.Tx) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO packet (kind, sender_id, group_id, to_user_id, share_count, total,
+			greeting, status, pay_status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			p.Kind, p.SenderID, p.GroupID, p.ToUserID, p.Count, db.money(int64(p.Total)), p.Greeting,
+			p.Status, p.PayStatus, p.CreatedAt)
+		if err != nil {
+			return err
+		}
+		if id, err = res.LastInsertId(); err != nil {
+			return err
+		}
+		var q strings.Builder
+		q.WriteString("INSERT INTO packet_share (packet_id, seq, amount) VALUES ")
+		args := make([]any, 0, 3*len(shares))
+		for i, amount := range shares {
+			if i > 0 {
+				q.WriteString(", ")
+			}
+			q.WriteString("(?, ?, ?)")
+			args = append(args, id, i+1, db.money(amount))
+		}
+		_, err = tx.ExecContext(ctx, q.String(), args...)
+		return err
+	})
+	return id, err
+}
+
+// Packet reads one packet.
+func (db *DB) Packet(ctx context.Context, id int64) (Packet, error) {
+	var p Packet
+	err := db.x.GetContext(ctx, &p, "SELECT "+packetColumns+" FROM packet WHERE id = ?", id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Packet{}, ErrNotFound
+	}
+	return p, err
+}
+
+// Shares lists every share of a packet in seq order.
+func (db *DB) Shares(ctx context.Context, packetID int64) ([]Share, error) {
+	var s []Share
+	err := db.x.SelectContext(ctx, &s, `SELECT packet_id, seq, amount, user_id, grabbed_at, credited
+		FROM packet_share WHERE packet_id = ? ORDER BY seq`, packetID)
+	return s, err
+}
+
+// PayByBalance debits the sender and opens the packet, in one transaction.
+// ErrWrongState: the packet is not unpaid. ErrNoFunds: the balance is short.
+func (db *DB) PayByBalance(ctx context.Context, packetID int64, now, expiresAt time.Time) (Packet, error) {
+	var p Packet
+	err := db.inTx(ctx, func(tx *sqlx.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE packet SET status = 'open', pay_status = 'paid', pay_method = 'balance',
+			paid_at = ?, expires_at = ? WHERE id = ? AND status = 'unpaid'`, now, expiresAt, packetID)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			return db.missingOr(ctx, tx, packetID, ErrWrongState)
+		}
+		if err := tx.GetContext(ctx, &p, "SELECT "+packetColumns+" FROM packet WHERE id = ?", packetID); err != nil {
+			return err
+		}
+		res, err = tx.ExecContext(ctx, "UPDATE account SET balance = balance - ?, updated_at = ? WHERE user_id = ? AND balance >= ?",
+			db.money(int64(p.Total)), now, p.SenderID, db.money(int64(p.Total)))
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			return ErrNoFunds
+		}
+		_, err = tx.ExecContext(ctx, "INSERT INTO ledger (kind, ref, user_id, amount, created_at) VALUES (?, ?, ?, ?, ?)",
+			KindPay, packetRef(packetID), p.SenderID, db.money(-int64(p.Total)), now)
+		return err
+	})
+	return p, err
+}
+
+func (db *DB) missingOr(ctx context.Context, tx *sqlx.Tx, packetID int64, err error) error {
+	var n int
+	if e := tx.GetContext(ctx, &n, "SELECT COUNT(*) FROM packet WHERE id = ?", packetID); e != nil {
+		return e
+	}
+	if n == 0 {
+		return ErrNotFound
+	}
+	return err
+}
+
+func packetRef(packetID int64) string { return fmt.Sprintf("pk:%d", packetID) }
+
+func shareRef(packetID int64, seq int) string { return fmt.Sprintf("pk:%d:%d", packetID, seq) }
+
+// GrabEvent is one grab as the engine accepted it, to be made durable.
+type GrabEvent struct {
+	PacketID int64
+	UserID   int64
+	Seq      int
+	Amount   int64 // fen
+	At       time.Time
+	Credit   bool // credit the balance now (the packet was paid when grabbed)
+	Finished bool // this grab took the last share
+}
+
+// ApplyGrabs makes a batch of grabs durable in one transaction: each share
+// gets its owner, credited grabs reach the balance through the ledger (once
+// per share, however often the batch is replayed), and finished packets are
+// marked. It returns the indexes of events that contradict MySQL (the share
+// belongs to someone else); those are left unapplied for the caller to park.
+func (db *DB) ApplyGrabs(ctx context.Context, events []GrabEvent) (rejected []int, err error) {
+	err = db.inTx(ctx, func(tx *sqlx.Tx) error {
+		rejected = rejected[:0]
+		var credits []int
+		for i, ev := range events {
+			ok, err := db.claimShare(ctx, tx, ev)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				rejected = append(rejected, i)
+				continue
+			}
+			if ev.Credit {
+				credits = append(credits, i)
+			}
+			if ev.Finished {
+				if err := db.finishPacket(ctx, tx, ev.PacketID, ev.At); err != nil {
+					return err
+				}
+			}
+		}
+		// Accounts in id order, so concurrent batches of other shards cannot deadlock.
+		sort.SliceStable(credits, func(a, b int) bool { return events[credits[a]].UserID < events[credits[b]].UserID })
+		for _, i := range credits {
+			ev := events[i]
+			if _, err := db.credit(ctx, tx, KindGrab, shareRef(ev.PacketID, ev.Seq), ev.UserID, ev.Amount, ev.At); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return rejected, err
+}
+
+// claimShare sets the share's owner; true when it is (now or already) this user's.
+func (db *DB) claimShare(ctx context.Context, tx *sqlx.Tx, ev GrabEvent) (bool, error) {
+	res, err := tx.ExecContext(ctx, `UPDATE packet_share SET user_id = ?, grabbed_at = ?, credited = ?
+		WHERE packet_id = ? AND seq = ? AND user_id IS NULL`, ev.UserID, ev.At, ev.Credit, ev.PacketID, ev.Seq)
+	if isDuplicate(err) {
+		return false, nil // the user already owns another share of this packet
+	}
+	if err != nil {
+		return false, err
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 1 {
+		return n == 1, err
+	}
+	var owner sql.NullInt64
+	err = tx.GetContext(ctx, &owner, "SELECT user_id FROM packet_share WHERE packet_id = ? AND seq = ?", ev.PacketID, ev.Seq)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil && owner.Int64 == ev.UserID, err
+}
+
+func (db *DB) finishPacket(ctx context.Context, tx *sqlx.Tx, packetID int64, at time.Time) error {
+	// Best luck: the first (lowest seq, i.e. earliest grab) of the largest amount.
+	var best int
+	if err := tx.GetContext(ctx, &best, "SELECT seq FROM packet_share WHERE packet_id = ? ORDER BY amount DESC, seq ASC LIMIT 1", packetID); err != nil {
+		return err
+	}
+	_, err := tx.ExecContext(ctx, `UPDATE packet SET status = 'finished', finished_at = ?, best_seq = ?
+		WHERE id = ? AND status IN ('open', 'awaiting_settlement')`, at, best, packetID)
+	return err
+}
