@@ -1,0 +1,47 @@
+# grab — make run starts grabd in the embedded mode; make test runs the whole suite.
+GO        ?= go
+# Integration tests use these servers; .ci/services starts them if they are down.
+TEST_REDIS_ADDR ?= 127.0.0.1:6379
+TEST_MYSQL_DSN  ?= root@tcp(127.0.0.1:3306)/test
+FUZZTIME  ?= 20s
+
+.PHONY: run build test unit vet lint fuzz bench services clean
+
+## run: start grabd on the embedded default (in-process Redis + SQLite under ./data)
+run:
+	env -u REDIS_ADDR -u MYSQL_DSN $(GO) run ./cmd/grabd
+
+build:
+	$(GO) build -o grabd ./cmd/grabd
+	$(GO) build -o grabbench ./cmd/grabbench
+
+## test: vet, every test with the race detector against real Redis and MySQL, and a bounded fuzz
+test: services vet
+	REDIS_ADDR="$${REDIS_ADDR:-$(TEST_REDIS_ADDR)}" MYSQL_DSN="$${MYSQL_DSN:-$(TEST_MYSQL_DSN)}" \
+		$(GO) test -race -count=1 -timeout 15m ./...
+	$(MAKE) fuzz
+
+## unit: fast tests only (miniredis and SQLite; integration tests are skipped)
+unit:
+	$(GO) test -short ./...
+
+vet:
+	$(GO) vet ./...
+
+lint: vet
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+
+fuzz:
+	$(GO) test ./http -run '^$$' -fuzz FuzzCreatePacket -fuzztime $(FUZZTIME)
+
+## bench: the hot path against real Redis: raw script, engine in-process, and HTTP
+bench: services
+	REDIS_ADDR="$${REDIS_ADDR:-$(TEST_REDIS_ADDR)}" MYSQL_DSN="$${MYSQL_DSN:-$(TEST_MYSQL_DSN)}" \
+		$(GO) test ./bench -run '^$$' -bench . -benchtime 3s
+
+## services: make sure the local Redis and MariaDB the tests use are up (only when not given)
+services:
+	@if [ -z "$$REDIS_ADDR$$MYSQL_DSN" ]; then .ci/services; fi
+
+clean:
+	rm -rf data grabd grabbench
