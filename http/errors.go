@@ -1,0 +1,111 @@
+package http
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	nethttp "net/http"
+	"strings"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/grab-engine/grab/engine"
+)
+
+// API error codes. The first block is API.md's; the second adds codes the
+// contract leaves open (documented in openapi.json).
+const (
+	CodeInvalidArgument     = "INVALID_ARGUMENT"
+	CodeUnauthenticated     = "UNAUTHENTICATED"
+	CodeForbidden           = "FORBIDDEN"
+	CodeNotFound            = "NOT_FOUND"
+	CodeInsufficientBalance = "INSUFFICIENT_BALANCE"
+	CodeNotPayable          = "NOT_PAYABLE"
+	CodeNotOpen             = "NOT_OPEN"
+	CodeSoldOut             = "SOLD_OUT"
+	CodeExpired             = "EXPIRED"
+	CodeBusy                = "BUSY"
+	CodeInternal            = "INTERNAL"
+
+	CodeIdempotencyConflict = "IDEMPOTENCY_CONFLICT"
+	CodePayloadTooLarge     = "PAYLOAD_TOO_LARGE"
+	CodeMethodNotAllowed    = "METHOD_NOT_ALLOWED"
+)
+
+// apiError is an error with its API code and HTTP status.
+type apiError struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *apiError) Error() string { return e.Code + ": " + e.Message }
+
+func newError(status int, code, format string, args ...any) *apiError {
+	return &apiError{Status: status, Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+func invalid(format string, args ...any) *apiError {
+	return newError(nethttp.StatusBadRequest, CodeInvalidArgument, format, args...)
+}
+
+// errorTable maps every engine sentinel to its API code and status. It is the
+// only place where that mapping lives.
+var errorTable = []struct {
+	err    error
+	status int
+	code   string
+}{
+	{engine.ErrInvalidArgument, nethttp.StatusBadRequest, CodeInvalidArgument},
+	{engine.ErrForbidden, nethttp.StatusForbidden, CodeForbidden},
+	{engine.ErrNotFound, nethttp.StatusNotFound, CodeNotFound},
+	{engine.ErrInsufficientBalance, nethttp.StatusConflict, CodeInsufficientBalance},
+	{engine.ErrNotPayable, nethttp.StatusConflict, CodeNotPayable},
+	{engine.ErrNotOpen, nethttp.StatusConflict, CodeNotOpen},
+	{engine.ErrSoldOut, nethttp.StatusConflict, CodeSoldOut},
+	{engine.ErrExpired, nethttp.StatusGone, CodeExpired},
+	{engine.ErrBusy, nethttp.StatusServiceUnavailable, CodeBusy},
+	{engine.ErrIdempotencyConflict, nethttp.StatusConflict, CodeIdempotencyConflict},
+}
+
+// toAPIError classifies err. The boolean is false for errors that are not
+// part of the contract: they become INTERNAL and must be logged.
+func toAPIError(err error) (*apiError, bool) {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return ae, true
+	}
+	for _, row := range errorTable {
+		if errors.Is(err, row.err) {
+			// Engine errors are written for people: keep the detail, drop the package prefix.
+			return &apiError{Status: row.status, Code: row.code, Message: strings.TrimPrefix(err.Error(), "engine: ")}, true
+		}
+	}
+	return &apiError{Status: nethttp.StatusInternalServerError, Code: CodeInternal, Message: "internal error"}, false
+}
+
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// fail answers with the API error for err and stops the handler chain.
+func (s *server) fail(c *gin.Context, err error) {
+	ae, known := toAPIError(err)
+	if !known {
+		level := s.log.ErrorContext
+		if errors.Is(err, context.Canceled) && c.Request.Context().Err() != nil {
+			level = s.log.InfoContext // the client went away; nothing is wrong here
+		}
+		level(c.Request.Context(), "request failed", "method", c.Request.Method, "route", routeOf(c), "err", err)
+	}
+	if ae.Code == CodeBusy {
+		c.Header("Retry-After", "1")
+	}
+	c.Set(ctxErrorCode, ae.Code)
+	c.AbortWithStatusJSON(ae.Status, errorBody{Error: errorDetail{Code: ae.Code, Message: ae.Message}})
+}

@@ -1,0 +1,171 @@
+// Package http serves grab's HTTP API (API.md) over the engine: routing,
+// authentication, input validation, the error-code table, and metrics.
+package http
+
+import (
+	"context"
+	_ "embed"
+	"fmt"
+	"log/slog"
+	nethttp "net/http"
+	"runtime/debug"
+	"strconv"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/grab-engine/grab/engine"
+)
+
+// Config configures the API.
+type Config struct {
+	// JWTSecret verifies user tokens (HS256). Empty: no JWT is accepted.
+	JWTSecret []byte
+	// AdminToken is the bearer token of /v1/admin/... Empty: admin is closed.
+	AdminToken string
+	// DevAuth accepts X-User-Id in place of a JWT. Embedded mode and GRAB_AUTH=dev only.
+	DevAuth bool
+}
+
+//go:embed openapi.json
+var openAPI []byte
+
+type server struct {
+	eng *engine.Engine
+	cfg Config
+	log *slog.Logger
+	m   *metrics
+}
+
+// New returns the API handler. Metrics are registered on reg and /metrics
+// serves what reg gathers; a nil reg gets a registry of its own.
+func New(eng *engine.Engine, cfg Config, log *slog.Logger, reg *prometheus.Registry) nethttp.Handler {
+	if log == nil {
+		log = slog.Default()
+	}
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	s := &server{eng: eng, cfg: cfg, log: log, m: newMetrics(reg)}
+
+	gin.SetMode(gin.ReleaseMode)
+	r := gin.New()
+	// A path with a trailing slash or odd case is not a route: answer 404, not a redirect.
+	r.RedirectTrailingSlash = false
+	r.RedirectFixedPath = false
+	r.HandleMethodNotAllowed = true
+	r.Use(s.accessLog, s.recovery)
+	r.NoRoute(func(c *gin.Context) { s.fail(c, newError(nethttp.StatusNotFound, CodeNotFound, "no such endpoint")) })
+	r.NoMethod(func(c *gin.Context) {
+		s.fail(c, newError(nethttp.StatusMethodNotAllowed, CodeMethodNotAllowed, "method %s is not allowed here", c.Request.Method))
+	})
+
+	admin := r.Group("/v1/admin", s.authAdmin)
+	admin.POST("/accounts/:user_id/deposit", s.deposit)
+	admin.PUT("/groups/:group_id/members", s.setMembers)
+
+	user := r.Group("/v1", s.authUser)
+	user.GET("/balance", s.balance)
+	user.POST("/packets", s.createPacket)
+	user.POST("/packets/:id/pay", s.payPacket)
+	user.POST("/packets/:id/grab", s.grab)
+	user.GET("/packets/:id", s.getPacket)
+
+	r.GET("/healthz", func(c *gin.Context) { c.JSON(nethttp.StatusOK, gin.H{"status": "ok"}) })
+	r.GET("/readyz", s.ready)
+	metricsHandler := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+	r.GET("/metrics", gin.WrapH(metricsHandler))
+	r.GET("/openapi.json", func(c *gin.Context) { c.Data(nethttp.StatusOK, "application/json", openAPI) })
+	return r
+}
+
+func (s *server) ready(c *gin.Context) {
+	ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.eng.Ready(ctx); err != nil {
+		c.JSON(nethttp.StatusServiceUnavailable, gin.H{"status": "not ready", "reason": err.Error()})
+		return
+	}
+	c.JSON(nethttp.StatusOK, gin.H{"status": "ready", "writer_lag_seconds": s.eng.WriterLag().Seconds()})
+}
+
+type metrics struct {
+	requests    *prometheus.CounterVec
+	grabs       *prometheus.CounterVec
+	grabLatency prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "grab_http_requests_total", Help: "HTTP requests by route template, method and status."},
+			[]string{"route", "method", "status"}),
+		grabs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "grab_grabs_total", Help: "Grab requests by outcome: OK or the API error code."},
+			[]string{"code"}),
+		grabLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "grab_grab_latency_seconds", Help: "Time the grab handler took, authentication excluded.",
+			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 15)}),
+	}
+	reg.MustRegister(m.requests, m.grabs, m.grabLatency)
+	return m
+}
+
+// routeOf is the route template, so logs and metrics never carry raw ids.
+func routeOf(c *gin.Context) string {
+	if p := c.FullPath(); p != "" {
+		return p
+	}
+	return "unmatched"
+}
+
+// accessLog writes one structured line per request and counts it.
+func (s *server) accessLog(c *gin.Context) {
+	start := time.Now()
+	c.Next()
+	route, status := routeOf(c), c.Writer.Status()
+	s.m.requests.WithLabelValues(route, c.Request.Method, strconv.Itoa(status)).Inc()
+	level := slog.LevelInfo
+	switch route {
+	case "/healthz", "/readyz", "/metrics":
+		level = slog.LevelDebug // probes and scrapes would drown the log
+	}
+	attrs := []slog.Attr{
+		slog.String("method", c.Request.Method),
+		slog.String("route", route),
+		slog.Int("status", status),
+		slog.Duration("duration", time.Since(start)),
+	}
+	if uid := userID(c); uid != 0 {
+		attrs = append(attrs, slog.Int64("user_id", uid))
+	}
+	if code := c.GetString(ctxErrorCode); code != "" {
+		attrs = append(attrs, slog.String("code", code))
+	}
+	s.log.LogAttrs(c.Request.Context(), level, "http request", attrs...)
+}
+
+// recovery turns a panic into INTERNAL; the stack goes to the log, never to the client.
+func (s *server) recovery(c *gin.Context) {
+	defer func() {
+		v := recover()
+		if v == nil {
+			return
+		}
+		if v == nethttp.ErrAbortHandler {
+			panic(v) // the server's own signal to drop the connection
+		}
+		s.log.ErrorContext(c.Request.Context(), "panic in handler", "route", routeOf(c),
+			"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+		if c.Writer.Written() {
+			c.Abort()
+			return
+		}
+		c.Set(ctxErrorCode, CodeInternal)
+		c.AbortWithStatusJSON(nethttp.StatusInternalServerError,
+			errorBody{Error: errorDetail{Code: CodeInternal, Message: "internal error"}})
+	}()
+	c.Next()
+}
