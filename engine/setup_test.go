@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -68,18 +69,45 @@ func newEnv(tb testing.TB, rdb redis.UniversalClient, keys lua.Keys, db *store.D
 	for _, m := range mutate {
 		m(&cfg)
 	}
-	clock := &fakeClock{now: time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC)}
-	eng := engine.New(engine.Deps{Redis: rdb, DB: db, Clock: clock,
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}, cfg)
+	// The fake clock starts at the real time: Redis expires a packet's keys at
+	// an absolute time taken from the engine's clock, so a clock far behind
+	// the server's would make a real Redis drop the keys as soon as they load.
+	clock := &fakeClock{now: time.Now().UTC().Truncate(time.Second)}
+	eng := engine.New(engine.Deps{Redis: rdb, DB: db, Clock: clock, Log: quietLog()}, cfg)
 	return &env{eng: eng, db: db, rdb: rdb, keys: keys, clock: clock, cfg: cfg}
+}
+
+func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// another builds a second engine on the same Redis, store, keys and clock,
+// as a second process would be; deps and cfg may be adjusted for it.
+func (e *env) another(mutateDeps func(*engine.Deps), mutate ...func(*engine.Config)) *env {
+	cfg := e.cfg
+	for _, m := range mutate {
+		m(&cfg)
+	}
+	d := engine.Deps{Redis: e.rdb, DB: e.db, Clock: e.clock, Log: quietLog()}
+	if mutateDeps != nil {
+		mutateDeps(&d)
+	}
+	c := *e
+	c.eng, c.cfg = engine.New(d, cfg), cfg
+	return &c
 }
 
 // startWriter runs the writer until the test ends.
 func (e *env) startWriter(tb testing.TB) {
+	stop := e.runWriter()
+	tb.Cleanup(stop)
+}
+
+// runWriter runs the writer until the returned stop is called; stop waits
+// for it to drain and return.
+func (e *env) runWriter() (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { e.eng.RunWriter(ctx); close(done) }()
-	tb.Cleanup(func() { cancel(); <-done })
+	return func() { cancel(); <-done }
 }
 
 // drain waits until the store has every grab of the packet that Redis accepted.
@@ -103,6 +131,31 @@ func (e *env) drain(tb testing.TB, packetID int64, want int) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	tb.Fatalf("writer did not make %d grabs of packet %d durable in time", want, packetID)
+}
+
+// sendPacket funds sender with deposit (ref "seed-<sender>"), makes users
+// 1..members and the sender the members of group 7, and sends and pays a packet.
+func (e *env) sendPacket(tb testing.TB, sender int64, kind string, members, count int, amount, deposit int64) engine.Packet {
+	tb.Helper()
+	ctx := context.Background()
+	users := []int64{sender}
+	for u := int64(1); u <= int64(members); u++ {
+		users = append(users, u)
+	}
+	if _, err := e.eng.SetGroupMembers(ctx, 7, users); err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := e.eng.Deposit(ctx, sender, deposit, fmt.Sprintf("seed-%d", sender)); err != nil {
+		tb.Fatal(err)
+	}
+	p, err := e.eng.CreatePacket(ctx, engine.NewPacket{SenderID: sender, Kind: kind, GroupID: 7, Count: count, Amount: amount})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if p, err = e.eng.PayByBalance(ctx, p.ID, sender); err != nil {
+		tb.Fatal(err)
+	}
+	return p
 }
 
 // groupPacket funds a sender, fills a group with users 1..members, sends a

@@ -1,0 +1,199 @@
+package engine_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/grab-engine/grab/engine"
+)
+
+// A packet takes grabs until the instant it expires, by the engine's clock.
+func TestGrabExpiry(t *testing.T) {
+	e := setupUnit(t)
+	ctx := context.Background()
+	p := e.groupPacket(t, engine.KindGroupEqual, 5, 3, 100)
+	if p.ExpiresAt == nil || !p.ExpiresAt.Equal(e.clock.Now().Add(24*time.Hour)) {
+		t.Fatalf("expires_at = %v, want now + 24h", p.ExpiresAt)
+	}
+	e.clock.Add(24*time.Hour - time.Millisecond)
+	if r, err := e.eng.Grab(ctx, p.ID, 2); err != nil || r.Seq != 1 || r.Amount != 100 {
+		t.Fatalf("grab a millisecond before expiry = %+v, %v", r, err)
+	}
+	e.clock.Add(time.Millisecond)
+	if _, err := e.eng.Grab(ctx, p.ID, 3); !errors.Is(err, engine.ErrExpired) {
+		t.Fatalf("grab at expiry: err = %v, want ErrExpired", err)
+	}
+	// A grab made before expiry is still the user's to see.
+	if r, err := e.eng.Grab(ctx, p.ID, 2); err != nil || !r.Repeat || r.Seq != 1 {
+		t.Fatalf("repeat after expiry = %+v, %v", r, err)
+	}
+	view, err := e.eng.GetPacket(ctx, p.ID, 3)
+	if err != nil || view.Status != engine.StatusExpired {
+		t.Fatalf("view after expiry: status %q, %v", view.Status, err)
+	}
+}
+
+// Only the recipient of a single packet can grab it; not the sender, not others.
+func TestGrabSingleOnlyRecipient(t *testing.T) {
+	e := setupUnit(t)
+	ctx := context.Background()
+	if _, err := e.eng.Deposit(ctx, 1, 10000, "seed-1"); err != nil {
+		t.Fatal(err)
+	}
+	p, err := e.eng.CreatePacket(ctx, engine.NewPacket{SenderID: 1, Kind: engine.KindSingle, ToUserID: 2, Amount: 520})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.eng.PayByBalance(ctx, p.ID, 1); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []int64{1, 3} {
+		if _, err := e.eng.Grab(ctx, p.ID, u); !errors.Is(err, engine.ErrForbidden) {
+			t.Fatalf("grab by %d: err = %v, want ErrForbidden", u, err)
+		}
+	}
+	r, err := e.eng.Grab(ctx, p.ID, 2)
+	if err != nil || r != (engine.GrabResult{PacketID: p.ID, Amount: 520, Seq: 1}) {
+		t.Fatalf("grab by the recipient = %+v, %v", r, err)
+	}
+}
+
+func TestGrabRefusals(t *testing.T) {
+	e := setupUnit(t)
+	ctx := context.Background()
+	if _, err := e.eng.SetGroupMembers(ctx, 7, []int64{1, 2, 3}); err != nil {
+		t.Fatal(err)
+	}
+	unpaid, err := e.eng.CreatePacket(ctx, engine.NewPacket{SenderID: 1, Kind: engine.KindGroupLucky, GroupID: 7, Count: 2, Amount: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name     string
+		packetID int64
+		want     error
+	}{
+		{"unpaid packet", unpaid.ID, engine.ErrNotOpen},
+		{"unknown packet", unpaid.ID + 1000, engine.ErrNotFound},
+		{"packet id zero", 0, engine.ErrNotFound},
+		{"negative packet id", -1, engine.ErrNotFound},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if _, err := e.eng.Grab(ctx, c.packetID, 2); !errors.Is(err, c.want) {
+				t.Fatalf("err = %v, want %v", err, c.want)
+			}
+		})
+	}
+}
+
+func TestPayByBalance(t *testing.T) {
+	e := setupUnit(t)
+	ctx := context.Background()
+	if _, err := e.eng.SetGroupMembers(ctx, 7, []int64{1, 2, 3}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.eng.Deposit(ctx, 1, 999, "seed-1"); err != nil {
+		t.Fatal(err)
+	}
+	send := func(amount int64) engine.Packet {
+		t.Helper()
+		p, err := e.eng.CreatePacket(ctx, engine.NewPacket{SenderID: 1, Kind: engine.KindGroupLucky, GroupID: 7, Count: 2, Amount: amount})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+
+	t.Run("insufficient balance changes nothing", func(t *testing.T) {
+		p := send(1000)
+		before, _ := e.db.MoneyTotals(ctx)
+		if _, err := e.eng.PayByBalance(ctx, p.ID, 1); !errors.Is(err, engine.ErrInsufficientBalance) {
+			t.Fatalf("err = %v, want ErrInsufficientBalance", err)
+		}
+		if b, _ := e.eng.Balance(ctx, 1); b != 999 {
+			t.Fatalf("balance = %d, want 999", b)
+		}
+		if after, _ := e.db.MoneyTotals(ctx); after != before {
+			t.Fatalf("totals %+v, were %+v", after, before)
+		}
+		if row, _ := e.db.Packet(ctx, p.ID); row.Status != engine.StatusUnpaid || row.PayStatus != "unpaid" {
+			t.Fatalf("packet is %s/%s, want unpaid", row.Status, row.PayStatus)
+		}
+		if _, err := e.eng.Grab(ctx, p.ID, 2); !errors.Is(err, engine.ErrNotOpen) {
+			t.Fatalf("grab: err = %v, want ErrNotOpen", err)
+		}
+	})
+	t.Run("a user without an account", func(t *testing.T) {
+		p, err := e.eng.CreatePacket(ctx, engine.NewPacket{SenderID: 3, Kind: engine.KindGroupLucky, GroupID: 7, Count: 2, Amount: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.eng.PayByBalance(ctx, p.ID, 3); !errors.Is(err, engine.ErrInsufficientBalance) {
+			t.Fatalf("err = %v, want ErrInsufficientBalance", err)
+		}
+	})
+	t.Run("only the sender pays", func(t *testing.T) {
+		p := send(100)
+		if _, err := e.eng.PayByBalance(ctx, p.ID, 2); !errors.Is(err, engine.ErrForbidden) {
+			t.Fatalf("err = %v, want ErrForbidden", err)
+		}
+	})
+	t.Run("pay twice", func(t *testing.T) {
+		p := send(100)
+		if _, err := e.eng.PayByBalance(ctx, p.ID, 1); err != nil {
+			t.Fatal(err)
+		}
+		before, _ := e.eng.Balance(ctx, 1)
+		if _, err := e.eng.PayByBalance(ctx, p.ID, 1); !errors.Is(err, engine.ErrNotPayable) {
+			t.Fatalf("second pay: err = %v, want ErrNotPayable", err)
+		}
+		if b, _ := e.eng.Balance(ctx, 1); b != before {
+			t.Fatalf("balance %d after a refused second pay, was %d", b, before)
+		}
+	})
+	t.Run("unknown packet", func(t *testing.T) {
+		if _, err := e.eng.PayByBalance(ctx, 12345, 1); !errors.Is(err, engine.ErrNotFound) {
+			t.Fatalf("err = %v, want ErrNotFound", err)
+		}
+	})
+}
+
+func TestDepositIdempotentByRef(t *testing.T) {
+	e := setupUnit(t)
+	ctx := context.Background()
+	for i := 0; i < 2; i++ {
+		if b, err := e.eng.Deposit(ctx, 5, 1234, "top-up-1"); err != nil || b != 1234 {
+			t.Fatalf("deposit #%d = %d, %v; want 1234", i+1, b, err)
+		}
+	}
+	if b, err := e.eng.Deposit(ctx, 5, 100, "top-up-2"); err != nil || b != 1334 {
+		t.Fatalf("second ref = %d, %v; want 1334", b, err)
+	}
+	for name, c := range map[string]struct {
+		user, amount int64
+	}{"other amount": {5, 999}, "other user": {6, 1234}} {
+		if _, err := e.eng.Deposit(ctx, c.user, c.amount, "top-up-1"); !errors.Is(err, engine.ErrIdempotencyConflict) {
+			t.Fatalf("%s: err = %v, want ErrIdempotencyConflict", name, err)
+		}
+	}
+	if b, _ := e.eng.Balance(ctx, 5); b != 1334 {
+		t.Fatalf("balance = %d, want 1334", b)
+	}
+	if b, _ := e.eng.Balance(ctx, 6); b != 0 {
+		t.Fatalf("user 6 balance = %d, want 0", b)
+	}
+	if tot, _ := e.db.MoneyTotals(ctx); tot.Balances != 1334 || tot.Ledger != 1334 {
+		t.Fatalf("totals = %+v, want 1334 each", tot)
+	}
+	for _, bad := range []struct {
+		user, amount int64
+		ref          string
+	}{{0, 1, "r"}, {5, 0, "r"}, {5, -1, "r"}, {5, engine.MaxDeposit + 1, "r"}, {5, 1, ""}} {
+		if _, err := e.eng.Deposit(ctx, bad.user, bad.amount, bad.ref); !errors.Is(err, engine.ErrInvalidArgument) {
+			t.Fatalf("Deposit(%d, %d, %q): err = %v, want ErrInvalidArgument", bad.user, bad.amount, bad.ref, err)
+		}
+	}
+}
