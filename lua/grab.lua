@@ -58,6 +58,14 @@ local seq, amount = string.match(share, '^(%d+):(%d+)$')
 local credit = state[3]
 
 redis.call('HSET', KEYS[3], ARGV[1], seq .. ':' .. amount .. ':' .. ARGV[2] .. ':' .. credit .. ':' .. ARGV[4])
+-- The first grab creates the grabbed hash, after load.lua set the expiries (an expiry cannot
+-- be set on a key that does not exist yet): it expires with the state, or it would live forever.
+if redis.call('PTTL', KEYS[3]) == -1 then
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl > 0 then
+    redis.call('PEXPIRE', KEYS[3], ttl)
+  end
+end
 local left = redis.call('HINCRBY', KEYS[1], 'remaining_count', -1)
 redis.call('HINCRBY', KEYS[1], 'remaining_amount', '-' .. amount)
 local finished = '0'
