@@ -160,7 +160,8 @@ type GrabEvent struct {
 // gets its owner, credited grabs reach the balance through the ledger (once
 // per share, however often the batch is replayed), and finished packets are
 // marked. It returns the indexes of events that contradict MySQL (the share
-// belongs to someone else); those are left unapplied for the caller to park.
+// belongs to someone else, the user holds another share of the packet, or the
+// amount is not the share's); those are left unapplied for the caller to park.
 func (db *DB) ApplyGrabs(ctx context.Context, events []GrabEvent) (rejected []int, err error) {
 	err = db.inTx(ctx, func(tx *sqlx.Tx) error {
 		rejected = rejected[:0]
@@ -196,10 +197,13 @@ func (db *DB) ApplyGrabs(ctx context.Context, events []GrabEvent) (rejected []in
 	return rejected, err
 }
 
-// claimShare sets the share's owner; true when it is (now or already) this user's.
+// claimShare sets the share's owner; true when it is (now or already) this
+// user's. The amount must match the share's: an event that says otherwise
+// contradicts the split, and crediting it would create or lose money.
 func (db *DB) claimShare(ctx context.Context, tx *sqlx.Tx, ev GrabEvent) (bool, error) {
 	res, err := tx.ExecContext(ctx, `UPDATE packet_share SET user_id = ?, grabbed_at = ?, credited = ?
-		WHERE packet_id = ? AND seq = ? AND user_id IS NULL`, ev.UserID, ev.At, ev.Credit, ev.PacketID, ev.Seq)
+		WHERE packet_id = ? AND seq = ? AND amount = ? AND user_id IS NULL`,
+		ev.UserID, ev.At, ev.Credit, ev.PacketID, ev.Seq, db.money(ev.Amount))
 	if isDuplicate(err) {
 		return false, nil // the user already owns another share of this packet
 	}
@@ -209,12 +213,18 @@ func (db *DB) claimShare(ctx context.Context, tx *sqlx.Tx, ev GrabEvent) (bool, 
 	if n, err := res.RowsAffected(); err != nil || n == 1 {
 		return n == 1, err
 	}
-	var owner sql.NullInt64
-	err = tx.GetContext(ctx, &owner, "SELECT user_id FROM packet_share WHERE packet_id = ? AND seq = ?", ev.PacketID, ev.Seq)
+	var row struct {
+		UserID sql.NullInt64 `db:"user_id"`
+		Amount Fen           `db:"amount"`
+	}
+	err = tx.GetContext(ctx, &row, "SELECT user_id, amount FROM packet_share WHERE packet_id = ? AND seq = ?", ev.PacketID, ev.Seq)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
 	}
-	return err == nil && owner.Int64 == ev.UserID, err
+	if err != nil {
+		return false, err
+	}
+	return row.UserID.Valid && row.UserID.Int64 == ev.UserID && int64(row.Amount) == ev.Amount, nil
 }
 
 func (db *DB) finishPacket(ctx context.Context, tx *sqlx.Tx, packetID int64, at time.Time) error {
