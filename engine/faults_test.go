@@ -1,0 +1,333 @@
+package engine_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/lua"
+	"github.com/grab-engine/grab/lua/redistest"
+	"github.com/grab-engine/grab/store"
+	"github.com/grab-engine/grab/store/storetest"
+)
+
+// grabAll has users from..to grab one at a time and returns their answers.
+func grabAll(t *testing.T, e *env, packetID, from, to int64) map[int64]engine.GrabResult {
+	t.Helper()
+	got := map[int64]engine.GrabResult{}
+	for u := from; u <= to; u++ {
+		r, err := e.eng.Grab(context.Background(), packetID, u)
+		if err != nil {
+			t.Fatalf("grab by %d: %v", u, err)
+		}
+		got[u] = r
+	}
+	return got
+}
+
+// moneyState is what a replay must not change.
+type moneyState struct {
+	totals   store.Totals
+	balances map[int64]int64
+}
+
+func readMoney(t *testing.T, e *env, users ...int64) moneyState {
+	t.Helper()
+	ctx := context.Background()
+	s := moneyState{balances: map[int64]int64{}}
+	var err error
+	if s.totals, err = e.db.MoneyTotals(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range users {
+		if s.balances[u], err = e.db.Balance(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return s
+}
+
+func (s moneyState) equal(o moneyState) bool {
+	if s.totals != o.totals || len(s.balances) != len(o.balances) {
+		return false
+	}
+	for u, b := range s.balances {
+		if o.balances[u] != b {
+			return false
+		}
+	}
+	return true
+}
+
+func pendingCount(t *testing.T, e *env, stream string) int64 {
+	t.Helper()
+	p, err := e.rdb.XPending(context.Background(), stream, e.cfg.Writer.Group).Result()
+	if err != nil {
+		t.Fatalf("xpending %s: %v", stream, err)
+	}
+	return p.Count
+}
+
+// waitFor polls cond until it holds, failing the test after 30 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// dropAcks loses every XACK, as a writer that crashed right after its
+// store commit would.
+type dropAcks struct{ dropped atomic.Int64 }
+
+func (h *dropAcks) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *dropAcks) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (h *dropAcks) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() == "xack" {
+			h.dropped.Add(1)
+			err := errors.New("test: writer died before XACK")
+			cmd.SetErr(err)
+			return err
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// Every event reaches the store at least once; applying one again, directly
+// or by a redelivery after a crash between commit and ack, changes nothing.
+func TestRedeliveryIsHarmless(t *testing.T) {
+	e := setupReal(t)
+	ctx := context.Background()
+	p := e.sendPacket(t, 100, engine.KindGroupLucky, 20, 10, 2000, 50_000)
+	stream := e.keys.Packet(p.ID).Events
+	answers := grabAll(t, e, p.ID, 1, 10)
+	users := []int64{100}
+	for u := range answers {
+		users = append(users, u)
+	}
+
+	// A writer commits every batch but each ack is lost.
+	noAck := redis.NewClient(&redis.Options{Addr: redistest.Addr()})
+	t.Cleanup(func() { noAck.Close() })
+	hook := &dropAcks{}
+	noAck.AddHook(hook)
+	crashed := e.another(func(d *engine.Deps) { d.WriterRedis = noAck },
+		func(c *engine.Config) { c.Writer.Consumer = "crashed" })
+	stop := crashed.runWriter()
+	e.drain(t, p.ID, 10)
+	stop()
+	if hook.dropped.Load() == 0 || pendingCount(t, e, stream) != 10 {
+		t.Fatalf("want 10 committed but unacked events, have %d pending after %d lost acks",
+			pendingCount(t, e, stream), hook.dropped.Load())
+	}
+	committed := readMoney(t, e, users...)
+	for u, r := range answers {
+		if committed.balances[u] != r.Amount {
+			t.Fatalf("user %d balance %d, won %d", u, committed.balances[u], r.Amount)
+		}
+	}
+	if committed.totals.Balances != 50_000 || committed.totals.Ledger != 50_000 {
+		t.Fatalf("totals after commit = %+v", committed.totals)
+	}
+
+	// Applying the same events again through the store changes nothing.
+	var events []store.GrabEvent
+	for u, r := range answers {
+		events = append(events, store.GrabEvent{PacketID: p.ID, UserID: u, Seq: r.Seq, Amount: r.Amount,
+			At: e.clock.Now(), Credit: true, Finished: r.Seq == 10})
+	}
+	for i := 0; i < 2; i++ {
+		if rejected, err := e.db.ApplyGrabs(ctx, events); err != nil || len(rejected) != 0 {
+			t.Fatalf("direct replay: rejected %v, %v", rejected, err)
+		}
+	}
+	if now := readMoney(t, e, users...); !now.equal(committed) {
+		t.Fatalf("direct replay changed money: %+v, was %+v", now, committed)
+	}
+
+	// A fresh writer under another name reclaims the dead one's pending
+	// events, applies them again and acks them.
+	rescuer := e.another(nil, func(c *engine.Config) {
+		c.Writer.Consumer = "rescuer"
+		c.Writer.ClaimIdle = 100 * time.Millisecond
+		c.Writer.ClaimEvery = 100 * time.Millisecond
+	})
+	rescuer.startWriter(t)
+	waitFor(t, "the rescuer to ack every reclaimed event", func() bool { return pendingCount(t, e, stream) == 0 })
+	// Sums are unchanged and every ledger movement is positive, so no ledger
+	// row was duplicated either.
+	if now := readMoney(t, e, users...); !now.equal(committed) {
+		t.Fatalf("redelivery changed money: %+v, was %+v", now, committed)
+	}
+	if n := e.rdb.XLen(ctx, e.keys.DeadLetters(e.keys.Shard(p.ID))).Val(); n != 0 {
+		t.Fatalf("%d replayed events were parked as dead letters", n)
+	}
+}
+
+// A grab whose reply is lost is re-sent by go-redis with the same request
+// id: the user ends with one share, answered as a first grab, not a repeat.
+func TestLostGrabReply(t *testing.T) {
+	db := storetest.MySQL(t)
+	direct, keys := redistest.Real(t, 16)
+	proxy := redistest.StartProxy(t, redistest.Addr())
+	viaProxy := redis.NewClient(&redis.Options{Addr: proxy.Addr})
+	t.Cleanup(func() { viaProxy.Close() })
+	e := newEnv(t, viaProxy, keys, db)
+	ctx := context.Background()
+	p := e.sendPacket(t, 100, engine.KindGroupLucky, 10, 5, 500, 10_000)
+	k := keys.Packet(p.ID)
+	if n := direct.LLen(ctx, k.Shares).Val(); n != 5 {
+		t.Fatalf("%d shares loaded, want 5", n)
+	}
+
+	// The script must be cached: a lost NOSCRIPT reply would only test the
+	// EVAL fallback, not a re-send of a grab that ran.
+	if err := lua.Preload(ctx, direct); err != nil {
+		t.Fatal(err)
+	}
+	proxy.DropReplyOnce(func(args []string) bool {
+		cmd := strings.ToLower(args[0])
+		return (cmd == "evalsha" || cmd == "eval") && len(args) > 3 && args[2] == "5" && args[3] == k.State
+	})
+	r, err := e.eng.Grab(ctx, p.ID, 3)
+	if proxy.Dropped() != 1 {
+		t.Fatalf("the proxy dropped %d replies, want 1", proxy.Dropped())
+	}
+	if err != nil || r.Repeat || r.Seq != 1 || r.Amount <= 0 {
+		t.Fatalf("grab with a lost reply = %+v, %v; want seq 1, not a repeat", r, err)
+	}
+	if n := direct.LLen(ctx, k.Shares).Val(); n != 4 {
+		t.Fatalf("%d shares left, want 4: the re-send took another", n)
+	}
+	if g := direct.HGetAll(ctx, k.Grabbed).Val(); len(g) != 1 || g["3"] == "" {
+		t.Fatalf("grabbed = %v, want user 3 only", g)
+	}
+	if n := direct.XLen(ctx, k.Events).Val(); n != 1 {
+		t.Fatalf("%d events, want 1", n)
+	}
+	again, err := e.eng.Grab(ctx, p.ID, 3)
+	if err != nil || again != (engine.GrabResult{PacketID: p.ID, Amount: r.Amount, Seq: 1, Repeat: true}) {
+		t.Fatalf("a second call = %+v, %v; want the same share as a repeat", again, err)
+	}
+
+	e.startWriter(t)
+	e.drain(t, p.ID, 1)
+	if b, _ := e.eng.Balance(ctx, 3); b != r.Amount {
+		t.Fatalf("balance %d, want %d", b, r.Amount)
+	}
+}
+
+// Redis restarts empty after the writer made the first grabs durable: the
+// packet is rebuilt from the store, earlier grabbers see their own share,
+// the rest of the shares go out exactly once, and the writer picks up again.
+func TestRedisRestartedEmpty(t *testing.T) {
+	srv := redistest.StartServer(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: 64})
+	t.Cleanup(func() { rdb.Close() })
+	keys := lua.NewKeys(redistest.Namespace(), 16)
+	e := newEnv(t, rdb, keys, storetest.MySQL(t))
+	e.startWriter(t)
+	ctx := context.Background()
+	const members, shares, total, sender, deposit = 30, 20, 2000, 100, 50_000
+	p := e.sendPacket(t, sender, engine.KindGroupLucky, members, shares, total, deposit)
+	stream := keys.Packet(p.ID).Events
+
+	before := grabAll(t, e, p.ID, 1, 8)
+	e.drain(t, p.ID, 8)
+
+	srv.Restart()
+	// (The writer may already have recreated its empty streams.)
+	if n := rdb.Exists(ctx, keys.Packet(p.ID).State, keys.Packet(p.ID).Grabbed).Val(); n != 0 {
+		t.Fatalf("the restarted redis still holds %d keys of the packet", n)
+	}
+
+	// Everyone grabs at once: one of them rebuilds, the others wait for it.
+	results := make([]engine.GrabResult, members+1)
+	errs := make([]error, members+1)
+	var wg sync.WaitGroup
+	for u := 1; u <= members; u++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[u], errs[u] = e.eng.Grab(ctx, p.ID, int64(u))
+		}()
+	}
+	wg.Wait()
+
+	owner := map[int]int64{}
+	for u, r := range before {
+		owner[r.Seq] = u
+	}
+	var sum int64
+	for _, r := range before {
+		sum += r.Amount
+	}
+	soldOut := 0
+	for u := int64(1); u <= members; u++ {
+		r, err := results[u], errs[u]
+		if b, ok := before[u]; ok {
+			if err != nil || r != (engine.GrabResult{PacketID: p.ID, Amount: b.Amount, Seq: b.Seq, Repeat: true}) {
+				t.Fatalf("user %d after the restart = %+v, %v; before it %+v", u, r, err, b)
+			}
+			continue
+		}
+		switch {
+		case errors.Is(err, engine.ErrSoldOut):
+			soldOut++
+		case err != nil:
+			t.Fatalf("user %d: %v", u, err)
+		case r.Repeat:
+			t.Fatalf("user %d: a first grab answered as a repeat: %+v", u, r)
+		default:
+			if prev, dup := owner[r.Seq]; dup {
+				t.Fatalf("seq %d handed to %d and again to %d", r.Seq, prev, u)
+			}
+			owner[r.Seq] = u
+			sum += r.Amount
+			before[u] = r
+		}
+	}
+	if len(owner) != shares || soldOut != members-shares || sum != total {
+		t.Fatalf("%d shares owned, %d sold out, %d fen handed out; want %d, %d, %d",
+			len(owner), soldOut, sum, shares, members-shares, total)
+	}
+
+	e.drain(t, p.ID, shares)
+	rows, _ := e.db.Shares(ctx, p.ID)
+	for _, s := range rows {
+		if s.UserID.Int64 != owner[s.Seq] || int64(s.Amount) != before[owner[s.Seq]].Amount {
+			t.Fatalf("store share %d: user %v, %d fen; Redis gave it to %d", s.Seq, s.UserID, s.Amount, owner[s.Seq])
+		}
+	}
+	for u, r := range before {
+		if b, _ := e.eng.Balance(ctx, u); b != r.Amount {
+			t.Fatalf("user %d balance %d, won %d", u, b, r.Amount)
+		}
+	}
+	if row, _ := e.db.Packet(ctx, p.ID); row.Status != engine.StatusFinished {
+		t.Fatalf("packet is %s, want finished", row.Status)
+	}
+	if tot, _ := e.db.MoneyTotals(ctx); tot.Balances != deposit || tot.Ledger != deposit {
+		t.Fatalf("totals = %+v, want %d each", tot, deposit)
+	}
+	// The writer recreated its consumer group on the new, empty server.
+	groups, err := rdb.XInfoGroups(ctx, stream).Result()
+	if err != nil || len(groups) != 1 || groups[0].Name != e.cfg.Writer.Group {
+		t.Fatalf("groups of %s = %+v, %v", stream, groups, err)
+	}
+	waitFor(t, "every event after the restart to be acked", func() bool { return pendingCount(t, e, stream) == 0 })
+}
