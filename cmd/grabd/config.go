@@ -1,0 +1,126 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+)
+
+// Config is grabd's configuration, from the environment; flags mirror the
+// settings that are not secrets (secrets stay out of the process list).
+type Config struct {
+	Addr       string   // GRAB_ADDR
+	RedisAddrs []string // REDIS_ADDR, comma-separated; several mean Redis Cluster
+	MySQLDSN   string   // MYSQL_DSN
+	JWTSecret  string   // GRAB_JWT_SECRET
+	AdminToken string   // GRAB_ADMIN_TOKEN
+	// PaySecret verifies payment-provider notifications (GRAB_PAY_SECRET);
+	// accepted now so deployments can set it before third-party payment ships.
+	PaySecret string
+	PacketTTL time.Duration // GRAB_PACKET_TTL
+	Shards    int           // GRAB_SHARDS
+	DevAuth   bool          // GRAB_AUTH=dev
+	DataDir   string        // GRAB_DATA_DIR, embedded mode only
+	LagLimit  time.Duration // GRAB_LAG_LIMIT
+	LogLevel  slog.Level    // GRAB_LOG_LEVEL
+
+	// onListen, when set, is told the address the server listens on (tests use port 0).
+	onListen func(net.Addr)
+}
+
+// Embedded reports the embedded mode: neither Redis nor MySQL configured.
+func (c Config) Embedded() bool { return len(c.RedisAddrs) == 0 && c.MySQLDSN == "" }
+
+// ParseConfig reads the environment through getenv, then flags from args.
+func ParseConfig(args []string, getenv func(string) string) (Config, error) {
+	env := func(k, def string) string {
+		if v := strings.TrimSpace(getenv(k)); v != "" {
+			return v
+		}
+		return def
+	}
+	fs := flag.NewFlagSet("grabd", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	addr := fs.String("addr", env("GRAB_ADDR", ":8080"), "listen address (GRAB_ADDR)")
+	redisAddr := fs.String("redis-addr", env("REDIS_ADDR", ""), "Redis address; several comma-separated for a cluster (REDIS_ADDR)")
+	dsn := fs.String("mysql-dsn", env("MYSQL_DSN", ""), "MySQL DSN, go-sql-driver format (MYSQL_DSN)")
+	ttl := fs.String("packet-ttl", env("GRAB_PACKET_TTL", "24h"), "how long a paid packet can be grabbed (GRAB_PACKET_TTL)")
+	shards := fs.String("shards", env("GRAB_SHARDS", "16"), "event stream shards, fixed for a deployment (GRAB_SHARDS)")
+	authMode := fs.String("auth", env("GRAB_AUTH", ""), "dev: accept X-User-Id in place of a JWT (GRAB_AUTH)")
+	dataDir := fs.String("data-dir", env("GRAB_DATA_DIR", "./data"), "SQLite directory of the embedded mode (GRAB_DATA_DIR)")
+	lag := fs.String("lag-limit", env("GRAB_LAG_LIMIT", "5s"), "writer lag past which grabs answer BUSY (GRAB_LAG_LIMIT)")
+	level := fs.String("log-level", env("GRAB_LOG_LEVEL", "info"), "debug, info, warn or error (GRAB_LOG_LEVEL)")
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+
+	c := Config{Addr: *addr, MySQLDSN: *dsn, JWTSecret: getenv("GRAB_JWT_SECRET"), AdminToken: getenv("GRAB_ADMIN_TOKEN"),
+		PaySecret: getenv("GRAB_PAY_SECRET"), DataDir: *dataDir}
+	for _, a := range strings.Split(*redisAddr, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				return Config{}, fmt.Errorf("REDIS_ADDR: %q is not host:port", a)
+			}
+			c.RedisAddrs = append(c.RedisAddrs, a)
+		}
+	}
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		return Config{}, fmt.Errorf("GRAB_ADDR: %q is not [host]:port", c.Addr)
+	}
+	var err error
+	if c.PacketTTL, err = positiveDuration("GRAB_PACKET_TTL", *ttl); err != nil {
+		return Config{}, err
+	}
+	if c.LagLimit, err = positiveDuration("GRAB_LAG_LIMIT", *lag); err != nil {
+		return Config{}, err
+	}
+	if c.Shards, err = strconv.Atoi(*shards); err != nil || c.Shards < 1 || c.Shards > 1024 {
+		return Config{}, fmt.Errorf("GRAB_SHARDS: %q must be an integer in 1..1024", *shards)
+	}
+	if err := c.LogLevel.UnmarshalText([]byte(*level)); err != nil {
+		return Config{}, fmt.Errorf("GRAB_LOG_LEVEL: %q must be debug, info, warn or error", *level)
+	}
+	switch *authMode {
+	case "":
+	case "dev":
+		c.DevAuth = true
+	default:
+		return Config{}, fmt.Errorf("GRAB_AUTH: %q is not a mode; the only one is dev", *authMode)
+	}
+
+	switch {
+	case c.Embedded():
+		if c.DataDir == "" {
+			return Config{}, errors.New("GRAB_DATA_DIR must not be empty")
+		}
+	case len(c.RedisAddrs) == 0 || c.MySQLDSN == "":
+		return Config{}, errors.New("set both REDIS_ADDR and MYSQL_DSN, or neither for the embedded mode")
+	default:
+		if _, err := mysql.ParseDSN(c.MySQLDSN); err != nil {
+			return Config{}, fmt.Errorf("MYSQL_DSN: %v", err)
+		}
+		if c.JWTSecret == "" && !c.DevAuth {
+			return Config{}, errors.New("GRAB_JWT_SECRET is required (or GRAB_AUTH=dev, never in production)")
+		}
+	}
+	return c, nil
+}
+
+func positiveDuration(name, v string) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("%s: %q must be a positive Go duration such as 24h or 500ms", name, v)
+	}
+	return d, nil
+}

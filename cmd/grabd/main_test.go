@@ -1,0 +1,254 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	nethttp "net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/grab-engine/grab/store"
+)
+
+func envOf(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+// grabd is a running embedded-mode server.
+type grabd struct {
+	base    string
+	dataDir string
+	cancel  context.CancelFunc
+	done    chan error
+}
+
+func startEmbedded(t *testing.T) *grabd {
+	t.Helper()
+	dir := t.TempDir()
+	cfg, err := ParseConfig(nil, envOf(map[string]string{"GRAB_ADDR": "127.0.0.1:0", "GRAB_DATA_DIR": dir}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs := make(chan net.Addr, 1)
+	cfg.onListen = func(a net.Addr) { addrs <- a }
+	ctx, cancel := context.WithCancel(context.Background())
+	g := &grabd{dataDir: dir, cancel: cancel, done: make(chan error, 1)}
+	go func() { g.done <- Run(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+	select {
+	case a := <-addrs:
+		g.base = "http://" + a.String()
+	case err := <-g.done:
+		t.Fatalf("Run returned before listening: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("grabd did not start")
+	}
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-g.done:
+		case <-time.After(60 * time.Second):
+		}
+	})
+	return g
+}
+
+// stop cancels Run (as SIGTERM does) and returns what it returned.
+func (g *grabd) stop(t *testing.T) error {
+	t.Helper()
+	g.cancel()
+	select {
+	case err := <-g.done:
+		g.done <- err // for the cleanup
+		return err
+	case <-time.After(60 * time.Second):
+		t.Fatal("Run did not return after cancel")
+		return nil
+	}
+}
+
+// call sends a request and decodes the JSON object answered.
+func (g *grabd) call(t *testing.T, method, path, body string, headers map[string]string, want int) map[string]any {
+	t.Helper()
+	req, err := nethttp.NewRequest(method, g.base+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := nethttp.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != want {
+		t.Fatalf("%s %s: status %d, want %d: %s", method, path, resp.StatusCode, want, raw)
+	}
+	var m map[string]any
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if err := dec.Decode(&m); err != nil {
+		t.Fatalf("%s %s: %v: %s", method, path, err, raw)
+	}
+	return m
+}
+
+var adminHeaders = map[string]string{"Authorization": "Bearer dev-admin"}
+
+func as(user int) map[string]string { return map[string]string{"X-User-Id": fmt.Sprint(user)} }
+
+// sendPacket sets up group 7, funds user 1 and sends and pays a lucky packet.
+func (g *grabd) sendPacket(t *testing.T) string {
+	t.Helper()
+	g.call(t, "PUT", "/v1/admin/groups/7/members", `{"user_ids":[1,2,3]}`, adminHeaders, 200)
+	if b := g.call(t, "POST", "/v1/admin/accounts/1/deposit", `{"amount":"50.00","ref":"d1"}`, adminHeaders, 200); b["balance"] != "50.00" {
+		t.Fatalf("deposit = %v", b)
+	}
+	p := g.call(t, "POST", "/v1/packets", `{"kind":"group_lucky","group_id":7,"count":2,"amount":"10.00"}`, as(1), 201)
+	id := p["packet_id"].(json.Number).String()
+	if p = g.call(t, "POST", "/v1/packets/"+id+"/pay", `{"method":"balance"}`, as(1), 200); p["status"] != "open" {
+		t.Fatalf("paid = %v", p)
+	}
+	return id
+}
+
+func TestEmbeddedMode(t *testing.T) {
+	g := startEmbedded(t)
+	g.call(t, "GET", "/healthz", "", nil, 200)
+	// The writer starts with Run; readiness follows within moments.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := nethttp.Get(g.base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("never ready")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	id := g.sendPacket(t)
+	g1 := g.call(t, "POST", "/v1/packets/"+id+"/grab", "", as(2), 200)
+	g2 := g.call(t, "POST", "/v1/packets/"+id+"/grab", "", as(3), 200)
+	if g1["seq"].(json.Number) != "1" || g2["seq"].(json.Number) != "2" {
+		t.Fatalf("grabs = %v %v", g1, g2)
+	}
+	d := g.call(t, "GET", "/v1/packets/"+id, "", as(2), 200)
+	if d["status"] != "finished" || len(d["grabs"].([]any)) != 2 || d["my_grab"] == nil {
+		t.Fatalf("detail = %v", d)
+	}
+	if b := g.call(t, "GET", "/v1/balance", "", as(1), 200); b["balance"] != "40.00" {
+		t.Fatalf("sender balance = %v", b)
+	}
+	// Without the dev token admin is closed; a dev user is not admin.
+	g.call(t, "PUT", "/v1/admin/groups/7/members", `{"user_ids":[1]}`, as(1), 403)
+	if err := g.stop(t); err != nil {
+		t.Fatalf("Run returned %v after cancel, want nil", err)
+	}
+}
+
+// Cancelling Run (what SIGTERM does) drains the writer: a grab answered just
+// before the stop is in SQLite when Run returns.
+func TestShutdownDrainsWriter(t *testing.T) {
+	g := startEmbedded(t)
+	id := g.sendPacket(t)
+	r := g.call(t, "POST", "/v1/packets/"+id+"/grab", "", as(2), 200)
+	if err := g.stop(t); err != nil {
+		t.Fatalf("Run returned %v", err)
+	}
+	ctx := context.Background()
+	db, err := store.OpenSQLite(ctx, filepath.Join(g.dataDir, "grab.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var pid int64
+	fmt.Sscan(id, &pid)
+	shares, err := db.Shares(ctx, pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq := r["seq"].(json.Number).String()
+	for _, s := range shares {
+		if fmt.Sprint(s.Seq) == seq {
+			if !s.UserID.Valid || s.UserID.Int64 != 2 || !s.Credited {
+				t.Fatalf("share %s after shutdown = %+v", seq, s)
+			}
+			if b, _ := db.Balance(ctx, 2); b != int64(s.Amount) {
+				t.Fatalf("grabber balance %d, share %d", b, s.Amount)
+			}
+			return
+		}
+	}
+	t.Fatalf("share %s not found in %+v", seq, shares)
+}
+
+func TestParseConfig(t *testing.T) {
+	prod := map[string]string{"REDIS_ADDR": "127.0.0.1:6379", "MYSQL_DSN": "root@tcp(127.0.0.1:3306)/grab", "GRAB_JWT_SECRET": "s"}
+	with := func(k, v string) map[string]string {
+		m := map[string]string{}
+		for a, b := range prod {
+			m[a] = b
+		}
+		m[k] = v
+		return m
+	}
+	for _, c := range []struct {
+		name string
+		env  map[string]string
+		args []string
+		err  string // "" for success
+	}{
+		{"embedded", nil, nil, ""},
+		{"production", prod, nil, ""},
+		{"cluster", with("REDIS_ADDR", "a:1, b:2,c:3"), nil, ""},
+		{"only redis", map[string]string{"REDIS_ADDR": "127.0.0.1:6379"}, nil, "set both REDIS_ADDR and MYSQL_DSN"},
+		{"only mysql", map[string]string{"MYSQL_DSN": "root@tcp(127.0.0.1:3306)/grab"}, nil, "set both REDIS_ADDR and MYSQL_DSN"},
+		{"no jwt secret", with("GRAB_JWT_SECRET", ""), nil, "GRAB_JWT_SECRET is required"},
+		{"no jwt secret in dev auth", map[string]string{"REDIS_ADDR": "r:1", "MYSQL_DSN": "u@tcp(h:1)/d", "GRAB_AUTH": "dev"}, nil, ""},
+		{"bad auth mode", with("GRAB_AUTH", "none"), nil, "GRAB_AUTH"},
+		{"bad ttl", with("GRAB_PACKET_TTL", "1 day"), nil, "GRAB_PACKET_TTL"},
+		{"negative ttl", with("GRAB_PACKET_TTL", "-1h"), nil, "GRAB_PACKET_TTL"},
+		{"bad shards", with("GRAB_SHARDS", "0"), nil, "GRAB_SHARDS"},
+		{"bad lag", with("GRAB_LAG_LIMIT", "fast"), nil, "GRAB_LAG_LIMIT"},
+		{"bad level", with("GRAB_LOG_LEVEL", "loud"), nil, "GRAB_LOG_LEVEL"},
+		{"bad redis addr", with("REDIS_ADDR", "localhost"), nil, "REDIS_ADDR"},
+		{"bad dsn", with("MYSQL_DSN", "not a dsn"), nil, "MYSQL_DSN"},
+		{"bad listen addr", with("GRAB_ADDR", "8080"), nil, "GRAB_ADDR"},
+		{"flag overrides env", prod, []string{"-shards", "abc"}, "GRAB_SHARDS"},
+		{"unknown flag", prod, []string{"-nope"}, "nope"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := ParseConfig(c.args, envOf(c.env))
+			if c.err == "" && err != nil || c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)) {
+				t.Fatalf("err = %v, want %q", err, c.err)
+			}
+		})
+	}
+	cfg, err := ParseConfig(nil, envOf(nil))
+	if err != nil || cfg.Addr != ":8080" || cfg.Shards != 16 || cfg.PacketTTL != 24*time.Hour || cfg.LagLimit != 5*time.Second ||
+		cfg.DataDir != "./data" || !cfg.Embedded() {
+		t.Fatalf("defaults = %+v, %v", cfg, err)
+	}
+}
+
+// A bad configuration exits 2 with a message, before anything starts.
+func TestMainBadConfigExits2(t *testing.T) {
+	var stderr bytes.Buffer
+	code := Main(context.Background(), nil, envOf(map[string]string{"REDIS_ADDR": "127.0.0.1:6379"}), &stderr)
+	if code != 2 || !strings.Contains(stderr.String(), "set both REDIS_ADDR and MYSQL_DSN, or neither for the embedded mode") {
+		t.Fatalf("code %d, stderr %q", code, stderr.String())
+	}
+}

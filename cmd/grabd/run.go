@@ -1,0 +1,213 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	nethttp "net/http"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/grab-engine/grab/engine"
+	grabhttp "github.com/grab-engine/grab/http"
+	"github.com/grab-engine/grab/lua"
+	"github.com/grab-engine/grab/store"
+)
+
+// shutdownTimeout bounds how long in-flight requests may take once a stop is asked.
+const shutdownTimeout = 15 * time.Second
+
+// Run serves until ctx is cancelled, then stops accepting requests, lets the
+// writer drain every accepted grab into the store, and returns nil.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	var closers []func()
+	defer func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}()
+
+	var apiRedis, writerRedis redis.UniversalClient
+	var db *store.DB
+	var err error
+	if cfg.Embedded() {
+		log.Warn("embedded mode: in-process Redis (miniredis) and SQLite; NOT FOR PRODUCTION",
+			"data_dir", cfg.DataDir)
+		mr, stopClock, err := startMiniredis()
+		if err != nil {
+			return err
+		}
+		closers = append(closers, mr.Close, stopClock)
+		apiRedis = redis.NewClient(&redis.Options{Addr: mr.Addr(), PoolSize: 64})
+		writerRedis = redis.NewClient(&redis.Options{Addr: mr.Addr(), PoolSize: cfg.Shards + 8})
+		closers = append(closers, func() { apiRedis.Close() }, func() { writerRedis.Close() })
+		if db, err = store.OpenSQLite(ctx, filepath.Join(cfg.DataDir, "grab.db")); err != nil {
+			return err
+		}
+		cfg.DevAuth = true
+		if cfg.AdminToken == "" {
+			cfg.AdminToken = "dev-admin"
+			log.Warn("embedded mode: admin token is dev-admin", "header", "Authorization: Bearer dev-admin")
+		}
+		if cfg.JWTSecret == "" {
+			cfg.JWTSecret = randomSecret()
+			log.Info("embedded mode: generated a random JWT secret; use X-User-Id for users")
+		}
+	} else {
+		// Two pools: the writer's blocking stream reads must never hold the
+		// connections grabs need.
+		apiRedis = newRedis(cfg.RedisAddrs, max(256, 20*runtime.GOMAXPROCS(0)))
+		writerRedis = newRedis(cfg.RedisAddrs, cfg.Shards+8)
+		closers = append(closers, func() { apiRedis.Close() }, func() { writerRedis.Close() })
+		if err := apiRedis.Ping(ctx).Err(); err != nil {
+			return fmt.Errorf("redis %v: %w", cfg.RedisAddrs, err)
+		}
+		checkEviction(ctx, apiRedis, log)
+		if err := lua.Preload(ctx, apiRedis); err != nil {
+			return fmt.Errorf("redis: loading scripts: %w", err)
+		}
+		if db, err = store.OpenMySQL(ctx, cfg.MySQLDSN); err != nil {
+			return err
+		}
+		if cfg.DevAuth {
+			log.Warn("GRAB_AUTH=dev: X-User-Id is accepted without a token; never use this in production")
+		}
+		if cfg.AdminToken == "" {
+			log.Warn("GRAB_ADMIN_TOKEN is not set: admin endpoints answer 401")
+		}
+		if cfg.JWTSecret != "" && len(cfg.JWTSecret) < 32 {
+			log.Warn("GRAB_JWT_SECRET is shorter than 32 bytes")
+		}
+	}
+	closers = append(closers, func() { db.Close() })
+	if err := db.Migrate(ctx); err != nil {
+		return fmt.Errorf("migrations: %w", err)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	ecfg := engine.DefaultConfig()
+	ecfg.Keys = lua.NewKeys("grab", cfg.Shards)
+	ecfg.PacketTTL = cfg.PacketTTL
+	ecfg.LagLimit = cfg.LagLimit
+	eng := engine.New(engine.Deps{Redis: apiRedis, WriterRedis: writerRedis, DB: db, Log: log, Metrics: reg}, ecfg)
+
+	// The writer outlives the HTTP server: it stops only after the last
+	// request is answered, and drains what those requests accepted.
+	writerCtx, stopWriter := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWriter()
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		if err := eng.RunWriter(writerCtx); err != nil {
+			log.Error("writer stopped", "err", err)
+		}
+	}()
+
+	handler := grabhttp.New(eng, grabhttp.Config{JWTSecret: []byte(cfg.JWTSecret), AdminToken: cfg.AdminToken, DevAuth: cfg.DevAuth}, log, reg)
+	srv := &nethttp.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      15 * time.Second,
+		IdleTimeout:       90 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		stopWriter()
+		<-writerDone
+		return err
+	}
+	if cfg.onListen != nil {
+		cfg.onListen(ln.Addr())
+	}
+	log.Info("grabd listening", "addr", ln.Addr().String(), "embedded", cfg.Embedded(), "shards", cfg.Shards,
+		"dev_auth", cfg.DevAuth)
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("stopping: no new requests; draining")
+	case err := <-serveErr:
+		runErr = err
+	}
+	shCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(shCtx); err != nil {
+		log.Warn("shutdown: requests still running were cut", "err", err)
+	}
+	stopWriter()
+	<-writerDone
+	log.Info("stopped: the writer drained")
+	if errors.Is(runErr, nethttp.ErrServerClosed) {
+		runErr = nil
+	}
+	return runErr
+}
+
+func newRedis(addrs []string, poolSize int) redis.UniversalClient {
+	if len(addrs) > 1 {
+		return redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, PoolSize: poolSize})
+	}
+	return redis.NewClient(&redis.Options{Addr: addrs[0], PoolSize: poolSize})
+}
+
+// checkEviction warns when Redis may evict keys: an evicted packet or stream
+// loses grabs. Managed Redis often forbids CONFIG; that is not an error.
+func checkEviction(ctx context.Context, rdb redis.UniversalClient, log *slog.Logger) {
+	res, err := rdb.ConfigGet(ctx, "maxmemory-policy").Result()
+	if err != nil {
+		log.Debug("cannot read maxmemory-policy", "err", err)
+		return
+	}
+	if p, ok := res["maxmemory-policy"]; ok && p != "noeviction" {
+		log.Warn("Redis maxmemory-policy is not noeviction: evicted keys lose grabs", "maxmemory-policy", p)
+	}
+}
+
+// startMiniredis runs an in-process Redis on a loopback port. miniredis
+// moves TTLs only when told, so a ticker tells it how much time has passed.
+func startMiniredis() (*miniredis.Miniredis, func(), error) {
+	mr := miniredis.NewMiniRedis()
+	if err := mr.StartAddr("127.0.0.1:0"); err != nil {
+		return nil, nil, fmt.Errorf("embedded redis: %w", err)
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		last := time.Now()
+		for {
+			select {
+			case <-stop:
+				return
+			case now := <-t.C:
+				mr.FastForward(now.Sub(last))
+				last = now
+			}
+		}
+	}()
+	return mr, func() { close(stop); <-done }, nil
+}
+
+func randomSecret() string {
+	var b [32]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
