@@ -229,10 +229,24 @@ func (w *Writer) apply(ctx context.Context, stream string, msgs []redis.XMessage
 	for attempt := 1; ; attempt++ {
 		rejected, err := w.e.db.ApplyGrabs(ctx, events)
 		if err == nil {
+			// A rejected event that could not be parked stays pending (it is
+			// redelivered and parked later), so it must not be acked with the rest.
+			unparked := map[int]bool{}
 			for _, i := range rejected {
-				w.deadLetter(ctx, stream, kept[i], errors.New("contradicts the store: the share or the user is taken"))
+				if !w.deadLetter(ctx, stream, kept[i], errors.New("contradicts the store: the share is someone else's, the user holds another, or the amount differs")) {
+					unparked[i] = true
+				}
 			}
-			w.ack(ctx, stream, kept)
+			done := kept
+			if len(unparked) > 0 {
+				done = make([]redis.XMessage, 0, len(kept))
+				for i, m := range kept {
+					if !unparked[i] {
+						done = append(done, m)
+					}
+				}
+			}
+			w.ack(ctx, stream, done)
 			w.e.m.batchSize.Observe(float64(len(kept)))
 			w.e.m.applied.Add(float64(len(kept) - len(rejected)))
 			return
@@ -267,19 +281,21 @@ func (w *Writer) ack(ctx context.Context, stream string, msgs []redis.XMessage) 
 	}
 }
 
-// deadLetter parks an event for a person and acknowledges it.
-func (w *Writer) deadLetter(ctx context.Context, stream string, m redis.XMessage, cause error) {
+// deadLetter parks an event for a person and acknowledges it. It reports
+// whether the event was parked; if not, it stays pending.
+func (w *Writer) deadLetter(ctx context.Context, stream string, m redis.XMessage, cause error) bool {
 	values := map[string]any{"stream": stream, "id": m.ID, "error": cause.Error()}
 	for k, v := range m.Values {
 		values["f_"+k] = v
 	}
 	if err := w.rdb.XAdd(ctx, &redis.XAddArgs{Stream: w.deadLetters[stream], Values: values}).Err(); err != nil {
 		w.e.log.ErrorContext(ctx, "writer: cannot park event; it stays pending", "stream", stream, "id", m.ID, "err", err)
-		return
+		return false
 	}
 	w.e.m.deadLetters.Inc()
 	w.e.log.ErrorContext(ctx, "writer: event parked in dead letters; needs attention", "stream", stream, "id", m.ID, "cause", cause)
 	w.ack(ctx, stream, []redis.XMessage{m})
+	return true
 }
 
 func decodeGrabEvent(v map[string]any) (store.GrabEvent, error) {
@@ -299,7 +315,19 @@ func decodeGrabEvent(v map[string]any) (store.GrabEvent, error) {
 	ev.PacketID, ev.UserID, ev.Seq, ev.Amount = num("pk"), num("u"), int(num("seq")), num("amt")
 	ev.At = time.UnixMilli(num("at")).UTC()
 	ev.Credit, ev.Finished = str("cr") == "1", str("fin") == "1"
+	if err == nil && (ev.PacketID <= 0 || ev.UserID <= 0 || ev.Seq <= 0 || ev.Amount <= 0) {
+		err = errors.New("packet, user, seq and amount must be positive")
+	}
 	return ev, err
+}
+
+// RunMonitor measures the writer lag and trims acknowledged events until ctx
+// ends, without consuming anything. RunWriter runs it too; a process that
+// serves grabs but leaves the writer to another process runs it alone, so its
+// grabs still see the lag and answer ErrBusy past LagLimit.
+func (e *Engine) RunMonitor(ctx context.Context) error {
+	e.writer.monitor(ctx)
+	return nil
 }
 
 // monitor measures the writer lag (age of the oldest event not yet
@@ -364,7 +392,13 @@ func (w *Writer) oldestUnacked(ctx context.Context, stream string) (string, erro
 		}
 	}
 	if lastDelivered == "" {
-		return "", nil
+		// No writer has created its group yet: every event is unconsumed, so
+		// the lag is the age of the first one, and nothing may be trimmed.
+		first, err := w.rdb.XRangeN(ctx, stream, "-", "+", 1).Result()
+		if err != nil || len(first) == 0 {
+			return "", err
+		}
+		return first[0].ID, nil
 	}
 	oldest := ""
 	pending, err := w.rdb.XPending(ctx, stream, w.cfg.Group).Result()

@@ -1,0 +1,178 @@
+package engine_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/lua/redistest"
+	"github.com/grab-engine/grab/store/storetest"
+)
+
+// Events the store cannot apply, or cannot even read, are parked in the
+// dead-letter stream and acked; the good events of the same batch are applied.
+func TestWriterParksWhatItCannotApply(t *testing.T) {
+	e := setupReal(t)
+	ctx := context.Background()
+	p := e.sendPacket(t, 100, engine.KindGroupLucky, 10, 5, 500, 10_000)
+	k := e.keys.Packet(p.ID)
+	shares, err := e.db.Shares(ctx, p.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	amount := func(seq int) string { return fmt.Sprint(int64(shares[seq-1].Amount)) }
+	at := fmt.Sprint(e.clock.Now().UnixMilli())
+	pk := fmt.Sprint(p.ID)
+	grab := func(user, seq, amt string) map[string]any {
+		return map[string]any{"t": "grab", "pk": pk, "u": user, "seq": seq, "amt": amt, "at": at, "cr": "1", "fin": "0"}
+	}
+
+	// The writer is not running, so everything below lands in one batch.
+	good := grabAll(t, e, p.ID, 2, 3) // seqs 1 and 2
+	bad := map[string]map[string]any{
+		"share of another user": grab("9", "1", amount(1)),
+		"unknown type":          {"t": "refund", "pk": pk, "u": "8"},
+		"bad number":            grab("8", "3x", amount(3)),
+		"user zero":             grab("0", "3", amount(3)),
+		"wrong amount":          grab("8", "3", fmt.Sprint(int64(shares[2].Amount)+1)),
+	}
+	badIDs := map[string]string{} // stream id -> case
+	for name, values := range bad {
+		id, err := e.rdb.XAdd(ctx, &redis.XAddArgs{Stream: k.Events, Values: values}).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		badIDs[id] = name
+	}
+	good[4] = grabAll(t, e, p.ID, 4, 4)[4] // seq 3, after the bogus claims on it
+
+	e.startWriter(t)
+	e.drain(t, p.ID, 3)
+	dead := e.keys.DeadLetters(e.keys.Shard(p.ID))
+	waitFor(t, "every bad event to be parked and every event acked", func() bool {
+		return e.rdb.XLen(ctx, dead).Val() == int64(len(bad)) && pendingCount(t, e, k.Events) == 0
+	})
+	parked, err := e.rdb.XRange(ctx, dead, "-", "+").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range parked {
+		id, _ := m.Values["id"].(string)
+		name, ok := badIDs[id]
+		if !ok || m.Values["stream"] != k.Events || m.Values["error"] == "" {
+			t.Fatalf("dead letter %v is not one of the planted events", m.Values)
+		}
+		for f, v := range bad[name] {
+			if m.Values["f_"+f] != v {
+				t.Fatalf("%s: parked field %s = %v, want %v", name, f, m.Values["f_"+f], v)
+			}
+		}
+		delete(badIDs, id)
+	}
+	if len(badIDs) != 0 {
+		t.Fatalf("not parked: %v", badIDs)
+	}
+
+	rows, _ := e.db.Shares(ctx, p.ID)
+	for u, r := range good {
+		if rows[r.Seq-1].UserID.Int64 != u {
+			t.Fatalf("share %d belongs to %v, want %d", r.Seq, rows[r.Seq-1].UserID, u)
+		}
+		if b, _ := e.eng.Balance(ctx, u); b != r.Amount {
+			t.Fatalf("user %d balance %d, won %d", u, b, r.Amount)
+		}
+	}
+	for _, u := range []int64{8, 9} {
+		if b, _ := e.eng.Balance(ctx, u); b != 0 {
+			t.Fatalf("user %d was credited %d by a bad event", u, b)
+		}
+	}
+	// The deposit, less the packet, plus the three good grabs: the other two
+	// shares are still in the packet.
+	want := int64(10_000 - 500)
+	for _, r := range good {
+		want += r.Amount
+	}
+	if tot, _ := e.db.MoneyTotals(ctx); int64(tot.Balances) != want || int64(tot.Ledger) != want {
+		t.Fatalf("totals = %+v, want %d each", tot, want)
+	}
+}
+
+// With no writer consuming, events age; once the oldest is older than
+// LagLimit, grabs are refused with ErrBusy and take nothing. A writer that
+// catches up lifts the refusal.
+func TestBackpressureWhenWriterLags(t *testing.T) {
+	const limit = 300 * time.Millisecond
+	e := setupReal(t, func(c *engine.Config) {
+		c.LagLimit = limit
+		c.Writer.MonitorEvery = 20 * time.Millisecond
+	})
+	ctx := context.Background()
+	p := e.sendPacket(t, 100, engine.KindGroupLucky, 10, 5, 500, 10_000)
+	k := e.keys.Packet(p.ID)
+
+	// This process serves grabs; the writer would run elsewhere (and is down).
+	mctx, stopMonitor := context.WithCancel(ctx)
+	monitorDone := make(chan struct{})
+	go func() { e.eng.RunMonitor(mctx); close(monitorDone) }()
+	t.Cleanup(func() { stopMonitor(); <-monitorDone })
+
+	first := grabAll(t, e, p.ID, 1, 1)[1]
+	waitFor(t, "the lag to pass its limit", func() bool { return e.eng.WriterLag() > limit })
+	if _, err := e.eng.Grab(ctx, p.ID, 2); !errors.Is(err, engine.ErrBusy) {
+		t.Fatalf("grab while lagging: err = %v, want ErrBusy", err)
+	}
+	if n := e.rdb.LLen(ctx, k.Shares).Val(); n != 4 {
+		t.Fatalf("%d shares left after a refused grab, want 4", n)
+	}
+	// The monitor never trims what no writer has consumed.
+	if n := e.rdb.XLen(ctx, k.Events).Val(); n != 1 {
+		t.Fatalf("stream holds %d events, want the 1 unconsumed", n)
+	}
+
+	e.startWriter(t)
+	e.drain(t, p.ID, 1)
+	waitFor(t, "the lag to fall under its limit", func() bool { return e.eng.WriterLag() <= limit })
+	r, err := e.eng.Grab(ctx, p.ID, 2)
+	if err != nil || r.Seq != 2 {
+		t.Fatalf("grab after the writer caught up = %+v, %v", r, err)
+	}
+	if b, _ := e.eng.Balance(ctx, 1); b != first.Amount {
+		t.Fatalf("balance %d, want %d", b, first.Amount)
+	}
+}
+
+// Acked events are trimmed from the stream, so it stays small under load.
+func TestWriterTrimsAckedEvents(t *testing.T) {
+	// One shard, so every packet's events share one stream.
+	rdb, keys := redistest.Real(t, 1)
+	e := newEnv(t, rdb, keys, storetest.MySQL(t), func(c *engine.Config) { c.Writer.Batch = 50 })
+	ctx := context.Background()
+	stream := keys.Events(0)
+	var ids []int64
+	for range 3 {
+		p := e.sendPacket(t, 500, engine.KindGroupEqual, 100, 100, 1, 1_000)
+		grabAll(t, e, p.ID, 1, 100)
+		ids = append(ids, p.ID)
+	}
+	if n := rdb.XLen(ctx, stream).Val(); n != 300 {
+		t.Fatalf("stream holds %d events before the writer runs, want 300", n)
+	}
+	e.startWriter(t)
+	for _, id := range ids {
+		e.drain(t, id, 100)
+	}
+	// Trimming is approximate (whole stream nodes of up to 100 entries), so
+	// at most one node's worth stays.
+	waitFor(t, "the acked events to be trimmed", func() bool {
+		return rdb.XLen(ctx, stream).Val() <= 100 && pendingCount(t, e, stream) == 0
+	})
+	if tot, _ := e.db.MoneyTotals(ctx); tot.Balances != 1_000 || tot.Ledger != 1_000 {
+		t.Fatalf("totals = %+v", tot)
+	}
+}
