@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	nethttp "net/http"
+	"reflect"
 	"strings"
 
 	"github.com/gin-gonic/gin"
@@ -39,6 +40,41 @@ func decodeBody(c *gin.Context, dst any) error {
 	// One object and nothing after it.
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return invalid("unexpected data after the JSON object")
+	}
+	return checkKeys(body, dst)
+}
+
+// checkKeys rejects what encoding/json lets through: a key in another case
+// ("Amount" fills amount) and a repeated key (the last would silently win).
+func checkKeys(body []byte, dst any) error {
+	allowed := map[string]bool{}
+	t := reflect.TypeOf(dst).Elem()
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		allowed[name] = true
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil // not an object: null, which decoded to nothing
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return invalid("malformed JSON body")
+		}
+		key, _ := tok.(string)
+		if !allowed[key] {
+			return invalid("unknown field %q", key)
+		}
+		if seen[key] {
+			return invalid("field %q appears twice", key)
+		}
+		seen[key] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return invalid("malformed JSON body")
+		}
 	}
 	return nil
 }
