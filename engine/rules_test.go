@@ -197,3 +197,40 @@ func TestDepositIdempotentByRef(t *testing.T) {
 		}
 	}
 }
+
+// After Redis loses a packet, the first grab rebuilds it from the store:
+// grabs the writer made durable are repeats, and a rebuild never reopens a
+// packet past its expiry.
+func TestRebuildFromStore(t *testing.T) {
+	e := setupUnit(t)
+	e.startWriter(t)
+	ctx := context.Background()
+	p := e.groupPacket(t, engine.KindGroupLucky, 5, 3, 300)
+	first, err := e.eng.Grab(ctx, p.ID, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.drain(t, p.ID, 1)
+
+	e.rdb.FlushAll(ctx)
+	if r, err := e.eng.Grab(ctx, p.ID, 2); err != nil || r != (engine.GrabResult{PacketID: p.ID, Amount: first.Amount, Seq: 1, Repeat: true}) {
+		t.Fatalf("grab by the earlier grabber after the loss = %+v, %v; want %+v as a repeat", r, err, first)
+	}
+	second, err := e.eng.Grab(ctx, p.ID, 3)
+	if err != nil || second.Seq != 2 || second.Repeat {
+		t.Fatalf("a new grab after the rebuild = %+v, %v; want seq 2", second, err)
+	}
+	e.drain(t, p.ID, 2)
+
+	e.rdb.FlushAll(ctx)
+	e.clock.Add(24 * time.Hour)
+	if _, err := e.eng.Grab(ctx, p.ID, 4); !errors.Is(err, engine.ErrExpired) {
+		t.Fatalf("grab past expiry after a rebuild: err = %v, want ErrExpired", err)
+	}
+	if r, err := e.eng.Grab(ctx, p.ID, 3); err != nil || !r.Repeat || r.Seq != 2 || r.Amount != second.Amount {
+		t.Fatalf("earlier grabber past expiry = %+v, %v", r, err)
+	}
+	if b, _ := e.eng.Balance(ctx, 3); b != second.Amount {
+		t.Fatalf("balance %d, want %d", b, second.Amount)
+	}
+}
