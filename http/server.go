@@ -136,7 +136,7 @@ func (s *server) accessLog(c *gin.Context) {
 		slog.String("method", c.Request.Method),
 		slog.String("route", route),
 		slog.Int("status", status),
-		slog.Duration("duration", time.Since(start)),
+		slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
 	}
 	if uid := userID(c); uid != 0 {
 		attrs = append(attrs, slog.Int64("user_id", uid))
