@@ -296,7 +296,7 @@ func (s *server) payPacket(c *gin.Context) {
 
 func (s *server) grab(c *gin.Context) {
 	start := time.Now()
-	code := "OK"
+	code := CodeInternal // what a panic would have answered
 	defer func() {
 		s.m.grabs.WithLabelValues(code).Inc()
 		s.m.grabLatency.Observe(time.Since(start).Seconds())
@@ -314,6 +314,7 @@ func (s *server) grab(c *gin.Context) {
 		code = c.GetString(ctxErrorCode)
 		return
 	}
+	code = "OK"
 	c.JSON(nethttp.StatusOK, grabResponse{PacketID: r.PacketID, Amount: Money(r.Amount), Seq: r.Seq,
 		Repeat: r.Repeat, Credited: r.Credited})
 }
