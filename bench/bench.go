@@ -41,7 +41,7 @@ func LoadPackets(ctx context.Context, rdb redis.UniversalClient, keys lua.Keys, 
 	}
 	st := lua.PacketState{Status: engine.StatusOpen, Credit: true, ExpiresAtMs: expires.UnixMilli(),
 		KeepUntilMs: expires.Add(time.Hour).UnixMilli(), RemainingCount: SharesPerPacket,
-		RemainingAmount: SharesPerPacket, Shares: shares, Eligible: eligible}
+		Shares: shares, Eligible: eligible}
 	return parallel(ctx, n, func(ctx context.Context, i int) error {
 		_, err := lua.Load(ctx, rdb, keys.Packet(firstPacketID+int64(i)), st)
 		return err

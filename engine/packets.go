@@ -306,7 +306,6 @@ func (e *Engine) load(ctx context.Context, p store.Packet) error {
 	for _, s := range shares {
 		if !s.UserID.Valid {
 			st.Shares = append(st.Shares, lua.Share{Seq: s.Seq, Amount: int64(s.Amount)})
-			st.RemainingAmount += int64(s.Amount)
 			continue
 		}
 		owners[s.UserID.Int64] = true
@@ -399,6 +398,9 @@ func (e *Engine) view(p store.Packet, shares []store.Share, hot *hotState, viewe
 	}
 	if hot != nil && len(hot.state) > 0 {
 		for user, val := range hot.grabbed {
+			if user == lua.GrabbedPlaceholder {
+				continue
+			}
 			uid, err := strconv.ParseInt(user, 10, 64)
 			if err != nil {
 				continue

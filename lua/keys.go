@@ -38,7 +38,7 @@ func (k Keys) packetBase(packetID int64) string {
 
 // PacketKeys are the keys of one packet, in the order the scripts take them.
 type PacketKeys struct {
-	State    string // hash: status, expiry, credit, remaining count and amount
+	State    string // hash: status, expiry, credit, remaining count
 	Shares   string // list of "seq:amount" not yet grabbed
 	Grabbed  string // hash: user id -> "seq:amount:at_ms:credited:request"
 	Eligible string // set of user ids allowed to grab

@@ -107,16 +107,19 @@ func intString(v any) (int64, error) {
 
 // PacketState is everything load.lua writes for one packet.
 type PacketState struct {
-	Status          string
-	ExpiresAtMs     int64
-	Credit          bool
-	KeepUntilMs     int64
-	RemainingCount  int
-	RemainingAmount int64
-	Shares          []Share // not yet grabbed, in the order they will be handed out
-	Eligible        []int64
-	Grabbed         []Grabbed
+	Status         string
+	ExpiresAtMs    int64
+	Credit         bool
+	KeepUntilMs    int64
+	RemainingCount int
+	Shares         []Share // not yet grabbed, in the order they will be handed out
+	Eligible       []int64
+	Grabbed        []Grabbed
 }
+
+// GrabbedPlaceholder is the field load.lua keeps in every grabbed hash so the
+// hash exists, with its expiry, before the first grab. It is not a user.
+const GrabbedPlaceholder = "-"
 
 // Share is one pre-split share.
 type Share struct {
@@ -160,9 +163,9 @@ func boolInt(b bool) int {
 
 // Load runs load.lua. It reports whether the state was written (false: it was already there).
 func Load(ctx context.Context, c redis.Scripter, k PacketKeys, st PacketState) (bool, error) {
-	args := make([]any, 0, 9+len(st.Shares)+len(st.Eligible)+2*len(st.Grabbed))
+	args := make([]any, 0, 8+len(st.Shares)+len(st.Eligible)+2*len(st.Grabbed))
 	args = append(args, st.Status, st.ExpiresAtMs, boolInt(st.Credit), st.KeepUntilMs,
-		st.RemainingCount, st.RemainingAmount,
+		st.RemainingCount,
 		len(st.Shares), len(st.Eligible), len(st.Grabbed))
 	for _, s := range st.Shares {
 		args = append(args, EncodeShare(s))
