@@ -230,6 +230,8 @@ func (e *Engine) Grab(ctx context.Context, packetID, userID int64) (GrabResult, 
 			return GrabResult{}, fmt.Errorf("%w: not eligible for this packet", ErrForbidden)
 		case lua.GrabSoldOut:
 			return GrabResult{}, ErrSoldOut
+		default:
+			return GrabResult{}, fmt.Errorf("%w: grab code %d", lua.ErrUnexpectedReply, r.Code)
 		}
 	}
 	return GrabResult{}, fmt.Errorf("%w: packet %d could not be loaded", ErrBusy, packetID)

@@ -23,7 +23,10 @@ type WriterConfig struct {
 	Batch    int           // events per read and per store transaction
 	Block    time.Duration // how long a read waits for new events
 	// ClaimIdle is how long an event may sit with a consumer before another
-	// one takes it over (the consumer is presumed dead).
+	// one takes it over (the consumer is presumed dead). Keep it below the
+	// engine's LagLimit, so a crashed writer's events move on before grabs are
+	// refused; taking over a slow but live consumer's events is harmless, as
+	// every apply is idempotent.
 	ClaimIdle  time.Duration
 	ClaimEvery time.Duration
 	// MaxAttempts is how often one event may fail against a reachable store
@@ -36,7 +39,7 @@ type WriterConfig struct {
 // DefaultWriterConfig is the production writer configuration.
 func DefaultWriterConfig() WriterConfig {
 	return WriterConfig{Group: "writer", Batch: 256, Block: 500 * time.Millisecond,
-		ClaimIdle: 30 * time.Second, ClaimEvery: 5 * time.Second, MaxAttempts: 5,
+		ClaimIdle: 3 * time.Second, ClaimEvery: time.Second, MaxAttempts: 5,
 		MonitorEvery: 250 * time.Millisecond, DrainTimeout: 30 * time.Second}
 }
 
@@ -132,7 +135,7 @@ func (w *Writer) runShard(ctx, drain context.Context, shard int) {
 	w.ensureGroup(drain, stream)
 	// Our own pending entries first: a restart with the same consumer name
 	// resumes what it had read but not acknowledged.
-	w.consume(drain, stream, "0", 0)
+	w.resumePending(drain, stream)
 	lastClaim := time.Now()
 	for ctx.Err() == nil {
 		if time.Since(lastClaim) >= w.cfg.ClaimEvery {
@@ -144,7 +147,20 @@ func (w *Writer) runShard(ctx, drain context.Context, shard int) {
 	// Stopping: apply everything already in the stream, then return.
 	for drain.Err() == nil && w.consume(drain, stream, ">", -1) > 0 {
 	}
-	w.consume(drain, stream, "0", 0)
+	w.resumePending(drain, stream)
+}
+
+// resumePending applies every entry this consumer read but did not
+// acknowledge. It walks the pending list by id, so an entry that stays
+// pending (its store keeps failing) cannot hold the walk forever.
+func (w *Writer) resumePending(ctx context.Context, stream string) {
+	for after := "0"; ctx.Err() == nil; {
+		last, n := w.read(ctx, stream, after, -1)
+		if n == 0 {
+			return
+		}
+		after = last
+	}
 }
 
 func (w *Writer) ensureGroup(ctx context.Context, stream string) {
@@ -158,6 +174,12 @@ func (w *Writer) ensureGroup(ctx context.Context, stream string) {
 // consume reads one batch (id ">" for new events, "0" for our pending ones)
 // and applies it; it returns how many events it read. block < 0 means do not block.
 func (w *Writer) consume(ctx context.Context, stream, id string, block time.Duration) int {
+	_, n := w.read(ctx, stream, id, block)
+	return n
+}
+
+// read is consume that also returns the id of the last entry read.
+func (w *Writer) read(ctx context.Context, stream, id string, block time.Duration) (string, int) {
 	if block == 0 {
 		block = -1 // go-redis sends BLOCK only for a non-negative duration
 	}
@@ -165,26 +187,27 @@ func (w *Writer) consume(ctx context.Context, stream, id string, block time.Dura
 		Streams: []string{stream, id}, Count: int64(w.cfg.Batch), Block: block}).Result()
 	switch {
 	case errors.Is(err, redis.Nil):
-		return 0
+		return "", 0
 	case err != nil && strings.HasPrefix(err.Error(), "NOGROUP"):
 		// Redis lost the stream (restarted empty): start again.
 		w.ensureGroup(ctx, stream)
-		return 0
+		return "", 0
 	case err != nil:
 		if ctx.Err() == nil {
 			w.e.log.WarnContext(ctx, "writer: read failed", "stream", stream, "err", err)
 			sleep(ctx, 200*time.Millisecond)
 		}
-		return 0
+		return "", 0
 	}
-	n := 0
+	n, last := 0, ""
 	for _, s := range res {
 		n += len(s.Messages)
 		if len(s.Messages) > 0 {
 			w.apply(ctx, stream, s.Messages)
+			last = s.Messages[len(s.Messages)-1].ID
 		}
 	}
-	return n
+	return last, n
 }
 
 // claim takes over events left pending by a consumer that stopped.
