@@ -40,8 +40,8 @@ func LoadPackets(ctx context.Context, rdb redis.UniversalClient, keys lua.Keys, 
 		eligible[i] = int64(i + 1)
 	}
 	st := lua.PacketState{Status: engine.StatusOpen, Credit: true, ExpiresAtMs: expires.UnixMilli(),
-		KeepUntilMs: expires.Add(time.Hour).UnixMilli(), RemainingCount: SharesPerPacket,
-		Shares: shares, Eligible: eligible}
+		KeepUntilMs: expires.Add(time.Hour).UnixMilli(),
+		Shares:      shares, Eligible: eligible}
 	return parallel(ctx, n, func(ctx context.Context, i int) error {
 		_, err := lua.Load(ctx, rdb, keys.Packet(firstPacketID+int64(i)), st)
 		return err
@@ -52,7 +52,7 @@ func LoadPackets(ctx context.Context, rdb redis.UniversalClient, keys lua.Keys, 
 func LoadProbe(ctx context.Context, rdb redis.UniversalClient, keys lua.Keys, n int) error {
 	shares := make([]any, SharesPerPacket)
 	for i := range shares {
-		shares[i] = lua.EncodeShare(lua.Share{Seq: i + 1, Amount: 1})
+		shares[i] = lua.EncodeShare(lua.Share{Seq: i + 1, Amount: 1}, i == len(shares)-1)
 	}
 	return parallel(ctx, n, func(ctx context.Context, i int) error {
 		return rdb.RPush(ctx, keys.Probe(firstPacketID+int64(i)).Shares, shares...).Err()

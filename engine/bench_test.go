@@ -37,7 +37,7 @@ func BenchmarkGrab(b *testing.B) {
 		}
 		p := &benchPacket{id: nextID.Add(1)}
 		k := e.keys.Packet(p.id)
-		st := lua.PacketState{Status: engine.StatusOpen, Credit: true, RemainingCount: shares,
+		st := lua.PacketState{Status: engine.StatusOpen, Credit: true,
 			ExpiresAtMs: e.clock.Now().Add(time.Hour).UnixMilli(), KeepUntilMs: e.clock.Now().Add(2 * time.Hour).UnixMilli()}
 		for i := range shares {
 			st.Shares = append(st.Shares, lua.Share{Seq: i + 1, Amount: 100})

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -240,10 +241,19 @@ func (e *Engine) Grab(ctx context.Context, packetID, userID int64) (GrabResult, 
 // requestID tells one grab call from another, so that a re-sent script after
 // a lost reply is answered as the original, not as a repeat.
 func requestID() string {
-	var b [8]byte
-	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+	return requestPrefix + strconv.FormatUint(requestSeq.Add(1), 36)
 }
+
+// Request ids are a random per-process prefix and a counter: unique without
+// asking the system for randomness on every grab.
+var (
+	requestPrefix = func() string {
+		var b [6]byte
+		rand.Read(b[:])
+		return hex.EncodeToString(b[:]) + "-"
+	}()
+	requestSeq atomic.Uint64
+)
 
 // rebuild loads a packet's state from the store after Redis lost it (or
 // never had it). One caller rebuilds under a lock; the others wait for it.
@@ -314,7 +324,6 @@ func (e *Engine) load(ctx context.Context, p store.Packet) error {
 		st.Grabbed = append(st.Grabbed, lua.Grabbed{UserID: s.UserID.Int64, Seq: s.Seq, Amount: int64(s.Amount),
 			AtMs: s.GrabbedAt.Time.UnixMilli(), Credited: s.Credited})
 	}
-	st.RemainingCount = len(st.Shares)
 	if p.ToUserID.Valid {
 		st.Eligible = []int64{p.ToUserID.Int64}
 	} else {

@@ -1,7 +1,8 @@
 -- grab.lua: one user grabs one share of a red packet, atomically, in one round trip.
 --
--- KEYS[1] packet state hash (status, expires_at, credit, remaining_count)
--- KEYS[2] share list, each entry "seq:amount" (amount in fen)
+-- KEYS[1] packet state hash (status, expires_at, credit)
+-- KEYS[2] share list, each entry "seq:amount" (amount in fen); the final share is marked
+--         "seq:amount:last", so taking it finishes the packet without keeping a counter
 -- KEYS[3] grabbed hash: user id -> "seq:amount:at_ms:credit:request"
 -- KEYS[4] eligible user set (snapshot taken when the packet opened)
 -- KEYS[5] the shard's event stream
@@ -17,7 +18,7 @@
 --   code 0 granted, -1 state not loaded, 2 not open, 3 expired, 4 not eligible, 5 sold out.
 --   A user who already holds a share gets code 0 with that share and repeat = 1 (0 when the
 --   earlier call was this same request).
-local state = redis.call('HMGET', KEYS[1], 'status', 'expires_at', 'credit', 'remaining_count')
+local state = redis.call('HMGET', KEYS[1], 'status', 'expires_at', 'credit')
 local status = state[1]
 if not status then
   return {-1}
@@ -54,18 +55,14 @@ local share = redis.call('LPOP', KEYS[2])
 if not share then
   return {5}
 end
-local seq, amount = string.match(share, '^(%d+):(%d+)$')
+local seq, amount, last = string.match(share, '^(%d+):(%d+)(.*)$')
 local credit = state[3]
 
 redis.call('HSET', KEYS[3], ARGV[1], seq .. ':' .. amount .. ':' .. ARGV[2] .. ':' .. credit .. ':' .. ARGV[4])
--- One write for the counter and, on the last share, the status.
-local left = tonumber(state[4]) - 1
 local finished = '0'
-if left == 0 then
+if last ~= '' then
   finished = '1'
-  redis.call('HSET', KEYS[1], 'remaining_count', 0, 'status', 'finished', 'finished_at', ARGV[2])
-else
-  redis.call('HSET', KEYS[1], 'remaining_count', left)
+  redis.call('HSET', KEYS[1], 'status', 'finished', 'finished_at', ARGV[2])
 end
 redis.call('XADD', KEYS[5], '*', 't', 'grab', 'pk', ARGV[3], 'u', ARGV[1], 'seq', seq, 'amt', amount,
   'at', ARGV[2], 'cr', credit, 'fin', finished)

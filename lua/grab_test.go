@@ -28,7 +28,7 @@ func setup(t *testing.T, mutate func(*PacketState)) (*miniredis.Miniredis, *redi
 	t.Cleanup(func() { c.Close() })
 	k := NewKeys("grab", 16).Packet(testPacket)
 	st := PacketState{Status: "open", ExpiresAtMs: testExpires, Credit: true, KeepUntilMs: testExpires + 3_600_000,
-		RemainingCount: 2, Shares: []Share{{1, 500}, {2, 300}}, Eligible: []int64{10, 11, 12}}
+		Shares: []Share{{1, 500}, {2, 300}}, Eligible: []int64{10, 11, 12}}
 	if mutate != nil {
 		mutate(&st)
 	}
@@ -77,7 +77,7 @@ func TestGrabScriptReplies(t *testing.T) {
 			want:   []any{int64(0), int64(2), "300", "1700000000001", int64(1), int64(0)}},
 		{name: "rebuilt grab is a repeat", user: 10, now: testNow, request: "r9",
 			mutate: func(s *PacketState) {
-				s.Shares, s.RemainingCount = s.Shares[1:], 1
+				s.Shares = s.Shares[1:]
 				s.Grabbed = []Grabbed{{UserID: 10, Seq: 1, Amount: 500, AtMs: testNow - 7, Credited: true}}
 			},
 			want: []any{int64(0), int64(1), "500", "1699999999993", int64(1), int64(1)}},
@@ -101,7 +101,7 @@ func TestGrabScriptReplies(t *testing.T) {
 			},
 			want: []any{int64(5)}},
 		{name: "sold out: empty list while open", user: 12, now: testNow, request: "r1",
-			mutate: func(s *PacketState) { s.Shares, s.RemainingCount = nil, 0 },
+			mutate: func(s *PacketState) { s.Shares = nil },
 			want:   []any{int64(5)}},
 	}
 	for _, tc := range cases {
@@ -129,7 +129,7 @@ func TestGrabScriptEffects(t *testing.T) {
 	if err != nil || r1 != (GrabReply{Code: GrabGranted, Seq: 1, Amount: 500, AtMs: testNow, Credited: true}) {
 		t.Fatalf("grab = %+v, %v", r1, err)
 	}
-	if st := c.HGetAll(ctx, k.State).Val(); st["status"] != "open" || st["remaining_count"] != "1" {
+	if st := c.HGetAll(ctx, k.State).Val(); st["status"] != "open" {
 		t.Fatalf("state after one grab = %v", st)
 	}
 	if v := c.HGet(ctx, k.Grabbed, "10").Val(); v != "1:500:1700000000000:1:r1" {
@@ -143,7 +143,7 @@ func TestGrabScriptEffects(t *testing.T) {
 		t.Fatalf("last grab = %+v, %v", r2, err)
 	}
 	st := c.HGetAll(ctx, k.State).Val()
-	if st["status"] != "finished" || st["finished_at"] != "1700000000002" || st["remaining_count"] != "0" {
+	if st["status"] != "finished" || st["finished_at"] != "1700000000002" {
 		t.Fatalf("state after the last grab = %v", st)
 	}
 	if n := c.LLen(ctx, k.Shares).Val(); n != 0 {
@@ -173,15 +173,14 @@ func TestLoadKeepsExistingState(t *testing.T) {
 		t.Fatal(err)
 	}
 	ok, err := Load(ctx, c, k, PacketState{Status: "open", ExpiresAtMs: testExpires, KeepUntilMs: testExpires,
-		RemainingCount: 2, Shares: []Share{{1, 500}, {2, 300}}, Eligible: []int64{10}})
+		Shares: []Share{{1, 500}, {2, 300}}, Eligible: []int64{10}})
 	if err != nil || ok {
 		t.Fatalf("second load = %v, %v; want false", ok, err)
 	}
-	if got := c.LRange(ctx, k.Shares, 0, -1).Val(); !reflect.DeepEqual(got, []string{"2:300"}) {
+	if got := c.LRange(ctx, k.Shares, 0, -1).Val(); !reflect.DeepEqual(got, []string{"2:300:last"}) {
 		t.Fatalf("shares = %v", got)
 	}
-	// Every key of the packet expires at KeepUntil, the grabbed hash too,
-	// though it did not exist when the packet was loaded.
+	// Every key of the packet expires at KeepUntil, the grabbed hash too.
 	for _, key := range []string{k.Shares, k.Grabbed, k.Eligible} {
 		if ttl := m.TTL(key); ttl != m.TTL(k.State) || ttl != time.Duration(testExpires+3_600_000-testNow)*time.Millisecond {
 			t.Fatalf("%s: ttl %v, state ttl %v", key, ttl, m.TTL(k.State))

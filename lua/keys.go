@@ -1,6 +1,9 @@
 package lua
 
-import "fmt"
+import (
+	"fmt"
+	"strconv"
+)
 
 // Keys builds every Redis key the engine uses. All keys of a packet and the
 // event stream of its shard share one hash tag, so each script touches a
@@ -32,8 +35,19 @@ func (k Keys) tag(shard int) string {
 	return fmt.Sprintf("%s:{g:%02d}", k.NS, shard)
 }
 
+// packetBase is on the grab path, so it avoids fmt.
 func (k Keys) packetBase(packetID int64) string {
-	return fmt.Sprintf("%s:pk:%d", k.tag(k.Shard(packetID)), packetID)
+	shard := k.Shard(packetID)
+	b := make([]byte, 0, len(k.NS)+32)
+	b = append(b, k.NS...)
+	b = append(b, ":{g:"...)
+	if shard < 10 {
+		b = append(b, '0')
+	}
+	b = strconv.AppendInt(b, int64(shard), 10)
+	b = append(b, "}:pk:"...)
+	b = strconv.AppendInt(b, packetID, 10)
+	return string(b)
 }
 
 // PacketKeys are the keys of one packet, in the order the scripts take them.

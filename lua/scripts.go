@@ -107,14 +107,13 @@ func intString(v any) (int64, error) {
 
 // PacketState is everything load.lua writes for one packet.
 type PacketState struct {
-	Status         string
-	ExpiresAtMs    int64
-	Credit         bool
-	KeepUntilMs    int64
-	RemainingCount int
-	Shares         []Share // not yet grabbed, in the order they will be handed out
-	Eligible       []int64
-	Grabbed        []Grabbed
+	Status      string
+	ExpiresAtMs int64
+	Credit      bool
+	KeepUntilMs int64
+	Shares      []Share // not yet grabbed, in the order they will be handed out
+	Eligible    []int64
+	Grabbed     []Grabbed
 }
 
 // GrabbedPlaceholder is the field load.lua keeps in every grabbed hash so the
@@ -136,8 +135,14 @@ type Grabbed struct {
 	Credited bool
 }
 
-// EncodeShare is the list entry of a share.
-func EncodeShare(s Share) string { return fmt.Sprintf("%d:%d", s.Seq, s.Amount) }
+// EncodeShare is the list entry of a share; the final share of a list is
+// marked, so grab.lua knows the packet is finished when it takes it.
+func EncodeShare(s Share, final bool) string {
+	if final {
+		return fmt.Sprintf("%d:%d:last", s.Seq, s.Amount)
+	}
+	return fmt.Sprintf("%d:%d", s.Seq, s.Amount)
+}
 
 func encodeGrabbed(g Grabbed) string {
 	return fmt.Sprintf("%d:%d:%d:%d:", g.Seq, g.Amount, g.AtMs, boolInt(g.Credited))
@@ -163,12 +168,11 @@ func boolInt(b bool) int {
 
 // Load runs load.lua. It reports whether the state was written (false: it was already there).
 func Load(ctx context.Context, c redis.Scripter, k PacketKeys, st PacketState) (bool, error) {
-	args := make([]any, 0, 8+len(st.Shares)+len(st.Eligible)+2*len(st.Grabbed))
+	args := make([]any, 0, 7+len(st.Shares)+len(st.Eligible)+2*len(st.Grabbed))
 	args = append(args, st.Status, st.ExpiresAtMs, boolInt(st.Credit), st.KeepUntilMs,
-		st.RemainingCount,
 		len(st.Shares), len(st.Eligible), len(st.Grabbed))
-	for _, s := range st.Shares {
-		args = append(args, EncodeShare(s))
+	for i, s := range st.Shares {
+		args = append(args, EncodeShare(s, i == len(st.Shares)-1))
 	}
 	for _, u := range st.Eligible {
 		args = append(args, u)
