@@ -75,7 +75,7 @@ func TestThousandGrabbersOneLuckyPacket(t *testing.T) {
 		r, err := e.eng.Grab(ctx, p.ID, u)
 		w, won := winners[u]
 		switch {
-		case won && (err != nil || r != engine.GrabResult{PacketID: p.ID, Amount: w.Amount, Seq: w.Seq, Repeat: true}):
+		case won && (err != nil || r != engine.GrabResult{PacketID: p.ID, Amount: w.Amount, Seq: w.Seq, Repeat: true, Credited: true}):
 			t.Fatalf("repeat by winner %d = %+v, %v; first answer %+v", u, r, err, w)
 		case !won && !errors.Is(err, engine.ErrSoldOut):
 			t.Fatalf("repeat by loser %d: %+v, %v", u, r, err)

@@ -222,7 +222,7 @@ func TestLostGrabReply(t *testing.T) {
 		t.Fatalf("%d events, want 1", n)
 	}
 	again, err := e.eng.Grab(ctx, p.ID, 3)
-	if err != nil || again != (engine.GrabResult{PacketID: p.ID, Amount: r.Amount, Seq: 1, Repeat: true}) {
+	if err != nil || again != (engine.GrabResult{PacketID: p.ID, Amount: r.Amount, Seq: 1, Repeat: true, Credited: true}) {
 		t.Fatalf("a second call = %+v, %v; want the same share as a repeat", again, err)
 	}
 
@@ -282,7 +282,7 @@ func TestRedisRestartedEmpty(t *testing.T) {
 	for u := int64(1); u <= members; u++ {
 		r, err := results[u], errs[u]
 		if b, ok := before[u]; ok {
-			if err != nil || r != (engine.GrabResult{PacketID: p.ID, Amount: b.Amount, Seq: b.Seq, Repeat: true}) {
+			if err != nil || r != (engine.GrabResult{PacketID: p.ID, Amount: b.Amount, Seq: b.Seq, Repeat: true, Credited: true}) {
 				t.Fatalf("user %d after the restart = %+v, %v; before it %+v", u, r, err, b)
 			}
 			continue

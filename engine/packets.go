@@ -98,8 +98,11 @@ type GrabResult struct {
 	PacketID int64
 	Amount   int64
 	Seq      int
-	Repeat   bool // the user had already grabbed this packet; this is that grab
-	Credited bool // the amount is in the user's balance already
+	Repeat bool // the user had already grabbed this packet; this is that grab
+	// Credited: the grab goes into the user's balance (the packet was paid
+	// when it was grabbed); the writer makes it durable moments later. False
+	// while the payment awaits settlement: reconciliation credits it then.
+	Credited bool
 }
 
 // CreatePacket splits the amount and stores an unpaid packet.
@@ -183,7 +186,7 @@ func (e *Engine) PayByBalance(ctx context.Context, packetID, senderID int64) (Pa
 	p, err = e.db.PayByBalance(ctx, packetID, now, now.Add(e.cfg.PacketTTL))
 	switch {
 	case errors.Is(err, store.ErrWrongState):
-		return Packet{}, ErrNotPayable
+		return Packet{}, fmt.Errorf("%w: it is %s", ErrNotPayable, p.Status)
 	case errors.Is(err, store.ErrNoFunds):
 		return Packet{}, ErrInsufficientBalance
 	case err != nil:
@@ -218,9 +221,9 @@ func (e *Engine) Grab(ctx context.Context, packetID, userID int64) (GrabResult, 
 		}
 		switch r.Code {
 		case lua.GrabGranted:
-			return GrabResult{PacketID: packetID, Amount: r.Amount, Seq: r.Seq, Repeat: r.Repeat}, nil
+			return GrabResult{PacketID: packetID, Amount: r.Amount, Seq: r.Seq, Repeat: r.Repeat, Credited: r.Credited}, nil
 		case lua.GrabNotLoaded:
-			if err := e.rebuild(ctx, packetID); err != nil {
+			if err := e.rebuild(ctx, packetID, userID); err != nil {
 				return GrabResult{}, err
 			}
 		case lua.GrabNotOpen:
@@ -257,7 +260,7 @@ var (
 
 // rebuild loads a packet's state from the store after Redis lost it (or
 // never had it). One caller rebuilds under a lock; the others wait for it.
-func (e *Engine) rebuild(ctx context.Context, packetID int64) error {
+func (e *Engine) rebuild(ctx context.Context, packetID, userID int64) error {
 	keys := e.keys.Packet(packetID)
 	token := requestID()
 	for wait := 0; ; wait++ {
@@ -289,6 +292,10 @@ func (e *Engine) rebuild(ctx context.Context, packetID int64) error {
 	}
 	switch p.Status {
 	case StatusUnpaid, StatusPayFailed:
+		// Only those who could grab it learn that it is not open.
+		if err := e.canView(ctx, p, nil, nil, userID); err != nil {
+			return err
+		}
 		return ErrNotOpen
 	}
 	if err := e.load(ctx, p); err != nil {
@@ -352,9 +359,6 @@ func (e *Engine) GetPacket(ctx context.Context, packetID, viewerID int64) (Packe
 	if err != nil {
 		return Packet{}, storeErr(err)
 	}
-	if err := e.canView(ctx, p, viewerID); err != nil {
-		return Packet{}, err
-	}
 	shares, err := e.db.Shares(ctx, packetID)
 	if err != nil {
 		return Packet{}, err
@@ -366,12 +370,28 @@ func (e *Engine) GetPacket(ctx context.Context, packetID, viewerID int64) (Packe
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return Packet{}, err
 	}
-	return e.view(p, shares, &hotState{state: stateCmd.Val(), grabbed: grabbedCmd.Val()}, viewerID), nil
+	hot := &hotState{state: stateCmd.Val(), grabbed: grabbedCmd.Val()}
+	if err := e.canView(ctx, p, shares, hot, viewerID); err != nil {
+		return Packet{}, err
+	}
+	return e.view(p, shares, hot, viewerID), nil
 }
 
-func (e *Engine) canView(ctx context.Context, p store.Packet, viewerID int64) error {
+// canView: the sender, the recipient, a member of the group, or anyone who
+// holds a share (even after leaving the group).
+func (e *Engine) canView(ctx context.Context, p store.Packet, shares []store.Share, hot *hotState, viewerID int64) error {
 	if viewerID == p.SenderID || (p.ToUserID.Valid && p.ToUserID.Int64 == viewerID) {
 		return nil
+	}
+	for _, s := range shares {
+		if s.UserID.Valid && s.UserID.Int64 == viewerID {
+			return nil
+		}
+	}
+	if hot != nil {
+		if _, ok := hot.grabbed[strconv.FormatInt(viewerID, 10)]; ok {
+			return nil
+		}
 	}
 	if p.GroupID.Valid {
 		member, err := e.db.IsGroupMember(ctx, p.GroupID.Int64, viewerID)
@@ -421,7 +441,7 @@ func (e *Engine) view(p store.Packet, shares []store.Share, hot *hotState, viewe
 				continue
 			}
 			if _, known := bySeq[g.Seq]; !known {
-				bySeq[g.Seq] = Grab{UserID: uid, Amount: g.Amount, Seq: g.Seq, GrabbedAt: time.UnixMilli(g.AtMs).UTC()}
+				bySeq[g.Seq] = Grab{UserID: uid, Amount: g.Amount, Seq: g.Seq, GrabbedAt: time.UnixMilli(g.AtMs).UTC(), Credited: g.Credited}
 			}
 		}
 		if (v.Status == StatusOpen || v.Status == StatusAwaitingSettlement) && hot.state["status"] == StatusFinished {

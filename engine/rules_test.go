@@ -55,7 +55,7 @@ func TestGrabSingleOnlyRecipient(t *testing.T) {
 		}
 	}
 	r, err := e.eng.Grab(ctx, p.ID, 2)
-	if err != nil || r != (engine.GrabResult{PacketID: p.ID, Amount: 520, Seq: 1}) {
+	if err != nil || r != (engine.GrabResult{PacketID: p.ID, Amount: 520, Seq: 1, Credited: true}) {
 		t.Fatalf("grab by the recipient = %+v, %v", r, err)
 	}
 }
@@ -73,16 +73,18 @@ func TestGrabRefusals(t *testing.T) {
 	cases := []struct {
 		name     string
 		packetID int64
+		userID   int64
 		want     error
 	}{
-		{"unpaid packet", unpaid.ID, engine.ErrNotOpen},
-		{"unknown packet", unpaid.ID + 1000, engine.ErrNotFound},
-		{"packet id zero", 0, engine.ErrNotFound},
-		{"negative packet id", -1, engine.ErrNotFound},
+		{"unpaid packet", unpaid.ID, 2, engine.ErrNotOpen},
+		{"unpaid packet, not a member", unpaid.ID, 99, engine.ErrForbidden},
+		{"unknown packet", unpaid.ID + 1000, 2, engine.ErrNotFound},
+		{"packet id zero", 0, 2, engine.ErrNotFound},
+		{"negative packet id", -1, 2, engine.ErrNotFound},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			if _, err := e.eng.Grab(ctx, c.packetID, 2); !errors.Is(err, c.want) {
+			if _, err := e.eng.Grab(ctx, c.packetID, c.userID); !errors.Is(err, c.want) {
 				t.Fatalf("err = %v, want %v", err, c.want)
 			}
 		})
@@ -213,7 +215,7 @@ func TestRebuildFromStore(t *testing.T) {
 	e.drain(t, p.ID, 1)
 
 	e.rdb.FlushAll(ctx)
-	if r, err := e.eng.Grab(ctx, p.ID, 2); err != nil || r != (engine.GrabResult{PacketID: p.ID, Amount: first.Amount, Seq: 1, Repeat: true}) {
+	if r, err := e.eng.Grab(ctx, p.ID, 2); err != nil || r != (engine.GrabResult{PacketID: p.ID, Amount: first.Amount, Seq: 1, Repeat: true, Credited: true}) {
 		t.Fatalf("grab by the earlier grabber after the loss = %+v, %v; want %+v as a repeat", r, err, first)
 	}
 	second, err := e.eng.Grab(ctx, p.ID, 3)
@@ -232,5 +234,26 @@ func TestRebuildFromStore(t *testing.T) {
 	}
 	if b, _ := e.eng.Balance(ctx, 3); b != second.Amount {
 		t.Fatalf("balance %d, want %d", b, second.Amount)
+	}
+}
+
+// A grabber who leaves the group still sees the packet they hold a share of;
+// someone who was never in it does not.
+func TestViewAfterLeavingTheGroup(t *testing.T) {
+	e := setupUnit(t)
+	ctx := context.Background()
+	p := e.groupPacket(t, engine.KindGroupEqual, 3, 2, 100)
+	if _, err := e.eng.Grab(ctx, p.ID, 3); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.eng.SetGroupMembers(ctx, 7, []int64{1, 2}); err != nil {
+		t.Fatal(err)
+	}
+	v, err := e.eng.GetPacket(ctx, p.ID, 3)
+	if err != nil || v.MyGrab == nil || v.MyGrab.Amount != 100 {
+		t.Fatalf("view by a former member who grabbed = %+v, %v", v.MyGrab, err)
+	}
+	if _, err := e.eng.GetPacket(ctx, p.ID, 99); !errors.Is(err, engine.ErrForbidden) {
+		t.Fatalf("view by an outsider: err = %v, want ErrForbidden", err)
 	}
 }

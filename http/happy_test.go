@@ -138,7 +138,7 @@ func TestHappyPath(t *testing.T) {
 		g := expect(t, e.do(t, "POST", grabURL, ``, user(u)), 200)
 		keys(t, "grab", g, "packet_id", "amount", "seq", "repeat", "credited")
 		if integer(t, "packet_id", g["packet_id"]) != id || integer(t, "seq", g["seq"]) != int64(i+1) ||
-			g["repeat"] != false || g["credited"] != false {
+			g["repeat"] != false || g["credited"] != true { // paid by balance: credited, by the writer
 			t.Fatalf("grab by %d = %v", u, g)
 		}
 		got[u] = money(t, "amount", g["amount"])
