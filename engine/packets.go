@@ -98,7 +98,7 @@ type GrabResult struct {
 	PacketID int64
 	Amount   int64
 	Seq      int
-	Repeat bool // the user had already grabbed this packet; this is that grab
+	Repeat   bool // the user had already grabbed this packet; this is that grab
 	// Credited: the grab goes into the user's balance (the packet was paid
 	// when it was grabbed); the writer makes it durable moments later. False
 	// while the payment awaits settlement: reconciliation credits it then.
