@@ -6,6 +6,9 @@ package bench
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -151,4 +154,34 @@ func Run(ctx context.Context, g Grabber, workers int, grabs int64) Result {
 	wg.Wait()
 	done := min(next.Load(), grabs)
 	return Result{Engine: g.Name(), Grabs: done, Errors: errs.Load(), Elapsed: time.Since(start)}
+}
+
+// HTTP grabs through grabd's API with a plain HTTP client. The server must
+// accept X-User-Id (embedded mode or GRAB_AUTH=dev).
+type HTTP struct {
+	URL    string // e.g. http://127.0.0.1:8080
+	Client *http.Client
+}
+
+// Name implements Grabber.
+func (HTTP) Name() string { return "http" }
+
+// Grab implements Grabber.
+func (h HTTP) Grab(ctx context.Context, i int64) error {
+	packetID, userID := target(i)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.URL+"/v1/packets/"+strconv.FormatInt(packetID, 10)+"/grab", nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("X-User-Id", strconv.FormatInt(userID, 10))
+	resp, err := h.Client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, resp.Body) // keep the connection reusable
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("packet %d, user %d: HTTP %d", packetID, userID, resp.StatusCode)
+	}
+	return nil
 }
