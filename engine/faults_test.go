@@ -333,3 +333,63 @@ func TestRedisRestartedEmpty(t *testing.T) {
 	}
 	waitFor(t, "every event after the restart to be acked", func() bool { return pendingCount(t, e, stream) == 0 })
 }
+
+// MySQL going away loses no grab: grabs go on while the writer retries, are
+// refused with ErrBusy (taking nothing) once the lag passes its bound, and
+// after MySQL returns every accepted grab is durable and credited once.
+func TestMySQLOutage(t *testing.T) {
+	db, outage := storetest.MySQLWithOutage(t)
+	rdb, keys := redistest.Real(t, 16)
+	e := newEnv(t, rdb, keys, db, func(c *engine.Config) {
+		c.LagLimit = 500 * time.Millisecond
+		c.Writer.MaxAttempts = 2
+	})
+	e.startWriter(t)
+	ctx := context.Background()
+	p := e.groupPacket(t, engine.KindGroupLucky, 20, 10, 1000)
+	k := keys.Packet(p.ID)
+
+	outage.Cut()
+	granted := grabAll(t, e, p.ID, 2, 5)
+	deadline := time.Now().Add(15 * time.Second)
+	for e.eng.WriterLag() <= e.cfg.LagLimit {
+		if time.Now().After(deadline) {
+			t.Fatalf("writer lag stayed at %v with MySQL down", e.eng.WriterLag())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := e.eng.Grab(ctx, p.ID, 6); !errors.Is(err, engine.ErrBusy) {
+		t.Fatalf("grab with the writer %v behind: err = %v, want ErrBusy", e.eng.WriterLag(), err)
+	}
+	if n := rdb.LLen(ctx, k.Shares).Val(); n != 6 {
+		t.Fatalf("%d shares left, want 6: a refused grab took one", n)
+	}
+
+	outage.Restore()
+	e.drain(t, p.ID, len(granted))
+	for e.eng.WriterLag() > e.cfg.LagLimit {
+		if time.Now().After(deadline.Add(30 * time.Second)) {
+			t.Fatalf("writer lag stayed at %v after MySQL came back", e.eng.WriterLag())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for u, r := range grabAll(t, e, p.ID, 6, 6) {
+		granted[u] = r
+	}
+	e.drain(t, p.ID, len(granted))
+
+	var grabbed int64
+	for u, r := range granted {
+		grabbed += r.Amount
+		if b, err := e.eng.Balance(ctx, u); err != nil || b != r.Amount {
+			t.Fatalf("balance of %d = %d, %v; want %d", u, b, err, r.Amount)
+		}
+	}
+	totals, err := db.MoneyTotals(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := store.Fen(10_000_000 - 1000 + grabbed); totals.Balances != want || totals.Ledger != want {
+		t.Fatalf("totals = %+v, want balances and ledger %d", totals, want)
+	}
+}

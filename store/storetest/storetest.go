@@ -32,6 +32,13 @@ func DSN() string {
 // server fails the test: integration tests are never silently skipped.
 func MySQL(tb testing.TB) *store.DB {
 	tb.Helper()
+	return open(tb, createDatabase(tb))
+}
+
+// createDatabase makes an empty database, dropped when the test ends, and
+// returns the DSN that reaches it.
+func createDatabase(tb testing.TB) *mysql.Config {
+	tb.Helper()
 	if testing.Short() {
 		tb.Skip("integration test: needs MySQL (run without -short)")
 	}
@@ -44,13 +51,12 @@ func MySQL(tb testing.TB) *store.DB {
 	name := "grabtest_" + hex.EncodeToString(b[:])
 	admin := cfg.Clone()
 	admin.DBName = ""
-	ctx := context.Background()
 	x, err := sqlx.Open("mysql", admin.FormatDSN())
 	if err != nil {
 		tb.Fatalf("mysql: %v", err)
 	}
 	defer x.Close()
-	if _, err := x.ExecContext(ctx, "CREATE DATABASE "+name+" CHARACTER SET utf8mb4"); err != nil {
+	if _, err := x.ExecContext(context.Background(), "CREATE DATABASE "+name+" CHARACTER SET utf8mb4"); err != nil {
 		tb.Fatalf("mysql at %s is required for integration tests: %v", cfg.Addr, err)
 	}
 	tb.Cleanup(func() {
@@ -61,6 +67,12 @@ func MySQL(tb testing.TB) *store.DB {
 		}
 	})
 	cfg.DBName = name
+	return cfg
+}
+
+func open(tb testing.TB, cfg *mysql.Config) *store.DB {
+	tb.Helper()
+	ctx := context.Background()
 	db, err := store.OpenMySQL(ctx, cfg.FormatDSN())
 	if err != nil {
 		tb.Fatalf("open: %v", err)
