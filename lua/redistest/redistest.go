@@ -96,6 +96,11 @@ func StartServer(tb testing.TB, extra ...string) *Server {
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
+	return startOnPort(tb, port, extra...)
+}
+
+func startOnPort(tb testing.TB, port int, extra ...string) *Server {
+	tb.Helper()
 	s := &Server{tb: tb, Addr: fmt.Sprintf("127.0.0.1:%d", port)}
 	s.args = append([]string{"--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 		"--dir", tb.TempDir()}, extra...)
@@ -136,4 +141,66 @@ func (s *Server) Restart() {
 	s.tb.Helper()
 	s.Kill()
 	s.Start()
+}
+
+// StartCluster starts a Redis Cluster of n masters (no replicas) on loopback
+// ports and returns their addresses once every slot is served.
+func StartCluster(tb testing.TB, n int) []string {
+	tb.Helper()
+	if testing.Short() {
+		tb.Skip("integration test: starts a Redis Cluster (run without -short)")
+	}
+	if _, err := exec.LookPath("redis-cli"); err != nil {
+		tb.Fatalf("redis-cli is required to form a cluster: %v", err)
+	}
+	var addrs []string
+	for _, port := range clusterPorts(tb, n) {
+		s := startOnPort(tb, port, "--cluster-enabled", "yes", "--cluster-config-file", fmt.Sprintf("nodes-%d.conf", port),
+			"--cluster-node-timeout", "5000")
+		addrs = append(addrs, s.Addr)
+	}
+	args := append([]string{"--cluster", "create"}, addrs...)
+	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	if out, err := exec.Command("redis-cli", args...).CombinedOutput(); err != nil {
+		tb.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	for _, a := range addrs {
+		c := redis.NewClient(&redis.Options{Addr: a})
+		ok := false
+		for i := 0; i < 400 && !ok; i++ {
+			info, _ := c.ClusterInfo(context.Background()).Result()
+			ok = strings.Contains(info, "cluster_state:ok")
+			if !ok {
+				time.Sleep(25 * time.Millisecond)
+			}
+		}
+		c.Close()
+		if !ok {
+			tb.Fatalf("cluster node %s never reported cluster_state:ok", a)
+		}
+	}
+	return addrs
+}
+
+// clusterPorts finds n ports whose cluster bus ports (port + 10000) are free too.
+func clusterPorts(tb testing.TB, n int) []int {
+	tb.Helper()
+	free := func(port int) bool {
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			return false
+		}
+		l.Close()
+		return true
+	}
+	var ports []int
+	for port := 21000 + int(time.Now().UnixNano()%20000); len(ports) < n && port < 55535; port++ {
+		if free(port) && free(port+10000) {
+			ports = append(ports, port)
+		}
+	}
+	if len(ports) < n {
+		tb.Fatal("no free ports for a cluster")
+	}
+	return ports
 }
