@@ -31,6 +31,9 @@ type Packet struct {
 	FinishedAt     sql.NullTime  `db:"finished_at"`
 	RefundedAmount Fen           `db:"refunded_amount"`
 	BestSeq        int           `db:"best_seq"`
+	// ClosedRemainder is what the close script took back when the packet
+	// expired (Valid once closed): the amount to refund once it is paid.
+	ClosedRemainder sql.Null[Fen] `db:"closed_remainder"`
 }
 
 // Share is a row of packet_share.
@@ -44,7 +47,7 @@ type Share struct {
 }
 
 const packetColumns = `id, kind, sender_id, group_id, to_user_id, share_count, total, greeting, status,
-	pay_status, pay_method, created_at, paid_at, expires_at, finished_at, refunded_amount, best_seq`
+	pay_status, pay_method, created_at, paid_at, expires_at, finished_at, refunded_amount, best_seq, closed_remainder`
 
 // CreatePacket inserts an unpaid packet and its pre-split shares (seq 1..n in
 // the order they will be handed out) and returns its id.
