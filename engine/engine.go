@@ -26,18 +26,29 @@ type Config struct {
 	LagLimit        time.Duration
 	MaxGroupMembers int
 	Writer          WriterConfig
+	// RefundInterval is how often expired packets are closed and refunded.
+	RefundInterval time.Duration
+	// ReconcileInterval is how often paid packets are swept for grabs not yet
+	// credited, and stale settlements are queried (the seed's second pass).
+	ReconcileInterval time.Duration
+	// SettleTimeout is how long a payment may await settlement before the
+	// provider is asked for its outcome.
+	SettleTimeout time.Duration
 }
 
 // DefaultConfig is the production configuration.
 func DefaultConfig() Config {
 	return Config{
-		Keys:            lua.NewKeys("grab", 16),
-		Limits:          DefaultLimits,
-		PacketTTL:       24 * time.Hour,
-		KeyGrace:        time.Hour,
-		LagLimit:        5 * time.Second,
-		MaxGroupMembers: 500,
-		Writer:          DefaultWriterConfig(),
+		Keys:              lua.NewKeys("grab", 16),
+		Limits:            DefaultLimits,
+		PacketTTL:         24 * time.Hour,
+		KeyGrace:          time.Hour,
+		LagLimit:          5 * time.Second,
+		MaxGroupMembers:   500,
+		Writer:            DefaultWriterConfig(),
+		RefundInterval:    time.Minute,
+		ReconcileInterval: 5 * time.Second,
+		SettleTimeout:     2 * time.Minute,
 	}
 }
 
@@ -52,6 +63,8 @@ type Deps struct {
 	Rand        Rand                  // nil: GlobalRand
 	Log         *slog.Logger          // nil: slog.Default()
 	Metrics     prometheus.Registerer // nil: metrics are not registered
+	// Provider takes third-party payments; nil: only balance payments.
+	Provider Provider
 }
 
 // Engine is the service the API calls.
@@ -64,6 +77,7 @@ type Engine struct {
 	cfg    Config
 	keys   lua.Keys
 	writer *Writer
+	pay    Provider
 	m      *metrics
 	// lagMs is the writer lag last measured, in ms.
 	lagMs atomic.Int64
@@ -90,6 +104,15 @@ func New(d Deps, cfg Config) *Engine {
 	if cfg.MaxGroupMembers <= 0 {
 		cfg.MaxGroupMembers = def.MaxGroupMembers
 	}
+	if cfg.RefundInterval <= 0 {
+		cfg.RefundInterval = def.RefundInterval
+	}
+	if cfg.ReconcileInterval <= 0 {
+		cfg.ReconcileInterval = def.ReconcileInterval
+	}
+	if cfg.SettleTimeout <= 0 {
+		cfg.SettleTimeout = def.SettleTimeout
+	}
 	cfg.Writer = cfg.Writer.withDefaults()
 	if d.Clock == nil {
 		d.Clock = SystemClock{}
@@ -103,7 +126,7 @@ func New(d Deps, cfg Config) *Engine {
 	if d.WriterRedis == nil {
 		d.WriterRedis = d.Redis
 	}
-	e := &Engine{rdb: d.Redis, db: d.DB, clock: d.Clock, rand: d.Rand, log: d.Log, cfg: cfg, keys: cfg.Keys}
+	e := &Engine{rdb: d.Redis, db: d.DB, clock: d.Clock, rand: d.Rand, log: d.Log, cfg: cfg, keys: cfg.Keys, pay: d.Provider}
 	e.m = newMetrics(d.Metrics)
 	e.writer = newWriter(e, d.WriterRedis)
 	return e

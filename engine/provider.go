@@ -1,0 +1,41 @@
+package engine
+
+import "context"
+
+// Payment channels a packet can be paid through besides the balance.
+const (
+	ChannelAlipay   = "alipay"
+	ChannelWechat   = "wechat"
+	ChannelUnionpay = "unionpay"
+)
+
+// Provider is a third-party payment provider: grab registers each trade with
+// it and, when a settlement takes too long, asks it for the outcome. The
+// outcome normally arrives as a signed notification (Engine.Notify).
+type Provider interface {
+	CreateTrade(ctx context.Context, t Trade) error
+	QueryTrade(ctx context.Context, tradeNo string) (TradeResult, error)
+}
+
+// Trade is a payment the sender makes through a provider.
+type Trade struct {
+	TradeNo string
+	Channel string
+	Amount  int64 // fen
+}
+
+// TradeOutcome is what a provider knows of a trade.
+type TradeOutcome int
+
+const (
+	TradePending TradeOutcome = iota
+	TradeSucceeded
+	TradeFailed
+)
+
+// TradeResult answers QueryTrade.
+type TradeResult struct {
+	Outcome     TradeOutcome
+	Amount      int64 // fen
+	ProviderTxn string
+}

@@ -1,0 +1,26 @@
+package lua
+
+import (
+	"context"
+	_ "embed"
+
+	"github.com/redis/go-redis/v9"
+)
+
+var (
+	//go:embed settle.lua
+	settleSource string
+	settleScript = redis.NewScript(settleSource)
+)
+
+// Settle runs settle.lua: paid opens a packet that awaited settlement and
+// credits its later grabs; failed stops its grabs. It reports whether the
+// packet's state was in Redis.
+func Settle(ctx context.Context, c redis.Scripter, k PacketKeys, paid bool) (bool, error) {
+	outcome := "failed"
+	if paid {
+		outcome = "paid"
+	}
+	n, err := settleScript.Run(ctx, c, []string{k.State}, outcome).Int64()
+	return n == 1, err
+}

@@ -1,0 +1,237 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"sort"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+)
+
+// Payment statuses. They only move forward: unpaid -> awaiting_settlement ->
+// paid | failed; paid and failed are final.
+const (
+	PaymentUnpaid             = "unpaid"
+	PaymentAwaitingSettlement = "awaiting_settlement"
+	PaymentPaid               = "paid"
+	PaymentFailed             = "failed"
+)
+
+// KindOverpay returns a third-party payment that arrived for a packet already
+// paid another way: the money goes to the sender's balance, not lost.
+const KindOverpay = "overpay"
+
+// Payment is a row of the payment table: one third-party trade.
+type Payment struct {
+	TradeNo     string    `db:"trade_no"`
+	PacketID    int64     `db:"packet_id"`
+	Channel     string    `db:"channel"`
+	Amount      Fen       `db:"amount"`
+	Status      string    `db:"status"`
+	ProviderTxn string    `db:"provider_txn"`
+	CreatedAt   time.Time `db:"created_at"`
+	UpdatedAt   time.Time `db:"updated_at"`
+}
+
+const paymentColumns = "trade_no, packet_id, channel, amount, status, provider_txn, created_at, updated_at"
+
+// StartPayment records a trade for an unpaid packet. A packet has at most one
+// trade in progress: asking again on the same channel returns that trade;
+// on another channel, or for a packet that is not unpaid, it is ErrWrongState.
+func (db *DB) StartPayment(ctx context.Context, packetID int64, channel, tradeNo string, now time.Time) (Payment, bool, error) {
+	var pay Payment
+	created := false
+	err := db.inTx(ctx, func(tx *sqlx.Tx) error {
+		created = false
+		var p Packet
+		if err := tx.GetContext(ctx, &p, "SELECT "+packetColumns+" FROM packet WHERE id = ?"+db.forUpdate(), packetID); err != nil {
+			if errors.Is(err, sql.ErrNoRows) {
+				return ErrNotFound
+			}
+			return err
+		}
+		if p.Status != "unpaid" {
+			return ErrWrongState
+		}
+		err := tx.GetContext(ctx, &pay, "SELECT "+paymentColumns+" FROM payment WHERE packet_id = ? AND status IN ('unpaid', 'awaiting_settlement')", packetID)
+		switch {
+		case err == nil && pay.Channel == channel:
+			return nil
+		case err == nil:
+			return ErrWrongState
+		case !errors.Is(err, sql.ErrNoRows):
+			return err
+		}
+		pay = Payment{TradeNo: tradeNo, PacketID: packetID, Channel: channel, Amount: p.Total, Status: PaymentUnpaid,
+			CreatedAt: now, UpdatedAt: now}
+		_, err = tx.ExecContext(ctx, "INSERT INTO payment ("+paymentColumns+") VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+			pay.TradeNo, pay.PacketID, pay.Channel, db.money(int64(pay.Amount)), pay.Status, "", now, now)
+		created = err == nil
+		return err
+	})
+	return pay, created, err
+}
+
+// Payment reads one trade.
+func (db *DB) Payment(ctx context.Context, tradeNo string) (Payment, error) {
+	var p Payment
+	err := db.x.GetContext(ctx, &p, "SELECT "+paymentColumns+" FROM payment WHERE trade_no = ?", tradeNo)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Payment{}, ErrNotFound
+	}
+	return p, err
+}
+
+// MarkReturned records the provider's synchronous return: the trade and its
+// packet move to awaiting_settlement and the packet opens for grabs (not
+// credited yet). Anything past that state is left as it is.
+func (db *DB) MarkReturned(ctx context.Context, tradeNo string, now, expiresAt time.Time) (Payment, error) {
+	var pay Payment
+	err := db.inTx(ctx, func(tx *sqlx.Tx) error {
+		res, err := tx.ExecContext(ctx, "UPDATE payment SET status = 'awaiting_settlement', updated_at = ? WHERE trade_no = ? AND status = 'unpaid'", now, tradeNo)
+		if err != nil {
+			return err
+		}
+		if err := tx.GetContext(ctx, &pay, "SELECT "+paymentColumns+" FROM payment WHERE trade_no = ?", tradeNo); err != nil {
+			if errors.Is(err, sql.ErrNoRows) {
+				return ErrNotFound
+			}
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE packet SET status = 'awaiting_settlement', pay_status = 'awaiting_settlement',
+			pay_method = ?, expires_at = ? WHERE id = ? AND status = 'unpaid'`, pay.Channel, expiresAt, pay.PacketID)
+		return err
+	})
+	return pay, err
+}
+
+// Settle records the provider's final word on a trade, once: the first of
+// success or failure wins and later notices change nothing. On success the
+// packet is paid (and opens if it was not open yet), every grab made while
+// it awaited settlement is credited, and an expired packet is refunded; if
+// the packet had meanwhile been paid another way, the money goes back to the
+// sender. On failure the packet stops taking grabs and nothing is credited.
+// It reports whether this call changed anything.
+func (db *DB) Settle(ctx context.Context, tradeNo string, success bool, providerTxn string, now, expiresAt time.Time) (Payment, bool, error) {
+	var pay Payment
+	changed := false
+	err := db.inTx(ctx, func(tx *sqlx.Tx) error {
+		changed = false
+		status := PaymentFailed
+		if success {
+			status = PaymentPaid
+		}
+		res, err := tx.ExecContext(ctx, `UPDATE payment SET status = ?, provider_txn = ?, updated_at = ?
+			WHERE trade_no = ? AND status IN ('unpaid', 'awaiting_settlement')`, status, providerTxn, now, tradeNo)
+		if err != nil {
+			return err
+		}
+		if err := tx.GetContext(ctx, &pay, "SELECT "+paymentColumns+" FROM payment WHERE trade_no = ?", tradeNo); err != nil {
+			if errors.Is(err, sql.ErrNoRows) {
+				return ErrNotFound
+			}
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			return err
+		}
+		changed = true
+		var p Packet
+		if err := tx.GetContext(ctx, &p, "SELECT "+packetColumns+" FROM packet WHERE id = ?"+db.forUpdate(), pay.PacketID); err != nil {
+			return err
+		}
+		if !success {
+			if p.PayStatus == "paid" {
+				return nil // paid another way; this trade simply failed
+			}
+			_, err := tx.ExecContext(ctx, "UPDATE packet SET status = 'pay_failed', pay_status = 'failed' WHERE id = ?", p.ID)
+			return err
+		}
+		if p.PayStatus == "paid" {
+			_, err := db.credit(ctx, tx, KindOverpay, tradeNo, p.SenderID, int64(pay.Amount), now)
+			return err
+		}
+		if p.Status == "unpaid" {
+			_, err = tx.ExecContext(ctx, `UPDATE packet SET status = 'open', pay_status = 'paid', pay_method = ?,
+				paid_at = ?, expires_at = ? WHERE id = ?`, pay.Channel, now, expiresAt, p.ID)
+		} else {
+			// awaiting_settlement opens; finished or expired keep their status.
+			_, err = tx.ExecContext(ctx, `UPDATE packet SET status = CASE WHEN status = 'awaiting_settlement' THEN 'open' ELSE status END,
+				pay_status = 'paid', paid_at = ? WHERE id = ?`, now, p.ID)
+		}
+		if err != nil {
+			return err
+		}
+		_, err = db.creditUncredited(ctx, tx, p.ID, now)
+		return err // WIRE-REFUND
+	})
+	return pay, changed, err
+}
+
+// ReconcilePacket credits every grab of a paid packet that is not credited
+// yet (a grab made while the payment awaited settlement and written after the
+// settlement). It returns how many it credited; each share is credited once.
+func (db *DB) ReconcilePacket(ctx context.Context, packetID int64, now time.Time) (int, error) {
+	var n int
+	err := db.inTx(ctx, func(tx *sqlx.Tx) error {
+		var err error
+		n, err = db.creditUncredited(ctx, tx, packetID, now)
+		return err
+	})
+	return n, err
+}
+
+func (db *DB) creditUncredited(ctx context.Context, tx *sqlx.Tx, packetID int64, now time.Time) (int, error) {
+	var payStatus string
+	if err := tx.GetContext(ctx, &payStatus, "SELECT pay_status FROM packet WHERE id = ?"+db.forUpdate(), packetID); err != nil {
+		return 0, err
+	}
+	if payStatus != "paid" {
+		return 0, nil
+	}
+	var shares []Share
+	if err := tx.SelectContext(ctx, &shares, `SELECT packet_id, seq, amount, user_id, grabbed_at, credited FROM packet_share
+		WHERE packet_id = ? AND user_id IS NOT NULL AND credited = 0`+db.forUpdate(), packetID); err != nil {
+		return 0, err
+	}
+	// Accounts in id order, as the writer does, so the two cannot deadlock.
+	sort.Slice(shares, func(a, b int) bool { return shares[a].UserID.Int64 < shares[b].UserID.Int64 })
+	for _, s := range shares {
+		if _, err := db.credit(ctx, tx, KindGrab, shareRef(packetID, s.Seq), s.UserID.Int64, int64(s.Amount), now); err != nil {
+			return 0, err
+		}
+		if _, err := tx.ExecContext(ctx, "UPDATE packet_share SET credited = 1 WHERE packet_id = ? AND seq = ?", packetID, s.Seq); err != nil {
+			return 0, err
+		}
+	}
+	return len(shares), nil
+}
+
+// PacketsToReconcile lists paid packets that still have uncredited grabs.
+func (db *DB) PacketsToReconcile(ctx context.Context, limit int) ([]int64, error) {
+	var ids []int64
+	err := db.x.SelectContext(ctx, &ids, `SELECT DISTINCT s.packet_id FROM packet_share s JOIN packet p ON p.id = s.packet_id
+		WHERE s.credited = 0 AND s.user_id IS NOT NULL AND p.pay_status = 'paid' ORDER BY s.packet_id LIMIT ?`, limit)
+	return ids, err
+}
+
+// StalePayments lists trades awaiting settlement since before `before`.
+func (db *DB) StalePayments(ctx context.Context, before time.Time, limit int) ([]Payment, error) {
+	var ps []Payment
+	err := db.x.SelectContext(ctx, &ps, "SELECT "+paymentColumns+` FROM payment
+		WHERE status = 'awaiting_settlement' AND updated_at < ? ORDER BY updated_at LIMIT ?`, before, limit)
+	return ps, err
+}
+
+// forUpdate locks the rows read in MySQL; SQLite's single writer needs nothing.
+func (db *DB) forUpdate() string {
+	if db.dialect == dialectSQLite {
+		return ""
+	}
+	return " FOR UPDATE"
+}
