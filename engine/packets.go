@@ -261,30 +261,15 @@ var (
 // rebuild loads a packet's state from the store after Redis lost it (or
 // never had it). One caller rebuilds under a lock; the others wait for it.
 func (e *Engine) rebuild(ctx context.Context, packetID, userID int64) error {
-	keys := e.keys.Packet(packetID)
-	token := requestID()
-	for wait := 0; ; wait++ {
-		ok, err := lua.Lock(ctx, e.rdb, keys.LoadLock, token, 10*time.Second)
-		if err != nil {
-			return err
-		}
-		if ok {
-			break
-		}
-		// Someone else is rebuilding: wait until the state appears or their lock ends.
-		if wait > 200 {
-			return fmt.Errorf("%w: packet %d is being rebuilt", ErrBusy, packetID)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(10 * time.Millisecond):
-		}
-		if n, err := e.rdb.Exists(ctx, keys.State).Result(); err == nil && n == 1 {
-			return nil
-		}
+	unlock, err := e.lockPacket(ctx, packetID)
+	if err != nil {
+		return err
 	}
-	defer lua.Unlock(context.WithoutCancel(ctx), e.rdb, keys.LoadLock, token)
+	defer unlock()
+	// Whoever held the lock before us may have rebuilt it already.
+	if n, err := e.rdb.Exists(ctx, e.keys.Packet(packetID).State).Result(); err != nil || n == 1 {
+		return err
+	}
 
 	p, err := e.db.Packet(ctx, packetID)
 	if err != nil {
@@ -304,6 +289,31 @@ func (e *Engine) rebuild(ctx context.Context, packetID, userID int64) error {
 	e.m.rebuilds.Inc()
 	e.log.InfoContext(ctx, "packet state rebuilt from the store", "packet_id", packetID, "status", p.Status)
 	return nil
+}
+
+// lockPacket takes the packet's load lock, waiting for another holder. Every
+// write of a packet's Redis state from the store (rebuild, settlement) holds
+// it, so none of them can put back a state another has just moved past.
+func (e *Engine) lockPacket(ctx context.Context, packetID int64) (unlock func(), err error) {
+	key := e.keys.Packet(packetID).LoadLock
+	token := requestID()
+	for wait := 0; ; wait++ {
+		ok, err := lua.Lock(ctx, e.rdb, key, token, 10*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			return func() { lua.Unlock(context.WithoutCancel(ctx), e.rdb, key, token) }, nil
+		}
+		if wait > 300 {
+			return nil, fmt.Errorf("%w: packet %d is being loaded", ErrBusy, packetID)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // load writes a packet's state into Redis from the store: the shares nobody
