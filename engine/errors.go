@@ -18,3 +18,6 @@ var (
 	ErrBusy                = errors.New("engine: busy, writer lag over its bound")
 	ErrIdempotencyConflict = errors.New("engine: idempotency key reused with different content")
 )
+
+// ErrAmountMismatch: a payment notification's amount differs from its trade's.
+var ErrAmountMismatch = errors.New("engine: amount does not match the trade")

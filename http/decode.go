@@ -21,14 +21,28 @@ const MaxBodyBytes = 64 << 10
 // Unknown fields, trailing data, wrong JSON types and an oversized body are
 // rejected before any handler logic runs.
 func decodeBody(c *gin.Context, dst any) error {
+	body, err := readBody(c)
+	if err != nil {
+		return err
+	}
+	return decodeJSON(body, dst)
+}
+
+// readBody reads the raw request body, at most MaxBodyBytes of it.
+func readBody(c *gin.Context) ([]byte, error) {
 	body, err := io.ReadAll(nethttp.MaxBytesReader(c.Writer, c.Request.Body, MaxBodyBytes))
 	if err != nil {
 		var tooBig *nethttp.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return newError(nethttp.StatusRequestEntityTooLarge, CodePayloadTooLarge, "request body is larger than %d bytes", MaxBodyBytes)
+			return nil, newError(nethttp.StatusRequestEntityTooLarge, CodePayloadTooLarge, "request body is larger than %d bytes", MaxBodyBytes)
 		}
-		return invalid("cannot read request body")
+		return nil, invalid("cannot read request body")
 	}
+	return body, nil
+}
+
+// decodeJSON is decodeBody's strict decoding of a body already read.
+func decodeJSON(body []byte, dst any) error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return invalid("a JSON request body is required")
 	}

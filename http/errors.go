@@ -30,6 +30,7 @@ const (
 	CodeIdempotencyConflict = "IDEMPOTENCY_CONFLICT"
 	CodePayloadTooLarge     = "PAYLOAD_TOO_LARGE"
 	CodeMethodNotAllowed    = "METHOD_NOT_ALLOWED"
+	CodeAmountMismatch      = "AMOUNT_MISMATCH"
 )
 
 // apiError is an error with its API code and HTTP status.
@@ -66,6 +67,7 @@ var errorTable = []struct {
 	{engine.ErrExpired, nethttp.StatusGone, CodeExpired},
 	{engine.ErrBusy, nethttp.StatusServiceUnavailable, CodeBusy},
 	{engine.ErrIdempotencyConflict, nethttp.StatusConflict, CodeIdempotencyConflict},
+	{engine.ErrAmountMismatch, nethttp.StatusConflict, CodeAmountMismatch},
 }
 
 // toAPIError classifies err. The boolean is false for errors that are not

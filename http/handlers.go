@@ -274,16 +274,13 @@ func (s *server) payPacket(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	switch method {
-	case "balance":
-	case "alipay", "wechat", "unionpay":
-		// The contract's third-party methods arrive with the payments issue
-		// (trade, sync return, signed notify). Until then this server takes
-		// balance payments only; the caller's input is valid but not served.
-		s.fail(c, invalid("third-party payment is not enabled on this server"))
-		return
-	default:
-		s.fail(c, invalid("method must be balance, alipay, wechat or unionpay"))
+	if method != "balance" {
+		pay, err := s.eng.PayByProvider(c.Request.Context(), id, userID(c), method)
+		if err != nil {
+			s.fail(c, err)
+			return
+		}
+		c.JSON(nethttp.StatusOK, tradeResponse{TradeNo: pay.TradeNo, Amount: Money(pay.Amount), Status: pay.PayStatus})
 		return
 	}
 	p, err := s.eng.PayByBalance(c.Request.Context(), id, userID(c))

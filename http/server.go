@@ -27,6 +27,9 @@ type Config struct {
 	AdminToken string
 	// DevAuth accepts X-User-Id in place of a JWT. Embedded mode and GRAB_AUTH=dev only.
 	DevAuth bool
+	// PaySecret verifies payment provider notifications (HMAC-SHA256). Empty:
+	// every notification is refused.
+	PaySecret []byte
 }
 
 //go:embed openapi.json
@@ -72,6 +75,9 @@ func New(eng *engine.Engine, cfg Config, log *slog.Logger, reg *prometheus.Regis
 	user.POST("/packets/:id/pay", s.payPacket)
 	user.POST("/packets/:id/grab", s.grab)
 	user.GET("/packets/:id", s.getPacket)
+	user.POST("/payments/:trade_no/return", s.paymentReturn)
+	// The provider's server calls this; the signature is its credential.
+	r.POST("/v1/payments/notify/:channel", s.notify)
 
 	r.GET("/healthz", func(c *gin.Context) { c.JSON(nethttp.StatusOK, gin.H{"status": "ok"}) })
 	r.GET("/readyz", s.ready)

@@ -1,0 +1,222 @@
+package engine
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/grab-engine/grab/lua"
+	"github.com/grab-engine/grab/store"
+)
+
+// Payment is a third-party trade as the API shows it.
+type Payment struct {
+	TradeNo   string
+	PacketID  int64
+	Channel   string
+	Amount    int64  // fen
+	PayStatus string // unpaid | awaiting_settlement | paid | failed
+}
+
+// Notification is a provider's asynchronous word on a trade.
+type Notification struct {
+	Channel     string
+	TradeNo     string
+	Amount      int64 // fen
+	Success     bool
+	ProviderTxn string
+}
+
+func paymentView(p store.Payment) Payment {
+	return Payment{TradeNo: p.TradeNo, PacketID: p.PacketID, Channel: p.Channel, Amount: int64(p.Amount), PayStatus: p.Status}
+}
+
+// PayByProvider starts a third-party payment of an unpaid packet. The packet
+// stays unpaid until the provider's return or notification. Asking again on
+// the same channel returns the same trade.
+func (e *Engine) PayByProvider(ctx context.Context, packetID, senderID int64, channel string) (Payment, error) {
+	switch channel {
+	case ChannelAlipay, ChannelWechat, ChannelUnionpay:
+	default:
+		return Payment{}, fmt.Errorf("%w: method must be balance, alipay, wechat or unionpay", ErrInvalidArgument)
+	}
+	if e.pay == nil {
+		return Payment{}, fmt.Errorf("%w: third-party payment is not enabled on this server", ErrInvalidArgument)
+	}
+	p, err := e.db.Packet(ctx, packetID)
+	if err != nil {
+		return Payment{}, storeErr(err)
+	}
+	if p.SenderID != senderID {
+		return Payment{}, fmt.Errorf("%w: only the sender pays", ErrForbidden)
+	}
+	pay, _, err := e.db.StartPayment(ctx, packetID, channel, newTradeNo(packetID), e.clock.Now().UTC())
+	switch {
+	case errors.Is(err, store.ErrWrongState):
+		return Payment{}, fmt.Errorf("%w: it is %s or has a trade in progress on another channel", ErrNotPayable, p.Status)
+	case err != nil:
+		return Payment{}, storeErr(err)
+	}
+	// Registered every time: the provider is idempotent by trade number, so a
+	// call that failed after the row was written is simply made again.
+	if err := e.pay.CreateTrade(ctx, Trade{TradeNo: pay.TradeNo, Channel: channel, Amount: int64(pay.Amount)}); err != nil {
+		return Payment{}, fmt.Errorf("payment provider: %w", err)
+	}
+	return paymentView(pay), nil
+}
+
+func newTradeNo(packetID int64) string {
+	var b [6]byte
+	rand.Read(b[:])
+	return fmt.Sprintf("T%d-%s", packetID, hex.EncodeToString(b[:]))
+}
+
+// PaymentReturn records the sender's app seeing the provider's synchronous
+// return: the packet opens for grabs at once, which are credited when the
+// payment settles. Later states are kept; the answer says where it stands.
+func (e *Engine) PaymentReturn(ctx context.Context, tradeNo string, userID int64) (Payment, error) {
+	pay, err := e.db.Payment(ctx, tradeNo)
+	if err != nil {
+		return Payment{}, storeErr(err)
+	}
+	p, err := e.db.Packet(ctx, pay.PacketID)
+	if err != nil {
+		return Payment{}, storeErr(err)
+	}
+	if p.SenderID != userID {
+		return Payment{}, fmt.Errorf("%w: only the sender reports a payment", ErrForbidden)
+	}
+	now := e.clock.Now().UTC()
+	if pay, err = e.db.MarkReturned(ctx, tradeNo, now, now.Add(e.cfg.PacketTTL)); err != nil {
+		return Payment{}, storeErr(err)
+	}
+	if err := e.syncPacket(ctx, pay.PacketID); err != nil {
+		// Committed; the first grab rebuilds the state from the store.
+		e.log.WarnContext(ctx, "payment returned but the packet was not loaded into redis", "trade_no", tradeNo, "err", err)
+	}
+	return paymentView(pay), nil
+}
+
+// Notify applies a provider's notification. Every well-formed one is
+// accepted, duplicates and late ones included: the first final outcome wins
+// and nothing moves backwards.
+func (e *Engine) Notify(ctx context.Context, n Notification) error {
+	pay, err := e.db.Payment(ctx, n.TradeNo)
+	if err != nil {
+		return storeErr(err)
+	}
+	if pay.Channel != n.Channel {
+		return fmt.Errorf("%w: no trade %s on %s", ErrNotFound, n.TradeNo, n.Channel)
+	}
+	if int64(pay.Amount) != n.Amount {
+		return fmt.Errorf("%w: trade %s is %s, the notification says %s", ErrAmountMismatch, n.TradeNo,
+			FormatAmount(int64(pay.Amount)), FormatAmount(n.Amount))
+	}
+	return e.settle(ctx, n.TradeNo, n.Success, n.ProviderTxn)
+}
+
+// settle records a final outcome in the store, crediting what was grabbed
+// meanwhile, then brings Redis in line. Redis is synced even when the store
+// had the outcome already: an earlier call may have stopped in between.
+func (e *Engine) settle(ctx context.Context, tradeNo string, success bool, providerTxn string) error {
+	now := e.clock.Now().UTC()
+	pay, changed, err := e.db.Settle(ctx, tradeNo, success, providerTxn, now, now.Add(e.cfg.PacketTTL))
+	if err != nil {
+		return storeErr(err)
+	}
+	if changed {
+		e.log.InfoContext(ctx, "payment settled", "trade_no", tradeNo, "packet_id", pay.PacketID, "status", pay.Status)
+	}
+	return e.syncPacket(ctx, pay.PacketID)
+}
+
+// syncPacket brings a packet's Redis state in line with the store after a
+// payment moved it, under the packet's load lock so a concurrent rebuild
+// cannot put back what it read before the move.
+func (e *Engine) syncPacket(ctx context.Context, packetID int64) error {
+	unlock, err := e.lockPacket(ctx, packetID)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	p, err := e.db.Packet(ctx, packetID)
+	if err != nil {
+		return err
+	}
+	keys := e.keys.Packet(packetID)
+	switch {
+	case p.PayStatus == "failed":
+		_, err = lua.Settle(ctx, e.rdb, keys, false)
+		return err
+	case p.Status == StatusUnpaid:
+		return nil
+	}
+	if err := e.load(ctx, p); err != nil {
+		return err
+	}
+	if p.PayStatus == "paid" {
+		_, err = lua.Settle(ctx, e.rdb, keys, true)
+	}
+	return err
+}
+
+// Reconcile is one pass of the periodic sweep: it credits grabs of paid
+// packets that reached the store after their packet settled, and asks the
+// provider about payments awaiting settlement for longer than SettleTimeout.
+func (e *Engine) Reconcile(ctx context.Context) (credited int, err error) {
+	now := e.clock.Now().UTC()
+	ids, err := e.db.PacketsToReconcile(ctx, 100)
+	if err != nil {
+		return 0, err
+	}
+	for _, id := range ids {
+		n, err := e.db.ReconcilePacket(ctx, id, now)
+		if err != nil {
+			return credited, err
+		}
+		credited += n
+	}
+	if e.pay == nil {
+		return credited, nil
+	}
+	stale, err := e.db.StalePayments(ctx, now.Add(-e.cfg.SettleTimeout), 100)
+	if err != nil {
+		return credited, err
+	}
+	for _, pay := range stale {
+		r, err := e.pay.QueryTrade(ctx, pay.TradeNo)
+		if err != nil {
+			e.log.WarnContext(ctx, "reconcile: provider query failed", "trade_no", pay.TradeNo, "err", err)
+			continue
+		}
+		if r.Outcome == TradePending {
+			continue
+		}
+		if r.Outcome == TradeSucceeded && r.Amount != int64(pay.Amount) {
+			e.log.ErrorContext(ctx, "reconcile: provider reports another amount; needs attention", "trade_no", pay.TradeNo,
+				"trade", FormatAmount(int64(pay.Amount)), "provider", FormatAmount(r.Amount))
+			continue
+		}
+		if err := e.settle(ctx, pay.TradeNo, r.Outcome == TradeSucceeded, r.ProviderTxn); err != nil {
+			return credited, err
+		}
+	}
+	return credited, nil
+}
+
+// RunReconciler runs Reconcile every ReconcileInterval until ctx ends.
+func (e *Engine) RunReconciler(ctx context.Context) error {
+	for {
+		if _, err := e.Reconcile(ctx); err != nil && ctx.Err() == nil {
+			e.log.WarnContext(ctx, "reconcile pass failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(e.cfg.ReconcileInterval):
+		}
+	}
+}

@@ -1,0 +1,199 @@
+// Package paysim is a payment provider simulator with fault injection: it
+// takes trades like a real provider, lets a test (or the bench) decide how
+// each one ends, and sends signed notifications that can be delayed,
+// duplicated, reordered, lost, or report failure.
+package paysim
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/grab-engine/grab/engine"
+)
+
+// Deliver hands a notification to grab: in a server, a POST to
+// /v1/payments/notify/{channel}; in a test, a direct call.
+type Deliver func(ctx context.Context, channel string, body []byte, signature string) error
+
+// Faults shape how notifications travel. The zero value delivers each one
+// once, at once, in order.
+type Faults struct {
+	LoseRate      float64       // chance a notification is never sent
+	DuplicateRate float64       // chance a notification is sent twice
+	Delay         time.Duration // each send waits up to this long (random)
+	Hold          bool          // keep notifications until Flush, which sends them shuffled
+}
+
+// Sim is a simulated provider. It implements engine.Provider.
+type Sim struct {
+	secret  []byte
+	deliver Deliver
+	faults  Faults
+
+	mu      sync.Mutex
+	trades  map[string]*trade
+	held    []notice
+	sent    int
+	rand    *rand.Rand
+	pending sync.WaitGroup
+}
+
+type trade struct {
+	engine.Trade
+	outcome engine.TradeOutcome
+	txn     string
+}
+
+type notice struct {
+	channel string
+	body    []byte
+}
+
+// New returns a simulator that signs with secret and delivers through d.
+func New(secret []byte, d Deliver, f Faults) *Sim {
+	return &Sim{secret: secret, deliver: d, faults: f, trades: map[string]*trade{},
+		rand: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))}
+}
+
+// CreateTrade implements engine.Provider; the same trade again is a no-op.
+func (s *Sim) CreateTrade(_ context.Context, t engine.Trade) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.trades[t.TradeNo]; !ok {
+		s.trades[t.TradeNo] = &trade{Trade: t}
+	}
+	return nil
+}
+
+// QueryTrade implements engine.Provider.
+func (s *Sim) QueryTrade(_ context.Context, tradeNo string) (engine.TradeResult, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, ok := s.trades[tradeNo]
+	if !ok {
+		return engine.TradeResult{}, fmt.Errorf("paysim: no trade %s", tradeNo)
+	}
+	return engine.TradeResult{Outcome: t.outcome, Amount: t.Amount, ProviderTxn: t.txn}, nil
+}
+
+// Complete ends a trade the way the payer's bank decided, and notifies grab
+// through the faults. It returns without waiting for delayed sends; Wait does.
+func (s *Sim) Complete(ctx context.Context, tradeNo string, success bool) error {
+	s.mu.Lock()
+	t, ok := s.trades[tradeNo]
+	if !ok {
+		s.mu.Unlock()
+		return fmt.Errorf("paysim: no trade %s", tradeNo)
+	}
+	if t.outcome == engine.TradePending {
+		t.outcome = engine.TradeFailed
+		if success {
+			t.outcome = engine.TradeSucceeded
+			t.txn = "sim-" + tradeNo
+		}
+	}
+	body := s.body(t)
+	copies := 1
+	if s.rand.Float64() < s.faults.LoseRate {
+		copies = 0
+	} else if s.rand.Float64() < s.faults.DuplicateRate {
+		copies = 2
+	}
+	if s.faults.Hold {
+		for range copies {
+			s.held = append(s.held, notice{t.Channel, body})
+		}
+		s.mu.Unlock()
+		return nil
+	}
+	s.mu.Unlock()
+	for range copies {
+		s.send(ctx, t.Channel, body)
+	}
+	return nil
+}
+
+// Notify sends a notification of the trade's current outcome once more, as
+// providers resend until acknowledged.
+func (s *Sim) Notify(ctx context.Context, tradeNo string) error {
+	s.mu.Lock()
+	t, ok := s.trades[tradeNo]
+	if !ok {
+		s.mu.Unlock()
+		return fmt.Errorf("paysim: no trade %s", tradeNo)
+	}
+	body := s.body(t)
+	s.mu.Unlock()
+	return s.deliver(ctx, t.Channel, body, s.Sign(body))
+}
+
+// Flush sends every held notification in a random order.
+func (s *Sim) Flush(ctx context.Context) {
+	s.mu.Lock()
+	held := s.held
+	s.held = nil
+	s.rand.Shuffle(len(held), func(i, j int) { held[i], held[j] = held[j], held[i] })
+	s.mu.Unlock()
+	for _, n := range held {
+		s.send(ctx, n.channel, n.body)
+	}
+}
+
+// Wait waits for delayed sends to finish.
+func (s *Sim) Wait() { s.pending.Wait() }
+
+// Sent is how many notifications were delivered.
+func (s *Sim) Sent() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sent
+}
+
+// Sign is the X-Grab-Signature of a body: lowercase hex HMAC-SHA256.
+func (s *Sim) Sign(body []byte) string {
+	m := hmac.New(sha256.New, s.secret)
+	m.Write(body)
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+func (s *Sim) body(t *trade) []byte {
+	result := "failed"
+	if t.outcome == engine.TradeSucceeded {
+		result = "success"
+	}
+	b, _ := json.Marshal(map[string]string{"trade_no": t.TradeNo, "amount": engine.FormatAmount(t.Amount),
+		"result": result, "provider_txn": t.txn})
+	return b
+}
+
+func (s *Sim) send(ctx context.Context, channel string, body []byte) {
+	deliver := func() {
+		// A provider keeps sending until it is acknowledged; one retry is enough here.
+		if s.deliver(ctx, channel, body, s.Sign(body)) != nil {
+			s.deliver(ctx, channel, body, s.Sign(body))
+		}
+		s.mu.Lock()
+		s.sent++
+		s.mu.Unlock()
+	}
+	if s.faults.Delay <= 0 {
+		deliver()
+		return
+	}
+	s.mu.Lock()
+	d := time.Duration(s.rand.Int64N(int64(s.faults.Delay)))
+	s.mu.Unlock()
+	s.pending.Add(1)
+	go func() {
+		defer s.pending.Done()
+		time.Sleep(d)
+		deliver()
+	}()
+}

@@ -1,0 +1,117 @@
+package http
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	nethttp "net/http"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/grab-engine/grab/engine"
+)
+
+type tradeResponse struct {
+	TradeNo string `json:"trade_no"`
+	Amount  Money  `json:"amount"`
+	Status  string `json:"status"`
+}
+
+type notifyRequest struct {
+	TradeNo     *string `json:"trade_no"`
+	Amount      *Money  `json:"amount"`
+	Result      *string `json:"result"`
+	ProviderTxn *string `json:"provider_txn"`
+}
+
+// maxTradeNoLen bounds a trade number from a path or a notification.
+const maxTradeNoLen = 64
+
+func (s *server) paymentReturn(c *gin.Context) {
+	tradeNo := c.Param("trade_no")
+	if tradeNo == "" || len(tradeNo) > maxTradeNoLen {
+		s.fail(c, invalid("bad trade number"))
+		return
+	}
+	pay, err := s.eng.PaymentReturn(c.Request.Context(), tradeNo, userID(c))
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(nethttp.StatusOK, gin.H{"trade_no": pay.TradeNo, "pay_status": pay.PayStatus})
+}
+
+// notify takes a provider's signed notification. Every well-formed, correctly
+// signed one is acknowledged, duplicates included, because providers resend
+// until they see success.
+func (s *server) notify(c *gin.Context) {
+	body, err := readBody(c)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	if !s.signedByProvider(body, c.GetHeader("X-Grab-Signature")) {
+		s.fail(c, newError(nethttp.StatusUnauthorized, CodeUnauthenticated, "missing or wrong X-Grab-Signature"))
+		return
+	}
+	var req notifyRequest
+	if err := decodeJSON(body, &req); err != nil {
+		s.fail(c, err)
+		return
+	}
+	n := engine.Notification{Channel: c.Param("channel")}
+	switch n.Channel {
+	case engine.ChannelAlipay, engine.ChannelWechat, engine.ChannelUnionpay:
+	default:
+		s.fail(c, newError(nethttp.StatusNotFound, CodeNotFound, "no payment channel %q", n.Channel))
+		return
+	}
+	if n.TradeNo, err = requireString("trade_no", req.TradeNo); err != nil {
+		s.fail(c, err)
+		return
+	}
+	if n.Amount, err = requireMoney("amount", req.Amount); err != nil {
+		s.fail(c, err)
+		return
+	}
+	result, err := requireString("result", req.Result)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	switch result {
+	case "success":
+		n.Success = true
+	case "failed":
+	default:
+		s.fail(c, invalid("result must be success or failed"))
+		return
+	}
+	if req.ProviderTxn != nil {
+		n.ProviderTxn = *req.ProviderTxn
+	}
+	if len(n.TradeNo) > maxTradeNoLen || len(n.ProviderTxn) > maxTradeNoLen {
+		s.fail(c, invalid("trade_no and provider_txn are at most %d bytes", maxTradeNoLen))
+		return
+	}
+	if err := s.eng.Notify(c.Request.Context(), n); err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(nethttp.StatusOK, gin.H{"ack": "success"})
+}
+
+// signedByProvider checks X-Grab-Signature: lowercase hex HMAC-SHA256 of the
+// raw body with the pay secret, compared in constant time.
+func (s *server) signedByProvider(body []byte, signature string) bool {
+	if len(s.cfg.PaySecret) == 0 {
+		return false
+	}
+	got, err := hex.DecodeString(signature)
+	if err != nil || signature != hex.EncodeToString(got) {
+		return false // not lowercase hex
+	}
+	m := hmac.New(sha256.New, s.cfg.PaySecret)
+	m.Write(body)
+	return hmac.Equal(got, m.Sum(nil))
+}
