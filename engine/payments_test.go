@@ -21,14 +21,23 @@ func payEnv(t *testing.T, faults ...paysim.Faults) (*env, *paysim.Sim) {
 	e := setupReal(t)
 	var sim *paysim.Sim
 	sim = paysim.New([]byte("secret"), func(ctx context.Context, channel string, body []byte, _ string) error {
-		return e.eng.Notify(ctx, decodeNotice(t, channel, body))
+		err := e.eng.Notify(ctx, decodeNotice(t, channel, body))
+		if err != nil {
+			t.Errorf("notification %s: %v", body, err)
+		}
+		return err
 	}, append(faults, paysim.Faults{})[0])
 	e.eng = engine.New(engine.Deps{Redis: e.rdb, DB: e.db, Clock: e.clock, Log: quietLog(), Provider: sim}, e.cfg)
 	return e, sim
 }
 
 func decodeNotice(t *testing.T, channel string, body []byte) engine.Notification {
-	var v struct{ TradeNo, Amount, Result, ProviderTxn string }
+	var v struct {
+		TradeNo     string `json:"trade_no"`
+		Amount      string `json:"amount"`
+		Result      string `json:"result"`
+		ProviderTxn string `json:"provider_txn"`
+	}
 	if err := json.Unmarshal(body, &v); err != nil {
 		t.Errorf("notification %s: %v", body, err)
 	}
@@ -298,4 +307,66 @@ func assertLedgerMatchesBalances(t *testing.T, e *env) {
 	if totals.Balances != totals.Ledger {
 		t.Fatalf("balances %d != ledger %d", totals.Balances, totals.Ledger)
 	}
+}
+
+// Notifications delivered many times at once, reordered and delayed by the
+// simulator, credit each grab once; a wrong amount changes nothing.
+func TestConcurrentDuplicateNotifications(t *testing.T) {
+	e, sim := payEnv(t, paysim.Faults{DuplicateRate: 1, Delay: 20 * time.Millisecond})
+	e.startWriter(t)
+	ctx := context.Background()
+	p, pay := providerPacket(t, e, 40, 5, 5, 500)
+	if _, err := e.eng.PaymentReturn(ctx, pay.TradeNo, 40); err != nil {
+		t.Fatal(err)
+	}
+	won := grabAll(t, e, p.ID, 41, 43)
+	wrong := engine.Notification{Channel: engine.ChannelAlipay, TradeNo: pay.TradeNo, Amount: 499, Success: true}
+	if err := e.eng.Notify(ctx, wrong); !errors.Is(err, engine.ErrAmountMismatch) {
+		t.Fatalf("wrong amount: err = %v, want ErrAmountMismatch", err)
+	}
+	if got, _ := e.db.Payment(ctx, pay.TradeNo); got.Status != store.PaymentAwaitingSettlement {
+		t.Fatalf("a wrong amount moved the payment to %s", got.Status)
+	}
+	for range 5 {
+		if err := sim.Complete(ctx, pay.TradeNo, true); err != nil { // each sends two, later, in any order
+			t.Fatal(err)
+		}
+	}
+	sim.Wait()
+	if sim.Sent() != 10 {
+		t.Fatalf("simulator sent %d notifications, want 10", sim.Sent())
+	}
+	e.drain(t, p.ID, len(won))
+	if _, err := e.eng.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for u, r := range won {
+		if b, _ := e.eng.Balance(ctx, u); b != r.Amount {
+			t.Fatalf("balance of %d = %d, want %d", u, b, r.Amount)
+		}
+	}
+	assertLedgerMatchesBalances(t, e)
+}
+
+// A packet paid by balance while its provider trade was still open: when the
+// trade succeeds after all, the money goes back to the sender's balance.
+func TestProviderSuccessAfterBalancePayment(t *testing.T) {
+	e, _ := payEnv(t)
+	ctx := context.Background()
+	p, pay := providerPacket(t, e, 50, 2, 2, 200)
+	if _, err := e.eng.Deposit(ctx, 50, 1000, "sender-funds"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.eng.PayByBalance(ctx, p.ID, 50); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := e.eng.Notify(ctx, engine.Notification{Channel: engine.ChannelAlipay, TradeNo: pay.TradeNo, Amount: 200, Success: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if b, _ := e.eng.Balance(ctx, 50); b != 1000 {
+		t.Fatalf("sender balance = %d, want 1000 (paid 200 by balance, 200 back from the provider)", b)
+	}
+	assertLedgerMatchesBalances(t, e)
 }
