@@ -43,6 +43,16 @@ type Sim struct {
 	sent    int
 	rand    *rand.Rand
 	pending sync.WaitGroup
+	// settleAfter, when set, makes every new trade succeed on its own that
+	// long after it is created, as if the payer paid: grabd's demo mode.
+	settleAfter time.Duration
+}
+
+// SettleAfter makes every trade created from now on succeed by itself after d.
+func (s *Sim) SettleAfter(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.settleAfter = d
 }
 
 type trade struct {
@@ -66,8 +76,17 @@ func New(secret []byte, d Deliver, f Faults) *Sim {
 func (s *Sim) CreateTrade(_ context.Context, t engine.Trade) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.trades[t.TradeNo]; !ok {
-		s.trades[t.TradeNo] = &trade{Trade: t}
+	if _, ok := s.trades[t.TradeNo]; ok {
+		return nil
+	}
+	s.trades[t.TradeNo] = &trade{Trade: t}
+	if d := s.settleAfter; d > 0 {
+		s.pending.Add(1)
+		go func() {
+			defer s.pending.Done()
+			time.Sleep(d)
+			s.Complete(context.Background(), t.TradeNo, true)
+		}()
 	}
 	return nil
 }
