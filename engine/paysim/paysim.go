@@ -46,13 +46,15 @@ type Sim struct {
 	// settleAfter, when set, makes every new trade succeed on its own that
 	// long after it is created, as if the payer paid: grabd's demo mode.
 	settleAfter time.Duration
+	settleCtx   context.Context
 }
 
-// SettleAfter makes every trade created from now on succeed by itself after d.
-func (s *Sim) SettleAfter(d time.Duration) {
+// SettleAfter makes every trade created from now on succeed by itself after
+// d, notifying within ctx.
+func (s *Sim) SettleAfter(ctx context.Context, d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.settleAfter = d
+	s.settleAfter, s.settleCtx = d, ctx
 }
 
 type trade struct {
@@ -80,12 +82,15 @@ func (s *Sim) CreateTrade(_ context.Context, t engine.Trade) error {
 		return nil
 	}
 	s.trades[t.TradeNo] = &trade{Trade: t}
-	if d := s.settleAfter; d > 0 {
+	if d, ctx := s.settleAfter, s.settleCtx; d > 0 {
 		s.pending.Add(1)
 		go func() {
 			defer s.pending.Done()
-			time.Sleep(d)
-			s.Complete(context.Background(), t.TradeNo, true)
+			select {
+			case <-ctx.Done():
+			case <-time.After(d):
+				s.Complete(ctx, t.TradeNo, true)
+			}
 		}()
 	}
 	return nil
