@@ -39,6 +39,13 @@ func devAuth(c *grabhttp.Config) { c.DevAuth = true }
 
 func setup(tb testing.TB, opts ...func(*grabhttp.Config)) *env {
 	tb.Helper()
+	return setupWith(tb, nil, opts...)
+}
+
+// setupWith is setup with a payment provider for the engine (nil: balance
+// payments only).
+func setupWith(tb testing.TB, provider engine.Provider, opts ...func(*grabhttp.Config)) *env {
+	tb.Helper()
 	_, rdb := redistest.Mini(tb)
 	db := storetest.SQLite(tb)
 	cfg := engine.DefaultConfig()
@@ -47,7 +54,7 @@ func setup(tb testing.TB, opts ...func(*grabhttp.Config)) *env {
 	cfg.Writer.MonitorEvery = 50 * time.Millisecond
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	reg := prometheus.NewRegistry()
-	eng := engine.New(engine.Deps{Redis: rdb, DB: db, Log: log, Metrics: reg}, cfg)
+	eng := engine.New(engine.Deps{Redis: rdb, DB: db, Log: log, Metrics: reg, Provider: provider}, cfg)
 	hc := grabhttp.Config{JWTSecret: jwtSecret, AdminToken: adminToken}
 	for _, o := range opts {
 		o(&hc)
