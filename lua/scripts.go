@@ -22,11 +22,14 @@ var (
 	probeSource string
 	//go:embed unlock.lua
 	unlockSource string
+	//go:embed close.lua
+	closeSource string
 
 	grabScript   = redis.NewScript(grabSource)
 	loadScript   = redis.NewScript(loadSource)
 	probeScript  = redis.NewScript(probeSource)
 	unlockScript = redis.NewScript(unlockSource)
+	closeScript  = redis.NewScript(closeSource)
 )
 
 // ErrUnexpectedReply means a script answered in a shape its wrapper does not know.
@@ -103,6 +106,67 @@ func intString(v any) (int64, error) {
 		return 0, fmt.Errorf("%w: %T is not an integer string", ErrUnexpectedReply, v)
 	}
 	return strconv.ParseInt(s, 10, 64)
+}
+
+// CloseCode is the outcome code of close.lua.
+type CloseCode int
+
+const (
+	CloseClosed     CloseCode = 0  // closed now; the remainder was taken back
+	CloseNotLoaded  CloseCode = -1 // no state in Redis: rebuild it and close again
+	CloseAlready    CloseCode = 1  // expired or refunded before this call
+	CloseFinished   CloseCode = 2  // every share was grabbed; nothing to take back
+	CloseNotOpen    CloseCode = 3  // unpaid or payment failed
+	CloseNotExpired CloseCode = 4
+)
+
+// CloseReply is what close.lua answered. Remainder and Count are set only
+// when Code is CloseClosed.
+type CloseReply struct {
+	Code      CloseCode
+	Remainder int64 // fen taken back
+	Count     int   // shares taken back
+}
+
+// Close runs close.lua: if the packet is open (or awaiting settlement) and
+// nowMs is at or past its expiry, it is marked expired, its remaining shares
+// are taken back and a close event is appended to the shard's stream.
+func Close(ctx context.Context, c redis.Scripter, k PacketKeys, packetID, nowMs int64) (CloseReply, error) {
+	v, err := closeScript.Run(ctx, c, []string{k.State, k.Shares, k.Events}, packetID, nowMs).Slice()
+	if err != nil {
+		return CloseReply{}, err
+	}
+	return parseCloseReply(v)
+}
+
+func parseCloseReply(v []any) (CloseReply, error) {
+	if len(v) == 0 {
+		return CloseReply{}, fmt.Errorf("%w: empty close reply", ErrUnexpectedReply)
+	}
+	code, ok := v[0].(int64)
+	if !ok {
+		return CloseReply{}, fmt.Errorf("%w: close code %T", ErrUnexpectedReply, v[0])
+	}
+	r := CloseReply{Code: CloseCode(code)}
+	switch r.Code {
+	case CloseClosed:
+		if len(v) != 3 {
+			return CloseReply{}, fmt.Errorf("%w: close reply of %d items", ErrUnexpectedReply, len(v))
+		}
+		rem, err := intString(v[1])
+		n, ok := v[2].(int64)
+		if err != nil || !ok || rem < 0 || n < 0 {
+			return CloseReply{}, fmt.Errorf("%w: close reply %v", ErrUnexpectedReply, v)
+		}
+		r.Remainder, r.Count = rem, int(n)
+	case CloseNotLoaded, CloseAlready, CloseFinished, CloseNotOpen, CloseNotExpired:
+		if len(v) != 1 {
+			return CloseReply{}, fmt.Errorf("%w: close reply %v", ErrUnexpectedReply, v)
+		}
+	default:
+		return CloseReply{}, fmt.Errorf("%w: close code %d", ErrUnexpectedReply, code)
+	}
+	return r, nil
 }
 
 // PacketState is everything load.lua writes for one packet.
@@ -211,7 +275,7 @@ func Probe(ctx context.Context, c redis.Scripter, k ProbeKeys, userID, nowMs int
 // Preload loads every script into the script cache, so the first grab does
 // not pay for an EVAL fallback.
 func Preload(ctx context.Context, c redis.Scripter) error {
-	for _, s := range []*redis.Script{grabScript, loadScript, probeScript, unlockScript} {
+	for _, s := range []*redis.Script{grabScript, loadScript, probeScript, unlockScript, closeScript} {
 		if err := s.Load(ctx, c).Err(); err != nil {
 			return err
 		}
