@@ -567,3 +567,131 @@ func TestOpenAPIPayments(t *testing.T) {
 		}
 	}
 }
+
+// The sender may still pay by balance while a trade is in progress (the
+// packet is unpaid until the provider answers). The provider's later word
+// never takes the packet back: a success is returned to the sender's balance,
+// a failure leaves the packet paid.
+func TestBalancePaymentDuringTrade(t *testing.T) {
+	e, _ := payEnv(t)
+	balancePay := func(id int64) {
+		t.Helper()
+		p := expect(t, e.do(t, "POST", fmt.Sprintf("/v1/packets/%d/pay", id), `{"method":"balance"}`, user(1)), 200)
+		if p["status"] != "open" || p["pay_status"] != "paid" {
+			t.Fatalf("paid by balance = %v", p)
+		}
+	}
+
+	// The provider succeeds after all.
+	id := e.newPacket(t)
+	tradeNo := e.payAlipay(t, id)
+	balancePay(id)
+	if b := e.balanceOf(t, 1); b != deposit-20_00 {
+		t.Fatalf("sender balance %d after the balance payment", b)
+	}
+	fails(t, "pay by alipay after the balance", e.do(t, "POST", fmt.Sprintf("/v1/packets/%d/pay", id), `{"method":"alipay"}`, user(1)), 409, "NOT_PAYABLE")
+	a := e.grabOK(t, id, 2, true)
+	e.paymentReturn(t, tradeNo, "awaiting_settlement") // the trade's state; the packet stays as it is
+	e.status(t, id, "open", "paid")
+	e.ack(t, "alipay", noticeBody(tradeNo, "20.00", "success"))
+	e.status(t, id, "open", "paid")
+	b := e.grabOK(t, id, 3, true)
+	e.durable(t, id, 2)
+	settled := e.payState(t, id, tradeNo)
+	if settled.balances[1] != deposit || settled.balances[2] != a || settled.balances[3] != b {
+		t.Fatalf("balances = %v; the provider's payment should have gone back to the sender", settled.balances)
+	}
+	e.ack(t, "alipay", noticeBody(tradeNo, "20.00", "success"))
+	e.ack(t, "alipay", noticeBody(tradeNo, "20.00", "failed"))
+	unchanged(t, "notifications after the refund", settled, e.payState(t, id, tradeNo))
+	e.conserved(t, id)
+
+	// The provider fails: the packet paid by balance stays paid and open.
+	id2 := e.newPacket(t)
+	trade2 := e.payAlipay(t, id2)
+	balancePay(id2)
+	e.ack(t, "alipay", noticeBody(trade2, "20.00", "failed"))
+	e.status(t, id2, "open", "paid")
+	c := e.grabOK(t, id2, 4, true)
+	e.durable(t, id2, 1)
+	if e.balanceOf(t, 1) != deposit-20_00 || e.balanceOf(t, 4) != c {
+		t.Fatalf("balances %d and %d after a failed trade of a packet paid by balance", e.balanceOf(t, 1), e.balanceOf(t, 4))
+	}
+	tot, err := e.db.MoneyTotals(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The deposit plus what the provider paid, less what the two packets still hold.
+	if tot.Balances != tot.Ledger || int64(tot.Balances) != deposit+20_00-(20_00-a-b)-(20_00-c) {
+		t.Fatalf("totals %+v", tot)
+	}
+}
+
+// FuzzNotify feeds arbitrary, correctly signed bodies to the notify handler
+// of a server with a trade awaiting settlement: every answer is 200 or a 4xx
+// with an error body, never a 5xx or a panic, and money stays in the ledger.
+func FuzzNotify(f *testing.F) {
+	sim := paysim.New(paySecret, func(context.Context, string, []byte, string) error { return nil }, paysim.Faults{})
+	e := setupWith(f, sim, func(c *grabhttp.Config) { c.PaySecret = paySecret })
+	ctx := context.Background()
+	if _, err := e.eng.SetGroupMembers(ctx, 7, []int64{1, 2}); err != nil {
+		f.Fatal(err)
+	}
+	p, err := e.eng.CreatePacket(ctx, engine.NewPacket{SenderID: 1, Kind: engine.KindGroupLucky, GroupID: 7, Count: 2, Amount: 2000})
+	if err != nil {
+		f.Fatal(err)
+	}
+	pay, err := e.eng.PayByProvider(ctx, p.ID, 1, engine.ChannelAlipay)
+	if err != nil {
+		f.Fatal(err)
+	}
+	if _, err := e.eng.PaymentReturn(ctx, pay.TradeNo, 1); err != nil {
+		f.Fatal(err)
+	}
+	if _, err := e.eng.Grab(ctx, p.ID, 2); err != nil {
+		f.Fatal(err)
+	}
+	tn := pay.TradeNo
+	for _, seed := range []string{
+		noticeBody(tn, "20.00", "success"),
+		noticeBody(tn, "20.00", "failed"),
+		noticeBody(tn, "20", "success"),
+		noticeBody(tn, "19.99", "success"),
+		noticeBody(tn, "0", "success"),
+		noticeBody(tn, "-20.00", "success"),
+		noticeBody(tn, "20.001", "success"),
+		noticeBody(tn, "99999999999999999999.99", "success"),
+		noticeBody(tn, "20.00", "maybe"),
+		noticeBody(tn, "20.00", "SUCCESS"),
+		noticeBody("T999-000000000000", "20.00", "success"),
+		noticeBody("", "20.00", "success"),
+		noticeBody(strings.Repeat("T", 65), "20.00", "success"),
+		`{"trade_no":"` + tn + `","amount":"20.00","result":"success","provider_txn":"` + strings.Repeat("x", 65) + `"}`,
+		`{"trade_no":"` + tn + `","amount":20.00,"result":"success"}`,
+		`{"trade_no":"` + tn + `","amount":"20.00","result":"success","provider_txn":null}`,
+		`{"trade_no":"` + tn + `","amount":"20.00","result":"success","extra":true}`,
+		`{"trade_no":"` + tn + `","amount":"20.00","result":"success","result":"failed"}`,
+		`{"trade_no":` + `1,"amount":"20.00","result":"success"}`,
+		`{"trade_no":"` + tn + `","amount":"20.00","result":"success"} trailing`,
+		`[]`, `null`, `""`, `{}`, `{"a":`, "\x00", ``,
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		r := e.do(t, "POST", "/v1/payments/notify/alipay", body, auth{"X-Grab-Signature": sign(paySecret, body)})
+		switch {
+		case r.status == 200:
+		case r.status >= 400 && r.status < 500:
+			r.errorCode(t)
+		default:
+			t.Fatalf("body %q: status %d: %s", body, r.status, r.body)
+		}
+		tot, err := e.db.MoneyTotals(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tot.Balances != tot.Ledger {
+			t.Fatalf("body %q: balances %d, ledger %d", body, tot.Balances, tot.Ledger)
+		}
+	})
+}
