@@ -14,6 +14,7 @@ const (
 	KindDeposit = "deposit"
 	KindPay     = "pay"
 	KindGrab    = "grab"
+	KindRefund  = "refund" // an expired packet's remainder back to its sender, ref pk:<id>
 )
 
 // Deposit credits an account once per ref and returns the balance after it.

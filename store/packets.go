@@ -159,39 +159,105 @@ type GrabEvent struct {
 	Finished bool // this grab took the last share
 }
 
-// ApplyGrabs makes a batch of grabs durable in one transaction: each share
-// gets its owner, credited grabs reach the balance through the ledger (once
-// per share, however often the batch is replayed), and finished packets are
-// marked. It returns the indexes of events that contradict MySQL (the share
-// belongs to someone else, the user holds another share of the packet, or the
-// amount is not the share's); those are left unapplied for the caller to park.
-func (db *DB) ApplyGrabs(ctx context.Context, events []GrabEvent) (rejected []int, err error) {
+// EventKind tells the events of a shard's stream apart.
+type EventKind int
+
+const (
+	EventGrab  EventKind = iota + 1 // a user took a share
+	EventClose                      // an expired packet was closed; its remainder goes back to the sender
+)
+
+// Event is one entry of a shard's stream, as the engine accepted it.
+type Event struct {
+	Kind  EventKind
+	Grab  GrabEvent  // when Kind is EventGrab
+	Close CloseEvent // when Kind is EventClose
+}
+
+// CloseEvent says the close script took back what was left of an expired
+// packet. Remainder is what the sender gets back once the packet is paid.
+type CloseEvent struct {
+	PacketID  int64
+	Remainder int64 // fen
+	Count     int   // shares taken back
+	At        time.Time
+}
+
+// ApplyGrabs is ApplyEvents for a batch of grabs only.
+func (db *DB) ApplyGrabs(ctx context.Context, grabs []GrabEvent) (rejected []int, err error) {
+	events := make([]Event, len(grabs))
+	for i, g := range grabs {
+		events[i] = Event{Kind: EventGrab, Grab: g}
+	}
+	return db.ApplyEvents(ctx, events)
+}
+
+// ApplyEvents makes a batch of a stream's events durable in one transaction,
+// in stream order: each grabbed share gets its owner, finished packets are
+// marked, closed packets are marked expired with their remainder; then
+// credited grabs reach the balance through the ledger and closed packets that
+// are paid are refunded (each once, however often the batch is replayed).
+//
+// It returns the indexes of events that contradict MySQL, left unapplied for
+// the caller to park: a grab whose share belongs to someone else, whose user
+// holds another share of the packet or whose amount is not the share's; a
+// close of an unknown packet, or of more than the packet has unowned.
+func (db *DB) ApplyEvents(ctx context.Context, events []Event) (rejected []int, err error) {
 	err = db.inTx(ctx, func(tx *sqlx.Tx) error {
 		rejected = rejected[:0]
-		var credits []int
+		// Packet rows are locked in stream order first, accounts after in id
+		// order, as a settlement does: concurrent transactions cannot deadlock.
+		type movement struct {
+			user   int64
+			event  int  // index in events
+			refund bool // a closed packet's refund, else a grab's credit
+		}
+		var moves []movement
 		for i, ev := range events {
-			ok, err := db.claimShare(ctx, tx, ev)
-			if err != nil {
-				return err
-			}
-			if !ok {
-				rejected = append(rejected, i)
-				continue
-			}
-			if ev.Credit {
-				credits = append(credits, i)
-			}
-			if ev.Finished {
-				if err := db.finishPacket(ctx, tx, ev.PacketID, ev.At); err != nil {
+			switch ev.Kind {
+			case EventGrab:
+				g := ev.Grab
+				ok, err := db.claimShare(ctx, tx, g)
+				if err != nil {
 					return err
 				}
+				if !ok {
+					rejected = append(rejected, i)
+					continue
+				}
+				if g.Credit {
+					moves = append(moves, movement{user: g.UserID, event: i})
+				}
+				if g.Finished {
+					if err := db.finishPacket(ctx, tx, g.PacketID, g.At); err != nil {
+						return err
+					}
+				}
+			case EventClose:
+				sender, ok, err := db.closePacket(ctx, tx, ev.Close)
+				if err != nil {
+					return err
+				}
+				if !ok {
+					rejected = append(rejected, i)
+					continue
+				}
+				moves = append(moves, movement{user: sender, event: i, refund: true})
+			default:
+				rejected = append(rejected, i)
 			}
 		}
-		// Accounts in id order, so concurrent batches of other shards cannot deadlock.
-		sort.SliceStable(credits, func(a, b int) bool { return events[credits[a]].UserID < events[credits[b]].UserID })
-		for _, i := range credits {
-			ev := events[i]
-			if _, err := db.credit(ctx, tx, KindGrab, shareRef(ev.PacketID, ev.Seq), ev.UserID, ev.Amount, ev.At); err != nil {
+		sort.SliceStable(moves, func(a, b int) bool { return moves[a].user < moves[b].user })
+		for _, m := range moves {
+			if m.refund {
+				c := events[m.event].Close
+				if err := db.refundIfSettled(ctx, tx, c.PacketID, c.At); err != nil {
+					return err
+				}
+				continue
+			}
+			g := events[m.event].Grab
+			if _, err := db.credit(ctx, tx, KindGrab, shareRef(g.PacketID, g.Seq), g.UserID, g.Amount, g.At); err != nil {
 				return err
 			}
 		}
