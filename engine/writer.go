@@ -76,8 +76,8 @@ func (c WriterConfig) withDefaults() WriterConfig {
 	return c
 }
 
-// Writer makes accepted grabs durable: it consumes every shard's event
-// stream through a consumer group, applies each batch to the store in one
+// Writer makes accepted grabs and closes durable: it consumes every shard's
+// event stream through a consumer group, applies each batch to the store in one
 // transaction and acknowledges it only after the commit. Every apply is
 // idempotent, so a crash between commit and ack replays harmlessly.
 type Writer struct {
@@ -235,10 +235,10 @@ func (w *Writer) claim(ctx context.Context, stream string) {
 // apply makes a batch durable and acknowledges it. It retries while the
 // store is unreachable; an event the store keeps refusing is parked.
 func (w *Writer) apply(ctx context.Context, stream string, msgs []redis.XMessage) {
-	events := make([]store.GrabEvent, 0, len(msgs))
+	events := make([]store.Event, 0, len(msgs))
 	kept := make([]redis.XMessage, 0, len(msgs))
 	for _, m := range msgs {
-		ev, err := decodeGrabEvent(m.Values)
+		ev, err := decodeEvent(m.Values)
 		if err != nil {
 			w.deadLetter(ctx, stream, m, err)
 			continue
@@ -250,13 +250,13 @@ func (w *Writer) apply(ctx context.Context, stream string, msgs []redis.XMessage
 		return
 	}
 	for attempt := 1; ; attempt++ {
-		rejected, err := w.e.db.ApplyGrabs(ctx, events)
+		rejected, err := w.e.db.ApplyEvents(ctx, events)
 		if err == nil {
 			// A rejected event that could not be parked stays pending (it is
 			// redelivered and parked later), so it must not be acked with the rest.
 			unparked := map[int]bool{}
 			for _, i := range rejected {
-				if !w.deadLetter(ctx, stream, kept[i], errors.New("contradicts the store: the share is someone else's, the user holds another, or the amount differs")) {
+				if !w.deadLetter(ctx, stream, kept[i], contradiction(events[i])) {
 					unparked[i] = true
 				}
 			}
@@ -321,27 +321,53 @@ func (w *Writer) deadLetter(ctx context.Context, stream string, m redis.XMessage
 	return true
 }
 
-func decodeGrabEvent(v map[string]any) (store.GrabEvent, error) {
-	str := func(k string) string { s, _ := v[k].(string); return s }
-	if t := str("t"); t != "grab" {
-		return store.GrabEvent{}, fmt.Errorf("unknown event type %q", t)
+func contradiction(ev store.Event) error {
+	if ev.Kind == store.EventClose {
+		return errors.New("contradicts the store: no such packet, or the remainder is more than its unowned shares")
 	}
-	var ev store.GrabEvent
-	var err error
-	num := func(k string) int64 {
-		n, e := strconv.ParseInt(str(k), 10, 64)
-		if e != nil && err == nil {
-			err = fmt.Errorf("field %q: %w", k, e)
+	return errors.New("contradicts the store: the share is someone else's, the user holds another, or the amount differs")
+}
+
+// decodeEvent reads a stream entry written by grab.lua (t=grab) or close.lua (t=close).
+func decodeEvent(v map[string]any) (store.Event, error) {
+	f := fields{v: v}
+	var ev store.Event
+	switch t := f.str("t"); t {
+	case "grab":
+		g := store.GrabEvent{PacketID: f.num("pk"), UserID: f.num("u"), Seq: int(f.num("seq")), Amount: f.num("amt"),
+			At: time.UnixMilli(f.num("at")).UTC(), Credit: f.str("cr") == "1", Finished: f.str("fin") == "1"}
+		if f.err == nil && (g.PacketID <= 0 || g.UserID <= 0 || g.Seq <= 0 || g.Amount <= 0) {
+			f.err = errors.New("packet, user, seq and amount must be positive")
 		}
-		return n
+		ev = store.Event{Kind: store.EventGrab, Grab: g}
+	case "close":
+		c := store.CloseEvent{PacketID: f.num("pk"), Remainder: f.num("rem"), Count: int(f.num("n")),
+			At: time.UnixMilli(f.num("at")).UTC()}
+		// Every share is at least a fen, so n shares are at least n fen.
+		if f.err == nil && (c.PacketID <= 0 || c.Count < 0 || c.Remainder < int64(c.Count) || (c.Count == 0) != (c.Remainder == 0)) {
+			f.err = errors.New("packet must be positive, and the remainder at least a fen a share (0 for none)")
+		}
+		ev = store.Event{Kind: store.EventClose, Close: c}
+	default:
+		return store.Event{}, fmt.Errorf("unknown event type %q", t)
 	}
-	ev.PacketID, ev.UserID, ev.Seq, ev.Amount = num("pk"), num("u"), int(num("seq")), num("amt")
-	ev.At = time.UnixMilli(num("at")).UTC()
-	ev.Credit, ev.Finished = str("cr") == "1", str("fin") == "1"
-	if err == nil && (ev.PacketID <= 0 || ev.UserID <= 0 || ev.Seq <= 0 || ev.Amount <= 0) {
-		err = errors.New("packet, user, seq and amount must be positive")
+	return ev, f.err
+}
+
+// fields reads a stream entry's values; the first bad number is kept in err.
+type fields struct {
+	v   map[string]any
+	err error
+}
+
+func (f *fields) str(k string) string { s, _ := f.v[k].(string); return s }
+
+func (f *fields) num(k string) int64 {
+	n, err := strconv.ParseInt(f.str(k), 10, 64)
+	if err != nil && f.err == nil {
+		f.err = fmt.Errorf("field %q: %w", k, err)
 	}
-	return ev, err
+	return n
 }
 
 // RunMonitor measures the writer lag and trims acknowledged events until ctx

@@ -35,11 +35,13 @@ func TestWriterParksWhatItCannotApply(t *testing.T) {
 	// The writer is not running, so everything below lands in one batch.
 	good := grabAll(t, e, p.ID, 2, 3) // seqs 1 and 2
 	bad := map[string]map[string]any{
-		"share of another user": grab("9", "1", amount(1)),
-		"unknown type":          {"t": "refund", "pk": pk, "u": "8"},
-		"bad number":            grab("8", "3x", amount(3)),
-		"user zero":             grab("0", "3", amount(3)),
-		"wrong amount":          grab("8", "3", fmt.Sprint(int64(shares[2].Amount)+1)),
+		"share of another user":            grab("9", "1", amount(1)),
+		"unknown type":                     {"t": "refund", "pk": pk, "u": "8"},
+		"bad number":                       grab("8", "3x", amount(3)),
+		"user zero":                        grab("0", "3", amount(3)),
+		"wrong amount":                     grab("8", "3", fmt.Sprint(int64(shares[2].Amount)+1)),
+		"close of more than is left":       {"t": "close", "pk": pk, "rem": "501", "n": "1", "at": at},
+		"close of less than a fen a share": {"t": "close", "pk": pk, "rem": "1", "n": "2", "at": at},
 	}
 	badIDs := map[string]string{} // stream id -> case
 	for name, values := range bad {
