@@ -5,9 +5,12 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"reflect"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -694,4 +697,114 @@ func FuzzNotify(f *testing.F) {
 			t.Fatalf("body %q: balances %d, ledger %d", body, tot.Balances, tot.Ledger)
 		}
 	})
+}
+
+// Returns, duplicate notifications and grabs all at once: every notification
+// is acknowledged, every grab the engine accepted is credited exactly once.
+func TestConcurrentPaymentCallbacks(t *testing.T) {
+	e, _ := payEnv(t)
+	var paid []int64
+	for round := range 5 {
+		id := e.newPacket(t)
+		paid = append(paid, id)
+		tradeNo := e.payAlipay(t, id)
+		ok := noticeBody(tradeNo, "20.00", "success")
+		var calls []func() response
+		for range 8 {
+			calls = append(calls, func() response { return e.notify(t, "alipay", ok) })
+		}
+		for range 3 {
+			calls = append(calls, func() response { return e.do(t, "POST", "/v1/payments/"+tradeNo+"/return", ``, user(1)) })
+		}
+		for u := int64(2); u <= 5; u++ {
+			calls = append(calls, func() response { return e.do(t, "POST", fmt.Sprintf("/v1/packets/%d/grab", id), ``, user(u)) })
+		}
+		got := make([]response, len(calls))
+		var wg sync.WaitGroup
+		for i, call := range calls {
+			wg.Go(func() { got[i] = call() })
+		}
+		wg.Wait()
+		won := map[int64]int64{}
+		for i, r := range got {
+			switch {
+			case i < 8:
+				if m := expect(t, r, 200); m["ack"] != "success" {
+					t.Fatalf("round %d: notify = %v", round, m)
+				}
+			case i < 11:
+				if m := expect(t, r, 200); m["pay_status"] != "awaiting_settlement" && m["pay_status"] != "paid" {
+					t.Fatalf("round %d: return = %v", round, m)
+				}
+			default:
+				u := int64(i - 11 + 2)
+				if r.status == 200 {
+					won[u] = money(t, "amount", r.object(t)["amount"])
+					continue
+				}
+				if c := r.errorCode(t); r.status != 409 || (c != "NOT_OPEN" && c != "SOLD_OUT") {
+					t.Fatalf("round %d: grab by %d: %d %s", round, u, r.status, r.body)
+				}
+			}
+		}
+		e.durable(t, id, len(won))
+		if _, err := e.eng.Reconcile(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		e.status(t, id, map[bool]string{true: "finished", false: "open"}[len(won) == 3], "paid")
+		for u, want := range won {
+			my := e.packet(t, id, u)["my_grab"].(map[string]any)
+			if my["credited"] != true || money(t, "my_grab.amount", my["amount"]) != want {
+				t.Fatalf("round %d: my_grab of %d = %v", round, u, my)
+			}
+		}
+		e.conserved(t, paid...)
+		// Each round's grabbers are credited what they won, once.
+		shares, err := e.db.Shares(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range shares {
+			if s.UserID.Valid && !s.Credited {
+				t.Fatalf("round %d: share %d of user %d not credited", round, s.Seq, s.UserID.Int64)
+			}
+		}
+	}
+}
+
+// flakyProvider fails the next CreateTrade calls while fail > 0.
+type flakyProvider struct {
+	engine.Provider
+	fail atomic.Int32
+}
+
+func (p *flakyProvider) CreateTrade(ctx context.Context, t engine.Trade) error {
+	if p.fail.Add(-1) >= 0 {
+		return errors.New("provider unreachable")
+	}
+	return p.Provider.CreateTrade(ctx, t)
+}
+
+// A provider that cannot be reached is INTERNAL and leaves the packet
+// unpaid; asking again registers the same trade.
+func TestPayByProviderUnreachable(t *testing.T) {
+	sim := paysim.New(paySecret, func(context.Context, string, []byte, string) error { return nil }, paysim.Faults{})
+	flaky := &flakyProvider{Provider: sim}
+	e := setupWith(t, flaky, func(c *grabhttp.Config) { c.PaySecret = paySecret })
+	expect(t, e.do(t, "PUT", "/v1/admin/groups/7/members", `{"user_ids":[1,2,3,4,5]}`, admin()), 200)
+	id := e.newPacket(t)
+	flaky.fail.Store(1)
+	r := e.do(t, "POST", fmt.Sprintf("/v1/packets/%d/pay", id), `{"method":"alipay"}`, user(1))
+	fails(t, "pay while the provider is unreachable", r, 500, "INTERNAL")
+	if strings.Contains(string(r.body), "unreachable") {
+		t.Fatalf("the error says something internal: %s", r.body)
+	}
+	e.status(t, id, "unpaid", "unpaid")
+	tradeNo := e.payAlipay(t, id)
+	if res, err := sim.QueryTrade(context.Background(), tradeNo); err != nil || res.Outcome != engine.TradePending {
+		t.Fatalf("the provider does not know trade %s: %+v %v", tradeNo, res, err)
+	}
+	if again := e.payAlipay(t, id); again != tradeNo {
+		t.Fatalf("trade %s, then %s", tradeNo, again)
+	}
 }
