@@ -153,6 +153,10 @@ func (s *Sim) Notify(ctx context.Context, tradeNo string) error {
 		s.mu.Unlock()
 		return fmt.Errorf("paysim: no trade %s", tradeNo)
 	}
+	if t.outcome == engine.TradePending {
+		s.mu.Unlock()
+		return fmt.Errorf("paysim: trade %s has no outcome to notify yet", tradeNo)
+	}
 	body := s.body(t)
 	s.mu.Unlock()
 	return s.deliver(ctx, t.Channel, body, s.Sign(body))
