@@ -167,8 +167,12 @@ func (db *DB) Settle(ctx context.Context, tradeNo string, success bool, provider
 		if err != nil {
 			return err
 		}
-		_, err = db.creditUncredited(ctx, tx, p.ID, now)
-		return err // WIRE-REFUND
+		if _, err := db.creditUncredited(ctx, tx, p.ID, now); err != nil {
+			return err
+		}
+		// A packet that expired while its payment awaited settlement is
+		// refunded now that the money is known to have arrived.
+		return db.refundIfSettled(ctx, tx, p.ID, now)
 	})
 	return pay, changed, err
 }
