@@ -1,0 +1,404 @@
+package engine_test
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/store"
+)
+
+// atExpiry moves the clock to the packet's expiry instant, plus d.
+func atExpiry(t *testing.T, e *env, p engine.Packet, d time.Duration) {
+	t.Helper()
+	if p.ExpiresAt == nil {
+		t.Fatal("packet has no expiry")
+	}
+	e.clock.Add(p.ExpiresAt.Add(d).Sub(e.clock.Now()))
+}
+
+// waitStatus waits until the store shows the packet in status.
+func waitStatus(t *testing.T, e *env, packetID int64, status string) store.Packet {
+	t.Helper()
+	var p store.Packet
+	waitFor(t, "packet "+status+" in the store", func() bool {
+		var err error
+		if p, err = e.db.Packet(context.Background(), packetID); err != nil {
+			t.Fatal(err)
+		}
+		return p.Status == status
+	})
+	return p
+}
+
+// refundEntries lists the sender's ledger entries of kind refund.
+func refundEntries(t *testing.T, e *env, sender int64) []store.LedgerEntry {
+	t.Helper()
+	es, err := e.db.Ledger(context.Background(), sender)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []store.LedgerEntry
+	for _, l := range es {
+		if l.Kind == store.KindRefund {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// closeEvents counts the close events of a packet still in its stream.
+func closeEvents(t *testing.T, e *env, packetID int64) []redis.XMessage {
+	t.Helper()
+	msgs, err := e.rdb.XRange(context.Background(), e.keys.Packet(packetID).Events, "-", "+").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []redis.XMessage
+	for _, m := range msgs {
+		if m.Values["t"] == "close" && m.Values["pk"] == strconv.FormatInt(packetID, 10) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// assertRefunded checks a refunded packet to the fen: what was grabbed (the
+// answers, equal to the shares the store gives owners) plus the refund is
+// the total; grabbers and sender hold exactly their money, refunded once;
+// balances, ledger and deposits agree.
+func assertRefunded(t *testing.T, e *env, p engine.Packet, won map[int64]int64, deposit int64) {
+	t.Helper()
+	ctx := context.Background()
+	row := waitStatus(t, e, p.ID, engine.StatusRefunded)
+	e.drain(t, p.ID, len(won))
+	var grabbed int64
+	for _, a := range won {
+		grabbed += a
+	}
+	shares, err := e.db.Shares(ctx, p.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var owned int64
+	for _, s := range shares {
+		if s.UserID.Valid {
+			owned += int64(s.Amount)
+			if won[s.UserID.Int64] != int64(s.Amount) {
+				t.Fatalf("share %d of %d fen belongs to %d, whose grab answered %d", s.Seq, s.Amount, s.UserID.Int64, won[s.UserID.Int64])
+			}
+		}
+	}
+	refunded := int64(row.RefundedAmount)
+	if owned != grabbed || grabbed+refunded != p.Total || !row.ClosedRemainder.Valid || int64(row.ClosedRemainder.V) != refunded {
+		t.Fatalf("grabbed %d (store %d) + refunded %d (closed %+v) != total %d", grabbed, owned, refunded, row.ClosedRemainder, p.Total)
+	}
+	if r := refundEntries(t, e, p.SenderID); refunded > 0 && (len(r) != 1 || int64(r[0].Amount) != refunded) || refunded == 0 && len(r) != 0 {
+		t.Fatalf("refund ledger entries %+v, want one of %d", r, refunded)
+	}
+	users := []int64{p.SenderID}
+	for u := range won {
+		users = append(users, u)
+	}
+	m := readMoney(t, e, users...)
+	if want := deposit - p.Total + refunded; m.balances[p.SenderID] != want {
+		t.Fatalf("sender balance %d, want %d - %d + %d = %d", m.balances[p.SenderID], deposit, p.Total, refunded, want)
+	}
+	for u, a := range won {
+		if m.balances[u] != a {
+			t.Fatalf("grabber %d balance %d, won %d", u, m.balances[u], a)
+		}
+	}
+	if int64(m.totals.Balances) != deposit || int64(m.totals.Ledger) != deposit {
+		t.Fatalf("totals %+v, want %d each: money was made or lost", m.totals, deposit)
+	}
+	v, err := e.eng.GetPacket(ctx, p.ID, p.SenderID)
+	if err != nil || v.Status != engine.StatusRefunded || v.RefundedAmount != refunded {
+		t.Fatalf("view = %s, refunded %d, %v", v.Status, v.RefundedAmount, err)
+	}
+}
+
+// 200 users grab a lucky packet of 100 shares while a second process closes
+// it at its expiry instant: each share is either grabbed (its answer came
+// before the close) or refunded, never both, never neither.
+func TestCloseRacesGrabsAtExpiry(t *testing.T) {
+	const sender, users, count, total, deposit = 1000, 200, 100, 50_000, 1_000_000
+	e := setupReal(t)
+	e.startWriter(t)
+	ctx := context.Background()
+	p := e.sendPacket(t, sender, engine.KindGroupLucky, users, count, total, deposit)
+	// The grabbers' clock is a moment before the expiry; the closer's is at it.
+	atExpiry(t, e, p, -time.Millisecond)
+	closer := e.another(func(d *engine.Deps) { d.Clock = &fakeClock{now: *p.ExpiresAt} })
+
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	won := map[int64]int64{}
+	var expired, soldOut atomic.Int64
+	for u := int64(1); u <= users; u++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			// Spread over 40 ms, overlapping, so the close lands among them.
+			time.Sleep(time.Duration(u) * 200 * time.Microsecond)
+			r, err := e.eng.Grab(ctx, p.ID, u)
+			switch {
+			case err == nil:
+				mu.Lock()
+				won[u] = r.Amount
+				mu.Unlock()
+			case errors.Is(err, engine.ErrExpired):
+				expired.Add(1)
+			case errors.Is(err, engine.ErrSoldOut):
+				soldOut.Add(1)
+			default:
+				t.Errorf("grab by %d: %v", u, err)
+			}
+		}()
+	}
+	var closed int
+	var closeErr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		<-start
+		time.Sleep(5 * time.Millisecond)
+		closed, closeErr = closer.eng.CloseExpired(ctx)
+		// From now on the grabbers' clock is past the expiry too.
+		e.clock.Add(time.Millisecond)
+	}()
+	close(start)
+	wg.Wait()
+	if closeErr != nil {
+		t.Fatal(closeErr)
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	if closed != 1 || len(won) == 0 || len(won) == count || soldOut.Load() != 0 {
+		t.Fatalf("closed %d; %d grabbed, %d expired, %d sold out: the close did not land among the grabs",
+			closed, len(won), expired.Load(), soldOut.Load())
+	}
+	t.Logf("%d grabs before the close, %d after", len(won), expired.Load())
+	assertRefunded(t, e, p, won, deposit)
+}
+
+// Two refund workers close a packet once; a crash between the close in Redis
+// and the refund in the store leaves the close event in the stream, and the
+// writer refunds it once when it comes back; a replayed close changes nothing.
+func TestRefundOnceAcrossWorkersAndCrash(t *testing.T) {
+	const sender, deposit = 2000, 10_000
+	e := setupReal(t)
+	ctx := context.Background()
+	p := e.sendPacket(t, sender, engine.KindGroupLucky, 10, 5, 1000, deposit)
+	won := map[int64]int64{}
+	for u, r := range grabAll(t, e, p.ID, 1, 2) {
+		won[u] = r.Amount
+	}
+	atExpiry(t, e, p, 0)
+	second := e.another(nil)
+
+	// No writer runs: as if it crashed, or the store is down.
+	var n [2]int
+	var wg sync.WaitGroup
+	for i, w := range []*env{e, second} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var err error
+			if n[i], err = w.eng.CloseExpired(ctx); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if n[0]+n[1] != 1 {
+		t.Fatalf("closed %v times, want once", n)
+	}
+	for _, w := range []*env{e, second} { // later passes find it closed
+		if n, err := w.eng.CloseExpired(ctx); err != nil || n != 0 {
+			t.Fatalf("another pass closed %d, %v", n, err)
+		}
+	}
+	events := closeEvents(t, e, p.ID)
+	if len(events) != 1 {
+		t.Fatalf("%d close events in the stream, want 1", len(events))
+	}
+	// Closed in Redis, not refunded yet.
+	if v, err := e.eng.GetPacket(ctx, p.ID, sender); err != nil || v.Status != engine.StatusExpired || v.RefundedAmount != 0 {
+		t.Fatalf("view before the refund = %s, refunded %d, %v", v.Status, v.RefundedAmount, err)
+	}
+	if _, err := e.eng.Grab(ctx, p.ID, 3); !errors.Is(err, engine.ErrExpired) {
+		t.Fatalf("grab after the close: err = %v, want ErrExpired", err)
+	}
+	if r := refundEntries(t, e, sender); len(r) != 0 {
+		t.Fatalf("refunded before the writer ran: %+v", r)
+	}
+
+	e.startWriter(t)
+	assertRefunded(t, e, p, won, deposit)
+	before := readMoney(t, e, sender, 1, 2)
+
+	// The same close event again, as a redelivery would bring it.
+	stream := e.keys.Packet(p.ID).Events
+	id, err := e.rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: events[0].Values}).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the replayed close to be applied", func() bool {
+		groups, err := e.rdb.XInfoGroups(ctx, stream).Result()
+		return err == nil && len(groups) == 1 && groups[0].LastDeliveredID == id && pendingCount(t, e, stream) == 0
+	})
+	if after := readMoney(t, e, sender, 1, 2); !after.equal(before) {
+		t.Fatalf("a replayed close moved money: %+v, was %+v", after, before)
+	}
+	if dead := e.rdb.XLen(ctx, e.keys.DeadLetters(e.keys.Shard(p.ID))).Val(); dead != 0 {
+		t.Fatalf("%d events parked; a replay is not a contradiction", dead)
+	}
+	assertRefunded(t, e, p, won, deposit)
+}
+
+// A packet whose Redis state was lost is rebuilt from the store and closed;
+// its refund is exact.
+func TestCloseRebuildsLostState(t *testing.T) {
+	const sender, deposit = 3000, 10_000
+	e := setupReal(t)
+	ctx := context.Background()
+	p := e.sendPacket(t, sender, engine.KindGroupEqual, 10, 6, 150, deposit)
+	won := map[int64]int64{}
+	for u, r := range grabAll(t, e, p.ID, 1, 3) {
+		won[u] = r.Amount
+	}
+	stop := e.runWriter()
+	e.drain(t, p.ID, 3)
+	stop()
+	// Redis loses everything of this test: packet keys and streams.
+	iter := e.rdb.Scan(ctx, 0, e.keys.NS+":*", 1000).Iterator()
+	for iter.Next(ctx) {
+		e.rdb.Del(ctx, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
+		t.Fatal(err)
+	}
+	atExpiry(t, e, p, time.Second)
+	if n, err := e.eng.CloseExpired(ctx); err != nil || n != 1 {
+		t.Fatalf("close after the loss = %d, %v; want 1", n, err)
+	}
+	if st := e.rdb.HGet(ctx, e.keys.Packet(p.ID).State, "status").Val(); st != engine.StatusExpired {
+		t.Fatalf("rebuilt state is %q, want expired", st)
+	}
+	if ev := closeEvents(t, e, p.ID); len(ev) != 1 || ev[0].Values["rem"] != "450" || ev[0].Values["n"] != "3" {
+		t.Fatalf("close events = %v, want one of 450 fen in 3 shares", ev)
+	}
+	e.startWriter(t)
+	assertRefunded(t, e, p, won, deposit)
+}
+
+// A packet that expires while its third-party payment awaits settlement is
+// closed and its remainder recorded, but nothing is refunded until the
+// payment succeeds; then it is refunded once.
+func TestRefundWaitsForSettlement(t *testing.T) {
+	const sender = 4000
+	e, _ := payEnv(t)
+	e.startWriter(t)
+	ctx := context.Background()
+	p, pay := providerPacket(t, e, sender, 4, 4, 400)
+	if _, err := e.eng.PaymentReturn(ctx, pay.TradeNo, sender); err != nil {
+		t.Fatal(err)
+	}
+	won := map[int64]int64{}
+	var grabbed int64
+	for u, r := range grabAll(t, e, p.ID, sender+1, sender+2) {
+		won[u] = r.Amount
+		grabbed += r.Amount
+	}
+	row, err := e.db.Packet(ctx, p.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Add(row.ExpiresAt.Time.Sub(e.clock.Now()))
+	if n, err := e.eng.CloseExpired(ctx); err != nil || n != 1 {
+		t.Fatalf("close = %d, %v", n, err)
+	}
+	row = waitStatus(t, e, p.ID, engine.StatusExpired)
+	if !row.ClosedRemainder.Valid || int64(row.ClosedRemainder.V) != 400-grabbed || row.RefundedAmount != 0 {
+		t.Fatalf("closed remainder %+v, refunded %d; want %d, 0", row.ClosedRemainder, row.RefundedAmount, 400-grabbed)
+	}
+	if err := e.db.RefundIfSettled(ctx, p.ID, e.clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := e.eng.CloseExpired(ctx); err != nil || n != 0 {
+		t.Fatalf("second pass = %d, %v", n, err)
+	}
+	if r := refundEntries(t, e, sender); len(r) != 0 {
+		t.Fatalf("refunded before the payment settled: %+v", r)
+	}
+	if v, _ := e.eng.GetPacket(ctx, p.ID, sender); v.Status != engine.StatusExpired {
+		t.Fatalf("view = %s, want expired", v.Status)
+	}
+
+	if err := e.eng.Notify(ctx, engine.Notification{Channel: engine.ChannelAlipay, TradeNo: pay.TradeNo, Amount: 400, Success: true}); err != nil {
+		t.Fatal(err)
+	}
+	// Whether or not the settlement refunded it, refunding again and the
+	// job's sweep change nothing.
+	for range 2 {
+		if err := e.db.RefundIfSettled(ctx, p.ID, e.clock.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.eng.CloseExpired(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	row = waitStatus(t, e, p.ID, engine.StatusRefunded)
+	if int64(row.RefundedAmount) != 400-grabbed {
+		t.Fatalf("refunded %d, want %d", row.RefundedAmount, 400-grabbed)
+	}
+	if r := refundEntries(t, e, sender); len(r) != 1 || int64(r[0].Amount) != 400-grabbed {
+		t.Fatalf("refund entries %+v", r)
+	}
+	users := []int64{sender}
+	for u := range won {
+		users = append(users, u)
+	}
+	m := readMoney(t, e, users...)
+	for u, a := range won {
+		if m.balances[u] != a {
+			t.Fatalf("grabber %d balance %d, won %d", u, m.balances[u], a)
+		}
+	}
+	// The provider paid 400: the grabs and the refund, nothing more.
+	if m.balances[sender] != 400-grabbed || m.totals.Balances != 400 || m.totals.Ledger != 400 {
+		t.Fatalf("sender %d, totals %+v", m.balances[sender], m.totals)
+	}
+}
+
+// The refunder runs its passes on its own, on the unit stack too.
+func TestRunRefunder(t *testing.T) {
+	const sender, deposit = 5000, 10_000
+	e := setupUnit(t, func(c *engine.Config) { c.RefundInterval = 20 * time.Millisecond })
+	e.startWriter(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.eng.RunRefunder(ctx) }()
+	p := e.sendPacket(t, sender, engine.KindGroupLucky, 5, 3, 300, deposit)
+	won := map[int64]int64{}
+	for u, r := range grabAll(t, e, p.ID, 1, 1) {
+		won[u] = r.Amount
+	}
+	atExpiry(t, e, p, 0)
+	assertRefunded(t, e, p, won, deposit)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("RunRefunder returned %v", err)
+	}
+}
