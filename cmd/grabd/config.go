@@ -30,7 +30,9 @@ type Config struct {
 	DevAuth   bool          // GRAB_AUTH=dev
 	DataDir   string        // GRAB_DATA_DIR, embedded mode only
 	LagLimit  time.Duration // GRAB_LAG_LIMIT
-	LogLevel  slog.Level    // GRAB_LOG_LEVEL
+	// RefundInterval is how often expired packets are closed and refunded (GRAB_REFUND_INTERVAL).
+	RefundInterval time.Duration
+	LogLevel       slog.Level // GRAB_LOG_LEVEL
 
 	// onListen, when set, is told the address the server listens on (tests use port 0).
 	onListen func(net.Addr)
@@ -57,6 +59,7 @@ func ParseConfig(args []string, getenv func(string) string) (Config, error) {
 	authMode := fs.String("auth", env("GRAB_AUTH", ""), "dev: accept X-User-Id in place of a JWT (GRAB_AUTH)")
 	dataDir := fs.String("data-dir", env("GRAB_DATA_DIR", "./data"), "SQLite directory of the embedded mode (GRAB_DATA_DIR)")
 	lag := fs.String("lag-limit", env("GRAB_LAG_LIMIT", "5s"), "writer lag past which grabs answer BUSY (GRAB_LAG_LIMIT)")
+	refund := fs.String("refund-interval", env("GRAB_REFUND_INTERVAL", "1m"), "how often expired packets are closed and refunded (GRAB_REFUND_INTERVAL)")
 	level := fs.String("log-level", env("GRAB_LOG_LEVEL", "info"), "debug, info, warn or error (GRAB_LOG_LEVEL)")
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
@@ -83,6 +86,9 @@ func ParseConfig(args []string, getenv func(string) string) (Config, error) {
 		return Config{}, err
 	}
 	if c.LagLimit, err = positiveDuration("GRAB_LAG_LIMIT", *lag); err != nil {
+		return Config{}, err
+	}
+	if c.RefundInterval, err = positiveDuration("GRAB_REFUND_INTERVAL", *refund); err != nil {
 		return Config{}, err
 	}
 	if c.Shards, err = strconv.Atoi(*shards); err != nil || c.Shards < 1 || c.Shards > 1024 {

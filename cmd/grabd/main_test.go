@@ -29,10 +29,15 @@ type grabd struct {
 	done    chan error
 }
 
-func startEmbedded(t *testing.T) *grabd {
+// startEmbedded runs grabd in the embedded mode; extra are more environment variables.
+func startEmbedded(t *testing.T, extra ...string) *grabd {
 	t.Helper()
 	dir := t.TempDir()
-	cfg, err := ParseConfig(nil, envOf(map[string]string{"GRAB_ADDR": "127.0.0.1:0", "GRAB_DATA_DIR": dir}))
+	env := map[string]string{"GRAB_ADDR": "127.0.0.1:0", "GRAB_DATA_DIR": dir}
+	for i := 0; i+1 < len(extra); i += 2 {
+		env[extra[i]] = extra[i+1]
+	}
+	cfg, err := ParseConfig(nil, envOf(env))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,6 +228,8 @@ func TestParseConfig(t *testing.T) {
 		{"negative ttl", with("GRAB_PACKET_TTL", "-1h"), nil, "GRAB_PACKET_TTL"},
 		{"bad shards", with("GRAB_SHARDS", "0"), nil, "GRAB_SHARDS"},
 		{"bad lag", with("GRAB_LAG_LIMIT", "fast"), nil, "GRAB_LAG_LIMIT"},
+		{"bad refund interval", with("GRAB_REFUND_INTERVAL", "0s"), nil, "GRAB_REFUND_INTERVAL"},
+		{"refund interval flag", prod, []string{"-refund-interval", "soon"}, "GRAB_REFUND_INTERVAL"},
 		{"bad level", with("GRAB_LOG_LEVEL", "loud"), nil, "GRAB_LOG_LEVEL"},
 		{"bad redis addr", with("REDIS_ADDR", "localhost"), nil, "REDIS_ADDR"},
 		{"bad dsn", with("MYSQL_DSN", "not a dsn"), nil, "MYSQL_DSN"},
@@ -239,9 +246,50 @@ func TestParseConfig(t *testing.T) {
 	}
 	cfg, err := ParseConfig(nil, envOf(nil))
 	if err != nil || cfg.Addr != ":8080" || cfg.Shards != 16 || cfg.PacketTTL != 24*time.Hour || cfg.LagLimit != 5*time.Second ||
-		cfg.DataDir != "./data" || !cfg.Embedded() {
+		cfg.RefundInterval != time.Minute || cfg.DataDir != "./data" || !cfg.Embedded() {
 		t.Fatalf("defaults = %+v, %v", cfg, err)
 	}
+}
+
+// An expired packet is closed and its remainder refunded by grabd's own
+// refund job.
+func TestEmbeddedRefund(t *testing.T) {
+	g := startEmbedded(t, "GRAB_PACKET_TTL", "300ms", "GRAB_REFUND_INTERVAL", "50ms")
+	id := g.sendPacket(t)
+	won := g.call(t, "POST", "/v1/packets/"+id+"/grab", "", as(2), 200)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		d := g.call(t, "GET", "/v1/packets/"+id, "", as(1), 200)
+		if d["status"] == "refunded" {
+			amount := decimalFen(t, won["amount"])
+			if got := decimalFen(t, d["refunded_amount"]); got != 1000-amount {
+				t.Fatalf("refunded %d fen, want 1000 - %d", got, amount)
+			}
+			// 50.00 deposited, 10.00 sent, the part not grabbed back.
+			if b := g.call(t, "GET", "/v1/balance", "", as(1), 200); decimalFen(t, b["balance"]) != 4000+1000-amount {
+				t.Fatalf("sender balance = %v", b)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("packet never refunded: %v", d)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := g.stop(t); err != nil {
+		t.Fatalf("Run returned %v", err)
+	}
+}
+
+// decimalFen reads an API amount ("12.34") as fen.
+func decimalFen(t *testing.T, v any) int64 {
+	t.Helper()
+	s, ok := v.(string)
+	var yuan, cents int64
+	if n, err := fmt.Sscanf(s, "%d.%02d", &yuan, &cents); !ok || err != nil || n != 2 {
+		t.Fatalf("amount %v is not a decimal string", v)
+	}
+	return yuan*100 + cents
 }
 
 // A bad configuration exits 2 with a message, before anything starts.

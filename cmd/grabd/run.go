@@ -100,6 +100,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	ecfg.Keys = lua.NewKeys("grab", cfg.Shards)
 	ecfg.PacketTTL = cfg.PacketTTL
 	ecfg.LagLimit = cfg.LagLimit
+	ecfg.RefundInterval = cfg.RefundInterval
 	eng := engine.New(engine.Deps{Redis: apiRedis, WriterRedis: writerRedis, DB: db, Log: log, Metrics: reg}, ecfg)
 
 	// The writer outlives the HTTP server: it stops only after the last
@@ -111,6 +112,18 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		defer close(writerDone)
 		if err := eng.RunWriter(writerCtx); err != nil {
 			log.Error("writer stopped", "err", err)
+		}
+	}()
+
+	// The refund job stops before the writer, so the writer drains the close
+	// events of its last pass.
+	refunderCtx, stopRefunder := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRefunder()
+	refunderDone := make(chan struct{})
+	go func() {
+		defer close(refunderDone)
+		if err := eng.RunRefunder(refunderCtx); err != nil {
+			log.Error("refund job stopped", "err", err)
 		}
 	}()
 
@@ -126,6 +139,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
+		stopRefunder()
+		<-refunderDone
 		stopWriter()
 		<-writerDone
 		return err
@@ -150,6 +165,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := srv.Shutdown(shCtx); err != nil {
 		log.Warn("shutdown: requests still running were cut", "err", err)
 	}
+	stopRefunder()
+	<-refunderDone
 	stopWriter()
 	<-writerDone
 	log.Info("stopped: the writer drained")
