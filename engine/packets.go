@@ -454,11 +454,17 @@ func (e *Engine) view(p store.Packet, shares []store.Share, hot *hotState, viewe
 				bySeq[g.Seq] = Grab{UserID: uid, Amount: g.Amount, Seq: g.Seq, GrabbedAt: time.UnixMilli(g.AtMs).UTC(), Credited: g.Credited}
 			}
 		}
-		if (v.Status == StatusOpen || v.Status == StatusAwaitingSettlement) && hot.state["status"] == StatusFinished {
-			v.Status = StatusFinished
-			if ms, err := strconv.ParseInt(hot.state["finished_at"], 10, 64); err == nil {
-				t := time.UnixMilli(ms).UTC()
-				v.FinishedAt = &t
+		// Redis is ahead of the store: finished or closed there already.
+		if v.Status == StatusOpen || v.Status == StatusAwaitingSettlement {
+			switch hot.state["status"] {
+			case StatusFinished:
+				v.Status = StatusFinished
+				if ms, err := strconv.ParseInt(hot.state["finished_at"], 10, 64); err == nil {
+					t := time.UnixMilli(ms).UTC()
+					v.FinishedAt = &t
+				}
+			case StatusExpired:
+				v.Status = StatusExpired
 			}
 		}
 	}
