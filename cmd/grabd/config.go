@@ -22,14 +22,22 @@ type Config struct {
 	MySQLDSN   string   // MYSQL_DSN
 	JWTSecret  string   // GRAB_JWT_SECRET
 	AdminToken string   // GRAB_ADMIN_TOKEN
-	// PaySecret verifies payment-provider notifications (GRAB_PAY_SECRET);
-	// accepted now so deployments can set it before third-party payment ships.
+	// PaySecret verifies payment-provider notifications (GRAB_PAY_SECRET).
 	PaySecret string
-	PacketTTL time.Duration // GRAB_PACKET_TTL
-	Shards    int           // GRAB_SHARDS
-	DevAuth   bool          // GRAB_AUTH=dev
-	DataDir   string        // GRAB_DATA_DIR, embedded mode only
-	LagLimit  time.Duration // GRAB_LAG_LIMIT
+	// PayProvider takes third-party payments (GRAB_PAY_PROVIDER): "sim", the
+	// built-in simulator (the embedded default), or empty for none.
+	PayProvider string
+	// ReconcileInterval is how often grabs of settled packets are swept for
+	// credits and stale settlements are queried (GRAB_RECONCILE_INTERVAL).
+	ReconcileInterval time.Duration
+	// SettleTimeout is how long a payment may await settlement before the
+	// provider is asked (GRAB_SETTLE_TIMEOUT).
+	SettleTimeout time.Duration
+	PacketTTL     time.Duration // GRAB_PACKET_TTL
+	Shards        int           // GRAB_SHARDS
+	DevAuth       bool          // GRAB_AUTH=dev
+	DataDir       string        // GRAB_DATA_DIR, embedded mode only
+	LagLimit      time.Duration // GRAB_LAG_LIMIT
 	// RefundInterval is how often expired packets are closed and refunded (GRAB_REFUND_INTERVAL).
 	RefundInterval time.Duration
 	LogLevel       slog.Level // GRAB_LOG_LEVEL
@@ -60,6 +68,9 @@ func ParseConfig(args []string, getenv func(string) string) (Config, error) {
 	dataDir := fs.String("data-dir", env("GRAB_DATA_DIR", "./data"), "SQLite directory of the embedded mode (GRAB_DATA_DIR)")
 	lag := fs.String("lag-limit", env("GRAB_LAG_LIMIT", "5s"), "writer lag past which grabs answer BUSY (GRAB_LAG_LIMIT)")
 	refund := fs.String("refund-interval", env("GRAB_REFUND_INTERVAL", "1m"), "how often expired packets are closed and refunded (GRAB_REFUND_INTERVAL)")
+	reconcile := fs.String("reconcile-interval", env("GRAB_RECONCILE_INTERVAL", "5s"), "how often settled packets are swept for uncredited grabs (GRAB_RECONCILE_INTERVAL)")
+	settleTimeout := fs.String("settle-timeout", env("GRAB_SETTLE_TIMEOUT", "2m"), "how long a payment may await settlement before the provider is asked (GRAB_SETTLE_TIMEOUT)")
+	provider := fs.String("pay-provider", env("GRAB_PAY_PROVIDER", ""), "sim: the built-in payment simulator; empty: balance payments only (GRAB_PAY_PROVIDER)")
 	level := fs.String("log-level", env("GRAB_LOG_LEVEL", "info"), "debug, info, warn or error (GRAB_LOG_LEVEL)")
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
@@ -69,7 +80,7 @@ func ParseConfig(args []string, getenv func(string) string) (Config, error) {
 	}
 
 	c := Config{Addr: *addr, MySQLDSN: *dsn, JWTSecret: getenv("GRAB_JWT_SECRET"), AdminToken: getenv("GRAB_ADMIN_TOKEN"),
-		PaySecret: getenv("GRAB_PAY_SECRET"), DataDir: *dataDir}
+		PaySecret: getenv("GRAB_PAY_SECRET"), PayProvider: *provider, DataDir: *dataDir}
 	for _, a := range strings.Split(*redisAddr, ",") {
 		if a = strings.TrimSpace(a); a != "" {
 			if _, _, err := net.SplitHostPort(a); err != nil {
@@ -91,6 +102,12 @@ func ParseConfig(args []string, getenv func(string) string) (Config, error) {
 	if c.RefundInterval, err = positiveDuration("GRAB_REFUND_INTERVAL", *refund); err != nil {
 		return Config{}, err
 	}
+	if c.ReconcileInterval, err = positiveDuration("GRAB_RECONCILE_INTERVAL", *reconcile); err != nil {
+		return Config{}, err
+	}
+	if c.SettleTimeout, err = positiveDuration("GRAB_SETTLE_TIMEOUT", *settleTimeout); err != nil {
+		return Config{}, err
+	}
 	if c.Shards, err = strconv.Atoi(*shards); err != nil || c.Shards < 1 || c.Shards > 1024 {
 		return Config{}, fmt.Errorf("GRAB_SHARDS: %q must be an integer in 1..1024", *shards)
 	}
@@ -105,10 +122,19 @@ func ParseConfig(args []string, getenv func(string) string) (Config, error) {
 		return Config{}, fmt.Errorf("GRAB_AUTH: %q is not a mode; the only one is dev", *authMode)
 	}
 
+	switch c.PayProvider {
+	case "", "sim":
+	default:
+		return Config{}, fmt.Errorf("GRAB_PAY_PROVIDER: %q is not a provider; the only one is sim", c.PayProvider)
+	}
+
 	switch {
 	case c.Embedded():
 		if c.DataDir == "" {
 			return Config{}, errors.New("GRAB_DATA_DIR must not be empty")
+		}
+		if c.PayProvider == "" {
+			c.PayProvider = "sim"
 		}
 	case len(c.RedisAddrs) == 0 || c.MySQLDSN == "":
 		return Config{}, errors.New("set both REDIS_ADDR and MYSQL_DSN, or neither for the embedded mode")
@@ -118,6 +144,9 @@ func ParseConfig(args []string, getenv func(string) string) (Config, error) {
 		}
 		if c.JWTSecret == "" && !c.DevAuth {
 			return Config{}, errors.New("GRAB_JWT_SECRET is required (or GRAB_AUTH=dev, never in production)")
+		}
+		if c.PayProvider != "" && c.PaySecret == "" {
+			return Config{}, errors.New("GRAB_PAY_SECRET is required with GRAB_PAY_PROVIDER")
 		}
 	}
 	return c, nil

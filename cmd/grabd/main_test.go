@@ -231,6 +231,10 @@ func TestParseConfig(t *testing.T) {
 		{"bad refund interval", with("GRAB_REFUND_INTERVAL", "0s"), nil, "GRAB_REFUND_INTERVAL"},
 		{"refund interval flag", prod, []string{"-refund-interval", "soon"}, "GRAB_REFUND_INTERVAL"},
 		{"bad level", with("GRAB_LOG_LEVEL", "loud"), nil, "GRAB_LOG_LEVEL"},
+		{"bad reconcile interval", with("GRAB_RECONCILE_INTERVAL", "-5s"), nil, "GRAB_RECONCILE_INTERVAL"},
+		{"bad settle timeout", with("GRAB_SETTLE_TIMEOUT", "later"), nil, "GRAB_SETTLE_TIMEOUT"},
+		{"unknown pay provider", with("GRAB_PAY_PROVIDER", "paypal"), nil, "GRAB_PAY_PROVIDER"},
+		{"pay provider without secret", with("GRAB_PAY_PROVIDER", "sim"), nil, "GRAB_PAY_SECRET"},
 		{"bad redis addr", with("REDIS_ADDR", "localhost"), nil, "REDIS_ADDR"},
 		{"bad dsn", with("MYSQL_DSN", "not a dsn"), nil, "MYSQL_DSN"},
 		{"bad listen addr", with("GRAB_ADDR", "8080"), nil, "GRAB_ADDR"},
@@ -298,5 +302,32 @@ func TestMainBadConfigExits2(t *testing.T) {
 	code := Main(context.Background(), nil, envOf(map[string]string{"REDIS_ADDR": "127.0.0.1:6379"}), &stderr)
 	if code != 2 || !strings.Contains(stderr.String(), "set both REDIS_ADDR and MYSQL_DSN, or neither for the embedded mode") {
 		t.Fatalf("code %d, stderr %q", code, stderr.String())
+	}
+}
+
+// The embedded mode pays through the built-in provider simulator: the trade
+// settles by itself, its signed notification comes back over HTTP, and the
+// packet opens with grabs credited at once.
+func TestEmbeddedThirdPartyPayment(t *testing.T) {
+	g := startEmbedded(t)
+	g.call(t, "PUT", "/v1/admin/groups/7/members", `{"user_ids":[1,2,3]}`, adminHeaders, 200)
+	p := g.call(t, "POST", "/v1/packets", `{"kind":"group_equal","group_id":7,"count":2,"amount":"1.50"}`, as(1), 201)
+	id := fmt.Sprint(p["packet_id"])
+	trade := g.call(t, "POST", "/v1/packets/"+id+"/pay", `{"method":"wechat"}`, as(1), 200)
+	if trade["status"] != "unpaid" || trade["amount"] != "3.00" {
+		t.Fatalf("trade = %v", trade)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for g.call(t, "GET", "/v1/packets/"+id, "", as(1), 200)["pay_status"] != "paid" {
+		if time.Now().After(deadline) {
+			t.Fatal("the simulated payment never settled")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if r := g.call(t, "POST", "/v1/packets/"+id+"/grab", "", as(2), 200); r["credited"] != true || r["amount"] != "1.50" {
+		t.Fatalf("grab = %v", r)
+	}
+	if err := g.stop(t); err != nil {
+		t.Fatalf("Run returned %v", err)
 	}
 }

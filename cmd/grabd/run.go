@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -11,6 +12,8 @@ import (
 	nethttp "net/http"
 	"path/filepath"
 	"runtime"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -19,6 +22,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/paysim"
 	grabhttp "github.com/grab-engine/grab/http"
 	"github.com/grab-engine/grab/lua"
 	"github.com/grab-engine/grab/store"
@@ -63,6 +67,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			cfg.JWTSecret = randomSecret()
 			log.Info("embedded mode: generated a random JWT secret; use X-User-Id for users")
 		}
+		if cfg.PaySecret == "" {
+			cfg.PaySecret = randomSecret()
+		}
 	} else {
 		// Two pools: the writer's blocking stream reads must never hold the
 		// connections grabs need.
@@ -101,7 +108,18 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	ecfg.PacketTTL = cfg.PacketTTL
 	ecfg.LagLimit = cfg.LagLimit
 	ecfg.RefundInterval = cfg.RefundInterval
-	eng := engine.New(engine.Deps{Redis: apiRedis, WriterRedis: writerRedis, DB: db, Log: log, Metrics: reg}, ecfg)
+	ecfg.ReconcileInterval = cfg.ReconcileInterval
+	ecfg.SettleTimeout = cfg.SettleTimeout
+	var notifyURL atomic.Pointer[string] // known once the listener is up
+	var provider engine.Provider
+	if cfg.PayProvider == "sim" {
+		sim := paysim.New([]byte(cfg.PaySecret), postNotification(&notifyURL), paysim.Faults{})
+		// Demo payments: every trade succeeds by itself shortly after it is made.
+		sim.SettleAfter(ctx, time.Second)
+		provider = sim
+		log.Warn("payment provider: the built-in simulator; every third-party trade succeeds by itself")
+	}
+	eng := engine.New(engine.Deps{Redis: apiRedis, WriterRedis: writerRedis, DB: db, Log: log, Metrics: reg, Provider: provider}, ecfg)
 
 	// The writer outlives the HTTP server: it stops only after the last
 	// request is answered, and drains what those requests accepted.
@@ -115,19 +133,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}
 	}()
 
-	// The refund job stops before the writer, so the writer drains the close
-	// events of its last pass.
-	refunderCtx, stopRefunder := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopRefunder()
-	refunderDone := make(chan struct{})
-	go func() {
-		defer close(refunderDone)
-		if err := eng.RunRefunder(refunderCtx); err != nil {
-			log.Error("refund job stopped", "err", err)
-		}
-	}()
+	// The refund and reconciliation jobs stop before the writer, so the writer
+	// drains the events of their last pass.
+	stopJobs := startJobs(ctx, log, map[string]func(context.Context) error{
+		"refund job": eng.RunRefunder, "reconciliation": eng.RunReconciler})
 
-	handler := grabhttp.New(eng, grabhttp.Config{JWTSecret: []byte(cfg.JWTSecret), AdminToken: cfg.AdminToken, DevAuth: cfg.DevAuth}, log, reg)
+	handler := grabhttp.New(eng, grabhttp.Config{JWTSecret: []byte(cfg.JWTSecret), AdminToken: cfg.AdminToken,
+		DevAuth: cfg.DevAuth, PaySecret: []byte(cfg.PaySecret)}, log, reg)
 	srv := &nethttp.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 5 * time.Second,
@@ -139,8 +151,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
-		stopRefunder()
-		<-refunderDone
+		stopJobs()
 		stopWriter()
 		<-writerDone
 		return err
@@ -148,6 +159,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if cfg.onListen != nil {
 		cfg.onListen(ln.Addr())
 	}
+	self := fmt.Sprintf("http://127.0.0.1:%d", ln.Addr().(*net.TCPAddr).Port)
+	notifyURL.Store(&self)
 	log.Info("grabd listening", "addr", ln.Addr().String(), "embedded", cfg.Embedded(), "shards", cfg.Shards,
 		"dev_auth", cfg.DevAuth)
 	serveErr := make(chan error, 1)
@@ -165,8 +178,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := srv.Shutdown(shCtx); err != nil {
 		log.Warn("shutdown: requests still running were cut", "err", err)
 	}
-	stopRefunder()
-	<-refunderDone
+	stopJobs()
 	stopWriter()
 	<-writerDone
 	log.Info("stopped: the writer drained")
@@ -227,4 +239,48 @@ func randomSecret() string {
 	var b [32]byte
 	rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// startJobs runs background jobs until the returned stop is called; stop
+// waits for them to return.
+func startJobs(ctx context.Context, log *slog.Logger, jobs map[string]func(context.Context) error) (stop func()) {
+	jobCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	for name, run := range jobs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := run(jobCtx); err != nil {
+				log.Error(name+" stopped", "err", err)
+			}
+		}()
+	}
+	return func() { cancel(); wg.Wait() }
+}
+
+// postNotification delivers the simulator's notifications to this server's
+// own notify endpoint, signed, as a provider's server would.
+func postNotification(base *atomic.Pointer[string]) paysim.Deliver {
+	client := &nethttp.Client{Timeout: 5 * time.Second}
+	return func(ctx context.Context, channel string, body []byte, signature string) error {
+		url := base.Load()
+		if url == nil {
+			return errors.New("not listening yet")
+		}
+		req, err := nethttp.NewRequestWithContext(ctx, nethttp.MethodPost, *url+"/v1/payments/notify/"+channel, bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-Grab-Signature", signature)
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != nethttp.StatusOK {
+			return fmt.Errorf("notify answered %s", resp.Status)
+		}
+		return nil
+	}
 }
