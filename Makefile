@@ -3,7 +3,7 @@ GO        ?= go
 # Integration tests use these servers; .ci/services starts them if they are down.
 TEST_REDIS_ADDR ?= 127.0.0.1:6379
 TEST_MYSQL_DSN  ?= root@tcp(127.0.0.1:3306)/test
-FUZZTIME  ?= 20s
+FUZZTIME  ?= 15s
 
 .PHONY: run build test unit vet lint fuzz bench services clean
 
@@ -31,8 +31,10 @@ vet:
 lint: vet
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 
+## fuzz: each fuzz target of the HTTP input parsing, for a bounded time
 fuzz:
-	$(GO) test ./http -run '^$$' -fuzz FuzzCreatePacket -fuzztime $(FUZZTIME)
+	$(GO) test ./http -run '^$$' -fuzz '^FuzzCreatePacket$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./http -run '^$$' -fuzz '^FuzzNotify$$' -fuzztime $(FUZZTIME)
 
 ## bench: the hot path against real Redis: raw script, engine in-process, and HTTP
 bench: services

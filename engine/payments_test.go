@@ -370,3 +370,48 @@ func TestProviderSuccessAfterBalancePayment(t *testing.T) {
 	}
 	assertLedgerMatchesBalances(t, e)
 }
+
+// Notifications held back, duplicated and then delivered in a shuffled order
+// still settle each trade by its own outcome.
+func TestReorderedNotifications(t *testing.T) {
+	e, sim := payEnv(t, paysim.Faults{Hold: true, DuplicateRate: 0.5})
+	e.startWriter(t)
+	ctx := context.Background()
+	outcomes := map[string]bool{}
+	packets := map[string]engine.Packet{}
+	for i := int64(0); i < 6; i++ {
+		sender := 6000 + 100*i
+		p, pay := providerPacket(t, e, sender, 2, 2, 200)
+		if _, err := e.eng.PaymentReturn(ctx, pay.TradeNo, sender); err != nil {
+			t.Fatal(err)
+		}
+		grabAll(t, e, p.ID, sender+1, sender+1)
+		outcomes[pay.TradeNo], packets[pay.TradeNo] = i%2 == 0, p
+		if err := sim.Complete(ctx, pay.TradeNo, i%2 == 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sim.Flush(ctx)
+	for tradeNo, success := range outcomes {
+		p := packets[tradeNo]
+		e.drain(t, p.ID, 1)
+		if _, err := e.eng.Reconcile(ctx); err != nil {
+			t.Fatal(err)
+		}
+		v, err := e.eng.GetPacket(ctx, p.ID, p.SenderID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, credited := "failed", int64(0)
+		if success {
+			want, credited = "paid", v.Grabs[0].Amount
+		}
+		if v.PayStatus != want {
+			t.Fatalf("trade %s: pay_status %s, want %s", tradeNo, v.PayStatus, want)
+		}
+		if b, _ := e.eng.Balance(ctx, p.SenderID+1); b != credited {
+			t.Fatalf("trade %s: grabber balance %d, want %d", tradeNo, b, credited)
+		}
+	}
+	assertLedgerMatchesBalances(t, e)
+}
