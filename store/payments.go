@@ -90,17 +90,11 @@ func (db *DB) Payment(ctx context.Context, tradeNo string) (Payment, error) {
 func (db *DB) MarkReturned(ctx context.Context, tradeNo string, now, expiresAt time.Time) (Payment, error) {
 	var pay Payment
 	err := db.inTx(ctx, func(tx *sqlx.Tx) error {
-		res, err := tx.ExecContext(ctx, "UPDATE payment SET status = 'awaiting_settlement', updated_at = ? WHERE trade_no = ? AND status = 'unpaid'", now, tradeNo)
-		if err != nil {
-			return err
-		}
-		if err := tx.GetContext(ctx, &pay, "SELECT "+paymentColumns+" FROM payment WHERE trade_no = ?", tradeNo); err != nil {
-			if errors.Is(err, sql.ErrNoRows) {
-				return ErrNotFound
-			}
-			return err
-		}
-		if n, err := res.RowsAffected(); err != nil || n == 0 {
+		var moved bool
+		var err error
+		pay, moved, err = advancePayment(ctx, tx, tradeNo,
+			"UPDATE payment SET status = 'awaiting_settlement', updated_at = ? WHERE trade_no = ? AND status = 'unpaid'", now, tradeNo)
+		if err != nil || !moved {
 			return err
 		}
 		_, err = tx.ExecContext(ctx, `UPDATE packet SET status = 'awaiting_settlement', pay_status = 'awaiting_settlement',
@@ -126,21 +120,12 @@ func (db *DB) Settle(ctx context.Context, tradeNo string, success bool, provider
 		if success {
 			status = PaymentPaid
 		}
-		res, err := tx.ExecContext(ctx, `UPDATE payment SET status = ?, provider_txn = ?, updated_at = ?
+		var err error
+		pay, changed, err = advancePayment(ctx, tx, tradeNo, `UPDATE payment SET status = ?, provider_txn = ?, updated_at = ?
 			WHERE trade_no = ? AND status IN ('unpaid', 'awaiting_settlement')`, status, providerTxn, now, tradeNo)
-		if err != nil {
+		if err != nil || !changed {
 			return err
 		}
-		if err := tx.GetContext(ctx, &pay, "SELECT "+paymentColumns+" FROM payment WHERE trade_no = ?", tradeNo); err != nil {
-			if errors.Is(err, sql.ErrNoRows) {
-				return ErrNotFound
-			}
-			return err
-		}
-		if n, err := res.RowsAffected(); err != nil || n == 0 {
-			return err
-		}
-		changed = true
 		var p Packet
 		if err := tx.GetContext(ctx, &p, "SELECT "+packetColumns+" FROM packet WHERE id = ?"+db.forUpdate(), pay.PacketID); err != nil {
 			return err
@@ -175,6 +160,24 @@ func (db *DB) Settle(ctx context.Context, tradeNo string, success bool, provider
 		return db.refundIfSettled(ctx, tx, p.ID, now)
 	})
 	return pay, changed, err
+}
+
+// advancePayment runs a conditional status update of a trade and reads the
+// trade back; moved reports whether the update applied (statuses only move
+// forward, so a repeat finds nothing to move).
+func advancePayment(ctx context.Context, tx *sqlx.Tx, tradeNo, update string, args ...any) (pay Payment, moved bool, err error) {
+	res, err := tx.ExecContext(ctx, update, args...)
+	if err != nil {
+		return Payment{}, false, err
+	}
+	if err := tx.GetContext(ctx, &pay, "SELECT "+paymentColumns+" FROM payment WHERE trade_no = ?", tradeNo); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return Payment{}, false, ErrNotFound
+		}
+		return Payment{}, false, err
+	}
+	n, err := res.RowsAffected()
+	return pay, n == 1, err
 }
 
 // ReconcilePacket credits every grab of a paid packet that is not credited
