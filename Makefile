@@ -36,10 +36,10 @@ fuzz:
 	$(GO) test ./http -run '^$$' -fuzz '^FuzzCreatePacket$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./http -run '^$$' -fuzz '^FuzzNotify$$' -fuzztime $(FUZZTIME)
 
-## bench: the hot path against real Redis: raw script, engine in-process, and HTTP
+## bench: grabbench's default comparison (raw probe, engine, HTTP, MySQL lock) with its audit; BENCHFLAGS adds flags
 bench: services
 	REDIS_ADDR="$${REDIS_ADDR:-$(TEST_REDIS_ADDR)}" MYSQL_DSN="$${MYSQL_DSN:-$(TEST_MYSQL_DSN)}" \
-		$(GO) test ./bench -run '^$$' -bench . -benchtime 3s
+		$(GO) run ./cmd/grabbench $(BENCHFLAGS)
 
 ## services: make sure the local Redis and MariaDB the tests use are up (only when not given)
 services:

@@ -1,84 +1,189 @@
 package bench_test
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/grab-engine/grab/bench"
 	"github.com/grab-engine/grab/engine"
 	grabhttp "github.com/grab-engine/grab/http"
 	"github.com/grab-engine/grab/lua/redistest"
+	"github.com/grab-engine/grab/store"
 	"github.com/grab-engine/grab/store/storetest"
 )
 
-// grabbers builds the raw probe, the in-process engine and the HTTP API on
-// the real Redis, with room for n grabs (the engine and HTTP share packets,
-// so use one of them per call). The writer is not running: these measure the
-// grab path, not the store.
-func grabbers(tb testing.TB, n int) []bench.Grabber {
+func config(tb testing.TB, storm *bench.GroupStorm) bench.Config {
 	tb.Helper()
-	ctx := context.Background()
-	packets := n/bench.SharesPerPacket + 1
 	rdb, keys := redistest.Real(tb, 16)
-	if err := bench.LoadProbe(ctx, rdb, keys, packets); err != nil {
-		tb.Fatal(err)
-	}
-	if err := bench.LoadPackets(ctx, rdb, keys, packets, time.Now().Add(time.Hour)); err != nil {
-		tb.Fatal(err)
-	}
-	cfg := engine.DefaultConfig()
-	cfg.Keys = keys
-	eng := engine.New(engine.Deps{Redis: rdb, DB: storetest.MySQL(tb), Log: slog.New(slog.NewTextHandler(io.Discard, nil))}, cfg)
-	srv := httptest.NewServer(grabhttp.New(eng, grabhttp.Config{DevAuth: true}, slog.New(slog.NewTextHandler(io.Discard, nil)), nil))
-	tb.Cleanup(srv.Close)
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
-	return []bench.Grabber{bench.Raw{Redis: rdb, Keys: keys}, bench.Engine{Engine: eng}, bench.HTTP{URL: srv.URL, Client: client}}
+	return bench.Config{Scenario: storm, Redis: rdb, Keys: keys, DB: storetest.MySQL(tb)}
 }
 
-func pick(tb testing.TB, n int, name string) bench.Grabber {
-	tb.Helper()
-	for _, g := range grabbers(tb, n) {
-		if g.Name() == name {
-			return g
+func tiny() *bench.GroupStorm {
+	return &bench.GroupStorm{Packets: 4, Shares: 10, Grabbers: 15, Concurrency: 8}
+}
+
+// Every engine serves the whole scenario: exactly N winners a packet, the
+// rest SOLD_OUT, nothing lost on the way to MySQL, and the audit passes.
+func TestEveryEngineRunsAndAuditPasses(t *testing.T) {
+	cfg := config(t, tiny())
+	rep, err := bench.Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Audit.OK {
+		t.Fatalf("audit of clean runs failed: %v", rep.Audit.Violations)
+	}
+	if len(rep.Runs) != len(bench.AllEngines) {
+		t.Fatalf("%d runs; want %d", len(rep.Runs), len(bench.AllEngines))
+	}
+	for i, run := range rep.Runs {
+		if run.Engine != bench.AllEngines[i] {
+			t.Errorf("run %d is %s; want %s", i, run.Engine, bench.AllEngines[i])
+		}
+		if run.Ops != 60 || run.Codes[bench.CodeOK] != 40 || run.Codes[bench.CodeSoldOut] != 20 || run.Errors != 0 {
+			t.Errorf("%s: %d grabs, answers %v, %d errors (%v); want 60: 40 OK, 20 SOLD_OUT",
+				run.Engine, run.Ops, run.Codes, run.Errors, run.FirstErr)
+		}
+		inProcess := run.Engine == bench.EngineEngine || run.Engine == bench.EngineHTTP
+		if inProcess != (run.DrainMs != nil) || inProcess != (run.WriterLagP99 != nil) {
+			t.Errorf("%s: drain %v, lag %v; want them exactly for the engines with a writer", run.Engine, run.DrainMs, run.WriterLagP99)
 		}
 	}
-	tb.Fatalf("no grabber %q", name)
-	return nil
-}
-
-// Every grab of a run lands: one share per (packet, user), no error, no repeat.
-func TestRunGrabsEveryShareOnce(t *testing.T) {
-	const n = 2000
-	for _, name := range []string{"raw", "engine", "http"} {
-		g := pick(t, n, name)
-		r := bench.Run(context.Background(), g, 32, n)
-		if r.Grabs != n || r.Errors != 0 {
-			t.Fatalf("%s: %d grabs, %d errors; want %d, 0", g.Name(), r.Grabs, r.Errors, n)
-		}
+	if rep.Ratios.EngineVsRaw == nil || rep.Ratios.HTTPVsRaw == nil || rep.Ratios.EngineVsMySQLLock == nil {
+		t.Errorf("ratios missing: %+v", rep.Ratios)
+	}
+	if b, _ := rep.Scenario["redis_bytes_per_open_packet"].(int64); b <= 0 {
+		t.Errorf("redis bytes per open packet: %v", rep.Scenario["redis_bytes_per_open_packet"])
+	}
+	var table, png bytes.Buffer
+	if err := rep.WriteTable(&table); err != nil || !strings.Contains(table.String(), "mysql-lock") {
+		t.Errorf("table: %v\n%s", err, table.String())
+	}
+	if err := rep.WritePNG(&png); err != nil || !bytes.HasPrefix(png.Bytes(), []byte("\x89PNG")) {
+		t.Errorf("png: %v", err)
 	}
 }
 
-// BenchmarkGrab compares, in one run, the raw probe script (what Redis can do)
-// with the engine's grab path in-process and through HTTP, on the same Redis.
-// Read the ratios of grabs/s.
+// The audit can fail: each planted violation is caught by its own check.
+func TestAuditCatchesPlantedViolations(t *testing.T) {
+	ctx := context.Background()
+	cfg := config(t, tiny())
+	cfg.Engines = []string{bench.EngineEngine, bench.EngineMySQLLock}
+	rep, err := bench.Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Audit.OK {
+		t.Fatalf("audit of clean runs failed: %v", rep.Audit.Violations)
+	}
+	x := cfg.DB.SQL()
+	var victim struct {
+		PacketID int64     `db:"packet_id"`
+		Seq      int       `db:"seq"`
+		UserID   int64     `db:"user_id"`
+		Amount   store.Fen `db:"amount"`
+	}
+	if err := x.Get(&victim, "SELECT packet_id, seq, user_id, amount FROM packet_share WHERE user_id IS NOT NULL LIMIT 1"); err != nil {
+		t.Fatal(err)
+	}
+	var other int64 // a grabber of the same packet, with an account
+	if err := x.Get(&other, "SELECT user_id FROM packet_share WHERE packet_id = ? AND user_id <> ? LIMIT 1", victim.PacketID, victim.UserID); err != nil {
+		t.Fatal(err)
+	}
+	ref := fmt.Sprintf("pk:%d:%d", victim.PacketID, victim.Seq)
+	amount := fmt.Sprintf("%d.%02d", victim.Amount/100, victim.Amount%100)
+	for _, c := range []struct {
+		name        string
+		plant, undo []string
+		want        string
+	}{
+		{"a share paid to a second owner, balances moved to match",
+			[]string{
+				fmt.Sprintf("UPDATE ledger SET user_id = %d WHERE kind = 'grab' AND ref = '%s'", other, ref),
+				fmt.Sprintf("UPDATE account SET balance = balance - %s WHERE user_id = %d", amount, victim.UserID),
+				fmt.Sprintf("UPDATE account SET balance = balance + %s WHERE user_id = %d", amount, other)},
+			[]string{
+				fmt.Sprintf("UPDATE ledger SET user_id = %d WHERE kind = 'grab' AND ref = '%s'", victim.UserID, ref),
+				fmt.Sprintf("UPDATE account SET balance = balance + %s WHERE user_id = %d", amount, victim.UserID),
+				fmt.Sprintf("UPDATE account SET balance = balance - %s WHERE user_id = %d", amount, other)},
+			"share has a second owner"},
+		{"a balance credited twice",
+			[]string{fmt.Sprintf("UPDATE account SET balance = balance + %s WHERE user_id = %d", amount, victim.UserID)},
+			[]string{fmt.Sprintf("UPDATE account SET balance = balance - %s WHERE user_id = %d", amount, victim.UserID)},
+			"money not conserved"},
+		{"a share worth more than the split gave it",
+			[]string{fmt.Sprintf("UPDATE packet_share SET amount = amount + 1 WHERE packet_id = %d AND seq = %d", victim.PacketID, victim.Seq)},
+			[]string{fmt.Sprintf("UPDATE packet_share SET amount = amount - 1 WHERE packet_id = %d AND seq = %d", victim.PacketID, victim.Seq)},
+			"shares do not add up"},
+		{"a share marked paid out that the ledger never paid",
+			[]string{fmt.Sprintf("DELETE FROM ledger WHERE kind = 'grab' AND ref = '%s'", ref),
+				fmt.Sprintf("UPDATE account SET balance = balance - %s WHERE user_id = %d", amount, victim.UserID)},
+			[]string{fmt.Sprintf("INSERT INTO ledger (kind, ref, user_id, amount, created_at) VALUES ('grab', '%s', %d, %s, NOW())", ref, victim.UserID, amount),
+				fmt.Sprintf("UPDATE account SET balance = balance + %s WHERE user_id = %d", amount, victim.UserID)},
+			"credited share without a credit"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			for _, q := range c.plant {
+				x.MustExec(q)
+			}
+			res, err := bench.Audit(ctx, cfg.DB)
+			for _, q := range c.undo {
+				x.MustExec(q)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.OK || !strings.Contains(strings.Join(res.Violations, "\n"), c.want) {
+				t.Fatalf("audit: ok=%v %q; want a %q violation", res.OK, res.Violations, c.want)
+			}
+			if res, err := bench.Audit(ctx, cfg.DB); err != nil || !res.OK {
+				t.Fatalf("after undoing the plant: %v %v", err, res.Violations)
+			}
+		})
+	}
+}
+
+// BenchmarkGrab compares the raw probe script (what Redis can do) with the
+// engine's grab path in-process and through HTTP, on the same Redis, as Go
+// benchmarks; cmd/grabbench is the full comparison. Read the grabs/s.
 func BenchmarkGrab(b *testing.B) {
-	for _, name := range []string{"raw", "engine", "http"} {
+	for _, name := range []string{bench.EngineRaw, bench.EngineEngine, bench.EngineHTTP} {
 		b.Run(name, func(b *testing.B) {
-			g := pick(b, b.N, name)
+			ctx := context.Background()
+			cfg := config(b, &bench.GroupStorm{Packets: b.N/100 + 1, Shares: 100, Grabbers: 100, Concurrency: 16})
+			log := slog.New(slog.NewTextHandler(io.Discard, nil))
+			ecfg := engine.DefaultConfig()
+			ecfg.Keys = cfg.Keys
+			eng := engine.New(engine.Deps{Redis: cfg.Redis, DB: cfg.DB, Log: log}, ecfg)
+			env := &bench.Env{Redis: cfg.Redis, Keys: cfg.Keys, DB: cfg.DB, Engine: eng, Setup: bench.EngineSetup{E: eng}}
+			plan, err := cfg.Scenario.Prepare(ctx, env, name)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var g bench.Grabber = bench.Raw{Redis: cfg.Redis, Keys: cfg.Keys}
+			switch name {
+			case bench.EngineEngine:
+				g = bench.Engine{E: eng}
+			case bench.EngineHTTP:
+				srv := httptest.NewServer(grabhttp.New(eng, grabhttp.Config{DevAuth: true}, log, nil))
+				b.Cleanup(srv.Close)
+				g = bench.HTTP{URL: srv.URL, Client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}}
+			}
 			var next atomic.Int64
 			b.SetParallelism(16) // many clients in flight, as in a group grab
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
-				ctx := context.Background()
 				for pb.Next() {
-					if err := g.Grab(ctx, next.Add(1)-1); err != nil {
-						b.Error(err)
+					if code, err := g.Grab(ctx, plan.Op(next.Add(1)-1)); code != bench.CodeOK || err != nil {
+						b.Errorf("%s: %v", code, err)
 						return
 					}
 				}

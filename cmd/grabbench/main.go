@@ -1,82 +1,175 @@
-// Command grabbench measures the grab path against a real Redis: the raw
-// probe script (what Redis itself can do) beside the engine in-process.
+// Command grabbench is the load harness: it runs a scenario on each engine —
+// the raw probe script (what Redis itself can do), the engine in-process,
+// grabd over HTTP, and the naive MySQL-lock scheme — side by side, audits
+// MySQL after each run, and reports throughput, latency, answers, writer lag
+// and drain time. A failed audit exits 1.
 //
-//	grabbench -redis 127.0.0.1:6379 -mysql 'root@tcp(127.0.0.1:3306)/test' -grabs 200000 -c 64
+//	grabbench                                  # group-storm on all four engines
+//	grabbench -engines engine,http -c 32 -json out.json -png out.png
+//	grabbench -engines http -rate 5000         # open loop at a fixed rate
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
-	"text/tabwriter"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/grab-engine/grab/bench"
-	"github.com/grab-engine/grab/engine"
 	"github.com/grab-engine/grab/lua"
 	"github.com/grab-engine/grab/store"
 )
 
 func main() {
-	if err := run(); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	opt, err := parseFlags(os.Args[1:], os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "grabbench:", err)
+		os.Exit(2)
+	}
+	ok, err := run(ctx, opt, os.Stdout, os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "grabbench:", err)
+		os.Exit(1)
+	}
+	if !ok {
 		os.Exit(1)
 	}
 }
 
-func run() error {
-	redisAddr := flag.String("redis", envOr("REDIS_ADDR", "127.0.0.1:6379"), "Redis address")
-	mysqlDSN := flag.String("mysql", envOr("MYSQL_DSN", "root@tcp(127.0.0.1:3306)/test"), "MySQL DSN (the engine needs a store, the grab path does not touch it)")
-	grabs := flag.Int64("grabs", 200_000, "grabs per engine")
-	workers := flag.Int("c", 64, "concurrent grabbers")
-	flag.Parse()
+type options struct {
+	redisAddr, mysqlDSN string
+	scenario            string
+	storm               bench.GroupStorm
+	engines             []string
+	url, adminToken     string
+	load                bench.LoadOptions
+	jsonPath, pngPath   string
+	keepDB, quiet       bool
+}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
-	rdb := redis.NewClient(&redis.Options{Addr: *redisAddr, PoolSize: *workers + 8})
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	fs := flag.NewFlagSet("grabbench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	def := bench.DefaultGroupStorm()
+	var o options
+	var engines string
+	fs.StringVar(&o.redisAddr, "redis", envOr("REDIS_ADDR", "127.0.0.1:6379"), "Redis address (env REDIS_ADDR)")
+	fs.StringVar(&o.mysqlDSN, "mysql", envOr("MYSQL_DSN", "root@tcp(127.0.0.1:3306)/test"),
+		"MySQL DSN (env MYSQL_DSN); the bench creates a database of its own on that server and drops it after")
+	fs.StringVar(&o.scenario, "scenario", "group-storm", "scenario: group-storm")
+	fs.IntVar(&o.storm.Packets, "packets", def.Packets, "group-storm: packets per engine (P)")
+	fs.IntVar(&o.storm.Shares, "shares", def.Shares, "group-storm: shares per packet (N)")
+	fs.IntVar(&o.storm.Grabbers, "grabbers", def.Grabbers, "group-storm: grabbers per packet (G)")
+	fs.IntVar(&o.storm.Concurrency, "c", def.Concurrency, "concurrent clients (C)")
+	fs.StringVar(&engines, "engines", strings.Join(bench.AllEngines, ","), "engines to compare, in order")
+	fs.StringVar(&o.url, "url", "", "a running grabd for the http engine (GRAB_AUTH=dev); default: grabd's handler in-process on loopback")
+	fs.StringVar(&o.adminToken, "admin-token", envOr("GRAB_ADMIN_TOKEN", "dev-admin"), "admin token of the grabd at -url")
+	fs.Float64Var(&o.load.Rate, "rate", 0, "open loop: start this many grabs a second (0: closed loop, as fast as answered)")
+	fs.DurationVar(&o.load.MaxTime, "max-time", 20*time.Second, "stop an engine's run after this long (0: no limit)")
+	fs.StringVar(&o.jsonPath, "json", "", "write the report as JSON to this file")
+	fs.StringVar(&o.pngPath, "png", "", "draw throughput and latency per engine to this PNG file")
+	fs.BoolVar(&o.keepDB, "keep-db", false, "keep the bench's database after the run")
+	fs.BoolVar(&o.quiet, "quiet", false, "no progress bar")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if o.scenario != "group-storm" {
+		return o, fmt.Errorf("unknown scenario %q (have group-storm)", o.scenario)
+	}
+	if err := o.storm.Validate(); err != nil {
+		return o, err
+	}
+	for _, e := range strings.Split(engines, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			o.engines = append(o.engines, e)
+		}
+	}
+	if o.load.Rate < 0 {
+		return o, errors.New("-rate must be positive")
+	}
+	return o, nil
+}
+
+// run reports whether the audit passed.
+func run(ctx context.Context, o options, stdout, stderr io.Writer) (bool, error) {
+	rdb := redis.NewClient(&redis.Options{Addr: o.redisAddr, PoolSize: o.storm.Concurrency + 32})
 	defer rdb.Close()
-	db, err := store.OpenMySQL(ctx, *mysqlDSN)
+	// The writer's blocking reads get connections of their own.
+	wrdb := redis.NewClient(&redis.Options{Addr: o.redisAddr, PoolSize: 32})
+	defer wrdb.Close()
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		return false, fmt.Errorf("redis %s: %w", o.redisAddr, err)
+	}
+	db, drop, err := store.CreateScratchMySQL(ctx, o.mysqlDSN, "grabbench")
+	if err != nil {
+		return false, err
+	}
+	if o.keepDB {
+		defer db.Close()
+	} else {
+		defer drop(context.WithoutCancel(ctx))
+	}
+	keys := lua.NewKeys(fmt.Sprintf("grabbench%d", time.Now().UnixNano()), 16)
+	defer deleteKeys(context.WithoutCancel(ctx), rdb, keys)
+
+	storm := o.storm
+	storm.UserBase = time.Now().Unix() % 1_000_000 * 1_000_000 // fresh users against a long-lived grabd
+	cfg := bench.Config{Scenario: &storm, Engines: o.engines, Redis: rdb, WriterRedis: wrdb, Keys: keys, DB: db,
+		URL: strings.TrimSuffix(o.url, "/"), AdminToken: o.adminToken, Load: o.load,
+		Log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}))}
+	if !o.quiet {
+		cfg.Load.Progress = stderr
+	}
+	rep, err := bench.Run(ctx, cfg)
+	if err != nil {
+		return false, err
+	}
+	if err := rep.WriteTable(stdout); err != nil {
+		return false, err
+	}
+	if o.jsonPath != "" {
+		if err := writeFile(o.jsonPath, rep.WriteJSON); err != nil {
+			return false, err
+		}
+	}
+	if o.pngPath != "" {
+		if err := writeFile(o.pngPath, rep.WritePNG); err != nil {
+			return false, err
+		}
+	}
+	return rep.Audit.OK, nil
+}
+
+func writeFile(path string, write func(io.Writer) error) error {
+	f, err := os.Create(path)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
-
-	keys := lua.NewKeys(fmt.Sprintf("grabbench%d", time.Now().UnixNano()), 16)
-	defer cleanup(context.WithoutCancel(ctx), rdb, keys)
-	packets := int(*grabs/bench.SharesPerPacket) + 1
-	if err := bench.LoadProbe(ctx, rdb, keys, packets); err != nil {
+	if err := write(f); err != nil {
+		f.Close()
 		return err
 	}
-	if err := bench.LoadPackets(ctx, rdb, keys, packets, time.Now().Add(time.Hour)); err != nil {
-		return err
-	}
-	cfg := engine.DefaultConfig()
-	cfg.Keys = keys
-	eng := engine.New(engine.Deps{Redis: rdb, DB: db, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}, cfg)
-
-	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "engine\tgrabs\terrors\tseconds\tgrabs/s\t")
-	var raw float64
-	for _, g := range []bench.Grabber{bench.Raw{Redis: rdb, Keys: keys}, bench.Engine{Engine: eng}} {
-		r := bench.Run(ctx, g, *workers, *grabs)
-		if g.Name() == "raw" {
-			raw = r.PerSecond()
-		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%.2f\t%.0f\t\n", r.Engine, r.Grabs, r.Errors, r.Elapsed.Seconds(), r.PerSecond())
-		if g.Name() != "raw" && raw > 0 {
-			defer fmt.Printf("%s vs raw: %.2fx\n", g.Name(), r.PerSecond()/raw)
-		}
-	}
-	return tw.Flush()
+	return f.Close()
 }
 
-func cleanup(ctx context.Context, rdb *redis.Client, keys lua.Keys) {
+func deleteKeys(ctx context.Context, rdb *redis.Client, keys lua.Keys) {
 	iter := rdb.Scan(ctx, 0, keys.NS+":*", 1000).Iterator()
 	for iter.Next(ctx) {
 		rdb.Del(ctx, iter.Val())

@@ -1,0 +1,322 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/jmoiron/sqlx"
+	"github.com/redis/go-redis/v9"
+	"github.com/shopspring/decimal"
+
+	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/lua"
+	"github.com/grab-engine/grab/store"
+)
+
+// Engine names, in the order a run compares them.
+const (
+	EngineRaw       = "raw"
+	EngineEngine    = "engine"
+	EngineHTTP      = "http"
+	EngineMySQLLock = "mysql-lock"
+)
+
+// AllEngines is the default comparison.
+var AllEngines = []string{EngineRaw, EngineEngine, EngineHTTP, EngineMySQLLock}
+
+// API codes a grab is answered with; CodeOK covers repeats too, as the API does.
+const (
+	CodeOK       = "OK"
+	CodeSoldOut  = "SOLD_OUT"
+	CodeNotOpen  = "NOT_OPEN"
+	CodeExpired  = "EXPIRED"
+	CodeForbid   = "FORBIDDEN"
+	CodeNotFound = "NOT_FOUND"
+	CodeBusy     = "BUSY"
+	CodeInternal = "INTERNAL"
+	// CodeError is a request that got no API answer at all (a transport error).
+	CodeError = "ERROR"
+)
+
+// Grabber is one engine under test. Grab answers with the API code; err is
+// set only when there was no API answer, or an internal one.
+type Grabber interface {
+	Name() string
+	Grab(ctx context.Context, op Op) (code string, err error)
+}
+
+// Raw runs the probe script (lua/probe.lua) through Script.Run: a check, a
+// pop, a record and an event, with no business rules. What Redis itself can
+// do on this machine; the other engines read as ratios of it.
+type Raw struct {
+	Redis redis.Scripter
+	Keys  lua.Keys
+}
+
+// Name implements Grabber.
+func (Raw) Name() string { return EngineRaw }
+
+// Grab implements Grabber.
+func (r Raw) Grab(ctx context.Context, op Op) (string, error) {
+	ok, err := lua.Probe(ctx, r.Redis, r.Keys.Probe(op.Target), op.User, time.Now().UnixMilli())
+	switch {
+	case err != nil:
+		return CodeInternal, err
+	case ok:
+		return CodeOK, nil
+	}
+	return CodeSoldOut, nil
+}
+
+// Engine grabs through the engine in-process, on real Redis.
+type Engine struct{ E *engine.Engine }
+
+// Name implements Grabber.
+func (Engine) Name() string { return EngineEngine }
+
+// Grab implements Grabber.
+func (e Engine) Grab(ctx context.Context, op Op) (string, error) {
+	_, err := e.E.Grab(ctx, op.Target, op.User)
+	return engineCode(err)
+}
+
+// engineCode is the API code of an engine error, as the HTTP layer maps it.
+func engineCode(err error) (string, error) {
+	switch {
+	case err == nil:
+		return CodeOK, nil
+	case errors.Is(err, engine.ErrSoldOut):
+		return CodeSoldOut, nil
+	case errors.Is(err, engine.ErrNotOpen):
+		return CodeNotOpen, nil
+	case errors.Is(err, engine.ErrExpired):
+		return CodeExpired, nil
+	case errors.Is(err, engine.ErrForbidden):
+		return CodeForbid, nil
+	case errors.Is(err, engine.ErrNotFound):
+		return CodeNotFound, nil
+	case errors.Is(err, engine.ErrBusy):
+		return CodeBusy, nil
+	}
+	return CodeInternal, err
+}
+
+// HTTP grabs through grabd's API with a plain HTTP client. The server must
+// accept X-User-Id (GRAB_AUTH=dev, or the embedded mode).
+type HTTP struct {
+	URL    string // e.g. http://127.0.0.1:8080
+	Client *http.Client
+}
+
+// Name implements Grabber.
+func (HTTP) Name() string { return EngineHTTP }
+
+// Grab implements Grabber.
+func (h HTTP) Grab(ctx context.Context, op Op) (string, error) {
+	var code string
+	err := h.do(ctx, http.MethodPost, "/v1/packets/"+strconv.FormatInt(op.Target, 10)+"/grab",
+		map[string]string{"X-User-Id": strconv.FormatInt(op.User, 10)}, nil, nil, &code)
+	switch code {
+	case "":
+		return CodeError, err
+	case CodeInternal:
+		return code, err
+	}
+	return code, nil
+}
+
+// do sends a request and decodes a 2xx answer into out; code is the API
+// code (OK on 2xx) whenever the server answered.
+func (h HTTP) do(ctx context.Context, method, path string, headers map[string]string, body, out any, code *string) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, h.URL+path, rd)
+	if err != nil {
+		return err
+	}
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := h.Client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body) // read to the end: the connection is reused
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode/100 == 2 {
+		if code != nil {
+			*code = CodeOK
+		}
+		if out != nil {
+			return json.Unmarshal(raw, out)
+		}
+		return nil
+	}
+	var e struct {
+		Error struct{ Code, Message string }
+	}
+	if json.Unmarshal(raw, &e) != nil || e.Error.Code == "" {
+		return fmt.Errorf("%s %s: HTTP %d", method, path, resp.StatusCode)
+	}
+	if code != nil {
+		*code = e.Error.Code
+	}
+	return fmt.Errorf("%s %s: %s: %s", method, path, e.Error.Code, e.Error.Message)
+}
+
+// HTTPSetup sets up through grabd's admin and user API (for -url).
+type HTTPSetup struct {
+	HTTP
+	AdminToken string
+}
+
+func (s HTTPSetup) admin() map[string]string {
+	return map[string]string{"Authorization": "Bearer " + s.AdminToken}
+}
+
+func money(fen int64) string { return decimal.New(fen, -2).StringFixed(2) }
+
+// Deposit implements Setup.
+func (s HTTPSetup) Deposit(ctx context.Context, userID, fen int64, ref string) error {
+	return s.do(ctx, http.MethodPost, fmt.Sprintf("/v1/admin/accounts/%d/deposit", userID), s.admin(),
+		map[string]any{"amount": money(fen), "ref": ref}, nil, nil)
+}
+
+// SetGroupMembers implements Setup.
+func (s HTTPSetup) SetGroupMembers(ctx context.Context, groupID int64, users []int64) error {
+	return s.do(ctx, http.MethodPut, fmt.Sprintf("/v1/admin/groups/%d/members", groupID), s.admin(),
+		map[string]any{"user_ids": users}, nil, nil)
+}
+
+// SendAndPay implements Setup.
+func (s HTTPSetup) SendAndPay(ctx context.Context, senderID, groupID int64, count int, fen int64) (int64, error) {
+	user := map[string]string{"X-User-Id": strconv.FormatInt(senderID, 10)}
+	var p struct {
+		ID int64 `json:"packet_id"`
+	}
+	err := s.do(ctx, http.MethodPost, "/v1/packets", user,
+		map[string]any{"kind": engine.KindGroupLucky, "group_id": groupID, "count": count, "amount": money(fen)}, &p, nil)
+	if err != nil {
+		return 0, err
+	}
+	return p.ID, s.do(ctx, http.MethodPost, fmt.Sprintf("/v1/packets/%d/pay", p.ID), user,
+		map[string]any{"method": "balance"}, nil, nil)
+}
+
+// MySQLLock is the seed's naive scheme, the baseline the engine replaces:
+// one MySQL transaction per grab that locks the packet row (SELECT … FOR
+// UPDATE), picks the first unowned share, gives it to the user, credits the
+// balance through the ledger and commits. Every grab of a packet queues on
+// that row lock. It writes the same rows the engine's writer does, so the
+// same audit applies.
+type MySQLLock struct{ DB *sqlx.DB }
+
+// Name implements Grabber.
+func (MySQLLock) Name() string { return EngineMySQLLock }
+
+// Grab implements Grabber.
+func (m MySQLLock) Grab(ctx context.Context, op Op) (string, error) {
+	for attempt := 0; ; attempt++ {
+		code, err := m.try(ctx, op)
+		var me *mysql.MySQLError
+		// A lost lock race is retried, as a careful implementation would.
+		if err != nil && errors.As(err, &me) && (me.Number == 1213 || me.Number == 1205) && attempt < 5 {
+			continue
+		}
+		return code, err
+	}
+}
+
+func (m MySQLLock) try(ctx context.Context, op Op) (string, error) {
+	tx, err := m.DB.BeginTxx(ctx, nil)
+	if err != nil {
+		return CodeInternal, err
+	}
+	defer tx.Rollback()
+	var p struct {
+		Status  string        `db:"status"`
+		GroupID sql.NullInt64 `db:"group_id"`
+	}
+	err = tx.GetContext(ctx, &p, "SELECT status, group_id FROM packet WHERE id = ? FOR UPDATE", op.Target)
+	if errors.Is(err, sql.ErrNoRows) {
+		return CodeNotFound, nil
+	}
+	if err != nil {
+		return CodeInternal, err
+	}
+	var member int
+	if err := tx.GetContext(ctx, &member, "SELECT COUNT(*) FROM group_member WHERE group_id = ? AND user_id = ?",
+		p.GroupID.Int64, op.User); err != nil {
+		return CodeInternal, err
+	}
+	if member == 0 {
+		return CodeForbid, nil
+	}
+	var shares []struct {
+		Seq    int           `db:"seq"`
+		Amount store.Fen     `db:"amount"`
+		UserID sql.NullInt64 `db:"user_id"`
+	}
+	if err := tx.SelectContext(ctx, &shares, "SELECT seq, amount, user_id FROM packet_share WHERE packet_id = ? ORDER BY seq", op.Target); err != nil {
+		return CodeInternal, err
+	}
+	pick, unowned := -1, 0
+	for i, s := range shares {
+		if s.UserID.Valid && s.UserID.Int64 == op.User {
+			return CodeOK, tx.Commit() // a repeat: the share the user holds
+		}
+		if !s.UserID.Valid {
+			if pick < 0 {
+				pick = i
+			}
+			unowned++
+		}
+	}
+	switch {
+	case p.Status == engine.StatusFinished || pick < 0:
+		return CodeSoldOut, nil
+	case p.Status != engine.StatusOpen:
+		return CodeNotOpen, nil
+	}
+	s, now := shares[pick], time.Now().UTC()
+	if _, err := tx.ExecContext(ctx, "UPDATE packet_share SET user_id = ?, grabbed_at = ?, credited = 1 WHERE packet_id = ? AND seq = ?",
+		op.User, now, op.Target, s.Seq); err != nil {
+		return CodeInternal, err
+	}
+	if _, err := tx.ExecContext(ctx, "INSERT INTO ledger (kind, ref, user_id, amount, created_at) VALUES (?, ?, ?, ?, ?)",
+		store.KindGrab, fmt.Sprintf("pk:%d:%d", op.Target, s.Seq), op.User, money(int64(s.Amount)), now); err != nil {
+		return CodeInternal, err
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO account (user_id, balance, updated_at) VALUES (?, ?, ?)
+		ON DUPLICATE KEY UPDATE balance = balance + VALUES(balance), updated_at = VALUES(updated_at)`,
+		op.User, money(int64(s.Amount)), now); err != nil {
+		return CodeInternal, err
+	}
+	if unowned == 1 {
+		if _, err := tx.ExecContext(ctx, "UPDATE packet SET status = 'finished', finished_at = ? WHERE id = ?", now, op.Target); err != nil {
+			return CodeInternal, err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return CodeInternal, err
+	}
+	return CodeOK, nil
+}

@@ -1,0 +1,275 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/grab-engine/grab/engine"
+	grabhttp "github.com/grab-engine/grab/http"
+	"github.com/grab-engine/grab/lua"
+	"github.com/grab-engine/grab/store"
+)
+
+// Env is what scenarios and engines run against.
+type Env struct {
+	Redis  redis.UniversalClient
+	Keys   lua.Keys
+	DB     *store.DB
+	Engine *engine.Engine
+	// Setup makes accounts and packets: through the engine, or through the
+	// API of an external grabd for the http engine.
+	Setup Setup
+}
+
+// Config is one comparison.
+type Config struct {
+	Scenario Scenario
+	Engines  []string // default AllEngines
+	// Redis serves the grabs; WriterRedis the writer's blocking reads (nil: Redis).
+	Redis, WriterRedis redis.UniversalClient
+	Keys               lua.Keys
+	// DB is the store the engine writes to and the audit reads: a database
+	// of the bench's own (store.CreateScratchMySQL), as the audit reads it all.
+	DB *store.DB
+	// URL of a running grabd for the http engine (X-User-Id auth and an admin
+	// token needed); empty starts grabd's handler in-process on loopback.
+	// An external grabd writes to its own database: its run is not audited.
+	URL        string
+	AdminToken string
+	Load       LoadOptions
+	// DrainTimeout bounds the wait for the writer after a run (default 60 s).
+	DrainTimeout time.Duration
+	Log          *slog.Logger // nil: discard
+}
+
+// Run runs the scenario on each engine in turn, audits MySQL after each and
+// returns the report. A failed audit is in the report, not an error.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if len(cfg.Engines) == 0 {
+		cfg.Engines = AllEngines
+	}
+	for _, name := range cfg.Engines {
+		if !slices.Contains(AllEngines, name) {
+			return nil, fmt.Errorf("unknown engine %q (have %v)", name, AllEngines)
+		}
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = time.Minute
+	}
+	ecfg := engine.DefaultConfig()
+	ecfg.Keys = cfg.Keys
+	// Lag is sampled during the run: measure it often enough to see it move.
+	ecfg.Writer.MonitorEvery = 50 * time.Millisecond
+	eng := engine.New(engine.Deps{Redis: cfg.Redis, WriterRedis: cfg.WriterRedis, DB: cfg.DB, Log: cfg.Log}, ecfg)
+	env := &Env{Redis: cfg.Redis, Keys: cfg.Keys, DB: cfg.DB, Engine: eng, Setup: EngineSetup{eng}}
+
+	writerCtx, stopWriter := context.WithCancel(context.WithoutCancel(ctx))
+	var writerDone sync.WaitGroup
+	writerDone.Add(1)
+	go func() { defer writerDone.Done(); eng.RunWriter(writerCtx) }()
+	defer func() { stopWriter(); writerDone.Wait() }()
+
+	rep := &Report{Scenario: cfg.Scenario.Params(), Machine: DescribeMachine(ctx, cfg.Redis, cfg.DB), Audit: AuditResult{OK: true}}
+	rep.Scenario["name"] = cfg.Scenario.Name()
+	if cfg.Load.Rate > 0 {
+		rep.Scenario["rate"] = cfg.Load.Rate
+	}
+
+	var conc int
+	for _, name := range cfg.Engines {
+		plan, err := prepare(ctx, cfg, env, name)
+		if err != nil {
+			return nil, fmt.Errorf("%s: prepare: %w", name, err)
+		}
+		conc = max(conc, plan.Concurrency)
+		external := name == EngineHTTP && cfg.URL != ""
+		if _, ok := rep.Scenario["redis_bytes_per_open_packet"]; !ok && len(plan.Packets) > 0 && !external {
+			if b, err := packetMemory(ctx, cfg.Redis, cfg.Keys, plan.Packets); err == nil {
+				rep.Scenario["redis_bytes_per_open_packet"] = b
+			}
+		}
+		g, closeG, err := grabber(ctx, cfg, env, name, plan.Concurrency)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		run := measure(ctx, cfg, env, g, plan)
+		closeG()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		rep.Runs = append(rep.Runs, run)
+		for _, v := range run.Audit.Violations {
+			rep.Audit.Violations = append(rep.Audit.Violations, run.Engine+": "+v)
+		}
+		rep.Audit.OK = rep.Audit.OK && run.Audit.OK
+	}
+	if rep.Audit.Violations == nil {
+		rep.Audit.Violations = []string{}
+	}
+	rep.Ratios = ratios(rep.Runs)
+	return rep, nil
+}
+
+func prepare(ctx context.Context, cfg Config, env *Env, name string) (Plan, error) {
+	if name == EngineHTTP && cfg.URL != "" {
+		ext := *env
+		ext.Setup = HTTPSetup{HTTP: HTTP{URL: cfg.URL, Client: http.DefaultClient}, AdminToken: cfg.AdminToken}
+		return cfg.Scenario.Prepare(ctx, &ext, name)
+	}
+	return cfg.Scenario.Prepare(ctx, env, name)
+}
+
+// grabber builds the engine under test; for http it starts grabd's handler
+// on a loopback listener unless an external URL was given.
+func grabber(ctx context.Context, cfg Config, env *Env, name string, conc int) (Grabber, func(), error) {
+	switch name {
+	case EngineRaw:
+		return Raw{Redis: env.Redis, Keys: env.Keys}, func() {}, nil
+	case EngineEngine:
+		return Engine{E: env.Engine}, func() {}, nil
+	case EngineMySQLLock:
+		return MySQLLock{DB: env.DB.SQL()}, func() {}, nil
+	}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConns: 2 * conc, MaxIdleConnsPerHost: 2 * conc}}
+	if cfg.URL != "" {
+		return HTTP{URL: cfg.URL, Client: client}, client.CloseIdleConnections, nil
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, nil, err
+	}
+	srv := &http.Server{Handler: grabhttp.New(env.Engine, grabhttp.Config{DevAuth: true}, cfg.Log, nil),
+		ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(l)
+	stop := func() {
+		client.CloseIdleConnections()
+		srv.Shutdown(context.WithoutCancel(ctx))
+	}
+	return HTTP{URL: "http://" + l.Addr().String(), Client: client}, stop, nil
+}
+
+// measure runs one engine's load, samples the writer lag, waits for the
+// writer to drain and audits MySQL.
+func measure(ctx context.Context, cfg Config, env *Env, g Grabber, plan Plan) RunReport {
+	name := g.Name()
+	inProcess := name == EngineEngine || (name == EngineHTTP && cfg.URL == "")
+	lag := hdrhistogram.New(1, 3_600_000, 3) // ms
+	stopLag := func() {}
+	if inProcess {
+		stopLag = sampleLag(env.Engine, lag)
+	}
+	load := RunLoad(ctx, g, plan, cfg.Load)
+	run := RunReport{Engine: name, Ops: load.Ops, Elapsed: load.Elapsed, OpsPerSec: load.PerSecond(),
+		Codes: load.Codes, Errors: load.Errors, FirstErr: load.FirstErr, Audit: AuditResult{OK: true}}
+	run.P50, run.P90, run.P99, run.P999 = ms(load.Latency, 50), ms(load.Latency, 90), ms(load.Latency, 99), ms(load.Latency, 99.9)
+	a := &auditor{counts: map[string]int{}}
+	if ok := load.Codes[CodeOK]; ok > plan.Capacity {
+		a.add("oversold", "%d grabs answered OK for %d shares", ok, plan.Capacity)
+	}
+	if inProcess {
+		start := time.Now()
+		err := waitDrained(ctx, env.DB, plan.Packets, load.Codes[CodeOK], cfg.DrainTimeout)
+		d := float64(time.Since(start).Microseconds()) / 1000
+		run.DrainMs = &d
+		stopLag()
+		p99, worst := float64(lag.ValueAtQuantile(99)), float64(lag.Max())
+		run.WriterLagP99, run.WriterLagMax = &p99, &worst
+		if err != nil {
+			a.add("not durable", "%v", err)
+		}
+	}
+	if name != EngineRaw && !(name == EngineHTTP && cfg.URL != "") {
+		res, err := Audit(ctx, env.DB)
+		if err != nil {
+			a.add("audit failed", "%v", err)
+		} else {
+			a.violations = append(a.violations, res.Violations...)
+		}
+	}
+	run.Audit = AuditResult{OK: len(a.violations) == 0, Violations: a.violations}
+	return run
+}
+
+// sampleLag records the engine's writer lag every 10 ms until stopped.
+func sampleLag(e *engine.Engine, h *hdrhistogram.Histogram) (stop func()) {
+	quit := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(10 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-t.C:
+				h.RecordValue(e.WriterLag().Milliseconds())
+			}
+		}
+	}()
+	return func() { close(quit); wg.Wait() }
+}
+
+// waitDrained waits until MySQL shows at least `accepted` owned shares among
+// the packets: every grab answered OK is durable.
+func waitDrained(ctx context.Context, db *store.DB, packets []int64, accepted int64, timeout time.Duration) error {
+	if len(packets) == 0 {
+		return nil
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		n, err := ownedShares(ctx, db, packets)
+		if err != nil {
+			return err
+		}
+		if n >= accepted {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d of %d accepted grabs in MySQL after %v", n, accepted, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+func ms(h *hdrhistogram.Histogram, q float64) float64 {
+	return float64(h.ValueAtQuantile(q)) / 1000
+}
+
+// packetMemory is the mean MEMORY USAGE of an open packet's keys (state,
+// shares, grabbed users, eligible users) over a sample of the packets. The
+// shard's event stream is shared, so it is not counted.
+func packetMemory(ctx context.Context, rdb redis.UniversalClient, keys lua.Keys, packets []int64) (int64, error) {
+	n := min(len(packets), 20)
+	var total int64
+	for _, id := range packets[:n] {
+		k := keys.Packet(id)
+		for _, key := range []string{k.State, k.Shares, k.Grabbed, k.Eligible} {
+			b, err := rdb.MemoryUsage(ctx, key, 0).Result()
+			if err != nil && !errors.Is(err, redis.Nil) {
+				return 0, err
+			}
+			total += b
+		}
+	}
+	return total / int64(n), nil
+}

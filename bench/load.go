@@ -1,0 +1,190 @@
+package bench
+
+import (
+	"context"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+	"github.com/schollz/progressbar/v3"
+)
+
+// Latencies are recorded in µs, from 1 µs to a minute, to 3 significant digits.
+func newLatencyHist() *hdrhistogram.Histogram { return hdrhistogram.New(1, 60_000_000, 3) }
+
+// Load is what one load loop measured.
+type Load struct {
+	Ops     int64 // requests answered
+	Elapsed time.Duration
+	Latency *hdrhistogram.Histogram // µs
+	Codes   map[string]int64
+	// Errors counts answers with an error (CodeError, CodeInternal); FirstErr is one of them.
+	Errors   int64
+	FirstErr error
+}
+
+// PerSecond is the throughput of the run.
+func (l Load) PerSecond() float64 {
+	if l.Elapsed <= 0 {
+		return 0
+	}
+	return float64(l.Ops) / l.Elapsed.Seconds()
+}
+
+// LoadOptions shape the load loop.
+type LoadOptions struct {
+	// Rate, when positive, is an open loop: requests start at this many per
+	// second whatever the answers, and latency counts from when each was due
+	// (so a stall is not hidden by the requests it delayed). Zero is a closed
+	// loop: each client sends its next request as soon as it has an answer.
+	Rate float64
+	// MaxTime ends the run early; zero is no limit.
+	MaxTime time.Duration
+	// Progress, when set, shows a progress bar there.
+	Progress io.Writer
+}
+
+// RunLoad makes the plan's requests with g from plan.Concurrency clients.
+func RunLoad(ctx context.Context, g Grabber, plan Plan, opt LoadOptions) Load {
+	if opt.MaxTime > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, opt.MaxTime)
+		defer cancel()
+	}
+	type worker struct {
+		hist  *hdrhistogram.Histogram
+		codes map[string]int64
+		errs  int64
+		first error
+	}
+	workers := make([]*worker, plan.Concurrency)
+	var done atomic.Int64
+	stopBar := progress(opt.Progress, g.Name(), plan.Ops, &done)
+
+	// jobs hands out request indexes; in an open loop with their due time.
+	type job struct {
+		i   int64
+		due time.Time
+	}
+	start := time.Now()
+	var next atomic.Int64
+	var jobs chan job
+	if opt.Rate > 0 {
+		jobs = make(chan job, 1<<16)
+		go func() {
+			defer close(jobs)
+			interval := time.Duration(float64(time.Second) / opt.Rate)
+			for i := int64(0); i < plan.Ops; i++ {
+				due := start.Add(time.Duration(i) * interval)
+				if d := time.Until(due); d > 0 {
+					select {
+					case <-time.After(d):
+					case <-ctx.Done():
+						return
+					}
+				}
+				select {
+				case jobs <- job{i, due}:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+	}
+	nextJob := func() (job, bool) {
+		if jobs != nil {
+			j, ok := <-jobs
+			return j, ok && ctx.Err() == nil
+		}
+		i := next.Add(1) - 1
+		return job{i: i}, i < plan.Ops && ctx.Err() == nil
+	}
+
+	var wg sync.WaitGroup
+	for w := range workers {
+		wk := &worker{hist: newLatencyHist(), codes: map[string]int64{}}
+		workers[w] = wk
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j, ok := nextJob(); ok; j, ok = nextJob() {
+				t0 := time.Now()
+				if !j.due.IsZero() {
+					t0 = j.due
+				}
+				code, err := g.Grab(ctx, plan.Op(j.i))
+				if ctx.Err() != nil && err != nil {
+					return // cut off by MaxTime or a signal: not an answer
+				}
+				wk.hist.RecordValue(max(1, time.Since(t0).Microseconds()))
+				wk.codes[code]++
+				if err != nil {
+					wk.errs++
+					if wk.first == nil {
+						wk.first = err
+					}
+				}
+				done.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	stopBar()
+
+	l := Load{Elapsed: elapsed, Latency: newLatencyHist(), Codes: map[string]int64{}}
+	for _, wk := range workers {
+		l.Latency.Merge(wk.hist)
+		for c, n := range wk.codes {
+			l.Codes[c] += n
+		}
+		l.Errors += wk.errs
+		if l.FirstErr == nil {
+			l.FirstErr = wk.first
+		}
+	}
+	l.Ops = l.Latency.TotalCount()
+	return l
+}
+
+// progress shows a bar of done out of total on w until the returned stop.
+func progress(w io.Writer, name string, total int64, done *atomic.Int64) (stop func()) {
+	if w == nil {
+		return func() {}
+	}
+	bar := progressbar.NewOptions64(total,
+		progressbar.OptionSetWriter(w),
+		progressbar.OptionSetDescription(name),
+		progressbar.OptionSetWidth(30),
+		progressbar.OptionShowCount(),
+		progressbar.OptionShowIts(),
+		progressbar.OptionSetItsString("grabs"),
+		progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionClearOnFinish(),
+	)
+	quit := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		// A ticker, not a call per grab: the bar must not cost the clients.
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-t.C:
+				bar.Set64(done.Load())
+			}
+		}
+	}()
+	return func() {
+		close(quit)
+		wg.Wait()
+		bar.Set64(done.Load())
+		bar.Finish()
+	}
+}
