@@ -193,6 +193,7 @@ func measure(ctx context.Context, cfg Config, env *Env, g Grabber, plan Plan) Ru
 		}
 	}
 	if name != EngineRaw && !(name == EngineHTTP && cfg.URL != "") {
+		run.Audited = true
 		res, err := Audit(ctx, env.DB)
 		if err != nil {
 			a.add("audit failed", "%v", err)

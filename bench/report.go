@@ -57,6 +57,9 @@ type RunReport struct {
 	Errors       int64         `json:"-"`
 	FirstErr     error         `json:"-"`
 	Audit        AuditResult   `json:"-"`
+	// Audited: MySQL was checked after the run (not for raw, which writes
+	// none, nor for an external grabd, which writes its own database).
+	Audited bool `json:"-"`
 }
 
 // Ratios of throughput; null when either engine did not run.
@@ -169,7 +172,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 		switch {
 		case !run.Audit.OK:
 			audit = "FAIL"
-		case run.Engine == EngineRaw:
+		case !run.Audited:
 			audit = "-"
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%s\t%s\t%s\t\n", run.Engine, run.Ops, run.OpsPerSec,
