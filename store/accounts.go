@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -126,4 +128,88 @@ func (db *DB) IsGroupMember(ctx context.Context, groupID, userID int64) (bool, e
 	var n int
 	err := db.x.GetContext(ctx, &n, "SELECT COUNT(*) FROM group_member WHERE group_id = ? AND user_id = ?", groupID, userID)
 	return n > 0, err
+}
+
+// ledgerCredit is one movement for creditMany.
+type ledgerCredit struct {
+	ref    string
+	userID int64
+	fen    int64
+	at     time.Time
+}
+
+// creditMany is credit for a batch, in three statements whatever its size:
+// it skips the refs the ledger already has (an earlier delivery applied
+// them), inserts the rest, and adds each user's sum to the balance, users in
+// id order so concurrent batches cannot deadlock. A concurrent transaction
+// inserting the same ref makes this one fail on the unique key; the caller
+// retries and then finds the ref applied.
+func (db *DB) creditMany(ctx context.Context, tx *sqlx.Tx, kind string, cs []ledgerCredit) error {
+	if len(cs) == 0 {
+		return nil
+	}
+	refs := make([]string, len(cs))
+	for i, c := range cs {
+		refs[i] = c.ref
+	}
+	q, args, err := sqlx.In("SELECT ref FROM ledger WHERE kind = ? AND ref IN (?)", kind, refs)
+	if err != nil {
+		return err
+	}
+	var done []string
+	if err := tx.SelectContext(ctx, &done, tx.Rebind(q), args...); err != nil {
+		return err
+	}
+	seen := make(map[string]bool, len(cs))
+	for _, r := range done {
+		seen[r] = true
+	}
+	var ins strings.Builder
+	ins.WriteString("INSERT INTO ledger (kind, ref, user_id, amount, created_at) VALUES ")
+	args = args[:0]
+	sums := map[int64]int64{}
+	var last time.Time
+	for _, c := range cs {
+		if seen[c.ref] {
+			continue
+		}
+		seen[c.ref] = true
+		if len(args) > 0 {
+			ins.WriteString(", ")
+		}
+		ins.WriteString("(?, ?, ?, ?, ?)")
+		args = append(args, kind, c.ref, c.userID, db.money(c.fen), c.at)
+		sums[c.userID] += c.fen
+		if c.at.After(last) {
+			last = c.at
+		}
+	}
+	if len(args) == 0 {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, ins.String(), args...); err != nil {
+		return err
+	}
+	users := make([]int64, 0, len(sums))
+	for u := range sums {
+		users = append(users, u)
+	}
+	slices.Sort(users)
+	var up strings.Builder
+	up.WriteString("INSERT INTO account (user_id, balance, updated_at) VALUES ")
+	args = args[:0]
+	for i, u := range users {
+		if i > 0 {
+			up.WriteString(", ")
+		}
+		up.WriteString("(?, ?, ?)")
+		args = append(args, u, db.money(sums[u]), last)
+	}
+	if db.dialect == dialectSQLite {
+		up.WriteString(" ON CONFLICT (user_id) DO UPDATE SET balance = balance + excluded.balance, updated_at = excluded.updated_at")
+	} else {
+		up.WriteString(" ON DUPLICATE KEY UPDATE balance = balance + VALUES(balance), updated_at = VALUES(updated_at)")
+	}
+	_, err = tx.ExecContext(ctx, up.String(), args...)
+	return err
 }

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
 	"time"
 
@@ -206,13 +205,9 @@ func (db *DB) ApplyEvents(ctx context.Context, events []Event) (rejected []int, 
 	err = db.inTx(ctx, func(tx *sqlx.Tx) error {
 		rejected = rejected[:0]
 		// Packet rows are locked in stream order first, accounts after in id
-		// order, as a settlement does: concurrent transactions cannot deadlock.
-		type movement struct {
-			user   int64
-			event  int  // index in events
-			refund bool // a closed packet's refund, else a grab's credit
-		}
-		var moves []movement
+		// order (creditMany sorts them), as a settlement does.
+		var credits []ledgerCredit
+		var closed []CloseEvent
 		for i, ev := range events {
 			switch ev.Kind {
 			case EventGrab:
@@ -226,7 +221,7 @@ func (db *DB) ApplyEvents(ctx context.Context, events []Event) (rejected []int, 
 					continue
 				}
 				if g.Credit {
-					moves = append(moves, movement{user: g.UserID, event: i})
+					credits = append(credits, ledgerCredit{ref: shareRef(g.PacketID, g.Seq), userID: g.UserID, fen: g.Amount, at: g.At})
 				}
 				if g.Finished {
 					if err := db.finishPacket(ctx, tx, g.PacketID, g.At); err != nil {
@@ -234,7 +229,7 @@ func (db *DB) ApplyEvents(ctx context.Context, events []Event) (rejected []int, 
 					}
 				}
 			case EventClose:
-				sender, ok, err := db.closePacket(ctx, tx, ev.Close)
+				_, ok, err := db.closePacket(ctx, tx, ev.Close)
 				if err != nil {
 					return err
 				}
@@ -242,22 +237,18 @@ func (db *DB) ApplyEvents(ctx context.Context, events []Event) (rejected []int, 
 					rejected = append(rejected, i)
 					continue
 				}
-				moves = append(moves, movement{user: sender, event: i, refund: true})
+				closed = append(closed, ev.Close)
 			default:
 				rejected = append(rejected, i)
 			}
 		}
-		sort.SliceStable(moves, func(a, b int) bool { return moves[a].user < moves[b].user })
-		for _, m := range moves {
-			if m.refund {
-				c := events[m.event].Close
-				if err := db.refundIfSettled(ctx, tx, c.PacketID, c.At); err != nil {
-					return err
-				}
-				continue
-			}
-			g := events[m.event].Grab
-			if _, err := db.credit(ctx, tx, KindGrab, shareRef(g.PacketID, g.Seq), g.UserID, g.Amount, g.At); err != nil {
+		// The batch's credits in a fixed number of statements: the writer's
+		// throughput is bounded by MySQL round trips.
+		if err := db.creditMany(ctx, tx, KindGrab, credits); err != nil {
+			return err
+		}
+		for _, c := range closed {
+			if err := db.refundIfSettled(ctx, tx, c.PacketID, c.At); err != nil {
 				return err
 			}
 		}

@@ -100,6 +100,14 @@ func TestApplyGrabsIdempotent(t *testing.T) {
 				t.Fatalf("replay changed the store: %+v, was %+v", again, first)
 			}
 		}
+		// A batch that carries the same event twice (a redelivery landing in
+		// the batch of its original) changes nothing either.
+		if _, err := db.ApplyGrabs(ctx, append(events, events...)); err != nil {
+			t.Fatal(err)
+		}
+		if again := snap(t, db, id, 1, 10, 20, 30); !equalSnap(again, first) {
+			t.Fatalf("doubled batch changed the store: %+v", again)
+		}
 		// A replay of part of the batch, out of order, changes nothing either.
 		if _, err := db.ApplyGrabs(ctx, []store.GrabEvent{events[2], events[0]}); err != nil {
 			t.Fatal(err)
@@ -136,6 +144,21 @@ func equalSnap(a, b snapshot) bool {
 
 // Events that contradict the store are returned unapplied; the rest of the
 // batch is applied.
+// The first delivery of a batch that holds an event twice credits it once.
+func TestApplyGrabsDuplicateInOneBatch(t *testing.T) {
+	dialects(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		id := paidPacket(t, db, 500, 300, 200)
+		ev := store.GrabEvent{PacketID: id, UserID: 20, Seq: 1, Amount: 500, At: now, Credit: true}
+		if rejected, err := db.ApplyGrabs(ctx, []store.GrabEvent{ev, ev, ev}); err != nil || len(rejected) != 0 {
+			t.Fatalf("apply: rejected %v, %v", rejected, err)
+		}
+		if got := snap(t, db, id, 20); got.balances[20] != 500 || got.totals.Balances != got.totals.Ledger {
+			t.Fatalf("balance %d, totals %+v; want 500 credited once", got.balances[20], got.totals)
+		}
+	})
+}
+
 func TestApplyGrabsRejectsContradictions(t *testing.T) {
 	dialects(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
