@@ -229,7 +229,7 @@ func (db *DB) ApplyEvents(ctx context.Context, events []Event) (rejected []int, 
 					}
 				}
 			case EventClose:
-				_, ok, err := db.closePacket(ctx, tx, ev.Close)
+				ok, err := db.closePacket(ctx, tx, ev.Close)
 				if err != nil {
 					return err
 				}

@@ -12,18 +12,18 @@ import (
 // closePacket applies a close event: an open (or awaiting settlement) packet
 // becomes expired and records the remainder the close script took back; any
 // other status is kept, so a finished packet stays finished and a replay
-// changes nothing. It returns the packet's sender, and false when the event
+// changes nothing. It returns false when the event
 // contradicts the store: the packet is unknown, or the remainder is more than
 // its unowned shares (grabs still on their way only lower what is unowned, so
 // a sound remainder never exceeds it).
-func (db *DB) closePacket(ctx context.Context, tx *sqlx.Tx, ev CloseEvent) (int64, bool, error) {
-	var sender int64
+func (db *DB) closePacket(ctx context.Context, tx *sqlx.Tx, ev CloseEvent) (bool, error) {
+	var sender int64 // read to lock the packet row and to know it exists
 	err := tx.GetContext(ctx, &sender, "SELECT sender_id FROM packet WHERE id = ?"+db.forUpdate(), ev.PacketID)
 	if errors.Is(err, sql.ErrNoRows) {
-		return 0, false, nil
+		return false, nil
 	}
 	if err != nil {
-		return 0, false, err
+		return false, err
 	}
 	var unowned struct {
 		Amount Fen `db:"amount"`
@@ -31,14 +31,14 @@ func (db *DB) closePacket(ctx context.Context, tx *sqlx.Tx, ev CloseEvent) (int6
 	}
 	if err := tx.GetContext(ctx, &unowned, `SELECT COALESCE(SUM(amount), 0) AS amount, COUNT(*) AS n
 		FROM packet_share WHERE packet_id = ? AND user_id IS NULL`, ev.PacketID); err != nil {
-		return 0, false, err
+		return false, err
 	}
 	if ev.Remainder > int64(unowned.Amount) || ev.Count > unowned.Count {
-		return sender, false, nil
+		return false, nil
 	}
 	_, err = tx.ExecContext(ctx, `UPDATE packet SET status = 'expired', closed_remainder = ?
 		WHERE id = ? AND status IN ('open', 'awaiting_settlement')`, db.money(ev.Remainder), ev.PacketID)
-	return sender, err == nil, err
+	return err == nil, err
 }
 
 // refundIfSettled refunds a closed packet once it is paid: an expired packet
