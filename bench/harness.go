@@ -207,19 +207,24 @@ func measure(ctx context.Context, cfg Config, env *Env, g Grabber, plan Plan) Ru
 
 // sampleLag records the engine's writer lag every 10 ms until stopped.
 func sampleLag(e *engine.Engine, h *hdrhistogram.Histogram) (stop func()) {
+	return every(10*time.Millisecond, func() { h.RecordValue(e.WriterLag().Milliseconds()) })
+}
+
+// every calls fn every d until the returned stop, which waits for the last call.
+func every(d time.Duration, fn func()) (stop func()) {
 	quit := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		t := time.NewTicker(10 * time.Millisecond)
+		t := time.NewTicker(d)
 		defer t.Stop()
 		for {
 			select {
 			case <-quit:
 				return
 			case <-t.C:
-				h.RecordValue(e.WriterLag().Milliseconds())
+				fn()
 			}
 		}
 	}()

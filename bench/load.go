@@ -164,26 +164,10 @@ func progress(w io.Writer, name string, total int64, done *atomic.Int64) (stop f
 		progressbar.OptionThrottle(100*time.Millisecond),
 		progressbar.OptionClearOnFinish(),
 	)
-	quit := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		// A ticker, not a call per grab: the bar must not cost the clients.
-		t := time.NewTicker(100 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-quit:
-				return
-			case <-t.C:
-				bar.Set64(done.Load())
-			}
-		}
-	}()
+	// A ticker, not a call per grab: the bar must not cost the clients.
+	stopTicks := every(100*time.Millisecond, func() { bar.Set64(done.Load()) })
 	return func() {
-		close(quit)
-		wg.Wait()
+		stopTicks()
 		bar.Set64(done.Load())
 		bar.Finish()
 	}
