@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"sort"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -206,15 +205,20 @@ func (db *DB) creditUncredited(ctx context.Context, tx *sqlx.Tx, packetID int64,
 		WHERE packet_id = ? AND user_id IS NOT NULL AND credited = 0`+db.forUpdate(), packetID); err != nil {
 		return 0, err
 	}
-	// Accounts in id order, as the writer does, so the two cannot deadlock.
-	sort.Slice(shares, func(a, b int) bool { return shares[a].UserID.Int64 < shares[b].UserID.Int64 })
-	for _, s := range shares {
-		if _, err := db.credit(ctx, tx, KindGrab, shareRef(packetID, s.Seq), s.UserID.Int64, int64(s.Amount), now); err != nil {
-			return 0, err
-		}
-		if _, err := tx.ExecContext(ctx, "UPDATE packet_share SET credited = 1 WHERE packet_id = ? AND seq = ?", packetID, s.Seq); err != nil {
-			return 0, err
-		}
+	if len(shares) == 0 {
+		return 0, nil
+	}
+	credits := make([]ledgerCredit, len(shares))
+	for i, s := range shares {
+		credits[i] = ledgerCredit{ref: shareRef(packetID, s.Seq), userID: s.UserID.Int64, fen: int64(s.Amount), at: now}
+	}
+	// The same batched credit as the writer's (accounts in id order), so the
+	// two cannot deadlock and the ledger credits each share once.
+	if err := db.creditMany(ctx, tx, KindGrab, credits); err != nil {
+		return 0, err
+	}
+	if _, err := tx.ExecContext(ctx, "UPDATE packet_share SET credited = 1 WHERE packet_id = ? AND user_id IS NOT NULL AND credited = 0", packetID); err != nil {
+		return 0, err
 	}
 	return len(shares), nil
 }
