@@ -63,18 +63,9 @@ type snapshot struct {
 func (f fixture) snapshot(t *testing.T, e *env) snapshot {
 	t.Helper()
 	ctx := context.Background()
-	s := snapshot{balances: map[int64]int64{}, packets: map[int64]engine.Packet{}}
-	for _, u := range []int64{1, 2, 3, 4, 5, 9} {
-		b, err := e.eng.Balance(ctx, u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.balances[u] = b
-	}
+	s := snapshot{packets: map[int64]engine.Packet{}}
+	s.balances, s.totals = e.money(t, 1, 2, 3, 4, 5, 9)
 	var err error
-	if s.totals, err = e.db.MoneyTotals(ctx); err != nil {
-		t.Fatal(err)
-	}
 	if s.members, err = e.db.GroupMembers(ctx, 7); err != nil {
 		t.Fatal(err)
 	}

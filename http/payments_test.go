@@ -188,18 +188,9 @@ type payState struct {
 func (e *env) payState(t *testing.T, id int64, tradeNo string) payState {
 	t.Helper()
 	ctx := context.Background()
-	s := payState{balances: map[int64]int64{}}
-	for u := int64(1); u <= 6; u++ {
-		b, err := e.eng.Balance(ctx, u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.balances[u] = b
-	}
+	var s payState
+	s.balances, s.totals = e.money(t, 1, 2, 3, 4, 5, 6)
 	var err error
-	if s.totals, err = e.db.MoneyTotals(ctx); err != nil {
-		t.Fatal(err)
-	}
 	if s.packet, err = e.eng.GetPacket(ctx, id, 1); err != nil {
 		t.Fatal(err)
 	}

@@ -143,3 +143,22 @@ func (r response) errorCode(tb testing.TB) string {
 	}
 	return body.Error.Code
 }
+
+// money reads the users' balances and the store's money totals.
+func (e *env) money(t *testing.T, users ...int64) (map[int64]int64, store.Totals) {
+	t.Helper()
+	ctx := context.Background()
+	balances := map[int64]int64{}
+	for _, u := range users {
+		b, err := e.eng.Balance(ctx, u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		balances[u] = b
+	}
+	totals, err := e.db.MoneyTotals(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return balances, totals
+}
