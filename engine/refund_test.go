@@ -129,6 +129,25 @@ func assertRefunded(t *testing.T, e *env, p engine.Packet, won map[int64]int64, 
 // it at its expiry instant: each share is either grabbed (its answer came
 // before the close) or refunded, never both, never neither.
 func TestCloseRacesGrabsAtExpiry(t *testing.T) {
+	// The race is real, so where the close lands among the grabs varies; under
+	// heavy load it can land after them all. Such a run proves little, so it is
+	// run again on a fresh store, a few times at most.
+	for attempt := 1; ; attempt++ {
+		if closeRacesGrabs(t) {
+			return
+		}
+		if attempt == 5 {
+			t.Fatal("in 5 runs the close never landed among the grabs")
+		}
+		t.Logf("run %d: the close landed after every grab; again", attempt)
+	}
+}
+
+// closeRacesGrabs races a close with 200 grabbers at a packet's expiry
+// instant and reports whether the close landed among the grabs; when it did,
+// the money is checked to the fen.
+func closeRacesGrabs(t *testing.T) bool {
+	t.Helper()
 	const sender, users, count, total, deposit = 1000, 200, 100, 50_000, 1_000_000
 	e := setupReal(t)
 	e.startWriter(t)
@@ -139,6 +158,8 @@ func TestCloseRacesGrabsAtExpiry(t *testing.T) {
 	closer := e.another(func(d *engine.Deps) { d.Clock = &fakeClock{now: *p.ExpiresAt} })
 
 	start := make(chan struct{})
+	closeNow := make(chan struct{}) // closed once some grabs have landed
+	var closeOnce sync.Once
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	won := map[int64]int64{}
@@ -155,6 +176,9 @@ func TestCloseRacesGrabsAtExpiry(t *testing.T) {
 			case err == nil:
 				mu.Lock()
 				won[u] = r.Amount
+				if len(won) == 10 {
+					closeOnce.Do(func() { close(closeNow) })
+				}
 				mu.Unlock()
 			case errors.Is(err, engine.ErrExpired):
 				expired.Add(1)
@@ -167,17 +191,18 @@ func TestCloseRacesGrabsAtExpiry(t *testing.T) {
 	}
 	var closed int
 	var closeErr error
-	wg.Add(1)
+	closerDone := make(chan struct{})
 	go func() {
-		defer wg.Done()
-		<-start
-		time.Sleep(5 * time.Millisecond)
+		defer close(closerDone)
+		<-closeNow
 		closed, closeErr = closer.eng.CloseExpired(ctx)
 		// From now on the grabbers' clock is past the expiry too.
 		e.clock.Add(time.Millisecond)
 	}()
 	close(start)
 	wg.Wait()
+	closeOnce.Do(func() { close(closeNow) }) // fewer than 10 grabs: close anyway
+	<-closerDone
 	if closeErr != nil {
 		t.Fatal(closeErr)
 	}
@@ -185,11 +210,11 @@ func TestCloseRacesGrabsAtExpiry(t *testing.T) {
 		t.FailNow()
 	}
 	if closed != 1 || len(won) == 0 || len(won) == count || soldOut.Load() != 0 {
-		t.Fatalf("closed %d; %d grabbed, %d expired, %d sold out: the close did not land among the grabs",
-			closed, len(won), expired.Load(), soldOut.Load())
+		return false
 	}
 	t.Logf("%d grabs before the close, %d after", len(won), expired.Load())
 	assertRefunded(t, e, p, won, deposit)
+	return true
 }
 
 // Two refund workers close a packet once; a crash between the close in Redis
