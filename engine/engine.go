@@ -34,6 +34,11 @@ type Config struct {
 	// SettleTimeout is how long a payment may await settlement before the
 	// provider is asked for its outcome.
 	SettleTimeout time.Duration
+	// GrabPipelines is how many pipelines carry concurrent grabs to Redis
+	// (see lua.GrabPipeline); negative sends each grab on its own.
+	GrabPipelines int
+	// GrabBatch is the most grabs one pipeline carries.
+	GrabBatch int
 }
 
 // DefaultConfig is the production configuration.
@@ -49,6 +54,8 @@ func DefaultConfig() Config {
 		RefundInterval:    time.Minute,
 		ReconcileInterval: 5 * time.Second,
 		SettleTimeout:     2 * time.Minute,
+		GrabPipelines:     4,
+		GrabBatch:         64,
 	}
 }
 
@@ -78,6 +85,7 @@ type Engine struct {
 	keys   lua.Keys
 	writer *Writer
 	pay    Provider
+	pipe   *lua.GrabPipeline // nil: each grab on its own
 	m      *metrics
 	// lagMs is the writer lag last measured, in ms.
 	lagMs atomic.Int64
@@ -113,6 +121,12 @@ func New(d Deps, cfg Config) *Engine {
 	if cfg.SettleTimeout <= 0 {
 		cfg.SettleTimeout = def.SettleTimeout
 	}
+	if cfg.GrabPipelines == 0 {
+		cfg.GrabPipelines = def.GrabPipelines
+	}
+	if cfg.GrabBatch <= 0 {
+		cfg.GrabBatch = def.GrabBatch
+	}
 	cfg.Writer = cfg.Writer.withDefaults()
 	if d.Clock == nil {
 		d.Clock = SystemClock{}
@@ -128,6 +142,9 @@ func New(d Deps, cfg Config) *Engine {
 	}
 	e := &Engine{rdb: d.Redis, db: d.DB, clock: d.Clock, rand: d.Rand, log: d.Log, cfg: cfg, keys: cfg.Keys, pay: d.Provider}
 	e.m = newMetrics(d.Metrics)
+	if cfg.GrabPipelines > 0 {
+		e.pipe = lua.NewGrabPipeline(d.Redis, cfg.GrabPipelines, cfg.GrabBatch)
+	}
 	e.writer = newWriter(e, d.WriterRedis)
 	return e
 }

@@ -215,7 +215,7 @@ func (e *Engine) Grab(ctx context.Context, packetID, userID int64) (GrabResult, 
 	keys := e.keys.Packet(packetID)
 	request := requestID()
 	for attempt := 0; attempt < 3; attempt++ {
-		r, err := lua.Grab(ctx, e.rdb, keys, packetID, userID, e.nowMs(), request)
+		r, err := e.grabScript(ctx, keys, packetID, userID, request)
 		if err != nil {
 			return GrabResult{}, err
 		}
@@ -239,6 +239,13 @@ func (e *Engine) Grab(ctx context.Context, packetID, userID int64) (GrabResult, 
 		}
 	}
 	return GrabResult{}, fmt.Errorf("%w: packet %d could not be loaded", ErrBusy, packetID)
+}
+
+func (e *Engine) grabScript(ctx context.Context, keys lua.PacketKeys, packetID, userID int64, request string) (lua.GrabReply, error) {
+	if e.pipe != nil {
+		return e.pipe.Grab(ctx, keys, packetID, userID, e.nowMs(), request)
+	}
+	return lua.Grab(ctx, e.rdb, keys, packetID, userID, e.nowMs(), request)
 }
 
 // requestID tells one grab call from another, so that a re-sent script after

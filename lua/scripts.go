@@ -61,13 +61,15 @@ type GrabReply struct {
 // Grab runs grab.lua for one user. requestID must be the same for every
 // re-send of one logical call.
 func Grab(ctx context.Context, c redis.Scripter, k PacketKeys, packetID, userID, nowMs int64, requestID string) (GrabReply, error) {
-	v, err := grabScript.Run(ctx, c,
-		[]string{k.State, k.Shares, k.Grabbed, k.Eligible, k.Events},
-		userID, nowMs, packetID, requestID).Slice()
+	v, err := grabScript.Run(ctx, c, grabKeys(k), userID, nowMs, packetID, requestID).Slice()
 	if err != nil {
 		return GrabReply{}, err
 	}
 	return parseGrabReply(v)
+}
+
+func grabKeys(k PacketKeys) []string {
+	return []string{k.State, k.Shares, k.Grabbed, k.Eligible, k.Events}
 }
 
 func parseGrabReply(v []any) (GrabReply, error) {
