@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -48,6 +49,10 @@ type Config struct {
 	URL        string
 	AdminToken string
 	Load       LoadOptions
+	// GrabPipelines and GrabBatch configure the engine's auto-pipelining of
+	// concurrent grabs (engine.Config); zero keeps the engine's defaults and
+	// a negative GrabPipelines sends each grab on its own.
+	GrabPipelines, GrabBatch int
 	// DrainTimeout bounds the wait for the writer after a run (default 60 s).
 	DrainTimeout time.Duration
 	Log          *slog.Logger // nil: discard
@@ -72,6 +77,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	ecfg := engine.DefaultConfig()
 	ecfg.Keys = cfg.Keys
+	ecfg.GrabPipelines, ecfg.GrabBatch = cfg.GrabPipelines, cfg.GrabBatch
 	// Lag is sampled during the run: measure it often enough to see it move.
 	ecfg.Writer.MonitorEvery = 50 * time.Millisecond
 	eng := engine.New(engine.Deps{Redis: cfg.Redis, WriterRedis: cfg.WriterRedis, DB: cfg.DB, Log: cfg.Log}, ecfg)
@@ -172,9 +178,15 @@ func measure(ctx context.Context, cfg Config, env *Env, g Grabber, plan Plan) Ru
 	if inProcess {
 		stopLag = sampleLag(env.Engine, lag)
 	}
+	usesRedis := name != EngineMySQLLock && !(name == EngineHTTP && cfg.URL != "")
+	cpuBefore, cpuErr := redisCPU(ctx, env.Redis)
 	load := RunLoad(ctx, g, plan, cfg.Load)
 	run := RunReport{Engine: name, Ops: load.Ops, Elapsed: load.Elapsed, OpsPerSec: load.PerSecond(),
 		Codes: load.Codes, Errors: load.Errors, FirstErr: load.FirstErr, Audit: AuditResult{OK: true}}
+	if cpuAfter, err := redisCPU(ctx, env.Redis); usesRedis && cpuErr == nil && err == nil && load.Ops > 0 {
+		us := (cpuAfter - cpuBefore).Seconds() * 1e6 / float64(load.Ops)
+		run.RedisCPUPerOp = &us
+	}
 	run.P50, run.P90, run.P99, run.P999 = ms(load.Latency, 50), ms(load.Latency, 90), ms(load.Latency, 99), ms(load.Latency, 99.9)
 	a := &auditor{counts: map[string]int{}}
 	if ok := load.Codes[CodeOK]; ok > plan.Capacity {
@@ -203,6 +215,23 @@ func measure(ctx context.Context, cfg Config, env *Env, g Grabber, plan Plan) Ru
 	}
 	run.Audit = AuditResult{OK: len(a.violations) == 0, Violations: a.violations}
 	return run
+}
+
+// redisCPU is the CPU time the Redis server has used since it started.
+func redisCPU(ctx context.Context, rdb redis.UniversalClient) (time.Duration, error) {
+	info, err := rdb.Info(ctx, "cpu").Result()
+	if err != nil {
+		return 0, err
+	}
+	var total float64
+	for _, field := range []string{"used_cpu_user", "used_cpu_sys"} {
+		v, err := strconv.ParseFloat(infoField(info, field), 64)
+		if err != nil {
+			return 0, fmt.Errorf("redis INFO %s: %w", field, err)
+		}
+		total += v
+	}
+	return time.Duration(total * float64(time.Second)), nil
 }
 
 // sampleLag records the engine's writer lag every 10 ms until stopped.

@@ -49,6 +49,10 @@ type RunReport struct {
 	Codes        map[string]int64 `json:"codes"`
 	WriterLagP99 *float64         `json:"writer_lag_p99_ms"`
 	DrainMs      *float64         `json:"drain_ms"`
+	// RedisCPUPerOp is the Redis server's CPU time (user + system) per
+	// grab during the run, writer reads included: 1e6 / it is the most
+	// grabs a second one Redis core could serve this way.
+	RedisCPUPerOp *float64 `json:"redis_cpu_us_per_op"`
 
 	// Shown in the table only.
 	Ops          int64         `json:"-"`
@@ -159,9 +163,12 @@ func (r *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(w, "machine:  %d cores %s, %.1f GB, %s, %s, Redis %s, MySQL %s\n\n",
 		m.Cores, m.CPU, m.MemoryGB, m.OS, m.Go, m.Redis, m.MySQL)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "engine\tgrabs\tgrabs/s\tp50 ms\tp90 ms\tp99 ms\tp99.9 ms\tlag p99/max ms\tdrain ms\taudit\tanswers\t")
+	fmt.Fprintln(tw, "engine\tgrabs\tgrabs/s\tp50 ms\tp90 ms\tp99 ms\tp99.9 ms\tredis µs/op\tlag p99/max ms\tdrain ms\taudit\tanswers\t")
 	for _, run := range r.Runs {
-		lag, drain := "-", "-"
+		lag, drain, rcpu := "-", "-", "-"
+		if run.RedisCPUPerOp != nil {
+			rcpu = fmt.Sprintf("%.1f", *run.RedisCPUPerOp)
+		}
 		if run.WriterLagP99 != nil {
 			lag = fmt.Sprintf("%.0f/%.0f", *run.WriterLagP99, *run.WriterLagMax)
 		}
@@ -175,8 +182,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 		case !run.Audited:
 			audit = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%s\t%s\t%s\t\n", run.Engine, run.Ops, run.OpsPerSec,
-			run.P50, run.P90, run.P99, run.P999, lag, drain, audit, codes(run.Codes))
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%s\t%s\t%s\t%s\t\n", run.Engine, run.Ops, run.OpsPerSec,
+			run.P50, run.P90, run.P99, run.P999, rcpu, lag, drain, audit, codes(run.Codes))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -196,6 +196,61 @@ func TestApplyGrabsRejectsContradictions(t *testing.T) {
 	})
 }
 
+// A batch of independent grabs with one bad among them: the bad one is
+// rejected and every other is applied, as when claimed one by one.
+func TestApplyGrabsOneBadAmongMany(t *testing.T) {
+	dialects(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		id := paidPacket(t, db, 500, 300, 200, 100, 50)
+		if _, err := db.ApplyGrabs(ctx, []store.GrabEvent{{PacketID: id, UserID: 20, Seq: 1, Amount: 500, At: now, Credit: true}}); err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range []struct {
+			name string
+			bad  store.GrabEvent
+		}{
+			{"user holds another share", store.GrabEvent{PacketID: id, UserID: 20, Seq: 3, Amount: 200, At: now, Credit: true}},
+			{"share is someone else's", store.GrabEvent{PacketID: id, UserID: 21, Seq: 1, Amount: 500, At: now, Credit: true}},
+			{"amount is not the share's", store.GrabEvent{PacketID: id, UserID: 22, Seq: 3, Amount: 201, At: now, Credit: true}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				before := snap(t, db, id, 20, 21, 22)
+				rejected, err := db.ApplyGrabs(ctx, []store.GrabEvent{tc.bad})
+				if err != nil || !equalInts(rejected, []int{0}) {
+					t.Fatalf("alone: rejected %v, %v", rejected, err)
+				}
+				if after := snap(t, db, id, 20, 21, 22); !equalSnap(after, before) {
+					t.Fatalf("a rejected grab changed the store: %+v, was %+v", after, before)
+				}
+			})
+		}
+		batch := []store.GrabEvent{
+			{PacketID: id, UserID: 30, Seq: 2, Amount: 300, At: now, Credit: true},
+			{PacketID: id, UserID: 20, Seq: 3, Amount: 200, At: now, Credit: true}, // user 20 holds seq 1
+			{PacketID: id, UserID: 40, Seq: 4, Amount: 100, At: now, Credit: true},
+			{PacketID: id, UserID: 50, Seq: 5, Amount: 51, At: now, Credit: true}, // seq 5 is 50 fen
+		}
+		rejected, err := db.ApplyGrabs(ctx, batch)
+		if err != nil || !equalInts(rejected, []int{1, 3}) {
+			t.Fatalf("rejected %v, %v; want [1 3]", rejected, err)
+		}
+		s := snap(t, db, id, 20, 30, 40, 50)
+		if s.owners[1] != 20 || s.owners[2] != 30 || s.owners[3] != 0 || s.owners[4] != 40 || s.owners[5] != 0 {
+			t.Fatalf("owners = %v", s.owners)
+		}
+		if want := (map[int64]int64{20: 500, 30: 300, 40: 100, 50: 0}); !equalBalances(s.balances, want) {
+			t.Fatalf("balances = %v, want %v", s.balances, want)
+		}
+		// The good grabs again with the bad ones: nothing more changes.
+		if rejected, err := db.ApplyGrabs(ctx, batch); err != nil || !equalInts(rejected, []int{1, 3}) {
+			t.Fatalf("replay: rejected %v, %v", rejected, err)
+		}
+		if again := snap(t, db, id, 20, 30, 40, 50); !equalSnap(again, s) {
+			t.Fatalf("replay changed the store: %+v, was %+v", again, s)
+		}
+	})
+}
+
 func equalInts(a, b []int) bool {
 	if len(a) != len(b) {
 		return false

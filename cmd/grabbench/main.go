@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -58,7 +59,9 @@ type options struct {
 	url, adminToken     string
 	load                bench.LoadOptions
 	jsonPath, pngPath   string
+	cpuProfile          string
 	keepDB, quiet       bool
+	pipelines, batch    int
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -80,8 +83,11 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.adminToken, "admin-token", envOr("GRAB_ADMIN_TOKEN", "dev-admin"), "admin token of the grabd at -url")
 	fs.Float64Var(&o.load.Rate, "rate", 0, "open loop: start this many grabs a second (0: closed loop, as fast as answered)")
 	fs.DurationVar(&o.load.MaxTime, "max-time", 20*time.Second, "stop an engine's run after this long (0: no limit)")
+	fs.IntVar(&o.pipelines, "pipelines", 0, "engine: pipelines carrying concurrent grabs (0: the engine's default; -1: one round trip per grab)")
+	fs.IntVar(&o.batch, "batch", 0, "engine: most grabs per pipeline (0: the engine's default)")
 	fs.StringVar(&o.jsonPath, "json", "", "write the report as JSON to this file")
 	fs.StringVar(&o.pngPath, "png", "", "draw throughput and latency per engine to this PNG file")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
 	fs.BoolVar(&o.keepDB, "keep-db", false, "keep the bench's database after the run")
 	fs.BoolVar(&o.quiet, "quiet", false, "no progress bar")
 	if err := fs.Parse(args); err != nil {
@@ -133,9 +139,17 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (bool, error)
 	storm.UserBase = time.Now().Unix() % 1_000_000 * 1_000_000 // fresh users against a long-lived grabd
 	cfg := bench.Config{Scenario: &storm, Engines: o.engines, Redis: rdb, WriterRedis: wrdb, Keys: keys, DB: db,
 		URL: strings.TrimSuffix(o.url, "/"), AdminToken: o.adminToken, Load: o.load,
+		GrabPipelines: o.pipelines, GrabBatch: o.batch,
 		Log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}))}
 	if !o.quiet {
 		cfg.Load.Progress = stderr
+	}
+	if o.cpuProfile != "" {
+		stopProfile, err := startCPUProfile(o.cpuProfile)
+		if err != nil {
+			return false, err
+		}
+		defer stopProfile()
 	}
 	rep, err := bench.Run(ctx, cfg)
 	if err != nil {
@@ -155,6 +169,18 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (bool, error)
 		}
 	}
 	return rep.Audit.OK, nil
+}
+
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 func writeFile(path string, write func(io.Writer) error) error {

@@ -83,7 +83,7 @@ func TestRunWritesTableJSONAndPNG(t *testing.T) {
 	if len(runs) != 4 {
 		t.Fatalf("%d runs", len(runs))
 	}
-	wantRun := []string{"codes", "drain_ms", "engine", "ops_per_sec", "p50_ms", "p90_ms", "p999_ms", "p99_ms", "writer_lag_p99_ms"}
+	wantRun := []string{"codes", "drain_ms", "engine", "ops_per_sec", "p50_ms", "p90_ms", "p999_ms", "p99_ms", "redis_cpu_us_per_op", "writer_lag_p99_ms"}
 	for _, r := range runs {
 		if got := keysOf(r); !slices.Equal(got, wantRun) {
 			t.Errorf("run keys %q", got)

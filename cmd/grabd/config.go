@@ -41,6 +41,9 @@ type Config struct {
 	// RefundInterval is how often expired packets are closed and refunded (GRAB_REFUND_INTERVAL).
 	RefundInterval time.Duration
 	LogLevel       slog.Level // GRAB_LOG_LEVEL
+	// GrabPipelines is how many pipelines carry concurrent grabs to Redis;
+	// 0 sends each grab on its own (GRAB_GRAB_PIPELINES).
+	GrabPipelines int
 
 	// onListen, when set, is told the address the server listens on (tests use port 0).
 	onListen func(net.Addr)
@@ -71,6 +74,7 @@ func ParseConfig(args []string, getenv func(string) string) (Config, error) {
 	reconcile := fs.String("reconcile-interval", env("GRAB_RECONCILE_INTERVAL", "5s"), "how often settled packets are swept for uncredited grabs (GRAB_RECONCILE_INTERVAL)")
 	settleTimeout := fs.String("settle-timeout", env("GRAB_SETTLE_TIMEOUT", "2m"), "how long a payment may await settlement before the provider is asked (GRAB_SETTLE_TIMEOUT)")
 	provider := fs.String("pay-provider", env("GRAB_PAY_PROVIDER", ""), "sim: the built-in payment simulator; empty: balance payments only (GRAB_PAY_PROVIDER)")
+	pipelines := fs.String("grab-pipelines", env("GRAB_GRAB_PIPELINES", "4"), "pipelines carrying concurrent grabs to Redis; 0: one round trip per grab (GRAB_GRAB_PIPELINES)")
 	level := fs.String("log-level", env("GRAB_LOG_LEVEL", "info"), "debug, info, warn or error (GRAB_LOG_LEVEL)")
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
@@ -110,6 +114,9 @@ func ParseConfig(args []string, getenv func(string) string) (Config, error) {
 	}
 	if c.Shards, err = strconv.Atoi(*shards); err != nil || c.Shards < 1 || c.Shards > 1024 {
 		return Config{}, fmt.Errorf("GRAB_SHARDS: %q must be an integer in 1..1024", *shards)
+	}
+	if c.GrabPipelines, err = strconv.Atoi(*pipelines); err != nil || c.GrabPipelines < 0 || c.GrabPipelines > 256 {
+		return Config{}, fmt.Errorf("GRAB_GRAB_PIPELINES: %q must be an integer in 0..256", *pipelines)
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(*level)); err != nil {
 		return Config{}, fmt.Errorf("GRAB_LOG_LEVEL: %q must be debug, info, warn or error", *level)

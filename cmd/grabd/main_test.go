@@ -227,6 +227,8 @@ func TestParseConfig(t *testing.T) {
 		{"bad ttl", with("GRAB_PACKET_TTL", "1 day"), nil, "GRAB_PACKET_TTL"},
 		{"negative ttl", with("GRAB_PACKET_TTL", "-1h"), nil, "GRAB_PACKET_TTL"},
 		{"bad shards", with("GRAB_SHARDS", "0"), nil, "GRAB_SHARDS"},
+		{"pipelines off", with("GRAB_GRAB_PIPELINES", "0"), nil, ""},
+		{"bad pipelines", with("GRAB_GRAB_PIPELINES", "-1"), nil, "GRAB_GRAB_PIPELINES"},
 		{"bad lag", with("GRAB_LAG_LIMIT", "fast"), nil, "GRAB_LAG_LIMIT"},
 		{"bad refund interval", with("GRAB_REFUND_INTERVAL", "0s"), nil, "GRAB_REFUND_INTERVAL"},
 		{"refund interval flag", prod, []string{"-refund-interval", "soon"}, "GRAB_REFUND_INTERVAL"},

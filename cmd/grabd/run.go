@@ -107,6 +107,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	ecfg.Keys = lua.NewKeys("grab", cfg.Shards)
 	ecfg.PacketTTL = cfg.PacketTTL
 	ecfg.LagLimit = cfg.LagLimit
+	ecfg.GrabPipelines = cfg.GrabPipelines
+	if cfg.GrabPipelines == 0 {
+		ecfg.GrabPipelines = -1 // the engine's "off"
+	}
 	ecfg.RefundInterval = cfg.RefundInterval
 	ecfg.ReconcileInterval = cfg.ReconcileInterval
 	ecfg.SettleTimeout = cfg.SettleTimeout
