@@ -39,6 +39,9 @@ type Config struct {
 	GrabPipelines int
 	// GrabBatch is the most grabs one pipeline carries.
 	GrabBatch int
+	// StockVoucherTTL is how long a voucher's list of touched products is
+	// kept for its rollback.
+	StockVoucherTTL time.Duration
 }
 
 // DefaultConfig is the production configuration.
@@ -56,6 +59,7 @@ func DefaultConfig() Config {
 		SettleTimeout:     2 * time.Minute,
 		GrabPipelines:     4,
 		GrabBatch:         64,
+		StockVoucherTTL:   30 * 24 * time.Hour,
 	}
 }
 
@@ -127,6 +131,9 @@ func New(d Deps, cfg Config) *Engine {
 	if cfg.GrabBatch <= 0 {
 		cfg.GrabBatch = def.GrabBatch
 	}
+	if cfg.StockVoucherTTL <= 0 {
+		cfg.StockVoucherTTL = def.StockVoucherTTL
+	}
 	cfg.Writer = cfg.Writer.withDefaults()
 	if d.Clock == nil {
 		d.Clock = SystemClock{}
@@ -177,6 +184,8 @@ type metrics struct {
 	applied     prometheus.Counter
 	deadLetters prometheus.Counter
 	rebuilds    prometheus.Counter
+	// stockExitRetries counts failed revokes of a forced exit: an alert.
+	stockExitRetries prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -192,9 +201,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "grab_writer_dead_letters_total", Help: "Events parked in a dead-letter stream; each needs a person."}),
 		rebuilds: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "grab_packet_rebuilds_total", Help: "Packets whose Redis state was rebuilt from the store."}),
+		stockExitRetries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "grab_stock_forced_exit_retries_total", Help: "Failed revokes of a forced SKU exit, retried; a rising count needs a person."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.writerLag, m.batchSize, m.applied, m.deadLetters, m.rebuilds)
+		reg.MustRegister(m.writerLag, m.batchSize, m.applied, m.deadLetters, m.rebuilds, m.stockExitRetries)
 	}
 	return m
 }

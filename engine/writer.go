@@ -348,10 +348,34 @@ func decodeEvent(v map[string]any) (store.Event, error) {
 			f.err = errors.New("packet must be positive, and the remainder at least a fen a share (0 for none)")
 		}
 		ev = store.Event{Kind: store.EventClose, Close: c}
+	case "stock":
+		ev = store.Event{Kind: store.EventStock, Stock: decodeStock(&f)}
 	default:
 		return store.Event{}, fmt.Errorf("unknown event type %q", t)
 	}
 	return ev, f.err
+}
+
+// decodeStock reads a t=stock entry of stock.lua: the SKU's state after the
+// change, its scopes as "scope=t,a,r,s;...".
+func decodeStock(f *fields) store.StockEvent {
+	s := store.StockEvent{ActivityID: f.num("a"), ProductID: f.num("p"), SKU: f.num("sku"), Version: f.num("ver"),
+		Status: f.str("st"), Op: f.str("op"), Ref: f.str("ref"), Change: f.str("chg"), At: time.UnixMilli(f.num("at")).UTC()}
+	if snap := f.str("snap"); snap != "" {
+		for _, part := range strings.Split(snap, ";") {
+			scope, counts, _ := strings.Cut(part, "=")
+			var c [4]int64
+			n, err := fmt.Sscanf(counts, "%d,%d,%d,%d", &c[0], &c[1], &c[2], &c[3])
+			if (err != nil || n != 4) && f.err == nil {
+				f.err = fmt.Errorf("stock snapshot %q", part)
+			}
+			s.Scopes = append(s.Scopes, store.StockScope{Scope: scope, Total: c[0], Available: c[1], Reserved: c[2], Sold: c[3]})
+		}
+	}
+	if f.err == nil && (s.ActivityID <= 0 || s.ProductID <= 0 || s.SKU <= 0 || s.Version <= 0) {
+		f.err = errors.New("activity, product, SKU and version must be positive")
+	}
+	return s
 }
 
 // fields reads a stream entry's values; the first bad number is kept in err.

@@ -84,3 +84,34 @@ func (k Keys) Probe(id int64) ProbeKeys {
 	base := fmt.Sprintf("%s:probe:%d", k.tag(k.Shard(id)), id)
 	return ProbeKeys{Shares: base + ":shares", Grabbed: base + ":grabbed", Events: base + ":events"}
 }
+
+// StockShard is the shard of an activity product: its stock keys share that
+// shard's hash tag, so one script changes its SKUs and writes the event.
+func (k Keys) StockShard(activityID, productID int64) int {
+	h := uint64(activityID)*0x9E3779B97F4A7C15 ^ uint64(productID)
+	return int(h % uint64(k.Shards))
+}
+
+// StockKeys are the keys of one activity product's stock.
+type StockKeys struct {
+	Record string // hash: op id -> what that op did (vouchers, orders, TCC branches)
+	Events string // the shard's event stream
+	base   string
+}
+
+// SKU is the hash of one SKU's counters, every scope in one key.
+func (s StockKeys) SKU(skuID int64) string { return s.base + ":sku:" + strconv.FormatInt(skuID, 10) }
+
+// Stock returns the keys of an activity product.
+func (k Keys) Stock(activityID, productID int64) StockKeys {
+	shard := k.StockShard(activityID, productID)
+	base := fmt.Sprintf("%s:stk:%d:%d", k.tag(shard), activityID, productID)
+	return StockKeys{Record: base + ":rec", Events: k.Events(shard), base: base}
+}
+
+// StockOrder is the hash of one order's state across products; its own
+// hash tag, as an order's products may sit on any shard.
+func (k Keys) StockOrder(orderID string) string { return k.NS + ":{so:" + orderID + "}" }
+
+// StockVoucher is the set of products a voucher touched, for its rollback.
+func (k Keys) StockVoucher(voucher string) string { return k.NS + ":{sv:" + voucher + "}" }

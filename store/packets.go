@@ -164,6 +164,7 @@ type EventKind int
 const (
 	EventGrab  EventKind = iota + 1 // a user took a share
 	EventClose                      // an expired packet was closed; its remainder goes back to the sender
+	EventStock                      // a SKU's stock changed
 )
 
 // Event is one entry of a shard's stream, as the engine accepted it.
@@ -171,6 +172,7 @@ type Event struct {
 	Kind  EventKind
 	Grab  GrabEvent  // when Kind is EventGrab
 	Close CloseEvent // when Kind is EventClose
+	Stock StockEvent // when Kind is EventStock
 }
 
 // CloseEvent says the close script took back what was left of an expired
@@ -212,9 +214,13 @@ func (db *DB) ApplyEvents(ctx context.Context, events []Event) (rejected []int, 
 		// script takes back only what is still unowned), so claiming every
 		// grab of the batch first keeps stream order where it matters.
 		var grabs []GrabEvent
+		var stock []StockEvent
 		for _, ev := range events {
-			if ev.Kind == EventGrab {
+			switch ev.Kind {
+			case EventGrab:
 				grabs = append(grabs, ev.Grab)
+			case EventStock:
+				stock = append(stock, ev.Stock)
 			}
 		}
 		claimed, err := db.claimShares(ctx, tx, grabs)
@@ -249,6 +255,8 @@ func (db *DB) ApplyEvents(ctx context.Context, events []Event) (rejected []int, 
 					continue
 				}
 				closed = append(closed, ev.Close)
+			case EventStock:
+				// Applied together below: stock changes never contradict MySQL.
 			default:
 				rejected = append(rejected, i)
 			}
@@ -263,7 +271,7 @@ func (db *DB) ApplyEvents(ctx context.Context, events []Event) (rejected []int, 
 				return err
 			}
 		}
-		return nil
+		return db.applyStock(ctx, tx, stock)
 	})
 	return rejected, err
 }

@@ -1,0 +1,600 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/grab-engine/grab/lua"
+)
+
+// Stock errors. Exclusion between a product's operations needs no lock:
+// every operation is one stock.lua call over that product's keys (one hash
+// tag), so submit, edit and revoke of a product (the seed's LOCK_SUBMIT),
+// salvage and deducts never interleave. An order or TCC branch that spans
+// products is one call per product, made idempotent and ordered by a record
+// per product (see stock.lua), so it needs none either.
+var (
+	ErrOutOfStock       = errors.New("engine: out of stock")
+	ErrAlreadySubmitted = errors.New("engine: SKU already submitted")
+	ErrNotForSale       = errors.New("engine: not for sale")
+	ErrOrderClosed      = errors.New("engine: order already returned or cancelled")
+	// ErrTCCRefused: a try after its cancel (no hanging), a confirm of a
+	// branch never tried or already cancelled, a cancel after a confirm.
+	ErrTCCRefused = errors.New("engine: TCC branch refused")
+	// ErrRolledBack: the voucher was rolled back; its operation cannot run now.
+	ErrRolledBack = errors.New("engine: voucher rolled back")
+)
+
+// Scope names: the shared high seas, or one pool's exclusive stock.
+const ScopeHighSeas = "high_seas"
+
+// PoolScope is the scope of pool id.
+func PoolScope(pool int64) string { return "pool:" + strconv.FormatInt(pool, 10) }
+
+var (
+	scopeRe = regexp.MustCompile(`^(high_seas|pool:[1-9][0-9]{0,17})$`)
+	// Idempotency ids become Redis keys and record fields: a safe alphabet.
+	idRe = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,64}$`)
+)
+
+// MaxStockItems bounds one call's items.
+const MaxStockItems = 100
+
+// maxQty bounds one quantity, far below where sums could overflow.
+const maxQty = 1_000_000_000
+
+// SKUStock is one SKU of a submit, with its activity stock.
+type SKUStock struct {
+	SKU   int64
+	Stock int64
+}
+
+// StockItem is one line of an order, a TCC branch or a pool batch.
+type StockItem struct {
+	Scope      string // ScopeHighSeas or PoolScope(id); pool batches set it from the pool
+	ActivityID int64
+	ProductID  int64
+	SKU        int64
+	Qty        int64
+}
+
+// ItemResult is one item's outcome in a batch that allows partial success.
+type ItemResult struct {
+	SKU int64
+	Err error // nil when the item succeeded
+}
+
+// Counters of one scope. Available + Reserved + Sold = Total.
+type Counters struct {
+	Total, Available, Reserved, Sold int64
+}
+
+// SKUView is a SKU's stock as Redis has it now.
+type SKUView struct {
+	ForSale  bool
+	Revoked  bool
+	HighSeas Counters
+	Pools    map[string]Counters // by pool id
+}
+
+func validID(what, id string) error {
+	if !idRe.MatchString(id) {
+		return fmt.Errorf("%w: %s must be 1 to 64 of A-Z a-z 0-9 _ . : -", ErrInvalidArgument, what)
+	}
+	return nil
+}
+
+func validRef(activityID, productID, sku int64) error {
+	if activityID <= 0 || productID <= 0 || sku <= 0 {
+		return fmt.Errorf("%w: activity, product and SKU ids must be positive", ErrInvalidArgument)
+	}
+	return nil
+}
+
+func validQty(q int64) error {
+	if q <= 0 || q > maxQty {
+		return fmt.Errorf("%w: qty must be in 1..%d", ErrInvalidArgument, maxQty)
+	}
+	return nil
+}
+
+// stockCode maps a script's answer to the engine's errors.
+func stockCode(code string) error {
+	switch code {
+	case "":
+		return nil
+	case "OUT_OF_STOCK":
+		return ErrOutOfStock
+	case "ALREADY_SUBMITTED":
+		return ErrAlreadySubmitted
+	case "NOT_FOR_SALE":
+		return ErrNotForSale
+	case "NOT_FOUND":
+		return fmt.Errorf("%w: no such SKU in the activity", ErrNotFound)
+	case "ORDER_CLOSED":
+		return ErrOrderClosed
+	case "REFUSED", "NOT_TRIED", "CONFIRMED":
+		return fmt.Errorf("%w: %s", ErrTCCRefused, strings.ToLower(strings.ReplaceAll(code, "_", " ")))
+	case "ROLLED_BACK":
+		return ErrRolledBack
+	case "CONFLICT":
+		return fmt.Errorf("%w: the voucher was used for another operation", ErrIdempotencyConflict)
+	}
+	return fmt.Errorf("engine: unknown stock answer %q", code)
+}
+
+func (e *Engine) stock(ctx context.Context, op lua.StockOp) (lua.StockReply, error) {
+	op.NowMs = e.nowMs()
+	return lua.Stock(ctx, e.rdb, e.keys.Stock(op.ActivityID, op.ProductID), op)
+}
+
+// SubmitSKUs puts SKUs of an activity product into the high seas with their
+// activity stock: all or nothing; a SKU submitted before fails the call.
+func (e *Engine) SubmitSKUs(ctx context.Context, voucher string, activityID, productID int64, skus []SKUStock) error {
+	if err := validID("voucher", voucher); err != nil {
+		return err
+	}
+	if len(skus) == 0 || len(skus) > MaxStockItems {
+		return fmt.Errorf("%w: 1 to %d SKUs", ErrInvalidArgument, MaxStockItems)
+	}
+	items := make([]lua.StockItem, len(skus))
+	seen := map[int64]bool{}
+	for i, s := range skus {
+		if err := validRef(activityID, productID, s.SKU); err != nil {
+			return err
+		}
+		if s.Stock < 0 || s.Stock > maxQty {
+			return fmt.Errorf("%w: stock must be in 0..%d", ErrInvalidArgument, maxQty)
+		}
+		if seen[s.SKU] {
+			return fmt.Errorf("%w: SKU %d twice", ErrInvalidArgument, s.SKU)
+		}
+		seen[s.SKU] = true
+		items[i] = lua.StockItem{SKU: s.SKU, Scope: ScopeHighSeas, Qty: s.Stock}
+	}
+	if err := e.indexVoucher(ctx, voucher, activityID, productID); err != nil {
+		return err
+	}
+	r, err := e.stock(ctx, lua.StockOp{Op: "submit", ID: "v:" + voucher, ActivityID: activityID, ProductID: productID, Items: items})
+	if err != nil {
+		return err
+	}
+	return stockCode(r.Code)
+}
+
+// EditSKUStock changes a submitted SKU's high-seas stock by delta, never
+// below what is reserved, sold or salvaged into pools.
+func (e *Engine) EditSKUStock(ctx context.Context, voucher string, activityID, productID, sku, delta int64) error {
+	if err := validID("voucher", voucher); err != nil {
+		return err
+	}
+	if err := validRef(activityID, productID, sku); err != nil {
+		return err
+	}
+	if delta == 0 || delta > maxQty || delta < -maxQty {
+		return fmt.Errorf("%w: delta must be non-zero and at most %d either way", ErrInvalidArgument, maxQty)
+	}
+	if err := e.indexVoucher(ctx, voucher, activityID, productID); err != nil {
+		return err
+	}
+	r, err := e.stock(ctx, lua.StockOp{Op: "edit", ID: "v:" + voucher, ActivityID: activityID, ProductID: productID,
+		Items: []lua.StockItem{{SKU: sku, Scope: ScopeHighSeas, Qty: delta}}})
+	if err != nil {
+		return err
+	}
+	return stockCode(r.Code)
+}
+
+// RevokeSKU takes a SKU out of the activity: not for sale first (no salvage
+// or deduct can take it after), every pool's available stock back to the
+// high seas, then what is available withdrawn. Reserved and sold stock stay
+// until their orders and branches settle. It returns the quantity withdrawn.
+func (e *Engine) RevokeSKU(ctx context.Context, voucher string, activityID, productID, sku int64) (int64, error) {
+	if err := validID("voucher", voucher); err != nil {
+		return 0, err
+	}
+	if err := validRef(activityID, productID, sku); err != nil {
+		return 0, err
+	}
+	if err := e.indexVoucher(ctx, voucher, activityID, productID); err != nil {
+		return 0, err
+	}
+	r, err := e.stock(ctx, lua.StockOp{Op: "revoke", ID: "v:" + voucher, ActivityID: activityID, ProductID: productID,
+		Items: []lua.StockItem{{SKU: sku, Scope: ScopeHighSeas}}})
+	if err != nil {
+		return 0, err
+	}
+	return r.Withdrawn, stockCode(r.Code)
+}
+
+// ForceExit takes a SKU out when it is invalidated or its SPU leaves the
+// merchant's pool, as two independent steps: first it is made not for sale
+// (deducts stop at once), then revoked. The first must not fail; a failing
+// second is retried with backoff until ctx ends and alerted (log, metric),
+// never losing stock: each step is idempotent under its fixed voucher.
+func (e *Engine) ForceExit(ctx context.Context, activityID, productID, sku int64) error {
+	if err := validRef(activityID, productID, sku); err != nil {
+		return err
+	}
+	id := fmt.Sprintf("exit-%d", sku)
+	r, err := e.stock(ctx, lua.StockOp{Op: "halt", ID: "v:" + id + "-halt", ActivityID: activityID, ProductID: productID,
+		Items: []lua.StockItem{{SKU: sku, Scope: ScopeHighSeas}}})
+	if err != nil {
+		return err
+	}
+	if err := stockCode(r.Code); err != nil {
+		return err
+	}
+	for attempt := 1; ; attempt++ {
+		_, err := e.RevokeSKU(ctx, id, activityID, productID, sku)
+		if err == nil || errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		e.m.stockExitRetries.Inc()
+		e.log.ErrorContext(ctx, "stock: forced exit could not revoke; retrying, needs attention if it persists",
+			"activity", activityID, "product", productID, "sku", sku, "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("forced exit of SKU %d halted, revoke pending: %w", sku, err)
+		case <-time.After(min(time.Duration(attempt)*100*time.Millisecond, 5*time.Second)):
+		}
+	}
+}
+
+// MovePool moves stock between the high seas and a pool: salvage (into the
+// pool) or release (back out). Each item succeeds or fails on its own.
+func (e *Engine) MovePool(ctx context.Context, salvage bool, voucher string, pool int64, items []StockItem) ([]ItemResult, error) {
+	if err := validID("voucher", voucher); err != nil {
+		return nil, err
+	}
+	if pool <= 0 {
+		return nil, fmt.Errorf("%w: pool id must be positive", ErrInvalidArgument)
+	}
+	if len(items) == 0 || len(items) > MaxStockItems {
+		return nil, fmt.Errorf("%w: 1 to %d items", ErrInvalidArgument, MaxStockItems)
+	}
+	op := "release"
+	if salvage {
+		op = "salvage"
+	}
+	groups := map[[2]int64][]int{} // product -> item indexes
+	var order [][2]int64
+	for i, it := range items {
+		if err := validRef(it.ActivityID, it.ProductID, it.SKU); err != nil {
+			return nil, err
+		}
+		if err := validQty(it.Qty); err != nil {
+			return nil, err
+		}
+		p := [2]int64{it.ActivityID, it.ProductID}
+		if _, ok := groups[p]; !ok {
+			order = append(order, p)
+		}
+		groups[p] = append(groups[p], i)
+	}
+	results := make([]ItemResult, len(items))
+	for _, p := range order {
+		if err := e.indexVoucher(ctx, voucher, p[0], p[1]); err != nil {
+			return nil, err
+		}
+		idx := groups[p]
+		li := make([]lua.StockItem, len(idx))
+		for j, i := range idx {
+			li[j] = lua.StockItem{SKU: items[i].SKU, Scope: PoolScope(pool), Qty: items[i].Qty}
+		}
+		r, err := e.stock(ctx, lua.StockOp{Op: op, ID: "v:" + voucher, ActivityID: p[0], ProductID: p[1], Items: li})
+		if err != nil {
+			return nil, err
+		}
+		if r.Code != "" {
+			// The whole product's part was refused (a voucher reused or rolled back).
+			for _, i := range idx {
+				results[i] = ItemResult{SKU: items[i].SKU, Err: stockCode(r.Code)}
+			}
+			continue
+		}
+		for j, i := range idx {
+			results[i] = ItemResult{SKU: items[i].SKU}
+			if j < len(r.Results) {
+				results[i].Err = stockCode(r.Results[j])
+			}
+		}
+	}
+	return results, nil
+}
+
+// indexVoucher notes that voucher touches a product, before it does, so a
+// rollback finds every product it may have changed.
+func (e *Engine) indexVoucher(ctx context.Context, voucher string, activityID, productID int64) error {
+	k := e.keys.StockVoucher(voucher)
+	pipe := e.rdb.TxPipeline()
+	pipe.SAdd(ctx, k, fmt.Sprintf("%d:%d", activityID, productID))
+	pipe.Expire(ctx, k, e.cfg.StockVoucherTTL)
+	_, err := pipe.Exec(ctx)
+	return err
+}
+
+// RollbackVoucher undoes what a voucher's submit, edit, salvage or release
+// did, product by product, each all or nothing; a voucher not yet run is
+// marked so it cannot run later. Repeating it changes nothing. Revokes are
+// not undone (ErrNotForSale); stock that has since moved on refuses the
+// product's rollback (ErrOutOfStock).
+func (e *Engine) RollbackVoucher(ctx context.Context, voucher string) error {
+	if err := validID("voucher", voucher); err != nil {
+		return err
+	}
+	products, err := e.rdb.SMembers(ctx, e.keys.StockVoucher(voucher)).Result()
+	if err != nil {
+		return err
+	}
+	if len(products) == 0 {
+		return fmt.Errorf("%w: no operation under this voucher", ErrNotFound)
+	}
+	slices.Sort(products)
+	var firstErr error
+	for _, ap := range products {
+		a, p, err := parseProduct(ap)
+		if err != nil {
+			return err
+		}
+		if err := e.withRecord(ctx, a, p, "v:"+voucher, "rollback"); err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	return firstErr
+}
+
+// withRecord runs an op that works on the items of a product's record
+// (return, confirm, cancel, rollback): read the record, build the keys from
+// its items, and run; the script refuses if the record changed in between.
+func (e *Engine) withRecord(ctx context.Context, activityID, productID int64, id, op string) error {
+	k := e.keys.Stock(activityID, productID)
+	for attempt := 0; attempt < 100; attempt++ {
+		rec, err := lua.StockRecord(ctx, e.rdb, k, id)
+		if err != nil {
+			return err
+		}
+		_, items, err := lua.ParseStockRecord(rec)
+		if err != nil {
+			return err
+		}
+		if op == "rollback" && strings.HasPrefix(rec, "revoke#") {
+			items = nil // not undone; the script answers so without touching the SKU
+		}
+		r, err := e.stock(ctx, lua.StockOp{Op: op, ID: id, ActivityID: activityID, ProductID: productID, Items: items, Seen: rec})
+		if err != nil {
+			return err
+		}
+		if r.Code != "RETRY" {
+			return stockCode(r.Code)
+		}
+	}
+	return fmt.Errorf("engine: %s of %s kept racing its record", op, id)
+}
+
+func parseProduct(s string) (int64, int64, error) {
+	a, p, ok := strings.Cut(s, ":")
+	ai, err1 := strconv.ParseInt(a, 10, 64)
+	pi, err2 := strconv.ParseInt(p, 10, 64)
+	if !ok || err1 != nil || err2 != nil {
+		return 0, 0, fmt.Errorf("engine: bad product %q in a stock record", s)
+	}
+	return ai, pi, nil
+}
+
+// byProduct checks an order's or branch's items, merges repeated lines and
+// groups them by activity product, in a fixed order.
+func byProduct(items []StockItem) (products [][2]int64, groups map[[2]int64][]lua.StockItem, err error) {
+	if len(items) == 0 || len(items) > MaxStockItems {
+		return nil, nil, fmt.Errorf("%w: 1 to %d items", ErrInvalidArgument, MaxStockItems)
+	}
+	groups = map[[2]int64][]lua.StockItem{}
+	for _, it := range items {
+		if err := validRef(it.ActivityID, it.ProductID, it.SKU); err != nil {
+			return nil, nil, err
+		}
+		if err := validQty(it.Qty); err != nil {
+			return nil, nil, err
+		}
+		if !scopeRe.MatchString(it.Scope) {
+			return nil, nil, fmt.Errorf("%w: scope must be high_seas or pool:<id>", ErrInvalidArgument)
+		}
+		p := [2]int64{it.ActivityID, it.ProductID}
+		g := groups[p]
+		merged := false
+		for i := range g {
+			if g[i].SKU == it.SKU && g[i].Scope == it.Scope {
+				if g[i].Qty += it.Qty; g[i].Qty > maxQty {
+					return nil, nil, fmt.Errorf("%w: qty of SKU %d over %d", ErrInvalidArgument, it.SKU, maxQty)
+				}
+				merged = true
+			}
+		}
+		if !merged {
+			if _, ok := groups[p]; !ok {
+				products = append(products, p)
+			}
+			groups[p] = append(g, lua.StockItem{SKU: it.SKU, Scope: it.Scope, Qty: it.Qty})
+		}
+	}
+	slices.SortFunc(products, func(a, b [2]int64) int {
+		if a[0] != b[0] {
+			return int(a[0] - b[0])
+		}
+		return int(a[1] - b[1])
+	})
+	return products, groups, nil
+}
+
+func encodeProducts(products [][2]int64) string {
+	s := make([]string, len(products))
+	for i, p := range products {
+		s[i] = fmt.Sprintf("%d:%d", p[0], p[1])
+	}
+	return strings.Join(s, ";")
+}
+
+// DeductStock takes an order's items from their scopes (available → sold):
+// all or nothing, idempotent by order id. A replay answers the first result.
+// A deduct after the order's return is refused (ErrOrderClosed).
+func (e *Engine) DeductStock(ctx context.Context, orderID string, items []StockItem) error {
+	if err := validID("order_id", orderID); err != nil {
+		return err
+	}
+	products, groups, err := byProduct(items)
+	if err != nil {
+		return err
+	}
+	orderKey := e.keys.StockOrder(orderID)
+	st, err := lua.StockOrder(ctx, e.rdb, orderKey, "begin", encodeProducts(products))
+	if err != nil {
+		return err
+	}
+	switch st.State {
+	case "returned":
+		return ErrOrderClosed
+	case "done", "failed":
+		return stockCode(st.Code)
+	case "pending":
+		if st.Products != encodeProducts(products) {
+			return fmt.Errorf("%w: order %s was deducted with other items", ErrIdempotencyConflict, orderID)
+		}
+	}
+	id := "o:" + orderID
+	code := ""
+	var done [][2]int64
+	for _, p := range products {
+		r, err := e.stock(ctx, lua.StockOp{Op: "deduct", ID: id, ActivityID: p[0], ProductID: p[1], Items: groups[p]})
+		if err != nil {
+			return err // the order stays pending; a replay or its return finishes it
+		}
+		if r.Code != "" {
+			code = r.Code
+			break
+		}
+		done = append(done, p)
+	}
+	if code != "" {
+		// All or nothing: give back what the other products gave.
+		for _, p := range done {
+			if err := e.withRecord(ctx, p[0], p[1], id, "return"); err != nil {
+				return err
+			}
+		}
+	}
+	st, err = lua.StockOrder(ctx, e.rdb, orderKey, "finish", code)
+	if err != nil {
+		return err
+	}
+	if st.State == "returned" {
+		return ErrOrderClosed // returned while it ran; the return gave it all back
+	}
+	if st.State != "pending" {
+		return stockCode(st.Code) // a concurrent replay finished first
+	}
+	return stockCode(code)
+}
+
+// ReturnStock gives back exactly what an order took. A return before any
+// deduct succeeds and blocks that order's later deduct. Repeating it
+// changes nothing.
+func (e *Engine) ReturnStock(ctx context.Context, orderID string) error {
+	if err := validID("order_id", orderID); err != nil {
+		return err
+	}
+	st, err := lua.StockOrder(ctx, e.rdb, e.keys.StockOrder(orderID), "return", "")
+	if err != nil {
+		return err
+	}
+	if st.Products == "" {
+		return nil
+	}
+	for _, ap := range strings.Split(st.Products, ";") {
+		a, p, err := parseProduct(ap)
+		if err != nil {
+			return err
+		}
+		if err := e.withRecord(ctx, a, p, "o:"+orderID, "return"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TCCPhase is one of the participant's three calls.
+type TCCPhase string
+
+const (
+	TCCTry     TCCPhase = "try"
+	TCCConfirm TCCPhase = "confirm"
+	TCCCancel  TCCPhase = "cancel"
+)
+
+// TCC runs one phase of a branch: try reserves (available → reserved),
+// confirm sells what was reserved, cancel gives it back. Barrier semantics
+// per (gid, branch) and product: repeats are no-ops, a cancel before its
+// try succeeds and refuses the late try (ErrTCCRefused).
+func (e *Engine) TCC(ctx context.Context, phase TCCPhase, gid, branchID string, items []StockItem) error {
+	if err := validID("gid", gid); err != nil {
+		return err
+	}
+	if err := validID("branch_id", branchID); err != nil {
+		return err
+	}
+	products, groups, err := byProduct(items)
+	if err != nil {
+		return err
+	}
+	id := "t:" + gid + ":" + branchID
+	for _, p := range products {
+		if phase == TCCTry {
+			r, err := e.stock(ctx, lua.StockOp{Op: "try", ID: id, ActivityID: p[0], ProductID: p[1], Items: groups[p]})
+			if err != nil {
+				return err
+			}
+			if err := stockCode(r.Code); err != nil {
+				return err // dtm cancels the branch, which gives back what other products reserved
+			}
+			continue
+		}
+		if err := e.withRecord(ctx, p[0], p[1], id, string(phase)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SKUStock reads a SKU's counters from Redis.
+func (e *Engine) SKUStock(ctx context.Context, activityID, productID, sku int64) (SKUView, error) {
+	if err := validRef(activityID, productID, sku); err != nil {
+		return SKUView{}, err
+	}
+	h, err := e.rdb.HGetAll(ctx, e.keys.Stock(activityID, productID).SKU(sku)).Result()
+	if err != nil {
+		return SKUView{}, err
+	}
+	if h["st"] == "" {
+		return SKUView{}, fmt.Errorf("%w: no such SKU in the activity", ErrNotFound)
+	}
+	v := SKUView{ForSale: h["st"] == "on", Revoked: h["st"] == "rev", Pools: map[string]Counters{}}
+	for f := range h {
+		scope, ok := strings.CutSuffix(f, ":t")
+		if !ok {
+			continue
+		}
+		n := func(c string) int64 { x, _ := strconv.ParseInt(h[scope+":"+c], 10, 64); return x }
+		c := Counters{Total: n("t"), Available: n("a"), Reserved: n("r"), Sold: n("s")}
+		if scope == ScopeHighSeas {
+			v.HighSeas = c
+		} else if pool, ok := strings.CutPrefix(scope, "pool:"); ok {
+			v.Pools[pool] = c
+		}
+	}
+	return v, nil
+}

@@ -1,0 +1,33 @@
+-- stock_order.lua: the state of one order across the activity products it deducts from.
+-- An order's items may span products, and each product is changed by its own stock.lua call; this
+-- record says which products an order touched, so a return finds them, and what the deduct answered,
+-- so a replay answers the same.
+--
+-- KEYS[1] the order's hash: s (pending | done | failed | returned), code, products ("a:p;a:p")
+-- ARGV[1] op: begin | finish | return
+-- ARGV[2] begin: the order's products; finish: the deduct's code ("" for success)
+--
+-- Returns {state before, code, products}; state "" when the order was unknown.
+local cur = redis.call('HMGET', KEYS[1], 's', 'code', 'products')
+local s, code, products = cur[1] or '', cur[2] or '', cur[3] or ''
+local op = ARGV[1]
+
+if op == 'begin' then
+  if s == '' then
+    redis.call('HSET', KEYS[1], 's', 'pending', 'products', ARGV[2])
+  end
+elseif op == 'finish' then
+  if s == 'pending' then
+    local to = 'done'
+    if ARGV[2] ~= '' then
+      to = 'failed'
+    end
+    redis.call('HSET', KEYS[1], 's', to, 'code', ARGV[2])
+  end
+elseif op == 'return' then
+  -- Recorded even for an unknown order: its later deduct is refused.
+  redis.call('HSET', KEYS[1], 's', 'returned')
+else
+  return redis.error_reply('stock_order.lua: unknown op ' .. tostring(op))
+end
+return {s, code, products}
