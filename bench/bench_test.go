@@ -20,10 +20,10 @@ import (
 	"github.com/grab-engine/grab/store/storetest"
 )
 
-func config(tb testing.TB, storm *bench.GroupStorm) bench.Config {
+func config(tb testing.TB, s bench.Scenario) bench.Config {
 	tb.Helper()
 	rdb, keys := redistest.Real(tb, 16)
-	return bench.Config{Scenario: storm, Redis: rdb, Keys: keys, DB: storetest.MySQL(tb)}
+	return bench.Config{Scenario: s, Redis: rdb, Keys: keys, DB: storetest.MySQL(tb)}
 }
 
 func tiny() *bench.GroupStorm {

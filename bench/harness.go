@@ -2,6 +2,8 @@ package bench
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -102,13 +104,14 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			return nil, fmt.Errorf("%s: prepare: %w", name, err)
 		}
 		conc = max(conc, plan.Concurrency)
+		rep.Unit = plan.unit()
 		external := name == EngineHTTP && cfg.URL != ""
 		if _, ok := rep.Scenario["redis_bytes_per_open_packet"]; !ok && len(plan.Packets) > 0 && !external {
 			if b, err := packetMemory(ctx, cfg.Redis, cfg.Keys, plan.Packets); err == nil {
 				rep.Scenario["redis_bytes_per_open_packet"] = b
 			}
 		}
-		g, closeG, err := grabber(ctx, cfg, env, name, plan.Concurrency)
+		g, closeG, err := grabber(ctx, cfg, env, name, plan)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
@@ -139,33 +142,61 @@ func prepare(ctx context.Context, cfg Config, env *Env, name string) (Plan, erro
 	return cfg.Scenario.Prepare(ctx, env, name)
 }
 
-// grabber builds the engine under test; for http it starts grabd's handler
-// on a loopback listener unless an external URL was given.
-func grabber(ctx context.Context, cfg Config, env *Env, name string, conc int) (Grabber, func(), error) {
+// grabber builds the engine under test: the plan's, when it brings its own,
+// or the packet engines. For http it starts grabd's handler on a loopback
+// listener unless an external URL was given.
+func grabber(ctx context.Context, cfg Config, env *Env, name string, plan Plan) (Grabber, func(), error) {
+	var api HTTPSetup
+	stop := func() {}
+	if name == EngineHTTP {
+		var err error
+		if api, stop, err = serveAPI(ctx, cfg, env, plan.Concurrency); err != nil {
+			return nil, nil, err
+		}
+	}
+	if plan.Grabber != nil {
+		g, err := plan.Grabber(name, api)
+		if err != nil {
+			stop()
+			return nil, nil, err
+		}
+		return g, stop, nil
+	}
 	switch name {
 	case EngineRaw:
-		return Raw{Redis: env.Redis, Keys: env.Keys}, func() {}, nil
+		return Raw{Redis: env.Redis, Keys: env.Keys}, stop, nil
 	case EngineEngine:
-		return Engine{E: env.Engine}, func() {}, nil
+		return Engine{E: env.Engine}, stop, nil
 	case EngineMySQLLock:
-		return MySQLLock{DB: env.DB.SQL()}, func() {}, nil
+		return MySQLLock{DB: env.DB.SQL()}, stop, nil
 	}
+	return api.HTTP, stop, nil
+}
+
+// serveAPI is grabd's API for the http engine, with a client for conc
+// clients: the grabd at cfg.URL, or grabd's handler started on a loopback
+// listener until stop.
+func serveAPI(ctx context.Context, cfg Config, env *Env, conc int) (api HTTPSetup, stop func(), err error) {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConns: 2 * conc, MaxIdleConnsPerHost: 2 * conc}}
 	if cfg.URL != "" {
-		return HTTP{URL: cfg.URL, Client: client}, client.CloseIdleConnections, nil
+		return HTTPSetup{HTTP: HTTP{URL: cfg.URL, Client: client}, AdminToken: cfg.AdminToken}, client.CloseIdleConnections, nil
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return nil, nil, err
+		return HTTPSetup{}, nil, err
 	}
-	srv := &http.Server{Handler: grabhttp.New(env.Engine, grabhttp.Config{DevAuth: true}, cfg.Log, nil),
+	// Admin is open to this run only: a token of its own, not a known one.
+	var tok [16]byte
+	rand.Read(tok[:])
+	token := hex.EncodeToString(tok[:])
+	srv := &http.Server{Handler: grabhttp.New(env.Engine, grabhttp.Config{DevAuth: true, AdminToken: token}, cfg.Log, nil),
 		ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(l)
-	stop := func() {
+	stop = func() {
 		client.CloseIdleConnections()
 		srv.Shutdown(context.WithoutCancel(ctx))
 	}
-	return HTTP{URL: "http://" + l.Addr().String(), Client: client}, stop, nil
+	return HTTPSetup{HTTP: HTTP{URL: "http://" + l.Addr().String(), Client: client}, AdminToken: token}, stop, nil
 }
 
 // measure runs one engine's load, samples the writer lag, waits for the
@@ -189,12 +220,17 @@ func measure(ctx context.Context, cfg Config, env *Env, g Grabber, plan Plan) Ru
 	}
 	run.P50, run.P90, run.P99, run.P999 = ms(load.Latency, 50), ms(load.Latency, 90), ms(load.Latency, 99), ms(load.Latency, 99.9)
 	a := &auditor{counts: map[string]int{}}
-	if ok := load.Codes[CodeOK]; ok > plan.Capacity {
+	if ok := load.Codes[CodeOK]; ok > plan.Capacity && plan.Check == nil {
 		a.add("oversold", "%d grabs answered OK for %d shares", ok, plan.Capacity)
 	}
 	if inProcess {
 		start := time.Now()
-		err := waitDrained(ctx, env.DB, plan.Packets, load.Codes[CodeOK], cfg.DrainTimeout)
+		var err error
+		if plan.Drain != nil {
+			err = plan.Drain(ctx, load.Codes[CodeOK], cfg.DrainTimeout)
+		} else {
+			err = waitDrained(ctx, env.DB, plan.Packets, load.Codes[CodeOK], cfg.DrainTimeout)
+		}
 		d := float64(time.Since(start).Microseconds()) / 1000
 		run.DrainMs = &d
 		stopLag()
@@ -203,6 +239,14 @@ func measure(ctx context.Context, cfg Config, env *Env, g Grabber, plan Plan) Ru
 		if err != nil {
 			a.add("not durable", "%v", err)
 		}
+	}
+	if plan.Check != nil {
+		run.Audited = true
+		vs, err := plan.Check(ctx, name, load)
+		if err != nil {
+			a.add("audit failed", "%v", err)
+		}
+		a.violations = append(a.violations, vs...)
 	}
 	if name != EngineRaw && !(name == EngineHTTP && cfg.URL != "") {
 		run.Audited = true

@@ -61,7 +61,7 @@ func RunLoad(ctx context.Context, g Grabber, plan Plan, opt LoadOptions) Load {
 	}
 	workers := make([]*worker, plan.Concurrency)
 	var done atomic.Int64
-	stopBar := progress(opt.Progress, g.Name(), plan.Ops, &done)
+	stopBar := progress(opt.Progress, g.Name(), plan.unit(), plan.Ops, &done)
 
 	// jobs hands out request indexes; in an open loop with their due time.
 	type job struct {
@@ -149,8 +149,8 @@ func RunLoad(ctx context.Context, g Grabber, plan Plan, opt LoadOptions) Load {
 	return l
 }
 
-// progress shows a bar of done out of total on w until the returned stop.
-func progress(w io.Writer, name string, total int64, done *atomic.Int64) (stop func()) {
+// progress shows a bar of done out of total (in unit) on w until the returned stop.
+func progress(w io.Writer, name, unit string, total int64, done *atomic.Int64) (stop func()) {
 	if w == nil {
 		return func() {}
 	}
@@ -160,7 +160,7 @@ func progress(w io.Writer, name string, total int64, done *atomic.Int64) (stop f
 		progressbar.OptionSetWidth(30),
 		progressbar.OptionShowCount(),
 		progressbar.OptionShowIts(),
-		progressbar.OptionSetItsString("grabs"),
+		progressbar.OptionSetItsString(unit),
 		progressbar.OptionThrottle(100*time.Millisecond),
 		progressbar.OptionClearOnFinish(),
 	)

@@ -35,6 +35,16 @@ type Report struct {
 	Runs     []RunReport    `json:"runs"`
 	Ratios   Ratios         `json:"ratios"`
 	Audit    AuditResult    `json:"audit"`
+	// Unit is what the table and the PNG call a request, plural: "grabs",
+	// or the scenario's own ("deducts"); "" is "grabs". The JSON keys stay.
+	Unit string `json:"-"`
+}
+
+func (r *Report) unit() string {
+	if r.Unit == "" {
+		return "grabs"
+	}
+	return r.Unit
 }
 
 // RunReport is one engine's run. Fields that do not apply to an engine
@@ -163,7 +173,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(w, "machine:  %d cores %s, %.1f GB, %s, %s, Redis %s, MySQL %s\n\n",
 		m.Cores, m.CPU, m.MemoryGB, m.OS, m.Go, m.Redis, m.MySQL)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "engine\tgrabs\tgrabs/s\tp50 ms\tp90 ms\tp99 ms\tp99.9 ms\tredis µs/op\tlag p99/max ms\tdrain ms\taudit\tanswers\t")
+	fmt.Fprintf(tw, "engine\t%[1]s\t%[1]s/s\tp50 ms\tp90 ms\tp99 ms\tp99.9 ms\tredis µs/op\tlag p99/max ms\tdrain ms\taudit\tanswers\t\n", r.unit())
 	for _, run := range r.Runs {
 		lag, drain, rcpu := "-", "-", "-"
 		if run.RedisCPUPerOp != nil {
@@ -250,7 +260,7 @@ func (r *Report) WritePNG(w io.Writer) error {
 
 	tp := plot.New()
 	tp.Title.Text = title + ": throughput"
-	tp.Y.Label.Text = "grabs / s"
+	tp.Y.Label.Text = r.unit() + " / s"
 	bars, err := plotter.NewBarChart(rates, vg.Points(40))
 	if err != nil {
 		return err

@@ -16,7 +16,7 @@ import (
 )
 
 // Op is one request of a workload: user User grabs from Target (a packet id
-// for packet scenarios; a SKU or campaign id once those scenarios land).
+// for packet scenarios; for flash-sale, buyer User orders one of SKU Target).
 type Op struct {
 	Target int64
 	User   int64
@@ -32,12 +32,38 @@ type Plan struct {
 	Packets []int64
 	// Capacity is how many grabs can succeed at most; more OKs is an oversell.
 	Capacity int64
+	// Unit is what the report calls the requests, plural ("" is "grabs").
+	Unit string
+
+	// Hooks of a scenario whose requests are not packet grabs (flash-sale);
+	// packet scenarios leave them nil and the harness serves them itself.
+
+	// Grabber makes the engine under test. For the http engine, api is
+	// grabd's API (its handler in-process on loopback) with an admin token.
+	Grabber func(engineName string, api HTTPSetup) (Grabber, error)
+	// Drain waits, for the engines with a writer, until the requests
+	// answered OK (accepted) are durable in MySQL; in place of the packet
+	// check.
+	Drain func(ctx context.Context, accepted int64, timeout time.Duration) error
+	// Check audits the run's own records after the drain (counters in
+	// Redis and MySQL against the answers of load) and returns the
+	// violations; with it, the answers' count against Capacity is its job.
+	Check func(ctx context.Context, engineName string, load Load) ([]string, error)
+}
+
+// unit is what reports call the plan's requests.
+func (p Plan) unit() string {
+	if p.Unit == "" {
+		return "grabs"
+	}
+	return p.Unit
 }
 
 // Scenario is a workload. Prepare sets up what one engine's run needs (a
 // fresh set of packets, so runs never see each other's grabs) and returns
-// its plan. New scenarios (flash-sale, campaign) add an implementation and,
-// where their requests are not packet grabs, the engines that serve them.
+// its plan. Scenarios whose requests are not packet grabs (flash-sale) bring
+// the engines that serve them, their drain and their audit in the plan's
+// hooks.
 type Scenario interface {
 	Name() string
 	// Params describe the scenario in the report.

@@ -39,8 +39,8 @@ type Config struct {
 	GrabPipelines int
 	// GrabBatch is the most grabs one pipeline carries.
 	GrabBatch int
-	// StockVoucherTTL is how long a voucher's list of touched products is
-	// kept for its rollback.
+	// StockVoucherTTL is how long a voucher's list of touched products (for
+	// its rollback) and an order's record across products are kept.
 	StockVoucherTTL time.Duration
 }
 

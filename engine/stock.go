@@ -451,8 +451,12 @@ func (e *Engine) DeductStock(ctx context.Context, orderID string, items []StockI
 	if err != nil {
 		return err
 	}
+	// As grabs do: refuse new sales rather than take more than MySQL can keep up with.
+	if e.WriterLag() > e.cfg.LagLimit {
+		return ErrBusy
+	}
 	orderKey := e.keys.StockOrder(orderID)
-	st, err := lua.StockOrder(ctx, e.rdb, orderKey, "begin", encodeProducts(products))
+	st, err := lua.StockOrder(ctx, e.rdb, orderKey, "begin", encodeProducts(products), e.cfg.StockVoucherTTL)
 	if err != nil {
 		return err
 	}
@@ -488,7 +492,7 @@ func (e *Engine) DeductStock(ctx context.Context, orderID string, items []StockI
 			}
 		}
 	}
-	st, err = lua.StockOrder(ctx, e.rdb, orderKey, "finish", code)
+	st, err = lua.StockOrder(ctx, e.rdb, orderKey, "finish", code, e.cfg.StockVoucherTTL)
 	if err != nil {
 		return err
 	}
@@ -508,7 +512,7 @@ func (e *Engine) ReturnStock(ctx context.Context, orderID string) error {
 	if err := validID("order_id", orderID); err != nil {
 		return err
 	}
-	st, err := lua.StockOrder(ctx, e.rdb, e.keys.StockOrder(orderID), "return", "")
+	st, err := lua.StockOrder(ctx, e.rdb, e.keys.StockOrder(orderID), "return", "", e.cfg.StockVoucherTTL)
 	if err != nil {
 		return err
 	}
@@ -550,6 +554,9 @@ func (e *Engine) TCC(ctx context.Context, phase TCCPhase, gid, branchID string, 
 	products, groups, err := byProduct(items)
 	if err != nil {
 		return err
+	}
+	if phase == TCCTry && e.WriterLag() > e.cfg.LagLimit {
+		return ErrBusy
 	}
 	id := "t:" + gid + ":" + branchID
 	for _, p := range products {

@@ -31,6 +31,14 @@ const (
 	CodePayloadTooLarge     = "PAYLOAD_TOO_LARGE"
 	CodeMethodNotAllowed    = "METHOD_NOT_ALLOWED"
 	CodeAmountMismatch      = "AMOUNT_MISMATCH"
+
+	// Stock (API.md "Stock (activity SKUs)"), and two codes it leaves open.
+	CodeOutOfStock       = "OUT_OF_STOCK"
+	CodeAlreadySubmitted = "ALREADY_SUBMITTED"
+	CodeNotForSale       = "NOT_FOR_SALE"
+	CodeOrderClosed      = "ORDER_CLOSED"
+	CodeTCCRefused       = "TCC_REFUSED"
+	CodeRolledBack       = "ROLLED_BACK"
 )
 
 // apiError is an error with its API code and HTTP status.
@@ -68,6 +76,12 @@ var errorTable = []struct {
 	{engine.ErrBusy, nethttp.StatusServiceUnavailable, CodeBusy},
 	{engine.ErrIdempotencyConflict, nethttp.StatusConflict, CodeIdempotencyConflict},
 	{engine.ErrAmountMismatch, nethttp.StatusConflict, CodeAmountMismatch},
+	{engine.ErrOutOfStock, nethttp.StatusConflict, CodeOutOfStock},
+	{engine.ErrAlreadySubmitted, nethttp.StatusConflict, CodeAlreadySubmitted},
+	{engine.ErrNotForSale, nethttp.StatusConflict, CodeNotForSale},
+	{engine.ErrOrderClosed, nethttp.StatusConflict, CodeOrderClosed},
+	{engine.ErrTCCRefused, nethttp.StatusConflict, CodeTCCRefused},
+	{engine.ErrRolledBack, nethttp.StatusConflict, CodeRolledBack},
 }
 
 // toAPIError classifies err. The boolean is false for errors that are not

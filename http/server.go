@@ -68,6 +68,22 @@ func New(eng *engine.Engine, cfg Config, log *slog.Logger, reg *prometheus.Regis
 	admin := r.Group("/v1/admin", s.authAdmin)
 	admin.POST("/accounts/:user_id/deposit", s.deposit)
 	admin.PUT("/groups/:group_id/members", s.setMembers)
+	admin.POST("/activities/:a/products/:p/skus", s.submitSKUs)
+	admin.GET("/activities/:a/products/:p/skus/:sku", s.getSKU)
+	admin.PATCH("/activities/:a/products/:p/skus/:sku", s.editSKU)
+	admin.DELETE("/activities/:a/products/:p/skus/:sku", s.revokeSKU)
+	admin.POST("/activities/:a/products/:p/skus/:sku/exit", s.exitSKU)
+	admin.POST("/pools/:pool/salvage", s.salvage)
+	admin.POST("/pools/:pool/release", s.release)
+	admin.POST("/vouchers/:voucher/rollback", s.rollbackVoucher)
+
+	// Service endpoints of other back-end services (orders, dtm): the admin token.
+	svc := r.Group("/v1/stock", s.authAdmin)
+	svc.POST("/deduct", s.deductStock)
+	svc.POST("/return", s.returnStock)
+	svc.POST("/tcc/try", s.tccTry)
+	svc.POST("/tcc/confirm", s.tccConfirm)
+	svc.POST("/tcc/cancel", s.tccCancel)
 
 	user := r.Group("/v1", s.authUser)
 	user.GET("/balance", s.balance)

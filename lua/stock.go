@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -133,9 +134,9 @@ type StockOrderState struct {
 }
 
 // StockOrder runs stock_order.lua: op begin (arg: the products), finish
-// (arg: the deduct's code) or return.
-func StockOrder(ctx context.Context, c redis.Scripter, orderKey, op, arg string) (StockOrderState, error) {
-	v, err := stockOrderScript.Run(ctx, c, []string{orderKey}, op, arg).StringSlice()
+// (arg: the deduct's code) or return; the record is kept for ttl after.
+func StockOrder(ctx context.Context, c redis.Scripter, orderKey, op, arg string, ttl time.Duration) (StockOrderState, error) {
+	v, err := stockOrderScript.Run(ctx, c, []string{orderKey}, op, arg, int64(ttl/time.Second)).StringSlice()
 	if err != nil {
 		return StockOrderState{}, err
 	}

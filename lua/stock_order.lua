@@ -6,6 +6,7 @@
 -- KEYS[1] the order's hash: s (pending | done | failed | returned), code, products ("a:p;a:p")
 -- ARGV[1] op: begin | finish | return
 -- ARGV[2] begin: the order's products; finish: the deduct's code ("" for success)
+-- ARGV[3] seconds the record is kept after its last change (replays and returns come within it)
 --
 -- Returns {state before, code, products}; state "" when the order was unknown.
 local cur = redis.call('HMGET', KEYS[1], 's', 'code', 'products')
@@ -30,4 +31,5 @@ elseif op == 'return' then
 else
   return redis.error_reply('stock_order.lua: unknown op ' .. tostring(op))
 end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
 return {s, code, products}

@@ -7,6 +7,7 @@
 //	grabbench                                  # group-storm on all four engines
 //	grabbench -engines engine,http -c 32 -json out.json -png out.png
 //	grabbench -engines http -rate 5000         # open loop at a fixed rate
+//	grabbench -scenario flash-sale -skus 10 -stock 1000 -buyers 20000
 package main
 
 import (
@@ -55,6 +56,7 @@ type options struct {
 	redisAddr, mysqlDSN string
 	scenario            string
 	storm               bench.GroupStorm
+	flash               bench.FlashSale
 	engines             []string
 	url, adminToken     string
 	load                bench.LoadOptions
@@ -68,15 +70,21 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("grabbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	def := bench.DefaultGroupStorm()
+	defFlash := bench.DefaultFlashSale()
 	var o options
 	var engines string
 	fs.StringVar(&o.redisAddr, "redis", envOr("REDIS_ADDR", "127.0.0.1:6379"), "Redis address (env REDIS_ADDR)")
 	fs.StringVar(&o.mysqlDSN, "mysql", envOr("MYSQL_DSN", "root@tcp(127.0.0.1:3306)/test"),
 		"MySQL DSN (env MYSQL_DSN); the bench creates a database of its own on that server and drops it after")
-	fs.StringVar(&o.scenario, "scenario", "group-storm", "scenario: group-storm")
+	fs.StringVar(&o.scenario, "scenario", "group-storm", "scenario: group-storm or flash-sale")
 	fs.IntVar(&o.storm.Packets, "packets", def.Packets, "group-storm: packets per engine (P)")
 	fs.IntVar(&o.storm.Shares, "shares", def.Shares, "group-storm: shares per packet (N)")
 	fs.IntVar(&o.storm.Grabbers, "grabbers", def.Grabbers, "group-storm: grabbers per packet (G)")
+	fs.IntVar(&o.flash.SKUs, "skus", defFlash.SKUs, "flash-sale: SKUs of the activity product (S)")
+	fs.IntVar(&o.flash.Stock, "stock", defFlash.Stock, "flash-sale: stock per SKU (K)")
+	fs.IntVar(&o.flash.Buyers, "buyers", defFlash.Buyers, "flash-sale: buyers, one order of qty 1 each (B)")
+	fs.StringVar(&o.flash.Pick, "pick", defFlash.Pick, "flash-sale: how a buyer picks the SKU: round-robin or random")
+	fs.Uint64Var(&o.flash.Seed, "seed", defFlash.Seed, "flash-sale: seed of -pick random")
 	fs.IntVar(&o.storm.Concurrency, "c", def.Concurrency, "concurrent clients (C)")
 	fs.StringVar(&engines, "engines", strings.Join(bench.AllEngines, ","), "engines to compare, in order")
 	fs.StringVar(&o.url, "url", "", "a running grabd for the http engine (GRAB_AUTH=dev); default: grabd's handler in-process on loopback")
@@ -96,11 +104,21 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	if o.scenario != "group-storm" {
-		return o, fmt.Errorf("unknown scenario %q (have group-storm)", o.scenario)
-	}
-	if err := o.storm.Validate(); err != nil {
-		return o, err
+	o.flash.Concurrency = o.storm.Concurrency
+	switch o.scenario {
+	case "group-storm":
+		if err := o.storm.Validate(); err != nil {
+			return o, err
+		}
+	case "flash-sale":
+		if err := o.flash.Validate(); err != nil {
+			return o, err
+		}
+		if o.url != "" {
+			return o, errors.New("flash-sale runs grabd in-process: -url is for group-storm")
+		}
+	default:
+		return o, fmt.Errorf("unknown scenario %q (have group-storm, flash-sale)", o.scenario)
 	}
 	for _, e := range strings.Split(engines, ",") {
 		if e = strings.TrimSpace(e); e != "" {
@@ -135,9 +153,17 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (bool, error)
 	keys := lua.NewKeys(fmt.Sprintf("grabbench%d", time.Now().UnixNano()), 16)
 	defer deleteKeys(context.WithoutCancel(ctx), rdb, keys)
 
-	storm := o.storm
-	storm.UserBase = time.Now().Unix() % 1_000_000 * 1_000_000 // fresh users against a long-lived grabd
-	cfg := bench.Config{Scenario: &storm, Engines: o.engines, Redis: rdb, WriterRedis: wrdb, Keys: keys, DB: db,
+	var scenario bench.Scenario
+	switch o.scenario {
+	case "flash-sale":
+		flash := o.flash
+		scenario = &flash
+	default:
+		storm := o.storm
+		storm.UserBase = time.Now().Unix() % 1_000_000 * 1_000_000 // fresh users against a long-lived grabd
+		scenario = &storm
+	}
+	cfg := bench.Config{Scenario: scenario, Engines: o.engines, Redis: rdb, WriterRedis: wrdb, Keys: keys, DB: db,
 		URL: strings.TrimSuffix(o.url, "/"), AdminToken: o.adminToken, Load: o.load,
 		GrabPipelines: o.pipelines, GrabBatch: o.batch,
 		Log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}))}

@@ -1,0 +1,632 @@
+package bench
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/jmoiron/sqlx"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/store"
+)
+
+// Answers of a stock deduct, beside the packet codes (CodeOK, CodeNotFound,
+// CodeBusy, CodeInternal, CodeError).
+const (
+	CodeOutOfStock  = "OUT_OF_STOCK"
+	CodeNotForSale  = "NOT_FOR_SALE"
+	CodeOrderClosed = "ORDER_CLOSED"
+)
+
+// How flash-sale buyers pick their SKU.
+const (
+	PickRoundRobin = "round-robin" // order i takes SKU i mod S
+	PickRandom     = "random"      // uniformly, from a seeded generator
+)
+
+// FlashSale is S SKUs of one activity product with K stock each, and B
+// buyers each placing one order of qty 1 on a SKU picked round-robin or at
+// random (seeded), from C concurrent clients: the first seconds of a flash
+// sale, every client crowding the same product. With B ≥ S×K exactly S×K
+// orders succeed and the rest are answered OUT_OF_STOCK.
+//
+// Its engines deduct stock rather than grab packets: raw is a deduct-shaped
+// probe script (flashProbe), engine is engine.DeductStock, http is POST
+// /v1/stock/deduct, mysql-lock a transaction that locks the SKU's row in a
+// scratch table. Each engine run gets an activity of its own.
+//
+// A FlashSale keeps each engine's last run for Audit; Run prepares one
+// engine at a time, and it is not for concurrent use.
+type FlashSale struct {
+	SKUs        int    // S, at most engine.MaxStockItems (one submit)
+	Stock       int    // K per SKU
+	Buyers      int    // B, one order each
+	Concurrency int    // C
+	Pick        string // PickRoundRobin ("" too) or PickRandom
+	Seed        uint64 // of PickRandom
+	// ActivityBase offsets activity ids.
+	ActivityBase int64
+
+	runs map[string]*flashRun // the last run per engine
+}
+
+// DefaultFlashSale finishes every engine within seconds on a 2-core machine
+// (mysql-lock in about ten).
+func DefaultFlashSale() *FlashSale {
+	return &FlashSale{SKUs: 10, Stock: 1000, Buyers: 20000, Concurrency: 64, Pick: PickRoundRobin, Seed: 1}
+}
+
+// flashProduct is the product id of every run; activities tell runs apart.
+const flashProduct = 1
+
+// Name implements Scenario.
+func (*FlashSale) Name() string { return "flash-sale" }
+
+// Params implements Scenario.
+func (s *FlashSale) Params() map[string]any {
+	p := map[string]any{"skus": s.SKUs, "stock": s.Stock, "buyers": s.Buyers, "concurrency": s.Concurrency, "pick": s.pick()}
+	if s.pick() == PickRandom {
+		p["seed"] = s.Seed
+	}
+	return p
+}
+
+func (s *FlashSale) pick() string {
+	if s.Pick == "" {
+		return PickRoundRobin
+	}
+	return s.Pick
+}
+
+// Validate reports settings the stock API would refuse.
+func (s *FlashSale) Validate() error {
+	switch {
+	case s.SKUs <= 0 || s.Stock <= 0 || s.Buyers <= 0 || s.Concurrency <= 0:
+		return fmt.Errorf("flash-sale: skus, stock, buyers and concurrency must be positive")
+	case s.SKUs > engine.MaxStockItems:
+		return fmt.Errorf("flash-sale: at most %d SKUs (one submit)", engine.MaxStockItems)
+	case s.Stock > 1_000_000_000:
+		return fmt.Errorf("flash-sale: at most 1000000000 stock a SKU")
+	case s.pick() != PickRoundRobin && s.pick() != PickRandom:
+		return fmt.Errorf("flash-sale: pick %q (have %s, %s)", s.Pick, PickRoundRobin, PickRandom)
+	}
+	return nil
+}
+
+// flashRun is one engine's flash sale: where its stock is, which SKU each
+// order takes, and what the orders were answered.
+type flashRun struct {
+	s                 *FlashSale
+	env               *Env
+	engine            string
+	activity, product int64
+	ops               int64
+	picks             []int64        // SKU of order i; SKUs are 1..S
+	buyers            []int64        // orders per SKU (index SKU-1)
+	ok                []atomic.Int64 // OK answers per SKU
+	probe             [][2]string    // raw: each SKU's hash and event stream
+	load              Load           // set by check
+}
+
+// Prepare implements Scenario: the SKUs' stock for the engine (a submit
+// through the engine, the probe's hashes, or rows of the scratch table).
+func (s *FlashSale) Prepare(ctx context.Context, env *Env, engineName string) (Plan, error) {
+	if err := s.Validate(); err != nil {
+		return Plan{}, err
+	}
+	if _, external := env.Setup.(HTTPSetup); external {
+		return Plan{}, errors.New("flash-sale: cannot set up the stock of an external grabd (-url); it runs grabd in-process")
+	}
+	r := &flashRun{s: s, env: env, engine: engineName, activity: s.ActivityBase + prepared.Add(1), product: flashProduct,
+		ops: int64(s.Buyers), picks: make([]int64, s.Buyers), buyers: make([]int64, s.SKUs), ok: make([]atomic.Int64, s.SKUs)}
+	rng := rand.New(rand.NewPCG(s.Seed, s.Seed^0x9E3779B97F4A7C15))
+	for i := range r.picks {
+		k := i % s.SKUs
+		if s.pick() == PickRandom {
+			k = rng.IntN(s.SKUs)
+		}
+		r.picks[i] = int64(k) + 1
+		r.buyers[k]++
+	}
+	var err error
+	switch engineName {
+	case EngineRaw:
+		err = r.loadProbe(ctx)
+	case EngineMySQLLock:
+		err = r.createRows(ctx)
+	default:
+		skus := make([]engine.SKUStock, s.SKUs)
+		for i := range skus {
+			skus[i] = engine.SKUStock{SKU: int64(i) + 1, Stock: int64(s.Stock)}
+		}
+		err = env.Engine.SubmitSKUs(ctx, fmt.Sprintf("fs-%d", r.activity), r.activity, r.product, skus)
+	}
+	if err != nil {
+		return Plan{}, fmt.Errorf("stock: %w", err)
+	}
+	if s.runs == nil {
+		s.runs = map[string]*flashRun{}
+	}
+	s.runs[engineName] = r
+	return Plan{
+		Ops:         r.ops,
+		Op:          func(i int64) Op { return Op{Target: r.picks[i], User: i + 1} },
+		Concurrency: s.Concurrency,
+		Capacity:    int64(s.SKUs) * int64(s.Stock),
+		Unit:        "deducts",
+		Grabber:     r.grabber,
+		Drain:       r.drain,
+		Check:       r.check,
+	}, nil
+}
+
+// Product is where the last run on engineName put its stock: SKUs 1..S of
+// this activity product.
+func (s *FlashSale) Product(engineName string) (activityID, productID int64, ok bool) {
+	r := s.runs[engineName]
+	if r == nil {
+		return 0, 0, false
+	}
+	return r.activity, r.product, true
+}
+
+// Audit checks the last run on engineName again, as the harness did after
+// it, against the answers it had then (for tests that plant violations).
+func (s *FlashSale) Audit(ctx context.Context, engineName string) (AuditResult, error) {
+	r := s.runs[engineName]
+	if r == nil {
+		return AuditResult{}, fmt.Errorf("flash-sale: no run on %s", engineName)
+	}
+	vs, err := r.audit(ctx)
+	if err != nil {
+		return AuditResult{}, err
+	}
+	return AuditResult{OK: len(vs) == 0, Violations: append([]string{}, vs...)}, nil
+}
+
+// order is buyer n's order id, unique across runs.
+func (r *flashRun) order(n int64) string {
+	b := make([]byte, 0, 32)
+	b = append(b, "fs-"...)
+	b = strconv.AppendInt(b, r.activity, 10)
+	b = append(b, '-')
+	return string(strconv.AppendInt(b, n, 10))
+}
+
+func (r *flashRun) grabber(name string, api HTTPSetup) (Grabber, error) {
+	var g Grabber
+	switch name {
+	case EngineRaw:
+		g = flashRaw{rdb: r.env.Redis, r: r}
+	case EngineEngine:
+		g = flashEngine{e: r.env.Engine, r: r}
+	case EngineHTTP:
+		g = flashHTTP{api: api, r: r}
+	case EngineMySQLLock:
+		g = flashLock{db: r.env.DB.SQL(), r: r}
+	default:
+		return nil, fmt.Errorf("flash-sale: no engine %q", name)
+	}
+	return tally{Grabber: g, ok: r.ok}, nil
+}
+
+// tally counts the OK answers per SKU, for the audit.
+type tally struct {
+	Grabber
+	ok []atomic.Int64
+}
+
+func (t tally) Grab(ctx context.Context, op Op) (string, error) {
+	code, err := t.Grabber.Grab(ctx, op)
+	if code == CodeOK && err == nil {
+		t.ok[op.Target-1].Add(1)
+	}
+	return code, err
+}
+
+// --- raw: the probe script ---------------------------------------------
+
+// flashProbe is the raw engine of flash-sale: the smallest deduct-shaped
+// script — a check, two counters and an event — with no order record and
+// no business rules: what Redis itself can do for a deduct. Each SKU's keys
+// have a hash tag of their own.
+//
+// KEYS[1] the SKU's hash: t, a, r, s = total, available, reserved, sold
+// KEYS[2] the SKU's event stream
+// ARGV[1] order id   ARGV[2] qty   ARGV[3] now, unix ms
+//
+// Returns 1 when deducted, 0 when out of stock.
+var flashProbe = redis.NewScript(`
+local qty = tonumber(ARGV[2])
+if tonumber(redis.call('HGET', KEYS[1], 'a') or '0') < qty then
+  return 0
+end
+redis.call('HINCRBY', KEYS[1], 'a', -qty)
+redis.call('HINCRBY', KEYS[1], 's', qty)
+redis.call('XADD', KEYS[2], '*', 'o', ARGV[1], 'q', ARGV[2], 'at', ARGV[3])
+return 1
+`)
+
+func (r *flashRun) loadProbe(ctx context.Context) error {
+	r.probe = make([][2]string, r.s.SKUs)
+	pipe := r.env.Redis.Pipeline()
+	for i := range r.probe {
+		base := fmt.Sprintf("%s:{fs:%d:%d}", r.env.Keys.NS, r.activity, i+1)
+		r.probe[i] = [2]string{base, base + ":events"}
+		pipe.HSet(ctx, base, "t", r.s.Stock, "a", r.s.Stock, "r", 0, "s", 0)
+		pipe.XAdd(ctx, &redis.XAddArgs{Stream: base + ":events", Values: []any{"op", "open"}})
+		for _, k := range r.probe[i] {
+			pipe.Expire(ctx, k, time.Hour) // an interrupted run leaves nothing for long
+		}
+	}
+	_, err := pipe.Exec(ctx)
+	return err
+}
+
+type flashRaw struct {
+	rdb redis.Scripter
+	r   *flashRun
+}
+
+func (flashRaw) Name() string { return EngineRaw }
+
+func (g flashRaw) Grab(ctx context.Context, op Op) (string, error) {
+	k := g.r.probe[op.Target-1]
+	n, err := flashProbe.Run(ctx, g.rdb, k[:], g.r.order(op.User), 1, time.Now().UnixMilli()).Int()
+	switch {
+	case err != nil:
+		return CodeInternal, err
+	case n == 1:
+		return CodeOK, nil
+	}
+	return CodeOutOfStock, nil
+}
+
+// --- engine: engine.DeductStock in-process ------------------------------
+
+type flashEngine struct {
+	e *engine.Engine
+	r *flashRun
+}
+
+func (flashEngine) Name() string { return EngineEngine }
+
+func (g flashEngine) Grab(ctx context.Context, op Op) (string, error) {
+	return stockAnswer(g.e.DeductStock(ctx, g.r.order(op.User), []engine.StockItem{{Scope: engine.ScopeHighSeas,
+		ActivityID: g.r.activity, ProductID: g.r.product, SKU: op.Target, Qty: 1}}))
+}
+
+// stockAnswer is the API code of a stock error, as the HTTP layer maps it.
+func stockAnswer(err error) (string, error) {
+	switch {
+	case err == nil:
+		return CodeOK, nil
+	case errors.Is(err, engine.ErrOutOfStock):
+		return CodeOutOfStock, nil
+	case errors.Is(err, engine.ErrNotForSale):
+		return CodeNotForSale, nil
+	case errors.Is(err, engine.ErrOrderClosed):
+		return CodeOrderClosed, nil
+	case errors.Is(err, engine.ErrNotFound):
+		return CodeNotFound, nil
+	case errors.Is(err, engine.ErrBusy):
+		return CodeBusy, nil
+	}
+	return CodeInternal, err
+}
+
+// --- http: POST /v1/stock/deduct ------------------------------------------
+
+type flashHTTP struct {
+	api HTTPSetup
+	r   *flashRun
+}
+
+type deductItem struct {
+	Scope      string `json:"scope"`
+	ActivityID int64  `json:"activity_id"`
+	ProductID  int64  `json:"product_id"`
+	SKU        int64  `json:"sku_id"`
+	Qty        int64  `json:"qty"`
+}
+
+type deductRequest struct {
+	OrderID string       `json:"order_id"`
+	Items   []deductItem `json:"items"`
+}
+
+func (flashHTTP) Name() string { return EngineHTTP }
+
+// Grab deducts through grabd's stock API with its admin token: 200 is OK,
+// an error body's code (409 OUT_OF_STOCK) the answer.
+func (g flashHTTP) Grab(ctx context.Context, op Op) (string, error) {
+	var code string
+	err := g.api.do(ctx, http.MethodPost, "/v1/stock/deduct", g.api.admin(), deductRequest{OrderID: g.r.order(op.User),
+		Items: []deductItem{{Scope: engine.ScopeHighSeas, ActivityID: g.r.activity, ProductID: g.r.product, SKU: op.Target, Qty: 1}}},
+		nil, &code)
+	switch code {
+	case "":
+		return CodeError, err
+	case CodeInternal:
+		return code, err
+	}
+	return code, nil
+}
+
+// --- mysql-lock: SELECT … FOR UPDATE on the SKU's row -----------------------
+
+// The naive scheme's tables, created in the bench's database by the
+// scenario: a SKU's counters in one row, and the orders.
+var flashTables = []string{
+	`CREATE TABLE IF NOT EXISTS bench_flash_sku (
+	  activity_id BIGINT NOT NULL,
+	  product_id  BIGINT NOT NULL,
+	  sku_id      BIGINT NOT NULL,
+	  total       BIGINT NOT NULL,
+	  available   BIGINT NOT NULL,
+	  reserved    BIGINT NOT NULL,
+	  sold        BIGINT NOT NULL,
+	  PRIMARY KEY (activity_id, product_id, sku_id)
+	) ENGINE=InnoDB`,
+	`CREATE TABLE IF NOT EXISTS bench_flash_order (
+	  order_id    VARCHAR(64) NOT NULL PRIMARY KEY,
+	  activity_id BIGINT NOT NULL,
+	  product_id  BIGINT NOT NULL,
+	  sku_id      BIGINT NOT NULL,
+	  qty         BIGINT NOT NULL,
+	  created_at  DATETIME(3) NOT NULL,
+	  KEY ix_bench_flash_order_sku (activity_id, product_id, sku_id)
+	) ENGINE=InnoDB`,
+}
+
+func (r *flashRun) createRows(ctx context.Context) error {
+	x := r.env.DB.SQL()
+	for _, q := range flashTables {
+		if _, err := x.ExecContext(ctx, q); err != nil {
+			return err
+		}
+	}
+	for sku := int64(1); sku <= int64(r.s.SKUs); sku++ {
+		if _, err := x.ExecContext(ctx, `INSERT INTO bench_flash_sku (activity_id, product_id, sku_id, total, available, reserved, sold)
+			VALUES (?, ?, ?, ?, ?, 0, 0)`, r.activity, r.product, sku, r.s.Stock, r.s.Stock); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// flashLock is the naive scheme: one transaction per order that locks the
+// SKU's row (SELECT … FOR UPDATE), checks what is available, moves the qty
+// to sold, records the order and commits. Every order of a SKU queues on
+// that row lock.
+type flashLock struct {
+	db *sqlx.DB
+	r  *flashRun
+}
+
+func (flashLock) Name() string { return EngineMySQLLock }
+
+func (g flashLock) Grab(ctx context.Context, op Op) (string, error) {
+	for attempt := 0; ; attempt++ {
+		code, err := g.try(ctx, op)
+		var me *mysql.MySQLError
+		// A lost lock race is retried, as a careful implementation would.
+		if err != nil && errors.As(err, &me) && (me.Number == 1213 || me.Number == 1205) && attempt < 5 {
+			continue
+		}
+		return code, err
+	}
+}
+
+func (g flashLock) try(ctx context.Context, op Op) (string, error) {
+	tx, err := g.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return CodeInternal, err
+	}
+	defer tx.Rollback()
+	const qty = 1
+	var available int64
+	err = tx.GetContext(ctx, &available, `SELECT available FROM bench_flash_sku
+		WHERE activity_id = ? AND product_id = ? AND sku_id = ? FOR UPDATE`, g.r.activity, g.r.product, op.Target)
+	if errors.Is(err, sql.ErrNoRows) {
+		return CodeNotFound, nil
+	}
+	if err != nil {
+		return CodeInternal, err
+	}
+	if available < qty {
+		return CodeOutOfStock, nil
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE bench_flash_sku SET available = available - ?, sold = sold + ?
+		WHERE activity_id = ? AND product_id = ? AND sku_id = ?`, qty, qty, g.r.activity, g.r.product, op.Target); err != nil {
+		return CodeInternal, err
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO bench_flash_order (order_id, activity_id, product_id, sku_id, qty, created_at)
+		VALUES (?, ?, ?, ?, ?, ?)`, g.r.order(op.User), g.r.activity, g.r.product, op.Target, qty, time.Now().UTC()); err != nil {
+		return CodeInternal, err
+	}
+	if err := tx.Commit(); err != nil {
+		return CodeInternal, err
+	}
+	return CodeOK, nil
+}
+
+// --- drain and audit ---------------------------------------------------------
+
+// drain waits until MySQL's snapshot of every SKU has sold what Redis has.
+func (r *flashRun) drain(ctx context.Context, accepted int64, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	pending := map[int64]int64{} // SKU -> Redis sold
+	for sku := int64(1); sku <= int64(r.s.SKUs); sku++ {
+		v, err := r.env.Engine.SKUStock(ctx, r.activity, r.product, sku)
+		if err != nil {
+			return err
+		}
+		pending[sku] = v.HighSeas.Sold
+	}
+	for {
+		for sku, sold := range pending {
+			m, err := r.env.DB.Stock(ctx, r.activity, r.product, sku)
+			if err != nil && !errors.Is(err, store.ErrNotFound) { // not yet: the submit is on its way too
+				return err
+			}
+			if err == nil && highSeas(m.Scopes).Sold == sold {
+				delete(pending, sku)
+			}
+		}
+		if len(pending) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d of %d SKUs not in MySQL as Redis has them after %v (%d deducts answered OK)",
+				len(pending), r.s.SKUs, timeout, accepted)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// check is the plan's audit hook: it keeps the run's answers for Audit.
+func (r *flashRun) check(ctx context.Context, _ string, load Load) ([]string, error) {
+	r.load = load
+	return r.audit(ctx)
+}
+
+// audit checks the run's stock against its answers:
+//
+//   - each SKU's counters in the engine's own record (Redis for raw, engine
+//     and http; the locked rows for mysql-lock) hold total = K, nothing
+//     negative or reserved, available + reserved + sold = total;
+//   - no order answered OK is missing: sold ≥ the SKU's OK answers;
+//   - when every order was answered OK or OUT_OF_STOCK: each SKU sold
+//     exactly its OK answers and min(its buyers, K) — nothing oversold,
+//     nothing left while a buyer was turned away — so Σ OK = Σ min(buyers
+//     of a SKU, K), which is min(B, S×K) with round-robin picks;
+//   - engine and http: MySQL's snapshot holds the same invariant and sold
+//     what Redis sold; mysql-lock: the order rows add up to sold.
+func (r *flashRun) audit(ctx context.Context) ([]string, error) {
+	a := &auditor{counts: map[string]int{}}
+	k := int64(r.s.Stock)
+	okAll, oos := r.load.Codes[CodeOK], r.load.Codes[CodeOutOfStock]
+	exact := r.load.Ops == r.ops && okAll+oos == r.load.Ops
+	var want int64
+	for i := range r.s.SKUs {
+		sku := int64(i) + 1
+		ok, should := r.ok[i].Load(), min(r.buyers[i], k)
+		want += should
+		c, err := r.counters(ctx, sku)
+		if err != nil {
+			return nil, err
+		}
+		where := "SKU " + strconv.FormatInt(sku, 10)
+		if r.engine != EngineRaw && r.engine != EngineMySQLLock {
+			where = "Redis: " + where
+		}
+		checkStock(a, where, c, k)
+		switch {
+		case c.Sold < ok:
+			a.add("answered OK but not sold", "%s sold %d; %d orders of it were answered OK", where, c.Sold, ok)
+		case exact && c.Sold != ok:
+			a.add("sold without an OK answer", "%s sold %d; %d orders of it were answered OK", where, c.Sold, ok)
+		}
+		if exact && c.Sold != should {
+			a.add("wrong quantity sold", "%s sold %d of %d stock to %d buyers; want %d", where, c.Sold, k, r.buyers[i], should)
+		}
+		switch r.engine {
+		case EngineEngine, EngineHTTP:
+			m, err := r.env.DB.Stock(ctx, r.activity, r.product, sku)
+			if err != nil {
+				a.add("not durable", "SKU %d: MySQL: %v", sku, err)
+				continue
+			}
+			hs := highSeas(m.Scopes)
+			checkStock(a, "MySQL: SKU "+strconv.FormatInt(sku, 10), engine.Counters{Total: hs.Total,
+				Available: hs.Available, Reserved: hs.Reserved, Sold: hs.Sold}, k)
+			if hs.Sold != c.Sold {
+				a.add("MySQL is not Redis", "SKU %d: MySQL sold %d; Redis sold %d", sku, hs.Sold, c.Sold)
+			}
+		case EngineMySQLLock:
+			var orders int64
+			if err := r.env.DB.SQL().GetContext(ctx, &orders, `SELECT COALESCE(SUM(qty), 0) FROM bench_flash_order
+				WHERE activity_id = ? AND product_id = ? AND sku_id = ?`, r.activity, r.product, sku); err != nil {
+				return nil, err
+			}
+			if orders != c.Sold {
+				a.add("orders are not sold", "SKU %d sold %d; its orders hold %d", sku, c.Sold, orders)
+			}
+		}
+	}
+	capacity := int64(r.s.SKUs) * k
+	switch {
+	case okAll > capacity:
+		a.add("oversold", "%d orders answered OK for %d stock", okAll, capacity)
+	case exact && okAll != want:
+		a.add("wrong number of OK answers", "%d orders answered OK; want %d (Σ min(buyers of a SKU, K); min(B, S×K) = %d)",
+			okAll, want, min(int64(r.s.Buyers), capacity))
+	}
+	return a.violations, nil
+}
+
+// counters are a SKU's counters in the engine's own record.
+func (r *flashRun) counters(ctx context.Context, sku int64) (engine.Counters, error) {
+	switch r.engine {
+	case EngineRaw:
+		v, err := r.env.Redis.HMGet(ctx, r.probe[sku-1][0], "t", "a", "r", "s").Result()
+		if err != nil {
+			return engine.Counters{}, err
+		}
+		n := func(i int) int64 { s, _ := v[i].(string); x, _ := strconv.ParseInt(s, 10, 64); return x }
+		return engine.Counters{Total: n(0), Available: n(1), Reserved: n(2), Sold: n(3)}, nil
+	case EngineMySQLLock:
+		var c struct {
+			Total     int64 `db:"total"`
+			Available int64 `db:"available"`
+			Reserved  int64 `db:"reserved"`
+			Sold      int64 `db:"sold"`
+		}
+		err := r.env.DB.SQL().GetContext(ctx, &c, `SELECT total, available, reserved, sold FROM bench_flash_sku
+			WHERE activity_id = ? AND product_id = ? AND sku_id = ?`, r.activity, r.product, sku)
+		return engine.Counters{Total: c.Total, Available: c.Available, Reserved: c.Reserved, Sold: c.Sold}, err
+	}
+	v, err := r.env.Engine.SKUStock(ctx, r.activity, r.product, sku)
+	return v.HighSeas, err
+}
+
+// checkStock checks one scope's counters: total K, none negative, nothing
+// reserved (no order reserves here), available + reserved + sold = total.
+func checkStock(a *auditor, where string, c engine.Counters, k int64) {
+	switch {
+	case c.Available < 0 || c.Reserved < 0 || c.Sold < 0:
+		a.add("negative stock", "%s: available %d, reserved %d, sold %d", where, c.Available, c.Reserved, c.Sold)
+	case c.Available+c.Reserved+c.Sold != c.Total:
+		a.add("stock does not add up", "%s: available %d + reserved %d + sold %d ≠ total %d", where, c.Available, c.Reserved, c.Sold, c.Total)
+	}
+	if c.Total != k {
+		a.add("total changed", "%s: total %d; the sale put in %d", where, c.Total, k)
+	}
+	if c.Reserved != 0 {
+		a.add("stock left reserved", "%s: %d reserved", where, c.Reserved)
+	}
+}
+
+// highSeas is the high-seas scope of a MySQL snapshot (zero when absent).
+func highSeas(scopes []store.StockScope) store.StockScope {
+	for _, sc := range scopes {
+		if sc.Scope == engine.ScopeHighSeas {
+			return sc
+		}
+	}
+	return store.StockScope{}
+}
