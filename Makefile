@@ -35,6 +35,7 @@ lint: vet
 fuzz:
 	$(GO) test ./http -run '^$$' -fuzz '^FuzzCreatePacket$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./http -run '^$$' -fuzz '^FuzzNotify$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./http -run '^$$' -fuzz '^FuzzStockDeduct$$' -fuzztime $(FUZZTIME)
 
 ## bench: grabbench's default comparison (raw probe, engine, HTTP, MySQL lock) with its audit; BENCHFLAGS adds flags
 bench: services

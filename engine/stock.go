@@ -215,25 +215,32 @@ func (e *Engine) RevokeSKU(ctx context.Context, voucher string, activityID, prod
 
 // ForceExit takes a SKU out when it is invalidated or its SPU leaves the
 // merchant's pool, as two independent steps: first it is made not for sale
-// (deducts stop at once), then revoked. The first must not fail; a failing
-// second is retried with backoff until ctx ends and alerted (log, metric),
-// never losing stock: each step is idempotent under its fixed voucher.
+// (deducts stop at once), then revoked. Neither keeps a voucher: both are
+// idempotent by the SKU's state, so repeating a forced exit, or one racing
+// an ordinary revoke, is harmless. A revoke that fails in transit is retried
+// with backoff until ctx ends and alerted (log, metric), never losing stock:
+// the halted SKU keeps every unit until the revoke runs.
 func (e *Engine) ForceExit(ctx context.Context, activityID, productID, sku int64) error {
 	if err := validRef(activityID, productID, sku); err != nil {
 		return err
 	}
-	id := fmt.Sprintf("exit-%d", sku)
-	r, err := e.stock(ctx, lua.StockOp{Op: "halt", ID: "v:" + id + "-halt", ActivityID: activityID, ProductID: productID,
-		Items: []lua.StockItem{{SKU: sku, Scope: ScopeHighSeas}}})
+	op := lua.StockOp{Op: "halt", ActivityID: activityID, ProductID: productID,
+		Items: []lua.StockItem{{SKU: sku, Scope: ScopeHighSeas}}}
+	r, err := e.stock(ctx, op)
 	if err != nil {
 		return err
 	}
 	if err := stockCode(r.Code); err != nil {
 		return err
 	}
+	op.Op = "revoke"
 	for attempt := 1; ; attempt++ {
-		_, err := e.RevokeSKU(ctx, id, activityID, productID, sku)
-		if err == nil || errors.Is(err, ErrNotFound) {
+		r, err := e.stock(ctx, op)
+		if err == nil {
+			// Gone since the halt (its submit rolled back) is as good as revoked.
+			if err := stockCode(r.Code); err != nil && !errors.Is(err, ErrNotFound) {
+				return err
+			}
 			return nil
 		}
 		e.m.stockExitRetries.Inc()
@@ -265,6 +272,7 @@ func (e *Engine) MovePool(ctx context.Context, salvage bool, voucher string, poo
 	}
 	groups := map[[2]int64][]int{} // product -> item indexes
 	var order [][2]int64
+	seen := map[[3]int64]bool{}
 	for i, it := range items {
 		if err := validRef(it.ActivityID, it.ProductID, it.SKU); err != nil {
 			return nil, err
@@ -272,6 +280,12 @@ func (e *Engine) MovePool(ctx context.Context, salvage bool, voucher string, poo
 		if err := validQty(it.Qty); err != nil {
 			return nil, err
 		}
+		// One line per SKU: each item has its own result, and a rollback
+		// checks and undoes what each line moved on its own.
+		if seen[[3]int64{it.ActivityID, it.ProductID, it.SKU}] {
+			return nil, fmt.Errorf("%w: SKU %d twice in one batch", ErrInvalidArgument, it.SKU)
+		}
+		seen[[3]int64{it.ActivityID, it.ProductID, it.SKU}] = true
 		p := [2]int64{it.ActivityID, it.ProductID}
 		if _, ok := groups[p]; !ok {
 			order = append(order, p)
@@ -292,16 +306,13 @@ func (e *Engine) MovePool(ctx context.Context, salvage bool, voucher string, poo
 		if err != nil {
 			return nil, err
 		}
-		if r.Code != "" {
-			// The whole product's part was refused (a voucher reused or rolled back).
-			for _, i := range idx {
-				results[i] = ItemResult{SKU: items[i].SKU, Err: stockCode(r.Code)}
-			}
-			continue
+		partErr := stockCode(r.Code) // the whole product's part refused: a voucher reused or rolled back
+		if partErr == nil && len(r.Results) != len(idx) {
+			partErr = fmt.Errorf("%w: the voucher was used with other items", ErrIdempotencyConflict)
 		}
 		for j, i := range idx {
-			results[i] = ItemResult{SKU: items[i].SKU}
-			if j < len(r.Results) {
+			results[i] = ItemResult{SKU: items[i].SKU, Err: partErr}
+			if partErr == nil {
 				results[i].Err = stockCode(r.Results[j])
 			}
 		}
@@ -310,31 +321,30 @@ func (e *Engine) MovePool(ctx context.Context, salvage bool, voucher string, poo
 }
 
 // indexVoucher notes that voucher touches a product, before it does, so a
-// rollback finds every product it may have changed.
+// rollback finds every product it may have changed; a voucher rolled back
+// before it ran is refused here.
 func (e *Engine) indexVoucher(ctx context.Context, voucher string, activityID, productID int64) error {
-	k := e.keys.StockVoucher(voucher)
-	pipe := e.rdb.TxPipeline()
-	pipe.SAdd(ctx, k, fmt.Sprintf("%d:%d", activityID, productID))
-	pipe.Expire(ctx, k, e.cfg.StockVoucherTTL)
-	_, err := pipe.Exec(ctx)
+	ok, err := lua.IndexStockVoucher(ctx, e.rdb, e.keys.StockVoucher(voucher),
+		fmt.Sprintf("%d:%d", activityID, productID), e.cfg.StockVoucherTTL)
+	if err == nil && !ok {
+		err = ErrRolledBack
+	}
 	return err
 }
 
 // RollbackVoucher undoes what a voucher's submit, edit, salvage or release
-// did, product by product, each all or nothing; a voucher not yet run is
-// marked so it cannot run later. Repeating it changes nothing. Revokes are
+// did, product by product, each all or nothing. A voucher not yet run, or
+// never seen, is marked so it cannot run later (the rollback succeeds, as a
+// cancel before its try does). Repeating it changes nothing. Revokes are
 // not undone (ErrNotForSale); stock that has since moved on refuses the
 // product's rollback (ErrOutOfStock).
 func (e *Engine) RollbackVoucher(ctx context.Context, voucher string) error {
 	if err := validID("voucher", voucher); err != nil {
 		return err
 	}
-	products, err := e.rdb.SMembers(ctx, e.keys.StockVoucher(voucher)).Result()
+	products, err := lua.RollbackStockVoucher(ctx, e.rdb, e.keys.StockVoucher(voucher), e.cfg.StockVoucherTTL)
 	if err != nil {
 		return err
-	}
-	if len(products) == 0 {
-		return fmt.Errorf("%w: no operation under this voucher", ErrNotFound)
 	}
 	slices.Sort(products)
 	var firstErr error
@@ -558,7 +568,7 @@ func (e *Engine) TCC(ctx context.Context, phase TCCPhase, gid, branchID string, 
 	if phase == TCCTry && e.WriterLag() > e.cfg.LagLimit {
 		return ErrBusy
 	}
-	id := "t:" + gid + ":" + branchID
+	id := "t:" + gid + "/" + branchID // "/" is outside the ids' alphabet: no two branches share a record
 	for _, p := range products {
 		if phase == TCCTry {
 			r, err := e.stock(ctx, lua.StockOp{Op: "try", ID: id, ActivityID: p[0], ProductID: p[1], Items: groups[p]})

@@ -779,6 +779,14 @@ func TestStockReplaysChangeNothing(t *testing.T) {
 			}
 			return err
 		})
+		// The voucher with an item its first call did not have: that item did not run.
+		replay("release with an added item", nil, func() error {
+			res, err := e.eng.MovePool(ctx, false, "v-rel", 7, []engine.StockItem{s10.item("", 5), s11.item("", 1), s12.item("", 1)})
+			if err == nil && !errors.Is(res[2].Err, engine.ErrIdempotencyConflict) {
+				return fmt.Errorf("results %s, want the added item refused", resultsString(res))
+			}
+			return err
+		})
 		if v := skuView(t, e, s10); v.HighSeas != (engine.Counters{Total: 95, Available: 95}) || v.Pools["7"] != (engine.Counters{Total: 25, Available: 25}) {
 			t.Fatalf("after salvage and release %+v", v)
 		}
@@ -839,11 +847,8 @@ func TestStockReplaysChangeNothing(t *testing.T) {
 		mustOK(t, e.eng.RollbackVoucher(ctx, "v-salv2"))
 		stockUnchanged(t, e, "a salvage and its rollback", before, refs...)
 		replay("rollback of a salvage", nil, func() error { return e.eng.RollbackVoucher(ctx, "v-salv2") })
-		replay("salvage after its rollback", nil, func() error {
-			res, err := e.eng.MovePool(ctx, true, "v-salv2", 8, []engine.StockItem{s10.item("", 10), s11.item("", 5)})
-			if err == nil && (!errors.Is(res[0].Err, engine.ErrRolledBack) || !errors.Is(res[1].Err, engine.ErrRolledBack)) {
-				return fmt.Errorf("results %s, want rolled back", resultsString(res))
-			}
+		replay("salvage after its rollback", engine.ErrRolledBack, func() error {
+			_, err := e.eng.MovePool(ctx, true, "v-salv2", 8, []engine.StockItem{s10.item("", 10), s11.item("", 5)})
 			return err
 		})
 
@@ -861,16 +866,16 @@ func TestStockReplaysChangeNothing(t *testing.T) {
 		// the voucher, and the operation, arriving late, changes nothing.
 		mustOK(t, e.rdb.SAdd(ctx, e.keys.StockVoucher("v-early"), "1:2").Err())
 		replay("rollback before its operation", nil, func() error { return e.eng.RollbackVoucher(ctx, "v-early") })
-		replay("salvage after its early rollback", nil, func() error {
-			res, err := e.eng.MovePool(ctx, true, "v-early", 8, []engine.StockItem{s10.item("", 10)})
-			if err == nil && !errors.Is(res[0].Err, engine.ErrRolledBack) {
-				return fmt.Errorf("results %s, want rolled back", resultsString(res))
-			}
+		replay("salvage after its early rollback", engine.ErrRolledBack, func() error {
+			_, err := e.eng.MovePool(ctx, true, "v-early", 8, []engine.StockItem{s10.item("", 10)})
 			return err
 		})
-		// A voucher no operation ever indexed has nothing to roll back.
-		replay("rollback of an unknown voucher", fmt.Errorf("%w: no operation under this voucher", engine.ErrNotFound),
-			func() error { return e.eng.RollbackVoucher(ctx, "v-never") })
+		// A rollback that comes before its operation was even indexed (the
+		// caller gave up on a request still in flight) kills the voucher too.
+		replay("rollback of a voucher never seen", nil, func() error { return e.eng.RollbackVoucher(ctx, "v-never") })
+		replay("edit after its rollback came first", engine.ErrRolledBack, func() error {
+			return e.eng.EditSKUStock(ctx, "v-never", 1, 2, 10, 7)
+		})
 	})
 
 	t.Run("Revoke", func(t *testing.T) {
@@ -977,6 +982,7 @@ func TestStockBadInputChangesNothing(t *testing.T) {
 		{"salvage of a negative qty", engine.ErrInvalidArgument, func() error { return move(true, "bad-1", 7, s10.item("", -5)) }},
 		{"salvage of qty 0", engine.ErrInvalidArgument, func() error { return move(true, "bad-2", 7, s10.item("", 0)) }},
 		{"salvage into pool 0", engine.ErrInvalidArgument, func() error { return move(true, "bad-3", 0, s10.item("", 1)) }},
+		{"salvage of one SKU twice", engine.ErrInvalidArgument, func() error { return move(true, "bad-dup", 7, s10.item("", 1), s10.item("", 1)) }},
 		{"salvage over available", engine.ErrOutOfStock, func() error { return move(true, "bad-4", 7, s10.item("", 66)) }},
 		{"salvage of an unknown SKU", engine.ErrNotFound, func() error { return move(true, "bad-5", 7, ref(99).item("", 1)) }},
 		{"release over a pool's available", engine.ErrOutOfStock, func() error { return move(false, "bad-6", 7, s10.item("", 21)) }},
@@ -1055,6 +1061,56 @@ func TestStockForceExitTakesTheSKUOut(t *testing.T) {
 		t.Fatalf("after returning the pool order %+v", v)
 	}
 	wantErr(t, "forced exit of an unknown SKU", e.eng.ForceExit(ctx, 1, 2, 99), engine.ErrNotFound)
+}
+
+func TestStockForceExitKeepsNoVoucher(t *testing.T) {
+	e := setupReal(t)
+	ctx := context.Background()
+	submitSKUs(t, e, "sub", 1, 2, engine.SKUStock{SKU: 10, Stock: 100})
+
+	// A client voucher that looks like anything a forced exit might use is the client's.
+	mustOK(t, e.eng.EditSKUStock(ctx, "exit-10", 1, 2, 10, 5))
+	mustOK(t, e.eng.EditSKUStock(ctx, "exit-10-halt", 1, 2, 10, 5))
+	mustOK(t, e.eng.ForceExit(ctx, 1, 2, 10))
+	if v := skuView(t, e, ref(10)); !v.Revoked || v.HighSeas != (engine.Counters{}) {
+		t.Fatalf("after forced exit %+v", v)
+	}
+
+	// Revoked already, by an ordinary revoke: a forced exit is then a no-op success.
+	submitSKUs(t, e, "sub-11", 1, 2, engine.SKUStock{SKU: 11, Stock: 10})
+	if _, err := e.eng.RevokeSKU(ctx, "rev-11", 1, 2, 11); err != nil {
+		t.Fatal(err)
+	}
+	mustOK(t, e.eng.ForceExit(ctx, 1, 2, 11))
+
+	// An exited SKU whose submit is rolled back may come back, and exit again.
+	submitSKUs(t, e, "sub-12", 1, 2, engine.SKUStock{SKU: 12, Stock: 10})
+	wantErr(t, "forced exit of a SKU whose submit is gone", e.eng.ForceExit(ctx, 1, 2, 13), engine.ErrNotFound)
+	mustOK(t, e.eng.RollbackVoucher(ctx, "sub-12"))
+	wantErr(t, "forced exit after its submit was rolled back", e.eng.ForceExit(ctx, 1, 2, 12), engine.ErrNotFound)
+	submitSKUs(t, e, "sub-12-again", 1, 2, engine.SKUStock{SKU: 12, Stock: 10})
+	mustOK(t, e.eng.ForceExit(ctx, 1, 2, 12))
+	if v := skuView(t, e, ref(12)); !v.Revoked || v.HighSeas != (engine.Counters{}) {
+		t.Fatalf("the resubmitted SKU after its forced exit %+v", v)
+	}
+}
+
+func TestStockTCCBranchIDsNeverShareARecord(t *testing.T) {
+	e := setupReal(t)
+	ctx := context.Background()
+	submitSKUs(t, e, "sub", 1, 2, engine.SKUStock{SKU: 10, Stock: 10})
+	item := []engine.StockItem{ref(10).item(engine.ScopeHighSeas, 1)}
+	// "a:b" + "c" and "a" + "b:c" are different branches that once joined to the same id.
+	mustOK(t, e.eng.TCC(ctx, engine.TCCTry, "a:b", "c", item))
+	mustOK(t, e.eng.TCC(ctx, engine.TCCTry, "a", "b:c", item))
+	if v := skuView(t, e, ref(10)); v.HighSeas.Reserved != 2 {
+		t.Fatalf("two branches reserved %d, want 2", v.HighSeas.Reserved)
+	}
+	mustOK(t, e.eng.TCC(ctx, engine.TCCCancel, "a", "b:c", item))
+	mustOK(t, e.eng.TCC(ctx, engine.TCCConfirm, "a:b", "c", item))
+	if v := skuView(t, e, ref(10)); v.HighSeas != (engine.Counters{Total: 10, Available: 9, Sold: 1}) {
+		t.Fatalf("after one cancel and one confirm %+v", v.HighSeas)
+	}
 }
 
 // ---------------------------------------------------------------------------
@@ -1183,4 +1239,43 @@ func TestStockReturnRacingItsDeductLeavesNothingTaken(t *testing.T) {
 			[]engine.StockItem{s10.item(engine.ScopeHighSeas, 1), p3.item(engine.ScopeHighSeas, 1)}), engine.ErrOrderClosed)
 	}
 	stockUnchanged(t, e, "replayed deducts", before, s10, p3)
+}
+
+func TestStockRollbackRacingItsOperationLeavesNothingBehind(t *testing.T) {
+	e := setupReal(t)
+	ctx := context.Background()
+	submitSKUs(t, e, "sub", 1, 2, engine.SKUStock{SKU: 10, Stock: 1000})
+	const n = 200
+	var wg sync.WaitGroup
+	var ran, refused atomic.Int64
+	for i := range n {
+		voucher := fmt.Sprintf("race-%d", i)
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			switch err := e.eng.EditSKUStock(ctx, voucher, 1, 2, 10, 1); {
+			case err == nil:
+				ran.Add(1)
+			case errors.Is(err, engine.ErrRolledBack):
+				refused.Add(1)
+			default:
+				t.Errorf("edit %s: %v", voucher, err)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			if err := e.eng.RollbackVoucher(ctx, voucher); err != nil {
+				t.Errorf("rollback %s: %v", voucher, err)
+			}
+		}()
+	}
+	wg.Wait()
+	// Whichever came first, each edit ends undone or never run.
+	if v := skuView(t, e, ref(10)); v.HighSeas != (engine.Counters{Total: 1000, Available: 1000}) {
+		t.Fatalf("after %d edits that ran and %d refused, all rolled back: %+v", ran.Load(), refused.Load(), v.HighSeas)
+	}
+	if ran.Load()+refused.Load() != n {
+		t.Fatalf("%d ran + %d refused, want %d", ran.Load(), refused.Load(), n)
+	}
+	t.Logf("%d edits ran and were rolled back, %d were refused after their rollback", ran.Load(), refused.Load())
 }

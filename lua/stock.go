@@ -16,9 +16,12 @@ var (
 	stockSource string
 	//go:embed stock_order.lua
 	stockOrderSource string
+	//go:embed stock_voucher.lua
+	stockVoucherSource string
 
-	stockScript      = redis.NewScript(stockSource)
-	stockOrderScript = redis.NewScript(stockOrderSource)
+	stockScript        = redis.NewScript(stockSource)
+	stockOrderScript   = redis.NewScript(stockOrderSource)
+	stockVoucherScript = redis.NewScript(stockVoucherSource)
 )
 
 // StockItem is one line of a stock op: a SKU, its scope ("high_seas" or
@@ -32,7 +35,7 @@ type StockItem struct {
 // StockOp is one call of stock.lua on one activity product.
 type StockOp struct {
 	Op                    string // submit, edit, halt, revoke, salvage, release, rollback, deduct, return, try, confirm, cancel
-	ID                    string // record field: "v:<voucher>", "o:<order>", "t:<gid>:<branch>"
+	ID                    string // record field: "v:<voucher>", "o:<order>", "t:<gid>/<branch>"; "" keeps none
 	NowMs                 int64
 	ActivityID, ProductID int64
 	Items                 []StockItem
@@ -144,4 +147,17 @@ func StockOrder(ctx context.Context, c redis.Scripter, orderKey, op, arg string,
 		return StockOrderState{}, fmt.Errorf("%w: stock order reply %v", ErrUnexpectedReply, v)
 	}
 	return StockOrderState{State: v[0], Code: v[1], Products: v[2]}, nil
+}
+
+// IndexStockVoucher notes, before a voucher's op touches product ("a:p"),
+// that it does; false when the voucher was rolled back and must not run.
+func IndexStockVoucher(ctx context.Context, c redis.Scripter, voucherKey, product string, ttl time.Duration) (bool, error) {
+	n, err := stockVoucherScript.Run(ctx, c, []string{voucherKey}, "index", product, int64(ttl/time.Second)).Int()
+	return n == 1, err
+}
+
+// RollbackStockVoucher marks a voucher rolled back, so no op of it starts
+// after, and lists the products its ops touched before.
+func RollbackStockVoucher(ctx context.Context, c redis.Scripter, voucherKey string, ttl time.Duration) ([]string, error) {
+	return stockVoucherScript.Run(ctx, c, []string{voucherKey}, "rollback", "", int64(ttl/time.Second)).StringSlice()
 }

@@ -9,7 +9,9 @@
 -- ARGV[1]   op: submit | edit | halt | revoke | salvage | release | rollback   (vouchers)
 --               deduct | return                                             (orders)
 --               try | confirm | cancel                                      (TCC branches)
--- ARGV[2]   op id, the record field: "v:<voucher>", "o:<order id>", "t:<gid>:<branch id>"
+-- ARGV[2]   op id, the record field: "v:<voucher>", "o:<order id>", "t:<gid>/<branch id>"; "" for
+--           an op that keeps no record (halt, and the revoke of a forced exit: both are idempotent
+--           by the SKU's state, and a record would outlive a later resubmit of the SKU)
 -- ARGV[3]   now, unix ms
 -- ARGV[4]   activity id   ARGV[5] product id
 -- ARGV[6]   items "sku|scope|qty;sku|scope|qty" (qty: stock for submit, delta for edit)
@@ -49,7 +51,7 @@ local function get(k, scope)
 end
 
 local function put(k, scope, c)
-  if scope ~= 'high_seas' and c.t == 0 then
+  if scope ~= 'high_seas' and c.t == 0 and c.a == 0 and c.r == 0 and c.s == 0 then
     redis.call('HDEL', k, scope .. ':t', scope .. ':a', scope .. ':r', scope .. ':s')
   else
     redis.call('HSET', k, scope .. ':t', c.t, scope .. ':a', c.a, scope .. ':r', c.r, scope .. ':s', c.s)
@@ -111,6 +113,9 @@ local function save(answer, applied)
     end
     results[#results + 1] = v
   end
+  if id == '' then
+    return answer
+  end
   redis.call('HSET', rec, id, op .. '#' .. answer[1] .. '#' .. table.concat(results, ',') .. '#' .. encode_items(applied or {}))
   return answer
 end
@@ -141,7 +146,7 @@ end
 
 -- Voucher ops ---------------------------------------------------------------------------------
 
-if op == 'submit' or op == 'edit' or op == 'halt' or op == 'revoke' or op == 'salvage' or op == 'release' then
+if id ~= '' and (op == 'submit' or op == 'edit' or op == 'revoke' or op == 'salvage' or op == 'release') then
   local saved = redis.call('HGET', rec, id)
   if saved then
     return replayed(saved)
@@ -179,16 +184,17 @@ if op == 'edit' then
   return save(reply(''), items)
 end
 
+-- Halt: not for sale, so deducts and salvages stop; already out (halted, revoked) is success.
 if op == 'halt' then
   local st = sku_state(1)
-  if not st or st == 'rev' then
-    return save(reply('NOT_FOUND'))
+  if not st then
+    return reply('NOT_FOUND')
   end
   if st == 'on' then
     redis.call('HSET', KEYS[3], 'st', 'off')
     emit(KEYS[3], items[1].sku, 'not_for_sale')
   end
-  return save(reply(''))
+  return reply('')
 end
 
 if op == 'revoke' then
@@ -298,7 +304,7 @@ if op == 'rollback' then
   for i, it in ipairs(undo) do
     local k = KEYS[i + 2]
     if sop == 'submit' then
-      redis.call('HSET', k, 'st', 'rev')
+      redis.call('HDEL', k, 'st') -- no status: MySQL's row says the SKU is not in the activity
       put(k, 'high_seas', {t = 0, a = 0, r = 0, s = 0})
       emit(k, it.sku, 'rollback:submit')
       -- Gone, so it can be submitted again; the version goes on, as MySQL keeps the newest.
