@@ -494,12 +494,18 @@ func (e *Engine) DeductStock(ctx context.Context, orderID string, items []StockI
 		}
 		done = append(done, p)
 	}
-	if code != "" {
-		// All or nothing: give back what the other products gave.
-		for _, p := range done {
-			if err := e.withRecord(ctx, p[0], p[1], id, "return"); err != nil {
-				return err
-			}
+	if code == "" || len(done) == 0 {
+		// Each product's marker answers a replay: "d" deducted, or "x" with the
+		// code of a refusal on the first product. A return racing this deduct
+		// either found the marker and gave the stock back (deduct, then
+		// return) or left "r" and refused it. So no third round trip.
+		return stockCode(code)
+	}
+	// All or nothing: give back what the other products gave, and note the
+	// answer on the order, as the products' markers now say "returned".
+	for _, p := range done {
+		if err := e.withRecord(ctx, p[0], p[1], id, "return"); err != nil {
+			return err
 		}
 	}
 	st, err = lua.StockOrder(ctx, e.rdb, orderKey, "finish", code, e.cfg.StockVoucherTTL)

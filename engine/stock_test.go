@@ -1279,3 +1279,27 @@ func TestStockRollbackRacingItsOperationLeavesNothingBehind(t *testing.T) {
 	}
 	t.Logf("%d edits ran and were rolled back, %d were refused after their rollback", ran.Load(), refused.Load())
 }
+
+func TestStockRefusedDeductReplaysItsRefusal(t *testing.T) {
+	e := setupReal(t)
+	ctx := context.Background()
+	submitSKUs(t, e, "sub", 1, 2, engine.SKUStock{SKU: 10, Stock: 5})
+	submitSKUs(t, e, "sub-p3", 1, 3, engine.SKUStock{SKU: 20, Stock: 5})
+	one := []engine.StockItem{ref(10).item(engine.ScopeHighSeas, 6)}
+	two := []engine.StockItem{ref(10).item(engine.ScopeHighSeas, 1), skuRef{1, 3, 20}.item(engine.ScopeHighSeas, 6)}
+	wantErr(t, "deduct over available", e.eng.DeductStock(ctx, "o-1", one), engine.ErrOutOfStock)
+	wantErr(t, "deduct over available on a second product", e.eng.DeductStock(ctx, "o-2", two), engine.ErrOutOfStock)
+
+	// Enough stock now; the orders still answer what they answered first, and take nothing.
+	mustOK(t, e.eng.EditSKUStock(ctx, "more", 1, 2, 10, 10))
+	mustOK(t, e.eng.EditSKUStock(ctx, "more-p3", 1, 3, 20, 10))
+	before := stockSnapshot(t, e, ref(10), skuRef{1, 3, 20})
+	for range 2 {
+		wantErr(t, "replayed refusal", e.eng.DeductStock(ctx, "o-1", one), engine.ErrOutOfStock)
+		wantErr(t, "replayed refusal on a second product", e.eng.DeductStock(ctx, "o-2", two), engine.ErrOutOfStock)
+	}
+	stockUnchanged(t, e, "replayed refusals", before, ref(10), skuRef{1, 3, 20})
+	// A return of a refused order gives nothing back and closes it.
+	mustOK(t, e.eng.ReturnStock(ctx, "o-1"))
+	stockUnchanged(t, e, "the return of a refused order", before, ref(10), skuRef{1, 3, 20})
+}

@@ -334,8 +334,8 @@ if op == 'rollback' then
 end
 
 -- Orders and TCC branches ---------------------------------------------------------------------
--- The record holds a marker: "<state>#<items>". Orders: d deducted, r returned. TCC branches:
--- t tried (reserved), f confirmed, c cancelled.
+-- The record holds a marker: "<state>#<items>". Orders: d deducted, r returned, x refused ("x#<code>#",
+-- so a replay answers the same). TCC branches: t tried (reserved), f confirmed, c cancelled.
 
 local marker = redis.call('HGET', rec, id)
 local mstate = marker and string.match(marker, '^(%a)#') or nil
@@ -367,8 +367,14 @@ if op == 'deduct' or op == 'try' then
   if mstate == 'c' then
     return reply('REFUSED') -- cancelled before its try arrived: the late try must not reserve
   end
+  if mstate == 'x' then
+    return {string.match(marker, '^x#([^#]*)#'), 1}
+  end
   local failed = check()
   if failed then
+    if op == 'deduct' then
+      redis.call('HSET', rec, id, 'x#' .. failed .. '#') -- no items: nothing to give back
+    end
     return reply(failed)
   end
   for i, it in ipairs(items) do

@@ -5,7 +5,9 @@
 --
 -- KEYS[1] the order's hash: s (pending | done | failed | returned), code, products ("a:p;a:p")
 -- ARGV[1] op: begin | finish | return
--- ARGV[2] begin: the order's products; finish: the deduct's code ("" for success)
+-- ARGV[2] begin: the order's products; finish: the deduct's code. The engine finishes only a deduct
+--         refused after other products took stock (and gave it back); otherwise each product's
+--         record answers replays, and the order stays pending.
 -- ARGV[3] seconds the record is kept after its last change (replays and returns come within it)
 --
 -- Returns {state before, code, products}; state "" when the order was unknown.
