@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	nethttp "net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -13,8 +15,23 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/transfer"
+	"github.com/grab-engine/grab/engine/transfersim"
 	"github.com/grab-engine/grab/store"
 )
+
+// startSim serves a transfer service simulator on loopback and returns it
+// with the production client of it, as grabd wires them.
+func startSim(tb testing.TB, f transfersim.Faults) (*transfersim.Sim, engine.TransferService) {
+	tb.Helper()
+	secret := []byte("transfer-test-secret")
+	sim := transfersim.New(secret, f, 1)
+	srv := httptest.NewServer(sim)
+	tb.Cleanup(srv.Close)
+	hc := &nethttp.Client{Transport: &nethttp.Transport{MaxIdleConnsPerHost: 64}}
+	tb.Cleanup(hc.CloseIdleConnections)
+	return sim, transfer.NewClient(srv.URL, secret, 5*time.Second, hc)
+}
 
 // withTransfer is the env's engine rebuilt with a transfer service (and a
 // metrics registry of its own).
@@ -99,9 +116,10 @@ func (e *env) settlePayouts(t *testing.T, cp int64) int {
 
 // auditPayouts checks campaign cp after its payouts settled: want awards,
 // every one transferred, each out-trade-no applied exactly once by the
-// service with the award's user and amount, and MySQL's used and
-// accumulated amounts both the sum of the awards. It returns that sum.
-func (e *env) auditPayouts(t *testing.T, x *fakeTransfer, cp int64, want int) int64 {
+// service with the award's user and amount (the simulator's ledger), and
+// MySQL's used and accumulated amounts both the sum of the awards. It
+// returns that sum.
+func (e *env) auditPayouts(t *testing.T, sim *transfersim.Sim, cp int64, want int) int64 {
 	t.Helper()
 	ctx := context.Background()
 	rows, err := e.db.CampaignAwards(ctx, cp)
@@ -111,33 +129,34 @@ func (e *env) auditPayouts(t *testing.T, x *fakeTransfer, cp int64, want int) in
 	if len(rows) != want {
 		t.Fatalf("%d awards, want %d", len(rows), want)
 	}
-	applied := x.applied()
+	held := sim.Transfers()
 	prefix := fmt.Sprintf("cp%d-", cp)
 	var sum, paid int64
 	numbers := 0
-	for no, a := range applied {
+	for no, rec := range held {
 		if strings.HasPrefix(no, prefix) {
 			numbers++
-			paid += a.amount
-			if a.times != 1 {
-				t.Errorf("%s applied %d times", no, a.times)
+			paid += rec.Amount
+			if rec.Applied != 1 {
+				t.Errorf("%s applied %d times", no, rec.Applied)
 			}
 		}
 	}
 	for _, r := range rows {
 		sum += int64(r.Amount)
-		a, ok := applied[r.OutTradeNo]
+		rec, ok := held[r.OutTradeNo]
 		switch {
 		case r.Status != engine.PayoutTransferred:
 			t.Errorf("award %d is %s (attempts %d, %q)", r.Seq, r.Status, r.Attempts, r.LastError)
 		case !ok:
 			t.Errorf("award %d is transferred but the service never applied %s", r.Seq, r.OutTradeNo)
-		case a.user != r.UserID || a.amount != int64(r.Amount):
-			t.Errorf("award %d: service applied %+v, row %+v", r.Seq, a, r)
+		case rec.UserID != r.UserID || rec.Amount != int64(r.Amount) || rec.TransferID != r.TransferID:
+			t.Errorf("award %d: service holds %+v, row %+v", r.Seq, rec, r)
 		}
 	}
-	if numbers != want || paid != sum {
-		t.Errorf("service applied %d numbers, %d fen; want %d numbers, %d fen", numbers, paid, want, sum)
+	if numbers != want || paid != sum || sim.MaxApplications() != 1 {
+		t.Errorf("service applied %d numbers, %d fen, at most %d times each; want %d numbers, %d fen, once each",
+			numbers, paid, sim.MaxApplications(), want, sum)
 	}
 	c, err := e.db.Campaign(ctx, cp)
 	if err != nil {
@@ -150,12 +169,13 @@ func (e *env) auditPayouts(t *testing.T, x *fakeTransfer, cp int64, want int) in
 }
 
 // Must-show 1: 10,000 users grab a 2,000-award campaign at once while the
-// transfer service fails half its calls and loses a tenth of the replies of
-// transfers it applied. After the sweeper settles, every award is
-// transferred, the service applied each out-trade-no exactly once, and
-// Σ transferred = Σ awarded = the budget = MySQL's used and accumulated amounts.
+// transfer service fails half its calls, loses a tenth of the replies of
+// requests it handled and handles some transfers twice at once. After the
+// sweeper settles, every award is transferred, the service applied each
+// out-trade-no exactly once, and Σ transferred = Σ awarded = the budget =
+// MySQL's used and accumulated amounts.
 func TestCampaignPayoutUnderFaults(t *testing.T) {
-	x := newFakeTransfer(0.5, 0.1)
+	sim, x := startSim(t, transfersim.Faults{ErrorRate: 0.5, LoseReplyRate: 0.1, DuplicateRate: 0.05})
 	base := setupReal(t)
 	// Attempts are unbounded here (a 1-in-2^1000 chance of parking): this
 	// test is about settling, TestPayoutParksAfterMaxAttempts about parking.
@@ -185,14 +205,16 @@ func TestCampaignPayoutUnderFaults(t *testing.T) {
 		t.Fatalf("the writer parked %d award events", n)
 	}
 	sweeps := e.settlePayouts(t, c.ID)
-	sum := e.auditPayouts(t, x, c.ID, awards)
-	if sum != budget || won64 != budget {
-		t.Fatalf("Σ transferred %d, Σ won %d, budget %d", sum, won64, budget)
+	sum := e.auditPayouts(t, sim, c.ID, awards)
+	if n, fen := sim.TotalApplied(); sum != budget || won64 != budget || n != awards || fen != budget {
+		t.Fatalf("Σ transferred %d, Σ won %d, service moved %d fen in %d transfers; budget %d", sum, won64, fen, n, budget)
 	}
 	t.Logf("%d awards, %d pending after the grab, settled in %d sweeps; %d applied once each, Σ = %s",
 		awards, pending, sweeps, awards, engine.FormatAmount(sum))
 
-	// A winner's second grab is their award again, paid.
+	// A winner's second grab is their award again, paid. (A fresh engine: the
+	// stopped writer's last lag measurement is stale.)
+	e = e.another(func(d *engine.Deps) { d.Transfer = x })
 	for u := range won {
 		a, err := e.eng.GrabCampaign(context.Background(), c.ID, u)
 		if err != nil || !a.Repeat || a.Payout != engine.PayoutTransferred || a.Seq != won[u].Seq {
@@ -208,7 +230,7 @@ var errCrash = errors.New("crash injected")
 // between the service's success and the 7 -> 4 update, are both settled by
 // the sweeper, without a second transfer.
 func TestCampaignPayoutCrashPoints(t *testing.T) {
-	x := newFakeTransfer(0, 0)
+	sim, x := startSim(t, transfersim.Faults{})
 	e, _ := setupReal(t).withTransfer(x)
 	c := e.newCampaign(t, 300, 3, 100, 100, 1)
 	ctx := context.Background()
@@ -239,10 +261,10 @@ func TestCampaignPayoutCrashPoints(t *testing.T) {
 		awards[u] = a
 	}
 	no := func(u int64) string { return store.OutTradeNo(c.ID, awards[u].Seq) }
-	if _, ok := x.applied()[no(1)]; ok || x.transferCalls(no(1)) != 0 {
+	if sim.Applied(no(1)) != 0 || sim.Attempts(no(1)) != 0 {
 		t.Fatal("user 1's transfer was made before the crash point")
 	}
-	if x.applied()[no(2)].times != 1 {
+	if sim.Applied(no(2)) != 1 {
 		t.Fatal("user 2's transfer was not applied before the crash point")
 	}
 	engine.SetPayoutHooks(e.eng, nil, nil) // the process restarted
@@ -258,10 +280,10 @@ func TestCampaignPayoutCrashPoints(t *testing.T) {
 	if s, err := e.eng.SweepPayouts(ctx); err != nil || s != (engine.PayoutSweep{Claimed: 2, Transferred: 2}) {
 		t.Fatalf("sweep: %+v, %v", s, err)
 	}
-	e.auditPayouts(t, x, c.ID, 3)
+	e.auditPayouts(t, sim, c.ID, 3)
 	// User 1's number: one transfer, the sweeper's. User 2's: only the first;
 	// the sweeper's query found it applied.
-	if n1, n2 := x.transferCalls(no(1)), x.transferCalls(no(2)); n1 != 1 || n2 != 1 {
+	if n1, n2 := sim.Attempts(no(1)), sim.Attempts(no(2)); n1 != 1 || n2 != 1 {
 		t.Fatalf("transfer calls: user 1 %d, user 2 %d; want 1 and 1", n1, n2)
 	}
 	if _, err := e.eng.Receive(ctx, c.ID, awards[1].Seq, 1); !errors.Is(err, engine.ErrAwardReceived) {
@@ -272,7 +294,7 @@ func TestCampaignPayoutCrashPoints(t *testing.T) {
 // Must-show 3: two sweepers over the same 300 stuck awards: each award is
 // driven by one of them, the service applies no number twice, all end 4.
 func TestTwoPayoutSweepers(t *testing.T) {
-	x := newFakeTransfer(1, 0) // down: every payout is left in 7
+	sim, x := startSim(t, transfersim.Faults{ErrorRate: 1}) // down: every payout is left in 7
 	e, _ := setupReal(t).withTransfer(x)
 	const n = 300
 	c := e.newCampaign(t, 3_000, n, 1, 100, 1)
@@ -280,8 +302,7 @@ func TestTwoPayoutSweepers(t *testing.T) {
 	if len(won) != n || pending != n || len(other) != 0 {
 		t.Fatalf("%d won, %d pending, %v", len(won), pending, other)
 	}
-	x.setFaults(0, 0)
-	x.latency = time.Millisecond // long enough for the sweepers to overlap
+	sim.SetFaults(transfersim.Faults{Latency: 2 * time.Millisecond}) // up, slow enough for the sweepers to overlap
 	e2 := e.another(func(d *engine.Deps) { d.Transfer = x })
 	e.clock.Add(e.cfg.PayoutRetryAfter + time.Second)
 	var wg sync.WaitGroup
@@ -301,10 +322,11 @@ func TestTwoPayoutSweepers(t *testing.T) {
 	if sweeps[0].Claimed+sweeps[1].Claimed != n || sweeps[0].Transferred+sweeps[1].Transferred != n {
 		t.Fatalf("sweeps %+v", sweeps)
 	}
-	e.auditPayouts(t, x, c.ID, n)
+	e.auditPayouts(t, sim, c.ID, n)
 	for _, a := range won {
-		if calls := x.transferCalls(store.OutTradeNo(c.ID, a.Seq)); calls != 2 { // the failed one, and one sweeper's
-			t.Fatalf("award %d: %d transfer calls", a.Seq, calls)
+		// The failed call never reached the ledger: one sweeper's call did.
+		if calls := sim.Attempts(store.OutTradeNo(c.ID, a.Seq)); calls != 1 {
+			t.Fatalf("award %d: %d transfer requests reached the service", a.Seq, calls)
 		}
 	}
 	t.Logf("sweeper 1 drove %d, sweeper 2 drove %d", sweeps[0].Claimed, sweeps[1].Claimed)
@@ -315,7 +337,7 @@ func TestTwoPayoutSweepers(t *testing.T) {
 // used = accumulated = the budget to the fen, and a forged award past it is
 // parked by the writer without counting.
 func TestCampaignBudgetExhaustion(t *testing.T) {
-	x := newFakeTransfer(0, 0)
+	sim, x := startSim(t, transfersim.Faults{})
 	e, _ := setupReal(t).withTransfer(x)
 	const budget, awards = 12_345, 500
 	c := e.newCampaign(t, budget, awards, 1, 100, 1)
@@ -354,7 +376,7 @@ func TestCampaignBudgetExhaustion(t *testing.T) {
 	if n := e.rdb.XLen(ctx, e.keys.DeadLetters(e.keys.Shard(c.ID))).Val(); n != 1 {
 		t.Fatalf("%d dead letters, want the forged award", n)
 	}
-	if got := e.auditPayouts(t, x, c.ID, awards); got != budget {
+	if got := e.auditPayouts(t, sim, c.ID, awards); got != budget {
 		t.Fatalf("Σ %d", got)
 	}
 	v, err := e.eng.GetCampaign(ctx, c.ID)

@@ -347,11 +347,14 @@ func (db *DB) BeginPayout(ctx context.Context, a AwardEvent, transfer bool, now 
 				return err
 			}
 			if created {
-				if err := db.countAward(ctx, tx, a.CampaignID, a.Amount, 1); err != nil {
+				if err := tx.GetContext(ctx, &row, "SELECT "+awardColumns+" FROM campaign_award WHERE campaign_id = ? AND seq = ?",
+					a.CampaignID, a.Seq); err != nil {
 					return err
 				}
 				started = transfer
-				return tx.GetContext(ctx, &row, "SELECT "+awardColumns+" FROM campaign_award WHERE campaign_id = ? AND seq = ?", a.CampaignID, a.Seq)
+				// Last, right before the commit: every receive that creates a row
+				// queues on the campaign's row lock, so it is held the shortest time.
+				return db.countAward(ctx, tx, a.CampaignID, a.Amount, 1)
 			}
 		}
 		err := tx.GetContext(ctx, &row, "SELECT "+awardColumns+" FROM campaign_award WHERE campaign_id = ? AND seq = ?"+db.forUpdate(),
