@@ -50,19 +50,26 @@ func (m payoutMetrics) register(reg prometheus.Registerer) {
 	reg.MustRegister(m.attempts, m.succeeded, m.failed, m.needsAttention, m.parked, m.overdue)
 }
 
+// recordTimeout bounds writing down what the service answered. It is not
+// the call's deadline: a call that used all of its time must still be recorded.
+const recordTimeout = 10 * time.Second
+
 // transferAward calls the service for an award that is transferring, outside
 // any transaction, and records what it answered.
 func (e *Engine) transferAward(ctx context.Context, row store.Award) (Award, error) {
-	// The award is 7 now: finish the call even if the caller goes away.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.TransferTimeout)
-	defer cancel()
+	// The award is 7 now: finish the call and its record even if the caller goes away.
+	ctx = context.WithoutCancel(ctx)
+	callCtx, cancel := context.WithTimeout(ctx, e.cfg.TransferTimeout)
 	e.m.payout.attempts.Inc()
-	res, err := e.xfer.Transfer(ctx, Transfer{OutTradeNo: row.OutTradeNo, UserID: row.UserID, Amount: int64(row.Amount),
+	res, err := e.xfer.Transfer(callCtx, Transfer{OutTradeNo: row.OutTradeNo, UserID: row.UserID, Amount: int64(row.Amount),
 		Memo: fmt.Sprintf("campaign %d award %d", row.CampaignID, row.Seq)})
+	cancel()
 	if err == nil && res.Outcome != TransferSucceeded {
 		err = errors.New("transfer answered without success")
 	}
-	return e.settlePayout(ctx, row, res, err)
+	recCtx, cancel := context.WithTimeout(ctx, recordTimeout)
+	defer cancel()
+	return e.settlePayout(recCtx, row, res, err)
 }
 
 // settlePayout records the outcome of a transfer or query for an award this
@@ -103,6 +110,7 @@ func (e *Engine) settlePayout(ctx context.Context, row store.Award, res Transfer
 	moved, err := e.db.MarkTransferred(ctx, row.CampaignID, row.Seq, res.TransferID, now)
 	if err != nil {
 		// The money moved; the row stays 7 and the sweeper's query settles it.
+		e.log.WarnContext(ctx, "payout: transferred but not recorded; the sweeper settles it", "out_trade_no", row.OutTradeNo, "err", err)
 		return a, fmt.Errorf("%w: transferred, not yet recorded: %v", ErrPayoutInProgress, err)
 	}
 	if moved {

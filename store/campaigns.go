@@ -326,7 +326,23 @@ func (db *DB) applyAwards(ctx context.Context, tx *sqlx.Tx, awards []AwardEvent)
 // transfer false (no transfer service) creates the row as received and moves
 // nothing. ErrConflict: a does not match the campaign's split, or counting it
 // would exceed the budget.
-func (db *DB) BeginPayout(ctx context.Context, a AwardEvent, transfer bool, now time.Time) (Award, bool, error) {
+func (db *DB) BeginPayout(ctx context.Context, a AwardEvent, transfer bool, now time.Time) (row Award, started bool, err error) {
+	// A lost insert race starts over: the fresh transaction sees the row and
+	// locks it at once, rather than upgrading the shared lock the failed
+	// insert holds, which deadlocks against another receive of the same award.
+	for range 3 {
+		row, started, err = db.beginPayout(ctx, a, transfer, now)
+		if !errors.Is(err, errLostInsert) {
+			break
+		}
+	}
+	return row, started, err
+}
+
+// errLostInsert: another transaction created the row between our read and our insert.
+var errLostInsert = errors.New("store: award row created concurrently")
+
+func (db *DB) beginPayout(ctx context.Context, a AwardEvent, transfer bool, now time.Time) (Award, bool, error) {
 	var row Award
 	started := false
 	err := db.inTx(ctx, func(tx *sqlx.Tx) error {
@@ -356,6 +372,15 @@ func (db *DB) BeginPayout(ctx context.Context, a AwardEvent, transfer bool, now 
 				// queues on the campaign's row lock, so it is held the shortest time.
 				return db.countAward(ctx, tx, a.CampaignID, a.Amount, 1)
 			}
+			var again int
+			if err := tx.GetContext(ctx, &again, "SELECT COUNT(*) FROM campaign_award WHERE campaign_id = ? AND seq = ?"+db.forShare(),
+				a.CampaignID, a.Seq); err != nil {
+				return err
+			}
+			if again == 1 {
+				return errLostInsert
+			}
+			// Still absent: the award is not the campaign's share (below).
 		}
 		err := tx.GetContext(ctx, &row, "SELECT "+awardColumns+" FROM campaign_award WHERE campaign_id = ? AND seq = ?"+db.forUpdate(),
 			a.CampaignID, a.Seq)
@@ -385,10 +410,9 @@ func (db *DB) BeginPayout(ctx context.Context, a AwardEvent, transfer bool, now 
 // this call moved it; false means it was transferred already, or is not
 // in a state a success may move.
 func (db *DB) MarkTransferred(ctx context.Context, campaignID int64, seq int, transferID string, now time.Time) (bool, error) {
-	res, err := db.x.ExecContext(ctx, `UPDATE campaign_award SET status = 'transferred', transfer_id = ?, transferred_at = ?,
+	return db.execOne(ctx, `UPDATE campaign_award SET status = 'transferred', transfer_id = ?, transferred_at = ?,
 		updated_at = ?, last_error = '' WHERE campaign_id = ? AND seq = ? AND status IN ('transferring', 'needs_attention')`,
 		truncate(transferID, 64), now, now, campaignID, seq)
-	return affectedOne(res, err)
 }
 
 // ClaimPayout takes an overdue award for one more attempt: it moves it to
@@ -396,15 +420,14 @@ func (db *DB) MarkTransferred(ctx context.Context, campaignID int64, seq int, tr
 // in status with attempts as read. Every claim bumps attempts, so of two
 // sweepers that read the same row only one claims it.
 func (db *DB) ClaimPayout(ctx context.Context, campaignID int64, seq int, status string, attempts int, now time.Time) (bool, error) {
-	res, err := db.x.ExecContext(ctx, `UPDATE campaign_award SET status = 'transferring', attempts = attempts + 1,
+	return db.execOne(ctx, `UPDATE campaign_award SET status = 'transferring', attempts = attempts + 1,
 		transferring_at = ?, updated_at = ? WHERE campaign_id = ? AND seq = ? AND status = ? AND attempts = ?`,
 		now, now, campaignID, seq, status, attempts)
-	return affectedOne(res, err)
 }
 
 // NotePayoutError records why an attempt failed; the award stays transferring.
 func (db *DB) NotePayoutError(ctx context.Context, campaignID int64, seq, attempts int, msg string, now time.Time) error {
-	_, err := db.x.ExecContext(ctx, `UPDATE campaign_award SET last_error = ?, updated_at = ?
+	_, err := db.execOne(ctx, `UPDATE campaign_award SET last_error = ?, updated_at = ?
 		WHERE campaign_id = ? AND seq = ? AND status = 'transferring' AND attempts = ?`,
 		truncate(msg, 255), now, campaignID, seq, attempts)
 	return err
@@ -413,10 +436,9 @@ func (db *DB) NotePayoutError(ctx context.Context, campaignID int64, seq, attemp
 // ParkPayout moves an award that is still transferring with attempts as
 // claimed to needs_attention: a person takes over. It is never deleted.
 func (db *DB) ParkPayout(ctx context.Context, campaignID int64, seq, attempts int, reason string, now time.Time) (bool, error) {
-	res, err := db.x.ExecContext(ctx, `UPDATE campaign_award SET status = 'needs_attention', last_error = ?, updated_at = ?
+	return db.execOne(ctx, `UPDATE campaign_award SET status = 'needs_attention', last_error = ?, updated_at = ?
 		WHERE campaign_id = ? AND seq = ? AND status = 'transferring' AND attempts = ?`,
 		truncate(reason, 255), now, campaignID, seq, attempts)
-	return affectedOne(res, err)
 }
 
 // DuePayouts lists up to limit awards a payout sweep should drive: those
@@ -464,11 +486,19 @@ func (db *DB) forShare() string {
 	return " LOCK IN SHARE MODE"
 }
 
-func affectedOne(res sql.Result, err error) (bool, error) {
-	if err != nil {
-		return false, err
-	}
-	n, err := res.RowsAffected()
+// execOne runs one statement that changes at most one row, in a transaction
+// of its own so that losing a deadlock (a concurrent receive or writer holds
+// the row) retries it, and reports whether it changed the row.
+func (db *DB) execOne(ctx context.Context, query string, args ...any) (bool, error) {
+	var n int64
+	err := db.inTx(ctx, func(tx *sqlx.Tx) error {
+		res, err := tx.ExecContext(ctx, query, args...)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
 	return n == 1, err
 }
 

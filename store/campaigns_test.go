@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -147,6 +148,73 @@ func TestClaimPayout(t *testing.T) {
 		}
 		if n, err := db.CountAwards(ctx, store.AwardNeedsAttention); err != nil || n != 1 {
 			t.Fatalf("needs attention %d, %v", n, err)
+		}
+	})
+}
+
+// Several receives of the same award at once (a user grabbing twice, a
+// receive and a grab), the writer's batches and the 7 -> 4 updates, all
+// racing: no error reaches the caller (lost lock races are retried), one
+// receive starts each payout, and every award is counted once.
+func TestBeginPayoutRaces(t *testing.T) {
+	dialects(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		const n, racers = 40, 4
+		shares := make([]int64, n)
+		for i := range shares {
+			shares[i] = int64(i + 1)
+		}
+		cp := newCampaign(t, db, n*(n+1)/2, shares...)
+		ev := func(seq int) store.AwardEvent {
+			return store.AwardEvent{CampaignID: cp, Seq: seq, UserID: int64(100 + seq), Amount: int64(seq), At: now}
+		}
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		starts := map[int]int{}
+		for seq := 1; seq <= n; seq++ {
+			for range racers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					row, started, err := db.BeginPayout(ctx, ev(seq), true, now)
+					if err != nil {
+						t.Errorf("award %d: %v", seq, err)
+						return
+					}
+					if started {
+						mu.Lock()
+						starts[seq]++
+						mu.Unlock()
+						if ok, err := db.MarkTransferred(ctx, cp, seq, "T", now); err != nil || !ok {
+							t.Errorf("mark %d: %v, %v (row %+v)", seq, ok, err, row)
+						}
+					}
+				}()
+			}
+		}
+		for from := 1; from <= n; from += 10 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var batch []store.Event
+				for seq := from; seq < from+10; seq++ {
+					batch = append(batch, store.Event{Kind: store.EventAward, Award: ev(seq)})
+				}
+				if rejected, err := db.ApplyEvents(ctx, batch); err != nil || len(rejected) != 0 {
+					t.Errorf("writer: %v, %v", rejected, err)
+				}
+			}()
+		}
+		wg.Wait()
+		wantUsed(t, db, cp, n*(n+1)/2, n)
+		counts, err := db.PayoutCounts(ctx, cp)
+		if err != nil || counts[store.AwardTransferred] != n {
+			t.Fatalf("payouts %v, %v", counts, err)
+		}
+		for seq := 1; seq <= n; seq++ {
+			if starts[seq] != 1 {
+				t.Fatalf("award %d started %d times", seq, starts[seq])
+			}
 		}
 	})
 }
