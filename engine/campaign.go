@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -41,9 +40,6 @@ const (
 	PayoutTransferred    = store.AwardTransferred
 	PayoutNeedsAttention = store.AwardNeedsAttention
 )
-
-// refPattern is what an idempotency ref may hold, as vouchers.
-var refPattern = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,64}$`)
 
 // NewCampaign is an admin's request to create a campaign.
 type NewCampaign struct {
@@ -107,7 +103,7 @@ func (e *PayoutPendingError) Unwrap() error { return ErrPayoutInProgress }
 func (r NewCampaign) check(now time.Time) error {
 	name := strings.TrimSpace(r.Name)
 	switch {
-	case r.Ref != "" && !refPattern.MatchString(r.Ref):
+	case r.Ref != "" && !idRe.MatchString(r.Ref): // as vouchers and order ids
 		return fmt.Errorf("%w: ref must be 1-64 characters of A-Z a-z 0-9 _ . : -", ErrInvalidArgument)
 	case name == "" || utf8.RuneCountInString(r.Name) > maxCampaignNameLen || !utf8.ValidString(r.Name):
 		return fmt.Errorf("%w: name must be 1-%d characters", ErrInvalidArgument, maxCampaignNameLen)
@@ -340,10 +336,11 @@ func (e *Engine) payGrab(ctx context.Context, ev store.AwardEvent, repeat bool) 
 	case errors.Is(err, ErrPayoutInProgress):
 		return a, &PayoutPendingError{Award: a}
 	case errors.Is(err, ErrForbidden):
-		// Redis granted this user an award MySQL gives another: a contradiction.
+		// Redis granted this user an award MySQL gives another: a contradiction,
+		// not the user's doing (so INTERNAL, not FORBIDDEN).
 		e.log.ErrorContext(ctx, "campaign award contradicts the store; needs attention", "campaign_id", ev.CampaignID,
 			"seq", ev.Seq, "user_id", ev.UserID)
-		return Award{}, fmt.Errorf("award %d/%d: %w", ev.CampaignID, ev.Seq, err)
+		return Award{}, fmt.Errorf("campaign %d award %d: redis and the store disagree on its owner", ev.CampaignID, ev.Seq)
 	}
 	level := e.log.WarnContext
 	if errors.Is(err, store.ErrConflict) {
