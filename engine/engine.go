@@ -42,6 +42,19 @@ type Config struct {
 	// StockVoucherTTL is how long a voucher's list of touched products (for
 	// its rollback) and an order's record across products are kept.
 	StockVoucherTTL time.Duration
+	// TransferTimeout bounds one call of the transfer service; past it the
+	// outcome is unknown and the award stays transferring for the sweeper.
+	TransferTimeout time.Duration
+	// PayoutRetryAfter is how long an award may stay transferring (or
+	// received, unpaid) before the payout sweeper drives it again.
+	PayoutRetryAfter time.Duration
+	// PayoutSweepInterval is how often the payout sweeper runs.
+	PayoutSweepInterval time.Duration
+	// PayoutMaxAttempts is how many transfer attempts an award gets before
+	// it is parked as needs_attention for a person.
+	PayoutMaxAttempts int
+	// PayoutWorkers is how many overdue awards one sweep drives at once.
+	PayoutWorkers int
 }
 
 // DefaultConfig is the production configuration.
@@ -60,6 +73,12 @@ func DefaultConfig() Config {
 		GrabPipelines:     4,
 		GrabBatch:         64,
 		StockVoucherTTL:   30 * 24 * time.Hour,
+
+		TransferTimeout:     3 * time.Second,
+		PayoutRetryAfter:    30 * time.Second,
+		PayoutSweepInterval: 10 * time.Second,
+		PayoutMaxAttempts:   10,
+		PayoutWorkers:       8,
 	}
 }
 
@@ -76,6 +95,9 @@ type Deps struct {
 	Metrics     prometheus.Registerer // nil: metrics are not registered
 	// Provider takes third-party payments; nil: only balance payments.
 	Provider Provider
+	// Transfer pays campaign awards out. Nil: campaigns still take grabs,
+	// and their awards stay received until an engine with a service pays them.
+	Transfer TransferService
 }
 
 // Engine is the service the API calls.
@@ -89,7 +111,9 @@ type Engine struct {
 	keys   lua.Keys
 	writer *Writer
 	pay    Provider
+	xfer   TransferService
 	pipe   *lua.GrabPipeline // nil: each grab on its own
+	hooks  payoutHooks
 	m      *metrics
 	// lagMs is the writer lag last measured, in ms.
 	lagMs atomic.Int64
@@ -134,6 +158,21 @@ func New(d Deps, cfg Config) *Engine {
 	if cfg.StockVoucherTTL <= 0 {
 		cfg.StockVoucherTTL = def.StockVoucherTTL
 	}
+	if cfg.TransferTimeout <= 0 {
+		cfg.TransferTimeout = def.TransferTimeout
+	}
+	if cfg.PayoutRetryAfter <= 0 {
+		cfg.PayoutRetryAfter = def.PayoutRetryAfter
+	}
+	if cfg.PayoutSweepInterval <= 0 {
+		cfg.PayoutSweepInterval = def.PayoutSweepInterval
+	}
+	if cfg.PayoutMaxAttempts <= 0 {
+		cfg.PayoutMaxAttempts = def.PayoutMaxAttempts
+	}
+	if cfg.PayoutWorkers <= 0 {
+		cfg.PayoutWorkers = def.PayoutWorkers
+	}
 	cfg.Writer = cfg.Writer.withDefaults()
 	if d.Clock == nil {
 		d.Clock = SystemClock{}
@@ -147,7 +186,7 @@ func New(d Deps, cfg Config) *Engine {
 	if d.WriterRedis == nil {
 		d.WriterRedis = d.Redis
 	}
-	e := &Engine{rdb: d.Redis, db: d.DB, clock: d.Clock, rand: d.Rand, log: d.Log, cfg: cfg, keys: cfg.Keys, pay: d.Provider}
+	e := &Engine{rdb: d.Redis, db: d.DB, clock: d.Clock, rand: d.Rand, log: d.Log, cfg: cfg, keys: cfg.Keys, pay: d.Provider, xfer: d.Transfer}
 	e.m = newMetrics(d.Metrics)
 	if cfg.GrabPipelines > 0 {
 		e.pipe = lua.NewGrabPipeline(d.Redis, cfg.GrabPipelines, cfg.GrabBatch)
@@ -186,6 +225,7 @@ type metrics struct {
 	rebuilds    prometheus.Counter
 	// stockExitRetries counts failed revokes of a forced exit: an alert.
 	stockExitRetries prometheus.Counter
+	payout           payoutMetrics
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -204,8 +244,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		stockExitRetries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "grab_stock_forced_exit_retries_total", Help: "Failed revokes of a forced SKU exit, retried; a rising count needs a person."}),
 	}
+	m.payout = newPayoutMetrics()
 	if reg != nil {
 		reg.MustRegister(m.writerLag, m.batchSize, m.applied, m.deadLetters, m.rebuilds, m.stockExitRetries)
+		m.payout.register(reg)
 	}
 	return m
 }

@@ -19,5 +19,13 @@ var (
 	ErrIdempotencyConflict = errors.New("engine: idempotency key reused with different content")
 )
 
+// Campaign payouts have their own codes, so the app can tell a user whose
+// award is already paid (the seed's status 3) from one whose transfer is
+// under way (status 7).
+var (
+	ErrAwardReceived    = errors.New("engine: award already received")
+	ErrPayoutInProgress = errors.New("engine: payout in progress; it completes by itself")
+)
+
 // ErrAmountMismatch: a payment notification's amount differs from its trade's.
 var ErrAmountMismatch = errors.New("engine: amount does not match the trade")

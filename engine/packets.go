@@ -302,7 +302,12 @@ func (e *Engine) rebuild(ctx context.Context, packetID, userID int64) error {
 // write of a packet's Redis state from the store (rebuild, settlement) holds
 // it, so none of them can put back a state another has just moved past.
 func (e *Engine) lockPacket(ctx context.Context, packetID int64) (unlock func(), err error) {
-	key := e.keys.Packet(packetID).LoadLock
+	return e.lockLoad(ctx, e.keys.Packet(packetID).LoadLock, fmt.Sprintf("packet %d", packetID))
+}
+
+// lockLoad takes a load lock, waiting for another holder; what names the
+// locked thing in the BUSY answer when the wait is too long.
+func (e *Engine) lockLoad(ctx context.Context, key, what string) (unlock func(), err error) {
 	token := requestID()
 	for wait := 0; ; wait++ {
 		ok, err := lua.Lock(ctx, e.rdb, key, token, 10*time.Second)
@@ -313,7 +318,7 @@ func (e *Engine) lockPacket(ctx context.Context, packetID int64) (unlock func(),
 			return func() { lua.Unlock(context.WithoutCancel(ctx), e.rdb, key, token) }, nil
 		}
 		if wait > 300 {
-			return nil, fmt.Errorf("%w: packet %d is being loaded", ErrBusy, packetID)
+			return nil, fmt.Errorf("%w: %s is being loaded", ErrBusy, what)
 		}
 		select {
 		case <-ctx.Done():

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/grab-engine/grab/lua"
 	"github.com/grab-engine/grab/store"
@@ -209,14 +208,8 @@ func (e *Engine) Reconcile(ctx context.Context) (credited int, err error) {
 
 // RunReconciler runs Reconcile every ReconcileInterval until ctx ends.
 func (e *Engine) RunReconciler(ctx context.Context) error {
-	for {
-		if _, err := e.Reconcile(ctx); err != nil && ctx.Err() == nil {
-			e.log.WarnContext(ctx, "reconcile pass failed", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(e.cfg.ReconcileInterval):
-		}
-	}
+	return e.every(ctx, e.cfg.ReconcileInterval, "reconcile pass", func(ctx context.Context) error {
+		_, err := e.Reconcile(ctx)
+		return err
+	})
 }

@@ -118,14 +118,23 @@ func (e *Engine) refundSettled(ctx context.Context, now time.Time) error {
 
 // RunRefunder runs CloseExpired every RefundInterval until ctx ends.
 func (e *Engine) RunRefunder(ctx context.Context) error {
+	return e.every(ctx, e.cfg.RefundInterval, "refund pass", func(ctx context.Context) error {
+		_, err := e.CloseExpired(ctx)
+		return err
+	})
+}
+
+// every runs pass, then waits interval, until ctx ends; a failed pass is
+// logged and the next one tries again.
+func (e *Engine) every(ctx context.Context, interval time.Duration, name string, pass func(context.Context) error) error {
 	for {
-		if _, err := e.CloseExpired(ctx); err != nil && ctx.Err() == nil {
-			e.log.WarnContext(ctx, "refund pass failed", "err", err)
+		if err := pass(ctx); err != nil && ctx.Err() == nil {
+			e.log.WarnContext(ctx, name+" failed", "err", err)
 		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(e.cfg.RefundInterval):
+		case <-time.After(interval):
 		}
 	}
 }

@@ -60,3 +60,23 @@ func SplitEqual(perShare int64, n int, l Limits) ([]int64, error) {
 	}
 	return shares, nil
 }
+
+// SplitCampaign pre-splits a campaign's budget into count awards, each
+// within [awardMin, awardMax] fen, by SplitLucky's double-mean rule: the sum
+// is exact to the fen and the order is shuffled. A rule that cannot hold the
+// budget (count × min above it, count × max below it) is refused.
+func SplitCampaign(r Rand, budget int64, count int, awardMin, awardMax int64) ([]int64, error) {
+	switch {
+	case count < 1 || count > MaxCampaignAwards:
+		return nil, fmt.Errorf("%w: award_count must be 1..%d", ErrInvalidArgument, MaxCampaignAwards)
+	case awardMin < 1 || awardMax < awardMin:
+		return nil, fmt.Errorf("%w: award_min must be at least 0.01 and award_max at least award_min", ErrInvalidArgument)
+	case int64(count)*awardMin > budget:
+		return nil, fmt.Errorf("%w: award_count × award_min (%s) is more than the budget %s", ErrInvalidArgument,
+			FormatAmount(int64(count)*awardMin), FormatAmount(budget))
+	case int64(count)*awardMax < budget:
+		return nil, fmt.Errorf("%w: award_count × award_max (%s) is less than the budget %s", ErrInvalidArgument,
+			FormatAmount(int64(count)*awardMax), FormatAmount(budget))
+	}
+	return SplitLucky(r, budget, count, Limits{MaxShares: count, MinShare: awardMin, MaxShare: awardMax})
+}

@@ -322,13 +322,17 @@ func (w *Writer) deadLetter(ctx context.Context, stream string, m redis.XMessage
 }
 
 func contradiction(ev store.Event) error {
-	if ev.Kind == store.EventClose {
+	switch ev.Kind {
+	case store.EventClose:
 		return errors.New("contradicts the store: no such packet, or the remainder is more than its unowned shares")
+	case store.EventAward:
+		return errors.New("contradicts the store: not the campaign's share, another user's award, or over the budget")
 	}
 	return errors.New("contradicts the store: the share is someone else's, the user holds another, or the amount differs")
 }
 
-// decodeEvent reads a stream entry written by grab.lua (t=grab) or close.lua (t=close).
+// decodeEvent reads a stream entry written by grab.lua (t=grab), close.lua
+// (t=close), stock.lua (t=stock) or campaign_grab.lua (t=award).
 func decodeEvent(v map[string]any) (store.Event, error) {
 	f := fields{v: v}
 	var ev store.Event
@@ -350,6 +354,13 @@ func decodeEvent(v map[string]any) (store.Event, error) {
 		ev = store.Event{Kind: store.EventClose, Close: c}
 	case "stock":
 		ev = store.Event{Kind: store.EventStock, Stock: decodeStock(&f)}
+	case "award":
+		a := store.AwardEvent{CampaignID: f.num("cp"), UserID: f.num("u"), Seq: int(f.num("seq")), Amount: f.num("amt"),
+			At: time.UnixMilli(f.num("at")).UTC()}
+		if f.err == nil && (a.CampaignID <= 0 || a.UserID <= 0 || a.Seq <= 0 || a.Amount <= 0) {
+			f.err = errors.New("campaign, user, seq and amount must be positive")
+		}
+		ev = store.Event{Kind: store.EventAward, Award: a}
 	default:
 		return store.Event{}, fmt.Errorf("unknown event type %q", t)
 	}

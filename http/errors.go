@@ -39,6 +39,11 @@ const (
 	CodeOrderClosed      = "ORDER_CLOSED"
 	CodeTCCRefused       = "TCC_REFUSED"
 	CodeRolledBack       = "ROLLED_BACK"
+
+	// Campaign payouts: the seed's status 3 (received) and 7 (transferring)
+	// each have their own code, so the app can say the right thing.
+	CodeAwardReceived    = "AWARD_RECEIVED"
+	CodePayoutInProgress = "PAYOUT_IN_PROGRESS"
 )
 
 // apiError is an error with its API code and HTTP status.
@@ -82,6 +87,8 @@ var errorTable = []struct {
 	{engine.ErrOrderClosed, nethttp.StatusConflict, CodeOrderClosed},
 	{engine.ErrTCCRefused, nethttp.StatusConflict, CodeTCCRefused},
 	{engine.ErrRolledBack, nethttp.StatusConflict, CodeRolledBack},
+	{engine.ErrAwardReceived, nethttp.StatusConflict, CodeAwardReceived},
+	{engine.ErrPayoutInProgress, nethttp.StatusConflict, CodePayoutInProgress},
 }
 
 // toAPIError classifies err. The boolean is false for errors that are not
@@ -102,6 +109,8 @@ func toAPIError(err error) (*apiError, bool) {
 
 type errorBody struct {
 	Error errorDetail `json:"error"`
+	// Award is the award a PAYOUT_IN_PROGRESS is about: won, not yet paid.
+	Award *awardResponse `json:"award,omitempty"`
 }
 
 type errorDetail struct {
@@ -123,5 +132,11 @@ func (s *server) fail(c *gin.Context, err error) {
 		c.Header("Retry-After", "1")
 	}
 	c.Set(ctxErrorCode, ae.Code)
-	c.AbortWithStatusJSON(ae.Status, errorBody{Error: errorDetail{Code: ae.Code, Message: ae.Message}})
+	body := errorBody{Error: errorDetail{Code: ae.Code, Message: ae.Message}}
+	var pending *engine.PayoutPendingError
+	if errors.As(err, &pending) {
+		a := awardView(pending.Award)
+		body.Award = &a
+	}
+	c.AbortWithStatusJSON(ae.Status, body)
 }

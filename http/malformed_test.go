@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	nethttp "net/http"
-	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -103,14 +102,7 @@ func TestMalformedInput(t *testing.T) {
 	bearer := func(tok string) auth { return auth{"Authorization": "Bearer " + tok} }
 	hs := jwt.SigningMethodHS256
 
-	type tc struct {
-		name         string
-		method, path string
-		body         string
-		auth         auth
-		status       int
-		code         string
-	}
+	type tc = rejectCase
 	bad := func(name, method, path, body string, a auth) tc {
 		return tc{name, method, path, body, a, 400, "INVALID_ARGUMENT"}
 	}
@@ -275,31 +267,10 @@ func TestMalformedInput(t *testing.T) {
 		{"wrong method", "DELETE", get(open), ``, u1, 405, "METHOD_NOT_ALLOWED"},
 	}
 
-	before := f.snapshot(t, e)
-	if before.nextExists {
+	if f.snapshot(t, e).nextExists {
 		t.Fatal("fixture: the next packet id exists already")
 	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			r := e.do(t, c.method, c.path, c.body, c.auth)
-			if r.status >= 500 {
-				t.Fatalf("status %d: %s", r.status, r.body)
-			}
-			if r.status != c.status {
-				t.Fatalf("status = %d, want %d: %s", r.status, c.status, r.body)
-			}
-			if code := r.errorCode(t); code != c.code {
-				t.Fatalf("code = %s, want %s: %s", code, c.code, r.body)
-			}
-			if ct := r.header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
-				t.Fatalf("content type %q", ct)
-			}
-			after := f.snapshot(t, e)
-			if !reflect.DeepEqual(before, after) {
-				t.Fatalf("state changed:\nbefore %+v\nafter  %+v", before, after)
-			}
-		})
-	}
+	e.runRejects(t, cases, func(t *testing.T) any { return f.snapshot(t, e) })
 }
 
 // TestDevAuth checks X-User-Id in dev mode, and that a bad one is still 401.

@@ -76,6 +76,8 @@ func New(eng *engine.Engine, cfg Config, log *slog.Logger, reg *prometheus.Regis
 	admin.POST("/pools/:pool/salvage", s.salvage)
 	admin.POST("/pools/:pool/release", s.release)
 	admin.POST("/vouchers/:voucher/rollback", s.rollbackVoucher)
+	admin.POST("/campaigns", s.createCampaign)
+	admin.GET("/campaigns/:id", s.getCampaign)
 
 	// Service endpoints of other back-end services (orders, dtm): the admin token.
 	svc := r.Group("/v1/stock", s.authAdmin)
@@ -92,6 +94,9 @@ func New(eng *engine.Engine, cfg Config, log *slog.Logger, reg *prometheus.Regis
 	user.POST("/packets/:id/grab", s.grab)
 	user.GET("/packets/:id", s.getPacket)
 	user.POST("/payments/:trade_no/return", s.paymentReturn)
+	user.POST("/campaigns/:id/grab", s.grabCampaign)
+	user.GET("/campaigns/:id/awards", s.myAwards)
+	user.POST("/campaigns/:id/awards/:seq/receive", s.receiveAward)
 	// The provider's server calls this; the signature is its credential.
 	r.POST("/v1/payments/notify/:channel", s.notify)
 
@@ -114,9 +119,10 @@ func (s *server) ready(c *gin.Context) {
 }
 
 type metrics struct {
-	requests    *prometheus.CounterVec
-	grabs       *prometheus.CounterVec
-	grabLatency prometheus.Histogram
+	requests      *prometheus.CounterVec
+	grabs         *prometheus.CounterVec
+	grabLatency   prometheus.Histogram
+	campaignGrabs *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -130,8 +136,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		grabLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "grab_grab_latency_seconds", Help: "Time the grab handler took, authentication excluded.",
 			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 15)}),
+		campaignGrabs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "grab_campaign_grabs_total", Help: "Campaign grab requests by outcome: OK or the API error code."},
+			[]string{"code"}),
 	}
-	reg.MustRegister(m.requests, m.grabs, m.grabLatency)
+	reg.MustRegister(m.requests, m.grabs, m.grabLatency, m.campaignGrabs)
 	return m
 }
 

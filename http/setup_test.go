@@ -8,7 +8,9 @@ import (
 	"log/slog"
 	nethttp "net/http"
 	"net/http/httptest"
+	"reflect"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -46,6 +48,12 @@ func setup(tb testing.TB, opts ...func(*grabhttp.Config)) *env {
 // payments only).
 func setupWith(tb testing.TB, provider engine.Provider, opts ...func(*grabhttp.Config)) *env {
 	tb.Helper()
+	return setupDeps(tb, func(d *engine.Deps) { d.Provider = provider }, opts...)
+}
+
+// setupDeps is setup with the engine's collaborators adjusted by deps.
+func setupDeps(tb testing.TB, deps func(*engine.Deps), opts ...func(*grabhttp.Config)) *env {
+	tb.Helper()
 	_, rdb := redistest.Mini(tb)
 	db := storetest.SQLite(tb)
 	cfg := engine.DefaultConfig()
@@ -54,7 +62,11 @@ func setupWith(tb testing.TB, provider engine.Provider, opts ...func(*grabhttp.C
 	cfg.Writer.MonitorEvery = 50 * time.Millisecond
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	reg := prometheus.NewRegistry()
-	eng := engine.New(engine.Deps{Redis: rdb, DB: db, Log: log, Metrics: reg, Provider: provider}, cfg)
+	d := engine.Deps{Redis: rdb, DB: db, Log: log, Metrics: reg}
+	if deps != nil {
+		deps(&d)
+	}
+	eng := engine.New(d, cfg)
 	hc := grabhttp.Config{JWTSecret: jwtSecret, AdminToken: adminToken}
 	for _, o := range opts {
 		o(&hc)
@@ -161,4 +173,41 @@ func (e *env) money(t *testing.T, users ...int64) (map[int64]int64, store.Totals
 		t.Fatal(err)
 	}
 	return balances, totals
+}
+
+// rejectCase is a request the API must refuse with status and code.
+type rejectCase struct {
+	name         string
+	method, path string
+	body         string
+	auth         auth
+	status       int
+	code         string
+}
+
+// runRejects runs each case as a subtest: never a 5xx, the case's status and
+// code in a JSON error body, and snapshot equal before and after it.
+func (e *env) runRejects(t *testing.T, cases []rejectCase, snapshot func(t *testing.T) any) {
+	t.Helper()
+	before := snapshot(t)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := e.do(t, c.method, c.path, c.body, c.auth)
+			if r.status >= 500 {
+				t.Fatalf("status %d: %s", r.status, r.body)
+			}
+			if r.status != c.status {
+				t.Fatalf("status = %d, want %d: %s", r.status, c.status, r.body)
+			}
+			if code := r.errorCode(t); code != c.code {
+				t.Fatalf("code = %s, want %s: %s", code, c.code, r.body)
+			}
+			if ct := r.header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+				t.Fatalf("content type %q", ct)
+			}
+			if after := snapshot(t); !reflect.DeepEqual(before, after) {
+				t.Fatalf("state changed:\nbefore %+v\nafter  %+v", before, after)
+			}
+		})
+	}
 }

@@ -73,6 +73,30 @@ func (k Keys) Packet(packetID int64) PacketKeys {
 	}
 }
 
+// CampaignKeys are the keys of one campaign, in the order the scripts take them.
+type CampaignKeys struct {
+	State    string // hash: status, starts_at, ends_at (unix ms), limit (awards per user)
+	Awards   string // list of "seq:amount" not yet granted, in hand-out order
+	Users    string // hash: user id -> "count:seq:amount:at_ms:request" (count and latest award)
+	Awarded  string // hash: seq -> "user:amount:at_ms", so an award can be found by its seq
+	Events   string // the shard's event stream
+	LoadLock string // lock held while the state is rebuilt from MySQL
+}
+
+// Campaign returns the keys of a campaign. A campaign's shard is its id
+// modulo Shards, as a packet's; "cp" keeps its keys apart from packet keys.
+func (k Keys) Campaign(campaignID int64) CampaignKeys {
+	base := k.tag(k.Shard(campaignID)) + ":cp:" + strconv.FormatInt(campaignID, 10)
+	return CampaignKeys{
+		State:    base,
+		Awards:   base + ":awards",
+		Users:    base + ":users",
+		Awarded:  base + ":awarded",
+		Events:   k.Events(k.Shard(campaignID)),
+		LoadLock: base + ":loadlock",
+	}
+}
+
 // Events is the event stream of a shard.
 func (k Keys) Events(shard int) string { return k.tag(shard) + ":events" }
 

@@ -24,6 +24,24 @@ func TestPacketKeys(t *testing.T) {
 	}
 }
 
+func TestCampaignKeys(t *testing.T) {
+	got := NewKeys("grab", 16).Campaign(123)
+	want := CampaignKeys{
+		State:    "grab:{g:11}:cp:123",
+		Awards:   "grab:{g:11}:cp:123:awards",
+		Users:    "grab:{g:11}:cp:123:users",
+		Awarded:  "grab:{g:11}:cp:123:awarded",
+		Events:   "grab:{g:11}:events",
+		LoadLock: "grab:{g:11}:cp:123:loadlock",
+	}
+	if got != want {
+		t.Fatalf("Campaign(123) = %+v\nwant %+v", got, want)
+	}
+	if s := NewKeys("grab", 16).Campaign(7).State; s != "grab:{g:07}:cp:7" {
+		t.Fatalf("Campaign(7).State = %q", s)
+	}
+}
+
 func TestDefaults(t *testing.T) {
 	k := NewKeys("", 0)
 	if k.NS != "grab" || k.Shards != 16 {

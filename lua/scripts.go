@@ -73,12 +73,9 @@ func grabKeys(k PacketKeys) []string {
 }
 
 func parseGrabReply(v []any) (GrabReply, error) {
-	if len(v) == 0 {
-		return GrabReply{}, fmt.Errorf("%w: empty grab reply", ErrUnexpectedReply)
-	}
-	code, ok := v[0].(int64)
-	if !ok {
-		return GrabReply{}, fmt.Errorf("%w: grab code %T", ErrUnexpectedReply, v[0])
+	code, err := replyCode(v, "grab")
+	if err != nil {
+		return GrabReply{}, err
 	}
 	r := GrabReply{Code: GrabCode(code)}
 	switch r.Code {
@@ -100,6 +97,18 @@ func parseGrabReply(v []any) (GrabReply, error) {
 		return GrabReply{}, fmt.Errorf("%w: grab code %d", ErrUnexpectedReply, code)
 	}
 	return r, nil
+}
+
+// replyCode is the integer code that starts a script's reply.
+func replyCode(v []any, script string) (int64, error) {
+	if len(v) == 0 {
+		return 0, fmt.Errorf("%w: empty %s reply", ErrUnexpectedReply, script)
+	}
+	code, ok := v[0].(int64)
+	if !ok {
+		return 0, fmt.Errorf("%w: %s code %T", ErrUnexpectedReply, script, v[0])
+	}
+	return code, nil
 }
 
 func intString(v any) (int64, error) {
@@ -142,12 +151,9 @@ func Close(ctx context.Context, c redis.Scripter, k PacketKeys, packetID, nowMs 
 }
 
 func parseCloseReply(v []any) (CloseReply, error) {
-	if len(v) == 0 {
-		return CloseReply{}, fmt.Errorf("%w: empty close reply", ErrUnexpectedReply)
-	}
-	code, ok := v[0].(int64)
-	if !ok {
-		return CloseReply{}, fmt.Errorf("%w: close code %T", ErrUnexpectedReply, v[0])
+	code, err := replyCode(v, "close")
+	if err != nil {
+		return CloseReply{}, err
 	}
 	r := CloseReply{Code: CloseCode(code)}
 	switch r.Code {
@@ -277,7 +283,8 @@ func Probe(ctx context.Context, c redis.Scripter, k ProbeKeys, userID, nowMs int
 // Preload loads every script into the script cache, so the first grab does
 // not pay for an EVAL fallback.
 func Preload(ctx context.Context, c redis.Scripter) error {
-	for _, s := range []*redis.Script{grabScript, loadScript, probeScript, unlockScript, closeScript} {
+	for _, s := range []*redis.Script{grabScript, loadScript, probeScript, unlockScript, closeScript,
+		campaignGrabScript, campaignLoadScript} {
 		if err := s.Load(ctx, c).Err(); err != nil {
 			return err
 		}

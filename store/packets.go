@@ -165,6 +165,7 @@ const (
 	EventGrab  EventKind = iota + 1 // a user took a share
 	EventClose                      // an expired packet was closed; its remainder goes back to the sender
 	EventStock                      // a SKU's stock changed
+	EventAward                      // a user won a campaign award
 )
 
 // Event is one entry of a shard's stream, as the engine accepted it.
@@ -173,6 +174,7 @@ type Event struct {
 	Grab  GrabEvent  // when Kind is EventGrab
 	Close CloseEvent // when Kind is EventClose
 	Stock StockEvent // when Kind is EventStock
+	Award AwardEvent // when Kind is EventAward
 }
 
 // CloseEvent says the close script took back what was left of an expired
@@ -202,7 +204,9 @@ func (db *DB) ApplyGrabs(ctx context.Context, grabs []GrabEvent) (rejected []int
 // It returns the indexes of events that contradict MySQL, left unapplied for
 // the caller to park: a grab whose share belongs to someone else, whose user
 // holds another share of the packet or whose amount is not the share's; a
-// close of an unknown packet, or of more than the packet has unowned.
+// close of an unknown packet, or of more than the packet has unowned; an
+// award that is not its campaign's share, is another user's, or would take
+// the campaign past its budget (see applyAwards).
 func (db *DB) ApplyEvents(ctx context.Context, events []Event) (rejected []int, err error) {
 	err = db.inTx(ctx, func(tx *sqlx.Tx) error {
 		rejected = rejected[:0]
@@ -215,15 +219,24 @@ func (db *DB) ApplyEvents(ctx context.Context, events []Event) (rejected []int, 
 		// grab of the batch first keeps stream order where it matters.
 		var grabs []GrabEvent
 		var stock []StockEvent
+		var awards []AwardEvent
 		for _, ev := range events {
 			switch ev.Kind {
 			case EventGrab:
 				grabs = append(grabs, ev.Grab)
 			case EventStock:
 				stock = append(stock, ev.Stock)
+			case EventAward:
+				awards = append(awards, ev.Award)
 			}
 		}
 		claimed, err := db.claimShares(ctx, tx, grabs)
+		if err != nil {
+			return err
+		}
+		// Campaigns live in tables of their own: their order against the
+		// other events does not matter.
+		awarded, err := db.applyAwards(ctx, tx, awards)
 		if err != nil {
 			return err
 		}
@@ -255,6 +268,12 @@ func (db *DB) ApplyEvents(ctx context.Context, events []Event) (rejected []int, 
 					continue
 				}
 				closed = append(closed, ev.Close)
+			case EventAward:
+				ok := awarded[0]
+				awarded = awarded[1:]
+				if !ok {
+					rejected = append(rejected, i)
+				}
 			case EventStock:
 				// Applied together below: stock changes never contradict MySQL.
 			default:

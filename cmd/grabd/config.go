@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -44,6 +45,22 @@ type Config struct {
 	// GrabPipelines is how many pipelines carry concurrent grabs to Redis;
 	// 0 sends each grab on its own (GRAB_GRAB_PIPELINES).
 	GrabPipelines int
+	// TransferURL is the base URL of the wallet transfer service that pays
+	// campaign awards (GRAB_TRANSFER_URL). Empty: the built-in simulator in
+	// the embedded mode, none in production (awards stay received).
+	TransferURL string
+	// TransferSecret signs requests to the transfer service (GRAB_TRANSFER_SECRET).
+	TransferSecret string
+	// TransferTimeout bounds one call of the transfer service (GRAB_TRANSFER_TIMEOUT).
+	TransferTimeout time.Duration
+	// PayoutSweepInterval is how often stuck payouts are swept (GRAB_PAYOUT_SWEEP_INTERVAL).
+	PayoutSweepInterval time.Duration
+	// PayoutRetryAfter is how long a payout may stay transferring, or an
+	// award received, before the sweeper drives it again (GRAB_PAYOUT_RETRY_AFTER).
+	PayoutRetryAfter time.Duration
+	// PayoutMaxAttempts is how many transfer attempts an award gets before it
+	// is parked as needs_attention (GRAB_PAYOUT_MAX_ATTEMPTS).
+	PayoutMaxAttempts int
 
 	// onListen, when set, is told the address the server listens on (tests use port 0).
 	onListen func(net.Addr)
@@ -76,6 +93,11 @@ func ParseConfig(args []string, getenv func(string) string) (Config, error) {
 	provider := fs.String("pay-provider", env("GRAB_PAY_PROVIDER", ""), "sim: the built-in payment simulator; empty: balance payments only (GRAB_PAY_PROVIDER)")
 	pipelines := fs.String("grab-pipelines", env("GRAB_GRAB_PIPELINES", "4"), "pipelines carrying concurrent grabs to Redis; 0: one round trip per grab (GRAB_GRAB_PIPELINES)")
 	level := fs.String("log-level", env("GRAB_LOG_LEVEL", "info"), "debug, info, warn or error (GRAB_LOG_LEVEL)")
+	transferURL := fs.String("transfer-url", env("GRAB_TRANSFER_URL", ""), "base URL of the transfer service paying campaign awards (GRAB_TRANSFER_URL)")
+	transferTimeout := fs.String("transfer-timeout", env("GRAB_TRANSFER_TIMEOUT", "3s"), "bound of one transfer service call (GRAB_TRANSFER_TIMEOUT)")
+	sweep := fs.String("payout-sweep-interval", env("GRAB_PAYOUT_SWEEP_INTERVAL", "10s"), "how often stuck campaign payouts are swept (GRAB_PAYOUT_SWEEP_INTERVAL)")
+	retryAfter := fs.String("payout-retry-after", env("GRAB_PAYOUT_RETRY_AFTER", "30s"), "how long a payout may stay transferring before the sweeper retries it (GRAB_PAYOUT_RETRY_AFTER)")
+	maxAttempts := fs.String("payout-max-attempts", env("GRAB_PAYOUT_MAX_ATTEMPTS", "10"), "transfer attempts before an award is parked as needs_attention (GRAB_PAYOUT_MAX_ATTEMPTS)")
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
 	}
@@ -84,7 +106,8 @@ func ParseConfig(args []string, getenv func(string) string) (Config, error) {
 	}
 
 	c := Config{Addr: *addr, MySQLDSN: *dsn, JWTSecret: getenv("GRAB_JWT_SECRET"), AdminToken: getenv("GRAB_ADMIN_TOKEN"),
-		PaySecret: getenv("GRAB_PAY_SECRET"), PayProvider: *provider, DataDir: *dataDir}
+		PaySecret: getenv("GRAB_PAY_SECRET"), PayProvider: *provider, DataDir: *dataDir,
+		TransferURL: *transferURL, TransferSecret: getenv("GRAB_TRANSFER_SECRET")}
 	for _, a := range strings.Split(*redisAddr, ",") {
 		if a = strings.TrimSpace(a); a != "" {
 			if _, _, err := net.SplitHostPort(a); err != nil {
@@ -110,6 +133,9 @@ func ParseConfig(args []string, getenv func(string) string) (Config, error) {
 		return Config{}, err
 	}
 	if c.SettleTimeout, err = positiveDuration("GRAB_SETTLE_TIMEOUT", *settleTimeout); err != nil {
+		return Config{}, err
+	}
+	if err := c.parsePayouts(*transferTimeout, *sweep, *retryAfter, *maxAttempts); err != nil {
 		return Config{}, err
 	}
 	if c.Shards, err = strconv.Atoi(*shards); err != nil || c.Shards < 1 || c.Shards > 1024 {
@@ -157,6 +183,38 @@ func ParseConfig(args []string, getenv func(string) string) (Config, error) {
 		}
 	}
 	return c, nil
+}
+
+// parsePayouts reads the transfer service and payout sweeper settings.
+func (c *Config) parsePayouts(timeout, sweep, retryAfter, maxAttempts string) error {
+	if c.TransferURL != "" {
+		u, err := url.Parse(c.TransferURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("GRAB_TRANSFER_URL: %q must be an http or https URL", c.TransferURL)
+		}
+		if c.TransferSecret == "" {
+			return errors.New("GRAB_TRANSFER_SECRET is required with GRAB_TRANSFER_URL")
+		}
+	}
+	var err error
+	if c.TransferTimeout, err = positiveDuration("GRAB_TRANSFER_TIMEOUT", timeout); err != nil {
+		return err
+	}
+	if c.PayoutSweepInterval, err = positiveDuration("GRAB_PAYOUT_SWEEP_INTERVAL", sweep); err != nil {
+		return err
+	}
+	if c.PayoutRetryAfter, err = positiveDuration("GRAB_PAYOUT_RETRY_AFTER", retryAfter); err != nil {
+		return err
+	}
+	// A sweeper that retried a payout whose first call may still be running
+	// would waste a call (money still moves once: the number is the same).
+	if c.PayoutRetryAfter <= c.TransferTimeout {
+		return fmt.Errorf("GRAB_PAYOUT_RETRY_AFTER (%v) must be longer than GRAB_TRANSFER_TIMEOUT (%v)", c.PayoutRetryAfter, c.TransferTimeout)
+	}
+	if c.PayoutMaxAttempts, err = strconv.Atoi(maxAttempts); err != nil || c.PayoutMaxAttempts < 1 || c.PayoutMaxAttempts > 1000 {
+		return fmt.Errorf("GRAB_PAYOUT_MAX_ATTEMPTS: %q must be an integer in 1..1000", maxAttempts)
+	}
+	return nil
 }
 
 func positiveDuration(name, v string) (time.Duration, error) {

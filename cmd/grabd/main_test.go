@@ -210,6 +210,11 @@ func TestParseConfig(t *testing.T) {
 		m[k] = v
 		return m
 	}
+	with2 := func(k1, v1, k2, v2 string) map[string]string {
+		m := with(k1, v1)
+		m[k2] = v2
+		return m
+	}
 	for _, c := range []struct {
 		name string
 		env  map[string]string
@@ -241,6 +246,20 @@ func TestParseConfig(t *testing.T) {
 		{"bad dsn", with("MYSQL_DSN", "not a dsn"), nil, "MYSQL_DSN"},
 		{"bad listen addr", with("GRAB_ADDR", "8080"), nil, "GRAB_ADDR"},
 		{"flag overrides env", prod, []string{"-shards", "abc"}, "GRAB_SHARDS"},
+		{"transfer service", with2("GRAB_TRANSFER_URL", "https://wallet.internal/api", "GRAB_TRANSFER_SECRET", "t"), nil, ""},
+		{"transfer url without secret", with("GRAB_TRANSFER_URL", "https://wallet.internal"), nil, "GRAB_TRANSFER_SECRET"},
+		{"transfer url not http", with2("GRAB_TRANSFER_URL", "ftp://wallet", "GRAB_TRANSFER_SECRET", "t"), nil, "GRAB_TRANSFER_URL"},
+		{"transfer url without host", with2("GRAB_TRANSFER_URL", "http://", "GRAB_TRANSFER_SECRET", "t"), nil, "GRAB_TRANSFER_URL"},
+		{"transfer url not a url", with2("GRAB_TRANSFER_URL", "wallet:8080", "GRAB_TRANSFER_SECRET", "t"), nil, "GRAB_TRANSFER_URL"},
+		{"transfer url flag", prod, []string{"-transfer-url", "::"}, "GRAB_TRANSFER_URL"},
+		{"bad transfer timeout", with("GRAB_TRANSFER_TIMEOUT", "0"), nil, "GRAB_TRANSFER_TIMEOUT"},
+		{"bad sweep interval", with("GRAB_PAYOUT_SWEEP_INTERVAL", "often"), nil, "GRAB_PAYOUT_SWEEP_INTERVAL"},
+		{"bad retry after", with("GRAB_PAYOUT_RETRY_AFTER", "-30s"), nil, "GRAB_PAYOUT_RETRY_AFTER"},
+		{"retry after within the timeout", with("GRAB_PAYOUT_RETRY_AFTER", "3s"), nil, "longer than GRAB_TRANSFER_TIMEOUT"},
+		{"longer timeout, longer retry", with2("GRAB_TRANSFER_TIMEOUT", "10s", "GRAB_PAYOUT_RETRY_AFTER", "1m"), nil, ""},
+		{"zero max attempts", with("GRAB_PAYOUT_MAX_ATTEMPTS", "0"), nil, "GRAB_PAYOUT_MAX_ATTEMPTS"},
+		{"too many max attempts", with("GRAB_PAYOUT_MAX_ATTEMPTS", "1001"), nil, "GRAB_PAYOUT_MAX_ATTEMPTS"},
+		{"max attempts flag", prod, []string{"-payout-max-attempts", "x"}, "GRAB_PAYOUT_MAX_ATTEMPTS"},
 		{"unknown flag", prod, []string{"-nope"}, "nope"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -254,6 +273,43 @@ func TestParseConfig(t *testing.T) {
 	if err != nil || cfg.Addr != ":8080" || cfg.Shards != 16 || cfg.PacketTTL != 24*time.Hour || cfg.LagLimit != 5*time.Second ||
 		cfg.RefundInterval != time.Minute || cfg.DataDir != "./data" || !cfg.Embedded() {
 		t.Fatalf("defaults = %+v, %v", cfg, err)
+	}
+	if cfg.TransferURL != "" || cfg.TransferTimeout != 3*time.Second || cfg.PayoutSweepInterval != 10*time.Second ||
+		cfg.PayoutRetryAfter != 30*time.Second || cfg.PayoutMaxAttempts != 10 {
+		t.Fatalf("payout defaults = %+v", cfg)
+	}
+	cfg, err = ParseConfig([]string{"-payout-retry-after", "2m", "-payout-max-attempts", "25", "-payout-sweep-interval", "1s"},
+		envOf(with2("GRAB_TRANSFER_URL", "http://127.0.0.1:9000", "GRAB_TRANSFER_SECRET", "s3cret")))
+	if err != nil || cfg.TransferURL != "http://127.0.0.1:9000" || cfg.TransferSecret != "s3cret" || cfg.PayoutRetryAfter != 2*time.Minute ||
+		cfg.PayoutMaxAttempts != 25 || cfg.PayoutSweepInterval != time.Second {
+		t.Fatalf("payout settings = %+v, %v", cfg, err)
+	}
+}
+
+// The embedded mode pays campaign awards through the built-in transfer
+// simulator, over HTTP: make run works end to end.
+func TestEmbeddedCampaign(t *testing.T) {
+	g := startEmbedded(t)
+	now := time.Now().UTC()
+	body := fmt.Sprintf(`{"name":"demo","budget":"1.00","award_count":3,"award_min":"0.10","award_max":"0.50","starts_at":%q,"ends_at":%q}`,
+		now.Add(-time.Minute).Format(time.RFC3339), now.Add(time.Hour).Format(time.RFC3339))
+	c := g.call(t, "POST", "/v1/admin/campaigns", body, adminHeaders, 201)
+	id := fmt.Sprint(c["campaign_id"])
+	var sum int64
+	for u := 1; u <= 3; u++ {
+		a := g.call(t, "POST", "/v1/campaigns/"+id+"/grab", "", as(u), 200)
+		if a["payout"] != "transferred" {
+			t.Fatalf("grab = %v", a)
+		}
+		sum += decimalFen(t, a["amount"])
+	}
+	g.call(t, "POST", "/v1/campaigns/"+id+"/grab", "", as(4), 409)
+	v := g.call(t, "GET", "/v1/admin/campaigns/"+id, "", adminHeaders, 200)
+	if sum != 100 || v["used_amount"] != "1.00" || v["status"] != "sold_out" {
+		t.Fatalf("Σ %d, campaign %v", sum, v)
+	}
+	if err := g.stop(t); err != nil {
+		t.Fatalf("Run returned %v", err)
 	}
 }
 

@@ -23,6 +23,8 @@ import (
 
 	"github.com/grab-engine/grab/engine"
 	"github.com/grab-engine/grab/engine/paysim"
+	"github.com/grab-engine/grab/engine/transfer"
+	"github.com/grab-engine/grab/engine/transfersim"
 	grabhttp "github.com/grab-engine/grab/http"
 	"github.com/grab-engine/grab/lua"
 	"github.com/grab-engine/grab/store"
@@ -123,7 +125,17 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		provider = sim
 		log.Warn("payment provider: the built-in simulator; every third-party trade succeeds by itself")
 	}
-	eng := engine.New(engine.Deps{Redis: apiRedis, WriterRedis: writerRedis, DB: db, Log: log, Metrics: reg, Provider: provider}, ecfg)
+	ecfg.TransferTimeout = cfg.TransferTimeout
+	ecfg.PayoutSweepInterval = cfg.PayoutSweepInterval
+	ecfg.PayoutRetryAfter = cfg.PayoutRetryAfter
+	ecfg.PayoutMaxAttempts = cfg.PayoutMaxAttempts
+	xfer, stopSim, err := transferService(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	closers = append(closers, stopSim)
+	eng := engine.New(engine.Deps{Redis: apiRedis, WriterRedis: writerRedis, DB: db, Log: log, Metrics: reg, Provider: provider,
+		Transfer: xfer}, ecfg)
 
 	// The writer outlives the HTTP server: it stops only after the last
 	// request is answered, and drains what those requests accepted.
@@ -140,7 +152,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	// The refund and reconciliation jobs stop before the writer, so the writer
 	// drains the events of their last pass.
 	stopJobs := startJobs(ctx, log, map[string]func(context.Context) error{
-		"refund job": eng.RunRefunder, "reconciliation": eng.RunReconciler})
+		"refund job": eng.RunRefunder, "reconciliation": eng.RunReconciler, "payout sweeper": eng.RunPayoutSweeper})
 
 	handler := grabhttp.New(eng, grabhttp.Config{JWTSecret: []byte(cfg.JWTSecret), AdminToken: cfg.AdminToken,
 		DevAuth: cfg.DevAuth, PaySecret: []byte(cfg.PaySecret)}, log, reg)
@@ -190,6 +202,39 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		runErr = nil
 	}
 	return runErr
+}
+
+// transferService is the client of the transfer service that pays campaign
+// awards: the configured one; in the embedded mode without one, the
+// simulator served in-process on a loopback port (stop ends it); in
+// production without one, none, and awards stay received.
+func transferService(ctx context.Context, cfg Config, log *slog.Logger) (xfer engine.TransferService, stop func(), err error) {
+	switch {
+	case cfg.TransferURL != "":
+		log.Info("transfer service", "url", cfg.TransferURL, "timeout", cfg.TransferTimeout)
+		return transfer.NewClient(cfg.TransferURL, []byte(cfg.TransferSecret), cfg.TransferTimeout, nil), func() {}, nil
+	case !cfg.Embedded():
+		log.Warn("GRAB_TRANSFER_URL is not set: campaign awards are granted but stay received until a transfer service pays them")
+		return nil, func() {}, nil
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, nil, fmt.Errorf("embedded transfer simulator: %w", err)
+	}
+	secret := []byte(randomSecret())
+	sim := transfersim.New(secret, transfersim.Faults{}, uint64(time.Now().UnixNano()))
+	simCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := sim.Serve(simCtx, ln); err != nil {
+			log.Warn("embedded transfer simulator stopped", "err", err)
+		}
+	}()
+	log.Warn("transfer service: the built-in simulator; campaign payouts succeed in-process, no money moves",
+		"addr", ln.Addr().String())
+	client := transfer.NewClient("http://"+ln.Addr().String(), secret, cfg.TransferTimeout, nil)
+	return client, func() { cancel(); <-done }, nil
 }
 
 func newRedis(addrs []string, poolSize int) redis.UniversalClient {

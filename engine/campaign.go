@@ -1,0 +1,457 @@
+package engine
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/grab-engine/grab/lua"
+	"github.com/grab-engine/grab/store"
+)
+
+// Campaign bounds. A campaign's awards sit in one Redis list, so their
+// number is bounded; the window bounds how long its keys are kept.
+const (
+	MaxCampaignAwards  = 100_000
+	MaxCampaignBudget  = 1_000_000_000 // fen: 10,000,000.00
+	MaxPerUserLimit    = 100
+	MaxCampaignWindow  = 366 * 24 * time.Hour
+	maxCampaignNameLen = 64
+)
+
+// Campaign statuses as the API shows them; MySQL keeps "open" and the rest
+// follows from the clock and what is left.
+const (
+	CampaignScheduled = "scheduled" // before starts_at
+	CampaignOpen      = "open"
+	CampaignSoldOut   = "sold_out" // every award granted
+	CampaignEnded     = "ended"    // at or past ends_at
+)
+
+// Payout statuses of an award (store's names; the API shows them as they are).
+const (
+	PayoutReceived       = store.AwardReceived
+	PayoutTransferring   = store.AwardTransferring
+	PayoutTransferred    = store.AwardTransferred
+	PayoutNeedsAttention = store.AwardNeedsAttention
+)
+
+// NewCampaign is an admin's request to create a campaign.
+type NewCampaign struct {
+	Ref          string // optional idempotency key: the same ref and content again returns the first campaign
+	Name         string
+	Budget       int64 // fen
+	AwardCount   int
+	AwardMin     int64 // fen
+	AwardMax     int64 // fen
+	PerUserLimit int   // awards one user may win; 0 means 1
+	StartsAt     time.Time
+	EndsAt       time.Time
+}
+
+// Campaign is a campaign as the admin sees it.
+type Campaign struct {
+	ID           int64
+	Ref          string
+	Name         string
+	Budget       int64
+	UsedAmount   int64 // Σ awards granted and counted (the seed's activity detail)
+	AccAmount    int64 // the rule's accumulated amount (the seed's accActruleAmt)
+	AwardCount   int
+	AwardMin     int64
+	AwardMax     int64
+	PerUserLimit int
+	StartsAt     time.Time
+	EndsAt       time.Time
+	CreatedAt    time.Time
+	Status       string
+	Awarded      int            // awards MySQL has counted
+	Remaining    int            // awards not yet granted
+	Payouts      map[string]int // awards by payout status
+}
+
+// Award is one user's award and where its payout stands.
+type Award struct {
+	CampaignID    int64
+	Seq           int
+	UserID        int64
+	Amount        int64 // fen
+	Repeat        bool  // the user was at their limit: this is their latest award again
+	Payout        string
+	AwardedAt     time.Time
+	TransferredAt *time.Time
+}
+
+// PayoutPendingError is ErrPayoutInProgress with the award it is about, so
+// the app can still show what was won.
+type PayoutPendingError struct {
+	Award Award
+}
+
+func (e *PayoutPendingError) Error() string {
+	return fmt.Sprintf("%v: award %d of campaign %d", ErrPayoutInProgress, e.Award.Seq, e.Award.CampaignID)
+}
+
+// Unwrap makes errors.Is(err, ErrPayoutInProgress) hold.
+func (e *PayoutPendingError) Unwrap() error { return ErrPayoutInProgress }
+
+func (r NewCampaign) check(now time.Time) error {
+	name := strings.TrimSpace(r.Name)
+	switch {
+	case r.Ref != "" && !idRe.MatchString(r.Ref): // as vouchers and order ids
+		return fmt.Errorf("%w: ref must be 1-64 characters of A-Z a-z 0-9 _ . : -", ErrInvalidArgument)
+	case name == "" || utf8.RuneCountInString(r.Name) > maxCampaignNameLen || !utf8.ValidString(r.Name):
+		return fmt.Errorf("%w: name must be 1-%d characters", ErrInvalidArgument, maxCampaignNameLen)
+	case r.Budget < 1 || r.Budget > MaxCampaignBudget:
+		return fmt.Errorf("%w: budget must be 0.01..%s", ErrInvalidArgument, FormatAmount(MaxCampaignBudget))
+	case r.PerUserLimit < 0 || r.PerUserLimit > MaxPerUserLimit:
+		return fmt.Errorf("%w: per_user_limit must be 1..%d", ErrInvalidArgument, MaxPerUserLimit)
+	case r.StartsAt.IsZero() || r.EndsAt.IsZero():
+		return fmt.Errorf("%w: starts_at and ends_at are required", ErrInvalidArgument)
+	case !r.EndsAt.After(r.StartsAt):
+		return fmt.Errorf("%w: ends_at must be after starts_at", ErrInvalidArgument)
+	case !r.EndsAt.After(now):
+		return fmt.Errorf("%w: ends_at must be in the future", ErrInvalidArgument)
+	case r.EndsAt.Sub(r.StartsAt) > MaxCampaignWindow:
+		return fmt.Errorf("%w: a campaign runs at most %d days", ErrInvalidArgument, MaxCampaignWindow/(24*time.Hour))
+	}
+	return nil
+}
+
+// CreateCampaign splits the budget into awards within the rule, stores the
+// campaign and loads it into Redis. With a ref, a repeat of the same request
+// returns the first campaign (created false); the same ref with other content
+// is ErrIdempotencyConflict.
+func (e *Engine) CreateCampaign(ctx context.Context, req NewCampaign) (Campaign, bool, error) {
+	now := e.clock.Now().UTC()
+	if req.PerUserLimit == 0 {
+		req.PerUserLimit = 1
+	}
+	// Stored at the store's precision, so a replay compares equal.
+	req.StartsAt, req.EndsAt = req.StartsAt.UTC().Truncate(time.Millisecond), req.EndsAt.UTC().Truncate(time.Millisecond)
+	if err := req.check(now); err != nil {
+		return Campaign{}, false, err
+	}
+	if req.Ref != "" {
+		if c, err := e.campaignByRef(ctx, req); !errors.Is(err, ErrNotFound) {
+			return c, false, err
+		}
+	}
+	amounts, err := SplitCampaign(e.rand, req.Budget, req.AwardCount, req.AwardMin, req.AwardMax)
+	if err != nil {
+		return Campaign{}, false, err
+	}
+	row := store.Campaign{Name: req.Name, Budget: store.Fen(req.Budget), AwardCount: len(amounts),
+		StartsAt: req.StartsAt, EndsAt: req.EndsAt, Status: CampaignOpen, CreatedAt: now,
+		AwardMin: store.Fen(req.AwardMin), AwardMax: store.Fen(req.AwardMax), PerUserLimit: req.PerUserLimit}
+	if req.Ref != "" {
+		row.Ref = sql.NullString{String: req.Ref, Valid: true}
+	}
+	id, err := e.db.CreateCampaign(ctx, row, amounts)
+	if errors.Is(err, store.ErrDuplicate) {
+		// Another request with this ref won the race.
+		c, err := e.campaignByRef(ctx, req)
+		return c, false, err
+	}
+	if err != nil {
+		return Campaign{}, false, err
+	}
+	row.ID = id
+	shares := make([]lua.Share, len(amounts))
+	for i, a := range amounts {
+		shares[i] = lua.Share{Seq: i + 1, Amount: a}
+	}
+	// Committed. If Redis fails now, the first grab rebuilds it from MySQL.
+	if err := e.loadCampaign(ctx, row, shares, nil); err != nil {
+		e.log.WarnContext(ctx, "campaign created but not loaded into redis; grabs will rebuild it", "campaign_id", id, "err", err)
+	}
+	c, err := e.GetCampaign(ctx, id)
+	return c, true, err
+}
+
+// campaignByRef returns the campaign created under req.Ref if it was
+// created with the same content.
+func (e *Engine) campaignByRef(ctx context.Context, req NewCampaign) (Campaign, error) {
+	c, err := e.db.CampaignByRef(ctx, req.Ref)
+	if err != nil {
+		return Campaign{}, storeErr(err)
+	}
+	if c.Name != req.Name || int64(c.Budget) != req.Budget || c.AwardCount != req.AwardCount ||
+		int64(c.AwardMin) != req.AwardMin || int64(c.AwardMax) != req.AwardMax || c.PerUserLimit != req.PerUserLimit ||
+		!c.StartsAt.Equal(req.StartsAt) || !c.EndsAt.Equal(req.EndsAt) {
+		return Campaign{}, fmt.Errorf("%w: ref %q was used for another campaign", ErrIdempotencyConflict, req.Ref)
+	}
+	return e.GetCampaign(ctx, c.ID)
+}
+
+// loadCampaign writes a campaign's state into Redis: the awards not yet
+// granted, and who holds which. It never changes a state that is there.
+func (e *Engine) loadCampaign(ctx context.Context, c store.Campaign, awards []lua.Share, granted []lua.Award) error {
+	st := lua.CampaignState{Status: c.Status, StartsAtMs: c.StartsAt.UnixMilli(), EndsAtMs: c.EndsAt.UnixMilli(),
+		PerUserLimit: c.PerUserLimit, Awards: awards, Granted: granted}
+	// Kept past the end so holders still see their award; at least a minute,
+	// so a state rebuilt for an ended campaign answers before it goes.
+	st.KeepUntilMs = max(st.EndsAtMs+e.cfg.KeyGrace.Milliseconds(), e.nowMs()+time.Minute.Milliseconds())
+	_, err := lua.LoadCampaign(ctx, e.rdb, e.keys.Campaign(c.ID), st)
+	return err
+}
+
+// rebuildCampaign loads a campaign's state from MySQL after Redis lost it
+// (or never had it), under its load lock.
+func (e *Engine) rebuildCampaign(ctx context.Context, campaignID int64) error {
+	keys := e.keys.Campaign(campaignID)
+	unlock, err := e.lockLoad(ctx, keys.LoadLock, fmt.Sprintf("campaign %d", campaignID))
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if n, err := e.rdb.Exists(ctx, keys.State).Result(); err != nil || n == 1 {
+		return err
+	}
+	c, err := e.db.Campaign(ctx, campaignID)
+	if err != nil {
+		return storeErr(err)
+	}
+	shares, err := e.db.CampaignShares(ctx, campaignID)
+	if err != nil {
+		return err
+	}
+	rows, err := e.db.CampaignAwards(ctx, campaignID)
+	if err != nil {
+		return err
+	}
+	taken := make(map[int]bool, len(rows))
+	granted := make([]lua.Award, len(rows))
+	for i, r := range rows {
+		taken[r.Seq] = true
+		granted[i] = lua.Award{UserID: r.UserID, Seq: r.Seq, Amount: int64(r.Amount), AtMs: r.AwardedAt.UnixMilli()}
+	}
+	var left []lua.Share
+	for _, s := range shares {
+		if !taken[s.Seq] {
+			left = append(left, lua.Share{Seq: s.Seq, Amount: int64(s.Amount)})
+		}
+	}
+	if err := e.loadCampaign(ctx, c, left, granted); err != nil {
+		return err
+	}
+	e.m.rebuilds.Inc()
+	e.log.InfoContext(ctx, "campaign state rebuilt from the store", "campaign_id", campaignID)
+	return nil
+}
+
+// GetCampaign shows a campaign to an admin: budget, what is used, and its
+// awards by payout status.
+func (e *Engine) GetCampaign(ctx context.Context, campaignID int64) (Campaign, error) {
+	c, err := e.db.Campaign(ctx, campaignID)
+	if err != nil {
+		return Campaign{}, storeErr(err)
+	}
+	payouts, err := e.db.PayoutCounts(ctx, campaignID)
+	if err != nil {
+		return Campaign{}, err
+	}
+	v := Campaign{ID: c.ID, Ref: c.Ref.String, Name: c.Name, Budget: int64(c.Budget), UsedAmount: int64(c.UsedAmount),
+		AccAmount: int64(c.AccAmount), AwardCount: c.AwardCount, AwardMin: int64(c.AwardMin), AwardMax: int64(c.AwardMax),
+		PerUserLimit: c.PerUserLimit, StartsAt: c.StartsAt, EndsAt: c.EndsAt, CreatedAt: c.CreatedAt,
+		Awarded: c.AwardedCount, Remaining: c.AwardCount - c.AwardedCount, Payouts: payouts}
+	// Redis is ahead of MySQL on what is left.
+	keys := e.keys.Campaign(campaignID)
+	if n, err := e.rdb.Exists(ctx, keys.State).Result(); err == nil && n == 1 {
+		if left, err := e.rdb.LLen(ctx, keys.Awards).Result(); err == nil {
+			v.Remaining = int(left)
+		}
+	}
+	now := e.clock.Now()
+	switch {
+	case now.Before(c.StartsAt):
+		v.Status = CampaignScheduled
+	case !now.Before(c.EndsAt):
+		v.Status = CampaignEnded
+	case v.Remaining == 0:
+		v.Status = CampaignSoldOut
+	default:
+		v.Status = CampaignOpen
+	}
+	return v, nil
+}
+
+// GrabCampaign hands the user one award (or, at their limit, their latest
+// again) and pays it out at once: the award is 7 in MySQL before the
+// transfer service is called, and 4 when it answers success. When the
+// transfer fails or its outcome is unknown, the answer is a
+// *PayoutPendingError: the award is the user's and the sweeper finishes it.
+func (e *Engine) GrabCampaign(ctx context.Context, campaignID, userID int64) (Award, error) {
+	if campaignID <= 0 {
+		return Award{}, ErrNotFound
+	}
+	if e.WriterLag() > e.cfg.LagLimit {
+		return Award{}, ErrBusy
+	}
+	keys := e.keys.Campaign(campaignID)
+	request := requestID()
+	for attempt := 0; attempt < 3; attempt++ {
+		r, err := lua.CampaignGrab(ctx, e.rdb, keys, campaignID, userID, e.nowMs(), request)
+		if err != nil {
+			return Award{}, err
+		}
+		switch r.Code {
+		case lua.GrabGranted:
+			ev := store.AwardEvent{CampaignID: campaignID, Seq: r.Seq, UserID: userID, Amount: r.Amount, At: time.UnixMilli(r.AtMs).UTC()}
+			return e.payGrab(ctx, ev, r.Repeat)
+		case lua.GrabNotLoaded:
+			if err := e.rebuildCampaign(ctx, campaignID); err != nil {
+				return Award{}, err
+			}
+		case lua.GrabNotOpen:
+			return Award{}, fmt.Errorf("%w: the campaign has not started", ErrNotOpen)
+		case lua.GrabExpired:
+			return Award{}, fmt.Errorf("%w: the campaign has ended", ErrExpired)
+		case lua.GrabSoldOut:
+			return Award{}, ErrSoldOut
+		default:
+			return Award{}, fmt.Errorf("%w: campaign grab code %d", lua.ErrUnexpectedReply, r.Code)
+		}
+	}
+	return Award{}, fmt.Errorf("%w: campaign %d could not be loaded", ErrBusy, campaignID)
+}
+
+// payGrab pays out an award just granted (or granted before, for a repeat):
+// an award already paid is a success here, one whose payout is under way is
+// a *PayoutPendingError, and so is any failure once Redis has granted it —
+// the award is the user's, and the writer and the sweeper carry it on.
+func (e *Engine) payGrab(ctx context.Context, ev store.AwardEvent, repeat bool) (Award, error) {
+	a, err := e.receive(ctx, ev)
+	a.Repeat = repeat
+	switch {
+	case err == nil:
+		return a, nil
+	case errors.Is(err, ErrAwardReceived):
+		return a, nil
+	case errors.Is(err, ErrPayoutInProgress):
+		return a, &PayoutPendingError{Award: a}
+	case errors.Is(err, ErrForbidden):
+		// Redis granted this user an award MySQL gives another: a contradiction,
+		// not the user's doing (so INTERNAL, not FORBIDDEN).
+		e.log.ErrorContext(ctx, "campaign award contradicts the store; needs attention", "campaign_id", ev.CampaignID,
+			"seq", ev.Seq, "user_id", ev.UserID)
+		return Award{}, fmt.Errorf("campaign %d award %d: redis and the store disagree on its owner", ev.CampaignID, ev.Seq)
+	}
+	level := e.log.WarnContext
+	if errors.Is(err, store.ErrConflict) {
+		level = e.log.ErrorContext // the writer parks the event too: a person must look
+	}
+	level(ctx, "campaign award granted but its payout could not begin; the sweeper retries", "campaign_id", ev.CampaignID,
+		"seq", ev.Seq, "user_id", ev.UserID, "err", err)
+	return a, &PayoutPendingError{Award: a}
+}
+
+// Receive drives the payout of one of the user's awards (the seed's receive):
+// a received award is paid now; ErrAwardReceived when it was paid already,
+// a *PayoutPendingError when its transfer is under way or the transfer
+// fails; ErrForbidden for another user's award.
+func (e *Engine) Receive(ctx context.Context, campaignID int64, seq int, userID int64) (Award, error) {
+	if campaignID <= 0 || seq <= 0 {
+		return Award{}, ErrNotFound
+	}
+	var ev store.AwardEvent
+	row, err := e.db.Award(ctx, campaignID, seq)
+	switch {
+	case err == nil:
+		ev = store.AwardEvent{CampaignID: campaignID, Seq: seq, UserID: row.UserID, Amount: int64(row.Amount), At: row.AwardedAt}
+	case errors.Is(err, store.ErrNotFound):
+		// The writer may not have applied the grab yet: Redis knows it.
+		ra, ok, err := lua.CampaignAward(ctx, e.rdb, e.keys.Campaign(campaignID), seq)
+		if err != nil {
+			return Award{}, err
+		}
+		if !ok {
+			return Award{}, fmt.Errorf("%w: no award %d in campaign %d", ErrNotFound, seq, campaignID)
+		}
+		ev = store.AwardEvent{CampaignID: campaignID, Seq: seq, UserID: ra.UserID, Amount: ra.Amount, At: time.UnixMilli(ra.AtMs).UTC()}
+	default:
+		return Award{}, err
+	}
+	if ev.UserID != userID {
+		return Award{}, fmt.Errorf("%w: not your award", ErrForbidden)
+	}
+	a, err := e.receive(ctx, ev)
+	if errors.Is(err, ErrPayoutInProgress) {
+		return a, &PayoutPendingError{Award: a}
+	}
+	return a, err
+}
+
+// receive is the seed's fixed scheme: one transaction locks the award (and
+// counts it against the budget if it creates its row) and moves it to
+// transferring, committed; then, outside any transaction, the transfer.
+func (e *Engine) receive(ctx context.Context, ev store.AwardEvent) (Award, error) {
+	a := Award{CampaignID: ev.CampaignID, Seq: ev.Seq, UserID: ev.UserID, Amount: ev.Amount, Payout: PayoutReceived, AwardedAt: ev.At}
+	row, started, err := e.db.BeginPayout(ctx, ev, e.xfer != nil, e.clock.Now().UTC())
+	if err != nil {
+		return a, err
+	}
+	a = awardView(row)
+	if row.UserID != ev.UserID {
+		return Award{}, fmt.Errorf("%w: not your award", ErrForbidden)
+	}
+	if !started {
+		switch row.Status {
+		case PayoutTransferred:
+			return a, ErrAwardReceived
+		case PayoutTransferring, PayoutNeedsAttention:
+			return a, ErrPayoutInProgress
+		}
+		return a, nil // received, and no transfer service to pay it
+	}
+	if h := e.hooks.afterTransferring; h != nil {
+		if err := h(ctx, row); err != nil {
+			return a, err
+		}
+	}
+	return e.transferAward(ctx, row)
+}
+
+func awardView(r store.Award) Award {
+	a := Award{CampaignID: r.CampaignID, Seq: r.Seq, UserID: r.UserID, Amount: int64(r.Amount), Payout: r.Status, AwardedAt: r.AwardedAt}
+	if r.TransferredAt.Valid {
+		t := r.TransferredAt.Time
+		a.TransferredAt = &t
+	}
+	return a
+}
+
+// MyAwards lists the user's awards of a campaign with their payout status,
+// including one Redis has granted that MySQL has not seen yet.
+func (e *Engine) MyAwards(ctx context.Context, campaignID, userID int64) ([]Award, error) {
+	if _, err := e.db.Campaign(ctx, campaignID); err != nil {
+		return nil, storeErr(err)
+	}
+	rows, err := e.db.UserAwards(ctx, campaignID, userID)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Award, 0, len(rows)+1)
+	seen := map[int]bool{}
+	for _, r := range rows {
+		out = append(out, awardView(r))
+		seen[r.Seq] = true
+	}
+	// The users hash holds the latest award; the receive path writes the row
+	// at grab time, so only that one can be missing from MySQL.
+	v, err := e.rdb.HGet(ctx, e.keys.Campaign(campaignID).Users, strconv.FormatInt(userID, 10)).Result()
+	if err == nil {
+		var n, seq int
+		var amount, at int64
+		if _, err := fmt.Sscanf(v, "%d:%d:%d:%d:", &n, &seq, &amount, &at); err == nil && !seen[seq] {
+			out = append(out, Award{CampaignID: campaignID, Seq: seq, UserID: userID, Amount: amount, Payout: PayoutReceived,
+				AwardedAt: time.UnixMilli(at).UTC()})
+		}
+	}
+	return out, nil
+}

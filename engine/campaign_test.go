@@ -1,0 +1,389 @@
+package engine_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	nethttp "net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/transfer"
+	"github.com/grab-engine/grab/engine/transfersim"
+	"github.com/grab-engine/grab/store"
+)
+
+// startSim serves a transfer service simulator on loopback and returns it
+// with the production client of it, as grabd wires them.
+func startSim(tb testing.TB, f transfersim.Faults) (*transfersim.Sim, engine.TransferService) {
+	tb.Helper()
+	secret := []byte("transfer-test-secret")
+	sim := transfersim.New(secret, f, 1)
+	srv := httptest.NewServer(sim)
+	tb.Cleanup(srv.Close)
+	hc := &nethttp.Client{Transport: &nethttp.Transport{MaxIdleConnsPerHost: 64}}
+	tb.Cleanup(hc.CloseIdleConnections)
+	return sim, transfer.NewClient(srv.URL, secret, 5*time.Second, hc)
+}
+
+// withTransfer is the env's engine rebuilt with a transfer service (and a
+// metrics registry of its own).
+func (e *env) withTransfer(x engine.TransferService, mutate ...func(*engine.Config)) (*env, *prometheus.Registry) {
+	reg := prometheus.NewRegistry()
+	return e.another(func(d *engine.Deps) { d.Transfer, d.Metrics = x, reg }, mutate...), reg
+}
+
+// newCampaign creates a campaign open from a minute ago for an hour.
+func (e *env) newCampaign(tb testing.TB, budget int64, count int, awardMin, awardMax int64, limit int) engine.Campaign {
+	tb.Helper()
+	now := e.clock.Now()
+	c, created, err := e.eng.CreateCampaign(context.Background(), engine.NewCampaign{Name: "test", Budget: budget, AwardCount: count,
+		AwardMin: awardMin, AwardMax: awardMax, PerUserLimit: limit, StartsAt: now.Add(-time.Minute), EndsAt: now.Add(time.Hour)})
+	if err != nil || !created {
+		tb.Fatalf("create campaign: %v, %v", created, err)
+	}
+	return c
+}
+
+// grabOutcomes grabs campaign cp once for each user, all at once, and
+// returns the awards won (paid or pending) by user and the error codes.
+func (e *env) grabOutcomes(t *testing.T, cp int64, users []int64) (won map[int64]engine.Award, pending int, other map[string]int) {
+	t.Helper()
+	var mu sync.Mutex
+	won, other = map[int64]engine.Award{}, map[string]int{}
+	var wg sync.WaitGroup
+	for _, u := range users {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a, err := e.eng.GrabCampaign(context.Background(), cp, u)
+			mu.Lock()
+			defer mu.Unlock()
+			var pe *engine.PayoutPendingError
+			switch {
+			case err == nil:
+				won[u] = a
+			case errors.As(err, &pe):
+				won[u] = pe.Award
+				pending++
+			case errors.Is(err, engine.ErrSoldOut):
+				other["SOLD_OUT"]++
+			default:
+				other[err.Error()]++
+			}
+		}()
+	}
+	wg.Wait()
+	return won, pending, other
+}
+
+func userRange(from, n int) []int64 {
+	u := make([]int64, n)
+	for i := range u {
+		u[i] = int64(from + i)
+	}
+	return u
+}
+
+// settlePayouts advances the clock past the retry threshold and sweeps
+// until no award of cp is received or transferring; it returns the sweeps run.
+func (e *env) settlePayouts(t *testing.T, cp int64) int {
+	t.Helper()
+	ctx := context.Background()
+	for sweeps := 1; sweeps <= 200; sweeps++ {
+		e.clock.Add(e.cfg.PayoutRetryAfter + time.Second)
+		if _, err := e.eng.SweepPayouts(ctx); err != nil {
+			t.Fatal(err)
+		}
+		counts, err := e.db.PayoutCounts(ctx, cp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if counts[engine.PayoutReceived]+counts[engine.PayoutTransferring] == 0 {
+			return sweeps
+		}
+	}
+	t.Fatal("payouts did not settle in 200 sweeps")
+	return 0
+}
+
+// auditPayouts checks campaign cp after its payouts settled: want awards,
+// every one transferred, each out-trade-no applied exactly once by the
+// service with the award's user and amount (the simulator's ledger), and
+// MySQL's used and accumulated amounts both the sum of the awards. It
+// returns that sum.
+func (e *env) auditPayouts(t *testing.T, sim *transfersim.Sim, cp int64, want int) int64 {
+	t.Helper()
+	ctx := context.Background()
+	rows, err := e.db.CampaignAwards(ctx, cp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != want {
+		t.Fatalf("%d awards, want %d", len(rows), want)
+	}
+	held := sim.Transfers()
+	prefix := fmt.Sprintf("cp%d-", cp)
+	var sum, paid int64
+	numbers := 0
+	for no, rec := range held {
+		if strings.HasPrefix(no, prefix) {
+			numbers++
+			paid += rec.Amount
+			if rec.Applied != 1 {
+				t.Errorf("%s applied %d times", no, rec.Applied)
+			}
+		}
+	}
+	for _, r := range rows {
+		sum += int64(r.Amount)
+		rec, ok := held[r.OutTradeNo]
+		switch {
+		case r.Status != engine.PayoutTransferred:
+			t.Errorf("award %d is %s (attempts %d, %q)", r.Seq, r.Status, r.Attempts, r.LastError)
+		case !ok:
+			t.Errorf("award %d is transferred but the service never applied %s", r.Seq, r.OutTradeNo)
+		case rec.UserID != r.UserID || rec.Amount != int64(r.Amount) || rec.TransferID != r.TransferID:
+			t.Errorf("award %d: service holds %+v, row %+v", r.Seq, rec, r)
+		}
+	}
+	if numbers != want || paid != sum || sim.MaxApplications() != 1 {
+		t.Errorf("service applied %d numbers, %d fen, at most %d times each; want %d numbers, %d fen, once each",
+			numbers, paid, sim.MaxApplications(), want, sum)
+	}
+	c, err := e.db.Campaign(ctx, cp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if int64(c.UsedAmount) != sum || int64(c.AccAmount) != sum || c.AwardedCount != want || sum > int64(c.Budget) {
+		t.Errorf("used %d, acc %d, awarded %d, budget %d; Σ awards %d over %d", c.UsedAmount, c.AccAmount, c.AwardedCount, c.Budget, sum, want)
+	}
+	return sum
+}
+
+// Must-show 1: 10,000 users grab a 2,000-award campaign at once while the
+// transfer service fails half its calls, loses a tenth of the replies of
+// requests it handled and handles some transfers twice at once. After the
+// sweeper settles, every award is transferred, the service applied each
+// out-trade-no exactly once, and Σ transferred = Σ awarded = the budget =
+// MySQL's used and accumulated amounts.
+func TestCampaignPayoutUnderFaults(t *testing.T) {
+	sim, x := startSim(t, transfersim.Faults{ErrorRate: 0.5, LoseReplyRate: 0.1, DuplicateRate: 0.05})
+	base := setupReal(t)
+	// Attempts are unbounded here (a 1-in-2^1000 chance of parking): this
+	// test is about settling, TestPayoutParksAfterMaxAttempts about parking.
+	e, _ := base.withTransfer(x, func(c *engine.Config) { c.PayoutMaxAttempts = 1000; c.PayoutWorkers = 16 })
+	const budget, awards, users = 100_000, 2_000, 10_000 // 1000.00 in 2,000 awards of 0.01..1.00
+	c := e.newCampaign(t, budget, awards, 1, 100, 1)
+	stop := e.runWriter()
+
+	won, pending, other := e.grabOutcomes(t, c.ID, userRange(1, users))
+	if len(won) != awards || other["SOLD_OUT"] != users-awards || len(other) != 1 {
+		t.Fatalf("%d won (%d pending), others %v", len(won), pending, other)
+	}
+	if pending == 0 || pending == awards {
+		t.Fatalf("%d of %d payouts pending: the faults did not bite, or nothing got through", pending, awards)
+	}
+	var won64 int64
+	seqs := map[int]bool{}
+	for u, a := range won {
+		won64 += a.Amount
+		if a.UserID != u || seqs[a.Seq] || a.Repeat {
+			t.Fatalf("award %+v for user %d", a, u)
+		}
+		seqs[a.Seq] = true
+	}
+	stop() // the writer drains every award event: none may count twice
+	if n := e.rdb.XLen(context.Background(), e.keys.DeadLetters(e.keys.Shard(c.ID))).Val(); n != 0 {
+		t.Fatalf("the writer parked %d award events", n)
+	}
+	sweeps := e.settlePayouts(t, c.ID)
+	sum := e.auditPayouts(t, sim, c.ID, awards)
+	if n, fen := sim.TotalApplied(); sum != budget || won64 != budget || n != awards || fen != budget {
+		t.Fatalf("Σ transferred %d, Σ won %d, service moved %d fen in %d transfers; budget %d", sum, won64, fen, n, budget)
+	}
+	t.Logf("%d awards, %d pending after the grab, settled in %d sweeps; %d applied once each, Σ = %s",
+		awards, pending, sweeps, awards, engine.FormatAmount(sum))
+
+	// A winner's second grab is their award again, paid. (A fresh engine: the
+	// stopped writer's last lag measurement is stale.)
+	e = e.another(func(d *engine.Deps) { d.Transfer = x })
+	for u := range won {
+		a, err := e.eng.GrabCampaign(context.Background(), c.ID, u)
+		if err != nil || !a.Repeat || a.Payout != engine.PayoutTransferred || a.Seq != won[u].Seq {
+			t.Fatalf("repeat grab: %+v, %v", a, err)
+		}
+		break
+	}
+}
+
+var errCrash = errors.New("crash injected")
+
+// Must-show 2: a crash between "7 committed" and the transfer call, and one
+// between the service's success and the 7 -> 4 update, are both settled by
+// the sweeper, without a second transfer.
+func TestCampaignPayoutCrashPoints(t *testing.T) {
+	sim, x := startSim(t, transfersim.Faults{})
+	e, _ := setupReal(t).withTransfer(x)
+	c := e.newCampaign(t, 300, 3, 100, 100, 1)
+	ctx := context.Background()
+	engine.SetPayoutHooks(e.eng,
+		func(_ context.Context, a store.Award) error { // user 1: dies before the call
+			if a.UserID == 1 {
+				return errCrash
+			}
+			return nil
+		},
+		func(_ context.Context, a store.Award) error { // user 2: dies after the service applied it
+			if a.UserID == 2 {
+				return errCrash
+			}
+			return nil
+		})
+	awards := map[int64]engine.Award{}
+	for u := int64(1); u <= 3; u++ {
+		a, err := e.eng.GrabCampaign(ctx, c.ID, u)
+		var pe *engine.PayoutPendingError
+		switch {
+		case u == 3 && err == nil && a.Payout == engine.PayoutTransferred:
+		case u < 3 && errors.As(err, &pe) && pe.Award.Payout == engine.PayoutTransferring:
+			a = pe.Award
+		default:
+			t.Fatalf("user %d: %+v, %v", u, a, err)
+		}
+		awards[u] = a
+	}
+	no := func(u int64) string { return store.OutTradeNo(c.ID, awards[u].Seq) }
+	if sim.Applied(no(1)) != 0 || sim.Attempts(no(1)) != 0 {
+		t.Fatal("user 1's transfer was made before the crash point")
+	}
+	if sim.Applied(no(2)) != 1 {
+		t.Fatal("user 2's transfer was not applied before the crash point")
+	}
+	engine.SetPayoutHooks(e.eng, nil, nil) // the process restarted
+
+	// Both stay 7 until the threshold; the user is told the payout is under way.
+	if s, err := e.eng.SweepPayouts(ctx); err != nil || s.Claimed != 0 {
+		t.Fatalf("sweep before the threshold: %+v, %v", s, err)
+	}
+	if _, err := e.eng.Receive(ctx, c.ID, awards[2].Seq, 2); !errors.Is(err, engine.ErrPayoutInProgress) {
+		t.Fatalf("receive of an award in 7: %v", err)
+	}
+	e.clock.Add(e.cfg.PayoutRetryAfter + time.Second)
+	if s, err := e.eng.SweepPayouts(ctx); err != nil || s != (engine.PayoutSweep{Claimed: 2, Transferred: 2}) {
+		t.Fatalf("sweep: %+v, %v", s, err)
+	}
+	e.auditPayouts(t, sim, c.ID, 3)
+	// User 1's number: one transfer, the sweeper's. User 2's: only the first;
+	// the sweeper's query found it applied.
+	if n1, n2 := sim.Attempts(no(1)), sim.Attempts(no(2)); n1 != 1 || n2 != 1 {
+		t.Fatalf("transfer calls: user 1 %d, user 2 %d; want 1 and 1", n1, n2)
+	}
+	if _, err := e.eng.Receive(ctx, c.ID, awards[1].Seq, 1); !errors.Is(err, engine.ErrAwardReceived) {
+		t.Fatalf("receive of a transferred award: %v", err)
+	}
+}
+
+// Must-show 3: two sweepers over the same 300 stuck awards: each award is
+// driven by one of them, the service applies no number twice, all end 4.
+func TestTwoPayoutSweepers(t *testing.T) {
+	sim, x := startSim(t, transfersim.Faults{ErrorRate: 1}) // down: every payout is left in 7
+	e, _ := setupReal(t).withTransfer(x)
+	const n = 300
+	c := e.newCampaign(t, 3_000, n, 1, 100, 1)
+	won, pending, other := e.grabOutcomes(t, c.ID, userRange(1, n))
+	if len(won) != n || pending != n || len(other) != 0 {
+		t.Fatalf("%d won, %d pending, %v", len(won), pending, other)
+	}
+	sim.SetFaults(transfersim.Faults{Latency: 2 * time.Millisecond}) // up, slow enough for the sweepers to overlap
+	e2 := e.another(func(d *engine.Deps) { d.Transfer = x })
+	e.clock.Add(e.cfg.PayoutRetryAfter + time.Second)
+	var wg sync.WaitGroup
+	sweeps := make([]engine.PayoutSweep, 2)
+	for i, eng := range []*engine.Engine{e.eng, e2.eng} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, err := eng.SweepPayouts(context.Background())
+			if err != nil {
+				t.Error(err)
+			}
+			sweeps[i] = s
+		}()
+	}
+	wg.Wait()
+	if sweeps[0].Claimed+sweeps[1].Claimed != n || sweeps[0].Transferred+sweeps[1].Transferred != n {
+		t.Fatalf("sweeps %+v", sweeps)
+	}
+	e.auditPayouts(t, sim, c.ID, n)
+	for _, a := range won {
+		// The failed call never reached the ledger: one sweeper's call did.
+		if calls := sim.Attempts(store.OutTradeNo(c.ID, a.Seq)); calls != 1 {
+			t.Fatalf("award %d: %d transfer requests reached the service", a.Seq, calls)
+		}
+	}
+	t.Logf("sweeper 1 drove %d, sweeper 2 drove %d", sweeps[0].Claimed, sweeps[1].Claimed)
+}
+
+// Must-show 4: budget exhaustion under concurrent load never overspends:
+// exactly award_count winners (some users grab twice at once), Σ awards =
+// used = accumulated = the budget to the fen, and a forged award past it is
+// parked by the writer without counting.
+func TestCampaignBudgetExhaustion(t *testing.T) {
+	sim, x := startSim(t, transfersim.Faults{})
+	e, _ := setupReal(t).withTransfer(x)
+	const budget, awards = 12_345, 500
+	c := e.newCampaign(t, budget, awards, 1, 100, 1)
+	stop := e.runWriter()
+	users := append(userRange(1, 3_000), userRange(1, 200)...) // users 1..200 grab twice at once
+	won, _, other := e.grabOutcomes(t, c.ID, users)
+	// A user who grabs twice and wins gets the same award on both calls (the
+	// second a repeat, or PAYOUT_IN_PROGRESS while the first call transfers).
+	twice := 0
+	for u := range won {
+		if u <= 200 {
+			twice++
+		}
+	}
+	if len(won) != awards || other["SOLD_OUT"] != len(users)-awards-twice || len(other) != 1 {
+		t.Fatalf("%d won, %v", len(won), other)
+	}
+	var sum int64
+	for _, a := range won {
+		sum += a.Amount
+	}
+	if sum != budget {
+		t.Fatalf("Σ won %d, budget %d", sum, budget)
+	}
+	if _, err := e.eng.GrabCampaign(context.Background(), c.ID, 99_999); !errors.Is(err, engine.ErrSoldOut) {
+		t.Fatalf("grab after the last award: %v", err)
+	}
+	// A forged award: a real share, another user. The writer parks it.
+	ctx := context.Background()
+	keys := e.keys.Campaign(c.ID)
+	if err := e.rdb.XAdd(ctx, &redis.XAddArgs{Stream: keys.Events, Values: map[string]any{"t": "award", "cp": c.ID, "u": 77_777,
+		"seq": 1, "amt": 1, "at": e.clock.Now().UnixMilli()}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	if n := e.rdb.XLen(ctx, e.keys.DeadLetters(e.keys.Shard(c.ID))).Val(); n != 1 {
+		t.Fatalf("%d dead letters, want the forged award", n)
+	}
+	// Nearly every payout completes inline; under a loaded machine a call can
+	// outlast its timeout, and the sweeper finishes those, as in production.
+	e.settlePayouts(t, c.ID)
+	if got := e.auditPayouts(t, sim, c.ID, awards); got != budget {
+		t.Fatalf("Σ %d", got)
+	}
+	v, err := e.eng.GetCampaign(ctx, c.ID)
+	if err != nil || v.Status != engine.CampaignSoldOut || v.Remaining != 0 || v.UsedAmount != budget || v.Payouts[engine.PayoutTransferred] != awards {
+		t.Fatalf("campaign %+v, %v", v, err)
+	}
+}

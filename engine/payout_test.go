@@ -1,0 +1,221 @@
+package engine_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/transfersim"
+	"github.com/grab-engine/grab/lua"
+	"github.com/grab-engine/grab/store"
+)
+
+// metric reads a counter or gauge without labels from reg.
+func metric(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			m := mf.GetMetric()[0]
+			if c := m.GetCounter(); c != nil {
+				return c.GetValue()
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
+}
+
+func (e *env) wantUsed(t *testing.T, cp, used int64) {
+	t.Helper()
+	c, err := e.eng.GetCampaign(context.Background(), cp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.UsedAmount != used || c.AccAmount != used {
+		t.Fatalf("used %d, acc %d; want %d", c.UsedAmount, c.AccAmount, used)
+	}
+}
+
+// rawGrab grabs through the script alone, as a grab whose request died
+// before its payout began: the award is in Redis and the stream, nowhere else.
+func (e *env) rawGrab(t *testing.T, cp, user int64) lua.CampaignGrabReply {
+	t.Helper()
+	r, err := lua.CampaignGrab(context.Background(), e.rdb, e.keys.Campaign(cp), cp, user, e.clock.Now().UnixMilli(), fmt.Sprint("raw-", user))
+	if err != nil || r.Code != lua.GrabGranted {
+		t.Fatalf("grab: %+v, %v", r, err)
+	}
+	return r
+}
+
+// The writer and the receive path each create an award's row if it is
+// absent, and whichever does counts it: in either order, and with the
+// writer's event replayed, the budget is counted once.
+func TestAwardWriterAndReceiveInEitherOrder(t *testing.T) {
+	sim, x := startSim(t, transfersim.Faults{})
+	e, _ := setupReal(t).withTransfer(x)
+	ctx := context.Background()
+	c := e.newCampaign(t, 300, 3, 100, 100, 1)
+	events := e.keys.Campaign(c.ID).Events
+
+	// Writer first, its event delivered twice.
+	first := e.rawGrab(t, c.ID, 1)
+	msgs, err := e.rdb.XRange(ctx, events, "-", "+").Result()
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("stream: %v, %v", msgs, err)
+	}
+	if err := e.rdb.XAdd(ctx, &redis.XAddArgs{Stream: events, Values: msgs[0].Values}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	e.runWriter()()
+	if a, err := e.db.Award(ctx, c.ID, first.Seq); err != nil || a.Status != engine.PayoutReceived || a.Attempts != 0 {
+		t.Fatalf("after the writer: %+v, %v", a, err)
+	}
+	e.wantUsed(t, c.ID, 100)
+	if a, err := e.eng.Receive(ctx, c.ID, first.Seq, 1); err != nil || a.Payout != engine.PayoutTransferred {
+		t.Fatalf("receive: %+v, %v", a, err)
+	}
+	e.wantUsed(t, c.ID, 100)
+
+	// Receive first: MySQL has no row yet, Redis has the award.
+	second := e.rawGrab(t, c.ID, 2)
+	if _, err := e.db.Award(ctx, c.ID, second.Seq); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("row before the receive: %v", err)
+	}
+	if _, err := e.eng.Receive(ctx, c.ID, second.Seq, 1); !errors.Is(err, engine.ErrForbidden) {
+		t.Fatalf("receive of another user's award: %v", err)
+	}
+	if a, err := e.eng.Receive(ctx, c.ID, second.Seq, 2); err != nil || a.Payout != engine.PayoutTransferred {
+		t.Fatalf("receive: %+v, %v", a, err)
+	}
+	e.wantUsed(t, c.ID, 200)
+	e.runWriter()()
+	e.wantUsed(t, c.ID, 200)
+	if n := e.rdb.XLen(ctx, e.keys.DeadLetters(e.keys.Shard(c.ID))).Val(); n != 0 {
+		t.Fatalf("%d dead letters", n)
+	}
+	if _, err := e.eng.Receive(ctx, c.ID, second.Seq, 2); !errors.Is(err, engine.ErrAwardReceived) {
+		t.Fatalf("second receive: %v", err)
+	}
+	if _, err := e.eng.Receive(ctx, c.ID, 3, 2); !errors.Is(err, engine.ErrNotFound) {
+		t.Fatalf("receive of an award never granted: %v", err)
+	}
+	if sim.MaxApplications() != 1 {
+		t.Fatal("a number was applied twice")
+	}
+}
+
+// An award whose transfers keep failing is parked after PayoutMaxAttempts
+// as needs_attention, with an alert (counter and gauge), and kept: the
+// sweeper leaves it to a person, the user is told the payout is under way.
+func TestPayoutParksAfterMaxAttempts(t *testing.T) {
+	sim, x := startSim(t, transfersim.Faults{ErrorRate: 1})
+	e, reg := setupReal(t).withTransfer(x, func(c *engine.Config) { c.PayoutMaxAttempts = 3 })
+	ctx := context.Background()
+	c := e.newCampaign(t, 100, 1, 100, 100, 1)
+	_, err := e.eng.GrabCampaign(ctx, c.ID, 9)
+	var pe *engine.PayoutPendingError
+	if !errors.As(err, &pe) || pe.Award.Amount != 100 || pe.Award.Payout != engine.PayoutTransferring {
+		t.Fatalf("grab: %v", err)
+	}
+	for i, want := range []engine.PayoutSweep{{Claimed: 1, Pending: 1}, {Claimed: 1, Parked: 1}, {}} {
+		e.clock.Add(e.cfg.PayoutRetryAfter + time.Second)
+		if s, err := e.eng.SweepPayouts(ctx); err != nil || s != want {
+			t.Fatalf("sweep %d: %+v, %v; want %+v", i+1, s, err, want)
+		}
+	}
+	a, err := e.db.Award(ctx, c.ID, pe.Award.Seq)
+	if err != nil || a.Status != engine.PayoutNeedsAttention || a.Attempts != 3 || a.LastError == "" {
+		t.Fatalf("award %+v, %v", a, err)
+	}
+	if n := metric(t, reg, "grab_payout_needs_attention_total"); n != 1 {
+		t.Fatalf("needs-attention counter %v", n)
+	}
+	if n := metric(t, reg, "grab_payout_needs_attention_awards"); n != 1 {
+		t.Fatalf("needs-attention gauge %v", n)
+	}
+	if n := metric(t, reg, "grab_payout_transfers_failed_total"); n != 3 {
+		t.Fatalf("failed counter %v", n)
+	}
+	if _, err := e.eng.Receive(ctx, c.ID, a.Seq, 9); !errors.As(err, &pe) || pe.Award.Payout != engine.PayoutNeedsAttention {
+		t.Fatalf("receive of a parked award: %v", err)
+	}
+	v, err := e.eng.GetCampaign(ctx, c.ID)
+	if err != nil || v.Payouts[engine.PayoutNeedsAttention] != 1 || v.UsedAmount != 100 {
+		t.Fatalf("campaign %+v, %v", v, err)
+	}
+	if sim.Applied(a.OutTradeNo) != 0 {
+		t.Fatal("a failed transfer moved money")
+	}
+}
+
+// A service that holds the out-trade-no with other details (a conflict) is
+// never retried: the award is parked at once.
+func TestPayoutConflictParks(t *testing.T) {
+	_, x := startSim(t, transfersim.Faults{})
+	e, reg := setupReal(t).withTransfer(x)
+	ctx := context.Background()
+	c := e.newCampaign(t, 300, 3, 50, 150, 1)
+	shares, err := e.db.CampaignShares(ctx, c.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Someone else's payout under award 1's number (seq 1 goes first).
+	if _, err := x.Transfer(ctx, engine.Transfer{OutTradeNo: store.OutTradeNo(c.ID, 1), UserID: 4242, Amount: int64(shares[0].Amount)}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.eng.GrabCampaign(ctx, c.ID, 1)
+	var pe *engine.PayoutPendingError
+	if !errors.As(err, &pe) || pe.Award.Seq != 1 || pe.Award.Payout != engine.PayoutNeedsAttention {
+		t.Fatalf("grab: %v", err)
+	}
+	if n := metric(t, reg, "grab_payout_needs_attention_total"); n != 1 {
+		t.Fatalf("needs-attention counter %v", n)
+	}
+	e.clock.Add(e.cfg.PayoutRetryAfter + time.Second)
+	if s, err := e.eng.SweepPayouts(ctx); err != nil || s.Claimed != 0 {
+		t.Fatalf("sweep touched a parked award: %+v, %v", s, err)
+	}
+}
+
+// Without a transfer service grabs still work and awards stay received; an
+// engine with a service later pays them in its sweep.
+func TestCampaignWithoutTransferService(t *testing.T) {
+	sim, x := startSim(t, transfersim.Faults{})
+	e := setupReal(t)
+	ctx := context.Background()
+	c := e.newCampaign(t, 1_000, 10, 100, 100, 1)
+	for u := int64(1); u <= 3; u++ {
+		a, err := e.eng.GrabCampaign(ctx, c.ID, u)
+		if err != nil || a.Payout != engine.PayoutReceived {
+			t.Fatalf("grab: %+v, %v", a, err)
+		}
+	}
+	if a, err := e.eng.Receive(ctx, c.ID, 1, 1); err != nil || a.Payout != engine.PayoutReceived {
+		t.Fatalf("receive without a service: %+v, %v", a, err)
+	}
+	if s, err := e.eng.SweepPayouts(ctx); err != nil || s.Claimed != 0 {
+		t.Fatalf("sweep without a service: %+v, %v", s, err)
+	}
+	paying, _ := e.withTransfer(x)
+	if s, err := paying.eng.SweepPayouts(ctx); err != nil || s.Claimed != 0 {
+		t.Fatalf("sweep before the threshold: %+v, %v", s, err) // their grabs may still be paying them
+	}
+	e.clock.Add(e.cfg.PayoutRetryAfter + time.Second)
+	if s, err := paying.eng.SweepPayouts(ctx); err != nil || s != (engine.PayoutSweep{Claimed: 3, Transferred: 3}) {
+		t.Fatalf("sweep: %+v, %v", s, err)
+	}
+	if n, fen := sim.TotalApplied(); n != 3 || fen != 300 {
+		t.Fatalf("service moved %d fen in %d transfers", fen, n)
+	}
+}

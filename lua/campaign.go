@@ -1,0 +1,155 @@
+package lua
+
+import (
+	"context"
+	_ "embed"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+var (
+	//go:embed campaign_grab.lua
+	campaignGrabSource string
+	//go:embed campaign_load.lua
+	campaignLoadSource string
+
+	campaignGrabScript = redis.NewScript(campaignGrabSource)
+	campaignLoadScript = redis.NewScript(campaignLoadSource)
+)
+
+// CampaignGrabReply is what campaign_grab.lua answered. Seq, Amount, AtMs
+// and Repeat are set only when Code is GrabGranted. The codes are grab.lua's
+// (GrabGranted, GrabNotLoaded, GrabNotOpen, GrabExpired, GrabSoldOut).
+type CampaignGrabReply struct {
+	Code   GrabCode
+	Seq    int
+	Amount int64 // fen
+	AtMs   int64
+	Repeat bool
+}
+
+// CampaignGrab runs campaign_grab.lua for one user. requestID must be the
+// same for every re-send of one logical call.
+func CampaignGrab(ctx context.Context, c redis.Scripter, k CampaignKeys, campaignID, userID, nowMs int64, requestID string) (CampaignGrabReply, error) {
+	v, err := campaignGrabScript.Run(ctx, c, []string{k.State, k.Awards, k.Users, k.Awarded, k.Events},
+		userID, nowMs, campaignID, requestID).Slice()
+	if err != nil {
+		return CampaignGrabReply{}, err
+	}
+	code, err := replyCode(v, "campaign grab")
+	if err != nil {
+		return CampaignGrabReply{}, err
+	}
+	r := CampaignGrabReply{Code: GrabCode(code)}
+	switch r.Code {
+	case GrabGranted:
+		if len(v) != 5 {
+			return CampaignGrabReply{}, fmt.Errorf("%w: campaign grab reply of %d items", ErrUnexpectedReply, len(v))
+		}
+		seq, ok1 := v[1].(int64)
+		amount, err1 := intString(v[2])
+		at, err2 := intString(v[3])
+		rep, ok2 := v[4].(int64)
+		if !ok1 || !ok2 || err1 != nil || err2 != nil {
+			return CampaignGrabReply{}, fmt.Errorf("%w: campaign grab reply %v", ErrUnexpectedReply, v)
+		}
+		r.Seq, r.Amount, r.AtMs, r.Repeat = int(seq), amount, at, rep == 1
+	case GrabNotLoaded, GrabNotOpen, GrabExpired, GrabSoldOut:
+		if len(v) != 1 {
+			return CampaignGrabReply{}, fmt.Errorf("%w: campaign grab reply %v", ErrUnexpectedReply, v)
+		}
+	default:
+		return CampaignGrabReply{}, fmt.Errorf("%w: campaign grab code %d", ErrUnexpectedReply, code)
+	}
+	return r, nil
+}
+
+// CampaignState is everything campaign_load.lua writes for one campaign.
+type CampaignState struct {
+	Status       string
+	StartsAtMs   int64
+	EndsAtMs     int64
+	PerUserLimit int
+	KeepUntilMs  int64
+	Awards       []Share // not yet granted, in hand-out order
+	Granted      []Award // already granted
+}
+
+// Award is a campaign award granted to a user.
+type Award struct {
+	UserID int64
+	Seq    int
+	Amount int64 // fen
+	AtMs   int64
+}
+
+// LoadCampaign runs campaign_load.lua. It reports whether the state was
+// written (false: it was already there). The users hash gets, per user, the
+// number of awards granted and the latest (highest seq) of them.
+func LoadCampaign(ctx context.Context, c redis.Scripter, k CampaignKeys, st CampaignState) (bool, error) {
+	type held struct {
+		n      int
+		latest Award
+	}
+	users := map[int64]*held{}
+	var order []int64
+	for _, g := range st.Granted {
+		h := users[g.UserID]
+		if h == nil {
+			h = &held{}
+			users[g.UserID] = h
+			order = append(order, g.UserID)
+		}
+		h.n++
+		if g.Seq > h.latest.Seq {
+			h.latest = g
+		}
+	}
+	args := make([]any, 0, 8+len(st.Awards)+2*len(order)+2*len(st.Granted))
+	args = append(args, st.Status, st.StartsAtMs, st.EndsAtMs, st.PerUserLimit, st.KeepUntilMs,
+		len(st.Awards), len(order), len(st.Granted))
+	for _, a := range st.Awards {
+		args = append(args, EncodeShare(a, false))
+	}
+	for _, u := range order {
+		h := users[u]
+		// No request id: a rebuilt award is never a re-send of a call.
+		args = append(args, u, fmt.Sprintf("%d:%d:%d:%d:", h.n, h.latest.Seq, h.latest.Amount, h.latest.AtMs))
+	}
+	for _, g := range st.Granted {
+		args = append(args, g.Seq, fmt.Sprintf("%d:%d:%d", g.UserID, g.Amount, g.AtMs))
+	}
+	n, err := campaignLoadScript.Run(ctx, c, []string{k.State, k.Awards, k.Users, k.Awarded}, args...).Int64()
+	if err != nil {
+		return false, err
+	}
+	return n == 1, nil
+}
+
+// CampaignAward looks an award up by its seq in the awarded hash; ok is
+// false when Redis has no such award (never granted, or the state is gone).
+func CampaignAward(ctx context.Context, c redis.Cmdable, k CampaignKeys, seq int) (Award, bool, error) {
+	v, err := c.HGet(ctx, k.Awarded, strconv.Itoa(seq)).Result()
+	if err == redis.Nil {
+		return Award{}, false, nil
+	}
+	if err != nil {
+		return Award{}, false, err
+	}
+	f := strings.Split(v, ":")
+	if len(f) != 3 {
+		return Award{}, false, fmt.Errorf("%w: awarded value %q", ErrUnexpectedReply, v)
+	}
+	a := Award{Seq: seq}
+	var e1, e2, e3 error
+	a.UserID, e1 = strconv.ParseInt(f[0], 10, 64)
+	a.Amount, e2 = strconv.ParseInt(f[1], 10, 64)
+	a.AtMs, e3 = strconv.ParseInt(f[2], 10, 64)
+	if e1 != nil || e2 != nil || e3 != nil {
+		return Award{}, false, fmt.Errorf("%w: awarded value %q", ErrUnexpectedReply, v)
+	}
+	return a, true, nil
+}
