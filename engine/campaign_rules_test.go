@@ -114,6 +114,7 @@ func TestCampaignWindowAndLimit(t *testing.T) {
 	if a, err := e.eng.GrabCampaign(ctx, c.ID, 1); err != nil || !a.Repeat {
 		t.Fatalf("a holder after the end: %+v, %v", a, err)
 	}
+	e.runWriter()()
 	if v, err := e.eng.GetCampaign(ctx, c.ID); err != nil || v.Status != engine.CampaignEnded || v.Remaining != 7 || v.UsedAmount != 300 {
 		t.Fatalf("campaign: %+v, %v", v, err)
 	}
@@ -148,6 +149,7 @@ func TestCampaignRebuild(t *testing.T) {
 	if _, err := e.eng.GrabCampaign(ctx, c.ID, 6); !errors.Is(err, engine.ErrSoldOut) {
 		t.Fatalf("grab past the last award: %v", err)
 	}
+	e.runWriter()()
 	if v, err := e.eng.GetCampaign(ctx, c.ID); err != nil || v.UsedAmount != 500 || v.Status != engine.CampaignSoldOut {
 		t.Fatalf("campaign: %+v, %v", v, err)
 	}

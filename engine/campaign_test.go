@@ -122,6 +122,7 @@ func (e *env) settlePayouts(t *testing.T, cp int64) int {
 func (e *env) auditPayouts(t *testing.T, sim *transfersim.Sim, cp int64, want int) int64 {
 	t.Helper()
 	ctx := context.Background()
+	e.runWriter()() // the writer counts the awards against the budget
 	rows, err := e.db.CampaignAwards(ctx, cp)
 	if err != nil {
 		t.Fatal(err)

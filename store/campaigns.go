@@ -209,12 +209,14 @@ func (db *DB) moneyArg() string {
 
 // insertAward creates an award's row if it is absent and the award matches
 // the campaign's pre-split share; it reports whether this call created it.
-func (db *DB) insertAward(ctx context.Context, tx *sqlx.Tx, a AwardEvent, status string, attempts int, transferringAt sql.NullTime, now time.Time) (bool, error) {
+// counted: the writer creates rows it counts at once; the receive path
+// leaves its rows for the writer to count.
+func (db *DB) insertAward(ctx context.Context, tx *sqlx.Tx, a AwardEvent, status string, attempts int, transferringAt sql.NullTime, now time.Time, counted bool) (bool, error) {
 	res, err := tx.ExecContext(ctx, db.insertIgnore()+` INTO campaign_award (campaign_id, seq, user_id, amount, status, out_trade_no,
-		attempts, awarded_at, updated_at, transferring_at)
-		SELECT campaign_id, seq, ?, amount, ?, ?, ?, ?, ?, ? FROM campaign_share
+		attempts, awarded_at, updated_at, transferring_at, counted)
+		SELECT campaign_id, seq, ?, amount, ?, ?, ?, ?, ?, ?, ? FROM campaign_share
 		WHERE campaign_id = ? AND seq = ? AND amount = `+db.moneyArg(),
-		a.UserID, status, OutTradeNo(a.CampaignID, a.Seq), attempts, a.At, now, transferringAt,
+		a.UserID, status, OutTradeNo(a.CampaignID, a.Seq), attempts, a.At, now, transferringAt, counted,
 		a.CampaignID, a.Seq, db.money(a.Amount))
 	if err != nil {
 		return false, err
@@ -241,26 +243,47 @@ func (db *DB) countAward(ctx context.Context, tx *sqlx.Tx, campaignID int64, fen
 	return err
 }
 
-// applyAwards makes a batch's award events durable: each award's row is
-// created as received if absent, and only an award whose row this batch
-// created is added to its campaign's used amount, so replays and the receive
-// path (which may have created the row first) count nothing twice. ok[i] is
-// false for an award that contradicts the store: it is not the pre-split
-// share, the row holds another user or amount, or it would exceed the
-// budget; such an award leaves nothing behind.
+// countRow marks an award's row counted if the receive path created it and
+// the writer has not counted it yet; it reports whether this call did.
+func (db *DB) countRow(ctx context.Context, tx *sqlx.Tx, a AwardEvent) (bool, error) {
+	res, err := tx.ExecContext(ctx, `UPDATE campaign_award SET counted = 1
+		WHERE campaign_id = ? AND seq = ? AND user_id = ? AND amount = `+db.moneyArg()+` AND counted = 0`,
+		a.CampaignID, a.Seq, a.UserID, db.money(a.Amount))
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}
+
+// applyAwards makes a batch's award events durable and counts them: each
+// award's row is created as received and counted if absent, or, if the
+// receive path created it first, marked counted; only an award this batch
+// counted is added to its campaign's used amount, so replays count nothing
+// twice. ok[i] is false for an award that contradicts the store: it is not
+// the pre-split share, the row holds another user or amount, or it would
+// exceed the budget; such an award leaves nothing behind (or, on a row the
+// receive path created, leaves it uncounted).
 //
-// Rows are written before campaigns are locked, as the receive path does, so
-// the two cannot deadlock on each other.
+// Award rows are locked before campaigns, and the receive path locks no
+// campaign, so the two cannot deadlock on each other.
 func (db *DB) applyAwards(ctx context.Context, tx *sqlx.Tx, awards []AwardEvent) (ok []bool, err error) {
 	ok = make([]bool, len(awards))
-	created := make([]bool, len(awards))
+	created := make([]bool, len(awards)) // this batch created the row
+	counted := make([]bool, len(awards)) // this batch counts the award
 	var campaigns []int64
 	for i, a := range awards {
-		if created[i], err = db.insertAward(ctx, tx, a, AwardReceived, 0, sql.NullTime{}, a.At); err != nil {
+		if created[i], err = db.insertAward(ctx, tx, a, AwardReceived, 0, sql.NullTime{}, a.At, true); err != nil {
 			return nil, err
 		}
-		if created[i] {
-			ok[i] = true
+		if !created[i] {
+			// The receive path's row, not yet counted.
+			if counted[i], err = db.countRow(ctx, tx, a); err != nil {
+				return nil, err
+			}
+		}
+		if created[i] || counted[i] {
+			ok[i], counted[i] = true, true
 			if !slices.Contains(campaigns, a.CampaignID) {
 				campaigns = append(campaigns, a.CampaignID)
 			}
@@ -294,12 +317,16 @@ func (db *DB) applyAwards(ctx context.Context, tx *sqlx.Tx, awards []AwardEvent)
 		var add int64
 		n := 0
 		for i, a := range awards {
-			if !created[i] || a.CampaignID != cp {
+			if !counted[i] || a.CampaignID != cp {
 				continue
 			}
 			if int64(c.Used)+add+a.Amount > int64(c.Budget) {
 				ok[i] = false
-				if _, err := tx.ExecContext(ctx, "DELETE FROM campaign_award WHERE campaign_id = ? AND seq = ?", cp, a.Seq); err != nil {
+				undo := "DELETE FROM campaign_award WHERE campaign_id = ? AND seq = ?"
+				if !created[i] {
+					undo = "UPDATE campaign_award SET counted = 0 WHERE campaign_id = ? AND seq = ?"
+				}
+				if _, err := tx.ExecContext(ctx, undo, cp, a.Seq); err != nil {
 					return nil, err
 				}
 				continue
@@ -317,15 +344,14 @@ func (db *DB) applyAwards(ctx context.Context, tx *sqlx.Tx, awards []AwardEvent)
 }
 
 // BeginPayout is the receive transaction (the seed's fix, first half): it
-// locks the award's row, creating it from a (and counting it against the
-// budget) when the writer has not yet; a received row moves to transferring
+// locks the award's row, creating it from a when the writer has not yet (the
+// writer still counts it against the budget); a received row moves to transferring
 // with one more attempt, committed before any transfer call. It reports
 // whether this call moved the award to transferring; when it did not, the
 // returned row says why (another user's award, or its status).
 //
 // transfer false (no transfer service) creates the row as received and moves
-// nothing. ErrConflict: a does not match the campaign's split, or counting it
-// would exceed the budget.
+// nothing. ErrConflict: a does not match the campaign's split.
 func (db *DB) BeginPayout(ctx context.Context, a AwardEvent, transfer bool, now time.Time) (row Award, started bool, err error) {
 	// A lost insert race starts over: the fresh transaction sees the row and
 	// locks it at once, rather than upgrading the shared lock the failed
@@ -358,19 +384,14 @@ func (db *DB) beginPayout(ctx context.Context, a AwardEvent, transfer bool, now 
 			if transfer {
 				status, attempts, at = AwardTransferring, 1, sql.NullTime{Time: now, Valid: true}
 			}
-			created, err := db.insertAward(ctx, tx, a, status, attempts, at, now)
+			created, err := db.insertAward(ctx, tx, a, status, attempts, at, now, false)
 			if err != nil {
 				return err
 			}
 			if created {
-				if err := tx.GetContext(ctx, &row, "SELECT "+awardColumns+" FROM campaign_award WHERE campaign_id = ? AND seq = ?",
-					a.CampaignID, a.Seq); err != nil {
-					return err
-				}
 				started = transfer
-				// Last, right before the commit: every receive that creates a row
-				// queues on the campaign's row lock, so it is held the shortest time.
-				return db.countAward(ctx, tx, a.CampaignID, a.Amount, 1)
+				return tx.GetContext(ctx, &row, "SELECT "+awardColumns+" FROM campaign_award WHERE campaign_id = ? AND seq = ?",
+					a.CampaignID, a.Seq)
 			}
 			var again int
 			if err := tx.GetContext(ctx, &again, "SELECT COUNT(*) FROM campaign_award WHERE campaign_id = ? AND seq = ?"+db.forShare(),

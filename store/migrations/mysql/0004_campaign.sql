@@ -2,8 +2,10 @@
 -- shares and paid out through an external transfer service.
 --
 -- used_amount is the seed's activity detail, campaign_rule.acc_amount its random-rule detail
--- (accActruleAmt). Both grow by an award's amount exactly once, in the transaction that creates
--- the award's row (the writer's or the receive path's, whichever comes first), and never past budget.
+-- (accActruleAmt). Both are kept by the writer alone: each award's amount is added exactly once, by
+-- the writer transaction that marks its row counted, and never past budget. The receive path may
+-- create an award's row first (uncounted) but never takes the campaign's row lock, so a burst of
+-- receives does not queue on one hot row, nor hold up the writer.
 CREATE TABLE campaign (
   id            BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
   ref           VARCHAR(64) NULL,
@@ -53,6 +55,7 @@ CREATE TABLE campaign_award (
   updated_at      DATETIME(3) NOT NULL,
   transferring_at DATETIME(3) NULL,
   transferred_at  DATETIME(3) NULL,
+  counted         TINYINT NOT NULL DEFAULT 0,
   PRIMARY KEY (campaign_id, seq),
   UNIQUE KEY uq_award_out_trade_no (out_trade_no),
   KEY ix_award_user (user_id, campaign_id),

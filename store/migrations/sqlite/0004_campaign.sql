@@ -43,6 +43,7 @@ CREATE TABLE campaign_award (
   updated_at      DATETIME NOT NULL,
   transferring_at DATETIME NULL,
   transferred_at  DATETIME NULL,
+  counted         INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY (campaign_id, seq),
   UNIQUE (out_trade_no)
 );
