@@ -387,9 +387,10 @@ func (e *Engine) Receive(ctx context.Context, campaignID int64, seq int, userID 
 	return a, err
 }
 
-// receive is the seed's fixed scheme: one transaction locks the award (and
-// counts it against the budget if it creates its row) and moves it to
-// transferring, committed; then, outside any transaction, the transfer.
+// receive is the seed's fixed scheme: one transaction locks the award
+// (creating its row if the writer has not; the writer counts it against the
+// budget) and moves it to transferring, committed; then, outside any
+// transaction, the transfer.
 func (e *Engine) receive(ctx context.Context, ev store.AwardEvent) (Award, error) {
 	a := Award{CampaignID: ev.CampaignID, Seq: ev.Seq, UserID: ev.UserID, Amount: ev.Amount, Payout: PayoutReceived, AwardedAt: ev.At}
 	row, started, err := e.db.BeginPayout(ctx, ev, e.xfer != nil, e.clock.Now().UTC())
