@@ -8,9 +8,12 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/jmoiron/sqlx"
 
 	"github.com/grab-engine/grab/bench"
 	"github.com/grab-engine/grab/engine"
@@ -26,6 +29,62 @@ func config(tb testing.TB, s bench.Scenario) bench.Config {
 	return bench.Config{Scenario: s, Redis: rdb, Keys: keys, DB: storetest.MySQL(tb)}
 }
 
+// runClean runs cfg and requires its engines (cfg.Engines, or all of them)
+// to have run in order and the audit to pass.
+func runClean(t *testing.T, cfg bench.Config) *bench.Report {
+	t.Helper()
+	rep, err := bench.Run(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Audit.OK {
+		t.Fatalf("audit of clean runs failed: %v", rep.Audit.Violations)
+	}
+	want := cfg.Engines
+	if len(want) == 0 {
+		want = bench.AllEngines
+	}
+	var ran []string
+	for _, run := range rep.Runs {
+		ran = append(ran, run.Engine)
+		inProcess := run.Engine == bench.EngineEngine || run.Engine == bench.EngineHTTP
+		if inProcess != (run.DrainMs != nil) || inProcess != (run.WriterLagP99 != nil) {
+			t.Errorf("%s: drain %v, lag %v; want them exactly for the engines with a writer", run.Engine, run.DrainMs, run.WriterLagP99)
+		}
+	}
+	if !slices.Equal(ran, want) {
+		t.Fatalf("runs %q; want %q", ran, want)
+	}
+	return rep
+}
+
+// requireCaught plants a violation, audits, undoes the plant, and requires
+// the audit to have reported a want violation, and none once undone.
+func requireCaught(t *testing.T, plant, undo func(), audit func() (bench.AuditResult, error), want string) {
+	t.Helper()
+	plant()
+	res, err := audit()
+	undo()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.OK || !strings.Contains(strings.Join(res.Violations, "\n"), want) {
+		t.Fatalf("audit: ok=%v %q; want a %q violation", res.OK, res.Violations, want)
+	}
+	if res, err := audit(); err != nil || !res.OK {
+		t.Fatalf("after undoing the plant: %v %v", err, res.Violations)
+	}
+}
+
+// execAll returns a function that runs the statements qs.
+func execAll(x *sqlx.DB, qs ...string) func() {
+	return func() {
+		for _, q := range qs {
+			x.MustExec(q)
+		}
+	}
+}
+
 func tiny() *bench.GroupStorm {
 	return &bench.GroupStorm{Packets: 4, Shares: 10, Grabbers: 15, Concurrency: 8}
 }
@@ -33,28 +92,11 @@ func tiny() *bench.GroupStorm {
 // Every engine serves the whole scenario: exactly N winners a packet, the
 // rest SOLD_OUT, nothing lost on the way to MySQL, and the audit passes.
 func TestEveryEngineRunsAndAuditPasses(t *testing.T) {
-	cfg := config(t, tiny())
-	rep, err := bench.Run(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !rep.Audit.OK {
-		t.Fatalf("audit of clean runs failed: %v", rep.Audit.Violations)
-	}
-	if len(rep.Runs) != len(bench.AllEngines) {
-		t.Fatalf("%d runs; want %d", len(rep.Runs), len(bench.AllEngines))
-	}
-	for i, run := range rep.Runs {
-		if run.Engine != bench.AllEngines[i] {
-			t.Errorf("run %d is %s; want %s", i, run.Engine, bench.AllEngines[i])
-		}
+	rep := runClean(t, config(t, tiny()))
+	for _, run := range rep.Runs {
 		if run.Ops != 60 || run.Codes[bench.CodeOK] != 40 || run.Codes[bench.CodeSoldOut] != 20 || run.Errors != 0 {
 			t.Errorf("%s: %d grabs, answers %v, %d errors (%v); want 60: 40 OK, 20 SOLD_OUT",
 				run.Engine, run.Ops, run.Codes, run.Errors, run.FirstErr)
-		}
-		inProcess := run.Engine == bench.EngineEngine || run.Engine == bench.EngineHTTP
-		if inProcess != (run.DrainMs != nil) || inProcess != (run.WriterLagP99 != nil) {
-			t.Errorf("%s: drain %v, lag %v; want them exactly for the engines with a writer", run.Engine, run.DrainMs, run.WriterLagP99)
 		}
 	}
 	if rep.Ratios.EngineVsRaw == nil || rep.Ratios.HTTPVsRaw == nil || rep.Ratios.EngineVsMySQLLock == nil {
@@ -77,13 +119,7 @@ func TestAuditCatchesPlantedViolations(t *testing.T) {
 	ctx := context.Background()
 	cfg := config(t, tiny())
 	cfg.Engines = []string{bench.EngineEngine, bench.EngineMySQLLock}
-	rep, err := bench.Run(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !rep.Audit.OK {
-		t.Fatalf("audit of clean runs failed: %v", rep.Audit.Violations)
-	}
+	runClean(t, cfg)
 	x := cfg.DB.SQL()
 	var victim struct {
 		PacketID int64     `db:"packet_id"`
@@ -131,22 +167,7 @@ func TestAuditCatchesPlantedViolations(t *testing.T) {
 			"credited share without a credit"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			for _, q := range c.plant {
-				x.MustExec(q)
-			}
-			res, err := bench.Audit(ctx, cfg.DB)
-			for _, q := range c.undo {
-				x.MustExec(q)
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if res.OK || !strings.Contains(strings.Join(res.Violations, "\n"), c.want) {
-				t.Fatalf("audit: ok=%v %q; want a %q violation", res.OK, res.Violations, c.want)
-			}
-			if res, err := bench.Audit(ctx, cfg.DB); err != nil || !res.OK {
-				t.Fatalf("after undoing the plant: %v %v", err, res.Violations)
-			}
+			requireCaught(t, execAll(x, c.plant...), execAll(x, c.undo...), func() (bench.AuditResult, error) { return bench.Audit(ctx, cfg.DB) }, c.want)
 		})
 	}
 }

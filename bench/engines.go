@@ -122,9 +122,20 @@ func (HTTP) Name() string { return EngineHTTP }
 
 // Grab implements Grabber.
 func (h HTTP) Grab(ctx context.Context, op Op) (string, error) {
+	return h.grab(ctx, "/v1/packets/"+strconv.FormatInt(op.Target, 10)+"/grab", op.User)
+}
+
+// grab posts a bodiless grab to path as user and answers with its API code.
+func (h HTTP) grab(ctx context.Context, path string, user int64) (string, error) {
 	var code string
-	err := h.do(ctx, http.MethodPost, "/v1/packets/"+strconv.FormatInt(op.Target, 10)+"/grab",
-		map[string]string{"X-User-Id": strconv.FormatInt(op.User, 10)}, nil, nil, &code)
+	err := h.do(ctx, http.MethodPost, path, map[string]string{"X-User-Id": strconv.FormatInt(user, 10)}, nil, nil, &code)
+	return answer(code, err)
+}
+
+// answer is what a request with grab-like answers returns: its API code,
+// CodeError when the server never answered, and the error only then or
+// with an INTERNAL answer.
+func answer(code string, err error) (string, error) {
 	switch code {
 	case "":
 		return CodeError, err
@@ -234,10 +245,16 @@ func (MySQLLock) Name() string { return EngineMySQLLock }
 
 // Grab implements Grabber.
 func (m MySQLLock) Grab(ctx context.Context, op Op) (string, error) {
+	return retryLockRace(func() (string, error) { return m.try(ctx, op) })
+}
+
+// retryLockRace runs a naive scheme's transaction again when it lost a lock
+// race (a deadlock, or a lock wait timeout), as a careful implementation
+// would, up to five times.
+func retryLockRace(try func() (string, error)) (string, error) {
 	for attempt := 0; ; attempt++ {
-		code, err := m.try(ctx, op)
+		code, err := try()
 		var me *mysql.MySQLError
-		// A lost lock race is retried, as a careful implementation would.
 		if err != nil && errors.As(err, &me) && (me.Number == 1213 || me.Number == 1205) && attempt < 5 {
 			continue
 		}

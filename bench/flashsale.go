@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
 	"github.com/jmoiron/sqlx"
 	"github.com/redis/go-redis/v9"
 
@@ -353,13 +352,7 @@ func (g flashHTTP) Grab(ctx context.Context, op Op) (string, error) {
 	err := g.api.do(ctx, http.MethodPost, "/v1/stock/deduct", g.api.admin(), deductRequest{OrderID: g.r.order(op.User),
 		Items: []deductItem{{Scope: engine.ScopeHighSeas, ActivityID: g.r.activity, ProductID: g.r.product, SKU: op.Target, Qty: 1}}},
 		nil, &code)
-	switch code {
-	case "":
-		return CodeError, err
-	case CodeInternal:
-		return code, err
-	}
-	return code, nil
+	return answer(code, err)
 }
 
 // --- mysql-lock: SELECT … FOR UPDATE on the SKU's row -----------------------
@@ -416,15 +409,7 @@ type flashLock struct {
 func (flashLock) Name() string { return EngineMySQLLock }
 
 func (g flashLock) Grab(ctx context.Context, op Op) (string, error) {
-	for attempt := 0; ; attempt++ {
-		code, err := g.try(ctx, op)
-		var me *mysql.MySQLError
-		// A lost lock race is retried, as a careful implementation would.
-		if err != nil && errors.As(err, &me) && (me.Number == 1213 || me.Number == 1205) && attempt < 5 {
-			continue
-		}
-		return code, err
-	}
+	return retryLockRace(func() (string, error) { return g.try(ctx, op) })
 }
 
 func (g flashLock) try(ctx context.Context, op Op) (string, error) {
@@ -464,7 +449,6 @@ func (g flashLock) try(ctx context.Context, op Op) (string, error) {
 
 // drain waits until MySQL's snapshot of every SKU has sold what Redis has.
 func (r *flashRun) drain(ctx context.Context, accepted int64, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
 	pending := map[int64]int64{} // SKU -> Redis sold
 	for sku := int64(1); sku <= int64(r.s.SKUs); sku++ {
 		v, err := r.env.Engine.SKUStock(ctx, r.activity, r.product, sku)
@@ -473,29 +457,23 @@ func (r *flashRun) drain(ctx context.Context, accepted int64, timeout time.Durat
 		}
 		pending[sku] = v.HighSeas.Sold
 	}
-	for {
+	err := poll(ctx, timeout, func() (bool, error) {
 		for sku, sold := range pending {
 			m, err := r.env.DB.Stock(ctx, r.activity, r.product, sku)
 			if err != nil && !errors.Is(err, store.ErrNotFound) { // not yet: the submit is on its way too
-				return err
+				return false, err
 			}
 			if err == nil && highSeas(m.Scopes).Sold == sold {
 				delete(pending, sku)
 			}
 		}
-		if len(pending) == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%d of %d SKUs not in MySQL as Redis has them after %v (%d deducts answered OK)",
-				len(pending), r.s.SKUs, timeout, accepted)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(5 * time.Millisecond):
-		}
+		return len(pending) == 0, nil
+	})
+	if errors.Is(err, errTimedOut) {
+		return fmt.Errorf("%d of %d SKUs not in MySQL as Redis has them after %v (%d deducts answered OK)",
+			len(pending), r.s.SKUs, timeout, accepted)
 	}
+	return err
 }
 
 // check is the plan's audit hook: it keeps the run's answers for Audit.

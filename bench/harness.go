@@ -55,7 +55,8 @@ type Config struct {
 	// concurrent grabs (engine.Config); zero keeps the engine's defaults and
 	// a negative GrabPipelines sends each grab on its own.
 	GrabPipelines, GrabBatch int
-	// DrainTimeout bounds the wait for the writer after a run (default 60 s).
+	// DrainTimeout bounds the wait for the writer after a run, and then the
+	// settling of what the run left unfinished (default 60 s each).
 	DrainTimeout time.Duration
 	Log          *slog.Logger // nil: discard
 }
@@ -82,7 +83,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	ecfg.GrabPipelines, ecfg.GrabBatch = cfg.GrabPipelines, cfg.GrabBatch
 	// Lag is sampled during the run: measure it often enough to see it move.
 	ecfg.Writer.MonitorEvery = 50 * time.Millisecond
-	eng := engine.New(engine.Deps{Redis: cfg.Redis, WriterRedis: cfg.WriterRedis, DB: cfg.DB, Log: cfg.Log}, ecfg)
+	deps := engine.Deps{Redis: cfg.Redis, WriterRedis: cfg.WriterRedis, DB: cfg.DB, Log: cfg.Log}
+	if c, ok := cfg.Scenario.(engineConfigurer); ok {
+		c.configureEngine(&deps, &ecfg)
+	}
+	eng := engine.New(deps, ecfg)
 	env := &Env{Redis: cfg.Redis, Keys: cfg.Keys, DB: cfg.DB, Engine: eng, Setup: EngineSetup{eng}}
 
 	writerCtx, stopWriter := context.WithCancel(context.WithoutCancel(ctx))
@@ -200,7 +205,7 @@ func serveAPI(ctx context.Context, cfg Config, env *Env, conc int) (api HTTPSetu
 }
 
 // measure runs one engine's load, samples the writer lag, waits for the
-// writer to drain and audits MySQL.
+// writer to drain, settles what the plan leaves unfinished and audits MySQL.
 func measure(ctx context.Context, cfg Config, env *Env, g Grabber, plan Plan) RunReport {
 	name := g.Name()
 	inProcess := name == EngineEngine || (name == EngineHTTP && cfg.URL == "")
@@ -238,6 +243,17 @@ func measure(ctx context.Context, cfg Config, env *Env, g Grabber, plan Plan) Ru
 		run.WriterLagP99, run.WriterLagMax = &p99, &worst
 		if err != nil {
 			a.add("not durable", "%v", err)
+		}
+	}
+	if plan.Settle != nil {
+		start := time.Now()
+		sctx, cancel := context.WithTimeout(ctx, cfg.DrainTimeout)
+		sweeps, err := plan.Settle(sctx)
+		cancel()
+		d := float64(time.Since(start).Microseconds()) / 1000
+		run.SettleMs, run.SettleSweeps = &d, &sweeps
+		if err != nil {
+			a.add("not settled", "%v", err)
 		}
 	}
 	if plan.Check != nil {
@@ -310,17 +326,32 @@ func waitDrained(ctx context.Context, db *store.DB, packets []int64, accepted in
 	if len(packets) == 0 {
 		return nil
 	}
+	var n int64
+	err := poll(ctx, timeout, func() (bool, error) {
+		var err error
+		n, err = ownedShares(ctx, db, packets)
+		return n >= accepted, err
+	})
+	if errors.Is(err, errTimedOut) {
+		return fmt.Errorf("%d of %d accepted grabs in MySQL after %v", n, accepted, timeout)
+	}
+	return err
+}
+
+// errTimedOut is poll's answer when its condition did not come true in time.
+var errTimedOut = errors.New("bench: timed out")
+
+// poll checks done every 5 ms until it holds, fails, ctx ends or timeout
+// passes (errTimedOut). done is checked at least once.
+func poll(ctx context.Context, timeout time.Duration, done func() (bool, error)) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		n, err := ownedShares(ctx, db, packets)
-		if err != nil {
+		ok, err := done()
+		if err != nil || ok {
 			return err
 		}
-		if n >= accepted {
-			return nil
-		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%d of %d accepted grabs in MySQL after %v", n, accepted, timeout)
+			return errTimedOut
 		}
 		select {
 		case <-ctx.Done():

@@ -63,6 +63,11 @@ type RunReport struct {
 	// grab during the run, writer reads included: 1e6 / it is the most
 	// grabs a second one Redis core could serve this way.
 	RedisCPUPerOp *float64 `json:"redis_cpu_us_per_op"`
+	// SettleMs is the time from the drain until what the run left
+	// unfinished was done (campaign: every award paid out), in SettleSweeps
+	// sweeps; null for plans with nothing to settle.
+	SettleMs     *float64 `json:"settle_ms"`
+	SettleSweeps *int     `json:"settle_sweeps"`
 
 	// Shown in the table only.
 	Ops          int64         `json:"-"`
@@ -172,10 +177,18 @@ func (r *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(w, "scenario: %s\n", strings.Join(params, " "))
 	fmt.Fprintf(w, "machine:  %d cores %s, %.1f GB, %s, %s, Redis %s, MySQL %s\n\n",
 		m.Cores, m.CPU, m.MemoryGB, m.OS, m.Go, m.Redis, m.MySQL)
+	// The settle column only for scenarios that settle, so the others'
+	// tables stay as they were.
+	settles := slices.ContainsFunc(r.Runs, func(run RunReport) bool { return run.SettleMs != nil })
+	settleHead := ""
+	if settles {
+		settleHead = "settle ms/sweeps\t"
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "engine\t%[1]s\t%[1]s/s\tp50 ms\tp90 ms\tp99 ms\tp99.9 ms\tredis µs/op\tlag p99/max ms\tdrain ms\taudit\tanswers\t\n", r.unit())
+	fmt.Fprintf(tw, "engine\t%[1]s\t%[1]s/s\tp50 ms\tp90 ms\tp99 ms\tp99.9 ms\tredis µs/op\tlag p99/max ms\tdrain ms\t%[2]saudit\tanswers\t\n",
+		r.unit(), settleHead)
 	for _, run := range r.Runs {
-		lag, drain, rcpu := "-", "-", "-"
+		lag, drain, rcpu, settle := "-", "-", "-", ""
 		if run.RedisCPUPerOp != nil {
 			rcpu = fmt.Sprintf("%.1f", *run.RedisCPUPerOp)
 		}
@@ -185,6 +198,12 @@ func (r *Report) WriteTable(w io.Writer) error {
 		if run.DrainMs != nil {
 			drain = fmt.Sprintf("%.0f", *run.DrainMs)
 		}
+		switch {
+		case run.SettleMs != nil:
+			settle = fmt.Sprintf("%.0f/%d\t", *run.SettleMs, *run.SettleSweeps)
+		case settles:
+			settle = "-\t"
+		}
 		audit := "ok"
 		switch {
 		case !run.Audit.OK:
@@ -192,8 +211,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 		case !run.Audited:
 			audit = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%s\t%s\t%s\t%s\t\n", run.Engine, run.Ops, run.OpsPerSec,
-			run.P50, run.P90, run.P99, run.P999, rcpu, lag, drain, audit, codes(run.Codes))
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%s\t%s\t%s%s\t%s\t\n", run.Engine, run.Ops, run.OpsPerSec,
+			run.P50, run.P90, run.P99, run.P999, rcpu, lag, drain, settle, audit, codes(run.Codes))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -16,7 +16,8 @@ import (
 )
 
 // Op is one request of a workload: user User grabs from Target (a packet id
-// for packet scenarios; for flash-sale, buyer User orders one of SKU Target).
+// for packet scenarios, a campaign id for campaign; for flash-sale, buyer
+// User orders one of SKU Target).
 type Op struct {
 	Target int64
 	User   int64
@@ -35,8 +36,9 @@ type Plan struct {
 	// Unit is what the report calls the requests, plural ("" is "grabs").
 	Unit string
 
-	// Hooks of a scenario whose requests are not packet grabs (flash-sale);
-	// packet scenarios leave them nil and the harness serves them itself.
+	// Hooks of a scenario whose requests are not packet grabs (flash-sale,
+	// campaign); packet scenarios leave them nil and the harness serves them
+	// itself.
 
 	// Grabber makes the engine under test. For the http engine, api is
 	// grabd's API (its handler in-process on loopback) with an admin token.
@@ -45,6 +47,11 @@ type Plan struct {
 	// answered OK (accepted) are durable in MySQL; in place of the packet
 	// check.
 	Drain func(ctx context.Context, accepted int64, timeout time.Duration) error
+	// Settle, after the drain, finishes what the run's requests left
+	// unfinished (campaign: payouts whose transfer failed or went
+	// unanswered) and reports how many sweeps that took; the harness times
+	// it. Nil: nothing is left to finish.
+	Settle func(ctx context.Context) (sweeps int, err error)
 	// Check audits the run's own records after the drain (counters in
 	// Redis and MySQL against the answers of load) and returns the
 	// violations; with it, the answers' count against Capacity is its job.
@@ -61,14 +68,21 @@ func (p Plan) unit() string {
 
 // Scenario is a workload. Prepare sets up what one engine's run needs (a
 // fresh set of packets, so runs never see each other's grabs) and returns
-// its plan. Scenarios whose requests are not packet grabs (flash-sale) bring
-// the engines that serve them, their drain and their audit in the plan's
-// hooks.
+// its plan. Scenarios whose requests are not packet grabs (flash-sale,
+// campaign) bring the engines that serve them, their drain and their audit
+// in the plan's hooks.
 type Scenario interface {
 	Name() string
 	// Params describe the scenario in the report.
 	Params() map[string]any
 	Prepare(ctx context.Context, env *Env, engineName string) (Plan, error)
+}
+
+// engineConfigurer is a scenario whose engine needs what the harness does
+// not give it (campaign: a transfer service, and a payout sweeper that
+// drives an award again at once). Run calls it before it makes the engine.
+type engineConfigurer interface {
+	configureEngine(*engine.Deps, *engine.Config)
 }
 
 // Setup is how a scenario makes accounts, groups and paid packets: through
@@ -227,13 +241,17 @@ func loadProbes(ctx context.Context, env *Env, ids []int64, n int) error {
 		shares[i] = lua.EncodeShare(lua.Share{Seq: i + 1, Amount: shareFen}, i == n-1)
 	}
 	return parallel(ctx, len(ids), 16, func(ctx context.Context, i int) error {
-		k := env.Keys.Probe(ids[i])
-		pipe := env.Redis.Pipeline()
-		pipe.RPush(ctx, k.Shares, shares...)
-		pipe.Expire(ctx, k.Shares, time.Hour) // an interrupted run leaves nothing for long
-		_, err := pipe.Exec(ctx)
-		return err
+		return pushProbe(ctx, env, env.Keys.Probe(ids[i]), shares)
 	})
+}
+
+// pushProbe puts shares (list entries) on a probe's list.
+func pushProbe(ctx context.Context, env *Env, k lua.ProbeKeys, shares []any) error {
+	pipe := env.Redis.Pipeline()
+	pipe.RPush(ctx, k.Shares, shares...)
+	pipe.Expire(ctx, k.Shares, time.Hour) // an interrupted run leaves nothing for long
+	_, err := pipe.Exec(ctx)
+	return err
 }
 
 // parallel calls fn for 0..n-1 from `workers` goroutines; the first error wins.

@@ -2,12 +2,14 @@
 // the raw probe script (what Redis itself can do), the engine in-process,
 // grabd over HTTP, and the naive MySQL-lock scheme — side by side, audits
 // MySQL after each run, and reports throughput, latency, answers, writer lag
-// and drain time. A failed audit exits 1.
+// and drain time (and for campaign, how long the payouts took to settle). A
+// failed audit exits 1.
 //
 //	grabbench                                  # group-storm on all four engines
 //	grabbench -engines engine,http -c 32 -json out.json -png out.png
 //	grabbench -engines http -rate 5000         # open loop at a fixed rate
 //	grabbench -scenario flash-sale -skus 10 -stock 1000 -buyers 20000
+//	grabbench -scenario campaign -awards 2000 -users 10000 -budget 1000.00 -transfer-errors 0.5
 package main
 
 import (
@@ -27,6 +29,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/grab-engine/grab/bench"
+	"github.com/grab-engine/grab/engine"
 	"github.com/grab-engine/grab/lua"
 	"github.com/grab-engine/grab/store"
 )
@@ -57,6 +60,7 @@ type options struct {
 	scenario            string
 	storm               bench.GroupStorm
 	flash               bench.FlashSale
+	campaign            bench.Campaign
 	engines             []string
 	url, adminToken     string
 	load                bench.LoadOptions
@@ -71,12 +75,13 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.SetOutput(stderr)
 	def := bench.DefaultGroupStorm()
 	defFlash := bench.DefaultFlashSale()
+	defCampaign := bench.DefaultCampaign()
 	var o options
-	var engines string
+	var engines, budget string
 	fs.StringVar(&o.redisAddr, "redis", envOr("REDIS_ADDR", "127.0.0.1:6379"), "Redis address (env REDIS_ADDR)")
 	fs.StringVar(&o.mysqlDSN, "mysql", envOr("MYSQL_DSN", "root@tcp(127.0.0.1:3306)/test"),
 		"MySQL DSN (env MYSQL_DSN); the bench creates a database of its own on that server and drops it after")
-	fs.StringVar(&o.scenario, "scenario", "group-storm", "scenario: group-storm or flash-sale")
+	fs.StringVar(&o.scenario, "scenario", "group-storm", "scenario: group-storm, flash-sale or campaign")
 	fs.IntVar(&o.storm.Packets, "packets", def.Packets, "group-storm: packets per engine (P)")
 	fs.IntVar(&o.storm.Shares, "shares", def.Shares, "group-storm: shares per packet (N)")
 	fs.IntVar(&o.storm.Grabbers, "grabbers", def.Grabbers, "group-storm: grabbers per packet (G)")
@@ -84,7 +89,19 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.flash.Stock, "stock", defFlash.Stock, "flash-sale: stock per SKU (K)")
 	fs.IntVar(&o.flash.Buyers, "buyers", defFlash.Buyers, "flash-sale: buyers, one order of qty 1 each (B)")
 	fs.StringVar(&o.flash.Pick, "pick", defFlash.Pick, "flash-sale: how a buyer picks the SKU: round-robin or random")
-	fs.Uint64Var(&o.flash.Seed, "seed", defFlash.Seed, "flash-sale: seed of -pick random")
+	fs.Uint64Var(&o.flash.Seed, "seed", defFlash.Seed, "flash-sale: seed of -pick random; campaign: seed of the transfer faults")
+	fs.IntVar(&o.campaign.Awards, "awards", defCampaign.Awards, "campaign: awards (A)")
+	fs.IntVar(&o.campaign.Users, "users", defCampaign.Users, "campaign: users, one grab each (U)")
+	fs.StringVar(&budget, "budget", engine.FormatAmount(defCampaign.Budget),
+		"campaign: budget in yuan, a decimal string (1000.00), split into the awards (each 0.01 to twice the mean)")
+	fs.Float64Var(&o.campaign.Faults.ErrorRate, "transfer-errors", defCampaign.Faults.ErrorRate,
+		"campaign: share of transfer service calls that fail (503) before anything is applied")
+	fs.Float64Var(&o.campaign.Faults.LoseReplyRate, "transfer-lost", defCampaign.Faults.LoseReplyRate,
+		"campaign: share of transfer service calls handled (a transfer applied) whose reply is lost")
+	fs.Float64Var(&o.campaign.Faults.DuplicateRate, "transfer-dups", defCampaign.Faults.DuplicateRate,
+		"campaign: share of transfers the network delivers twice at once")
+	fs.DurationVar(&o.campaign.Faults.Latency, "transfer-latency", defCampaign.Faults.Latency,
+		"campaign: each transfer service call waits up to this long (random) before it is handled")
 	fs.IntVar(&o.storm.Concurrency, "c", def.Concurrency, "concurrent clients (C)")
 	fs.StringVar(&engines, "engines", strings.Join(bench.AllEngines, ","), "engines to compare, in order")
 	fs.StringVar(&o.url, "url", "", "a running grabd for the http engine (GRAB_AUTH=dev); default: grabd's handler in-process on loopback")
@@ -104,7 +121,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	o.flash.Concurrency = o.storm.Concurrency
+	o.flash.Concurrency, o.campaign.Concurrency = o.storm.Concurrency, o.storm.Concurrency
+	o.campaign.Seed = o.flash.Seed
 	switch o.scenario {
 	case "group-storm":
 		if err := o.storm.Validate(); err != nil {
@@ -117,8 +135,20 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		if o.url != "" {
 			return o, errors.New("flash-sale runs grabd in-process: -url is for group-storm")
 		}
+	case "campaign":
+		fen, err := engine.ParseAmount(budget)
+		if err != nil {
+			return o, fmt.Errorf("-budget: %w", err)
+		}
+		o.campaign.Budget = fen
+		if err := o.campaign.Validate(); err != nil {
+			return o, err
+		}
+		if o.url != "" {
+			return o, errors.New("campaign runs grabd in-process: -url is for group-storm")
+		}
 	default:
-		return o, fmt.Errorf("unknown scenario %q (have group-storm, flash-sale)", o.scenario)
+		return o, fmt.Errorf("unknown scenario %q (have group-storm, flash-sale, campaign)", o.scenario)
 	}
 	for _, e := range strings.Split(engines, ",") {
 		if e = strings.TrimSpace(e); e != "" {
@@ -158,6 +188,9 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (bool, error)
 	case "flash-sale":
 		flash := o.flash
 		scenario = &flash
+	case "campaign":
+		c := o.campaign
+		scenario = &c
 	default:
 		storm := o.storm
 		storm.UserBase = time.Now().Unix() % 1_000_000 * 1_000_000 // fresh users against a long-lived grabd

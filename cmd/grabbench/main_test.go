@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"io"
 	"os"
@@ -10,7 +9,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/grab-engine/grab/bench"
 	"github.com/grab-engine/grab/lua/redistest"
 	"github.com/grab-engine/grab/store/storetest"
 )
@@ -30,6 +31,21 @@ func TestParseFlagsRefusesBadSettings(t *testing.T) {
 		{"-scenario", "flash-sale", "-pick", "nope"},
 		{"-scenario", "flash-sale", "-c", "0"},
 		{"-scenario", "flash-sale", "-url", "http://127.0.0.1:8080"},
+		{"-scenario", "campaign", "-awards", "0"},
+		{"-scenario", "campaign", "-awards", "100001"},
+		{"-scenario", "campaign", "-users", "0"},
+		{"-scenario", "campaign", "-budget", "-1"},
+		{"-scenario", "campaign", "-budget", "1.234"},
+		{"-scenario", "campaign", "-budget", "10000000.01"},            // over a campaign's limit
+		{"-scenario", "campaign", "-awards", "200", "-budget", "1.99"}, // under 0.01 an award
+		{"-scenario", "campaign", "-transfer-errors", "1"},
+		{"-scenario", "campaign", "-transfer-errors", "-0.1"},
+		{"-scenario", "campaign", "-transfer-lost", "1"},
+		{"-scenario", "campaign", "-transfer-dups", "1.5"},
+		{"-scenario", "campaign", "-transfer-latency", "-1ms"},
+		{"-scenario", "campaign", "-transfer-latency", "1h"},
+		{"-scenario", "campaign", "-c", "0"},
+		{"-scenario", "campaign", "-url", "http://127.0.0.1:8080"},
 	} {
 		if _, err := parseFlags(args, io.Discard); err == nil {
 			t.Errorf("%q accepted", args)
@@ -46,34 +62,88 @@ func TestParseFlagsRefusesBadSettings(t *testing.T) {
 		o.flash.Seed != 3 || o.flash.Concurrency != 5 {
 		t.Errorf("flash-sale flags: %+v, %v", o.flash, err)
 	}
+	// The budget is yuan; -c and -seed are shared; -budget binds only campaign.
+	o, err = parseFlags([]string{"-scenario", "campaign", "-awards", "30", "-users", "100", "-budget", "12.5",
+		"-transfer-errors", "0.2", "-transfer-lost", "0", "-transfer-dups", "1", "-transfer-latency", "5ms",
+		"-c", "6", "-seed", "9"}, io.Discard)
+	c := o.campaign
+	if err != nil || c.Awards != 30 || c.Users != 100 || c.Budget != 1250 || c.Faults.ErrorRate != 0.2 || c.Faults.LoseReplyRate != 0 ||
+		c.Faults.DuplicateRate != 1 || c.Faults.Latency != 5*time.Millisecond || c.Concurrency != 6 || c.Seed != 9 {
+		t.Errorf("campaign flags: %+v, %v", c, err)
+	}
+	o, err = parseFlags([]string{"-scenario", "campaign"}, io.Discard)
+	if def := bench.DefaultCampaign(); err != nil || o.campaign.Awards != def.Awards || o.campaign.Users != def.Users ||
+		o.campaign.Budget != def.Budget || o.campaign.Faults != def.Faults {
+		t.Errorf("campaign defaults: %+v, %v", o.campaign, err)
+	}
+	if _, err := parseFlags([]string{"-budget", "nope"}, io.Discard); err != nil {
+		t.Errorf("-budget refused for group-storm: %v", err)
+	}
 }
 
-// flash-sale end to end: the table in deducts, and JSON of the same shape as group-storm's.
-func TestRunFlashSale(t *testing.T) {
+// runTiny runs grabbench end to end with args against the test's Redis and
+// MySQL, requires the audit to pass and the table to show each of table,
+// and returns the JSON report.
+func runTiny(t *testing.T, args []string, table ...string) []byte {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("integration test: needs Redis and MySQL (run without -short)")
 	}
-	dir := t.TempDir()
-	o, err := parseFlags([]string{"-redis", redistest.Addr(), "-mysql", storetest.DSN(), "-quiet",
-		"-scenario", "flash-sale", "-skus", "3", "-stock", "4", "-buyers", "15", "-c", "4",
-		"-json", filepath.Join(dir, "r.json")}, io.Discard)
+	path := filepath.Join(t.TempDir(), "r.json")
+	o, err := parseFlags(append([]string{"-redis", redistest.Addr(), "-mysql", storetest.DSN(), "-quiet", "-json", path}, args...), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	ok, err := run(context.Background(), o, &out, io.Discard)
+	ok, err := run(t.Context(), o, &out, io.Discard)
 	if err != nil || !ok {
 		t.Fatalf("run: ok=%v err=%v\n%s", ok, err, out.String())
 	}
-	for _, want := range []string{"name=flash-sale", "deducts/s", "raw", "engine", "http", "mysql-lock", "OK 12, OUT_OF_STOCK 3", "audit: ok"} {
+	for _, want := range append(table, "audit: ok") {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, out.String())
 		}
 	}
-	raw, err := os.ReadFile(filepath.Join(dir, "r.json"))
+	raw, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return raw
+}
+
+// wantRun are the keys of a run in the JSON report, whatever the scenario.
+var wantRun = []string{"codes", "drain_ms", "engine", "ops_per_sec", "p50_ms", "p90_ms", "p999_ms", "p99_ms",
+	"redis_cpu_us_per_op", "settle_ms", "settle_sweeps", "writer_lag_p99_ms"}
+
+// campaign end to end: the settle column, and settle_ms in the JSON for
+// every engine but raw.
+func TestRunCampaign(t *testing.T) {
+	raw := runTiny(t, []string{"-scenario", "campaign", "-awards", "10", "-users", "25", "-budget", "5.00", "-c", "4"},
+		"name=campaign", "budget=5.00", "settle ms/sweeps", "raw", "mysql-lock", "SOLD_OUT 15")
+	var rep struct {
+		Runs []struct {
+			Engine       string   `json:"engine"`
+			SettleMs     *float64 `json:"settle_ms"`
+			SettleSweeps *int     `json:"settle_sweeps"`
+		}
+	}
+	if err := json.Unmarshal(raw, &rep); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rep.Runs {
+		if (r.Engine == "raw") != (r.SettleMs == nil) || (r.SettleMs == nil) != (r.SettleSweeps == nil) {
+			t.Errorf("%s: settle %v ms in %v sweeps", r.Engine, r.SettleMs, r.SettleSweeps)
+		}
+	}
+	if len(rep.Runs) != 4 {
+		t.Errorf("report %s", raw)
+	}
+}
+
+// flash-sale end to end: the table in deducts, and JSON of the same shape as group-storm's.
+func TestRunFlashSale(t *testing.T) {
+	raw := runTiny(t, []string{"-scenario", "flash-sale", "-skus", "3", "-stock", "4", "-buyers", "15", "-c", "4"},
+		"name=flash-sale", "deducts/s", "raw", "engine", "http", "mysql-lock", "OK 12, OUT_OF_STOCK 3")
 	var rep struct {
 		Scenario map[string]any
 		Runs     []map[string]json.RawMessage
@@ -82,7 +152,6 @@ func TestRunFlashSale(t *testing.T) {
 	if err := json.Unmarshal(raw, &rep); err != nil {
 		t.Fatal(err)
 	}
-	wantRun := []string{"codes", "drain_ms", "engine", "ops_per_sec", "p50_ms", "p90_ms", "p999_ms", "p99_ms", "redis_cpu_us_per_op", "writer_lag_p99_ms"}
 	for _, r := range rep.Runs {
 		var k []string
 		for key := range r {
@@ -100,30 +169,9 @@ func TestRunFlashSale(t *testing.T) {
 
 // A tiny run end to end: the table, a PNG, and JSON of exactly the agreed shape.
 func TestRunWritesTableJSONAndPNG(t *testing.T) {
-	if testing.Short() {
-		t.Skip("integration test: needs Redis and MySQL (run without -short)")
-	}
-	dir := t.TempDir()
-	o, err := parseFlags([]string{"-redis", redistest.Addr(), "-mysql", storetest.DSN(), "-quiet",
-		"-packets", "3", "-shares", "5", "-grabbers", "8", "-c", "4",
-		"-json", filepath.Join(dir, "r.json"), "-png", filepath.Join(dir, "r.png")}, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	ok, err := run(context.Background(), o, &out, io.Discard)
-	if err != nil || !ok {
-		t.Fatalf("run: ok=%v err=%v\n%s", ok, err, out.String())
-	}
-	for _, want := range []string{"raw", "engine", "http", "mysql-lock", "audit: ok"} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("table lacks %q:\n%s", want, out.String())
-		}
-	}
-	raw, err := os.ReadFile(filepath.Join(dir, "r.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	pngPath := filepath.Join(t.TempDir(), "r.png")
+	raw := runTiny(t, []string{"-packets", "3", "-shares", "5", "-grabbers", "8", "-c", "4", "-png", pngPath},
+		"raw", "engine", "http", "mysql-lock")
 	var rep map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &rep); err != nil {
 		t.Fatal(err)
@@ -147,7 +195,6 @@ func TestRunWritesTableJSONAndPNG(t *testing.T) {
 	if len(runs) != 4 {
 		t.Fatalf("%d runs", len(runs))
 	}
-	wantRun := []string{"codes", "drain_ms", "engine", "ops_per_sec", "p50_ms", "p90_ms", "p999_ms", "p99_ms", "redis_cpu_us_per_op", "writer_lag_p99_ms"}
 	for _, r := range runs {
 		if got := keysOf(r); !slices.Equal(got, wantRun) {
 			t.Errorf("run keys %q", got)
@@ -159,7 +206,7 @@ func TestRunWritesTableJSONAndPNG(t *testing.T) {
 	if got := keysOf(audit); !slices.Equal(got, []string{"ok", "violations"}) || string(audit["ok"]) != "true" {
 		t.Errorf("audit %s", rep["audit"])
 	}
-	png, err := os.ReadFile(filepath.Join(dir, "r.png"))
+	png, err := os.ReadFile(pngPath)
 	if err != nil || !bytes.HasPrefix(png, []byte("\x89PNG")) {
 		t.Errorf("png: %v", err)
 	}

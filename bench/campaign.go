@@ -1,0 +1,703 @@
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/transfer"
+	"github.com/grab-engine/grab/engine/transfersim"
+	"github.com/grab-engine/grab/lua"
+	"github.com/grab-engine/grab/store"
+)
+
+// CodePayoutInProgress answers a campaign grab that won an award whose
+// transfer failed or went unanswered: the award is the user's, and the
+// payout is finished later. It counts as an award won.
+const CodePayoutInProgress = "PAYOUT_IN_PROGRESS"
+
+// Campaign is one campaign of A awards pre-split from a budget, grabbed
+// once by each of U users from C concurrent clients: the platform's red
+// packet rain. Every award won is paid out through a wallet transfer
+// service that fails, loses replies and handles requests twice at the rates
+// of Faults. With U ≥ A exactly A awards are won, adding up to the budget,
+// and the rest of the users are answered SOLD_OUT.
+//
+// Its engines: raw is the probe script on a list of the awards (a per-user
+// check, a pop, a record, an event; no payout); engine is
+// engine.GrabCampaign; http is POST /v1/campaigns/{id}/grab; mysql-lock is
+// the seed's scheme in MySQL alone (campaignLock). After the load, the
+// payouts left transferring are settled (the engine's payout sweeper, or
+// the naive scheme's re-drive loop) before the audit.
+//
+// Each engine run has a campaign and a transfer simulator of its own, served
+// on loopback through the production client until the ctx given to Run ends.
+// A Campaign keeps each engine's last run for Audit and Settle; it is not
+// for concurrent use.
+type Campaign struct {
+	Awards      int   // A, at most engine.MaxCampaignAwards
+	Users       int   // U, one grab each
+	Budget      int64 // fen; each award is 0.01 to twice the mean
+	Concurrency int   // C
+	// Faults of every run's transfer simulator; Seed drives their draws.
+	Faults transfersim.Faults
+	Seed   uint64
+
+	payouts *payoutService          // made on first use, so a Campaign copies as a value
+	runs    map[string]*campaignRun // the last run per engine
+}
+
+// DefaultCampaign finishes every engine within seconds on a 2-core machine,
+// with the transfer service failing half its calls.
+func DefaultCampaign() *Campaign {
+	return &Campaign{Awards: 2000, Users: 10000, Budget: 100_000, Concurrency: 64, Seed: 1,
+		Faults: transfersim.Faults{ErrorRate: 0.5, LoseReplyRate: 0.1, DuplicateRate: 0.05}}
+}
+
+// Name implements Scenario.
+func (*Campaign) Name() string { return "campaign" }
+
+// Params implements Scenario.
+func (s *Campaign) Params() map[string]any {
+	return map[string]any{"awards": s.Awards, "users": s.Users, "budget": engine.FormatAmount(s.Budget),
+		"concurrency": s.Concurrency, "transfer_errors": s.Faults.ErrorRate, "transfer_lost": s.Faults.LoseReplyRate,
+		"transfer_dups": s.Faults.DuplicateRate, "transfer_latency": s.Faults.Latency.String(), "seed": s.Seed}
+}
+
+// Validate reports settings the campaign rules would refuse, and faults
+// under which no payout could ever settle.
+func (s *Campaign) Validate() error {
+	rate := func(r float64) bool { return r >= 0 && r <= 1 }
+	switch {
+	case s.Awards <= 0 || s.Users <= 0 || s.Concurrency <= 0:
+		return errors.New("campaign: awards, users and concurrency must be positive")
+	case s.Awards > engine.MaxCampaignAwards:
+		return fmt.Errorf("campaign: at most %d awards", engine.MaxCampaignAwards)
+	case s.Budget < int64(s.Awards) || s.Budget > engine.MaxCampaignBudget:
+		return fmt.Errorf("campaign: the budget must be 0.01 an award at least and %s at most", engine.FormatAmount(engine.MaxCampaignBudget))
+	case !rate(s.Faults.ErrorRate) || !rate(s.Faults.LoseReplyRate) || !rate(s.Faults.DuplicateRate):
+		return errors.New("campaign: transfer fault rates must be 0..1")
+	case s.Faults.ErrorRate == 1 || s.Faults.LoseReplyRate == 1:
+		return errors.New("campaign: with every transfer call failing or unanswered no payout settles")
+	case s.Faults.Latency < 0 || s.Faults.Latency >= transferTimeout:
+		return fmt.Errorf("campaign: transfer latency must be 0 to under %v (a call's timeout)", transferTimeout)
+	}
+	return nil
+}
+
+// awardMax is twice the mean award, so the split has room to vary.
+func (s *Campaign) awardMax() int64 { return 2 * ((s.Budget + int64(s.Awards) - 1) / int64(s.Awards)) }
+
+// transferTimeout bounds one call of the transfer service: the engine's
+// default, for the naive scheme too.
+var transferTimeout = engine.DefaultConfig().TransferTimeout
+
+// configureEngine implements engineConfigurer: the engine pays through the
+// simulator of the run in progress, and its sweeper takes an award again as
+// soon as it is asked to. Attempts are all but unbounded: this measures
+// settling under faults, not parking (engine tests cover that; with the
+// default 10 attempts and half the calls failing, a few awards in 2,000
+// would park for a person).
+func (s *Campaign) configureEngine(d *engine.Deps, c *engine.Config) {
+	d.Transfer = s.service()
+	c.PayoutRetryAfter = time.Millisecond
+	c.PayoutMaxAttempts = 1000
+}
+
+func (s *Campaign) service() *payoutService {
+	if s.payouts == nil {
+		s.payouts = &payoutService{}
+	}
+	return s.payouts
+}
+
+// payoutService is the engine's transfer service: the client of the
+// simulator of the run in progress. The harness makes one engine for every
+// run, and each run pays through a simulator of its own, so that
+// simulator's counters are the run's alone.
+type payoutService struct {
+	cur atomic.Pointer[transfer.Client]
+}
+
+var errNoService = errors.New("bench: no campaign run is paying out")
+
+func (p *payoutService) use(c *transfer.Client) { p.cur.Store(c) }
+
+// Transfer implements engine.TransferService.
+func (p *payoutService) Transfer(ctx context.Context, t engine.Transfer) (engine.TransferResult, error) {
+	if c := p.cur.Load(); c != nil {
+		return c.Transfer(ctx, t)
+	}
+	return engine.TransferResult{}, errNoService
+}
+
+// QueryTransfer implements engine.TransferService.
+func (p *payoutService) QueryTransfer(ctx context.Context, outTradeNo string) (engine.TransferResult, error) {
+	if c := p.cur.Load(); c != nil {
+		return c.QueryTransfer(ctx, outTradeNo)
+	}
+	return engine.TransferResult{}, errNoService
+}
+
+// campaignRun is one engine's campaign: where its awards are, the service
+// that pays them, and what the grabs were answered.
+type campaignRun struct {
+	s      *Campaign
+	env    *Env
+	engine string
+	id     int64         // the campaign; for raw, the probe's id
+	probe  lua.ProbeKeys // raw
+	sim    *transfersim.Sim
+	xfer   *transfer.Client // the production client of sim
+	load   Load             // set by check
+}
+
+// Prepare implements Scenario: the awards for the engine (a campaign created
+// through the engine, or the probe's list) and, but for raw, a transfer
+// simulator to pay them.
+func (s *Campaign) Prepare(ctx context.Context, env *Env, engineName string) (Plan, error) {
+	if err := s.Validate(); err != nil {
+		return Plan{}, err
+	}
+	if _, external := env.Setup.(HTTPSetup); external {
+		return Plan{}, errors.New("campaign: cannot pay out through an external grabd (-url); it runs grabd in-process")
+	}
+	r := &campaignRun{s: s, env: env, engine: engineName}
+	if engineName == EngineRaw {
+		if err := r.loadProbe(ctx); err != nil {
+			return Plan{}, fmt.Errorf("awards: %w", err)
+		}
+	} else {
+		if err := r.startService(ctx); err != nil {
+			return Plan{}, fmt.Errorf("transfer simulator: %w", err)
+		}
+		s.service().use(r.xfer)
+		// Through the engine for mysql-lock too: the naive scheme works on
+		// the same rows and leaves their Redis state unused.
+		now := time.Now()
+		c, _, err := env.Engine.CreateCampaign(ctx, engine.NewCampaign{Name: "grabbench", Budget: s.Budget,
+			AwardCount: s.Awards, AwardMin: 1, AwardMax: s.awardMax(), PerUserLimit: 1,
+			StartsAt: now.Add(-time.Minute), EndsAt: now.Add(time.Hour)})
+		if err != nil {
+			return Plan{}, fmt.Errorf("campaign: %w", err)
+		}
+		r.id = c.ID
+	}
+	if s.runs == nil {
+		s.runs = map[string]*campaignRun{}
+	}
+	s.runs[engineName] = r
+	p := Plan{
+		Ops:         int64(s.Users),
+		Op:          func(i int64) Op { return Op{Target: r.id, User: i + 1} },
+		Concurrency: s.Concurrency,
+		Capacity:    int64(s.Awards),
+		Grabber:     r.grabber,
+		Drain:       r.drain,
+		Check:       r.check,
+	}
+	if engineName != EngineRaw {
+		p.Settle = r.settle
+	}
+	return p, nil
+}
+
+// CampaignID is the campaign of the last run on engineName.
+func (s *Campaign) CampaignID(engineName string) (int64, bool) {
+	r := s.runs[engineName]
+	if r == nil || r.engine == EngineRaw {
+		return 0, false
+	}
+	return r.id, true
+}
+
+// Audit checks the last run on engineName again, as the harness did after
+// it, against the answers it had then (for tests that plant violations).
+func (s *Campaign) Audit(ctx context.Context, engineName string) (AuditResult, error) {
+	r := s.runs[engineName]
+	if r == nil {
+		return AuditResult{}, fmt.Errorf("campaign: no run on %s", engineName)
+	}
+	vs, err := r.audit(ctx)
+	if err != nil {
+		return AuditResult{}, err
+	}
+	return AuditResult{OK: len(vs) == 0, Violations: append([]string{}, vs...)}, nil
+}
+
+// Settle drives the payouts of the last run on engineName again, as the
+// harness did after it, through that run's simulator (for tests that
+// plant violations). The ctx given to Run must not have ended.
+func (s *Campaign) Settle(ctx context.Context, engineName string) (sweeps int, err error) {
+	r := s.runs[engineName]
+	if r == nil || r.engine == EngineRaw {
+		return 0, fmt.Errorf("campaign: no run on %s that pays out", engineName)
+	}
+	return r.settle(ctx)
+}
+
+// startService serves a transfer simulator on a loopback listener until ctx
+// ends, with a client of it, signed with a secret of this run's own.
+func (r *campaignRun) startService(ctx context.Context) error {
+	secret := make([]byte, 16)
+	rand.Read(secret)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	r.sim = transfersim.New(secret, r.s.Faults, r.s.Seed)
+	go r.sim.Serve(ctx, l)
+	conns := 2 * r.s.Concurrency
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConns: conns, MaxIdleConnsPerHost: conns}}
+	r.xfer = transfer.NewClient("http://"+l.Addr().String(), secret, 0, hc)
+	return nil
+}
+
+func (r *campaignRun) grabber(name string, api HTTPSetup) (Grabber, error) {
+	switch name {
+	case EngineRaw:
+		// The probe script on the awards' list: a per-user check, an LPOP, a
+		// record and an XADD on one hash tag, with no window and no payout.
+		return Raw{Redis: r.env.Redis, Keys: r.env.Keys}, nil
+	case EngineEngine:
+		return campaignEngine{r}, nil
+	case EngineHTTP:
+		return campaignHTTP{api.HTTP}, nil
+	case EngineMySQLLock:
+		return campaignLock{r.env.DB.SQL(), r}, nil
+	}
+	return nil, fmt.Errorf("campaign: no engine %q", name)
+}
+
+// --- raw: the probe script on the awards -------------------------------
+
+// loadProbe splits the budget as a campaign would and puts the awards on a
+// probe list of their own ("seq:amount", as campaign_grab.lua's list).
+func (r *campaignRun) loadProbe(ctx context.Context) error {
+	amounts, err := engine.SplitCampaign(engine.GlobalRand{}, r.s.Budget, r.s.Awards, 1, r.s.awardMax())
+	if err != nil {
+		return err
+	}
+	awards := make([]any, len(amounts))
+	for i, a := range amounts {
+		awards[i] = lua.EncodeShare(lua.Share{Seq: i + 1, Amount: a}, false)
+	}
+	r.id = prepared.Add(1)
+	r.probe = r.env.Keys.Probe(r.id)
+	return pushProbe(ctx, r.env, r.probe, awards)
+}
+
+// --- engine: engine.GrabCampaign in-process ------------------------------
+
+type campaignEngine struct{ r *campaignRun }
+
+func (campaignEngine) Name() string { return EngineEngine }
+
+func (g campaignEngine) Grab(ctx context.Context, op Op) (string, error) {
+	_, err := g.r.env.Engine.GrabCampaign(ctx, op.Target, op.User)
+	return campaignAnswer(err)
+}
+
+// campaignAnswer is the API code of a campaign grab's error, as the HTTP
+// layer maps it.
+func campaignAnswer(err error) (string, error) {
+	if errors.Is(err, engine.ErrPayoutInProgress) {
+		return CodePayoutInProgress, nil
+	}
+	return engineCode(err)
+}
+
+// --- http: POST /v1/campaigns/{id}/grab ------------------------------------
+
+type campaignHTTP struct{ api HTTP }
+
+func (campaignHTTP) Name() string { return EngineHTTP }
+
+func (g campaignHTTP) Grab(ctx context.Context, op Op) (string, error) {
+	return g.api.grab(ctx, "/v1/campaigns/"+strconv.FormatInt(op.Target, 10)+"/grab", op.User)
+}
+
+// --- mysql-lock: the seed's scheme without Redis ----------------------------
+
+// campaignLock is the seed's scheme done naively in MySQL, on the engine's
+// tables: one transaction per grab locks the campaign's row (SELECT … FOR
+// UPDATE), checks the user's awards and the window, takes the next award's
+// share, inserts the award as transferring (the seed's 7), adds it to the
+// used and accumulated amounts and commits; then, outside the transaction,
+// it calls the transfer service and moves the award to transferred (4).
+// Every grab of the campaign queues on that row lock.
+type campaignLock struct {
+	db *sqlx.DB
+	r  *campaignRun
+}
+
+func (campaignLock) Name() string { return EngineMySQLLock }
+
+func (g campaignLock) Grab(ctx context.Context, op Op) (string, error) {
+	var a store.Award
+	code, err := retryLockRace(func() (string, error) { return g.take(ctx, op, &a) })
+	if code != CodeOK || err != nil || a.Status != store.AwardTransferring {
+		return code, err
+	}
+	return g.pay(ctx, a, false)
+}
+
+// take is the transaction; a is the award it granted, if any.
+func (g campaignLock) take(ctx context.Context, op Op, a *store.Award) (string, error) {
+	*a = store.Award{}
+	tx, err := g.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return CodeInternal, err
+	}
+	defer tx.Rollback()
+	var c struct {
+		Budget   store.Fen `db:"budget"`
+		Used     store.Fen `db:"used_amount"`
+		Count    int       `db:"award_count"`
+		Awarded  int       `db:"awarded_count"`
+		StartsAt time.Time `db:"starts_at"`
+		EndsAt   time.Time `db:"ends_at"`
+		Limit    int       `db:"per_user_limit"`
+	}
+	err = tx.GetContext(ctx, &c, `SELECT c.budget, c.used_amount, c.award_count, c.awarded_count, c.starts_at, c.ends_at,
+		r.per_user_limit FROM campaign c JOIN campaign_rule r ON r.campaign_id = c.id WHERE c.id = ? FOR UPDATE`, op.Target)
+	if errors.Is(err, sql.ErrNoRows) {
+		return CodeNotFound, nil
+	}
+	if err != nil {
+		return CodeInternal, err
+	}
+	var held []string // the user's awards' payout statuses, latest first
+	if err := tx.SelectContext(ctx, &held, "SELECT status FROM campaign_award WHERE campaign_id = ? AND user_id = ? ORDER BY seq DESC",
+		op.Target, op.User); err != nil {
+		return CodeInternal, err
+	}
+	now := time.Now().UTC()
+	switch {
+	case len(held) >= c.Limit && held[0] == store.AwardTransferred:
+		return CodeOK, nil // at the limit: the latest award again
+	case len(held) >= c.Limit:
+		return CodePayoutInProgress, nil
+	case now.Before(c.StartsAt):
+		return CodeNotOpen, nil
+	case !now.Before(c.EndsAt):
+		return CodeExpired, nil
+	case c.Awarded >= c.Count:
+		return CodeSoldOut, nil
+	}
+	seq := c.Awarded + 1
+	var amount store.Fen
+	if err := tx.GetContext(ctx, &amount, "SELECT amount FROM campaign_share WHERE campaign_id = ? AND seq = ?", op.Target, seq); err != nil {
+		return CodeInternal, err
+	}
+	if c.Used+amount > c.Budget {
+		return CodeSoldOut, nil
+	}
+	no := store.OutTradeNo(op.Target, seq)
+	if _, err := tx.ExecContext(ctx, `INSERT INTO campaign_award (campaign_id, seq, user_id, amount, status, out_trade_no,
+		attempts, awarded_at, updated_at, transferring_at) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?)`,
+		op.Target, seq, op.User, money(int64(amount)), store.AwardTransferring, no, now, now, now); err != nil {
+		return CodeInternal, err
+	}
+	if _, err := tx.ExecContext(ctx, "UPDATE campaign SET used_amount = used_amount + ?, awarded_count = awarded_count + 1 WHERE id = ?",
+		money(int64(amount)), op.Target); err != nil {
+		return CodeInternal, err
+	}
+	if _, err := tx.ExecContext(ctx, "UPDATE campaign_rule SET acc_amount = acc_amount + ? WHERE campaign_id = ?",
+		money(int64(amount)), op.Target); err != nil {
+		return CodeInternal, err
+	}
+	if err := tx.Commit(); err != nil {
+		return CodeInternal, err
+	}
+	*a = store.Award{CampaignID: op.Target, Seq: seq, UserID: op.User, Amount: amount, Status: store.AwardTransferring, OutTradeNo: no}
+	return CodeOK, nil
+}
+
+// pay calls the service for an award that is transferring, outside any
+// transaction; again (the re-drive) asks about its number first, as a
+// failed or unanswered call may have been applied. A success moves the
+// award to transferred, a conflict parks it, anything else leaves it
+// transferring for the next pass: PAYOUT_IN_PROGRESS.
+func (g campaignLock) pay(ctx context.Context, a store.Award, again bool) (string, error) {
+	// The award is 7 now: finish the call even if the caller goes away.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), transferTimeout)
+	defer cancel()
+	var res engine.TransferResult
+	var err error
+	if again {
+		res, err = g.r.xfer.QueryTransfer(ctx, a.OutTradeNo)
+	}
+	if !again || err != nil || res.Outcome != engine.TransferSucceeded {
+		res, err = g.r.xfer.Transfer(ctx, engine.Transfer{OutTradeNo: a.OutTradeNo, UserID: a.UserID, Amount: int64(a.Amount),
+			Memo: fmt.Sprintf("campaign %d award %d", a.CampaignID, a.Seq)})
+	}
+	now := time.Now().UTC()
+	switch {
+	case errors.Is(err, engine.ErrTransferConflict) || (err == nil && res.Amount != int64(a.Amount)):
+		_, err := g.db.ExecContext(ctx, `UPDATE campaign_award SET status = ?, updated_at = ?
+			WHERE campaign_id = ? AND seq = ? AND status = ?`, store.AwardNeedsAttention, now, a.CampaignID, a.Seq, store.AwardTransferring)
+		return CodePayoutInProgress, err
+	case err != nil || res.Outcome != engine.TransferSucceeded:
+		return CodePayoutInProgress, nil
+	}
+	if _, err := g.db.ExecContext(ctx, `UPDATE campaign_award SET status = ?, transfer_id = ?, transferred_at = ?, updated_at = ?
+		WHERE campaign_id = ? AND seq = ? AND status = ?`, store.AwardTransferred, res.TransferID, now, now,
+		a.CampaignID, a.Seq, store.AwardTransferring); err != nil {
+		return CodePayoutInProgress, err
+	}
+	return CodeOK, nil
+}
+
+// --- drain, settle and audit --------------------------------------------------
+
+// drain waits until MySQL has a row for every award Redis granted; most
+// were written by the grab itself, which pays at once.
+func (r *campaignRun) drain(ctx context.Context, accepted int64, timeout time.Duration) error {
+	var c engine.Campaign
+	err := poll(ctx, timeout, func() (bool, error) {
+		var err error
+		c, err = r.env.Engine.GetCampaign(ctx, r.id)
+		return c.Awarded == c.AwardCount-c.Remaining, err
+	})
+	if errors.Is(err, errTimedOut) {
+		return fmt.Errorf("MySQL holds %d of the %d awards Redis granted after %v (%d grabs answered OK)",
+			c.Awarded, c.AwardCount-c.Remaining, timeout, accepted)
+	}
+	return err
+}
+
+// settle drives every award left received or transferring until none is:
+// engine.SweepPayouts for the engine (its retry threshold is a millisecond
+// here), the naive scheme's re-drive loop for mysql-lock. It counts the
+// sweeps that found work.
+func (r *campaignRun) settle(ctx context.Context) (int, error) {
+	sweeps := 0
+	for {
+		// Counted even when time is up, for the message.
+		due, err := r.unpaid(context.WithoutCancel(ctx))
+		switch {
+		case err != nil:
+			return sweeps, err
+		case len(due) == 0:
+			return sweeps, nil
+		case ctx.Err() != nil:
+			return sweeps, fmt.Errorf("%d awards not paid out after %d sweeps: %w", len(due), sweeps, ctx.Err())
+		}
+		if r.engine == EngineMySQLLock {
+			g := campaignLock{r.env.DB.SQL(), r}
+			err = parallel(ctx, len(due), engine.DefaultConfig().PayoutWorkers, func(ctx context.Context, i int) error {
+				_, err := g.pay(ctx, due[i], true)
+				return err
+			})
+			sweeps++
+		} else {
+			r.s.service().use(r.xfer)
+			var sw engine.PayoutSweep
+			if sw, err = r.env.Engine.SweepPayouts(ctx); sw.Claimed > 0 {
+				sweeps++
+			} else {
+				time.Sleep(time.Millisecond) // what is left is not yet overdue
+			}
+		}
+		if err != nil && ctx.Err() == nil {
+			return sweeps, err
+		}
+	}
+}
+
+// unpaid lists the run's awards still received or transferring.
+func (r *campaignRun) unpaid(ctx context.Context) ([]store.Award, error) {
+	var due []store.Award
+	err := r.env.DB.SQL().SelectContext(ctx, &due, `SELECT campaign_id, seq, user_id, amount, status, out_trade_no
+		FROM campaign_award WHERE campaign_id = ? AND status IN (?, ?) ORDER BY seq`, r.id, store.AwardReceived, store.AwardTransferring)
+	return due, err
+}
+
+// check is the plan's audit hook: it keeps the run's answers for Audit.
+func (r *campaignRun) check(ctx context.Context, _ string, load Load) ([]string, error) {
+	r.load = load
+	return r.audit(ctx)
+}
+
+// audit checks the run's awards against its answers and its budget:
+//
+//   - no more awards won (OK or PAYOUT_IN_PROGRESS) than there are, and
+//     when every grab was answered won or SOLD_OUT, exactly min(U, A);
+//   - the awards granted (raw: the probe's record; the others: MySQL) are
+//     the won answers, no award went to two users, no user holds more than
+//     the per-user limit (1), and Σ awards ≤ budget — = budget when U ≥ A;
+//   - raw: the list holds the awards not granted;
+//   - the others: each award is its pre-split share, MySQL's used and
+//     accumulated amounts are Σ awards, every award is transferred, and
+//     the run's simulator applied each award's out-trade-no exactly once, to
+//     its user with its amount, and nothing else (its totals are the
+//     awards' count and Σ).
+func (r *campaignRun) audit(ctx context.Context) ([]string, error) {
+	a := &auditor{counts: map[string]int{}}
+	s := r.s
+	want := int64(min(s.Users, s.Awards))
+	won, soldOut := r.load.Codes[CodeOK]+r.load.Codes[CodePayoutInProgress], r.load.Codes[CodeSoldOut]
+	exact := r.load.Ops == int64(s.Users) && won+soldOut == r.load.Ops
+	switch {
+	case won > int64(s.Awards):
+		a.add("oversold", "%d grabs won an award; the campaign has %d", won, s.Awards)
+	case exact && won != want:
+		a.add("wrong number of awards won", "%d grabs won; want min(users %d, awards %d) = %d", won, s.Users, s.Awards, want)
+	}
+	var awards []store.Award
+	var err error
+	if r.engine == EngineRaw {
+		awards, err = r.probeAwards(ctx, a)
+	} else {
+		awards, err = r.env.DB.CampaignAwards(ctx, r.id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	n := int64(len(awards))
+	switch {
+	case n < won:
+		a.add("won but not granted", "%d grabs won; %d awards granted", won, n)
+	case exact && n != won:
+		a.add("granted without a won answer", "%d awards granted; %d grabs won", n, won)
+	}
+	var sum int64
+	perUser, perSeq := map[int64]int{}, map[int]int{}
+	for _, aw := range awards {
+		sum += int64(aw.Amount)
+		perUser[aw.UserID]++
+		perSeq[aw.Seq]++
+	}
+	for u, k := range perUser {
+		if k > 1 {
+			a.add("over the per-user limit", "user %d holds %d awards; the limit is 1", u, k)
+		}
+	}
+	for seq, k := range perSeq {
+		if k > 1 {
+			a.add("award granted twice", "award %d granted %d times", seq, k)
+		}
+	}
+	switch {
+	case sum > s.Budget:
+		a.add("overspent", "Σ awards %s > budget %s", engine.FormatAmount(sum), engine.FormatAmount(s.Budget))
+	case exact && want == int64(s.Awards) && sum != s.Budget:
+		a.add("budget not spent exactly", "Σ awards %s; every award was won, the budget is %s", engine.FormatAmount(sum),
+			engine.FormatAmount(s.Budget))
+	}
+	if r.engine != EngineRaw {
+		if err := r.auditPayouts(ctx, a, awards, sum); err != nil {
+			return nil, err
+		}
+	}
+	return a.violations, nil
+}
+
+// probeAwards reads the raw probe's record as awards, and checks that its
+// list holds the rest.
+func (r *campaignRun) probeAwards(ctx context.Context, a *auditor) ([]store.Award, error) {
+	held, err := r.env.Redis.HGetAll(ctx, r.probe.Grabbed).Result()
+	if err != nil {
+		return nil, err
+	}
+	left, err := r.env.Redis.LLen(ctx, r.probe.Shares).Result()
+	if err != nil {
+		return nil, err
+	}
+	if int(left)+len(held) != r.s.Awards {
+		a.add("awards lost", "%d granted and %d left of %d", len(held), left, r.s.Awards)
+	}
+	awards := make([]store.Award, 0, len(held))
+	for u, v := range held {
+		user, err1 := strconv.ParseInt(u, 10, 64)
+		seq, amount, _ := strings.Cut(v, ":")
+		n, err2 := strconv.Atoi(seq)
+		fen, err3 := strconv.ParseInt(amount, 10, 64)
+		if err := errors.Join(err1, err2, err3); err != nil {
+			return nil, fmt.Errorf("probe record %s=%q: %w", u, v, err)
+		}
+		awards = append(awards, store.Award{Seq: n, UserID: user, Amount: store.Fen(fen)})
+	}
+	return awards, nil
+}
+
+// auditPayouts checks the awards in MySQL against the campaign's split,
+// its counters and what the run's simulator applied.
+func (r *campaignRun) auditPayouts(ctx context.Context, a *auditor, awards []store.Award, sum int64) error {
+	c, err := r.env.DB.Campaign(ctx, r.id)
+	if err != nil {
+		return err
+	}
+	shares, err := r.env.DB.CampaignShares(ctx, r.id)
+	if err != nil {
+		return err
+	}
+	if used, acc := int64(c.UsedAmount), int64(c.AccAmount); used != sum || acc != sum || c.AwardedCount != len(awards) {
+		a.add("used amount is not the awards", "used %s, accumulated %s, %d awarded; the %d awards hold %s",
+			engine.FormatAmount(used), engine.FormatAmount(acc), c.AwardedCount, len(awards), engine.FormatAmount(sum))
+	}
+	if c.UsedAmount > c.Budget {
+		a.add("overspent", "used %s > budget %s", engine.FormatAmount(int64(c.UsedAmount)), engine.FormatAmount(int64(c.Budget)))
+	}
+	split := make(map[int]store.Fen, len(shares))
+	for _, sh := range shares {
+		split[sh.Seq] = sh.Amount
+	}
+	held := r.sim.Transfers()
+	numbers := make(map[string]bool, len(awards))
+	for _, aw := range awards {
+		numbers[aw.OutTradeNo] = true
+		if share, ok := split[aw.Seq]; !ok || share != aw.Amount {
+			a.add("award is not its share", "award %d is %s; its share %s", aw.Seq, engine.FormatAmount(int64(aw.Amount)),
+				engine.FormatAmount(int64(share)))
+		}
+		if aw.Status != store.AwardTransferred {
+			why := ""
+			if aw.LastError != "" {
+				why = ": " + aw.LastError
+			}
+			a.add("not paid out", "award %d of user %d is %s after %d attempts%s", aw.Seq, aw.UserID, aw.Status, aw.Attempts, why)
+			continue
+		}
+		rec, ok := held[aw.OutTradeNo]
+		switch {
+		case !ok:
+			a.add("transferred but never applied", "award %d: the service has no %s", aw.Seq, aw.OutTradeNo)
+		case rec.Applied != 1:
+			a.add("applied more than once", "%s applied %d times", aw.OutTradeNo, rec.Applied)
+		case rec.UserID != aw.UserID || rec.Amount != int64(aw.Amount) || rec.TransferID != aw.TransferID:
+			a.add("paid other than awarded", "award %d: %s to user %d as %s; the service applied %s to user %d as %s",
+				aw.Seq, engine.FormatAmount(int64(aw.Amount)), aw.UserID, aw.TransferID,
+				engine.FormatAmount(rec.Amount), rec.UserID, rec.TransferID)
+		}
+	}
+	for no, rec := range held {
+		if !numbers[no] {
+			a.add("applied without an award", "%s: %s to user %d", no, engine.FormatAmount(rec.Amount), rec.UserID)
+		}
+	}
+	count, fen := r.sim.TotalApplied()
+	switch {
+	case r.sim.MaxApplications() > 1:
+		a.add("applied more than once", "an out-trade-no applied %d times", r.sim.MaxApplications())
+	case count > len(awards) || fen > sum:
+		a.add("paid more than awarded", "the service moved %s in %d transfers; the %d awards hold %s",
+			engine.FormatAmount(fen), count, len(awards), engine.FormatAmount(sum))
+	case count < len(awards) || fen < sum:
+		a.add("paid less than awarded", "the service moved %s in %d transfers; the %d awards hold %s",
+			engine.FormatAmount(fen), count, len(awards), engine.FormatAmount(sum))
+	}
+	return nil
+}
