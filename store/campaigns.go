@@ -212,17 +212,46 @@ func (db *DB) moneyArg() string {
 // counted: the writer creates rows it counts at once; the receive path
 // leaves its rows for the writer to count.
 func (db *DB) insertAward(ctx context.Context, tx *sqlx.Tx, a AwardEvent, status string, attempts int, transferringAt sql.NullTime, now time.Time, counted bool) (bool, error) {
-	res, err := tx.ExecContext(ctx, db.insertIgnore()+` INTO campaign_award (campaign_id, seq, user_id, amount, status, out_trade_no,
+	n, err := db.writeAward(ctx, tx, db.insertIgnore(), "", a, status, attempts, transferringAt, now, counted)
+	return n == 1, err
+}
+
+// writeAward is insertAward's statement, with an optional upsert clause;
+// it answers the rows affected.
+func (db *DB) writeAward(ctx context.Context, tx *sqlx.Tx, insert, onDuplicate string, a AwardEvent, status string, attempts int,
+	transferringAt sql.NullTime, now time.Time, counted bool) (int64, error) {
+	res, err := tx.ExecContext(ctx, insert+` INTO campaign_award (campaign_id, seq, user_id, amount, status, out_trade_no,
 		attempts, awarded_at, updated_at, transferring_at, counted)
 		SELECT campaign_id, seq, ?, amount, ?, ?, ?, ?, ?, ?, ? FROM campaign_share
-		WHERE campaign_id = ? AND seq = ? AND amount = `+db.moneyArg(),
+		WHERE campaign_id = ? AND seq = ? AND amount = `+db.moneyArg()+onDuplicate,
 		a.UserID, status, OutTradeNo(a.CampaignID, a.Seq), attempts, a.At, now, transferringAt, counted,
 		a.CampaignID, a.Seq, db.money(a.Amount))
 	if err != nil {
-		return false, err
+		return 0, err
 	}
-	n, err := res.RowsAffected()
-	return n == 1, err
+	return res.RowsAffected()
+}
+
+// countAwardRow is the writer's step for one award: create its row counted,
+// or mark the receive path's row (same user and amount) counted. It reports
+// whether this call created the row, and whether it counted the award.
+func (db *DB) countAwardRow(ctx context.Context, tx *sqlx.Tx, a AwardEvent) (created, counted bool, err error) {
+	if db.dialect == dialectSQLite {
+		// One writer at a time: no lock to upgrade.
+		if created, err = db.insertAward(ctx, tx, a, AwardReceived, 0, sql.NullTime{}, a.At, true); err != nil || created {
+			return created, created, err
+		}
+		counted, err = db.countRow(ctx, tx, a)
+		return false, counted, err
+	}
+	// One statement, so an existing row is locked exclusively from the start:
+	// INSERT IGNORE's shared lock on the duplicate, upgraded by a later
+	// UPDATE, deadlocks with the receive path's 7 -> 4 update queued between.
+	// Rows affected: 1 inserted, 2 updated (counted now), 0 left alone.
+	n, err := db.writeAward(ctx, tx, "INSERT", ` ON DUPLICATE KEY UPDATE campaign_award.counted = IF(campaign_award.counted = 0
+		AND campaign_award.user_id = VALUES(user_id) AND campaign_award.amount = VALUES(amount), 1, campaign_award.counted)`,
+		a, AwardReceived, 0, sql.NullTime{}, a.At, true)
+	return n == 1, n == 1 || n == 2, err
 }
 
 // countAward adds a new award to the campaign's used amount and its rule's
@@ -273,17 +302,11 @@ func (db *DB) applyAwards(ctx context.Context, tx *sqlx.Tx, awards []AwardEvent)
 	counted := make([]bool, len(awards)) // this batch counts the award
 	var campaigns []int64
 	for i, a := range awards {
-		if created[i], err = db.insertAward(ctx, tx, a, AwardReceived, 0, sql.NullTime{}, a.At, true); err != nil {
+		if created[i], counted[i], err = db.countAwardRow(ctx, tx, a); err != nil {
 			return nil, err
 		}
-		if !created[i] {
-			// The receive path's row, not yet counted.
-			if counted[i], err = db.countRow(ctx, tx, a); err != nil {
-				return nil, err
-			}
-		}
-		if created[i] || counted[i] {
-			ok[i], counted[i] = true, true
+		if counted[i] {
+			ok[i] = true
 			if !slices.Contains(campaigns, a.CampaignID) {
 				campaigns = append(campaigns, a.CampaignID)
 			}
