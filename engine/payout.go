@@ -265,3 +265,36 @@ func (e *Engine) RunPayoutSweeper(ctx context.Context) error {
 		return err
 	})
 }
+
+// RetryPayout is a person's retry of an award parked in needs_attention:
+// one more attempt as the sweeper makes it (query the service first, then
+// transfer with the same number). It answers the award as it stands after;
+// a failure parks it again. ErrAwardReceived when it was transferred, and
+// ErrPayoutInProgress when it is not parked (the sweeper has it).
+func (e *Engine) RetryPayout(ctx context.Context, campaignID int64, seq int) (Award, error) {
+	if campaignID <= 0 || seq <= 0 {
+		return Award{}, ErrNotFound
+	}
+	if e.xfer == nil {
+		return Award{}, fmt.Errorf("%w: no transfer service is configured", ErrPayoutInProgress)
+	}
+	row, err := e.db.Award(ctx, campaignID, seq)
+	if err != nil {
+		return Award{}, storeErr(err)
+	}
+	switch row.Status {
+	case PayoutTransferred:
+		return awardView(row), ErrAwardReceived
+	case PayoutNeedsAttention:
+	default:
+		return awardView(row), ErrPayoutInProgress
+	}
+	if _, claimed := e.drivePayout(ctx, row); !claimed {
+		return awardView(row), fmt.Errorf("%w: another retry has it", ErrPayoutInProgress)
+	}
+	row, err = e.db.Award(ctx, campaignID, seq)
+	if err != nil {
+		return Award{}, err
+	}
+	return awardView(row), nil
+}

@@ -222,3 +222,46 @@ func TestCampaignWithoutTransferService(t *testing.T) {
 		t.Fatalf("service moved %d fen in %d transfers", fen, n)
 	}
 }
+
+// A person retries a parked award: one attempt, as the sweeper makes it; a
+// failure parks it again, a success pays it once.
+func TestRetryOfAParkedPayout(t *testing.T) {
+	sim, x := startSim(t, transfersim.Faults{ErrorRate: 1})
+	e, _ := setupReal(t).withTransfer(x, func(c *engine.Config) { c.PayoutMaxAttempts = 1 })
+	ctx := context.Background()
+	c := e.newCampaign(t, 200, 2, 100, 100, 1)
+	_, err := e.eng.GrabCampaign(ctx, c.ID, 9)
+	var pe *engine.PayoutPendingError
+	if !errors.As(err, &pe) || pe.Award.Payout != engine.PayoutNeedsAttention {
+		t.Fatalf("grab with one attempt allowed: %v", err)
+	}
+	seq := pe.Award.Seq
+
+	if a, err := e.eng.RetryPayout(ctx, c.ID, seq); err != nil || a.Payout != engine.PayoutNeedsAttention {
+		t.Fatalf("retry while the service still fails: %+v, %v", a, err)
+	}
+	sim.SetFaults(transfersim.Faults{})
+	if a, err := e.eng.RetryPayout(ctx, c.ID, seq); err != nil || a.Payout != engine.PayoutTransferred {
+		t.Fatalf("retry once the service works: %+v, %v", a, err)
+	}
+	if _, err := e.eng.RetryPayout(ctx, c.ID, seq); !errors.Is(err, engine.ErrAwardReceived) {
+		t.Fatalf("retry of a transferred award: %v", err)
+	}
+	if n := sim.Applied(store.OutTradeNo(c.ID, seq)); n != 1 {
+		t.Fatalf("applied %d times", n)
+	}
+
+	// Only parked awards: one the sweeper owns is left to it.
+	sim.SetFaults(transfersim.Faults{ErrorRate: 1})
+	e2, _ := e.withTransfer(x, func(c *engine.Config) { c.PayoutMaxAttempts = 10 })
+	_, err = e2.eng.GrabCampaign(ctx, c.ID, 10)
+	if !errors.As(err, &pe) || pe.Award.Payout != engine.PayoutTransferring {
+		t.Fatalf("second grab: %v", err)
+	}
+	if _, err := e2.eng.RetryPayout(ctx, c.ID, pe.Award.Seq); !errors.Is(err, engine.ErrPayoutInProgress) {
+		t.Fatalf("retry of an award the sweeper owns: %v", err)
+	}
+	if _, err := e2.eng.RetryPayout(ctx, c.ID, 99); !errors.Is(err, engine.ErrNotFound) {
+		t.Fatalf("retry of no award: %v", err)
+	}
+}

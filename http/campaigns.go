@@ -196,26 +196,53 @@ func (s *server) grabCampaign(c *gin.Context) {
 }
 
 func (s *server) receiveAward(c *gin.Context) {
-	id, err := pathID(c, "id")
-	if err != nil {
-		s.fail(c, err)
+	id, seq, ok := s.awardPath(c)
+	if !ok {
 		return
 	}
-	seq, err := pathID(c, "seq")
-	if err != nil {
-		s.fail(c, err)
-		return
-	}
-	if seq > engine.MaxCampaignAwards {
-		s.fail(c, engine.ErrNotFound) // no campaign has that many awards
-		return
-	}
-	a, err := s.eng.Receive(c.Request.Context(), id, int(seq), userID(c))
+	a, err := s.eng.Receive(c.Request.Context(), id, seq, userID(c))
 	if err != nil {
 		s.fail(c, err)
 		return
 	}
 	c.JSON(nethttp.StatusOK, awardView(a))
+}
+
+// retryPayout is a person's retry of a parked (needs_attention) payout.
+func (s *server) retryPayout(c *gin.Context) {
+	id, seq, ok := s.awardPath(c)
+	if !ok {
+		return
+	}
+	if err := decodeOptionalEmpty(c); err != nil {
+		s.fail(c, err)
+		return
+	}
+	a, err := s.eng.RetryPayout(c.Request.Context(), id, seq)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(nethttp.StatusOK, awardView(a))
+}
+
+// awardPath reads /campaigns/{id}/awards/{seq}; on a bad one it has answered.
+func (s *server) awardPath(c *gin.Context) (campaignID int64, seq int, ok bool) {
+	id, err := pathID(c, "id")
+	if err != nil {
+		s.fail(c, err)
+		return 0, 0, false
+	}
+	n, err := pathID(c, "seq")
+	if err != nil {
+		s.fail(c, err)
+		return 0, 0, false
+	}
+	if n > engine.MaxCampaignAwards {
+		s.fail(c, engine.ErrNotFound) // no campaign has that many awards
+		return 0, 0, false
+	}
+	return id, int(n), true
 }
 
 func (s *server) myAwards(c *gin.Context) {

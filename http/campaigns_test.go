@@ -123,6 +123,9 @@ func TestCampaignPayoutInProgress(t *testing.T) {
 	if again := r.object(t)["award"].(map[string]any); again["seq"] != a["seq"] {
 		t.Fatalf("receive's award %v", again)
 	}
+	// A person's retry is for parked payouts; this one is the sweeper's.
+	fails(t, "retry of a payout the sweeper owns", e.do(t, "POST", fmt.Sprintf("/v1/admin/campaigns/%d/awards/%d/retry", id, seq), ``, admin()),
+		409, "PAYOUT_IN_PROGRESS")
 	list := expect(t, e.do(t, "GET", fmt.Sprintf("/v1/campaigns/%d/awards", id), ``, user(5)), 200)
 	if got := list["awards"].([]any)[0].(map[string]any)["payout"]; got != "transferring" {
 		t.Fatalf("listed payout %v", got)
@@ -205,6 +208,7 @@ func TestCampaignMalformedInput(t *testing.T) {
 	grab := func(id any) string { return fmt.Sprintf("/v1/campaigns/%v/grab", id) }
 	list := func(id any) string { return fmt.Sprintf("/v1/campaigns/%v/awards", id) }
 	receive := func(id, seq any) string { return fmt.Sprintf("/v1/campaigns/%v/awards/%v/receive", id, seq) }
+	retry := func(id, seq any) string { return fmt.Sprintf("/v1/admin/campaigns/%v/awards/%v/retry", id, seq) }
 	now := time.Now().UTC()
 	at := func(d time.Duration) string { return now.Add(d).Format(time.RFC3339) }
 	// body builds a create request from field overrides; a value "-" drops the field.
@@ -325,6 +329,12 @@ func TestCampaignMalformedInput(t *testing.T) {
 		{"receive another user's award", "POST", receive(f.open, f.seq1), ``, u2, 403, "FORBIDDEN"},
 		{"receive a paid award", "POST", receive(f.open, f.seq1), ``, u1, 409, "AWARD_RECEIVED"},
 		{"receive without credentials", "POST", receive(f.open, f.seq1), ``, nil, 401, "UNAUTHENTICATED"},
+		{"retry path id abc", "POST", retry("abc", f.seq1), ``, admin(), 400, "INVALID_ARGUMENT"},
+		{"retry seq 0", "POST", retry(f.open, 0), ``, admin(), 400, "INVALID_ARGUMENT"},
+		{"retry with a body", "POST", retry(f.open, f.seq1), `{"force":true}`, admin(), 400, "INVALID_ARGUMENT"},
+		{"retry an award never granted", "POST", retry(f.open, 11), ``, admin(), 404, "NOT_FOUND"},
+		{"retry a paid award", "POST", retry(f.open, f.seq1), ``, admin(), 409, "AWARD_RECEIVED"},
+		{"retry as a user", "POST", retry(f.open, f.seq1), ``, u1, 403, "FORBIDDEN"},
 
 		// List.
 		{"list path id abc", "GET", list("abc"), ``, u1, 400, "INVALID_ARGUMENT"},

@@ -78,6 +78,7 @@ func New(eng *engine.Engine, cfg Config, log *slog.Logger, reg *prometheus.Regis
 	admin.POST("/vouchers/:voucher/rollback", s.rollbackVoucher)
 	admin.POST("/campaigns", s.createCampaign)
 	admin.GET("/campaigns/:id", s.getCampaign)
+	admin.POST("/campaigns/:id/awards/:seq/retry", s.retryPayout)
 
 	// Service endpoints of other back-end services (orders, dtm): the admin token.
 	svc := r.Group("/v1/stock", s.authAdmin)
