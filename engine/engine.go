@@ -42,6 +42,9 @@ type Config struct {
 	// StockVoucherTTL is how long a voucher's list of touched products (for
 	// its rollback) and an order's record across products are kept.
 	StockVoucherTTL time.Duration
+	// StockOrderStale is how long an order across products may go without
+	// an answer before SweepStockOrders settles it.
+	StockOrderStale time.Duration
 	// TransferTimeout bounds one call of the transfer service; past it the
 	// outcome is unknown and the award stays transferring for the sweeper.
 	TransferTimeout time.Duration
@@ -73,6 +76,7 @@ func DefaultConfig() Config {
 		GrabPipelines:     4,
 		GrabBatch:         64,
 		StockVoucherTTL:   30 * 24 * time.Hour,
+		StockOrderStale:   time.Minute,
 
 		TransferTimeout:     3 * time.Second,
 		PayoutRetryAfter:    30 * time.Second,
@@ -157,6 +161,9 @@ func New(d Deps, cfg Config) *Engine {
 	}
 	if cfg.StockVoucherTTL <= 0 {
 		cfg.StockVoucherTTL = def.StockVoucherTTL
+	}
+	if cfg.StockOrderStale <= 0 {
+		cfg.StockOrderStale = def.StockOrderStale
 	}
 	if cfg.TransferTimeout <= 0 {
 		cfg.TransferTimeout = def.TransferTimeout

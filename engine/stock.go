@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/grab-engine/grab/lua"
 )
 
@@ -466,6 +468,35 @@ func (e *Engine) DeductStock(ctx context.Context, orderID string, items []StockI
 		return ErrBusy
 	}
 	orderKey := e.keys.StockOrder(orderID)
+	if len(products) > 1 {
+		// One script per product: a process that dies between them leaves the
+		// order half deducted. Noted first, so SweepStockOrders finds it; a
+		// deduct that reaches its answer takes the note back.
+		if err := e.rdb.ZAdd(ctx, e.keys.StockPending(), redis.Z{Score: float64(e.nowMs()), Member: orderID}).Err(); err != nil {
+			return err
+		}
+	}
+	err = e.deductOrder(ctx, orderID, orderKey, products, groups)
+	if len(products) > 1 && (err == nil || isStockAnswer(err)) {
+		if zerr := e.rdb.ZRem(ctx, e.keys.StockPending(), orderID).Err(); zerr != nil {
+			e.log.WarnContext(ctx, "stock: order answered but still noted pending; the sweep finds it done", "order_id", orderID, "err", zerr)
+		}
+	}
+	return err
+}
+
+// isStockAnswer: err is the deduct's answer, not a failure to reach Redis.
+func isStockAnswer(err error) bool {
+	for _, s := range []error{ErrOutOfStock, ErrNotForSale, ErrNotFound, ErrOrderClosed, ErrIdempotencyConflict} {
+		if errors.Is(err, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// deductOrder is DeductStock past its checks: the order record, then each product.
+func (e *Engine) deductOrder(ctx context.Context, orderID, orderKey string, products [][2]int64, groups map[[2]int64][]lua.StockItem) error {
 	st, err := lua.StockOrder(ctx, e.rdb, orderKey, "begin", encodeProducts(products), e.cfg.StockVoucherTTL)
 	if err != nil {
 		return err
@@ -519,6 +550,76 @@ func (e *Engine) DeductStock(ctx context.Context, orderID string, items []StockI
 		return stockCode(st.Code) // a concurrent replay finished first
 	}
 	return stockCode(code)
+}
+
+// SweepStockOrders settles orders across products whose deduct began more
+// than StockOrderStale ago and never answered (its process died between
+// products): one whose every product holds the deduct is done (a replay
+// answers success); any other is returned, so what its products took comes
+// back and a late replay answers ErrOrderClosed. It answers how many it
+// returned.
+func (e *Engine) SweepStockOrders(ctx context.Context) (int, error) {
+	before := e.nowMs() - e.cfg.StockOrderStale.Milliseconds()
+	ids, err := e.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: e.keys.StockPending(), ByScore: true,
+		Start: "-inf", Stop: strconv.FormatInt(before, 10), Count: 100}).Result()
+	if err != nil {
+		return 0, err
+	}
+	returned := 0
+	for _, id := range ids {
+		half, err := e.halfDeducted(ctx, id)
+		if err != nil {
+			return returned, err
+		}
+		if half {
+			if err := e.ReturnStock(ctx, id); err != nil {
+				return returned, err
+			}
+			returned++
+			e.log.WarnContext(ctx, "stock: returned an order whose deduct never answered", "order_id", id)
+		}
+		if err := e.rdb.ZRem(ctx, e.keys.StockPending(), id).Err(); err != nil {
+			return returned, err
+		}
+	}
+	return returned, nil
+}
+
+// halfDeducted reports whether an order's deduct is still pending without
+// every product holding its items. Finished, returned or forgotten orders
+// are not: their answer stands.
+func (e *Engine) halfDeducted(ctx context.Context, orderID string) (bool, error) {
+	st, err := e.rdb.HMGet(ctx, e.keys.StockOrder(orderID), "s", "products").Result()
+	if err != nil {
+		return false, err
+	}
+	state, _ := st[0].(string)
+	products, _ := st[1].(string)
+	if state != "pending" || products == "" {
+		return false, nil
+	}
+	for _, ap := range strings.Split(products, ";") {
+		a, p, err := parseProduct(ap)
+		if err != nil {
+			return false, err
+		}
+		rec, err := lua.StockRecord(ctx, e.rdb, e.keys.Stock(a, p), "o:"+orderID)
+		if err != nil {
+			return false, err
+		}
+		if !strings.HasPrefix(rec, "d#") {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// RunStockSweeper runs SweepStockOrders every ReconcileInterval until ctx ends.
+func (e *Engine) RunStockSweeper(ctx context.Context) error {
+	return e.every(ctx, e.cfg.ReconcileInterval, "stock order sweep", func(ctx context.Context) error {
+		_, err := e.SweepStockOrders(ctx)
+		return err
+	})
 }
 
 // ReturnStock gives back exactly what an order took. A return before any

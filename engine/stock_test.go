@@ -23,6 +23,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/lua"
 	"github.com/grab-engine/grab/lua/redistest"
 	"github.com/grab-engine/grab/store"
 )
@@ -1302,4 +1303,66 @@ func TestStockRefusedDeductReplaysItsRefusal(t *testing.T) {
 	// A return of a refused order gives nothing back and closes it.
 	mustOK(t, e.eng.ReturnStock(ctx, "o-1"))
 	stockUnchanged(t, e, "the return of a refused order", before, ref(10), skuRef{1, 3, 20})
+}
+
+// A process that dies between the products of an order's deduct leaves it
+// half done; the sweep returns what it took, once the order is stale. An
+// order that took everything stays sold.
+func TestStockSweepSettlesAnOrderADeadProcessLeftHalfDone(t *testing.T) {
+	e := setupReal(t)
+	ctx := context.Background()
+	p2, p3 := ref(10), skuRef{1, 3, 20}
+	submitSKUs(t, e, "sub", 1, 2, engine.SKUStock{SKU: 10, Stock: 10})
+	submitSKUs(t, e, "sub-p3", 1, 3, engine.SKUStock{SKU: 20, Stock: 10})
+	items := []engine.StockItem{p2.item(engine.ScopeHighSeas, 2), p3.item(engine.ScopeHighSeas, 3)}
+	pending := func() int64 { return e.rdb.ZCard(ctx, e.keys.StockPending()).Val() }
+
+	// Answered orders take their note back.
+	mustOK(t, e.eng.DeductStock(ctx, "whole", items))
+	wantErr(t, "an order over stock", e.eng.DeductStock(ctx, "too-much", []engine.StockItem{p2.item(engine.ScopeHighSeas, 1),
+		p3.item(engine.ScopeHighSeas, 99)}), engine.ErrOutOfStock)
+	if n := pending(); n != 0 {
+		t.Fatalf("%d orders noted pending after their answers", n)
+	}
+
+	// The dead process: noted, begun, the first product deducted, then nothing.
+	mustOK(t, e.rdb.ZAdd(ctx, e.keys.StockPending(), redis.Z{Score: float64(e.clock.Now().UnixMilli()), Member: "half"}).Err())
+	if _, err := lua.StockOrder(ctx, e.rdb, e.keys.StockOrder("half"), "begin", "1:2;1:3", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	r, err := lua.Stock(ctx, e.rdb, e.keys.Stock(1, 2), lua.StockOp{Op: "deduct", ID: "o:half", NowMs: e.clock.Now().UnixMilli(),
+		ActivityID: 1, ProductID: 2, Items: []lua.StockItem{{SKU: 10, Scope: engine.ScopeHighSeas, Qty: 2}}})
+	if err != nil || r.Code != "" {
+		t.Fatalf("first product: %+v, %v", r, err)
+	}
+	// And one whose answer was lost after every product took its items.
+	mustOK(t, e.rdb.ZAdd(ctx, e.keys.StockPending(), redis.Z{Score: float64(e.clock.Now().UnixMilli()), Member: "whole"}).Err())
+	held := stockSnapshot(t, e, p2, p3)
+	if v := skuView(t, e, p2); v.HighSeas.Sold != 4 {
+		t.Fatalf("before the sweep %+v", v.HighSeas)
+	}
+
+	if n, err := e.eng.SweepStockOrders(ctx); err != nil || n != 0 {
+		t.Fatalf("sweep before the orders are stale: %d, %v", n, err)
+	}
+	stockUnchanged(t, e, "a sweep before the orders are stale", held, p2, p3)
+	e.clock.Add(e.cfg.StockOrderStale + time.Second)
+	if n, err := e.eng.SweepStockOrders(ctx); err != nil || n != 1 {
+		t.Fatalf("sweep: returned %d, %v; want 1", n, err)
+	}
+	if v2, v3 := skuView(t, e, p2), skuView(t, e, p3); v2.HighSeas != (engine.Counters{Total: 10, Available: 8, Sold: 2}) ||
+		v3.HighSeas != (engine.Counters{Total: 10, Available: 7, Sold: 3}) {
+		t.Fatalf("after the sweep: %+v, %+v", v2.HighSeas, v3.HighSeas)
+	}
+	wantErr(t, "the half order's late replay", e.eng.DeductStock(ctx, "half", []engine.StockItem{p2.item(engine.ScopeHighSeas, 2),
+		p3.item(engine.ScopeHighSeas, 3)}), engine.ErrOrderClosed)
+	mustOK(t, e.eng.DeductStock(ctx, "whole", items))
+	if n := pending(); n != 0 {
+		t.Fatalf("%d orders still noted pending", n)
+	}
+	after := stockSnapshot(t, e, p2, p3)
+	if n, err := e.eng.SweepStockOrders(ctx); err != nil || n != 0 {
+		t.Fatalf("second sweep: %d, %v", n, err)
+	}
+	stockUnchanged(t, e, "a second sweep", after, p2, p3)
 }

@@ -139,3 +139,8 @@ func (k Keys) StockOrder(orderID string) string { return k.NS + ":{so:" + orderI
 
 // StockVoucher is the set of products a voucher touched, for its rollback.
 func (k Keys) StockVoucher(voucher string) string { return k.NS + ":{sv:" + voucher + "}" }
+
+// StockPending is the sorted set of orders across products whose deduct has
+// begun and not ended (score: begin time, unix ms), for the sweep that
+// settles the ones a dead process left half done.
+func (k Keys) StockPending() string { return k.NS + ":{so}:pending" }

@@ -152,7 +152,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	// The refund and reconciliation jobs stop before the writer, so the writer
 	// drains the events of their last pass.
 	stopJobs := startJobs(ctx, log, map[string]func(context.Context) error{
-		"refund job": eng.RunRefunder, "reconciliation": eng.RunReconciler, "payout sweeper": eng.RunPayoutSweeper})
+		"refund job": eng.RunRefunder, "reconciliation": eng.RunReconciler, "payout sweeper": eng.RunPayoutSweeper,
+		"stock order sweep": eng.RunStockSweeper})
 
 	handler := grabhttp.New(eng, grabhttp.Config{JWTSecret: []byte(cfg.JWTSecret), AdminToken: cfg.AdminToken,
 		DevAuth: cfg.DevAuth, PaySecret: []byte(cfg.PaySecret)}, log, reg)
