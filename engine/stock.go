@@ -504,7 +504,7 @@ func (e *Engine) deductOrder(ctx context.Context, orderID, orderKey string, prod
 	switch st.State {
 	case "returned":
 		return ErrOrderClosed
-	case "done", "failed":
+	case "failed":
 		return stockCode(st.Code)
 	case "pending":
 		if st.Products != encodeProducts(products) {
@@ -554,10 +554,10 @@ func (e *Engine) deductOrder(ctx context.Context, orderID, orderKey string, prod
 
 // SweepStockOrders settles orders across products whose deduct began more
 // than StockOrderStale ago and never answered (its process died between
-// products): one whose every product holds the deduct is done (a replay
-// answers success); any other is returned, so what its products took comes
-// back and a late replay answers ErrOrderClosed. It answers how many it
-// returned.
+// products). One that some but not all of its products hold is returned, so
+// what they took comes back and a late replay answers ErrOrderClosed; one
+// every product holds is done, and one none holds took nothing (a replay of
+// either runs as it would have). It answers how many it returned.
 func (e *Engine) SweepStockOrders(ctx context.Context) (int, error) {
 	before := e.nowMs() - e.cfg.StockOrderStale.Milliseconds()
 	ids, err := e.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: e.keys.StockPending(), ByScore: true,
@@ -585,9 +585,9 @@ func (e *Engine) SweepStockOrders(ctx context.Context) (int, error) {
 	return returned, nil
 }
 
-// halfDeducted reports whether an order's deduct is still pending without
-// every product holding its items. Finished, returned or forgotten orders
-// are not: their answer stands.
+// halfDeducted reports whether an order's deduct is still pending with
+// some products holding its items and some not. Finished, returned or
+// forgotten orders are not: their answer stands.
 func (e *Engine) halfDeducted(ctx context.Context, orderID string) (bool, error) {
 	st, err := e.rdb.HMGet(ctx, e.keys.StockOrder(orderID), "s", "products").Result()
 	if err != nil {
@@ -598,7 +598,9 @@ func (e *Engine) halfDeducted(ctx context.Context, orderID string) (bool, error)
 	if state != "pending" || products == "" {
 		return false, nil
 	}
-	for _, ap := range strings.Split(products, ";") {
+	held := 0
+	list := strings.Split(products, ";")
+	for _, ap := range list {
 		a, p, err := parseProduct(ap)
 		if err != nil {
 			return false, err
@@ -607,11 +609,11 @@ func (e *Engine) halfDeducted(ctx context.Context, orderID string) (bool, error)
 		if err != nil {
 			return false, err
 		}
-		if !strings.HasPrefix(rec, "d#") {
-			return true, nil
+		if strings.HasPrefix(rec, "d#") {
+			held++
 		}
 	}
-	return false, nil
+	return held > 0 && held < len(list), nil
 }
 
 // RunStockSweeper runs SweepStockOrders every ReconcileInterval until ctx ends.

@@ -1086,7 +1086,6 @@ func TestStockForceExitKeepsNoVoucher(t *testing.T) {
 
 	// An exited SKU whose submit is rolled back may come back, and exit again.
 	submitSKUs(t, e, "sub-12", 1, 2, engine.SKUStock{SKU: 12, Stock: 10})
-	wantErr(t, "forced exit of a SKU whose submit is gone", e.eng.ForceExit(ctx, 1, 2, 13), engine.ErrNotFound)
 	mustOK(t, e.eng.RollbackVoucher(ctx, "sub-12"))
 	wantErr(t, "forced exit after its submit was rolled back", e.eng.ForceExit(ctx, 1, 2, 12), engine.ErrNotFound)
 	submitSKUs(t, e, "sub-12-again", 1, 2, engine.SKUStock{SKU: 12, Stock: 10})
@@ -1335,6 +1334,11 @@ func TestStockSweepSettlesAnOrderADeadProcessLeftHalfDone(t *testing.T) {
 	if err != nil || r.Code != "" {
 		t.Fatalf("first product: %+v, %v", r, err)
 	}
+	// One that died before any product took anything: nothing to give back.
+	mustOK(t, e.rdb.ZAdd(ctx, e.keys.StockPending(), redis.Z{Score: float64(e.clock.Now().UnixMilli()), Member: "none"}).Err())
+	if _, err := lua.StockOrder(ctx, e.rdb, e.keys.StockOrder("none"), "begin", "1:2;1:3", time.Hour); err != nil {
+		t.Fatal(err)
+	}
 	// And one whose answer was lost after every product took its items.
 	mustOK(t, e.rdb.ZAdd(ctx, e.keys.StockPending(), redis.Z{Score: float64(e.clock.Now().UnixMilli()), Member: "whole"}).Err())
 	held := stockSnapshot(t, e, p2, p3)
@@ -1360,6 +1364,9 @@ func TestStockSweepSettlesAnOrderADeadProcessLeftHalfDone(t *testing.T) {
 	if n := pending(); n != 0 {
 		t.Fatalf("%d orders still noted pending", n)
 	}
+	// The order that took nothing runs when it is replayed.
+	mustOK(t, e.eng.DeductStock(ctx, "none", []engine.StockItem{p2.item(engine.ScopeHighSeas, 1), p3.item(engine.ScopeHighSeas, 1)}))
+	mustOK(t, e.eng.ReturnStock(ctx, "none"))
 	after := stockSnapshot(t, e, p2, p3)
 	if n, err := e.eng.SweepStockOrders(ctx); err != nil || n != 0 {
 		t.Fatalf("second sweep: %d, %v", n, err)

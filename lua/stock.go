@@ -131,7 +131,7 @@ func StockRecord(ctx context.Context, c redis.Cmdable, k StockKeys, id string) (
 
 // StockOrderState is an order's state across products, as stock_order.lua keeps it.
 type StockOrderState struct {
-	State    string // "" unknown, pending, done, failed, returned — before the call
+	State    string // "" unknown, pending, failed, returned — before the call
 	Code     string // the deduct's answer once finished
 	Products string // "a:p;a:p"
 }

@@ -3,11 +3,11 @@
 -- record says which products an order touched, so a return finds them, and what the deduct answered,
 -- so a replay answers the same.
 --
--- KEYS[1] the order's hash: s (pending | done | failed | returned), code, products ("a:p;a:p")
+-- KEYS[1] the order's hash: s (pending | failed | returned), code, products ("a:p;a:p")
 -- ARGV[1] op: begin | finish | return
--- ARGV[2] begin: the order's products; finish: the deduct's code. The engine finishes only a deduct
---         refused after other products took stock (and gave it back); otherwise each product's
---         record answers replays, and the order stays pending.
+-- ARGV[2] begin: the order's products; finish: the refusal's code. Only a deduct refused after other
+--         products took stock (and gave it back) is finished; otherwise each product's record answers
+--         replays, and the order stays pending.
 -- ARGV[3] seconds the record is kept after its last change (replays and returns come within it)
 --
 -- Returns {state before, code, products}; state "" when the order was unknown.
@@ -21,11 +21,7 @@ if op == 'begin' then
   end
 elseif op == 'finish' then
   if s == 'pending' then
-    local to = 'done'
-    if ARGV[2] ~= '' then
-      to = 'failed'
-    end
-    redis.call('HSET', KEYS[1], 's', to, 'code', ARGV[2])
+    redis.call('HSET', KEYS[1], 's', 'failed', 'code', ARGV[2])
   end
 elseif op == 'return' then
   -- Recorded even for an unknown order: its later deduct is refused.
