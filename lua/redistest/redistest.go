@@ -127,6 +127,106 @@ func (s *Server) Start() {
 	s.tb.Fatalf("redis-server on %s did not come up", s.Addr)
 }
 
+// StartLoading starts the process (again) and returns as soon as it accepts
+// connections, without waiting for it to load its dataset: until it has, it
+// answers commands with LOADING. A server started with SlowLoad and given a
+// dataset by Fill and Save loads for long enough to be seen loading.
+func (s *Server) StartLoading() {
+	s.tb.Helper()
+	s.cmd = exec.Command("redis-server", s.args...)
+	if err := s.cmd.Start(); err != nil {
+		s.tb.Fatalf("redis-server: %v", err)
+	}
+	c := redis.NewClient(&redis.Options{Addr: s.Addr, MaxRetries: -1})
+	defer c.Close()
+	for i := 0; i < 200; i++ {
+		if err := c.Ping(context.Background()).Err(); err == nil || redis.IsLoadingError(err) {
+			return
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	s.tb.Fatalf("redis-server on %s did not come up", s.Addr)
+}
+
+// Loading reports whether the server is loading its dataset (INFO
+// persistence, which a loading server answers).
+func (s *Server) Loading() bool {
+	s.tb.Helper()
+	c := redis.NewClient(&redis.Options{Addr: s.Addr, MaxRetries: -1})
+	defer c.Close()
+	info, err := c.Info(context.Background(), "persistence").Result()
+	if err != nil {
+		s.tb.Fatalf("redis-server on %s: INFO: %v", s.Addr, err)
+	}
+	return strings.Contains(info, "\nloading:1") || strings.HasPrefix(info, "loading:1")
+}
+
+// WaitLoaded waits until the server has loaded its dataset and answers PING,
+// failing the test after timeout.
+func (s *Server) WaitLoaded(timeout time.Duration) {
+	s.tb.Helper()
+	c := redis.NewClient(&redis.Options{Addr: s.Addr, MaxRetries: -1})
+	defer c.Close()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := c.Ping(context.Background()).Err()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			s.tb.Fatalf("redis-server on %s still not serving after %v: %v", s.Addr, timeout, err)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+// SlowLoad is StartServer's extra arguments for a server that takes perKey
+// to load each key of its dataset at start (Redis's own test knob,
+// key-load-delay, in microseconds) and answers clients (LOADING) every KiB of
+// the load rather than every 2 MiB. With Fill(n) the load takes about
+// n × perKey, and costs no CPU: the server sleeps between keys.
+func SlowLoad(perKey time.Duration) []string {
+	return []string{"--key-load-delay", fmt.Sprint(max(1, perKey.Microseconds())),
+		"--loading-process-events-interval-bytes", "1024"}
+}
+
+// Fill adds n small filler keys (filler:<i>) to the dataset.
+func (s *Server) Fill(n int) {
+	s.tb.Helper()
+	c := redis.NewClient(&redis.Options{Addr: s.Addr})
+	defer c.Close()
+	ctx := context.Background()
+	const batch = 1000
+	for i := 0; i < n; i += batch {
+		kv := make([]any, 0, 2*batch)
+		for j := i; j < min(n, i+batch); j++ {
+			kv = append(kv, fmt.Sprintf("filler:%d", j), "x")
+		}
+		if err := c.MSet(ctx, kv...).Err(); err != nil {
+			s.tb.Fatalf("redis-server on %s: fill: %v", s.Addr, err)
+		}
+	}
+}
+
+// Save writes the dataset to the server's RDB file (SAVE), which the next
+// Start or StartLoading loads.
+func (s *Server) Save() {
+	s.tb.Helper()
+	c := redis.NewClient(&redis.Options{Addr: s.Addr})
+	defer c.Close()
+	if err := c.Save(context.Background()).Err(); err != nil {
+		s.tb.Fatalf("redis-server on %s: SAVE: %v", s.Addr, err)
+	}
+}
+
+// Stop stops the process (SIGKILL) and leaves it stopped: connections to
+// its port are refused until Start or StartLoading. Nothing is saved on the
+// way down; what Save wrote last is what the next start loads.
+func (s *Server) Stop() {
+	s.tb.Helper()
+	s.Kill()
+}
+
 // Kill stops the process at once (SIGKILL), as a crash would.
 func (s *Server) Kill() {
 	if s.cmd != nil && s.cmd.Process != nil {
@@ -136,7 +236,8 @@ func (s *Server) Kill() {
 	}
 }
 
-// Restart kills the process and starts an empty one on the same port.
+// Restart kills the process and starts an empty one on the same port (or,
+// after Save, one that loads what Save wrote).
 func (s *Server) Restart() {
 	s.tb.Helper()
 	s.Kill()
