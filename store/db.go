@@ -19,7 +19,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 	"github.com/jmoiron/sqlx"
 	"github.com/shopspring/decimal"
-	_ "modernc.org/sqlite" // the embedded mode's driver
+	"modernc.org/sqlite" // the embedded mode's driver
 )
 
 // Sentinel errors of the store.
@@ -47,8 +47,34 @@ type DB struct {
 	dialect dialect
 }
 
+// Session defaults OpenMySQL gives every connection, unless the DSN sets them.
+const (
+	// InnoDBLockWaitTimeout bounds a wait for a row lock, in seconds (the
+	// server's default is 50). Every transaction of the store is short (a
+	// writer batch commits in milliseconds), so a wait this long is a cycle
+	// InnoDB's deadlock detector cannot see: one that runs through a
+	// metadata lock, as when SET GLOBAL read_only=ON waits for a running
+	// insert that waits for the writer's row lock, while the writer's next
+	// statement waits for the global read lock the SET asked for. The
+	// waiter gets 1205, its transaction is retried, and the cycle is gone.
+	InnoDBLockWaitTimeout = 2
+	// LockWaitTimeout bounds a wait for a metadata lock, in seconds: the
+	// global read lock of SET GLOBAL read_only or FLUSH TABLES WITH READ
+	// LOCK, a table's lock during DDL (MariaDB's default is a day, MySQL's a
+	// year). It also bounds a migration's wait for the tables it alters, so a
+	// DDL stuck behind a long transaction gives up rather than queue every
+	// statement on its table behind it.
+	LockWaitTimeout = 5
+	// DialTimeout bounds connecting, so a server that drops packets (rather
+	// than refusing) is retried in seconds, not after the OS gives up.
+	DialTimeout = 5 * time.Second
+)
+
 // OpenMySQL connects to MySQL/MariaDB with a plain go-sql-driver DSN; it adds
-// the parameters the store relies on (UTC times, client-side interpolation).
+// the parameters the store relies on (UTC times, client-side interpolation)
+// and, unless the DSN sets them, bounded lock waits (InnoDBLockWaitTimeout,
+// LockWaitTimeout) and a dial timeout. The driver sets the session
+// variables on every connection it opens.
 func OpenMySQL(ctx context.Context, dsn string) (*DB, error) {
 	cfg, err := mysql.ParseDSN(dsn)
 	if err != nil {
@@ -61,6 +87,15 @@ func OpenMySQL(ctx context.Context, dsn string) (*DB, error) {
 		cfg.Params = map[string]string{}
 	}
 	cfg.Params["time_zone"] = "'+00:00'"
+	if _, ok := cfg.Params["innodb_lock_wait_timeout"]; !ok {
+		cfg.Params["innodb_lock_wait_timeout"] = strconv.Itoa(InnoDBLockWaitTimeout)
+	}
+	if _, ok := cfg.Params["lock_wait_timeout"]; !ok {
+		cfg.Params["lock_wait_timeout"] = strconv.Itoa(LockWaitTimeout)
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = DialTimeout
+	}
 	x, err := sqlx.Open("mysql", cfg.FormatDSN())
 	if err != nil {
 		return nil, err
@@ -236,20 +271,49 @@ func isDuplicate(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed")
 }
 
-// isRetryable reports a transaction that lost a lock race and may simply be run again.
+// isRetryable reports a transaction that lost a lock race (a deadlock, a
+// lock wait timeout; SQLite's BUSY or LOCKED) and may simply be run again.
 func isRetryable(err error) bool {
 	var me *mysql.MySQLError
 	if errors.As(err, &me) {
 		return me.Number == 1213 || me.Number == 1205 // deadlock, lock wait timeout
 	}
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		return se.Code()&0xff == sqliteBusy || se.Code()&0xff == sqliteLocked
+	}
 	return err != nil && strings.Contains(err.Error(), "SQLITE_BUSY")
 }
 
+// lockRaceBudget is how long inTx goes on re-running a transaction that lost
+// lock races. A lock wait timeout alone takes InnoDBLockWaitTimeout, so a
+// request waits at most about this plus one wait; past it the error goes to
+// the caller, which classifies it as store-wide (Transient): the writer
+// retries the batch with its backoff, and a request answers BUSY.
+const lockRaceBudget = 3 * time.Second
+
 // inTx runs fn in a transaction, retrying it when it lost a lock race.
+//
+// Lock order. Store transactions are short (no remote call inside one) and
+// take their row locks in a fixed order. The writer's ApplyEvents: the
+// batch's packet_share rows (claimShares, in stream order), then
+// campaign_award rows (applyAwards, in stream order), then campaign and
+// campaign_rule rows in campaign id order, then packet rows (finishPacket,
+// closePacket), then account rows in user id order with their ledger rows
+// (creditMany), then the packets it refunds, then stock_change, stock_sku and
+// stock_scope rows (applyStock). The campaign receive path (BeginPayout)
+// locks one award row and nothing else, so it cannot close a cycle with the
+// writer. Settle and ReconcilePacket lock a packet row before its shares,
+// the reverse of the writer's shares-then-packet: InnoDB sees such a cycle
+// at once (1213) and the loser is re-run here. A cycle that runs through a
+// metadata lock (SET GLOBAL read_only waiting for a running statement, a
+// DDL) is invisible to the deadlock detector: the session timeouts set by
+// OpenMySQL end it, and the loser gets 1205.
 func (db *DB) inTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
+	start := time.Now()
 	for attempt := 0; ; attempt++ {
 		err := db.tryTx(ctx, fn)
-		if err == nil || !isRetryable(err) || attempt >= 5 {
+		if err == nil || !isRetryable(err) || attempt >= 5 || time.Since(start) > lockRaceBudget {
 			return err
 		}
 		select {
