@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"strconv"
 	"strings"
@@ -29,9 +30,22 @@ type WriterConfig struct {
 	// every apply is idempotent.
 	ClaimIdle  time.Duration
 	ClaimEvery time.Duration
-	// MaxAttempts is how often one event may fail against a reachable store
-	// before it is parked in the dead-letter stream.
-	MaxAttempts  int
+	// Deprecated: ignored. An event is parked only when the store says it is
+	// wrong (store.FaultEvent), however often it was tried; every other
+	// failure is retried until it passes.
+	MaxAttempts int
+	// RetryMin and RetryMax bound the backoff between attempts of a batch the
+	// store refused: it starts at RetryMin and doubles up to RetryMax, each
+	// wait jittered to between half and all of it. A short cap makes the
+	// writer resume within RetryMax of the store's return; 16 shards at one
+	// attempt each per RetryMax is no burden on a store that is down.
+	RetryMin time.Duration
+	RetryMax time.Duration
+	// ApplyTimeout bounds one attempt at a batch, so a store that stopped
+	// answering (a frozen server, a partition that drops packets) fails the
+	// attempt and it is retried, instead of hanging the shard for good. A
+	// batch normally takes milliseconds.
+	ApplyTimeout time.Duration
 	MonitorEvery time.Duration // how often lag is measured and acked events trimmed
 	DrainTimeout time.Duration // how long a stop may take to drain what is left
 }
@@ -39,7 +53,8 @@ type WriterConfig struct {
 // DefaultWriterConfig is the production writer configuration.
 func DefaultWriterConfig() WriterConfig {
 	return WriterConfig{Group: "writer", Batch: 256, Block: 500 * time.Millisecond,
-		ClaimIdle: 3 * time.Second, ClaimEvery: time.Second, MaxAttempts: 5,
+		ClaimIdle: 3 * time.Second, ClaimEvery: time.Second,
+		RetryMin: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond, ApplyTimeout: 30 * time.Second,
 		MonitorEvery: 250 * time.Millisecond, DrainTimeout: 30 * time.Second}
 }
 
@@ -64,8 +79,15 @@ func (c WriterConfig) withDefaults() WriterConfig {
 	if c.ClaimEvery <= 0 {
 		c.ClaimEvery = d.ClaimEvery
 	}
-	if c.MaxAttempts <= 0 {
-		c.MaxAttempts = d.MaxAttempts
+	if c.RetryMin <= 0 {
+		c.RetryMin = d.RetryMin
+	}
+	if c.RetryMax <= 0 {
+		c.RetryMax = d.RetryMax
+	}
+	c.RetryMax = max(c.RetryMax, c.RetryMin)
+	if c.ApplyTimeout <= 0 {
+		c.ApplyTimeout = d.ApplyTimeout
 	}
 	if c.MonitorEvery <= 0 {
 		c.MonitorEvery = d.MonitorEvery
@@ -87,12 +109,27 @@ type Writer struct {
 	running atomic.Bool
 	// deadLetters maps each shard's event stream to its dead-letter stream.
 	deadLetters map[string]string
+	// shards maps each shard's event stream to its loop's state. Both maps
+	// are filled once, by newWriter.
+	shards map[string]*shardState
+}
+
+// shardState is what one shard's loop carries between reads.
+type shardState struct {
+	// resume: entries this consumer was handed but did not acknowledge may
+	// be pending (a read whose reply was lost with Redis, an ack that
+	// failed, a stream Redis lost): walk our pending list before reading
+	// new entries, rather than wait out ClaimIdle for XAUTOCLAIM.
+	resume atomic.Bool
+	// readFailures counts reads failed in a row, for the backoff and the log.
+	readFailures atomic.Int64
 }
 
 func newWriter(e *Engine, rdb redis.UniversalClient) *Writer {
-	w := &Writer{e: e, rdb: rdb, cfg: e.cfg.Writer, deadLetters: map[string]string{}}
+	w := &Writer{e: e, rdb: rdb, cfg: e.cfg.Writer, deadLetters: map[string]string{}, shards: map[string]*shardState{}}
 	for shard := 0; shard < e.keys.Shards; shard++ {
 		w.deadLetters[e.keys.Events(shard)] = e.keys.DeadLetters(shard)
+		w.shards[e.keys.Events(shard)] = &shardState{}
 	}
 	return w
 }
@@ -136,8 +173,12 @@ func (w *Writer) runShard(ctx, drain context.Context, shard int) {
 	// Our own pending entries first: a restart with the same consumer name
 	// resumes what it had read but not acknowledged.
 	w.resumePending(drain, stream)
+	st := w.shards[stream]
 	lastClaim := time.Now()
 	for ctx.Err() == nil {
+		if st.resume.Swap(false) {
+			w.resumePending(drain, stream)
+		}
 		if time.Since(lastClaim) >= w.cfg.ClaimEvery {
 			w.claim(drain, stream)
 			lastClaim = time.Now()
@@ -183,21 +224,34 @@ func (w *Writer) read(ctx context.Context, stream, id string, block time.Duratio
 	if block == 0 {
 		block = -1 // go-redis sends BLOCK only for a non-negative duration
 	}
+	st := w.shards[stream]
 	res, err := w.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: w.cfg.Group, Consumer: w.cfg.Consumer,
 		Streams: []string{stream, id}, Count: int64(w.cfg.Batch), Block: block}).Result()
 	switch {
 	case errors.Is(err, redis.Nil):
+		st.readFailures.Store(0)
 		return "", 0
 	case err != nil && strings.HasPrefix(err.Error(), "NOGROUP"):
-		// Redis lost the stream (restarted empty): start again.
+		// Redis lost the stream (restarted empty, or older): start again.
 		w.ensureGroup(ctx, stream)
+		st.resume.Store(true)
 		return "", 0
 	case err != nil:
 		if ctx.Err() == nil {
-			w.e.log.WarnContext(ctx, "writer: read failed", "stream", stream, "err", err)
-			sleep(ctx, 200*time.Millisecond)
+			// Redis is unreachable, loading or failing over. A read whose
+			// reply was lost may have handed us entries: once Redis answers
+			// again, our pending list is walked before anything new.
+			st.resume.Store(true)
+			n := st.readFailures.Add(1)
+			if n == 1 || n%20 == 0 {
+				w.e.log.WarnContext(ctx, "writer: read failed; retrying", "stream", stream, "failures", n, "err", err)
+			}
+			sleep(ctx, w.backoff(int(n)))
 		}
 		return "", 0
+	}
+	if st.readFailures.Swap(0) > 0 {
+		w.e.log.InfoContext(ctx, "writer: reading again", "stream", stream)
 	}
 	n, last := 0, ""
 	for _, s := range res {
@@ -232,8 +286,15 @@ func (w *Writer) claim(ctx context.Context, stream string) {
 	}
 }
 
-// apply makes a batch durable and acknowledges it. It retries while the
-// store is unreachable; an event the store keeps refusing is parked.
+// apply makes a batch durable and acknowledges it. It parks an event only
+// when the event itself is wrong: an entry it cannot read, an event that
+// contradicts the store (ApplyEvents' rejected), or one the store refuses
+// for its own values (store.FaultEvent), found by halving the batch. Any
+// other failure would fail every event alike — the store is read-only,
+// down, out of connections or space, a lock wait ran out, or the error is
+// one nobody classified — so the batch stays pending and is retried with
+// backoff until it passes or ctx ends, however long that takes: the lag
+// grows and grabs turn BUSY, as with the store down.
 func (w *Writer) apply(ctx context.Context, stream string, msgs []redis.XMessage) {
 	events := make([]store.Event, 0, len(msgs))
 	kept := make([]redis.XMessage, 0, len(msgs))
@@ -246,51 +307,96 @@ func (w *Writer) apply(ctx context.Context, stream string, msgs []redis.XMessage
 		events = append(events, ev)
 		kept = append(kept, m)
 	}
-	if len(kept) == 0 {
-		return
+	if len(kept) > 0 {
+		w.applyEvents(ctx, stream, kept, events)
 	}
+}
+
+// retryLogEvery is how often a batch that keeps failing is logged again.
+const retryLogEvery = 10 * time.Second
+
+// applyEvents is apply for decoded events; msgs[i] carries events[i].
+func (w *Writer) applyEvents(ctx context.Context, stream string, msgs []redis.XMessage, events []store.Event) {
+	var failingSince, logged time.Time
 	for attempt := 1; ; attempt++ {
-		rejected, err := w.e.db.ApplyEvents(ctx, events)
+		rejected, err := w.tryApply(ctx, events)
 		if err == nil {
-			// A rejected event that could not be parked stays pending (it is
-			// redelivered and parked later), so it must not be acked with the rest.
-			unparked := map[int]bool{}
-			for _, i := range rejected {
-				if !w.deadLetter(ctx, stream, kept[i], contradiction(events[i])) {
-					unparked[i] = true
-				}
+			if attempt > 1 {
+				w.e.log.InfoContext(ctx, "writer: batch applied after the store refused it", "stream", stream,
+					"events", len(msgs), "attempts", attempt, "failing_for", time.Since(failingSince))
 			}
-			done := kept
-			if len(unparked) > 0 {
-				done = make([]redis.XMessage, 0, len(kept))
-				for i, m := range kept {
-					if !unparked[i] {
-						done = append(done, m)
-					}
-				}
-			}
-			w.ack(ctx, stream, done)
-			w.e.m.batchSize.Observe(float64(len(kept)))
-			w.e.m.applied.Add(float64(len(kept) - len(rejected)))
+			w.applied(ctx, stream, msgs, events, rejected)
 			return
 		}
 		if ctx.Err() != nil {
 			return // stopped mid-retry: the events stay pending and are redelivered
 		}
-		w.e.log.WarnContext(ctx, "writer: apply failed", "stream", stream, "events", len(kept), "attempt", attempt, "err", err)
-		if attempt >= w.cfg.MaxAttempts && w.e.db.Ping(ctx) == nil {
-			// The store answers but refuses this batch: find the culprit one by one.
-			if len(kept) > 1 {
-				for i := range kept {
-					w.apply(ctx, stream, kept[i:i+1])
-				}
+		fault := store.Classify(err)
+		if fault == store.FaultEvent {
+			if len(msgs) == 1 {
+				w.deadLetter(ctx, stream, msgs[0], err)
 				return
 			}
-			w.deadLetter(ctx, stream, kept[0], err)
+			// Some event of the batch is wrong: each half on its own, so
+			// that only the culprit is parked. Halves keep stream order.
+			w.e.log.WarnContext(ctx, "writer: the store refused an event of the batch; halving it to find which",
+				"stream", stream, "events", len(msgs), "first", msgs[0].ID, "last", msgs[len(msgs)-1].ID, "err", err)
+			half := len(msgs) / 2
+			w.applyEvents(ctx, stream, msgs[:half], events[:half])
+			if ctx.Err() == nil {
+				w.applyEvents(ctx, stream, msgs[half:], events[half:])
+			}
 			return
 		}
-		sleep(ctx, backoff(attempt))
+		if attempt == 1 {
+			failingSince = time.Now()
+		}
+		if attempt == 1 || time.Since(logged) >= retryLogEvery {
+			logged = time.Now()
+			args := []any{"stream", stream, "events", len(msgs), "first", msgs[0].ID, "last", msgs[len(msgs)-1].ID,
+				"attempt", attempt, "failing_for", time.Since(failingSince).Round(time.Millisecond), "err", err}
+			if fault == store.FaultStore {
+				w.e.log.WarnContext(ctx, "writer: store unavailable; the batch stays pending and is retried", args...)
+			} else {
+				// Not known to be the store's, nor the event's: retried like
+				// the store's, so nothing answered is lost. If one event is
+				// poison, it is in this batch, and the lag says so.
+				w.e.log.ErrorContext(ctx, "writer: apply failed with an unclassified error; the batch stays pending and is retried; needs attention", args...)
+			}
+		}
+		sleep(ctx, w.backoff(attempt))
 	}
+}
+
+// tryApply is one attempt at a batch, bounded by ApplyTimeout.
+func (w *Writer) tryApply(ctx context.Context, events []store.Event) ([]int, error) {
+	ctx, cancel := context.WithTimeout(ctx, w.cfg.ApplyTimeout)
+	defer cancel()
+	return w.e.db.ApplyEvents(ctx, events)
+}
+
+// applied parks a committed batch's contradictions and acknowledges the rest.
+func (w *Writer) applied(ctx context.Context, stream string, msgs []redis.XMessage, events []store.Event, rejected []int) {
+	// A rejected event that could not be parked stays pending (it is
+	// redelivered and parked later), so it must not be acked with the rest.
+	unparked := map[int]bool{}
+	for _, i := range rejected {
+		if !w.deadLetter(ctx, stream, msgs[i], contradiction(events[i])) {
+			unparked[i] = true
+		}
+	}
+	done := msgs
+	if len(unparked) > 0 {
+		done = make([]redis.XMessage, 0, len(msgs))
+		for i, m := range msgs {
+			if !unparked[i] {
+				done = append(done, m)
+			}
+		}
+	}
+	w.ack(ctx, stream, done)
+	w.e.m.batchSize.Observe(float64(len(msgs)))
+	w.e.m.applied.Add(float64(len(msgs) - len(rejected)))
 }
 
 func (w *Writer) ack(ctx context.Context, stream string, msgs []redis.XMessage) {
@@ -298,8 +404,10 @@ func (w *Writer) ack(ctx context.Context, stream string, msgs []redis.XMessage) 
 	for i, m := range msgs {
 		ids[i] = m.ID
 	}
-	// An ack lost here only means a harmless redelivery.
+	// An ack lost here only means a harmless redelivery: the shard's loop
+	// walks its pending list again before reading on.
 	if err := w.rdb.XAck(ctx, stream, w.cfg.Group, ids...).Err(); err != nil {
+		w.shards[stream].resume.Store(true)
 		w.e.log.WarnContext(ctx, "writer: ack failed; events will be redelivered", "stream", stream, "err", err)
 	}
 }
@@ -517,9 +625,15 @@ func idMillis(id string) int64 {
 	return ms
 }
 
-func backoff(attempt int) time.Duration {
-	d := 50 * time.Millisecond << min(attempt, 7)
-	return min(d, 5*time.Second)
+// backoff is the wait after the attempt-th failure in a row: RetryMin
+// doubling up to RetryMax, jittered to between half and all of it, so the
+// shards do not retry in step.
+func (w *Writer) backoff(attempt int) time.Duration {
+	d := w.cfg.RetryMax
+	if attempt < 30 {
+		d = min(w.cfg.RetryMin<<max(attempt-1, 0), w.cfg.RetryMax)
+	}
+	return d/2 + rand.N(d/2+1)
 }
 
 func sleep(ctx context.Context, d time.Duration) {
