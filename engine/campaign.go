@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -167,7 +166,7 @@ func (e *Engine) CreateCampaign(ctx context.Context, req NewCampaign) (Campaign,
 		shares[i] = lua.Share{Seq: i + 1, Amount: a}
 	}
 	// Committed. If Redis fails now, the first grab rebuilds it from MySQL.
-	if err := e.loadCampaign(ctx, row, shares, nil); err != nil {
+	if _, err := e.loadCampaign(ctx, row, shares, nil); err != nil {
 		e.log.WarnContext(ctx, "campaign created but not loaded into redis; grabs will rebuild it", "campaign_id", id, "err", err)
 	}
 	c, err := e.GetCampaign(ctx, id)
@@ -190,19 +189,20 @@ func (e *Engine) campaignByRef(ctx context.Context, req NewCampaign) (Campaign, 
 }
 
 // loadCampaign writes a campaign's state into Redis: the awards not yet
-// granted, and who holds which. It never changes a state that is there.
-func (e *Engine) loadCampaign(ctx context.Context, c store.Campaign, awards []lua.Share, granted []lua.Award) error {
+// granted, and who holds which. A state there under the shard's epoch is
+// left alone; one loaded under another epoch is verified (campaign_load.lua).
+func (e *Engine) loadCampaign(ctx context.Context, c store.Campaign, awards []lua.Share, granted []lua.Award) (lua.LoadResult, error) {
 	st := lua.CampaignState{Status: c.Status, StartsAtMs: c.StartsAt.UnixMilli(), EndsAtMs: c.EndsAt.UnixMilli(),
 		PerUserLimit: c.PerUserLimit, Awards: awards, Granted: granted}
 	// Kept past the end so holders still see their award; at least a minute,
 	// so a state rebuilt for an ended campaign answers before it goes.
 	st.KeepUntilMs = max(st.EndsAtMs+e.cfg.KeyGrace.Milliseconds(), e.nowMs()+time.Minute.Milliseconds())
-	_, err := lua.LoadCampaign(ctx, e.rdb, e.keys.Campaign(c.ID), st)
-	return err
+	return lua.LoadCampaign(ctx, e.rdb, e.keys.Campaign(c.ID), st)
 }
 
 // rebuildCampaign loads a campaign's state from MySQL after Redis lost it
-// (or never had it), under its load lock.
+// (or never had it), or verifies a state loaded under another dataset epoch,
+// under its load lock.
 func (e *Engine) rebuildCampaign(ctx context.Context, campaignID int64) error {
 	keys := e.keys.Campaign(campaignID)
 	unlock, err := e.lockLoad(ctx, keys.LoadLock, fmt.Sprintf("campaign %d", campaignID))
@@ -210,8 +210,8 @@ func (e *Engine) rebuildCampaign(ctx context.Context, campaignID int64) error {
 		return err
 	}
 	defer unlock()
-	if n, err := e.rdb.Exists(ctx, keys.State).Result(); err != nil || n == 1 {
-		return err
+	if _, fresh, err := lua.StateEpoch(ctx, e.rdb, keys.State, keys.Epoch); err != nil || fresh {
+		return err // done by whoever held the lock before us
 	}
 	c, err := e.db.Campaign(ctx, campaignID)
 	if err != nil {
@@ -237,11 +237,11 @@ func (e *Engine) rebuildCampaign(ctx context.Context, campaignID int64) error {
 			left = append(left, lua.Share{Seq: s.Seq, Amount: int64(s.Amount)})
 		}
 	}
-	if err := e.loadCampaign(ctx, c, left, granted); err != nil {
+	res, err := e.loadCampaign(ctx, c, left, granted)
+	if err != nil {
 		return err
 	}
-	e.m.rebuilds.Inc()
-	e.log.InfoContext(ctx, "campaign state rebuilt from the store", "campaign_id", campaignID)
+	e.countLoad(ctx, res, "campaign", campaignID, c.Status)
 	return nil
 }
 
@@ -304,7 +304,7 @@ func (e *Engine) GrabCampaign(ctx context.Context, campaignID, userID int64) (Aw
 		case lua.GrabGranted:
 			ev := store.AwardEvent{CampaignID: campaignID, Seq: r.Seq, UserID: userID, Amount: r.Amount, At: time.UnixMilli(r.AtMs).UTC()}
 			return e.payGrab(ctx, ev, r.Repeat)
-		case lua.GrabNotLoaded:
+		case lua.GrabNotLoaded, lua.GrabVerify:
 			if err := e.rebuildCampaign(ctx, campaignID); err != nil {
 				return Award{}, err
 			}
@@ -445,14 +445,13 @@ func (e *Engine) MyAwards(ctx context.Context, campaignID, userID int64) ([]Awar
 	}
 	// The users hash holds the latest award; the receive path writes the row
 	// at grab time, so only that one can be missing from MySQL.
-	v, err := e.rdb.HGet(ctx, e.keys.Campaign(campaignID).Users, strconv.FormatInt(userID, 10)).Result()
-	if err == nil {
-		var n, seq int
-		var amount, at int64
-		if _, err := fmt.Sscanf(v, "%d:%d:%d:%d:", &n, &seq, &amount, &at); err == nil && !seen[seq] {
-			out = append(out, Award{CampaignID: campaignID, Seq: seq, UserID: userID, Amount: amount, Payout: PayoutReceived,
-				AwardedAt: time.UnixMilli(at).UTC()})
-		}
+	u, ok, err := lua.CampaignUserOf(ctx, e.rdb, e.keys.Campaign(campaignID), userID)
+	if err != nil {
+		return nil, err
+	}
+	if ok && !seen[u.Award.Seq] {
+		out = append(out, Award{CampaignID: campaignID, Seq: u.Award.Seq, UserID: userID, Amount: u.Award.Amount,
+			Payout: PayoutReceived, AwardedAt: time.UnixMilli(u.Award.AtMs).UTC()})
 	}
 	return out, nil
 }

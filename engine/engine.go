@@ -193,6 +193,9 @@ func New(d Deps, cfg Config) *Engine {
 	if d.WriterRedis == nil {
 		d.WriterRedis = d.Redis
 	}
+	// Before any script runs on a new connection, its server's dataset
+	// epoch is stamped, so state loaded under another one is verified.
+	lua.WatchDataset(d.Redis, cfg.Keys)
 	e := &Engine{rdb: d.Redis, db: d.DB, clock: d.Clock, rand: d.Rand, log: d.Log, cfg: cfg, keys: cfg.Keys, pay: d.Provider, xfer: d.Transfer}
 	e.m = newMetrics(d.Metrics)
 	if cfg.GrabPipelines > 0 {
@@ -230,6 +233,7 @@ type metrics struct {
 	applied     prometheus.Counter
 	deadLetters prometheus.Counter
 	rebuilds    prometheus.Counter
+	verified    prometheus.Counter
 	// stockExitRetries counts failed revokes of a forced exit: an alert.
 	stockExitRetries prometheus.Counter
 	payout           payoutMetrics
@@ -248,12 +252,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "grab_writer_dead_letters_total", Help: "Events parked in a dead-letter stream; each needs a person."}),
 		rebuilds: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "grab_packet_rebuilds_total", Help: "Packets whose Redis state was rebuilt from the store."}),
+		verified: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "grab_state_verifications_total",
+			Help: "Packets, campaigns and stock products whose Redis state was verified against the store after a Redis dataset change."}),
 		stockExitRetries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "grab_stock_forced_exit_retries_total", Help: "Failed revokes of a forced SKU exit, retried; a rising count needs a person."}),
 	}
 	m.payout = newPayoutMetrics()
 	if reg != nil {
-		reg.MustRegister(m.writerLag, m.batchSize, m.applied, m.deadLetters, m.rebuilds, m.stockExitRetries)
+		reg.MustRegister(m.writerLag, m.batchSize, m.applied, m.deadLetters, m.rebuilds, m.verified, m.stockExitRetries)
 		m.payout.register(reg)
 	}
 	return m

@@ -201,7 +201,7 @@ func TestLostGrabReply(t *testing.T) {
 	}
 	proxy.DropReplyOnce(func(args []string) bool {
 		cmd := strings.ToLower(args[0])
-		return (cmd == "evalsha" || cmd == "eval") && len(args) > 3 && args[2] == "5" && args[3] == k.State
+		return (cmd == "evalsha" || cmd == "eval") && len(args) > 3 && args[2] == "6" && args[3] == k.State
 	})
 	r, err := e.eng.Grab(ctx, p.ID, 3)
 	if proxy.Dropped() != 1 {

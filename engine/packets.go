@@ -194,7 +194,7 @@ func (e *Engine) PayByBalance(ctx context.Context, packetID, senderID int64) (Pa
 	}
 	// The payment is committed. If Redis fails now, the first grab rebuilds
 	// the packet from the store, so this is logged, not returned.
-	if err := e.load(ctx, p); err != nil {
+	if _, err := e.load(ctx, p); err != nil {
 		e.log.WarnContext(ctx, "packet paid but not loaded into redis; grabs will rebuild it", "packet_id", packetID, "err", err)
 	}
 	shares, err := e.db.Shares(ctx, packetID)
@@ -222,7 +222,7 @@ func (e *Engine) Grab(ctx context.Context, packetID, userID int64) (GrabResult, 
 		switch r.Code {
 		case lua.GrabGranted:
 			return GrabResult{PacketID: packetID, Amount: r.Amount, Seq: r.Seq, Repeat: r.Repeat, Credited: r.Credited}, nil
-		case lua.GrabNotLoaded:
+		case lua.GrabNotLoaded, lua.GrabVerify:
 			if err := e.rebuild(ctx, packetID, userID); err != nil {
 				return GrabResult{}, err
 			}
@@ -266,36 +266,49 @@ var (
 )
 
 // rebuild loads a packet's state from the store after Redis lost it (or
-// never had it). One caller rebuilds under a lock; the others wait for it.
+// never had it), and verifies a state loaded under another dataset epoch
+// (Redis restarted, or came back older than MySQL): see load.lua. One caller
+// does it under the packet's load lock; the others wait and find it done.
 func (e *Engine) rebuild(ctx context.Context, packetID, userID int64) error {
 	unlock, err := e.lockPacket(ctx, packetID)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	// Whoever held the lock before us may have rebuilt it already.
-	if n, err := e.rdb.Exists(ctx, e.keys.Packet(packetID).State).Result(); err != nil || n == 1 {
-		return err
+	keys := e.keys.Packet(packetID)
+	exists, fresh, err := lua.StateEpoch(ctx, e.rdb, keys.State, keys.Epoch)
+	if err != nil || fresh {
+		return err // done by whoever held the lock before us
 	}
-
 	p, err := e.db.Packet(ctx, packetID)
 	if err != nil {
 		return storeErr(err)
 	}
-	switch p.Status {
-	case StatusUnpaid, StatusPayFailed:
+	if !exists && (p.Status == StatusUnpaid || p.Status == StatusPayFailed) {
 		// Only those who could grab it learn that it is not open.
 		if err := e.canView(ctx, p, nil, nil, userID); err != nil {
 			return err
 		}
 		return ErrNotOpen
 	}
-	if err := e.load(ctx, p); err != nil {
+	res, err := e.load(ctx, p)
+	if err != nil {
 		return err
 	}
-	e.m.rebuilds.Inc()
-	e.log.InfoContext(ctx, "packet state rebuilt from the store", "packet_id", packetID, "status", p.Status)
+	e.countLoad(ctx, res, "packet", packetID, p.Status)
 	return nil
+}
+
+// countLoad logs and counts what a load under the load lock did.
+func (e *Engine) countLoad(ctx context.Context, res lua.LoadResult, what string, id int64, status string) {
+	switch res {
+	case lua.Loaded:
+		e.m.rebuilds.Inc()
+		e.log.InfoContext(ctx, what+" state rebuilt from the store", "id", id, "status", status)
+	case lua.Verified:
+		e.m.verified.Inc()
+		e.log.InfoContext(ctx, what+" state verified against the store after a Redis dataset change", "id", id, "status", status)
+	}
 }
 
 // lockPacket takes the packet's load lock, waiting for another holder. Every
@@ -329,12 +342,13 @@ func (e *Engine) lockLoad(ctx context.Context, key, what string) (unlock func(),
 }
 
 // load writes a packet's state into Redis from the store: the shares nobody
-// owns yet, the grabs already made, and the eligible users. It never changes
-// a state that is already there.
-func (e *Engine) load(ctx context.Context, p store.Packet) error {
+// owns yet, the grabs already made, and the eligible users. A state already
+// there under the shard's epoch is left alone; one loaded under another epoch
+// is verified against the store (load.lua).
+func (e *Engine) load(ctx context.Context, p store.Packet) (lua.LoadResult, error) {
 	shares, err := e.db.Shares(ctx, p.ID)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	st := lua.PacketState{Status: p.Status, Credit: p.PayStatus == "paid"}
 	if p.ExpiresAt.Valid {
@@ -360,7 +374,7 @@ func (e *Engine) load(ctx context.Context, p store.Packet) error {
 		// users who already own a share stay eligible to see it.
 		members, err := e.db.GroupMembers(ctx, p.GroupID.Int64)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		st.Eligible = members
 		for u := range owners {
@@ -369,8 +383,7 @@ func (e *Engine) load(ctx context.Context, p store.Packet) error {
 			}
 		}
 	}
-	_, err = lua.Load(ctx, e.rdb, e.keys.Packet(p.ID), st)
-	return err
+	return lua.Load(ctx, e.rdb, e.keys.Packet(p.ID), st)
 }
 
 // GetPacket shows a packet to its sender or an eligible user. While the packet

@@ -153,7 +153,7 @@ func (e *Engine) syncPacket(ctx context.Context, packetID int64) error {
 	case p.Status == StatusUnpaid:
 		return nil
 	}
-	if err := e.load(ctx, p); err != nil {
+	if _, err := e.load(ctx, p); err != nil {
 		return err
 	}
 	if p.PayStatus == "paid" {

@@ -73,7 +73,7 @@ func (e *Engine) closePacket(ctx context.Context, p store.Packet) (bool, error) 
 		case lua.CloseClosed:
 			e.log.InfoContext(ctx, "expired packet closed", "packet_id", p.ID, "remainder", FormatAmount(r.Remainder), "shares", r.Count)
 			return true, nil
-		case lua.CloseNotLoaded:
+		case lua.CloseNotLoaded, lua.CloseVerify:
 			// The rebuild takes the packet's load lock and reads the store
 			// under it, so it never puts back a state someone moved past.
 			err := e.rebuild(ctx, p.ID, p.SenderID)

@@ -34,7 +34,7 @@ type CampaignGrabReply struct {
 // CampaignGrab runs campaign_grab.lua for one user. requestID must be the
 // same for every re-send of one logical call.
 func CampaignGrab(ctx context.Context, c redis.Scripter, k CampaignKeys, campaignID, userID, nowMs int64, requestID string) (CampaignGrabReply, error) {
-	v, err := campaignGrabScript.Run(ctx, c, []string{k.State, k.Awards, k.Users, k.Awarded, k.Events},
+	v, err := campaignGrabScript.Run(ctx, c, []string{k.State, k.Awards, k.Users, k.Awarded, k.Events, k.Epoch},
 		userID, nowMs, campaignID, requestID).Slice()
 	if err != nil {
 		return CampaignGrabReply{}, err
@@ -57,7 +57,7 @@ func CampaignGrab(ctx context.Context, c redis.Scripter, k CampaignKeys, campaig
 			return CampaignGrabReply{}, fmt.Errorf("%w: campaign grab reply %v", ErrUnexpectedReply, v)
 		}
 		r.Seq, r.Amount, r.AtMs, r.Repeat = int(seq), amount, at, rep == 1
-	case GrabNotLoaded, GrabNotOpen, GrabExpired, GrabSoldOut:
+	case GrabNotLoaded, GrabVerify, GrabNotOpen, GrabExpired, GrabSoldOut:
 		if len(v) != 1 {
 			return CampaignGrabReply{}, fmt.Errorf("%w: campaign grab reply %v", ErrUnexpectedReply, v)
 		}
@@ -86,10 +86,11 @@ type Award struct {
 	AtMs   int64
 }
 
-// LoadCampaign runs campaign_load.lua. It reports whether the state was
-// written (false: it was already there). The users hash gets, per user, the
-// number of awards granted and the latest (highest seq) of them.
-func LoadCampaign(ctx context.Context, c redis.Scripter, k CampaignKeys, st CampaignState) (bool, error) {
+// LoadCampaign runs campaign_load.lua: it writes the state if absent, and
+// verifies one loaded under another dataset epoch against st, MySQL's view
+// (see the script's header). The users hash gets, per user, the number of
+// awards granted and the latest (highest seq) of them.
+func LoadCampaign(ctx context.Context, c redis.Cmdable, k CampaignKeys, st CampaignState) (LoadResult, error) {
 	type held struct {
 		n      int
 		latest Award
@@ -117,16 +118,55 @@ func LoadCampaign(ctx context.Context, c redis.Scripter, k CampaignKeys, st Camp
 	for _, u := range order {
 		h := users[u]
 		// No request id: a rebuilt award is never a re-send of a call.
-		args = append(args, u, fmt.Sprintf("%d:%d:%d:%d:", h.n, h.latest.Seq, h.latest.Amount, h.latest.AtMs))
+		args = append(args, u, encodeCampaignUser(CampaignUser{Count: h.n, Award: h.latest}))
 	}
 	for _, g := range st.Granted {
 		args = append(args, g.Seq, fmt.Sprintf("%d:%d:%d", g.UserID, g.Amount, g.AtMs))
 	}
-	n, err := campaignLoadScript.Run(ctx, c, []string{k.State, k.Awards, k.Users, k.Awarded}, args...).Int64()
-	if err != nil {
-		return false, err
+	return runLoad(ctx, c, campaignLoadScript, []string{k.State, k.Awards, k.Users, k.Awarded, k.Epoch}, k.Epoch, args)
+}
+
+// CampaignUser is a value of a campaign's users hash: how many awards the
+// user holds and the latest of them.
+type CampaignUser struct {
+	Count int
+	Award Award
+}
+
+// No request id: a loaded award is never a re-send of a call.
+func encodeCampaignUser(u CampaignUser) string {
+	return fmt.Sprintf("%d:%d:%d:%d:", u.Count, u.Award.Seq, u.Award.Amount, u.Award.AtMs)
+}
+
+// CampaignUserOf reads what the users hash holds for a user; ok is false
+// when Redis holds nothing for them (no award, or the state is gone).
+func CampaignUserOf(ctx context.Context, c redis.Cmdable, k CampaignKeys, userID int64) (u CampaignUser, ok bool, err error) {
+	v, err := c.HGet(ctx, k.Users, strconv.FormatInt(userID, 10)).Result()
+	if err == redis.Nil {
+		return CampaignUser{}, false, nil
 	}
-	return n == 1, nil
+	if err != nil {
+		return CampaignUser{}, false, err
+	}
+	u, err = decodeCampaignUser(userID, v)
+	return u, err == nil, err
+}
+
+// decodeCampaignUser parses "count:seq:amount:at_ms:request" (campaign_grab.lua).
+func decodeCampaignUser(userID int64, v string) (CampaignUser, error) {
+	f := strings.SplitN(v, ":", 5)
+	if len(f) != 5 {
+		return CampaignUser{}, fmt.Errorf("%w: users value %q", ErrUnexpectedReply, v)
+	}
+	var n [4]int64
+	for i := range n {
+		x, err := strconv.ParseInt(f[i], 10, 64)
+		if err != nil {
+			return CampaignUser{}, fmt.Errorf("%w: users value %q", ErrUnexpectedReply, v)
+		}
+		n[i] = x
+	}
+	return CampaignUser{Count: int(n[0]), Award: Award{UserID: userID, Seq: int(n[1]), Amount: n[2], AtMs: n[3]}}, nil
 }
 
 // CampaignAward looks an award up by its seq in the awarded hash; ok is

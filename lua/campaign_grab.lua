@@ -6,18 +6,24 @@
 --         holds, and the latest of them)
 -- KEYS[4] awarded hash: seq -> "user:amount:at_ms"
 -- KEYS[5] the shard's event stream
+-- KEYS[6] the shard's dataset epoch (lua/epoch.go); the state's "ep" must equal it
 -- ARGV[1] user id
 -- ARGV[2] now, unix ms (the engine's clock, not Redis's)
 -- ARGV[3] campaign id
 -- ARGV[4] request id: the same for go-redis's re-sends of one call, so a lost reply is not a "repeat"
 --
 -- Returns {code, seq, amount, at_ms, repeat}; amounts are integer strings.
---   code 0 granted, -1 state not loaded, 2 not open (not started, or not open), 3 ended, 5 no awards left.
+--   code 0 granted, -1 state not loaded, -2 state to verify against MySQL first (loaded under
+--   another dataset epoch), 2 not open (not started, or not open), 3 ended, 5 no awards left.
 --   A user who holds `limit` awards gets code 0 with the latest of them and repeat = 1, whatever the
 --   campaign's state is now; a re-send of the call that granted an award gets it with repeat = 0.
-local state = redis.call('HMGET', KEYS[1], 'status', 'starts_at', 'ends_at', 'limit')
+local state = redis.call('HMGET', KEYS[1], 'status', 'starts_at', 'ends_at', 'limit', 'ep')
 if not state[1] then
   return {-1}
+end
+local epoch = redis.call('GET', KEYS[6])
+if not epoch or state[5] ~= epoch then
+  return {-2}
 end
 
 local held = 0

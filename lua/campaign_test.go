@@ -29,7 +29,7 @@ func setupCampaign(t *testing.T, mutate func(*CampaignState)) (*miniredis.Minire
 	if mutate != nil {
 		mutate(&st)
 	}
-	if ok, err := LoadCampaign(context.Background(), c, k, st); err != nil || !ok {
+	if ok, err := LoadCampaign(context.Background(), c, k, st); err != nil || ok != Loaded {
 		t.Fatalf("load = %v, %v", ok, err)
 	}
 	return m, c, k
@@ -169,7 +169,7 @@ func TestCampaignLoad(t *testing.T) {
 		t.Fatalf("%d users", n)
 	}
 	ok, err := LoadCampaign(ctx, c, k, CampaignState{Status: "open", Awards: []Share{{1, 1}}})
-	if err != nil || ok {
+	if err != nil || ok != Fresh {
 		t.Fatalf("second load = %v, %v", ok, err)
 	}
 	if n, _ := c.LLen(ctx, k.Awards).Result(); n != 25_000 {

@@ -5,18 +5,23 @@
 -- KEYS[1] packet state hash (status, expires_at)
 -- KEYS[2] share list, entries "seq:amount" or, for the final one, "seq:amount:last" (fen)
 -- KEYS[3] the shard's event stream
+-- KEYS[4] the shard's dataset epoch (lua/epoch.go); the state's "ep" must equal it
 -- ARGV[1] packet id
 -- ARGV[2] now, unix ms (the engine's clock, not Redis's)
 --
 -- Returns {code, ...}; amounts are integer strings.
 --   {0, remainder, count} closed now: count shares worth remainder fen were taken back, and a
 --                         close event (t close pk rem n at) was appended to the stream
---   {-1} state not loaded    {1} already closed (expired or refunded), no second event
+--   {-1} state not loaded    {-2} state to verify against MySQL first    {1} already closed (expired or refunded), no second event
 --   {2} finished, nothing left    {3} not open (unpaid, payment failed)    {4} not expired yet
-local state = redis.call('HMGET', KEYS[1], 'status', 'expires_at')
+local state = redis.call('HMGET', KEYS[1], 'status', 'expires_at', 'ep')
 local status = state[1]
 if not status then
   return {-1}
+end
+local epoch = redis.call('GET', KEYS[4])
+if not epoch or state[3] ~= epoch then
+  return {-2}
 end
 if status == 'expired' or status == 'refunded' then
   return {1}

@@ -12,7 +12,7 @@ import (
 // closeRaw runs close.lua and returns its reply exactly as Redis sent it.
 func closeRaw(t *testing.T, c *redis.Client, k PacketKeys, now int64) []any {
 	t.Helper()
-	v, err := closeScript.Run(context.Background(), c, []string{k.State, k.Shares, k.Events}, testPacket, now).Slice()
+	v, err := closeScript.Run(context.Background(), c, []string{k.State, k.Shares, k.Events, k.Epoch}, testPacket, now).Slice()
 	if err != nil {
 		t.Fatalf("close.lua: %v", err)
 	}

@@ -6,6 +6,7 @@
 -- KEYS[3] grabbed hash: user id -> "seq:amount:at_ms:credit:request"
 -- KEYS[4] eligible user set (snapshot taken when the packet opened)
 -- KEYS[5] the shard's event stream
+-- KEYS[6] the shard's dataset epoch (lua/epoch.go); the state's "ep" must equal it
 -- ARGV[1] user id
 -- ARGV[2] now, unix ms (the engine's clock, not Redis's)
 -- ARGV[3] packet id
@@ -15,13 +16,19 @@
 -- largest amount is the lowest seq among the largest, derived when the packet is read.
 --
 -- Returns {code, seq, amount, at_ms, credit, repeat}; amounts are integer strings.
---   code 0 granted, -1 state not loaded, 2 not open, 3 expired, 4 not eligible, 5 sold out.
+--   code 0 granted, -1 state not loaded, -2 state to verify against MySQL first (loaded under
+--   another dataset epoch: Redis may have come back older than MySQL), 2 not open, 3 expired,
+--   4 not eligible, 5 sold out.
 --   A user who already holds a share gets code 0 with that share and repeat = 1 (0 when the
 --   earlier call was this same request).
-local state = redis.call('HMGET', KEYS[1], 'status', 'expires_at', 'credit')
+local state = redis.call('HMGET', KEYS[1], 'status', 'expires_at', 'credit', 'ep')
 local status = state[1]
 if not status then
   return {-1}
+end
+local epoch = redis.call('GET', KEYS[6])
+if not epoch or state[4] ~= epoch then
+  return {-2}
 end
 if redis.call('SISMEMBER', KEYS[4], ARGV[1]) == 0 then
   return {4}

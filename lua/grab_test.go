@@ -32,7 +32,7 @@ func setup(t *testing.T, mutate func(*PacketState)) (*miniredis.Miniredis, *redi
 	if mutate != nil {
 		mutate(&st)
 	}
-	if ok, err := Load(context.Background(), c, k, st); err != nil || !ok {
+	if ok, err := Load(context.Background(), c, k, st); err != nil || ok != Loaded {
 		t.Fatalf("load = %v, %v", ok, err)
 	}
 	return m, c, k
@@ -41,7 +41,7 @@ func setup(t *testing.T, mutate func(*PacketState)) (*miniredis.Miniredis, *redi
 // grabRaw runs grab.lua and returns its reply exactly as Redis sent it.
 func grabRaw(t *testing.T, c *redis.Client, k PacketKeys, user, now int64, request string) []any {
 	t.Helper()
-	v, err := grabScript.Run(context.Background(), c, []string{k.State, k.Shares, k.Grabbed, k.Eligible, k.Events},
+	v, err := grabScript.Run(context.Background(), c, grabKeys(k),
 		user, now, testPacket, request).Slice()
 	if err != nil {
 		t.Fatalf("grab.lua: %v", err)
@@ -84,6 +84,12 @@ func TestGrabScriptReplies(t *testing.T) {
 		{name: "not loaded", user: 10, now: testNow, request: "r1",
 			before: func(t *testing.T, c *redis.Client, k PacketKeys) { c.Del(context.Background(), k.State) },
 			want:   []any{int64(-1)}},
+		{name: "loaded under another dataset epoch", user: 10, now: testNow, request: "r1",
+			before: func(t *testing.T, c *redis.Client, k PacketKeys) { c.Set(context.Background(), k.Epoch, "restarted", 0) },
+			want:   []any{int64(-2)}},
+		{name: "dataset epoch missing", user: 10, now: testNow, request: "r1",
+			before: func(t *testing.T, c *redis.Client, k PacketKeys) { c.Del(context.Background(), k.Epoch) },
+			want:   []any{int64(-2)}},
 		{name: "not open: unpaid", user: 10, now: testNow, request: "r1",
 			mutate: func(s *PacketState) { s.Status = "unpaid" }, want: []any{int64(2)}},
 		{name: "not open: payment failed", user: 10, now: testNow, request: "r1",
@@ -174,8 +180,8 @@ func TestLoadKeepsExistingState(t *testing.T) {
 	}
 	ok, err := Load(ctx, c, k, PacketState{Status: "open", ExpiresAtMs: testExpires, KeepUntilMs: testExpires,
 		Shares: []Share{{1, 500}, {2, 300}}, Eligible: []int64{10}})
-	if err != nil || ok {
-		t.Fatalf("second load = %v, %v; want false", ok, err)
+	if err != nil || ok != Fresh {
+		t.Fatalf("second load = %v, %v; want Fresh", ok, err)
 	}
 	if got := c.LRange(ctx, k.Shares, 0, -1).Val(); !reflect.DeepEqual(got, []string{"2:300:last"}) {
 		t.Fatalf("shares = %v", got)

@@ -57,6 +57,7 @@ type PacketKeys struct {
 	Grabbed  string // hash: user id -> "seq:amount:at_ms:credited:request"
 	Eligible string // set of user ids allowed to grab
 	Events   string // the shard's event stream
+	Epoch    string // the shard's dataset epoch (see Keys.Epoch)
 	LoadLock string // lock held while the state is rebuilt from MySQL
 }
 
@@ -69,6 +70,7 @@ func (k Keys) Packet(packetID int64) PacketKeys {
 		Grabbed:  base + ":grabbed",
 		Eligible: base + ":eligible",
 		Events:   k.Events(k.Shard(packetID)),
+		Epoch:    k.Epoch(k.Shard(packetID)),
 		LoadLock: base + ":loadlock",
 	}
 }
@@ -80,6 +82,7 @@ type CampaignKeys struct {
 	Users    string // hash: user id -> "count:seq:amount:at_ms:request" (count and latest award)
 	Awarded  string // hash: seq -> "user:amount:at_ms", so an award can be found by its seq
 	Events   string // the shard's event stream
+	Epoch    string // the shard's dataset epoch (see Keys.Epoch)
 	LoadLock string // lock held while the state is rebuilt from MySQL
 }
 
@@ -93,12 +96,21 @@ func (k Keys) Campaign(campaignID int64) CampaignKeys {
 		Users:    base + ":users",
 		Awarded:  base + ":awarded",
 		Events:   k.Events(k.Shard(campaignID)),
+		Epoch:    k.Epoch(k.Shard(campaignID)),
 		LoadLock: base + ":loadlock",
 	}
 }
 
 // Events is the event stream of a shard.
 func (k Keys) Events(shard int) string { return k.tag(shard) + ":events" }
+
+// Epoch is a shard's dataset epoch: the run id of the Redis server that
+// holds the shard, stamped on every new connection before any script runs
+// (see WatchDataset). Every packet, campaign and stock product remembers the
+// epoch it was last loaded or verified under; when the two differ (Redis
+// restarted, came back from an older AOF or RDB, or failed over) the scripts
+// answer "verify" and the engine re-verifies the object from MySQL first.
+func (k Keys) Epoch(shard int) string { return k.tag(shard) + ":epoch" }
 
 // DeadLetters is the stream where the writer parks events it cannot apply.
 func (k Keys) DeadLetters(shard int) string { return k.tag(shard) + ":dead" }
@@ -118,9 +130,11 @@ func (k Keys) StockShard(activityID, productID int64) int {
 
 // StockKeys are the keys of one activity product's stock.
 type StockKeys struct {
-	Record string // hash: op id -> what that op did (vouchers, orders, TCC branches)
-	Events string // the shard's event stream
-	base   string
+	Record   string // hash: op id -> what that op did (vouchers, orders, TCC branches)
+	Events   string // the shard's event stream
+	Epoch    string // the shard's dataset epoch (see Keys.Epoch)
+	LoadLock string // lock held while the product is rebuilt or verified from MySQL
+	base     string
 }
 
 // SKU is the hash of one SKU's counters, every scope in one key.
@@ -130,7 +144,7 @@ func (s StockKeys) SKU(skuID int64) string { return s.base + ":sku:" + strconv.F
 func (k Keys) Stock(activityID, productID int64) StockKeys {
 	shard := k.StockShard(activityID, productID)
 	base := fmt.Sprintf("%s:stk:%d:%d", k.tag(shard), activityID, productID)
-	return StockKeys{Record: base + ":rec", Events: k.Events(shard), base: base}
+	return StockKeys{Record: base + ":rec", Events: k.Events(shard), Epoch: k.Epoch(shard), LoadLock: base + ":loadlock", base: base}
 }
 
 // StockOrder is the hash of one order's state across products; its own

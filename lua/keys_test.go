@@ -11,6 +11,7 @@ func TestPacketKeys(t *testing.T) {
 		Grabbed:  "grab:{g:11}:pk:123:grabbed",
 		Eligible: "grab:{g:11}:pk:123:eligible",
 		Events:   "grab:{g:11}:events",
+		Epoch:    "grab:{g:11}:epoch",
 		LoadLock: "grab:{g:11}:pk:123:loadlock",
 	}
 	if got != want {
@@ -32,6 +33,7 @@ func TestCampaignKeys(t *testing.T) {
 		Users:    "grab:{g:11}:cp:123:users",
 		Awarded:  "grab:{g:11}:cp:123:awarded",
 		Events:   "grab:{g:11}:events",
+		Epoch:    "grab:{g:11}:epoch",
 		LoadLock: "grab:{g:11}:cp:123:loadlock",
 	}
 	if got != want {

@@ -39,8 +39,11 @@ var ErrUnexpectedReply = errors.New("lua: unexpected script reply")
 type GrabCode int
 
 const (
-	GrabGranted     GrabCode = 0
-	GrabNotLoaded   GrabCode = -1
+	GrabGranted   GrabCode = 0
+	GrabNotLoaded GrabCode = -1
+	// GrabVerify: the state was loaded under another dataset epoch; verify it
+	// against MySQL (Load does, under the load lock) and run again.
+	GrabVerify      GrabCode = -2
 	GrabNotOpen     GrabCode = 2
 	GrabExpired     GrabCode = 3
 	GrabNotEligible GrabCode = 4
@@ -69,7 +72,7 @@ func Grab(ctx context.Context, c redis.Scripter, k PacketKeys, packetID, userID,
 }
 
 func grabKeys(k PacketKeys) []string {
-	return []string{k.State, k.Shares, k.Grabbed, k.Eligible, k.Events}
+	return []string{k.State, k.Shares, k.Grabbed, k.Eligible, k.Events, k.Epoch}
 }
 
 func parseGrabReply(v []any) (GrabReply, error) {
@@ -92,7 +95,7 @@ func parseGrabReply(v []any) (GrabReply, error) {
 			return GrabReply{}, fmt.Errorf("%w: grab reply %v", ErrUnexpectedReply, v)
 		}
 		r.Seq, r.Amount, r.AtMs, r.Credited, r.Repeat = int(seq), amount, at, credit == 1, rep == 1
-	case GrabNotLoaded, GrabNotOpen, GrabExpired, GrabNotEligible, GrabSoldOut:
+	case GrabNotLoaded, GrabVerify, GrabNotOpen, GrabExpired, GrabNotEligible, GrabSoldOut:
 	default:
 		return GrabReply{}, fmt.Errorf("%w: grab code %d", ErrUnexpectedReply, code)
 	}
@@ -125,6 +128,7 @@ type CloseCode int
 const (
 	CloseClosed     CloseCode = 0  // closed now; the remainder was taken back
 	CloseNotLoaded  CloseCode = -1 // no state in Redis: rebuild it and close again
+	CloseVerify     CloseCode = -2 // loaded under another dataset epoch: verify it and close again
 	CloseAlready    CloseCode = 1  // expired or refunded before this call
 	CloseFinished   CloseCode = 2  // every share was grabbed; nothing to take back
 	CloseNotOpen    CloseCode = 3  // unpaid or payment failed
@@ -143,7 +147,7 @@ type CloseReply struct {
 // nowMs is at or past its expiry, it is marked expired, its remaining shares
 // are taken back and a close event is appended to the shard's stream.
 func Close(ctx context.Context, c redis.Scripter, k PacketKeys, packetID, nowMs int64) (CloseReply, error) {
-	v, err := closeScript.Run(ctx, c, []string{k.State, k.Shares, k.Events}, packetID, nowMs).Slice()
+	v, err := closeScript.Run(ctx, c, []string{k.State, k.Shares, k.Events, k.Epoch}, packetID, nowMs).Slice()
 	if err != nil {
 		return CloseReply{}, err
 	}
@@ -167,7 +171,7 @@ func parseCloseReply(v []any) (CloseReply, error) {
 			return CloseReply{}, fmt.Errorf("%w: close reply %v", ErrUnexpectedReply, v)
 		}
 		r.Remainder, r.Count = rem, int(n)
-	case CloseNotLoaded, CloseAlready, CloseFinished, CloseNotOpen, CloseNotExpired:
+	case CloseNotLoaded, CloseVerify, CloseAlready, CloseFinished, CloseNotOpen, CloseNotExpired:
 		if len(v) != 1 {
 			return CloseReply{}, fmt.Errorf("%w: close reply %v", ErrUnexpectedReply, v)
 		}
@@ -238,8 +242,19 @@ func boolInt(b bool) int {
 	return 0
 }
 
-// Load runs load.lua. It reports whether the state was written (false: it was already there).
-func Load(ctx context.Context, c redis.Scripter, k PacketKeys, st PacketState) (bool, error) {
+// LoadResult is what load.lua did.
+type LoadResult int
+
+const (
+	Loaded   LoadResult = 1 // the state was absent and is now written
+	Fresh    LoadResult = 0 // the state was there under the shard's epoch: nothing changed
+	Verified LoadResult = 2 // the state was there under another epoch and now agrees with MySQL
+)
+
+// Load runs load.lua: it writes the state if absent, and verifies one
+// loaded under another dataset epoch against st, MySQL's view (see the
+// script's header). A missing epoch key is stamped first.
+func Load(ctx context.Context, c redis.Cmdable, k PacketKeys, st PacketState) (LoadResult, error) {
 	args := make([]any, 0, 7+len(st.Shares)+len(st.Eligible)+2*len(st.Grabbed))
 	args = append(args, st.Status, st.ExpiresAtMs, boolInt(st.Credit), st.KeepUntilMs,
 		len(st.Shares), len(st.Eligible), len(st.Grabbed))
@@ -252,11 +267,27 @@ func Load(ctx context.Context, c redis.Scripter, k PacketKeys, st PacketState) (
 	for _, g := range st.Grabbed {
 		args = append(args, g.UserID, encodeGrabbed(g))
 	}
-	n, err := loadScript.Run(ctx, c, []string{k.State, k.Shares, k.Grabbed, k.Eligible}, args...).Int64()
-	if err != nil {
-		return false, err
+	return runLoad(ctx, c, loadScript, []string{k.State, k.Shares, k.Grabbed, k.Eligible, k.Epoch}, k.Epoch, args)
+}
+
+// runLoad runs a load script, stamping the epoch key once if it is missing.
+func runLoad(ctx context.Context, c redis.Cmdable, s *redis.Script, keys []string, epochKey string, args []any) (LoadResult, error) {
+	for attempt := 0; ; attempt++ {
+		n, err := s.Run(ctx, c, keys, args...).Int64()
+		if err != nil {
+			return 0, err
+		}
+		switch {
+		case n == -2 && attempt == 0:
+			if err := stampKey(ctx, c, epochKey); err != nil {
+				return 0, err
+			}
+		case n == 0 || n == 1 || n == 2:
+			return LoadResult(n), nil
+		default:
+			return 0, fmt.Errorf("%w: load answered %d", ErrUnexpectedReply, n)
+		}
 	}
-	return n == 1, nil
 }
 
 // ProbeKeys are the keys of the raw probe script.
