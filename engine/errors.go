@@ -2,7 +2,13 @@
 // services the API calls, and the background writer that makes grabs durable.
 package engine
 
-import "errors"
+import (
+	"context"
+	"errors"
+
+	"github.com/grab-engine/grab/lua"
+	"github.com/grab-engine/grab/store"
+)
 
 // Sentinel errors. The HTTP layer maps each to one API code; wrap them with
 // fmt.Errorf("%w: detail", ...) to say what exactly was wrong.
@@ -29,3 +35,17 @@ var (
 
 // ErrAmountMismatch: a payment notification's amount differs from its trade's.
 var ErrAmountMismatch = errors.New("engine: amount does not match the trade")
+
+// Unavailable reports whether err means the engine cannot serve the call now
+// but may in a moment: it sheds load (ErrBusy), Redis is unreachable,
+// restarting, loading its dataset or failing over (lua.Unavailable), or the
+// store is down, read-only or out of connections (store.Transient). The API
+// answers such an error BUSY (503) with Retry-After, never INTERNAL: the
+// client retries the same call, which every mutating call makes safe by its
+// idempotency id. A context the caller cancelled is not unavailability.
+func Unavailable(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return false
+	}
+	return errors.Is(err, ErrBusy) || lua.Unavailable(err) || store.Transient(err)
+}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	nethttp "net/http"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -104,7 +106,33 @@ func toAPIError(err error) (*apiError, bool) {
 			return &apiError{Status: row.status, Code: row.code, Message: strings.TrimPrefix(err.Error(), "engine: ")}, true
 		}
 	}
+	if engine.Unavailable(err) {
+		// Redis or the store cannot serve now (down, restarting, loading,
+		// failing over, out of connections): the client retries, as for
+		// load shed. Never INTERNAL; the message names no dependency.
+		return &apiError{Status: nethttp.StatusServiceUnavailable, Code: CodeBusy, Message: msgUnavailable}, true
+	}
 	return &apiError{Status: nethttp.StatusInternalServerError, Code: CodeInternal, Message: "internal error"}, false
+}
+
+// msgUnavailable is BUSY's message when a dependency, not the writer's lag,
+// is the cause.
+const msgUnavailable = "busy: the service cannot take this request right now; retry later"
+
+// unavailableLogged is when an unavailable dependency was last logged (Unix
+// ms): once a second is enough to see an outage, and every request of one
+// would drown the log.
+var unavailableLogged atomic.Int64
+
+// logUnavailable logs err at most once a second.
+func (s *server) logUnavailable(c *gin.Context, err error) {
+	now := time.Now().UnixMilli()
+	last := unavailableLogged.Load()
+	if now-last < 1000 || !unavailableLogged.CompareAndSwap(last, now) {
+		return
+	}
+	s.log.WarnContext(c.Request.Context(), "dependency unavailable; answering BUSY", "method", c.Request.Method,
+		"route", routeOf(c), "err", err)
 }
 
 type errorBody struct {
@@ -130,6 +158,9 @@ func (s *server) fail(c *gin.Context, err error) {
 	}
 	if ae.Code == CodeBusy {
 		c.Header("Retry-After", "1")
+		if !errors.Is(err, engine.ErrBusy) {
+			s.logUnavailable(c, err)
+		}
 	}
 	c.Set(ctxErrorCode, ae.Code)
 	body := errorBody{Error: errorDetail{Code: ae.Code, Message: ae.Message}}

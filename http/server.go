@@ -113,6 +113,8 @@ func (s *server) ready(c *gin.Context) {
 	ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
 	defer cancel()
 	if err := s.eng.Ready(ctx); err != nil {
+		// Down, loading or failing over: a probe, or a client, asks again.
+		c.Header("Retry-After", "1")
 		c.JSON(nethttp.StatusServiceUnavailable, gin.H{"status": "not ready", "reason": err.Error()})
 		return
 	}
