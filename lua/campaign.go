@@ -76,6 +76,9 @@ type CampaignState struct {
 	KeepUntilMs  int64
 	Awards       []Share // not yet granted, in hand-out order
 	Granted      []Award // already granted
+	// Epoch is the dataset epoch MySQL was read under (EnsureEpoch); ""
+	// loads under whatever epoch the shard has.
+	Epoch string
 }
 
 // Award is a campaign award granted to a user.
@@ -109,9 +112,9 @@ func LoadCampaign(ctx context.Context, c redis.Cmdable, k CampaignKeys, st Campa
 			h.latest = g
 		}
 	}
-	args := make([]any, 0, 8+len(st.Awards)+2*len(order)+2*len(st.Granted))
+	args := make([]any, 0, 9+len(st.Awards)+2*len(order)+2*len(st.Granted))
 	args = append(args, st.Status, st.StartsAtMs, st.EndsAtMs, st.PerUserLimit, st.KeepUntilMs,
-		len(st.Awards), len(order), len(st.Granted))
+		len(st.Awards), len(order), len(st.Granted), st.Epoch)
 	for _, a := range st.Awards {
 		args = append(args, EncodeShare(a, false))
 	}

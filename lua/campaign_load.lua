@@ -18,16 +18,22 @@
 -- ARGV[1] status   ARGV[2] starts_at   ARGV[3] ends_at (unix ms)   ARGV[4] awards per user
 -- ARGV[5] keep until, unix ms: every key expires then
 -- ARGV[6] number of awards A, ARGV[7] number of users U, ARGV[8] number of awarded seqs G
--- ARGV[9 ..] A awards, then U pairs (user id, users value), then G pairs (seq, awarded value)
+-- ARGV[9] the epoch the caller read MySQL under ("" for any): if the shard's epoch is another one
+--         now, Redis changed again meanwhile and nothing is written
+-- ARGV[10 ..] A awards, then U pairs (user id, users value), then G pairs (seq, awarded value)
 --
 -- Returns 1 when loaded, 0 when the state was there under this epoch (nothing changed), 2 when it
--- was verified and brought in line with MySQL, -2 when the epoch key is missing (stamp it first).
+-- was verified and brought in line with MySQL, -2 when the epoch key is missing (stamp it first),
+-- -3 when the epoch is not ARGV[9] (read MySQL again under the new one).
 local epoch = redis.call('GET', KEYS[5])
 if not epoch then
   return -2
 end
+if ARGV[9] ~= '' and ARGV[9] ~= epoch then
+  return -3
+end
 local a, u, g = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local first_user = 9 + a
+local first_user = 10 + a
 local first_awarded = first_user + 2 * u
 
 if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -80,7 +86,7 @@ local function push(cmd, key, first, last)
   end
 end
 
-push('RPUSH', KEYS[2], 9, 9 + a - 1)
+push('RPUSH', KEYS[2], 10, 10 + a - 1)
 push('HSET', KEYS[3], first_user, first_user + 2 * u - 1)
 push('HSET', KEYS[4], first_awarded, first_awarded + 2 * g - 1)
 for k = 1, 4 do

@@ -145,3 +145,16 @@ func StateEpoch(ctx context.Context, c redis.Cmdable, stateKey, epochKey string)
 	exists = v[1] != nil
 	return exists, exists && cur.Err() == nil && have != "" && have == cur.Val(), nil
 }
+
+// EnsureEpoch returns the shard's current epoch (key is Keys.Epoch), stamping
+// it first if it is missing.
+func EnsureEpoch(ctx context.Context, c redis.Cmdable, key string) (string, error) {
+	ep, err := c.Get(ctx, key).Result()
+	if errors.Is(err, redis.Nil) {
+		if err := stampKey(ctx, c, key); err != nil {
+			return "", err
+		}
+		ep, err = c.Get(ctx, key).Result()
+	}
+	return ep, err
+}

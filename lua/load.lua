@@ -23,16 +23,22 @@
 -- ARGV[3] credit: 1 when grabs are credited at once (paid), 0 while awaiting settlement
 -- ARGV[4] keep until, unix ms: every key expires then
 -- ARGV[5] number of shares S, ARGV[6] number of eligible users E, ARGV[7] number of grabbed users G
--- ARGV[8 ..] S shares, then E user ids, then G pairs (user id, grabbed value)
+-- ARGV[8] the epoch the caller read MySQL under ("" for any): if the shard's epoch is another one
+--         now, Redis changed again meanwhile and nothing is written
+-- ARGV[9 ..] S shares, then E user ids, then G pairs (user id, grabbed value)
 --
 -- Returns 1 when loaded, 0 when the state was there under this epoch (nothing changed), 2 when it
--- was verified and brought in line with MySQL, -2 when the epoch key is missing (stamp it first).
+-- was verified and brought in line with MySQL, -2 when the epoch key is missing (stamp it first),
+-- -3 when the epoch is not ARGV[8] (read MySQL again under the new one).
 local epoch = redis.call('GET', KEYS[5])
 if not epoch then
   return -2
 end
+if ARGV[8] ~= '' and ARGV[8] ~= epoch then
+  return -3
+end
 local s, e, g = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local first_grabbed = 8 + s + e
+local first_grabbed = 9 + s + e
 
 if redis.call('EXISTS', KEYS[1]) == 1 then
   local cur = redis.call('HMGET', KEYS[1], 'status', 'ep')
@@ -93,7 +99,7 @@ redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'expires_at', ARGV[2], 'credit', ARGV[3], 'ep', epoch)
 redis.call('HSET', KEYS[3], '-', '')
 
-local i = 8
+local i = 9
 if s > 0 then
   redis.call('RPUSH', KEYS[2], unpack(ARGV, i, i + s - 1))
 end

@@ -190,6 +190,9 @@ type PacketState struct {
 	Shares      []Share // not yet grabbed, in the order they will be handed out
 	Eligible    []int64
 	Grabbed     []Grabbed
+	// Epoch is the dataset epoch MySQL was read under (EnsureEpoch); ""
+	// loads under whatever epoch the shard has.
+	Epoch string
 }
 
 // GrabbedPlaceholder is the field load.lua keeps in every grabbed hash so the
@@ -249,15 +252,18 @@ const (
 	Loaded   LoadResult = 1 // the state was absent and is now written
 	Fresh    LoadResult = 0 // the state was there under the shard's epoch: nothing changed
 	Verified LoadResult = 2 // the state was there under another epoch and now agrees with MySQL
+	// Moved: the shard's epoch is no longer the one MySQL was read under
+	// (Redis changed again meanwhile); nothing was written: read again.
+	Moved LoadResult = -3
 )
 
 // Load runs load.lua: it writes the state if absent, and verifies one
 // loaded under another dataset epoch against st, MySQL's view (see the
 // script's header). A missing epoch key is stamped first.
 func Load(ctx context.Context, c redis.Cmdable, k PacketKeys, st PacketState) (LoadResult, error) {
-	args := make([]any, 0, 7+len(st.Shares)+len(st.Eligible)+2*len(st.Grabbed))
+	args := make([]any, 0, 8+len(st.Shares)+len(st.Eligible)+2*len(st.Grabbed))
 	args = append(args, st.Status, st.ExpiresAtMs, boolInt(st.Credit), st.KeepUntilMs,
-		len(st.Shares), len(st.Eligible), len(st.Grabbed))
+		len(st.Shares), len(st.Eligible), len(st.Grabbed), st.Epoch)
 	for i, s := range st.Shares {
 		args = append(args, EncodeShare(s, i == len(st.Shares)-1))
 	}
@@ -282,7 +288,7 @@ func runLoad(ctx context.Context, c redis.Cmdable, s *redis.Script, keys []strin
 			if err := stampKey(ctx, c, epochKey); err != nil {
 				return 0, err
 			}
-		case n == 0 || n == 1 || n == 2:
+		case n == 0 || n == 1 || n == 2 || n == -3:
 			return LoadResult(n), nil
 		default:
 			return 0, fmt.Errorf("%w: load answered %d", ErrUnexpectedReply, n)
