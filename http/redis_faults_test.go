@@ -86,6 +86,7 @@ func (b *lockedBuffer) tail(n int) string {
 // faultFixture is an open packet, an open campaign and a SKU on sale.
 type faultFixture struct {
 	packet, campaign int64
+	award            int64 // the seq of faultWinner's award
 	sku              int64
 }
 
@@ -93,6 +94,7 @@ const (
 	faultGroup  = 7
 	faultSender = 1
 	faultSKU    = 30
+	faultWinner = 2
 )
 
 func newFaultFixture(t *testing.T, e *env) faultFixture {
@@ -111,6 +113,8 @@ func newFaultFixture(t *testing.T, e *env) faultFixture {
 		`"award_min":"0.01","award_max":"1.00","per_user_limit":1,"starts_at":%q,"ends_at":%q}`,
 		now.Add(-time.Minute).Format(time.RFC3339), now.Add(time.Hour).Format(time.RFC3339)), admin()), 201)
 	f.campaign = integer(t, "campaign_id", c["campaign_id"])
+	a := expect(t, e.do(t, "POST", fmt.Sprintf("/v1/campaigns/%d/grab", f.campaign), ``, user(faultWinner)), 200)
+	f.award = integer(t, "seq", a["seq"])
 	wantOK(t, e.do(t, "POST", submitURL, fmt.Sprintf(`{"voucher":"fault-sub","skus":[{"sku_id":%d,"stock":100000}]}`, f.sku), admin()))
 	return f
 }
@@ -175,6 +179,20 @@ func (f faultFixture) probes() []probe {
 		}},
 		{"sku edit", func(t *testing.T, e *env, i int) response {
 			return e.do(t, "PATCH", skuURL(f.sku), fmt.Sprintf(`{"voucher":"fe-%d","delta":1}`, i), admin())
+		}},
+		{"sku submit and revoke", func(t *testing.T, e *env, i int) response {
+			sku := 1000 + int64(i)
+			r := e.do(t, "POST", submitURL, fmt.Sprintf(`{"voucher":"fsub-%d","skus":[{"sku_id":%d,"stock":1}]}`, i, sku), admin())
+			if r.status != 200 {
+				return r
+			}
+			return e.do(t, "DELETE", skuURL(sku), fmt.Sprintf(`{"voucher":"frev-%d"}`, i), admin())
+		}},
+		{"voucher rollback", func(t *testing.T, e *env, i int) response {
+			return e.do(t, "POST", fmt.Sprintf("/v1/admin/vouchers/fe-%d/rollback", i-1), ``, admin())
+		}},
+		{"award receive", func(t *testing.T, e *env, i int) response {
+			return e.do(t, "POST", fmt.Sprintf("/v1/campaigns/%d/awards/%d/receive", f.campaign, f.award), ``, user(faultWinner))
 		}},
 		{"pool salvage", func(t *testing.T, e *env, i int) response {
 			return e.do(t, "POST", "/v1/admin/pools/3/salvage", poolBody(fmt.Sprintf("fs-%d", i), [2]int64{f.sku, 1}), admin())
