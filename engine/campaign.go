@@ -166,7 +166,7 @@ func (e *Engine) CreateCampaign(ctx context.Context, req NewCampaign) (Campaign,
 		shares[i] = lua.Share{Seq: i + 1, Amount: a}
 	}
 	// Committed. If Redis fails now, the first grab rebuilds it from MySQL.
-	if _, err := e.loadCampaign(ctx, row, shares, nil); err != nil {
+	if _, err := e.loadCampaign(ctx, row, shares, nil, ""); err != nil {
 		e.log.WarnContext(ctx, "campaign created but not loaded into redis; grabs will rebuild it", "campaign_id", id, "err", err)
 	}
 	c, err := e.GetCampaign(ctx, id)
@@ -191,9 +191,11 @@ func (e *Engine) campaignByRef(ctx context.Context, req NewCampaign) (Campaign, 
 // loadCampaign writes a campaign's state into Redis: the awards not yet
 // granted, and who holds which. A state there under the shard's epoch is
 // left alone; one loaded under another epoch is verified (campaign_load.lua).
-func (e *Engine) loadCampaign(ctx context.Context, c store.Campaign, awards []lua.Share, granted []lua.Award) (lua.LoadResult, error) {
+// epoch is the dataset epoch MySQL was read under (adoptEpoch), "" for a
+// campaign just created.
+func (e *Engine) loadCampaign(ctx context.Context, c store.Campaign, awards []lua.Share, granted []lua.Award, epoch string) (lua.LoadResult, error) {
 	st := lua.CampaignState{Status: c.Status, StartsAtMs: c.StartsAt.UnixMilli(), EndsAtMs: c.EndsAt.UnixMilli(),
-		PerUserLimit: c.PerUserLimit, Awards: awards, Granted: granted}
+		PerUserLimit: c.PerUserLimit, Awards: awards, Granted: granted, Epoch: epoch}
 	// Kept past the end so holders still see their award; at least a minute,
 	// so a state rebuilt for an ended campaign answers before it goes.
 	st.KeepUntilMs = max(st.EndsAtMs+e.cfg.KeyGrace.Milliseconds(), e.nowMs()+time.Minute.Milliseconds())
@@ -212,6 +214,10 @@ func (e *Engine) rebuildCampaign(ctx context.Context, campaignID int64) error {
 	defer unlock()
 	if _, fresh, err := lua.StateEpoch(ctx, e.rdb, keys.State, keys.Epoch); err != nil || fresh {
 		return err // done by whoever held the lock before us
+	}
+	epoch, err := e.adoptEpoch(ctx, keys.Epoch)
+	if err != nil {
+		return err
 	}
 	c, err := e.db.Campaign(ctx, campaignID)
 	if err != nil {
@@ -237,7 +243,7 @@ func (e *Engine) rebuildCampaign(ctx context.Context, campaignID int64) error {
 			left = append(left, lua.Share{Seq: s.Seq, Amount: int64(s.Amount)})
 		}
 	}
-	res, err := e.loadCampaign(ctx, c, left, granted)
+	res, err := e.loadCampaign(ctx, c, left, granted, epoch)
 	if err != nil {
 		return err
 	}
@@ -335,6 +341,12 @@ func (e *Engine) payGrab(ctx context.Context, ev store.AwardEvent, repeat bool) 
 		return a, nil
 	case errors.Is(err, ErrPayoutInProgress):
 		return a, &PayoutPendingError{Award: a}
+	case e.xfer == nil && store.Transient(err):
+		// No transfer service: nothing would be paid now anyway, and the
+		// writer records the award from the stream once the store is back.
+		e.log.WarnContext(ctx, "campaign award granted while the store is unavailable; the writer records it",
+			"campaign_id", ev.CampaignID, "seq", ev.Seq, "user_id", ev.UserID, "err", err)
+		return a, nil
 	case errors.Is(err, ErrForbidden):
 		// Redis granted this user an award MySQL gives another: a contradiction,
 		// not the user's doing (so INTERNAL, not FORBIDDEN).

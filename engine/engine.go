@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -121,6 +122,9 @@ type Engine struct {
 	m      *metrics
 	// lagMs is the writer lag last measured, in ms.
 	lagMs atomic.Int64
+	// adopted maps a shard's epoch key to the epoch this process last
+	// recorded in MySQL for it (adoptEpoch).
+	adopted sync.Map
 }
 
 // New builds an engine. Call RunWriter to make grabs durable.
@@ -196,6 +200,9 @@ func New(d Deps, cfg Config) *Engine {
 	// Before any script runs on a new connection, its server's dataset
 	// epoch is stamped, so state loaded under another one is verified.
 	lua.WatchDataset(d.Redis, cfg.Keys)
+	if d.WriterRedis != d.Redis {
+		lua.WatchDataset(d.WriterRedis, cfg.Keys)
+	}
 	e := &Engine{rdb: d.Redis, db: d.DB, clock: d.Clock, rand: d.Rand, log: d.Log, cfg: cfg, keys: cfg.Keys, pay: d.Provider, xfer: d.Transfer}
 	e.m = newMetrics(d.Metrics)
 	if cfg.GrabPipelines > 0 {

@@ -194,7 +194,7 @@ func (e *Engine) PayByBalance(ctx context.Context, packetID, senderID int64) (Pa
 	}
 	// The payment is committed. If Redis fails now, the first grab rebuilds
 	// the packet from the store, so this is logged, not returned.
-	if _, err := e.load(ctx, p); err != nil {
+	if _, err := e.load(ctx, p, ""); err != nil {
 		e.log.WarnContext(ctx, "packet paid but not loaded into redis; grabs will rebuild it", "packet_id", packetID, "err", err)
 	}
 	shares, err := e.db.Shares(ctx, packetID)
@@ -280,6 +280,10 @@ func (e *Engine) rebuild(ctx context.Context, packetID, userID int64) error {
 	if err != nil || fresh {
 		return err // done by whoever held the lock before us
 	}
+	epoch, err := e.adoptEpoch(ctx, keys.Epoch)
+	if err != nil {
+		return err
+	}
 	p, err := e.db.Packet(ctx, packetID)
 	if err != nil {
 		return storeErr(err)
@@ -291,12 +295,12 @@ func (e *Engine) rebuild(ctx context.Context, packetID, userID int64) error {
 		}
 		return ErrNotOpen
 	}
-	res, err := e.load(ctx, p)
+	res, err := e.load(ctx, p, epoch)
 	if err != nil {
 		return err
 	}
 	e.countLoad(ctx, res, "packet", packetID, p.Status)
-	return nil
+	return nil // Moved: Redis changed again; the caller's next try verifies anew
 }
 
 // countLoad logs and counts what a load under the load lock did.
@@ -345,12 +349,15 @@ func (e *Engine) lockLoad(ctx context.Context, key, what string) (unlock func(),
 // owns yet, the grabs already made, and the eligible users. A state already
 // there under the shard's epoch is left alone; one loaded under another epoch
 // is verified against the store (load.lua).
-func (e *Engine) load(ctx context.Context, p store.Packet) (lua.LoadResult, error) {
+//
+// epoch is the dataset epoch MySQL was read under (adoptEpoch), "" for a
+// packet just paid: none of its grabs can be in an older dataset.
+func (e *Engine) load(ctx context.Context, p store.Packet, epoch string) (lua.LoadResult, error) {
 	shares, err := e.db.Shares(ctx, p.ID)
 	if err != nil {
 		return 0, err
 	}
-	st := lua.PacketState{Status: p.Status, Credit: p.PayStatus == "paid"}
+	st := lua.PacketState{Status: p.Status, Credit: p.PayStatus == "paid", Epoch: epoch}
 	if p.ExpiresAt.Valid {
 		st.ExpiresAtMs = p.ExpiresAt.Time.UnixMilli()
 	}

@@ -141,11 +141,15 @@ func (e *Engine) syncPacket(ctx context.Context, packetID int64) error {
 		return err
 	}
 	defer unlock()
+	keys := e.keys.Packet(packetID)
+	epoch, err := e.adoptEpoch(ctx, keys.Epoch)
+	if err != nil {
+		return err
+	}
 	p, err := e.db.Packet(ctx, packetID)
 	if err != nil {
 		return err
 	}
-	keys := e.keys.Packet(packetID)
 	switch {
 	case p.PayStatus == "failed":
 		_, err = lua.Settle(ctx, e.rdb, keys, false)
@@ -153,7 +157,7 @@ func (e *Engine) syncPacket(ctx context.Context, packetID int64) error {
 	case p.Status == StatusUnpaid:
 		return nil
 	}
-	if _, err := e.load(ctx, p); err != nil {
+	if _, err := e.load(ctx, p, epoch); err != nil {
 		return err
 	}
 	if p.PayStatus == "paid" {

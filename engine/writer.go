@@ -123,13 +123,16 @@ type shardState struct {
 	resume atomic.Bool
 	// readFailures counts reads failed in a row, for the backoff and the log.
 	readFailures atomic.Int64
+	// epochKey is the shard's dataset epoch key: every batch is read
+	// together with it and applied under it (store.EpochGuard).
+	epochKey string
 }
 
 func newWriter(e *Engine, rdb redis.UniversalClient) *Writer {
 	w := &Writer{e: e, rdb: rdb, cfg: e.cfg.Writer, deadLetters: map[string]string{}, shards: map[string]*shardState{}}
 	for shard := 0; shard < e.keys.Shards; shard++ {
 		w.deadLetters[e.keys.Events(shard)] = e.keys.DeadLetters(shard)
-		w.shards[e.keys.Events(shard)] = &shardState{}
+		w.shards[e.keys.Events(shard)] = &shardState{epochKey: e.keys.Epoch(shard)}
 	}
 	return w
 }
@@ -225,8 +228,22 @@ func (w *Writer) read(ctx context.Context, stream, id string, block time.Duratio
 		block = -1 // go-redis sends BLOCK only for a non-negative duration
 	}
 	st := w.shards[stream]
-	res, err := w.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: w.cfg.Group, Consumer: w.cfg.Consumer,
-		Streams: []string{stream, id}, Count: int64(w.cfg.Batch), Block: block}).Result()
+	// The epoch is read in the same pipeline, so on the same connection and
+	// from the same dataset as the entries (a restart in between breaks the
+	// connection and fails both). Block must stay below the client's
+	// ReadTimeout, which bounds a pipeline's reply.
+	var epoch *redis.StringCmd
+	var xread *redis.XStreamSliceCmd
+	_, err := w.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		epoch = p.Get(ctx, st.epochKey)
+		xread = p.XReadGroup(ctx, &redis.XReadGroupArgs{Group: w.cfg.Group, Consumer: w.cfg.Consumer,
+			Streams: []string{stream, id}, Count: int64(w.cfg.Batch), Block: block})
+		return nil
+	})
+	res, err := xread.Result()
+	if err == nil && epoch.Err() != nil && !errors.Is(epoch.Err(), redis.Nil) {
+		err = epoch.Err()
+	}
 	switch {
 	case errors.Is(err, redis.Nil):
 		st.readFailures.Store(0)
@@ -257,7 +274,7 @@ func (w *Writer) read(ctx context.Context, stream, id string, block time.Duratio
 	for _, s := range res {
 		n += len(s.Messages)
 		if len(s.Messages) > 0 {
-			w.apply(ctx, stream, s.Messages)
+			w.apply(ctx, stream, epoch.Val(), s.Messages)
 			last = s.Messages[len(s.Messages)-1].ID
 		}
 	}
@@ -268,8 +285,18 @@ func (w *Writer) read(ctx context.Context, stream, id string, block time.Duratio
 func (w *Writer) claim(ctx context.Context, stream string) {
 	start := "0-0"
 	for ctx.Err() == nil {
-		msgs, next, err := w.rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{Stream: stream, Group: w.cfg.Group,
-			Consumer: w.cfg.Consumer, MinIdle: w.cfg.ClaimIdle, Start: start, Count: int64(w.cfg.Batch)}).Result()
+		var epoch *redis.StringCmd
+		var claim *redis.XAutoClaimCmd
+		_, err := w.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			epoch = p.Get(ctx, w.shards[stream].epochKey)
+			claim = p.XAutoClaim(ctx, &redis.XAutoClaimArgs{Stream: stream, Group: w.cfg.Group,
+				Consumer: w.cfg.Consumer, MinIdle: w.cfg.ClaimIdle, Start: start, Count: int64(w.cfg.Batch)})
+			return nil
+		})
+		msgs, next, err := claim.Result()
+		if err == nil && epoch.Err() != nil && !errors.Is(epoch.Err(), redis.Nil) {
+			err = epoch.Err()
+		}
 		if err != nil {
 			if !errors.Is(err, redis.Nil) && ctx.Err() == nil {
 				w.e.log.WarnContext(ctx, "writer: autoclaim failed", "stream", stream, "err", err)
@@ -277,7 +304,7 @@ func (w *Writer) claim(ctx context.Context, stream string) {
 			return
 		}
 		if len(msgs) > 0 {
-			w.apply(ctx, stream, msgs)
+			w.apply(ctx, stream, epoch.Val(), msgs)
 		}
 		if next == "0-0" || next == "" {
 			return
@@ -295,7 +322,12 @@ func (w *Writer) claim(ctx context.Context, stream string) {
 // one nobody classified — so the batch stays pending and is retried with
 // backoff until it passes or ctx ends, however long that takes: the lag
 // grows and grabs turn BUSY, as with the store down.
-func (w *Writer) apply(ctx context.Context, stream string, msgs []redis.XMessage) {
+//
+// epoch is the shard's dataset epoch the batch was read under ("" when the
+// key was missing: no guard). A batch whose epoch Redis has moved past is
+// neither applied, parked nor acknowledged: it is read again from the
+// current dataset, which has it still or lost it (see store.EpochGuard).
+func (w *Writer) apply(ctx context.Context, stream, epoch string, msgs []redis.XMessage) {
 	events := make([]store.Event, 0, len(msgs))
 	kept := make([]redis.XMessage, 0, len(msgs))
 	for _, m := range msgs {
@@ -308,7 +340,7 @@ func (w *Writer) apply(ctx context.Context, stream string, msgs []redis.XMessage
 		kept = append(kept, m)
 	}
 	if len(kept) > 0 {
-		w.applyEvents(ctx, stream, kept, events)
+		w.applyEvents(ctx, stream, epoch, kept, events)
 	}
 }
 
@@ -316,10 +348,16 @@ func (w *Writer) apply(ctx context.Context, stream string, msgs []redis.XMessage
 const retryLogEvery = 10 * time.Second
 
 // applyEvents is apply for decoded events; msgs[i] carries events[i].
-func (w *Writer) applyEvents(ctx context.Context, stream string, msgs []redis.XMessage, events []store.Event) {
+func (w *Writer) applyEvents(ctx context.Context, stream, epoch string, msgs []redis.XMessage, events []store.Event) {
 	var failingSince, logged time.Time
 	for attempt := 1; ; attempt++ {
-		rejected, err := w.tryApply(ctx, events)
+		rejected, err := w.tryApply(ctx, stream, epoch, events)
+		if errors.Is(err, store.ErrSuperseded) {
+			w.shards[stream].resume.Store(true)
+			w.e.log.WarnContext(ctx, "writer: batch read from a Redis dataset that is no longer current; reading again",
+				"stream", stream, "events", len(msgs), "first", msgs[0].ID, "last", msgs[len(msgs)-1].ID)
+			return
+		}
 		if err == nil {
 			if attempt > 1 {
 				w.e.log.InfoContext(ctx, "writer: batch applied after the store refused it", "stream", stream,
@@ -342,9 +380,9 @@ func (w *Writer) applyEvents(ctx context.Context, stream string, msgs []redis.XM
 			w.e.log.WarnContext(ctx, "writer: the store refused an event of the batch; halving it to find which",
 				"stream", stream, "events", len(msgs), "first", msgs[0].ID, "last", msgs[len(msgs)-1].ID, "err", err)
 			half := len(msgs) / 2
-			w.applyEvents(ctx, stream, msgs[:half], events[:half])
+			w.applyEvents(ctx, stream, epoch, msgs[:half], events[:half])
 			if ctx.Err() == nil {
-				w.applyEvents(ctx, stream, msgs[half:], events[half:])
+				w.applyEvents(ctx, stream, epoch, msgs[half:], events[half:])
 			}
 			return
 		}
@@ -369,10 +407,14 @@ func (w *Writer) applyEvents(ctx context.Context, stream string, msgs []redis.XM
 }
 
 // tryApply is one attempt at a batch, bounded by ApplyTimeout.
-func (w *Writer) tryApply(ctx context.Context, events []store.Event) ([]int, error) {
+func (w *Writer) tryApply(ctx context.Context, stream, epoch string, events []store.Event) ([]int, error) {
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.ApplyTimeout)
 	defer cancel()
-	return w.e.db.ApplyEvents(ctx, events)
+	key := w.shards[stream].epochKey
+	g := &store.EpochGuard{Key: key, Epoch: epoch, Current: func(ctx context.Context) (string, error) {
+		return w.rdb.Get(ctx, key).Result()
+	}}
+	return w.e.db.ApplyEventsUnder(ctx, g, events)
 }
 
 // applied parks a committed batch's contradictions and acknowledges the rest.

@@ -85,8 +85,10 @@ func TestGrabScriptReplies(t *testing.T) {
 			before: func(t *testing.T, c *redis.Client, k PacketKeys) { c.Del(context.Background(), k.State) },
 			want:   []any{int64(-1)}},
 		{name: "loaded under another dataset epoch", user: 10, now: testNow, request: "r1",
-			before: func(t *testing.T, c *redis.Client, k PacketKeys) { c.Set(context.Background(), k.Epoch, "restarted", 0) },
-			want:   []any{int64(-2)}},
+			before: func(t *testing.T, c *redis.Client, k PacketKeys) {
+				c.Set(context.Background(), k.Epoch, "restarted", 0)
+			},
+			want: []any{int64(-2)}},
 		{name: "dataset epoch missing", user: 10, now: testNow, request: "r1",
 			before: func(t *testing.T, c *redis.Client, k PacketKeys) { c.Del(context.Background(), k.Epoch) },
 			want:   []any{int64(-2)}},

@@ -208,8 +208,19 @@ func (db *DB) ApplyGrabs(ctx context.Context, grabs []GrabEvent) (rejected []int
 // award that is not its campaign's share, is another user's, or would take
 // the campaign past its budget (see applyAwards).
 func (db *DB) ApplyEvents(ctx context.Context, events []Event) (rejected []int, err error) {
+	return db.ApplyEventsUnder(ctx, nil, events)
+}
+
+// ApplyEventsUnder is ApplyEvents for a batch read under a Redis dataset
+// epoch: it applies nothing and answers ErrSuperseded when Redis has moved
+// past that epoch (see EpochGuard). The epoch row is locked first, then
+// packet rows in stream order, accounts last.
+func (db *DB) ApplyEventsUnder(ctx context.Context, g *EpochGuard, events []Event) (rejected []int, err error) {
 	err = db.inTx(ctx, func(tx *sqlx.Tx) error {
 		rejected = rejected[:0]
+		if err := db.checkEpoch(ctx, tx, g); err != nil {
+			return err
+		}
 		// Packet rows are locked in stream order first, accounts after in id
 		// order (creditMany sorts them), as a settlement does.
 		var credits []ledgerCredit
