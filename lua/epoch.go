@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"strings"
+	"sync"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -35,6 +36,9 @@ var ErrNoEpoch = errors.New("lua: dataset epoch missing")
 // StampOnConnect as ClusterOptions.OnConnect yourself. Other clients are left
 // alone: their scripts still verify objects whose epoch key is missing.
 func WatchDataset(c redis.UniversalClient, k Keys) {
+	if _, done := watched.LoadOrStore(c, true); done {
+		return // one stamp per connection is enough
+	}
 	switch c := c.(type) {
 	case *redis.Client:
 		o := c.Options()
@@ -44,6 +48,9 @@ func WatchDataset(c redis.UniversalClient, k Keys) {
 		o.OnConnect = StampOnConnect(k, o.OnConnect)
 	}
 }
+
+// watched holds the clients WatchDataset has hooked.
+var watched sync.Map
 
 // StampOnConnect is an OnConnect hook that stamps every shard's epoch on
 // the new connection's server, then runs next (if any).

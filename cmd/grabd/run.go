@@ -75,8 +75,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	} else {
 		// Two pools: the writer's blocking stream reads must never hold the
 		// connections grabs need.
-		apiRedis = newRedis(cfg.RedisAddrs, max(256, 20*runtime.GOMAXPROCS(0)))
-		writerRedis = newRedis(cfg.RedisAddrs, cfg.Shards+8)
+		keys := lua.NewKeys("grab", cfg.Shards)
+		apiRedis = newRedis(cfg.RedisAddrs, max(256, 20*runtime.GOMAXPROCS(0)), keys)
+		writerRedis = newRedis(cfg.RedisAddrs, cfg.Shards+8, keys)
 		closers = append(closers, func() { apiRedis.Close() }, func() { writerRedis.Close() })
 		if err := apiRedis.Ping(ctx).Err(); err != nil {
 			return fmt.Errorf("redis %v: %w", cfg.RedisAddrs, err)
@@ -238,11 +239,19 @@ func transferService(ctx context.Context, cfg Config, log *slog.Logger) (xfer en
 	return client, func() { cancel(); <-done }, nil
 }
 
-func newRedis(addrs []string, poolSize int) redis.UniversalClient {
+// newRedis connects to Redis (a cluster when given several addresses). Every
+// new connection stamps its server's dataset epoch before anything runs on
+// it, from the very first one (lua.WatchDataset), so a Redis that restarted
+// older than MySQL is verified before it serves.
+func newRedis(addrs []string, poolSize int, keys lua.Keys) redis.UniversalClient {
+	var c redis.UniversalClient
 	if len(addrs) > 1 {
-		return redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, PoolSize: poolSize})
+		c = redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, PoolSize: poolSize})
+	} else {
+		c = redis.NewClient(&redis.Options{Addr: addrs[0], PoolSize: poolSize})
 	}
-	return redis.NewClient(&redis.Options{Addr: addrs[0], PoolSize: poolSize})
+	lua.WatchDataset(c, keys)
+	return c
 }
 
 // checkEviction warns when Redis may evict keys: an evicted packet or stream
