@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/grab-engine/grab/lua"
+	"github.com/grab-engine/grab/store"
 )
 
 // Stock errors. Exclusion between a product's operations needs no lock:
@@ -131,9 +133,129 @@ func stockCode(code string) error {
 	return fmt.Errorf("engine: unknown stock answer %q", code)
 }
 
+// stock runs one op of stock.lua. A product not verified under the
+// current dataset epoch (Redis restarted, lost it, came back older, or never
+// had it) answers VERIFY without running: it is verified from MySQL and the
+// op runs again.
 func (e *Engine) stock(ctx context.Context, op lua.StockOp) (lua.StockReply, error) {
-	op.NowMs = e.nowMs()
-	return lua.Stock(ctx, e.rdb, e.keys.Stock(op.ActivityID, op.ProductID), op)
+	k := e.keys.Stock(op.ActivityID, op.ProductID)
+	for attempt := 0; ; attempt++ {
+		op.NowMs = e.nowMs()
+		r, err := lua.Stock(ctx, e.rdb, k, op)
+		if err != nil || r.Code != lua.StockVerify {
+			return r, err
+		}
+		if attempt == maxVerifies {
+			return lua.StockReply{}, fmt.Errorf("%w: stock of product %d/%d kept moving while it was verified",
+				ErrBusy, op.ActivityID, op.ProductID)
+		}
+		if err := e.verifyStock(ctx, op.ActivityID, op.ProductID); err != nil {
+			return lua.StockReply{}, err
+		}
+	}
+}
+
+// maxVerifies bounds the verifications one call waits for: more means the
+// Redis dataset keeps changing under it (restarting, failing over).
+const maxVerifies = 3
+
+// verifyStock brings an activity product's stock in Redis in line with
+// MySQL (stock_load.lua): SKUs MySQL has at a newer version take MySQL's
+// state, records MySQL has at a higher rank take MySQL's value, and the
+// product is marked verified under the shard's epoch. One caller does it
+// under the product's load lock; the others wait and find it done.
+//
+// The epoch is adopted in MySQL before MySQL is read (adoptEpoch), so no
+// writer batch read from an older dataset commits after this read; if the
+// epoch moves again while it runs, nothing is marked verified and the
+// caller's next try verifies anew.
+func (e *Engine) verifyStock(ctx context.Context, activityID, productID int64) error {
+	k := e.keys.Stock(activityID, productID)
+	unlock, err := e.lockLoad(ctx, k.LoadLock, fmt.Sprintf("stock of product %d/%d", activityID, productID))
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	epoch, err := e.adoptEpoch(ctx, k.Epoch)
+	if err != nil {
+		return err
+	}
+	records := 0
+	for after := ""; ; {
+		page, err := e.db.StockRecords(ctx, activityID, productID, after, lua.StockLoadChunk)
+		if err != nil {
+			return err
+		}
+		if len(page) == 0 {
+			break
+		}
+		recs := make([]lua.StockRecordEntry, len(page))
+		for i, r := range page {
+			recs[i] = lua.StockRecordEntry{Ref: r.Ref, Value: r.Value, Rank: r.Rank}
+		}
+		res, set, err := lua.LoadStockRecords(ctx, e.rdb, k, epoch, recs)
+		if err != nil || res == lua.Fresh || res == lua.Moved {
+			return err // done by whoever held the lock before us, or Redis moved: the caller tries again
+		}
+		records += set
+		if len(page) < lua.StockLoadChunk {
+			break
+		}
+		after = page[len(page)-1].Ref
+	}
+	rows, err := e.db.StockSKUs(ctx, activityID, productID)
+	if err != nil {
+		return err
+	}
+	skus := make([]lua.StockSnapshot, len(rows))
+	for i, r := range rows {
+		skus[i] = lua.StockSnapshot{SKU: r.SKU, Status: r.Status, Version: r.Version, Scopes: map[string]lua.StockCounters{}}
+		for _, c := range r.Scopes {
+			skus[i].Scopes[c.Scope] = lua.StockCounters{Total: c.Total, Available: c.Available, Reserved: c.Reserved, Sold: c.Sold}
+		}
+	}
+	res, taken, err := lua.FinishStockLoad(ctx, e.rdb, k, epoch, skus)
+	if err != nil {
+		return err
+	}
+	switch {
+	case res == lua.Loaded && len(skus) == 0 && records == 0:
+		// A product new to both: nothing to count.
+	case res == lua.Loaded, res == lua.Verified:
+		e.m.verified.Inc()
+		e.log.InfoContext(ctx, "stock: product verified against the store after a Redis dataset change",
+			"activity", activityID, "product", productID, "rebuilt", res == lua.Loaded,
+			"skus_from_store", taken, "records_from_store", records)
+	}
+	return nil
+}
+
+// stockRecord reads what op id did on a product ("" when nothing yet), from
+// a product verified under the current dataset epoch.
+func (e *Engine) stockRecord(ctx context.Context, activityID, productID int64, id string) (string, error) {
+	k := e.keys.Stock(activityID, productID)
+	for attempt := 0; ; attempt++ {
+		rec, verify, err := lua.ReadStockRecord(ctx, e.rdb, k, id)
+		if err != nil || !verify {
+			return rec, err
+		}
+		if attempt == maxVerifies {
+			return "", fmt.Errorf("%w: stock of product %d/%d kept moving while it was verified", ErrBusy, activityID, productID)
+		}
+		if err := e.verifyStock(ctx, activityID, productID); err != nil {
+			return "", err
+		}
+	}
+}
+
+// decodeStockRecord reads a t=srec entry of stock.lua: a record it set.
+func decodeStockRecord(f *fields) store.StockRecordEvent {
+	r := store.StockRecordEvent{ActivityID: f.num("a"), ProductID: f.num("p"), Ref: f.str("ref"), Value: f.str("val"),
+		Rank: int(f.num("rk")), At: time.UnixMilli(f.num("at")).UTC()}
+	if f.err == nil && (r.ActivityID <= 0 || r.ProductID <= 0 || r.Ref == "" || r.Value == "" || r.Rank < 1 || r.Rank > 2) {
+		f.err = errors.New("activity and product must be positive, ref and value set, rank 1 or 2")
+	}
+	return r
 }
 
 // SubmitSKUs puts SKUs of an activity product into the high seas with their
@@ -344,31 +466,56 @@ func (e *Engine) RollbackVoucher(ctx context.Context, voucher string) error {
 	if err := validID("voucher", voucher); err != nil {
 		return err
 	}
+	// The voucher's index lives on a hash tag of its own, without an epoch:
+	// after Redis lost it (or came back with an older one), the products
+	// whose records MySQL holds for the voucher are the rest of the list.
+	durable, err := e.db.StockRecordProducts(ctx, "v:"+voucher)
+	if err != nil {
+		return err
+	}
 	products, err := lua.RollbackStockVoucher(ctx, e.rdb, e.keys.StockVoucher(voucher), e.cfg.StockVoucherTTL)
 	if err != nil {
 		return err
 	}
-	slices.Sort(products)
+	list, err := unionProducts(products, durable)
+	if err != nil {
+		return err
+	}
 	var firstErr error
-	for _, ap := range products {
-		a, p, err := parseProduct(ap)
-		if err != nil {
-			return err
-		}
-		if err := e.withRecord(ctx, a, p, "v:"+voucher, "rollback"); err != nil && firstErr == nil {
+	for _, p := range list {
+		if err := e.withRecord(ctx, p[0], p[1], "v:"+voucher, "rollback"); err != nil && firstErr == nil {
 			firstErr = err
 		}
 	}
 	return firstErr
 }
 
+// unionProducts merges products as Redis lists them ("a:p") with products
+// from MySQL, without repeats, in order.
+func unionProducts(redisList []string, durable [][2]int64) ([][2]int64, error) {
+	out := slices.Clone(durable)
+	for _, ap := range redisList {
+		a, p, err := parseProduct(ap)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, [2]int64{a, p})
+	}
+	slices.SortFunc(out, func(x, y [2]int64) int {
+		if x[0] != y[0] {
+			return cmp.Compare(x[0], y[0])
+		}
+		return cmp.Compare(x[1], y[1])
+	})
+	return slices.Compact(out), nil
+}
+
 // withRecord runs an op that works on the items of a product's record
 // (return, confirm, cancel, rollback): read the record, build the keys from
 // its items, and run; the script refuses if the record changed in between.
 func (e *Engine) withRecord(ctx context.Context, activityID, productID int64, id, op string) error {
-	k := e.keys.Stock(activityID, productID)
 	for attempt := 0; attempt < 100; attempt++ {
-		rec, err := lua.StockRecord(ctx, e.rdb, k, id)
+		rec, err := e.stockRecord(ctx, activityID, productID, id)
 		if err != nil {
 			return err
 		}
@@ -605,7 +752,7 @@ func (e *Engine) halfDeducted(ctx context.Context, orderID string) (bool, error)
 		if err != nil {
 			return false, err
 		}
-		rec, err := lua.StockRecord(ctx, e.rdb, e.keys.Stock(a, p), "o:"+orderID)
+		rec, err := e.stockRecord(ctx, a, p, "o:"+orderID)
 		if err != nil {
 			return false, err
 		}
@@ -635,15 +782,27 @@ func (e *Engine) ReturnStock(ctx context.Context, orderID string) error {
 	if err != nil {
 		return err
 	}
-	if st.Products == "" {
-		return nil
+	var redisList []string
+	if st.Products != "" {
+		redisList = strings.Split(st.Products, ";")
 	}
-	for _, ap := range strings.Split(st.Products, ";") {
-		a, p, err := parseProduct(ap)
-		if err != nil {
+	var durable [][2]int64
+	if st.Products == "" {
+		// The order's record lives on a hash tag of its own, without an
+		// epoch: unknown to Redis (or known only by an earlier return), it
+		// may have been lost with a dataset, so the products MySQL holds the
+		// order's markers on are asked too. An order's products, once known,
+		// are complete: they are set once, when its deduct begins.
+		if durable, err = e.db.StockRecordProducts(ctx, "o:"+orderID); err != nil {
 			return err
 		}
-		if err := e.withRecord(ctx, a, p, "o:"+orderID, "return"); err != nil {
+	}
+	list, err := unionProducts(redisList, durable)
+	if err != nil {
+		return err
+	}
+	for _, p := range list {
+		if err := e.withRecord(ctx, p[0], p[1], "o:"+orderID, "return"); err != nil {
 			return err
 		}
 	}
@@ -696,30 +855,50 @@ func (e *Engine) TCC(ctx context.Context, phase TCCPhase, gid, branchID string, 
 	return nil
 }
 
-// SKUStock reads a SKU's counters from Redis.
+// SKUStock reads a SKU's counters from Redis, from a product verified
+// under the current dataset epoch (verified first if it is not).
 func (e *Engine) SKUStock(ctx context.Context, activityID, productID, sku int64) (SKUView, error) {
 	if err := validRef(activityID, productID, sku); err != nil {
 		return SKUView{}, err
 	}
-	h, err := e.rdb.HGetAll(ctx, e.keys.Stock(activityID, productID).SKU(sku)).Result()
-	if err != nil {
-		return SKUView{}, err
+	k := e.keys.Stock(activityID, productID)
+	var st lua.StockSKUState
+	for attempt := 0; ; attempt++ {
+		var verify bool
+		var err error
+		st, verify, err = lua.ReadStockSKU(ctx, e.rdb, k, sku)
+		if err != nil {
+			return SKUView{}, err
+		}
+		if !verify {
+			break
+		}
+		if attempt == maxVerifies {
+			return SKUView{}, fmt.Errorf("%w: stock of product %d/%d kept moving while it was verified", ErrBusy, activityID, productID)
+		}
+		if st.Version == 0 {
+			// Neither Redis nor MySQL knows the SKU: not found, and no need
+			// to verify (and mark) a product for a look-up of nothing.
+			if _, err := e.db.Stock(ctx, activityID, productID, sku); errors.Is(err, store.ErrNotFound) {
+				return SKUView{}, fmt.Errorf("%w: no such SKU in the activity", ErrNotFound)
+			} else if err != nil {
+				return SKUView{}, err
+			}
+		}
+		if err := e.verifyStock(ctx, activityID, productID); err != nil {
+			return SKUView{}, err
+		}
 	}
-	if h["st"] == "" {
+	if st.Status == "" {
 		return SKUView{}, fmt.Errorf("%w: no such SKU in the activity", ErrNotFound)
 	}
-	v := SKUView{ForSale: h["st"] == "on", Revoked: h["st"] == "rev", Pools: map[string]Counters{}}
-	for f := range h {
-		scope, ok := strings.CutSuffix(f, ":t")
-		if !ok {
-			continue
-		}
-		n := func(c string) int64 { x, _ := strconv.ParseInt(h[scope+":"+c], 10, 64); return x }
-		c := Counters{Total: n("t"), Available: n("a"), Reserved: n("r"), Sold: n("s")}
+	v := SKUView{ForSale: st.Status == "on", Revoked: st.Status == "rev", Pools: map[string]Counters{}}
+	for scope, c := range st.Scopes {
+		cs := Counters{Total: c.Total, Available: c.Available, Reserved: c.Reserved, Sold: c.Sold}
 		if scope == ScopeHighSeas {
-			v.HighSeas = c
+			v.HighSeas = cs
 		} else if pool, ok := strings.CutPrefix(scope, "pool:"); ok {
-			v.Pools[pool] = c
+			v.Pools[pool] = cs
 		}
 	}
 	return v, nil

@@ -183,6 +183,13 @@ func (w *Writer) runShard(ctx, drain context.Context, shard int) {
 			w.resumePending(drain, stream)
 		}
 		if time.Since(lastClaim) >= w.cfg.ClaimEvery {
+			// Between batches nothing of ours is in flight on this stream, so
+			// an entry pending with us is one whose delivery went astray: a
+			// read whose reply was lost and that the client re-sent on a new
+			// connection without telling us (go-redis retries a read on
+			// EOF), or an ack lost the same way. Walk them every ClaimEvery,
+			// rather than leave them to XAUTOCLAIM after ClaimIdle.
+			w.resumePending(drain, stream)
 			w.claim(drain, stream)
 			lastClaim = time.Now()
 		}
@@ -504,6 +511,8 @@ func decodeEvent(v map[string]any) (store.Event, error) {
 		ev = store.Event{Kind: store.EventClose, Close: c}
 	case "stock":
 		ev = store.Event{Kind: store.EventStock, Stock: decodeStock(&f)}
+	case "srec":
+		ev = store.Event{Kind: store.EventStockRecord, StockRecord: decodeStockRecord(&f)}
 	case "award":
 		a := store.AwardEvent{CampaignID: f.num("cp"), UserID: f.num("u"), Seq: int(f.num("seq")), Amount: f.num("amt"),
 			At: time.UnixMilli(f.num("at")).UTC()}

@@ -44,8 +44,14 @@ type StockOp struct {
 	Seen string
 }
 
-// StockReply is what stock.lua answered: Code "" for success or an API
-// code; Results per item (salvage, release); Withdrawn for revoke.
+// StockVerify is stock.lua's answer when the product was loaded under
+// another dataset epoch, or never: nothing ran; verify the product from
+// MySQL (LoadStockRecords, then FinishStockLoad, under its load lock) and
+// run the op again.
+const StockVerify = "VERIFY"
+
+// StockReply is what stock.lua answered: Code "" for success, StockVerify,
+// or an API code; Results per item (salvage, release); Withdrawn for revoke.
 type StockReply struct {
 	Code      string
 	Replay    bool
@@ -93,8 +99,8 @@ func ParseStockRecord(rec string) (state string, items []StockItem, err error) {
 
 // Stock runs stock.lua: one op on one activity product's SKUs, atomically.
 func Stock(ctx context.Context, c redis.Scripter, k StockKeys, op StockOp) (StockReply, error) {
-	keys := make([]string, 0, 2+len(op.Items))
-	keys = append(keys, k.Record, k.Events)
+	keys := make([]string, 0, 3+len(op.Items))
+	keys = append(keys, k.Record, k.Events, k.Epoch)
 	for _, it := range op.Items {
 		keys = append(keys, k.SKU(it.SKU))
 	}
@@ -120,13 +126,119 @@ func Stock(ctx context.Context, c redis.Scripter, k StockKeys, op StockOp) (Stoc
 	return r, nil
 }
 
-// StockRecord reads what op id did on a product ("" when nothing yet).
+// StockRecord reads what op id did on a product ("" when nothing yet), as
+// Redis has it, verified or not; ReadStockRecord says which.
 func StockRecord(ctx context.Context, c redis.Cmdable, k StockKeys, id string) (string, error) {
 	s, err := c.HGet(ctx, k.Record, id).Result()
 	if err == redis.Nil {
 		return "", nil
 	}
 	return s, err
+}
+
+// ReadStockRecord reads what op id did on a product ("" when nothing yet).
+// verify is true when the product is not verified under the current
+// dataset epoch: the record may be missing or older than MySQL's, so
+// verify the product and read again.
+func ReadStockRecord(ctx context.Context, c redis.Cmdable, k StockKeys, id string) (rec string, verify bool, err error) {
+	var epoch, ep, value *redis.StringCmd
+	_, err = c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		epoch = p.Get(ctx, k.Epoch)
+		ep = p.HGet(ctx, k.Record, "ep")
+		value = p.HGet(ctx, k.Record, id)
+		return nil
+	})
+	if err = realErr(err, epoch, ep, value); err != nil {
+		return "", false, err
+	}
+	if !verified(epoch, ep) {
+		return "", true, nil
+	}
+	return value.Val(), false, nil
+}
+
+// realErr is a transaction's error that is not a missing key or field
+// (redis.Nil, which TxPipelined answers for the first such command).
+func realErr(err error, cmds ...redis.Cmder) error {
+	if err == nil {
+		return nil
+	}
+	for _, c := range cmds {
+		if e := c.Err(); e != nil && e != redis.Nil {
+			return e
+		}
+	}
+	if err == redis.Nil {
+		return nil
+	}
+	return err
+}
+
+// verified: the product's epoch is the shard's, and the shard has one.
+func verified(epoch, ep *redis.StringCmd) bool {
+	return epoch.Err() == nil && ep.Err() == nil && epoch.Val() == ep.Val()
+}
+
+// StockCounters are one scope's counters of a SKU: total = available +
+// reserved + sold.
+type StockCounters struct {
+	Total, Available, Reserved, Sold int64
+}
+
+// StockSKUState is a SKU's hash as stock.lua keeps it.
+type StockSKUState struct {
+	// Status is on, off (halted) or rev (revoked); "" when the SKU is not
+	// in the activity (never submitted, or its submit was rolled back).
+	Status  string
+	Version int64                    // the SKU's change count; 0 when Redis has no hash for it
+	Scopes  map[string]StockCounters // by scope: "high_seas", "pool:<id>"
+}
+
+// ReadStockSKU reads a SKU's counters. verify is true when the product is
+// not verified under the current dataset epoch (Redis may have lost it or
+// be older than MySQL): verify the product and read again.
+func ReadStockSKU(ctx context.Context, c redis.Cmdable, k StockKeys, sku int64) (st StockSKUState, verify bool, err error) {
+	var epoch, ep *redis.StringCmd
+	var all *redis.MapStringStringCmd
+	_, err = c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		epoch = p.Get(ctx, k.Epoch)
+		ep = p.HGet(ctx, k.Record, "ep")
+		all = p.HGetAll(ctx, k.SKU(sku))
+		return nil
+	})
+	if err = realErr(err, epoch, ep, all); err != nil {
+		return StockSKUState{}, false, err
+	}
+	st, err = parseStockSKU(all.Val())
+	return st, !verified(epoch, ep), err
+}
+
+// parseStockSKU reads a SKU hash written by stock.lua or stock_load.lua.
+func parseStockSKU(h map[string]string) (StockSKUState, error) {
+	st := StockSKUState{Status: h["st"], Scopes: map[string]StockCounters{}}
+	if v, ok := h["ver"]; ok {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return StockSKUState{}, fmt.Errorf("%w: SKU version %q", ErrUnexpectedReply, v)
+		}
+		st.Version = n
+	}
+	for f := range h {
+		scope, ok := strings.CutSuffix(f, ":t")
+		if !ok {
+			continue
+		}
+		var c [4]int64
+		for i, x := range []string{"t", "a", "r", "s"} {
+			n, err := strconv.ParseInt(h[scope+":"+x], 10, 64)
+			if err != nil {
+				return StockSKUState{}, fmt.Errorf("%w: SKU counter %s:%s = %q", ErrUnexpectedReply, scope, x, h[scope+":"+x])
+			}
+			c[i] = n
+		}
+		st.Scopes[scope] = StockCounters{Total: c[0], Available: c[1], Reserved: c[2], Sold: c[3]}
+	}
+	return st, nil
 }
 
 // StockOrderState is an order's state across products, as stock_order.lua keeps it.

@@ -2,9 +2,12 @@
 -- One script over one product's keys is what makes an operation all-or-nothing and excludes the
 -- product's other operations while it runs (the seed's LOCK_SUBMIT / LOCK_*_SKU need no lock here).
 --
--- KEYS[1]   the product's record hash: op id -> what that op did (its first result, or its marker)
+-- KEYS[1]   the product's record hash: op id -> what that op did (its first result, or its marker),
+--           and "ep", the dataset epoch the product was last loaded or verified under (record
+--           fields are op ids "v:…", "o:…", "t:…", so "ep" is never one)
 -- KEYS[2]   the shard's event stream
--- KEYS[3..] one SKU hash per item, in item order. Fields: st (on | off | rev), ver, and per scope
+-- KEYS[3]   the shard's dataset epoch (lua/epoch.go)
+-- KEYS[4..] one SKU hash per item, in item order. Fields: st (on | off | rev), ver, and per scope
 --           ("high_seas" or "pool:<id>") <scope>:t, :a, :r, :s = total, available, reserved, sold.
 -- ARGV[1]   op: submit | edit | halt | revoke | salvage | release | rollback   (vouchers)
 --               deduct | return                                             (orders)
@@ -20,14 +23,42 @@
 --
 -- Returns {code, replay, ...}: code "" on success or an API code (OUT_OF_STOCK, ALREADY_SUBMITTED,
 -- NOT_FOR_SALE, NOT_FOUND, ORDER_CLOSED, REFUSED, NOT_TRIED, CONFIRMED, ROLLED_BACK, CONFLICT,
--- RETRY); replay 1 when the op
+-- RETRY), or VERIFY: the product was loaded under another dataset epoch (or never), nothing was
+-- done, verify it from MySQL (stock_load.lua) and run again. replay 1 when the op
 -- id had run before and this is its first result. Per-item ops (salvage, release) add one code per
 -- item; revoke adds the quantity withdrawn from the activity.
+--
+-- Every write of a record also appends it to the stream (t=srec: activity, product, ref, val, its
+-- rank rk, at), so MySQL keeps what a replay needs after Redis loses it. Rank 1: a first record
+-- (a voucher's answer, d, x, t); rank 2: a terminal one (rollback, r, f, c). A record only ever
+-- moves to a higher rank, which is how a verification tells the more advanced of two values.
 --
 -- Invariant kept by every branch: for each scope t = a + r + s, and none is negative.
 
 local op, id, now, act, prod = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local rec = KEYS[1]
+
+-- A dataset this product was not verified under (Redis restarted, came back from an older AOF or
+-- RDB, failed over, or lost it) may be older than MySQL: nothing runs on it until it is verified.
+local epoch = redis.call('GET', KEYS[3])
+if not epoch or redis.call('HGET', rec, 'ep') ~= epoch then
+  return {'VERIFY', 0}
+end
+
+local function rank(value)
+  local state = string.match(value, '^([^#]*)#')
+  if state == 'rollback' or state == 'r' or state == 'f' or state == 'c' then
+    return 2
+  end
+  return 1
+end
+
+-- record sets op id's record and sends it to the writer.
+local function record(value)
+  redis.call('HSET', rec, id, value)
+  redis.call('XADD', KEYS[2], '*', 't', 'srec', 'a', act, 'p', prod, 'ref', id, 'val', value, 'rk', rank(value),
+    'at', now)
+end
 
 local function parse_items(s)
   local items = {}
@@ -116,7 +147,7 @@ local function save(answer, applied)
   if id == '' then
     return answer
   end
-  redis.call('HSET', rec, id, op .. '#' .. answer[1] .. '#' .. table.concat(results, ',') .. '#' .. encode_items(applied or {}))
+  record(op .. '#' .. answer[1] .. '#' .. table.concat(results, ',') .. '#' .. encode_items(applied or {}))
   return answer
 end
 
@@ -141,7 +172,7 @@ end
 local items = parse_items(ARGV[6])
 
 local function sku_state(i)
-  return redis.call('HGET', KEYS[i + 2], 'st')
+  return redis.call('HGET', KEYS[i + 3], 'st')
 end
 
 -- Voucher ops ---------------------------------------------------------------------------------
@@ -160,7 +191,7 @@ if op == 'submit' then
     end
   end
   for i, it in ipairs(items) do
-    local k = KEYS[i + 2]
+    local k = KEYS[i + 3]
     redis.call('HSET', k, 'st', 'on')
     put(k, 'high_seas', {t = it.qty, a = it.qty, r = 0, s = 0})
     emit(k, it.sku, 'high_seas:+' .. it.qty)
@@ -169,7 +200,7 @@ if op == 'submit' then
 end
 
 if op == 'edit' then
-  local it, k = items[1], KEYS[3]
+  local it, k = items[1], KEYS[4]
   local st = sku_state(1)
   if not st or st == 'rev' then
     return save(reply('NOT_FOUND'))
@@ -191,14 +222,14 @@ if op == 'halt' then
     return reply('NOT_FOUND')
   end
   if st == 'on' then
-    redis.call('HSET', KEYS[3], 'st', 'off')
-    emit(KEYS[3], items[1].sku, 'not_for_sale')
+    redis.call('HSET', KEYS[4], 'st', 'off')
+    emit(KEYS[4], items[1].sku, 'not_for_sale')
   end
   return reply('')
 end
 
 if op == 'revoke' then
-  local it, k = items[1], KEYS[3]
+  local it, k = items[1], KEYS[4]
   local st = sku_state(1)
   if not st then
     return save(reply('NOT_FOUND'))
@@ -230,7 +261,7 @@ end
 if op == 'salvage' or op == 'release' then
   local answer, applied = reply(''), {}
   for i, it in ipairs(items) do
-    local k, st = KEYS[i + 2], sku_state(i)
+    local k, st = KEYS[i + 3], sku_state(i)
     local from, to = 'high_seas', it.scope
     if op == 'release' then
       from, to = it.scope, 'high_seas'
@@ -265,7 +296,7 @@ if op == 'rollback' then
   end
   if not saved then
     -- Rolled back before it ran: the op can no longer run under this voucher.
-    redis.call('HSET', rec, id, 'rollback###')
+    record('rollback###')
     return reply('')
   end
   local sop, code, _, applied = string.match(saved, '^([^#]*)#([^#]*)#([^#]*)#(.*)$')
@@ -278,7 +309,7 @@ if op == 'rollback' then
   local undo = parse_items(applied)
   -- All or nothing: check every item can be undone before undoing any.
   for i, it in ipairs(undo) do
-    local k = KEYS[i + 2]
+    local k = KEYS[i + 3]
     if sku_state(i) == 'rev' then
       return reply('NOT_FOR_SALE')
     end
@@ -302,7 +333,7 @@ if op == 'rollback' then
     end
   end
   for i, it in ipairs(undo) do
-    local k = KEYS[i + 2]
+    local k = KEYS[i + 3]
     if sop == 'submit' then
       redis.call('HDEL', k, 'st') -- no status: MySQL's row says the SKU is not in the activity
       put(k, 'high_seas', {t = 0, a = 0, r = 0, s = 0})
@@ -329,7 +360,7 @@ if op == 'rollback' then
       emit(k, it.sku, 'rollback:' .. from .. '->' .. to .. ':' .. it.qty)
     end
   end
-  redis.call('HSET', rec, id, 'rollback#' .. code .. '##' .. applied)
+  record('rollback#' .. code .. '##' .. applied)
   return reply('')
 end
 
@@ -350,7 +381,7 @@ local function check(need)
     if st ~= 'on' then
       return 'NOT_FOR_SALE'
     end
-    if get(KEYS[i + 2], it.scope).a < it.qty then
+    if get(KEYS[i + 3], it.scope).a < it.qty then
       return 'OUT_OF_STOCK'
     end
   end
@@ -373,12 +404,12 @@ if op == 'deduct' or op == 'try' then
   local failed = check()
   if failed then
     if op == 'deduct' then
-      redis.call('HSET', rec, id, 'x#' .. failed .. '#') -- no items: nothing to give back
+      record('x#' .. failed .. '#') -- no items: nothing to give back
     end
     return reply(failed)
   end
   for i, it in ipairs(items) do
-    local k = KEYS[i + 2]
+    local k = KEYS[i + 3]
     local c = get(k, it.scope)
     c.a = c.a - it.qty
     if op == 'deduct' then
@@ -389,7 +420,7 @@ if op == 'deduct' or op == 'try' then
     put(k, it.scope, c)
     emit(k, it.sku, it.scope .. ':' .. op .. ':' .. it.qty)
   end
-  redis.call('HSET', rec, id, (op == 'deduct' and 'd' or 't') .. '#' .. encode_items(items))
+  record((op == 'deduct' and 'd' or 't') .. '#' .. encode_items(items))
   return reply('')
 end
 
@@ -404,7 +435,7 @@ if op == 'return' then
   end
   if mstate == 'd' then
     for i, it in ipairs(items) do
-      local k = KEYS[i + 2]
+      local k = KEYS[i + 3]
       local c = get(k, it.scope)
       give_back(k, it.scope, c, it.qty, 's')
       put(k, it.scope, c)
@@ -412,7 +443,7 @@ if op == 'return' then
     end
   end
   -- A return before any deduct is recorded too, and blocks that order's later deduct.
-  redis.call('HSET', rec, id, 'r#' .. encode_items(items))
+  record('r#' .. encode_items(items))
   return reply('')
 end
 
@@ -424,13 +455,13 @@ if op == 'confirm' then
     return reply(mstate == 'c' and 'REFUSED' or 'NOT_TRIED')
   end
   for i, it in ipairs(items) do
-    local k = KEYS[i + 2]
+    local k = KEYS[i + 3]
     local c = get(k, it.scope)
     c.r, c.s = c.r - it.qty, c.s + it.qty
     put(k, it.scope, c)
     emit(k, it.sku, it.scope .. ':confirm:' .. it.qty)
   end
-  redis.call('HSET', rec, id, 'f#' .. encode_items(items))
+  record('f#' .. encode_items(items))
   return reply('')
 end
 
@@ -443,7 +474,7 @@ if op == 'cancel' then
   end
   if mstate == 't' then
     for i, it in ipairs(items) do
-      local k = KEYS[i + 2]
+      local k = KEYS[i + 3]
       local c = get(k, it.scope)
       give_back(k, it.scope, c, it.qty, 'r')
       put(k, it.scope, c)
@@ -451,7 +482,7 @@ if op == 'cancel' then
     end
   end
   -- A cancel before its try (null compensation) is recorded too: the late try is refused.
-  redis.call('HSET', rec, id, 'c#' .. encode_items(items))
+  record('c#' .. encode_items(items))
   return reply('')
 end
 

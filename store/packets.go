@@ -162,10 +162,11 @@ type GrabEvent struct {
 type EventKind int
 
 const (
-	EventGrab  EventKind = iota + 1 // a user took a share
-	EventClose                      // an expired packet was closed; its remainder goes back to the sender
-	EventStock                      // a SKU's stock changed
-	EventAward                      // a user won a campaign award
+	EventGrab        EventKind = iota + 1 // a user took a share
+	EventClose                            // an expired packet was closed; its remainder goes back to the sender
+	EventStock                            // a SKU's stock changed
+	EventAward                            // a user won a campaign award
+	EventStockRecord                      // a stock op's record (a voucher's answer, an order's or branch's marker)
 )
 
 // Event is one entry of a shard's stream, as the engine accepted it.
@@ -175,6 +176,8 @@ type Event struct {
 	Close CloseEvent // when Kind is EventClose
 	Stock StockEvent // when Kind is EventStock
 	Award AwardEvent // when Kind is EventAward
+	// StockRecord is set when Kind is EventStockRecord.
+	StockRecord StockRecordEvent
 }
 
 // CloseEvent says the close script took back what was left of an expired
@@ -230,13 +233,18 @@ func (db *DB) ApplyEventsUnder(ctx context.Context, g *EpochGuard, events []Even
 		// grab of the batch first keeps stream order where it matters.
 		var grabs []GrabEvent
 		var stock []StockEvent
+		var stockAt []int // stock[j] is events[stockAt[j]]
+		var records []StockRecordEvent
 		var awards []AwardEvent
-		for _, ev := range events {
+		for i, ev := range events {
 			switch ev.Kind {
 			case EventGrab:
 				grabs = append(grabs, ev.Grab)
 			case EventStock:
 				stock = append(stock, ev.Stock)
+				stockAt = append(stockAt, i)
+			case EventStockRecord:
+				records = append(records, ev.StockRecord)
 			case EventAward:
 				awards = append(awards, ev.Award)
 			}
@@ -285,8 +293,8 @@ func (db *DB) ApplyEventsUnder(ctx context.Context, g *EpochGuard, events []Even
 				if !ok {
 					rejected = append(rejected, i)
 				}
-			case EventStock:
-				// Applied together below: stock changes never contradict MySQL.
+			case EventStock, EventStockRecord:
+				// Applied together below.
 			default:
 				rejected = append(rejected, i)
 			}
@@ -301,7 +309,14 @@ func (db *DB) ApplyEventsUnder(ctx context.Context, g *EpochGuard, events []Even
 				return err
 			}
 		}
-		return db.applyStock(ctx, tx, stock)
+		if err := db.applyStockRecords(ctx, tx, records); err != nil {
+			return err
+		}
+		bad, err := db.applyStock(ctx, tx, stock)
+		for _, j := range bad {
+			rejected = append(rejected, stockAt[j])
+		}
+		return err
 	})
 	return rejected, err
 }
