@@ -187,7 +187,7 @@ func (w *Writer) runShard(ctx, drain context.Context, shard int) {
 			// an entry pending with us is one whose delivery went astray: a
 			// read whose reply was lost and that the client re-sent on a new
 			// connection without telling us (go-redis retries a read on
-			// EOF), or an ack lost the same way. Walk them every ClaimEvery,
+			// EOF), or an ack that never arrived. Walk them every ClaimEvery,
 			// rather than leave them to XAUTOCLAIM after ClaimIdle.
 			w.resumePending(drain, stream)
 			w.claim(drain, stream)
@@ -511,8 +511,6 @@ func decodeEvent(v map[string]any) (store.Event, error) {
 		ev = store.Event{Kind: store.EventClose, Close: c}
 	case "stock":
 		ev = store.Event{Kind: store.EventStock, Stock: decodeStock(&f)}
-	case "srec":
-		ev = store.Event{Kind: store.EventStockRecord, StockRecord: decodeStockRecord(&f)}
 	case "award":
 		a := store.AwardEvent{CampaignID: f.num("cp"), UserID: f.num("u"), Seq: int(f.num("seq")), Amount: f.num("amt"),
 			At: time.UnixMilli(f.num("at")).UTC()}

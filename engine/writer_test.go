@@ -4,6 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -176,5 +180,138 @@ func TestWriterTrimsAckedEvents(t *testing.T) {
 	})
 	if tot, _ := e.db.MoneyTotals(ctx); tot.Balances != 1_000 || tot.Ledger != 1_000 {
 		t.Fatalf("totals = %+v", tot)
+	}
+}
+
+// A poisonous event — one the store refuses for its own values, here a
+// trigger raising 1264 (out of range) for user 6's share — is found by
+// halving the batch and parked alone; every other event of the batch is
+// applied.
+func TestWriterParksOnlyTheCulprit(t *testing.T) {
+	e := setupReal(t)
+	ctx := context.Background()
+	p := e.sendPacket(t, 100, engine.KindGroupLucky, 20, 20, 2000, 10_000)
+	k := e.keys.Packet(p.ID)
+	if _, err := e.db.SQL().ExecContext(ctx, `CREATE TRIGGER poison BEFORE UPDATE ON packet_share FOR EACH ROW
+		BEGIN IF NEW.user_id = 6 THEN SIGNAL SQLSTATE '22003' SET MESSAGE_TEXT = 'test: poison', MYSQL_ERRNO = 1264; END IF; END`); err != nil {
+		t.Fatal(err)
+	}
+	// The writer is not running: the 16 grabs land in one batch.
+	grabbed := grabAll(t, e, p.ID, 1, 16)
+
+	e.startWriter(t)
+	dead := e.keys.DeadLetters(e.keys.Shard(p.ID))
+	waitFor(t, "the poisonous grab to be parked and the rest acked", func() bool {
+		return e.rdb.XLen(ctx, dead).Val() == 1 && pendingCount(t, e, k.Events) == 0
+	})
+	parked, err := e.rdb.XRange(ctx, dead, "-", "+").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := parked[0].Values; v["f_u"] != "6" || !strings.Contains(fmt.Sprint(v["error"]), "1264") {
+		t.Fatalf("parked %v; want user 6's grab, refused with 1264", v)
+	}
+	shares, err := e.db.Shares(ctx, p.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for u, r := range grabbed {
+		owner := shares[r.Seq-1].UserID
+		if u == 6 {
+			if owner.Valid {
+				t.Fatalf("the parked grab's share %d is owned by %d", r.Seq, owner.Int64)
+			}
+			continue
+		}
+		if owner.Int64 != u {
+			t.Fatalf("share %d is %v's in MySQL; user %d was answered it", r.Seq, owner, u)
+		}
+	}
+}
+
+// logRecorder keeps the messages of the records logged at or above a level.
+type logRecorder struct {
+	level slog.Level
+	mu    sync.Mutex
+	msgs  []string
+}
+
+func (h *logRecorder) Enabled(_ context.Context, l slog.Level) bool { return l >= h.level }
+func (h *logRecorder) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.msgs = append(h.msgs, r.Message)
+	return nil
+}
+func (h *logRecorder) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *logRecorder) WithGroup(string) slog.Handler      { return h }
+
+func (h *logRecorder) has(substr string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.ContainsFunc(h.msgs, func(m string) bool { return strings.Contains(m, substr) })
+}
+
+// An error nobody classified (a trigger's SIGNAL 45000, error 1644) might be
+// the store's or the program's as well as the event's: the writer retries
+// it with an error log, parks nothing, and applies the batch once the
+// error is gone.
+func TestWriterRetriesUnclassifiedErrors(t *testing.T) {
+	base := setupReal(t)
+	logs := &logRecorder{level: slog.LevelError}
+	e := base.another(func(d *engine.Deps) { d.Log = slog.New(logs) })
+	ctx := context.Background()
+	p := e.sendPacket(t, 100, engine.KindGroupLucky, 10, 10, 1000, 10_000)
+	k := e.keys.Packet(p.ID)
+	x := e.db.SQL()
+	if _, err := x.ExecContext(ctx, `CREATE TRIGGER refuse BEFORE UPDATE ON packet_share FOR EACH ROW
+		SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'test: refused'`); err != nil {
+		t.Fatal(err)
+	}
+	grabbed := grabAll(t, e, p.ID, 1, 5)
+	e.startWriter(t)
+	waitFor(t, "the writer to log the unclassified error", func() bool { return logs.has("unclassified") })
+	if n := e.rdb.XLen(ctx, e.keys.DeadLetters(e.keys.Shard(p.ID))).Val(); n != 0 || pendingCount(t, e, k.Events) != 5 {
+		t.Fatalf("%d parked, %d pending; want none parked and all 5 pending", n, pendingCount(t, e, k.Events))
+	}
+	if _, err := x.ExecContext(ctx, "DROP TRIGGER refuse"); err != nil {
+		t.Fatal(err)
+	}
+	e.drain(t, p.ID, len(grabbed))
+	waitFor(t, "every event acked", func() bool { return pendingCount(t, e, k.Events) == 0 })
+	if n := e.rdb.XLen(ctx, e.keys.DeadLetters(e.keys.Shard(p.ID))).Val(); n != 0 {
+		t.Fatalf("%d events parked", n)
+	}
+}
+
+// A read whose reply is lost (the connection to Redis breaks after Redis
+// handed the entries to this consumer) leaves them pending with us, and
+// go-redis re-sends the read on a new connection without a word: the writer
+// walks its own pending entries every ClaimEvery (and at once after a read
+// or ack it saw fail), rather than waiting ClaimIdle (a minute here) for
+// XAUTOCLAIM.
+func TestWriterResumesItsPendingAtOnce(t *testing.T) {
+	db := storetest.MySQL(t)
+	rdb, keys := redistest.Real(t, 16)
+	proxy := redistest.StartProxy(t, redistest.Addr())
+	viaProxy := redis.NewClient(&redis.Options{Addr: proxy.Addr})
+	t.Cleanup(func() { viaProxy.Close() })
+	e := newEnv(t, rdb, keys, db).another(func(d *engine.Deps) { d.WriterRedis = viaProxy },
+		func(c *engine.Config) { c.Writer.ClaimIdle = time.Minute })
+	p := e.sendPacket(t, 100, engine.KindGroupLucky, 10, 5, 500, 10_000)
+	stream := keys.Packet(p.ID).Events
+	grabAll(t, e, p.ID, 1, 5)
+	proxy.DropReplyOnce(func(args []string) bool {
+		return strings.EqualFold(args[0], "xreadgroup") && slices.Contains(args, stream) && args[len(args)-1] == ">"
+	})
+	start := time.Now()
+	e.startWriter(t)
+	e.drain(t, p.ID, 5)
+	if proxy.Dropped() != 1 {
+		t.Fatalf("the proxy dropped %d replies, want 1", proxy.Dropped())
+	}
+	waitFor(t, "every event acked", func() bool { return pendingCount(t, e, stream) == 0 })
+	if took := time.Since(start); took >= e.cfg.Writer.ClaimIdle {
+		t.Fatalf("the events waited %v: as long as a takeover", took)
 	}
 }
