@@ -511,6 +511,8 @@ func decodeEvent(v map[string]any) (store.Event, error) {
 		ev = store.Event{Kind: store.EventClose, Close: c}
 	case "stock":
 		ev = store.Event{Kind: store.EventStock, Stock: decodeStock(&f)}
+	case "srec":
+		ev = store.Event{Kind: store.EventStockRecord, StockRecord: decodeStockRecord(&f)}
 	case "award":
 		a := store.AwardEvent{CampaignID: f.num("cp"), UserID: f.num("u"), Seq: int(f.num("seq")), Amount: f.num("amt"),
 			At: time.UnixMilli(f.num("at")).UTC()}
