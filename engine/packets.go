@@ -13,8 +13,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/grab-engine/grab/lua"
 	"github.com/grab-engine/grab/store"
 )
@@ -170,7 +168,7 @@ func (e *Engine) CreatePacket(ctx context.Context, req NewPacket) (Packet, error
 		return Packet{}, err
 	}
 	row.ID = id
-	return e.view(row, nil, nil, req.SenderID), nil
+	return e.view(row, nil, lua.HotPacket{}, req.SenderID), nil
 }
 
 // PayByBalance debits the sender and opens the packet for grabs.
@@ -201,7 +199,7 @@ func (e *Engine) PayByBalance(ctx context.Context, packetID, senderID int64) (Pa
 	if err != nil {
 		return Packet{}, err
 	}
-	return e.view(p, shares, nil, senderID), nil
+	return e.view(p, shares, lua.HotPacket{}, senderID), nil
 }
 
 // Grab hands the user one share, or the share they already hold.
@@ -290,7 +288,7 @@ func (e *Engine) rebuild(ctx context.Context, packetID, userID int64) error {
 	}
 	if !exists && (p.Status == StatusUnpaid || p.Status == StatusPayFailed) {
 		// Only those who could grab it learn that it is not open.
-		if err := e.canView(ctx, p, nil, nil, userID); err != nil {
+		if err := e.canView(ctx, p, nil, lua.HotPacket{}, userID); err != nil {
 			return err
 		}
 		return ErrNotOpen
@@ -405,14 +403,10 @@ func (e *Engine) GetPacket(ctx context.Context, packetID, viewerID int64) (Packe
 	if err != nil {
 		return Packet{}, err
 	}
-	keys := e.keys.Packet(packetID)
-	pipe := e.rdb.Pipeline()
-	stateCmd := pipe.HGetAll(ctx, keys.State)
-	grabbedCmd := pipe.HGetAll(ctx, keys.Grabbed)
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+	hot, err := lua.ReadPacket(ctx, e.rdb, e.keys.Packet(packetID))
+	if err != nil {
 		return Packet{}, err
 	}
-	hot := &hotState{state: stateCmd.Val(), grabbed: grabbedCmd.Val()}
 	if err := e.canView(ctx, p, shares, hot, viewerID); err != nil {
 		return Packet{}, err
 	}
@@ -421,7 +415,7 @@ func (e *Engine) GetPacket(ctx context.Context, packetID, viewerID int64) (Packe
 
 // canView: the sender, the recipient, a member of the group, or anyone who
 // holds a share (even after leaving the group).
-func (e *Engine) canView(ctx context.Context, p store.Packet, shares []store.Share, hot *hotState, viewerID int64) error {
+func (e *Engine) canView(ctx context.Context, p store.Packet, shares []store.Share, hot lua.HotPacket, viewerID int64) error {
 	if viewerID == p.SenderID || (p.ToUserID.Valid && p.ToUserID.Int64 == viewerID) {
 		return nil
 	}
@@ -430,8 +424,8 @@ func (e *Engine) canView(ctx context.Context, p store.Packet, shares []store.Sha
 			return nil
 		}
 	}
-	if hot != nil {
-		if _, ok := hot.grabbed[strconv.FormatInt(viewerID, 10)]; ok {
+	for _, g := range hot.Grabbed {
+		if g.UserID == viewerID {
 			return nil
 		}
 	}
@@ -444,13 +438,8 @@ func (e *Engine) canView(ctx context.Context, p store.Packet, shares []store.Sha
 	return fmt.Errorf("%w: not the sender or a recipient of this packet", ErrForbidden)
 }
 
-type hotState struct {
-	state   map[string]string
-	grabbed map[string]string
-}
-
 // view merges the store's record with the hot Redis state, if any.
-func (e *Engine) view(p store.Packet, shares []store.Share, hot *hotState, viewerID int64) Packet {
+func (e *Engine) view(p store.Packet, shares []store.Share, hot lua.HotPacket, viewerID int64) Packet {
 	v := Packet{ID: p.ID, Kind: p.Kind, SenderID: p.SenderID, GroupID: p.GroupID.Int64, ToUserID: p.ToUserID.Int64,
 		Count: p.Count, Total: int64(p.Total), Greeting: p.Greeting, Status: p.Status, PayStatus: p.PayStatus,
 		CreatedAt: p.CreatedAt, RefundedAmount: int64(p.RefundedAmount)}
@@ -469,30 +458,19 @@ func (e *Engine) view(p store.Packet, shares []store.Share, hot *hotState, viewe
 				GrabbedAt: s.GrabbedAt.Time, Credited: s.Credited}
 		}
 	}
-	if hot != nil && len(hot.state) > 0 {
-		for user, val := range hot.grabbed {
-			if user == lua.GrabbedPlaceholder {
-				continue
-			}
-			uid, err := strconv.ParseInt(user, 10, 64)
-			if err != nil {
-				continue
-			}
-			g, err := lua.DecodeGrabbed(uid, val)
-			if err != nil {
-				continue
-			}
+	if hot.Loaded {
+		for _, g := range hot.Grabbed {
 			if _, known := bySeq[g.Seq]; !known {
-				bySeq[g.Seq] = Grab{UserID: uid, Amount: g.Amount, Seq: g.Seq, GrabbedAt: time.UnixMilli(g.AtMs).UTC(), Credited: g.Credited}
+				bySeq[g.Seq] = Grab{UserID: g.UserID, Amount: g.Amount, Seq: g.Seq, GrabbedAt: time.UnixMilli(g.AtMs).UTC(), Credited: g.Credited}
 			}
 		}
 		// Redis is ahead of the store: finished or closed there already.
 		if v.Status == StatusOpen || v.Status == StatusAwaitingSettlement {
-			switch hot.state["status"] {
+			switch hot.Status {
 			case StatusFinished:
 				v.Status = StatusFinished
-				if ms, err := strconv.ParseInt(hot.state["finished_at"], 10, 64); err == nil {
-					t := time.UnixMilli(ms).UTC()
+				if hot.FinishedAtMs > 0 {
+					t := time.UnixMilli(hot.FinishedAtMs).UTC()
 					v.FinishedAt = &t
 				}
 			case StatusExpired:

@@ -126,3 +126,36 @@ func TestLoadCampaignVerifiesAStateOfAnotherEpoch(t *testing.T) {
 		t.Fatalf("user 2 holds %+v %v %v", u, ok, err)
 	}
 }
+
+// ReadPacket reads back what load.lua and grab.lua wrote: the grabs in the
+// grabbed hash and the finish of the last share.
+func TestReadPacketRoundTrip(t *testing.T) {
+	ctx := context.Background()
+	_, c, k := setup(t, func(s *PacketState) {
+		s.Grabbed = []Grabbed{{UserID: 12, Seq: 9, Amount: 50, AtMs: testNow - 3, Credited: false}}
+	})
+	grabRaw(t, c, k, 10, testNow, "r1")
+	grabRaw(t, c, k, 11, testNow+1, "r2")
+	h, err := ReadPacket(ctx, c, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !h.Loaded || h.Status != "finished" || h.FinishedAtMs != testNow+1 {
+		t.Fatalf("hot packet = %+v", h)
+	}
+	got := map[int64]Grabbed{}
+	for _, g := range h.Grabbed {
+		got[g.UserID] = g
+	}
+	want := map[int64]Grabbed{
+		10: {UserID: 10, Seq: 1, Amount: 500, AtMs: testNow, Credited: true},
+		11: {UserID: 11, Seq: 2, Amount: 300, AtMs: testNow + 1, Credited: true},
+		12: {UserID: 12, Seq: 9, Amount: 50, AtMs: testNow - 3},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("grabbed = %+v\nwant %+v", got, want)
+	}
+	if h, err := ReadPacket(ctx, c, NewKeys("grab", 16).Packet(999)); err != nil || h.Loaded {
+		t.Fatalf("absent packet = %+v, %v", h, err)
+	}
+}
