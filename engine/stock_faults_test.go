@@ -83,7 +83,9 @@ func wantCounters(t *testing.T, e *env, r skuRef, want engine.Counters) {
 	}
 }
 
-func deduct(r skuRef, qty int64) []engine.StockItem { return []engine.StockItem{r.item(engine.ScopeHighSeas, qty)} }
+func deduct(r skuRef, qty int64) []engine.StockItem {
+	return []engine.StockItem{r.item(engine.ScopeHighSeas, qty)}
+}
 
 // Failure 3 of issue 12: submit SKU 1 with 10, deduct o1 (3), o2 (1), o3
 // (1), drain the writer, restart Redis empty. The SKU answers 10/5/0/5 at
