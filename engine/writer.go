@@ -545,6 +545,15 @@ func decodeStock(f *fields) store.StockEvent {
 	if f.err == nil && (s.ActivityID <= 0 || s.ProductID <= 0 || s.SKU <= 0 || s.Version <= 0) {
 		f.err = errors.New("activity, product, SKU and version must be positive")
 	}
+	if _, ok := f.v["rv"]; ok {
+		// The record the op set rides on its last event, as a t=srec entry's val.
+		rf := fields{v: map[string]any{"a": f.v["a"], "p": f.v["p"], "ref": f.v["ref"], "val": f.v["rv"], "rk": f.v["rk"], "at": f.v["at"]}}
+		r := decodeStockRecord(&rf)
+		if f.err == nil {
+			f.err = rf.err
+		}
+		s.Record = &r
+	}
 	return s
 }
 

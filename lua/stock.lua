@@ -28,10 +28,12 @@
 -- id had run before and this is its first result. Per-item ops (salvage, release) add one code per
 -- item; revoke adds the quantity withdrawn from the activity.
 --
--- Every write of a record also appends it to the stream (t=srec: activity, product, ref, val, its
--- rank rk, at), so MySQL keeps what a replay needs after Redis loses it. Rank 1: a first record
--- (a voucher's answer, d, x, t); rank 2: a terminal one (rollback, r, f, c). A record only ever
--- moves to a higher rank, which is how a verification tells the more advanced of two values.
+-- Every write of a record also goes to the stream, so MySQL keeps what a replay needs after Redis
+-- loses it: on the op's last stock event (fields rv, the value, and rk, its rank; the event's ref is
+-- the op id), or, for an op that changed no SKU, as an entry of its own (t=srec: a, p, ref, val,
+-- rk, at). Rank 1: a first record (a voucher's answer, d, x, t); rank 2: a terminal one (rollback,
+-- r, f, c). A record only ever moves to a higher rank, which is how a verification tells the more
+-- advanced of two values.
 --
 -- Invariant kept by every branch: for each scope t = a + r + s, and none is negative.
 
@@ -53,11 +55,29 @@ local function rank(value)
   return 1
 end
 
--- record sets op id's record and sends it to the writer.
+-- The op's events, appended to the stream when it ends (flush): the record it set rides on its last
+-- stock event, so a deduct is one stream entry and the writer's batches carry as many deducts as
+-- before records were durable.
+local pending, recorded = {}, nil
+
+-- record sets op id's record; flush sends it to the writer.
 local function record(value)
   redis.call('HSET', rec, id, value)
-  redis.call('XADD', KEYS[2], '*', 't', 'srec', 'a', act, 'p', prod, 'ref', id, 'val', value, 'rk', rank(value),
-    'at', now)
+  recorded = value
+end
+
+local function flush()
+  for i, fields in ipairs(pending) do
+    if i == #pending and recorded then
+      fields[#fields + 1], fields[#fields + 2] = 'rv', recorded
+      fields[#fields + 1], fields[#fields + 2] = 'rk', rank(recorded)
+    end
+    redis.call('XADD', KEYS[2], '*', unpack(fields))
+  end
+  if #pending == 0 and recorded then
+    redis.call('XADD', KEYS[2], '*', 't', 'srec', 'a', act, 'p', prod, 'ref', id, 'val', recorded,
+      'rk', rank(recorded), 'at', now)
+  end
 end
 
 local function parse_items(s)
@@ -111,8 +131,8 @@ local function emit(k, sku, change)
     snap[#snap + 1] = scope .. '=' .. c.t .. ',' .. c.a .. ',' .. c.r .. ',' .. c.s
   end
   table.sort(snap)
-  redis.call('XADD', KEYS[2], '*', 't', 'stock', 'a', act, 'p', prod, 'sku', sku, 'ver', ver, 'st', st,
-    'snap', table.concat(snap, ';'), 'op', op, 'ref', id, 'chg', change, 'at', now)
+  pending[#pending + 1] = {'t', 'stock', 'a', act, 'p', prod, 'sku', sku, 'ver', ver, 'st', st,
+    'snap', table.concat(snap, ';'), 'op', op, 'ref', id, 'chg', change, 'at', now}
 end
 
 -- Stock that leaves a revoked SKU (a return, a cancel) leaves the activity with it.
@@ -171,319 +191,326 @@ end
 
 local items = parse_items(ARGV[6])
 
-local function sku_state(i)
-  return redis.call('HGET', KEYS[i + 3], 'st')
-end
-
--- Voucher ops ---------------------------------------------------------------------------------
-
-if id ~= '' and (op == 'submit' or op == 'edit' or op == 'revoke' or op == 'salvage' or op == 'release') then
-  local saved = redis.call('HGET', rec, id)
-  if saved then
-    return replayed(saved)
+-- run is the op; every return below is its answer, and its events are flushed after it.
+local function run()
+  local function sku_state(i)
+    return redis.call('HGET', KEYS[i + 3], 'st')
   end
-end
 
-if op == 'submit' then
-  for i, it in ipairs(items) do
-    if sku_state(i) then
-      return save(reply('ALREADY_SUBMITTED', {tonumber(it.sku)}))
+  -- Voucher ops ---------------------------------------------------------------------------------
+
+  if id ~= '' and (op == 'submit' or op == 'edit' or op == 'revoke' or op == 'salvage' or op == 'release') then
+    local saved = redis.call('HGET', rec, id)
+    if saved then
+      return replayed(saved)
     end
   end
-  for i, it in ipairs(items) do
-    local k = KEYS[i + 3]
-    redis.call('HSET', k, 'st', 'on')
-    put(k, 'high_seas', {t = it.qty, a = it.qty, r = 0, s = 0})
-    emit(k, it.sku, 'high_seas:+' .. it.qty)
-  end
-  return save(reply(''), items)
-end
 
-if op == 'edit' then
-  local it, k = items[1], KEYS[4]
-  local st = sku_state(1)
-  if not st or st == 'rev' then
-    return save(reply('NOT_FOUND'))
-  end
-  local c = get(k, 'high_seas')
-  if c.a + it.qty < 0 then
-    return save(reply('OUT_OF_STOCK')) -- never below what is reserved, sold or in pools
-  end
-  c.t, c.a = c.t + it.qty, c.a + it.qty
-  put(k, 'high_seas', c)
-  emit(k, it.sku, 'high_seas:' .. it.qty)
-  return save(reply(''), items)
-end
-
--- Halt: not for sale, so deducts and salvages stop; already out (halted, revoked) is success.
-if op == 'halt' then
-  local st = sku_state(1)
-  if not st then
-    return reply('NOT_FOUND')
-  end
-  if st == 'on' then
-    redis.call('HSET', KEYS[4], 'st', 'off')
-    emit(KEYS[4], items[1].sku, 'not_for_sale')
-  end
-  return reply('')
-end
-
-if op == 'revoke' then
-  local it, k = items[1], KEYS[4]
-  local st = sku_state(1)
-  if not st then
-    return save(reply('NOT_FOUND'))
-  end
-  if st == 'rev' then
-    return save(reply('', {0}))
-  end
-  -- Not for sale first: from here no salvage and no deduct can take this SKU's stock.
-  redis.call('HSET', k, 'st', 'rev')
-  local hs = get(k, 'high_seas')
-  local all = redis.call('HGETALL', k)
-  for i = 1, #all, 2 do
-    local pool = string.match(all[i], '^(pool:%d+):t$')
-    if pool then
-      local c = get(k, pool)
-      hs.t, hs.a = hs.t + c.a, hs.a + c.a
-      c.t, c.a = c.t - c.a, 0
-      put(k, pool, c)
+  if op == 'submit' then
+    for i, it in ipairs(items) do
+      if sku_state(i) then
+        return save(reply('ALREADY_SUBMITTED', {tonumber(it.sku)}))
+      end
     end
-  end
-  -- Then removed: what is available leaves the activity; reserved and sold stay until settled.
-  local withdrawn = hs.a
-  hs.t, hs.a = hs.t - withdrawn, 0
-  put(k, 'high_seas', hs)
-  emit(k, it.sku, 'revoked:-' .. withdrawn)
-  return save(reply('', {withdrawn}), {{sku = it.sku, scope = 'high_seas', qty = withdrawn}})
-end
-
-if op == 'salvage' or op == 'release' then
-  local answer, applied = reply(''), {}
-  for i, it in ipairs(items) do
-    local k, st = KEYS[i + 3], sku_state(i)
-    local from, to = 'high_seas', it.scope
-    if op == 'release' then
-      from, to = it.scope, 'high_seas'
+    for i, it in ipairs(items) do
+      local k = KEYS[i + 3]
+      redis.call('HSET', k, 'st', 'on')
+      put(k, 'high_seas', {t = it.qty, a = it.qty, r = 0, s = 0})
+      emit(k, it.sku, 'high_seas:+' .. it.qty)
     end
-    local code = ''
+    return save(reply(''), items)
+  end
+
+  if op == 'edit' then
+    local it, k = items[1], KEYS[4]
+    local st = sku_state(1)
     if not st or st == 'rev' then
-      code = 'NOT_FOUND'
-    elseif op == 'salvage' and st ~= 'on' then
-      code = 'NOT_FOR_SALE'
-    else
-      local src, dst = get(k, from), get(k, to)
-      if src.a < it.qty then
-        code = 'OUT_OF_STOCK'
+      return save(reply('NOT_FOUND'))
+    end
+    local c = get(k, 'high_seas')
+    if c.a + it.qty < 0 then
+      return save(reply('OUT_OF_STOCK')) -- never below what is reserved, sold or in pools
+    end
+    c.t, c.a = c.t + it.qty, c.a + it.qty
+    put(k, 'high_seas', c)
+    emit(k, it.sku, 'high_seas:' .. it.qty)
+    return save(reply(''), items)
+  end
+
+  -- Halt: not for sale, so deducts and salvages stop; already out (halted, revoked) is success.
+  if op == 'halt' then
+    local st = sku_state(1)
+    if not st then
+      return reply('NOT_FOUND')
+    end
+    if st == 'on' then
+      redis.call('HSET', KEYS[4], 'st', 'off')
+      emit(KEYS[4], items[1].sku, 'not_for_sale')
+    end
+    return reply('')
+  end
+
+  if op == 'revoke' then
+    local it, k = items[1], KEYS[4]
+    local st = sku_state(1)
+    if not st then
+      return save(reply('NOT_FOUND'))
+    end
+    if st == 'rev' then
+      return save(reply('', {0}))
+    end
+    -- Not for sale first: from here no salvage and no deduct can take this SKU's stock.
+    redis.call('HSET', k, 'st', 'rev')
+    local hs = get(k, 'high_seas')
+    local all = redis.call('HGETALL', k)
+    for i = 1, #all, 2 do
+      local pool = string.match(all[i], '^(pool:%d+):t$')
+      if pool then
+        local c = get(k, pool)
+        hs.t, hs.a = hs.t + c.a, hs.a + c.a
+        c.t, c.a = c.t - c.a, 0
+        put(k, pool, c)
+      end
+    end
+    -- Then removed: what is available leaves the activity; reserved and sold stay until settled.
+    local withdrawn = hs.a
+    hs.t, hs.a = hs.t - withdrawn, 0
+    put(k, 'high_seas', hs)
+    emit(k, it.sku, 'revoked:-' .. withdrawn)
+    return save(reply('', {withdrawn}), {{sku = it.sku, scope = 'high_seas', qty = withdrawn}})
+  end
+
+  if op == 'salvage' or op == 'release' then
+    local answer, applied = reply(''), {}
+    for i, it in ipairs(items) do
+      local k, st = KEYS[i + 3], sku_state(i)
+      local from, to = 'high_seas', it.scope
+      if op == 'release' then
+        from, to = it.scope, 'high_seas'
+      end
+      local code = ''
+      if not st or st == 'rev' then
+        code = 'NOT_FOUND'
+      elseif op == 'salvage' and st ~= 'on' then
+        code = 'NOT_FOR_SALE'
       else
+        local src, dst = get(k, from), get(k, to)
+        if src.a < it.qty then
+          code = 'OUT_OF_STOCK'
+        else
+          src.t, src.a = src.t - it.qty, src.a - it.qty
+          dst.t, dst.a = dst.t + it.qty, dst.a + it.qty
+          put(k, from, src)
+          put(k, to, dst)
+          emit(k, it.sku, from .. '->' .. to .. ':' .. it.qty)
+          applied[#applied + 1] = it
+        end
+      end
+      answer[#answer + 1] = code
+    end
+    return save(answer, applied)
+  end
+
+  if op == 'rollback' then
+    local saved = redis.call('HGET', rec, id)
+    if (saved or '') ~= (ARGV[7] or '') then
+      return reply('RETRY')
+    end
+    if not saved then
+      -- Rolled back before it ran: the op can no longer run under this voucher.
+      record('rollback###')
+      return reply('')
+    end
+    local sop, code, _, applied = string.match(saved, '^([^#]*)#([^#]*)#([^#]*)#(.*)$')
+    if sop == 'rollback' then
+      return {'', 1}
+    end
+    if sop == 'revoke' or sop == 'halt' then
+      return reply('NOT_FOR_SALE') -- what left the activity is the merchant's again; not undone
+    end
+    local undo = parse_items(applied)
+    -- All or nothing: check every item can be undone before undoing any.
+    for i, it in ipairs(undo) do
+      local k = KEYS[i + 3]
+      if sku_state(i) == 'rev' then
+        return reply('NOT_FOR_SALE')
+      end
+      if sop == 'submit' then
+        local c = get(k, 'high_seas')
+        if c.a ~= it.qty or c.t ~= it.qty then
+          return reply('OUT_OF_STOCK') -- some of it has moved; the submit cannot be taken back
+        end
+      elseif sop == 'edit' then
+        if get(k, 'high_seas').a - it.qty < 0 then
+          return reply('OUT_OF_STOCK')
+        end
+      elseif sop == 'salvage' then
+        if get(k, it.scope).a < it.qty then
+          return reply('OUT_OF_STOCK')
+        end
+      elseif sop == 'release' then
+        if get(k, 'high_seas').a < it.qty then
+          return reply('OUT_OF_STOCK')
+        end
+      end
+    end
+    for i, it in ipairs(undo) do
+      local k = KEYS[i + 3]
+      if sop == 'submit' then
+        redis.call('HDEL', k, 'st') -- no status: MySQL's row says the SKU is not in the activity
+        put(k, 'high_seas', {t = 0, a = 0, r = 0, s = 0})
+        emit(k, it.sku, 'rollback:submit')
+        -- Gone, so it can be submitted again; the version goes on, as MySQL keeps the newest.
+        local ver = redis.call('HGET', k, 'ver')
+        redis.call('DEL', k)
+        redis.call('HSET', k, 'ver', ver)
+      elseif sop == 'edit' then
+        local c = get(k, 'high_seas')
+        c.t, c.a = c.t - it.qty, c.a - it.qty
+        put(k, 'high_seas', c)
+        emit(k, it.sku, 'rollback:edit:' .. (-it.qty))
+      else
+        local from, to = it.scope, 'high_seas'
+        if sop == 'release' then
+          from, to = 'high_seas', it.scope
+        end
+        local src, dst = get(k, from), get(k, to)
         src.t, src.a = src.t - it.qty, src.a - it.qty
         dst.t, dst.a = dst.t + it.qty, dst.a + it.qty
         put(k, from, src)
         put(k, to, dst)
-        emit(k, it.sku, from .. '->' .. to .. ':' .. it.qty)
-        applied[#applied + 1] = it
+        emit(k, it.sku, 'rollback:' .. from .. '->' .. to .. ':' .. it.qty)
       end
     end
-    answer[#answer + 1] = code
-  end
-  return save(answer, applied)
-end
-
-if op == 'rollback' then
-  local saved = redis.call('HGET', rec, id)
-  if (saved or '') ~= (ARGV[7] or '') then
-    return reply('RETRY')
-  end
-  if not saved then
-    -- Rolled back before it ran: the op can no longer run under this voucher.
-    record('rollback###')
+    record('rollback#' .. code .. '##' .. applied)
     return reply('')
   end
-  local sop, code, _, applied = string.match(saved, '^([^#]*)#([^#]*)#([^#]*)#(.*)$')
-  if sop == 'rollback' then
-    return {'', 1}
-  end
-  if sop == 'revoke' or sop == 'halt' then
-    return reply('NOT_FOR_SALE') -- what left the activity is the merchant's again; not undone
-  end
-  local undo = parse_items(applied)
-  -- All or nothing: check every item can be undone before undoing any.
-  for i, it in ipairs(undo) do
-    local k = KEYS[i + 3]
-    if sku_state(i) == 'rev' then
-      return reply('NOT_FOR_SALE')
-    end
-    if sop == 'submit' then
-      local c = get(k, 'high_seas')
-      if c.a ~= it.qty or c.t ~= it.qty then
-        return reply('OUT_OF_STOCK') -- some of it has moved; the submit cannot be taken back
+
+  -- Orders and TCC branches ---------------------------------------------------------------------
+  -- The record holds a marker: "<state>#<items>". Orders: d deducted, r returned, x refused ("x#<code>#",
+  -- so a replay answers the same). TCC branches: t tried (reserved), f confirmed, c cancelled.
+
+  local marker = redis.call('HGET', rec, id)
+  local mstate = marker and string.match(marker, '^(%a)#') or nil
+
+  -- Checks every item before anything moves; answers the first failure's code.
+  local function check(need)
+    for i, it in ipairs(items) do
+      local st = sku_state(i)
+      if not st or st == 'rev' then
+        return 'NOT_FOUND'
       end
-    elseif sop == 'edit' then
-      if get(k, 'high_seas').a - it.qty < 0 then
-        return reply('OUT_OF_STOCK')
+      if st ~= 'on' then
+        return 'NOT_FOR_SALE'
       end
-    elseif sop == 'salvage' then
-      if get(k, it.scope).a < it.qty then
-        return reply('OUT_OF_STOCK')
-      end
-    elseif sop == 'release' then
-      if get(k, 'high_seas').a < it.qty then
-        return reply('OUT_OF_STOCK')
+      if get(KEYS[i + 3], it.scope).a < it.qty then
+        return 'OUT_OF_STOCK'
       end
     end
+    return nil
   end
-  for i, it in ipairs(undo) do
-    local k = KEYS[i + 3]
-    if sop == 'submit' then
-      redis.call('HDEL', k, 'st') -- no status: MySQL's row says the SKU is not in the activity
-      put(k, 'high_seas', {t = 0, a = 0, r = 0, s = 0})
-      emit(k, it.sku, 'rollback:submit')
-      -- Gone, so it can be submitted again; the version goes on, as MySQL keeps the newest.
-      local ver = redis.call('HGET', k, 'ver')
-      redis.call('DEL', k)
-      redis.call('HSET', k, 'ver', ver)
-    elseif sop == 'edit' then
-      local c = get(k, 'high_seas')
-      c.t, c.a = c.t - it.qty, c.a - it.qty
-      put(k, 'high_seas', c)
-      emit(k, it.sku, 'rollback:edit:' .. (-it.qty))
-    else
-      local from, to = it.scope, 'high_seas'
-      if sop == 'release' then
-        from, to = 'high_seas', it.scope
+
+  if op == 'deduct' or op == 'try' then
+    if mstate == 'd' or mstate == 't' or mstate == 'f' then
+      return {'', 1}
+    end
+    if mstate == 'r' then
+      return reply('ORDER_CLOSED') -- returned before it was deducted
+    end
+    if mstate == 'c' then
+      return reply('REFUSED') -- cancelled before its try arrived: the late try must not reserve
+    end
+    if mstate == 'x' then
+      return {string.match(marker, '^x#([^#]*)#'), 1}
+    end
+    local failed = check()
+    if failed then
+      if op == 'deduct' then
+        record('x#' .. failed .. '#') -- no items: nothing to give back
       end
-      local src, dst = get(k, from), get(k, to)
-      src.t, src.a = src.t - it.qty, src.a - it.qty
-      dst.t, dst.a = dst.t + it.qty, dst.a + it.qty
-      put(k, from, src)
-      put(k, to, dst)
-      emit(k, it.sku, 'rollback:' .. from .. '->' .. to .. ':' .. it.qty)
+      return reply(failed)
     end
-  end
-  record('rollback#' .. code .. '##' .. applied)
-  return reply('')
-end
-
--- Orders and TCC branches ---------------------------------------------------------------------
--- The record holds a marker: "<state>#<items>". Orders: d deducted, r returned, x refused ("x#<code>#",
--- so a replay answers the same). TCC branches: t tried (reserved), f confirmed, c cancelled.
-
-local marker = redis.call('HGET', rec, id)
-local mstate = marker and string.match(marker, '^(%a)#') or nil
-
--- Checks every item before anything moves; answers the first failure's code.
-local function check(need)
-  for i, it in ipairs(items) do
-    local st = sku_state(i)
-    if not st or st == 'rev' then
-      return 'NOT_FOUND'
-    end
-    if st ~= 'on' then
-      return 'NOT_FOR_SALE'
-    end
-    if get(KEYS[i + 3], it.scope).a < it.qty then
-      return 'OUT_OF_STOCK'
-    end
-  end
-  return nil
-end
-
-if op == 'deduct' or op == 'try' then
-  if mstate == 'd' or mstate == 't' or mstate == 'f' then
-    return {'', 1}
-  end
-  if mstate == 'r' then
-    return reply('ORDER_CLOSED') -- returned before it was deducted
-  end
-  if mstate == 'c' then
-    return reply('REFUSED') -- cancelled before its try arrived: the late try must not reserve
-  end
-  if mstate == 'x' then
-    return {string.match(marker, '^x#([^#]*)#'), 1}
-  end
-  local failed = check()
-  if failed then
-    if op == 'deduct' then
-      record('x#' .. failed .. '#') -- no items: nothing to give back
-    end
-    return reply(failed)
-  end
-  for i, it in ipairs(items) do
-    local k = KEYS[i + 3]
-    local c = get(k, it.scope)
-    c.a = c.a - it.qty
-    if op == 'deduct' then
-      c.s = c.s + it.qty
-    else
-      c.r = c.r + it.qty
-    end
-    put(k, it.scope, c)
-    emit(k, it.sku, it.scope .. ':' .. op .. ':' .. it.qty)
-  end
-  record((op == 'deduct' and 'd' or 't') .. '#' .. encode_items(items))
-  return reply('')
-end
-
--- return, confirm, cancel work on the items of the marker the caller read.
-if (marker or '') ~= (ARGV[7] or '') then
-  return reply('RETRY')
-end
-
-if op == 'return' then
-  if mstate == 'r' then
-    return {'', 1}
-  end
-  if mstate == 'd' then
     for i, it in ipairs(items) do
       local k = KEYS[i + 3]
       local c = get(k, it.scope)
-      give_back(k, it.scope, c, it.qty, 's')
+      c.a = c.a - it.qty
+      if op == 'deduct' then
+        c.s = c.s + it.qty
+      else
+        c.r = c.r + it.qty
+      end
       put(k, it.scope, c)
-      emit(k, it.sku, it.scope .. ':return:' .. it.qty)
+      emit(k, it.sku, it.scope .. ':' .. op .. ':' .. it.qty)
     end
+    record((op == 'deduct' and 'd' or 't') .. '#' .. encode_items(items))
+    return reply('')
   end
-  -- A return before any deduct is recorded too, and blocks that order's later deduct.
-  record('r#' .. encode_items(items))
-  return reply('')
-end
 
-if op == 'confirm' then
-  if mstate == 'f' then
-    return {'', 1}
+  -- return, confirm, cancel work on the items of the marker the caller read.
+  if (marker or '') ~= (ARGV[7] or '') then
+    return reply('RETRY')
   end
-  if mstate ~= 't' then
-    return reply(mstate == 'c' and 'REFUSED' or 'NOT_TRIED')
-  end
-  for i, it in ipairs(items) do
-    local k = KEYS[i + 3]
-    local c = get(k, it.scope)
-    c.r, c.s = c.r - it.qty, c.s + it.qty
-    put(k, it.scope, c)
-    emit(k, it.sku, it.scope .. ':confirm:' .. it.qty)
-  end
-  record('f#' .. encode_items(items))
-  return reply('')
-end
 
-if op == 'cancel' then
-  if mstate == 'c' then
-    return {'', 1}
+  if op == 'return' then
+    if mstate == 'r' then
+      return {'', 1}
+    end
+    if mstate == 'd' then
+      for i, it in ipairs(items) do
+        local k = KEYS[i + 3]
+        local c = get(k, it.scope)
+        give_back(k, it.scope, c, it.qty, 's')
+        put(k, it.scope, c)
+        emit(k, it.sku, it.scope .. ':return:' .. it.qty)
+      end
+    end
+    -- A return before any deduct is recorded too, and blocks that order's later deduct.
+    record('r#' .. encode_items(items))
+    return reply('')
   end
-  if mstate == 'f' then
-    return reply('CONFIRMED')
-  end
-  if mstate == 't' then
+
+  if op == 'confirm' then
+    if mstate == 'f' then
+      return {'', 1}
+    end
+    if mstate ~= 't' then
+      return reply(mstate == 'c' and 'REFUSED' or 'NOT_TRIED')
+    end
     for i, it in ipairs(items) do
       local k = KEYS[i + 3]
       local c = get(k, it.scope)
-      give_back(k, it.scope, c, it.qty, 'r')
+      c.r, c.s = c.r - it.qty, c.s + it.qty
       put(k, it.scope, c)
-      emit(k, it.sku, it.scope .. ':cancel:' .. it.qty)
+      emit(k, it.sku, it.scope .. ':confirm:' .. it.qty)
     end
+    record('f#' .. encode_items(items))
+    return reply('')
   end
-  -- A cancel before its try (null compensation) is recorded too: the late try is refused.
-  record('c#' .. encode_items(items))
-  return reply('')
+
+  if op == 'cancel' then
+    if mstate == 'c' then
+      return {'', 1}
+    end
+    if mstate == 'f' then
+      return reply('CONFIRMED')
+    end
+    if mstate == 't' then
+      for i, it in ipairs(items) do
+        local k = KEYS[i + 3]
+        local c = get(k, it.scope)
+        give_back(k, it.scope, c, it.qty, 'r')
+        put(k, it.scope, c)
+        emit(k, it.sku, it.scope .. ':cancel:' .. it.qty)
+      end
+    end
+    -- A cancel before its try (null compensation) is recorded too: the late try is refused.
+    record('c#' .. encode_items(items))
+    return reply('')
+  end
+
+  return redis.error_reply('stock.lua: unknown op ' .. tostring(op))
 end
 
-return redis.error_reply('stock.lua: unknown op ' .. tostring(op))
+local answer = run()
+flush()
+return answer

@@ -138,23 +138,37 @@ func TestStockRecordsReachTheStream(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// A record rides on its op's last stock event (rv, rk), or, when the
+		// op changed no SKU, is an entry of its own (t=srec).
 		last := map[string][2]string{}
-		n := 0
+		n, alone := 0, 0
 		for _, m := range entries {
-			if m.Values["t"] != "srec" {
+			v := m.Values
+			val, ok := v["rv"]
+			if v["t"] == "srec" {
+				val, ok = v["val"], true
+				alone++
+			}
+			if !ok {
 				continue
 			}
 			n++
-			if m.Values["a"] != "1" || m.Values["p"] != "2" || m.Values["at"] != strconv.Itoa(stockNow) {
-				t.Fatalf("srec entry %v", m.Values)
+			if v["a"] != "1" || v["p"] != "2" || v["at"] != strconv.Itoa(stockNow) {
+				t.Fatalf("record entry %v", v)
 			}
-			last[m.Values["ref"].(string)] = [2]string{m.Values["val"].(string), m.Values["rk"].(string)}
+			last[v["ref"].(string)] = [2]string{val.(string), v["rk"].(string)}
 		}
 		if !reflect.DeepEqual(last, want) {
 			t.Fatalf("records in the stream %v\nwant %v", last, want)
 		}
 		if n != len(want)+2 { // o:1 and t:g/b were written twice: d then r, t then f
-			t.Fatalf("%d srec entries, want %d", n, len(want)+2)
+			t.Fatalf("%d records in the stream, want %d", n, len(want)+2)
+		}
+		if alone != 3 { // v:again, o:big and v:never changed no SKU
+			t.Fatalf("%d t=srec entries, want 3", alone)
+		}
+		if len(entries) != 8 { // five stock events, each with its op's record, and the three
+			t.Fatalf("%d entries in the stream, want 8", len(entries))
 		}
 		for ref, v := range want {
 			rec, verify, err := lua.ReadStockRecord(ctx, c, k, ref)

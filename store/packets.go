@@ -309,14 +309,14 @@ func (db *DB) ApplyEventsUnder(ctx context.Context, g *EpochGuard, events []Even
 				return err
 			}
 		}
-		if err := db.applyStockRecords(ctx, tx, records); err != nil {
+		bad, err := db.applyStock(ctx, tx, stock)
+		if err != nil {
 			return err
 		}
-		bad, err := db.applyStock(ctx, tx, stock)
 		for _, j := range bad {
 			rejected = append(rejected, stockAt[j])
 		}
-		return err
+		return db.applyStockRecords(ctx, tx, append(records, carriedRecords(stock, bad)...))
 	})
 	return rejected, err
 }

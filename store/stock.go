@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -29,6 +30,9 @@ type StockEvent struct {
 	Scopes                     []StockScope
 	Op, Ref, Change            string
 	At                         time.Time
+	// Record is the record the op set (Ref's), carried by its last event;
+	// nil when the op set none.
+	Record *StockRecordEvent
 }
 
 // StockSKU is a SKU's stock as MySQL has it.
@@ -209,6 +213,18 @@ type StockRecord struct {
 	Value      string    `db:"value"`
 	Rank       int       `db:"rank"`
 	UpdatedAt  time.Time `db:"updated_at"`
+}
+
+// carriedRecords are the records stock events carry, but for those of the
+// rejected events (indexes into events): their ops were not applied.
+func carriedRecords(events []StockEvent, rejected []int) []StockRecordEvent {
+	var out []StockRecordEvent
+	for i, ev := range events {
+		if ev.Record != nil && !slices.Contains(rejected, i) {
+			out = append(out, *ev.Record)
+		}
+	}
+	return out
 }
 
 // applyStockRecords upserts a batch's records in one statement, keeping for

@@ -84,10 +84,19 @@ func TestApplyStockRejectsVersionsGoingBack(t *testing.T) {
 		if _, err := db.Stock(ctx, 1, 2, 9); err != nil {
 			t.Fatalf("the other SKU was not applied: %v", err)
 		}
-		// Two changes of one version in one batch: the second is rejected.
-		r = apply(t, db, stockEv(5, 4, 6, "deduct", "o:5"), stockEv(5, 3, 7, "deduct", "o:6"))
+		// Two changes of one version in one batch: the second is rejected,
+		// and so is the record it carries; the first's is kept.
+		withRec := func(ev store.Event, value string) store.Event {
+			ev.Stock.Record = &store.StockRecordEvent{ActivityID: 1, ProductID: 2, Ref: ev.Stock.Ref, Value: value, Rank: 1, At: now}
+			return ev
+		}
+		r = apply(t, db, withRec(stockEv(5, 4, 6, "deduct", "o:5"), "d#1|high_seas|1"), withRec(stockEv(5, 3, 7, "deduct", "o:6"), "d#1|high_seas|1"))
 		if !reflect.DeepEqual(r, []int{1}) {
 			t.Fatalf("rejected %v, want [1]", r)
+		}
+		recs, err := db.StockRecords(ctx, 1, 2, "", 10)
+		if err != nil || len(recs) != 1 || recs[0].Ref != "o:5" {
+			t.Fatalf("records %+v, %v; want only o:5's", recs, err)
 		}
 		if s := skuState(t, db); !strings.HasPrefix(s, "v5 ") || !strings.Contains(s, "Available:4") {
 			t.Fatalf("after version 5: %s", s)
