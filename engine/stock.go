@@ -159,6 +159,38 @@ func (e *Engine) stock(ctx context.Context, op lua.StockOp) (lua.StockReply, err
 // Redis dataset keeps changing under it (restarting, failing over).
 const maxVerifies = 3
 
+// Stock across Redis faults. Redis may restart empty (the embedded mode's
+// miniredis always does), or come back older than MySQL (AOF everysec after
+// an OS crash, a failover to a lagging replica, a restore). Every write of a
+// product's records reaches MySQL through the stream (stock_record), as
+// every SKU change does (stock_sku, stock_change), and stock.lua runs only
+// on a product verified under the shard's current dataset epoch; the first
+// op (or read) after a change verifies it from MySQL. So counters, versions
+// and every replay's answer come back, and MySQL's versions are never
+// reused for other changes (the writer parks one that is: store.applyStock).
+//
+// What Redis alone still holds, and a fault can lose:
+//   - an op answered but not yet committed to MySQL by the writer when
+//     Redis lost it (AOF everysec: about a second of ops, plus the writer's
+//     lag): it is gone from both, and its replay runs afresh (and may find
+//     the stock gone);
+//   - an op that changed several SKUs, when the writer had committed the
+//     events of some of them and Redis rolls back to before the op: those
+//     SKUs come back from MySQL with it, the others and the op's record
+//     (carried by its last event) without it;
+//   - the order record of a deduct across products ({so:<id>}): a replay of
+//     one refused after an earlier product gave its stock back answers
+//     ORDER_CLOSED (that product's marker) instead of the refusal; and the
+//     pending set ({so}:pending), so the sweep no longer finds an order a
+//     dead process left half deducted if Redis lost it too;
+//   - the rolled-back mark of a voucher that no product has seen ({sv:…}):
+//     its op, arriving later, runs. A voucher that touched a product leaves
+//     a tombstone there, which MySQL keeps.
+//
+// A verification reads all of a product's records: its cost grows with the
+// product's orders (a chunk of StockLoadChunk per script call), and callers
+// wait on the product's load lock meanwhile.
+
 // verifyStock brings an activity product's stock in Redis in line with
 // MySQL (stock_load.lua): SKUs MySQL has at a newer version take MySQL's
 // state, records MySQL has at a higher rank take MySQL's value, and the
