@@ -484,6 +484,8 @@ func contradiction(ev store.Event) error {
 		return errors.New("contradicts the store: no such packet, or the remainder is more than its unowned shares")
 	case store.EventAward:
 		return errors.New("contradicts the store: not the campaign's share, another user's award, or over the budget")
+	case store.EventStock:
+		return errors.New("contradicts the store: the SKU's version is at or below MySQL's but its change log records another change there")
 	}
 	return errors.New("contradicts the store: the share is someone else's, the user holds another, or the amount differs")
 }

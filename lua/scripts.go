@@ -321,7 +321,7 @@ func Probe(ctx context.Context, c redis.Scripter, k ProbeKeys, userID, nowMs int
 // not pay for an EVAL fallback.
 func Preload(ctx context.Context, c redis.Scripter) error {
 	for _, s := range []*redis.Script{grabScript, loadScript, probeScript, unlockScript, closeScript,
-		campaignGrabScript, campaignLoadScript} {
+		campaignGrabScript, campaignLoadScript, settleScript, stockScript, stockOrderScript, stockVoucherScript, stockLoadScript} {
 		if err := s.Load(ctx, c).Err(); err != nil {
 			return err
 		}
