@@ -134,16 +134,7 @@ func (m *MariaDB) rootDSN() string {
 // migrates it; it is closed when the test ends.
 func (m *MariaDB) Open(tb testing.TB) *store.DB {
 	tb.Helper()
-	ctx := context.Background()
-	db, err := store.OpenMySQL(ctx, m.DSN())
-	if err != nil {
-		tb.Fatalf("open: %v", err)
-	}
-	tb.Cleanup(func() { db.Close() })
-	if err := db.Migrate(ctx); err != nil {
-		tb.Fatalf("migrate: %v", err)
-	}
-	return db
+	return openDSN(tb, m.DSN())
 }
 
 // SetReadOnly sets the server's global read_only, as a failover tool does

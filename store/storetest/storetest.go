@@ -72,8 +72,14 @@ func createDatabase(tb testing.TB) *mysql.Config {
 
 func open(tb testing.TB, cfg *mysql.Config) *store.DB {
 	tb.Helper()
+	return openDSN(tb, cfg.FormatDSN())
+}
+
+// openDSN opens and migrates the store of dsn; it is closed when the test ends.
+func openDSN(tb testing.TB, dsn string) *store.DB {
+	tb.Helper()
 	ctx := context.Background()
-	db, err := store.OpenMySQL(ctx, cfg.FormatDSN())
+	db, err := store.OpenMySQL(ctx, dsn)
 	if err != nil {
 		tb.Fatalf("open: %v", err)
 	}
