@@ -2,6 +2,7 @@ package lua
 
 import (
 	"context"
+	_ "embed"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -18,9 +19,11 @@ import (
 // was last loaded or verified under, each script compares it with its shard's
 // epoch key (Keys.Epoch), and a mismatch answers "verify" instead of running.
 //
-// The epoch is the server's run id, which changes with every start of a
-// redis-server process and differs between a master and its replicas. It is
-// stamped on every new connection before any command of the caller runs on
+// The epoch is "<run id>:<token>". The run id changes with every start of a
+// redis-server process and differs between a master and its replicas; the
+// random token changes whenever the key had to be set anew, so a dataset
+// flushed in place (FLUSHALL, same run id) gets a new epoch too. It is
+// stamped (epoch.lua) on every new connection before any command of the caller runs on
 // it (go-redis's OnConnect), so the first script a restarted or failed-over
 // server runs already sees the new epoch. A DEBUG RELOAD keeps the run id: an
 // operator who reloads an older RDB in place must restart the server instead.
@@ -75,7 +78,7 @@ func stamp(ctx context.Context, c redis.Cmdable, k Keys) error {
 	}
 	cmds, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for s := 0; s < k.Shards; s++ {
-			p.Set(ctx, k.Epoch(s), id, 0)
+			epochScript.Eval(ctx, p, []string{k.Epoch(s)}, id, newToken())
 		}
 		return nil
 	})
@@ -89,7 +92,6 @@ func stamp(ctx context.Context, c redis.Cmdable, k Keys) error {
 	}
 	return nil
 }
-
 func notOurs(err error) bool {
 	s := err.Error()
 	return strings.HasPrefix(s, "MOVED ") || strings.HasPrefix(s, "ASK ") || strings.HasPrefix(s, "READONLY")
@@ -128,9 +130,21 @@ func stampKey(ctx context.Context, c redis.Cmdable, key string) error {
 	if err != nil {
 		return err
 	}
-	return c.SetNX(ctx, key, id, 0).Err()
+	return epochScript.Run(ctx, c, []string{key}, id, newToken()).Err()
 }
 
+// newToken tells two stamps of one run id apart: a dataset flushed in place
+// keeps its run id, and must still get a new epoch.
+func newToken() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+//go:embed epoch.lua
+var epochSource string
+
+var epochScript = redis.NewScript(epochSource)
 // StateEpoch reports whether an object's state hash exists and, if so,
 // whether it was loaded or verified under the shard's current epoch (its
 // "ep" field equals the epoch key): then it needs no verification.

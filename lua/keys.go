@@ -105,7 +105,7 @@ func (k Keys) Campaign(campaignID int64) CampaignKeys {
 func (k Keys) Events(shard int) string { return k.tag(shard) + ":events" }
 
 // Epoch is a shard's dataset epoch: the run id of the Redis server that
-// holds the shard, stamped on every new connection before any script runs
+// holds the shard and a token (see epoch.lua), stamped on every new connection before any script runs
 // (see WatchDataset). Every packet, campaign and stock product remembers the
 // epoch it was last loaded or verified under; when the two differ (Redis
 // restarted, came back from an older AOF or RDB, or failed over) the scripts
