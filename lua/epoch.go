@@ -2,8 +2,8 @@ package lua
 
 import (
 	"context"
-	_ "embed"
 	"crypto/rand"
+	_ "embed"
 	"encoding/hex"
 	"errors"
 	"strings"
@@ -145,6 +145,7 @@ func newToken() string {
 var epochSource string
 
 var epochScript = redis.NewScript(epochSource)
+
 // StateEpoch reports whether an object's state hash exists and, if so,
 // whether it was loaded or verified under the shard's current epoch (its
 // "ep" field equals the epoch key): then it needs no verification.
