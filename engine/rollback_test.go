@@ -15,15 +15,14 @@ import (
 )
 
 // setupAOF builds an engine on a private redis-server with an append-only
-// file (so the test can roll it back) and the real MariaDB, writer running.
+// file (so the test can roll it back) and the real MariaDB; the writer is
+// not started.
 func setupAOF(t *testing.T) (*env, *redistest.Server) {
 	t.Helper()
 	srv := redistest.StartAOFServer(t)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: 64})
 	t.Cleanup(func() { rdb.Close() })
-	e := newEnv(t, rdb, lua.NewKeys("grab", 4), storetest.MySQL(t))
-	e.startWriter(t)
-	return e, srv
+	return newEnv(t, rdb, lua.NewKeys("grab", 4), storetest.MySQL(t)), srv
 }
 
 // answer is one grab's answer: a packet share or a campaign award.
@@ -100,16 +99,21 @@ func TestRedisRollbackGrantsNothingTwice(t *testing.T) {
 	cut := srv.AOFSize()
 
 	// Users 2..9 grab both; the writer (and for awards, the grab itself)
-	// puts them in MySQL. Then users 10..12 grab, in MySQL or not yet.
+	// puts them in MySQL. Then, the writer stopped, users 10..12 grab: their
+	// events are only in Redis's stream (their award rows, written by the
+	// grab itself, are in MySQL uncounted), and the rollback loses them.
+	stop := e.runWriter()
 	durableShares, durableAwards := grabBoth(t, e, p.ID, c.ID, userRange(2, 8))
 	e.drain(t, p.ID, len(durableShares))
 	waitFor(t, "the awards in MySQL", func() bool {
 		rows, err := e.db.CampaignAwards(ctx, c.ID)
 		return err == nil && len(rows) >= len(durableAwards)
 	})
+	stop()
 	grabBoth(t, e, p.ID, c.ID, userRange(10, 3))
 
 	srv.RollBack(cut)
+	e.startWriter(t)
 
 	shares, awards := grabBoth(t, e, p.ID, c.ID, userRange(2, 39))
 	oneOwnerEach(t, "share", shares)
@@ -144,11 +148,19 @@ func TestRedisRollbackGrantsNothingTwice(t *testing.T) {
 		return err == nil && len(rows) == 20
 	})
 	rows, _ := e.db.CampaignAwards(ctx, c.ID)
+	var sum int64
 	for _, r := range rows {
 		if a := awards[r.UserID]; a.seq != r.Seq {
 			t.Fatalf("MySQL gives award %d to user %d, who was answered %+v", r.Seq, r.UserID, a)
 		}
+		sum += int64(r.Amount)
 	}
+	// Every award is counted against the budget once, including one whose
+	// award event Redis lost with the rollback.
+	waitFor(t, "every award counted", func() bool {
+		got, err := e.eng.GetCampaign(ctx, c.ID)
+		return err == nil && got.Awarded == 20 && got.UsedAmount == sum && got.AccAmount == sum
+	})
 	for shard := 0; shard < e.keys.Shards; shard++ {
 		if n := e.rdb.XLen(ctx, e.keys.DeadLetters(shard)).Val(); n != 0 {
 			t.Fatalf("%d events parked in shard %d", n, shard)

@@ -163,6 +163,21 @@ func (db *DB) CampaignAwards(ctx context.Context, campaignID int64) ([]Award, er
 	return a, err
 }
 
+// UncountedAwards lists a campaign's awards the receive path recorded that
+// no writer batch has counted yet, as the award events that count them.
+func (db *DB) UncountedAwards(ctx context.Context, campaignID int64) ([]AwardEvent, error) {
+	var rows []Award
+	if err := db.x.SelectContext(ctx, &rows, "SELECT "+awardColumns+" FROM campaign_award WHERE campaign_id = ? AND counted = 0 ORDER BY seq",
+		campaignID); err != nil {
+		return nil, err
+	}
+	out := make([]AwardEvent, len(rows))
+	for i, r := range rows {
+		out[i] = AwardEvent{CampaignID: r.CampaignID, Seq: r.Seq, UserID: r.UserID, Amount: int64(r.Amount), At: r.AwardedAt}
+	}
+	return out, nil
+}
+
 // UserAwards lists a user's awards of a campaign in seq order.
 func (db *DB) UserAwards(ctx context.Context, campaignID, userID int64) ([]Award, error) {
 	var a []Award
