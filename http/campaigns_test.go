@@ -89,8 +89,13 @@ func TestCampaignHappyPath(t *testing.T) {
 		t.Fatalf("another user's list %v", none)
 	}
 
-	v := expect(t, e.do(t, "GET", fmt.Sprintf("/v1/admin/campaigns/%d", id), ``, admin()), 200)
 	paid := amount + money(t, "second", second["amount"])
+	var v map[string]any
+	// The writer counts awards against the budget moments after the grabs.
+	waitFor(t, 10*time.Second, "the awards counted", func() bool {
+		v = expect(t, e.do(t, "GET", fmt.Sprintf("/v1/admin/campaigns/%d", id), ``, admin()), 200)
+		return money(t, "used_amount", v["used_amount"]) == paid
+	})
 	if money(t, "used_amount", v["used_amount"]) != paid || money(t, "acc_amount", v["acc_amount"]) != paid ||
 		integer(t, "remaining", v["remaining"]) != 8 {
 		t.Fatalf("campaign %v", v)
