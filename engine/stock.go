@@ -137,20 +137,30 @@ func stockCode(code string) error {
 // current dataset epoch (Redis restarted, lost it, came back older, or never
 // had it) answers VERIFY without running: it is verified from MySQL and the
 // op runs again.
-func (e *Engine) stock(ctx context.Context, op lua.StockOp) (lua.StockReply, error) {
+func (e *Engine) stock(ctx context.Context, op lua.StockOp) (r lua.StockReply, err error) {
 	k := e.keys.Stock(op.ActivityID, op.ProductID)
-	for attempt := 0; ; attempt++ {
+	err = e.onVerified(ctx, op.ActivityID, op.ProductID, func() (bool, error) {
 		op.NowMs = e.nowMs()
-		r, err := lua.Stock(ctx, e.rdb, k, op)
-		if err != nil || r.Code != lua.StockVerify {
-			return r, err
+		r, err = lua.Stock(ctx, e.rdb, k, op)
+		return err == nil && r.Code == lua.StockVerify, err
+	})
+	return r, err
+}
+
+// onVerified runs a call on a product's Redis state; when it reports that
+// the product must first be verified from MySQL (it answered VERIFY), it
+// verifies it and runs the call again.
+func (e *Engine) onVerified(ctx context.Context, activityID, productID int64, call func() (verify bool, err error)) error {
+	for attempt := 0; ; attempt++ {
+		verify, err := call()
+		if err != nil || !verify {
+			return err
 		}
 		if attempt == maxVerifies {
-			return lua.StockReply{}, fmt.Errorf("%w: stock of product %d/%d kept moving while it was verified",
-				ErrBusy, op.ActivityID, op.ProductID)
+			return fmt.Errorf("%w: stock of product %d/%d kept moving while it was verified", ErrBusy, activityID, productID)
 		}
-		if err := e.verifyStock(ctx, op.ActivityID, op.ProductID); err != nil {
-			return lua.StockReply{}, err
+		if err := e.verifyStock(ctx, activityID, productID); err != nil {
+			return err
 		}
 	}
 }
@@ -264,20 +274,13 @@ func (e *Engine) verifyStock(ctx context.Context, activityID, productID int64) e
 
 // stockRecord reads what op id did on a product ("" when nothing yet), from
 // a product verified under the current dataset epoch.
-func (e *Engine) stockRecord(ctx context.Context, activityID, productID int64, id string) (string, error) {
+func (e *Engine) stockRecord(ctx context.Context, activityID, productID int64, id string) (rec string, err error) {
 	k := e.keys.Stock(activityID, productID)
-	for attempt := 0; ; attempt++ {
-		rec, verify, err := lua.ReadStockRecord(ctx, e.rdb, k, id)
-		if err != nil || !verify {
-			return rec, err
-		}
-		if attempt == maxVerifies {
-			return "", fmt.Errorf("%w: stock of product %d/%d kept moving while it was verified", ErrBusy, activityID, productID)
-		}
-		if err := e.verifyStock(ctx, activityID, productID); err != nil {
-			return "", err
-		}
-	}
+	err = e.onVerified(ctx, activityID, productID, func() (verify bool, err error) {
+		rec, verify, err = lua.ReadStockRecord(ctx, e.rdb, k, id)
+		return verify, err
+	})
+	return rec, err
 }
 
 // decodeStockRecord reads a t=srec entry of stock.lua: a record it set.
@@ -895,31 +898,22 @@ func (e *Engine) SKUStock(ctx context.Context, activityID, productID, sku int64)
 	}
 	k := e.keys.Stock(activityID, productID)
 	var st lua.StockSKUState
-	for attempt := 0; ; attempt++ {
-		var verify bool
-		var err error
+	err := e.onVerified(ctx, activityID, productID, func() (verify bool, err error) {
 		st, verify, err = lua.ReadStockSKU(ctx, e.rdb, k, sku)
-		if err != nil {
-			return SKUView{}, err
+		if err != nil || !verify || st.Version != 0 {
+			return verify, err
 		}
-		if !verify {
-			break
+		// Neither Redis nor MySQL knows the SKU: not found, and no need to
+		// verify (and mark) a product for a look-up of nothing.
+		if _, err := e.db.Stock(ctx, activityID, productID, sku); errors.Is(err, store.ErrNotFound) {
+			return false, fmt.Errorf("%w: no such SKU in the activity", ErrNotFound)
+		} else if err != nil {
+			return false, err
 		}
-		if attempt == maxVerifies {
-			return SKUView{}, fmt.Errorf("%w: stock of product %d/%d kept moving while it was verified", ErrBusy, activityID, productID)
-		}
-		if st.Version == 0 {
-			// Neither Redis nor MySQL knows the SKU: not found, and no need
-			// to verify (and mark) a product for a look-up of nothing.
-			if _, err := e.db.Stock(ctx, activityID, productID, sku); errors.Is(err, store.ErrNotFound) {
-				return SKUView{}, fmt.Errorf("%w: no such SKU in the activity", ErrNotFound)
-			} else if err != nil {
-				return SKUView{}, err
-			}
-		}
-		if err := e.verifyStock(ctx, activityID, productID); err != nil {
-			return SKUView{}, err
-		}
+		return true, nil
+	})
+	if err != nil {
+		return SKUView{}, err
 	}
 	if st.Status == "" {
 		return SKUView{}, fmt.Errorf("%w: no such SKU in the activity", ErrNotFound)
