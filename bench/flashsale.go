@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/stock"
 	"github.com/grab-engine/grab/store"
 )
 
@@ -46,7 +47,7 @@ const (
 // A FlashSale keeps each engine's last run for Audit; Run prepares one
 // engine at a time, and it is not for concurrent use.
 type FlashSale struct {
-	SKUs        int    // S, at most engine.MaxStockItems (one submit)
+	SKUs        int    // S, at most stock.MaxItems (one submit)
 	Stock       int    // K per SKU
 	Buyers      int    // B, one order each
 	Concurrency int    // C
@@ -91,8 +92,8 @@ func (s *FlashSale) Validate() error {
 	switch {
 	case s.SKUs <= 0 || s.Stock <= 0 || s.Buyers <= 0 || s.Concurrency <= 0:
 		return fmt.Errorf("flash-sale: skus, stock, buyers and concurrency must be positive")
-	case s.SKUs > engine.MaxStockItems:
-		return fmt.Errorf("flash-sale: at most %d SKUs (one submit)", engine.MaxStockItems)
+	case s.SKUs > stock.MaxItems:
+		return fmt.Errorf("flash-sale: at most %d SKUs (one submit)", stock.MaxItems)
 	case s.Stock > 1_000_000_000:
 		return fmt.Errorf("flash-sale: at most 1000000000 stock a SKU")
 	case s.pick() != PickRoundRobin && s.pick() != PickRandom:
@@ -143,11 +144,11 @@ func (s *FlashSale) Prepare(ctx context.Context, env *Env, engineName string) (P
 	case EngineMySQLLock:
 		err = r.createRows(ctx)
 	default:
-		skus := make([]engine.SKUStock, s.SKUs)
+		skus := make([]stock.SKUStock, s.SKUs)
 		for i := range skus {
-			skus[i] = engine.SKUStock{SKU: int64(i) + 1, Stock: int64(s.Stock)}
+			skus[i] = stock.SKUStock{SKU: int64(i) + 1, Stock: int64(s.Stock)}
 		}
-		err = env.Engine.SubmitSKUs(ctx, fmt.Sprintf("fs-%d", r.activity), r.activity, r.product, skus)
+		err = env.Engine.Stock().Submit(ctx, fmt.Sprintf("fs-%d", r.activity), r.activity, r.product, skus)
 	}
 	if err != nil {
 		return Plan{}, fmt.Errorf("stock: %w", err)
@@ -300,7 +301,7 @@ type flashEngine struct {
 func (flashEngine) Name() string { return EngineEngine }
 
 func (g flashEngine) Grab(ctx context.Context, op Op) (string, error) {
-	return stockAnswer(g.e.DeductStock(ctx, g.r.order(op.User), []engine.StockItem{{Scope: engine.ScopeHighSeas,
+	return stockAnswer(g.e.Stock().Deduct(ctx, g.r.order(op.User), []stock.Item{{Scope: stock.ScopeHighSeas,
 		ActivityID: g.r.activity, ProductID: g.r.product, SKU: op.Target, Qty: 1}}))
 }
 
@@ -309,11 +310,11 @@ func stockAnswer(err error) (string, error) {
 	switch {
 	case err == nil:
 		return CodeOK, nil
-	case errors.Is(err, engine.ErrOutOfStock):
+	case errors.Is(err, stock.ErrOutOfStock):
 		return CodeOutOfStock, nil
-	case errors.Is(err, engine.ErrNotForSale):
+	case errors.Is(err, stock.ErrNotForSale):
 		return CodeNotForSale, nil
-	case errors.Is(err, engine.ErrOrderClosed):
+	case errors.Is(err, stock.ErrOrderClosed):
 		return CodeOrderClosed, nil
 	case errors.Is(err, engine.ErrNotFound):
 		return CodeNotFound, nil
@@ -350,7 +351,7 @@ func (flashHTTP) Name() string { return EngineHTTP }
 func (g flashHTTP) Grab(ctx context.Context, op Op) (string, error) {
 	var code string
 	err := g.api.do(ctx, http.MethodPost, "/v1/stock/deduct", g.api.admin(), deductRequest{OrderID: g.r.order(op.User),
-		Items: []deductItem{{Scope: engine.ScopeHighSeas, ActivityID: g.r.activity, ProductID: g.r.product, SKU: op.Target, Qty: 1}}},
+		Items: []deductItem{{Scope: stock.ScopeHighSeas, ActivityID: g.r.activity, ProductID: g.r.product, SKU: op.Target, Qty: 1}}},
 		nil, &code)
 	return answer(code, err)
 }
@@ -451,7 +452,7 @@ func (g flashLock) try(ctx context.Context, op Op) (string, error) {
 func (r *flashRun) drain(ctx context.Context, accepted int64, timeout time.Duration) error {
 	pending := map[int64]int64{} // SKU -> Redis sold
 	for sku := int64(1); sku <= int64(r.s.SKUs); sku++ {
-		v, err := r.env.Engine.SKUStock(ctx, r.activity, r.product, sku)
+		v, err := r.env.Engine.Stock().SKU(ctx, r.activity, r.product, sku)
 		if err != nil {
 			return err
 		}
@@ -530,7 +531,7 @@ func (r *flashRun) audit(ctx context.Context) ([]string, error) {
 				continue
 			}
 			hs := highSeas(m.Scopes)
-			checkStock(a, "MySQL: SKU "+strconv.FormatInt(sku, 10), engine.Counters{Total: hs.Total,
+			checkStock(a, "MySQL: SKU "+strconv.FormatInt(sku, 10), stock.Counters{Total: hs.Total,
 				Available: hs.Available, Reserved: hs.Reserved, Sold: hs.Sold}, k)
 			if hs.Sold != c.Sold {
 				a.add("MySQL is not Redis", "SKU %d: MySQL sold %d; Redis sold %d", sku, hs.Sold, c.Sold)
@@ -558,15 +559,15 @@ func (r *flashRun) audit(ctx context.Context) ([]string, error) {
 }
 
 // counters are a SKU's counters in the engine's own record.
-func (r *flashRun) counters(ctx context.Context, sku int64) (engine.Counters, error) {
+func (r *flashRun) counters(ctx context.Context, sku int64) (stock.Counters, error) {
 	switch r.engine {
 	case EngineRaw:
 		v, err := r.env.Redis.HMGet(ctx, r.probe[sku-1][0], "t", "a", "r", "s").Result()
 		if err != nil {
-			return engine.Counters{}, err
+			return stock.Counters{}, err
 		}
 		n := func(i int) int64 { s, _ := v[i].(string); x, _ := strconv.ParseInt(s, 10, 64); return x }
-		return engine.Counters{Total: n(0), Available: n(1), Reserved: n(2), Sold: n(3)}, nil
+		return stock.Counters{Total: n(0), Available: n(1), Reserved: n(2), Sold: n(3)}, nil
 	case EngineMySQLLock:
 		var c struct {
 			Total     int64 `db:"total"`
@@ -576,15 +577,15 @@ func (r *flashRun) counters(ctx context.Context, sku int64) (engine.Counters, er
 		}
 		err := r.env.DB.SQL().GetContext(ctx, &c, `SELECT total, available, reserved, sold FROM bench_flash_sku
 			WHERE activity_id = ? AND product_id = ? AND sku_id = ?`, r.activity, r.product, sku)
-		return engine.Counters{Total: c.Total, Available: c.Available, Reserved: c.Reserved, Sold: c.Sold}, err
+		return stock.Counters{Total: c.Total, Available: c.Available, Reserved: c.Reserved, Sold: c.Sold}, err
 	}
-	v, err := r.env.Engine.SKUStock(ctx, r.activity, r.product, sku)
+	v, err := r.env.Engine.Stock().SKU(ctx, r.activity, r.product, sku)
 	return v.HighSeas, err
 }
 
 // checkStock checks one scope's counters: total K, none negative, nothing
 // reserved (no order reserves here), available + reserved + sold = total.
-func checkStock(a *auditor, where string, c engine.Counters, k int64) {
+func checkStock(a *auditor, where string, c stock.Counters, k int64) {
 	switch {
 	case c.Available < 0 || c.Reserved < 0 || c.Sold < 0:
 		a.add("negative stock", "%s: available %d, reserved %d, sold %d", where, c.Available, c.Reserved, c.Sold)
@@ -602,7 +603,7 @@ func checkStock(a *auditor, where string, c engine.Counters, k int64) {
 // highSeas is the high-seas scope of a MySQL snapshot (zero when absent).
 func highSeas(scopes []store.StockScope) store.StockScope {
 	for _, sc := range scopes {
-		if sc.Scope == engine.ScopeHighSeas {
+		if sc.Scope == stock.ScopeHighSeas {
 			return sc
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -99,10 +100,13 @@ func (e *PayoutPendingError) Error() string {
 // Unwrap makes errors.Is(err, ErrPayoutInProgress) hold.
 func (e *PayoutPendingError) Unwrap() error { return ErrPayoutInProgress }
 
+// refRe is the alphabet of idempotency refs, which become Redis keys.
+var refRe = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,64}$`)
+
 func (r NewCampaign) check(now time.Time) error {
 	name := strings.TrimSpace(r.Name)
 	switch {
-	case r.Ref != "" && !idRe.MatchString(r.Ref): // as vouchers and order ids
+	case r.Ref != "" && !refRe.MatchString(r.Ref): // as vouchers and order ids
 		return fmt.Errorf("%w: ref must be 1-64 characters of A-Z a-z 0-9 _ . : -", ErrInvalidArgument)
 	case name == "" || utf8.RuneCountInString(r.Name) > maxCampaignNameLen || !utf8.ValidString(r.Name):
 		return fmt.Errorf("%w: name must be 1-%d characters", ErrInvalidArgument, maxCampaignNameLen)

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/grab-engine/grab/engine/stock"
 	"github.com/grab-engine/grab/lua"
 	"github.com/grab-engine/grab/store"
 )
@@ -36,7 +37,8 @@ type Config struct {
 	// provider is asked for its outcome.
 	SettleTimeout time.Duration
 	// GrabPipelines is how many pipelines carry concurrent grabs to Redis
-	// (see lua.GrabPipeline); negative sends each grab on its own.
+	// (see lua.GrabPipeline), and as many carry stock deducts; negative
+	// sends each grab and deduct on its own.
 	GrabPipelines int
 	// GrabBatch is the most grabs one pipeline carries.
 	GrabBatch int
@@ -118,6 +120,7 @@ type Engine struct {
 	pay    Provider
 	xfer   TransferService
 	pipe   *lua.GrabPipeline // nil: each grab on its own
+	stock  *stock.Service
 	hooks  payoutHooks
 	m      *metrics
 	// lagMs is the writer lag last measured, in ms.
@@ -209,8 +212,16 @@ func New(d Deps, cfg Config) *Engine {
 		e.pipe = lua.NewGrabPipeline(d.Redis, cfg.GrabPipelines, cfg.GrabBatch)
 	}
 	e.writer = newWriter(e, d.WriterRedis)
+	e.stock = stock.New(stock.Deps{Redis: d.Redis, DB: d.DB, Clock: d.Clock, Log: d.Log, LockLoad: e.lockLoad,
+		AdoptEpoch: e.adoptEpoch, WriterLag: e.WriterLag, Verified: e.m.verified, Metrics: d.Metrics},
+		stock.Config{Keys: cfg.Keys, VoucherTTL: cfg.StockVoucherTTL, OrderStale: cfg.StockOrderStale,
+			SweepInterval: cfg.ReconcileInterval, LagLimit: cfg.LagLimit, Pipelines: cfg.GrabPipelines, Batch: cfg.GrabBatch})
 	return e
 }
+
+// Stock is the engine's stock service: activity SKUs, flash-sale orders and
+// the TCC participant, on the engine's Redis, store, writer and load locks.
+func (e *Engine) Stock() *stock.Service { return e.stock }
 
 // Keys are the key builders the engine uses.
 func (e *Engine) Keys() lua.Keys { return e.keys }
@@ -241,8 +252,6 @@ type metrics struct {
 	deadLetters prometheus.Counter
 	rebuilds    prometheus.Counter
 	verified    prometheus.Counter
-	// stockExitRetries counts failed revokes of a forced exit: an alert.
-	stockExitRetries prometheus.Counter
 	payout           payoutMetrics
 }
 
@@ -262,12 +271,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		verified: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "grab_state_verifications_total",
 			Help: "Packets, campaigns and stock products whose Redis state was verified against the store after a Redis dataset change."}),
-		stockExitRetries: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "grab_stock_forced_exit_retries_total", Help: "Failed revokes of a forced SKU exit, retried; a rising count needs a person."}),
 	}
 	m.payout = newPayoutMetrics()
 	if reg != nil {
-		reg.MustRegister(m.writerLag, m.batchSize, m.applied, m.deadLetters, m.rebuilds, m.verified, m.stockExitRetries)
+		reg.MustRegister(m.writerLag, m.batchSize, m.applied, m.deadLetters, m.rebuilds, m.verified)
 		m.payout.register(reg)
 	}
 	return m

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/grab-engine/grab/engine/errs"
 	"github.com/grab-engine/grab/lua"
 	"github.com/grab-engine/grab/store"
 )
@@ -13,16 +14,16 @@ import (
 // Sentinel errors. The HTTP layer maps each to one API code; wrap them with
 // fmt.Errorf("%w: detail", ...) to say what exactly was wrong.
 var (
-	ErrInvalidArgument     = errors.New("engine: invalid argument")
+	ErrInvalidArgument     = errs.ErrInvalidArgument
 	ErrForbidden           = errors.New("engine: forbidden")
-	ErrNotFound            = errors.New("engine: not found")
+	ErrNotFound            = errs.ErrNotFound
 	ErrInsufficientBalance = errors.New("engine: insufficient balance")
 	ErrNotPayable          = errors.New("engine: packet is not payable")
 	ErrNotOpen             = errors.New("engine: packet is not open")
 	ErrSoldOut             = errors.New("engine: sold out")
 	ErrExpired             = errors.New("engine: packet expired")
-	ErrBusy                = errors.New("engine: busy, writer lag over its bound")
-	ErrIdempotencyConflict = errors.New("engine: idempotency key reused with different content")
+	ErrBusy                = errs.ErrBusy
+	ErrIdempotencyConflict = errs.ErrIdempotencyConflict
 )
 
 // Campaign payouts have their own codes, so the app can tell a user whose

@@ -22,6 +22,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/stock"
+	"github.com/grab-engine/grab/engine/stock/stocktest"
 	"github.com/grab-engine/grab/lua/redistest"
 	"github.com/grab-engine/grab/store"
 	"github.com/grab-engine/grab/store/storetest"
@@ -102,14 +104,14 @@ type mixedLoad struct {
 	packets   []int64 // each of perPacket shares, grabbed by users 1..perPacket
 	perPacket int
 	campaign  int64
-	skus      []skuRef
+	skus      []stocktest.SKU
 	stopped   chan struct{}
 	wg        sync.WaitGroup
 
 	mu         sync.Mutex
 	grabs      map[[2]int64]engine.GrabResult // (packet, user) -> answered grab
 	awards     map[int64]engine.Award         // user -> answered award
-	orders     map[string]skuRef              // answered order -> its SKU (1 each)
+	orders     map[string]stocktest.SKU       // answered order -> its SKU (1 each)
 	outcomes   map[string]int                 // kind/outcome -> count
 	maxLatency map[string]time.Duration
 	unexpected []string
@@ -128,7 +130,7 @@ func startLoad(t *testing.T, e *env, r loadRates) *mixedLoad {
 	t.Helper()
 	ctx := context.Background()
 	l := &mixedLoad{e: e, perPacket: loadPerPacket, stopped: make(chan struct{}),
-		grabs: map[[2]int64]engine.GrabResult{}, awards: map[int64]engine.Award{}, orders: map[string]skuRef{},
+		grabs: map[[2]int64]engine.GrabResult{}, awards: map[int64]engine.Award{}, orders: map[string]stocktest.SKU{},
 		outcomes: map[string]int{}, maxLatency: map[string]time.Duration{}}
 	members := []int64{loadSender}
 	for u := int64(1); u <= loadPerPacket; u++ {
@@ -152,9 +154,11 @@ func startLoad(t *testing.T, e *env, r loadRates) *mixedLoad {
 		l.packets = append(l.packets, p.ID)
 	}
 	l.campaign = e.newCampaign(t, loadCampaign*50, loadCampaign, 1, 100, 1).ID
-	l.skus = []skuRef{{1, 2, 10}, {1, 3, 20}, {2, 4, 30}}
+	l.skus = []stocktest.SKU{{Activity: 1, Product: 2, SKU: 10}, {Activity: 1, Product: 3, SKU: 20}, {Activity: 2, Product: 4, SKU: 30}}
 	for _, s := range l.skus {
-		submitSKUs(t, e, fmt.Sprintf("sub-%d-%d-%d", s.a, s.p, s.sku), s.a, s.p, engine.SKUStock{SKU: s.sku, Stock: 1_000_000})
+		if err := e.eng.Stock().Submit(context.Background(), fmt.Sprintf("sub-%d-%d-%d", s.Activity, s.Product, s.SKU), s.Activity, s.Product, []stock.SKUStock{{SKU: s.SKU, Stock: 1_000_000}}); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	l.run("grab", r.grabs, loadPackets*loadPerPacket, func(i int) (string, error) {
@@ -183,7 +187,7 @@ func startLoad(t *testing.T, e *env, r loadRates) *mixedLoad {
 	})
 	l.run("deduct", r.deducts, 1<<30, func(i int) (string, error) {
 		s, order := l.skus[i%len(l.skus)], fmt.Sprintf("o-%d", i)
-		err := e.eng.DeductStock(ctx, order, []engine.StockItem{s.item(engine.ScopeHighSeas, 1)})
+		err := e.eng.Stock().Deduct(ctx, order, []stock.Item{s.Item(stock.ScopeHighSeas, 1)})
 		if err == nil {
 			l.mu.Lock()
 			l.orders[order] = s
@@ -337,7 +341,7 @@ func (l *mixedLoad) verify(t *testing.T, f *faultEnv) {
 	l.stop()
 	ctx := context.Background()
 	waitFor(t, "the writer to acknowledge every event", func() bool { return f.caughtUp(t) })
-	waitDurable(t, f.env, l.skus...)
+	stocktest.WaitDurable(t, f.rdb, f.keys, f.db, l.skus...)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 
@@ -422,17 +426,17 @@ func (l *mixedLoad) verify(t *testing.T, f *faultEnv) {
 
 	// Stock: MySQL's counters are Redis's (waitDurable), the log has no gap,
 	// and what is sold is what was answered.
-	sold := map[skuRef]int64{}
+	sold := map[stocktest.SKU]int64{}
 	for _, s := range l.orders {
 		sold[s]++
 	}
 	for _, s := range l.skus {
-		gaplessChanges(t, f.env, s)
-		st, err := f.db.Stock(ctx, s.a, s.p, s.sku)
+		stocktest.GaplessChanges(t, f.rdb, f.keys, f.db, s)
+		st, err := f.db.Stock(ctx, s.Activity, s.Product, s.SKU)
 		if err != nil {
 			t.Fatal(err)
 		}
-		i := slices.IndexFunc(st.Scopes, func(c store.StockScope) bool { return c.Scope == engine.ScopeHighSeas })
+		i := slices.IndexFunc(st.Scopes, func(c store.StockScope) bool { return c.Scope == stock.ScopeHighSeas })
 		if i < 0 || st.Scopes[i].Sold != sold[s] {
 			t.Fatalf("SKU %v: MySQL %+v; %d sales answered", s, st.Scopes, sold[s])
 		}

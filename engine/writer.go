@@ -14,6 +14,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/grab-engine/grab/lua"
 	"github.com/grab-engine/grab/store"
 )
 
@@ -491,7 +492,7 @@ func contradiction(ev store.Event) error {
 }
 
 // decodeEvent reads a stream entry written by grab.lua (t=grab), close.lua
-// (t=close), stock.lua (t=stock) or campaign_grab.lua (t=award).
+// (t=close), the stock scripts (t=stock, t=srec) or campaign_grab.lua (t=award).
 func decodeEvent(v map[string]any) (store.Event, error) {
 	f := fields{v: v}
 	var ev store.Event
@@ -528,7 +529,7 @@ func decodeEvent(v map[string]any) (store.Event, error) {
 	return ev, f.err
 }
 
-// decodeStock reads a t=stock entry of stock.lua: the SKU's state after the
+// decodeStock reads a t=stock entry of a stock script: the SKU's state after the
 // change, its scopes as "scope=t,a,r,s;...".
 func decodeStock(f *fields) store.StockEvent {
 	s := store.StockEvent{ActivityID: f.num("a"), ProductID: f.num("p"), SKU: f.num("sku"), Version: f.num("ver"),
@@ -549,7 +550,7 @@ func decodeStock(f *fields) store.StockEvent {
 	}
 	if _, ok := f.v["rv"]; ok {
 		// The record the op set rides on its last event, as a t=srec entry's val.
-		rf := fields{v: map[string]any{"a": f.v["a"], "p": f.v["p"], "ref": f.v["ref"], "val": f.v["rv"], "rk": f.v["rk"], "at": f.v["at"]}}
+		rf := fields{v: map[string]any{"a": f.v["a"], "p": f.v["p"], "ref": f.v["ref"], "val": f.v["rv"], "at": f.v["at"]}}
 		r := decodeStockRecord(&rf)
 		if f.err == nil {
 			f.err = rf.err
@@ -557,6 +558,21 @@ func decodeStock(f *fields) store.StockEvent {
 		s.Record = &r
 	}
 	return s
+}
+
+// decodeStockRecord reads a t=srec entry of a stock script: a record it
+// set. Its rank follows from its value (lua.StockRecordRank); entries
+// written before the scripts stopped sending it carry it as rk.
+func decodeStockRecord(f *fields) store.StockRecordEvent {
+	r := store.StockRecordEvent{ActivityID: f.num("a"), ProductID: f.num("p"), Ref: f.str("ref"), Value: f.str("val"),
+		Rank: lua.StockRecordRank(f.str("val")), At: time.UnixMilli(f.num("at")).UTC()}
+	if _, ok := f.v["rk"]; ok {
+		r.Rank = int(f.num("rk"))
+	}
+	if f.err == nil && (r.ActivityID <= 0 || r.ProductID <= 0 || r.Ref == "" || r.Value == "" || r.Rank < 1 || r.Rank > 2) {
+		f.err = errors.New("activity and product must be positive, ref and value set, rank 1 or 2")
+	}
+	return r
 }
 
 // fields reads a stream entry's values; the first bad number is kept in err.

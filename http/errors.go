@@ -12,6 +12,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/stock"
 )
 
 // API error codes. The first block is API.md's; the second adds codes the
@@ -83,12 +84,12 @@ var errorTable = []struct {
 	{engine.ErrBusy, nethttp.StatusServiceUnavailable, CodeBusy},
 	{engine.ErrIdempotencyConflict, nethttp.StatusConflict, CodeIdempotencyConflict},
 	{engine.ErrAmountMismatch, nethttp.StatusConflict, CodeAmountMismatch},
-	{engine.ErrOutOfStock, nethttp.StatusConflict, CodeOutOfStock},
-	{engine.ErrAlreadySubmitted, nethttp.StatusConflict, CodeAlreadySubmitted},
-	{engine.ErrNotForSale, nethttp.StatusConflict, CodeNotForSale},
-	{engine.ErrOrderClosed, nethttp.StatusConflict, CodeOrderClosed},
-	{engine.ErrTCCRefused, nethttp.StatusConflict, CodeTCCRefused},
-	{engine.ErrRolledBack, nethttp.StatusConflict, CodeRolledBack},
+	{stock.ErrOutOfStock, nethttp.StatusConflict, CodeOutOfStock},
+	{stock.ErrAlreadySubmitted, nethttp.StatusConflict, CodeAlreadySubmitted},
+	{stock.ErrNotForSale, nethttp.StatusConflict, CodeNotForSale},
+	{stock.ErrOrderClosed, nethttp.StatusConflict, CodeOrderClosed},
+	{stock.ErrTCCRefused, nethttp.StatusConflict, CodeTCCRefused},
+	{stock.ErrRolledBack, nethttp.StatusConflict, CodeRolledBack},
 	{engine.ErrAwardReceived, nethttp.StatusConflict, CodeAwardReceived},
 	{engine.ErrPayoutInProgress, nethttp.StatusConflict, CodePayoutInProgress},
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/stock"
 )
 
 // Config configures the API.
@@ -36,10 +37,11 @@ type Config struct {
 var openAPI []byte
 
 type server struct {
-	eng *engine.Engine
-	cfg Config
-	log *slog.Logger
-	m   *metrics
+	eng   *engine.Engine
+	stock *stock.Service
+	cfg   Config
+	log   *slog.Logger
+	m     *metrics
 }
 
 // New returns the API handler. Metrics are registered on reg and /metrics
@@ -52,6 +54,9 @@ func New(eng *engine.Engine, cfg Config, log *slog.Logger, reg *prometheus.Regis
 		reg = prometheus.NewRegistry()
 	}
 	s := &server{eng: eng, cfg: cfg, log: log, m: newMetrics(reg)}
+	if eng != nil {
+		s.stock = eng.Stock()
+	}
 
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()

@@ -9,8 +9,7 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
-
-	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/stock"
 )
 
 // The stock API (API.md "Stock (activity SKUs)"): admin calls on activity
@@ -197,7 +196,7 @@ type tccErrorBody struct {
 	Error     errorDetail `json:"error"`
 }
 
-func countersOf(c engine.Counters) countersView {
+func countersOf(c stock.Counters) countersView {
 	return countersView{Total: c.Total, Available: c.Available, Reserved: c.Reserved, Sold: c.Sold}
 }
 
@@ -257,7 +256,7 @@ func (s *server) submitSKUs(c *gin.Context) {
 		s.fail(c, invalid("skus is required"))
 		return
 	}
-	skus := make([]engine.SKUStock, len(*req.SKUs))
+	skus := make([]stock.SKUStock, len(*req.SKUs))
 	for i, in := range *req.SKUs {
 		if skus[i].SKU, err = requireInt("sku_id", in.SKU); err != nil {
 			s.fail(c, err)
@@ -268,7 +267,7 @@ func (s *server) submitSKUs(c *gin.Context) {
 			return
 		}
 	}
-	if err := s.eng.SubmitSKUs(c.Request.Context(), voucher, a, p, skus); err != nil {
+	if err := s.stock.Submit(c.Request.Context(), voucher, a, p, skus); err != nil {
 		s.fail(c, err)
 		return
 	}
@@ -296,7 +295,7 @@ func (s *server) editSKU(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	if err := s.eng.EditSKUStock(c.Request.Context(), voucher, a, p, sku, delta); err != nil {
+	if err := s.stock.Edit(c.Request.Context(), voucher, a, p, sku, delta); err != nil {
 		s.fail(c, err)
 		return
 	}
@@ -319,7 +318,7 @@ func (s *server) revokeSKU(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	n, err := s.eng.RevokeSKU(c.Request.Context(), voucher, a, p, sku)
+	n, err := s.stock.Revoke(c.Request.Context(), voucher, a, p, sku)
 	if err != nil {
 		s.fail(c, err)
 		return
@@ -333,7 +332,7 @@ func (s *server) getSKU(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	v, err := s.eng.SKUStock(c.Request.Context(), a, p, sku)
+	v, err := s.stock.SKU(c.Request.Context(), a, p, sku)
 	if err != nil {
 		s.fail(c, err)
 		return
@@ -362,7 +361,7 @@ func (s *server) exitSKU(c *gin.Context) {
 	}
 	ctx, cancel := context.WithTimeout(c.Request.Context(), forcedExitTimeout)
 	defer cancel()
-	if err := s.eng.ForceExit(ctx, a, p, sku); err != nil {
+	if err := s.stock.ForceExit(ctx, a, p, sku); err != nil {
 		s.fail(c, err)
 		return
 	}
@@ -374,7 +373,7 @@ func (s *server) rollbackVoucher(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	if err := s.eng.RollbackVoucher(c.Request.Context(), c.Param("voucher")); err != nil {
+	if err := s.stock.RollbackVoucher(c.Request.Context(), c.Param("voucher")); err != nil {
 		s.fail(c, err)
 		return
 	}
@@ -406,7 +405,7 @@ func (s *server) movePool(c *gin.Context, salvage bool) {
 		s.fail(c, invalid("items is required"))
 		return
 	}
-	items := make([]engine.StockItem, len(*req.Items))
+	items := make([]stock.Item, len(*req.Items))
 	for i, in := range *req.Items {
 		it := &items[i]
 		for _, f := range []struct {
@@ -421,7 +420,7 @@ func (s *server) movePool(c *gin.Context, salvage bool) {
 			}
 		}
 	}
-	results, err := s.eng.MovePool(c.Request.Context(), salvage, voucher, pool, items)
+	results, err := s.stock.MovePool(c.Request.Context(), salvage, voucher, pool, items)
 	if err != nil {
 		s.fail(c, err)
 		return
@@ -441,11 +440,11 @@ func (s *server) movePool(c *gin.Context, salvage bool) {
 }
 
 // stockItems checks presence of an order's or branch's item fields.
-func stockItems(in *[]stockItem) ([]engine.StockItem, error) {
+func stockItems(in *[]stockItem) ([]stock.Item, error) {
 	if in == nil {
 		return nil, invalid("items is required")
 	}
-	items := make([]engine.StockItem, len(*in))
+	items := make([]stock.Item, len(*in))
 	var err error
 	for i, it := range *in {
 		if items[i].Scope, err = requireString("scope", it.Scope); err != nil {
@@ -481,7 +480,7 @@ func (s *server) deductStock(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	if err := s.eng.DeductStock(c.Request.Context(), id, items); err != nil {
+	if err := s.stock.Deduct(c.Request.Context(), id, items); err != nil {
 		s.fail(c, err)
 		return
 	}
@@ -499,16 +498,16 @@ func (s *server) returnStock(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	if err := s.eng.ReturnStock(c.Request.Context(), id); err != nil {
+	if err := s.stock.Return(c.Request.Context(), id); err != nil {
 		s.fail(c, err)
 		return
 	}
 	c.JSON(nethttp.StatusOK, okResponse{OK: true})
 }
 
-func (s *server) tccTry(c *gin.Context)     { s.tcc(c, engine.TCCTry) }
-func (s *server) tccConfirm(c *gin.Context) { s.tcc(c, engine.TCCConfirm) }
-func (s *server) tccCancel(c *gin.Context)  { s.tcc(c, engine.TCCCancel) }
+func (s *server) tccTry(c *gin.Context)     { s.tcc(c, stock.TCCTry) }
+func (s *server) tccConfirm(c *gin.Context) { s.tcc(c, stock.TCCConfirm) }
+func (s *server) tccCancel(c *gin.Context)  { s.tcc(c, stock.TCCCancel) }
 
 // tcc is a dtm TCC participant (HTTP protocol): 200 SUCCESS; 409 FAILURE for
 // a business refusal, which makes dtm roll the transaction back; 400 (also
@@ -516,18 +515,27 @@ func (s *server) tccCancel(c *gin.Context)  { s.tcc(c, engine.TCCCancel) }
 // retry. gid and branch_id are the barrier; other query parameters dtm adds
 // (trans_type, op) are ignored. The body is the deduct's: order_id, if sent,
 // must be a string or an integer and is otherwise unused.
-func (s *server) tcc(c *gin.Context, phase engine.TCCPhase) {
+//
+// A confirm or cancel whose ids or body are invalid answers success: its
+// try was refused with the same request (dtm sends every phase the body
+// and ids it registered), so nothing was reserved under it, and any other
+// answer would have dtm retry it forever.
+func (s *server) tcc(c *gin.Context, phase stock.TCCPhase) {
 	var req deductRequest
-	if err := decodeBody(c, &req); err != nil {
-		s.failTCC(c, err)
-		return
+	err := decodeBody(c, &req)
+	var items []stock.Item
+	if err == nil {
+		items, err = stockItems(req.Items)
 	}
-	items, err := stockItems(req.Items)
+	if err == nil {
+		err = s.stock.TCC(c.Request.Context(), phase, c.Query("gid"), c.Query("branch_id"), items)
+	}
+	if ae, _ := toAPIError(err); err != nil && phase != stock.TCCTry && ae.Code == CodeInvalidArgument {
+		s.log.WarnContext(c.Request.Context(), "stock: TCC "+string(phase)+" of an invalid request answered success; its try was refused",
+			"gid", c.Query("gid"), "branch_id", c.Query("branch_id"), "err", err)
+		err = nil
+	}
 	if err != nil {
-		s.failTCC(c, err)
-		return
-	}
-	if err := s.eng.TCC(c.Request.Context(), phase, c.Query("gid"), c.Query("branch_id"), items); err != nil {
 		s.failTCC(c, err)
 		return
 	}

@@ -134,6 +134,7 @@ type StockKeys struct {
 	Events   string // the shard's event stream
 	Epoch    string // the shard's dataset epoch (see Keys.Epoch)
 	LoadLock string // lock held while the product is rebuilt or verified from MySQL
+	Orders   string // the shard's order index (see StockOrders)
 	base     string
 }
 
@@ -144,8 +145,15 @@ func (s StockKeys) SKU(skuID int64) string { return s.base + ":sku:" + strconv.F
 func (k Keys) Stock(activityID, productID int64) StockKeys {
 	shard := k.StockShard(activityID, productID)
 	base := fmt.Sprintf("%s:stk:%d:%d", k.tag(shard), activityID, productID)
-	return StockKeys{Record: base + ":rec", Events: k.Events(shard), Epoch: k.Epoch(shard), LoadLock: base + ":loadlock", base: base}
+	return StockKeys{Record: base + ":rec", Events: k.Events(shard), Epoch: k.Epoch(shard), LoadLock: base + ":loadlock",
+		Orders: k.StockOrders(shard), base: base}
 }
+
+// StockOrders is a shard's order index: for each order of one product that
+// deducted on the shard, its product, so the order's return finds it;
+// "*" for an order across products; "!" for one returned before any deduct
+// (stock_sale.lua, stock_index.lua).
+func (k Keys) StockOrders(shard int) string { return k.tag(shard) + ":sorders" }
 
 // StockOrder is the hash of one order's state across products; its own
 // hash tag, as an order's products may sit on any shard.

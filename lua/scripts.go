@@ -321,7 +321,8 @@ func Probe(ctx context.Context, c redis.Scripter, k ProbeKeys, userID, nowMs int
 // not pay for an EVAL fallback.
 func Preload(ctx context.Context, c redis.Scripter) error {
 	for _, s := range []*redis.Script{grabScript, loadScript, probeScript, unlockScript, closeScript,
-		campaignGrabScript, campaignLoadScript, settleScript, stockScript, stockOrderScript, stockVoucherScript, stockLoadScript} {
+		campaignGrabScript, campaignLoadScript, settleScript,
+		stockSaleScript, stockTCCScript, stockVoucherScript, stockOrderScript, stockVoucherIndexScript, stockIndexScript, stockLoadScript} {
 		if err := s.Load(ctx, c).Err(); err != nil {
 			return err
 		}

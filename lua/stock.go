@@ -12,16 +12,29 @@ import (
 )
 
 var (
-	//go:embed stock.lua
-	stockSource string
-	//go:embed stock_order.lua
-	stockOrderSource string
+	//go:embed stock_lib.lua
+	stockLibSource string
+	//go:embed stock_sale.lua
+	stockSaleSource string
+	//go:embed stock_tcc.lua
+	stockTCCSource string
 	//go:embed stock_voucher.lua
 	stockVoucherSource string
+	//go:embed stock_order.lua
+	stockOrderSource string
+	//go:embed stock_voucher_index.lua
+	stockVoucherIndexSource string
+	//go:embed stock_index.lua
+	stockIndexSource string
 
-	stockScript        = redis.NewScript(stockSource)
-	stockOrderScript   = redis.NewScript(stockOrderSource)
-	stockVoucherScript = redis.NewScript(stockVoucherSource)
+	// Each stock script is stock_lib.lua followed by its own ops: one chunk.
+	stockSaleScript    = redis.NewScript(stockLibSource + stockSaleSource)
+	stockTCCScript     = redis.NewScript(stockLibSource + stockTCCSource)
+	stockVoucherScript = redis.NewScript(stockLibSource + stockVoucherSource)
+
+	stockOrderScript        = redis.NewScript(stockOrderSource)
+	stockVoucherIndexScript = redis.NewScript(stockVoucherIndexSource)
+	stockIndexScript        = redis.NewScript(stockIndexSource)
 )
 
 // StockItem is one line of a stock op: a SKU, its scope ("high_seas" or
@@ -32,9 +45,12 @@ type StockItem struct {
 	Qty   int64
 }
 
-// StockOp is one call of stock.lua on one activity product.
+// StockOp is one call of a stock script on one activity product.
 type StockOp struct {
-	Op                    string // submit, edit, halt, revoke, salvage, release, rollback, deduct, return, try, confirm, cancel
+	// Op picks the script: deduct, return, check (stock_sale.lua); try,
+	// confirm, cancel (stock_tcc.lua); submit, edit, halt, revoke, salvage,
+	// release, rollback (stock_voucher.lua).
+	Op                    string
 	ID                    string // record field: "v:<voucher>", "o:<order>", "t:<gid>/<branch>"; "" keeps none
 	NowMs                 int64
 	ActivityID, ProductID int64
@@ -42,24 +58,56 @@ type StockOp struct {
 	// Seen is the record as read before a return, confirm, cancel or
 	// rollback, whose items were taken from it.
 	Seen string
+	// Across marks a deduct (or check) of an order across products: its
+	// products are in its own record (StockOrder), not the shard's index.
+	Across bool
 }
 
-// StockVerify is stock.lua's answer when the product was loaded under
-// another dataset epoch, or never: nothing ran; verify the product from
-// MySQL (LoadStockRecords, then FinishStockLoad, under its load lock) and
-// run the op again.
-const StockVerify = "VERIFY"
+// StockCode is a stock script's answer (stock_lib.lua's CODE).
+type StockCode int
 
-// StockReply is what stock.lua answered: Code "" for success, StockVerify,
-// or an API code; Results per item (salvage, release); Withdrawn for revoke.
+const (
+	StockOK               StockCode = 0
+	StockOutOfStock       StockCode = 1
+	StockAlreadySubmitted StockCode = 2
+	StockNotForSale       StockCode = 3
+	StockNotFound         StockCode = 4
+	StockOrderClosed      StockCode = 5
+	StockRefused          StockCode = 6 // a try after its cancel, a confirm after its cancel
+	StockNotTried         StockCode = 7 // a confirm of a branch never tried
+	StockConfirmed        StockCode = 8 // a cancel after its confirm
+	StockRolledBack       StockCode = 9
+	StockConflict         StockCode = 10 // the id was used for another op or other products
+	StockRetry            StockCode = 11 // the record changed since the caller read it
+	// StockVerify: the product was loaded under another dataset epoch, or
+	// never; nothing ran. Verify it from MySQL (LoadStockRecords, then
+	// FinishStockLoad, under its load lock) and run the op again.
+	StockVerify StockCode = -2
+)
+
+var stockCodeNames = map[StockCode]string{StockOK: "OK", StockOutOfStock: "OUT_OF_STOCK",
+	StockAlreadySubmitted: "ALREADY_SUBMITTED", StockNotForSale: "NOT_FOR_SALE", StockNotFound: "NOT_FOUND",
+	StockOrderClosed: "ORDER_CLOSED", StockRefused: "REFUSED", StockNotTried: "NOT_TRIED",
+	StockConfirmed: "CONFIRMED", StockRolledBack: "ROLLED_BACK", StockConflict: "CONFLICT",
+	StockRetry: "RETRY", StockVerify: "VERIFY"}
+
+func (c StockCode) String() string {
+	if s, ok := stockCodeNames[c]; ok {
+		return s
+	}
+	return "StockCode(" + strconv.Itoa(int(c)) + ")"
+}
+
+// StockReply is what a stock script answered: Results per item (salvage,
+// release); Withdrawn for revoke.
 type StockReply struct {
-	Code      string
+	Code      StockCode
 	Replay    bool
-	Results   []string
+	Results   []StockCode
 	Withdrawn int64
 }
 
-// EncodeStockItems is the items' form in the script's arguments and records.
+// EncodeStockItems is the items' form in records.
 func EncodeStockItems(items []StockItem) string {
 	var b strings.Builder
 	for i, it := range items {
@@ -71,7 +119,7 @@ func EncodeStockItems(items []StockItem) string {
 	return b.String()
 }
 
-// ParseStockRecord reads a record written by stock.lua: its state (the
+// ParseStockRecord reads a record written by a stock script: its state (the
 // marker letter, or the op of a voucher record) and the items it holds.
 func ParseStockRecord(rec string) (state string, items []StockItem, err error) {
 	if rec == "" {
@@ -97,33 +145,135 @@ func ParseStockRecord(rec string) (state string, items []StockItem, err error) {
 	return state, items, nil
 }
 
-// Stock runs stock.lua: one op on one activity product's SKUs, atomically.
-func Stock(ctx context.Context, c redis.Scripter, k StockKeys, op StockOp) (StockReply, error) {
-	keys := make([]string, 0, 3+len(op.Items))
-	keys = append(keys, k.Record, k.Events, k.Epoch)
+// stockCall is the script, keys and arguments of op.
+func stockCall(k StockKeys, op StockOp) (*redis.Script, []string, []any) {
+	script, arg := stockVoucherScript, op.Seen
+	switch op.Op {
+	case "deduct", "check":
+		script, arg = stockSaleScript, fmt.Sprintf("%d:%d", op.ActivityID, op.ProductID)
+		if op.Across {
+			arg = "*"
+		}
+	case "return":
+		script = stockSaleScript
+	case "try", "confirm", "cancel":
+		script = stockTCCScript
+	}
+	keys := make([]string, 0, 4+len(op.Items))
+	keys = append(keys, k.Record, k.Events, k.Epoch, k.Orders)
+	args := make([]any, 0, 6+3*len(op.Items))
+	args = append(args, op.Op, op.ID, op.NowMs, op.ActivityID, op.ProductID, arg)
 	for _, it := range op.Items {
 		keys = append(keys, k.SKU(it.SKU))
+		args = append(args, it.SKU, it.Scope, it.Qty)
 	}
-	v, err := stockScript.Run(ctx, c, keys, op.Op, op.ID, op.NowMs, op.ActivityID, op.ProductID,
-		EncodeStockItems(op.Items), op.Seen).Slice()
+	return script, keys, args
+}
+
+// Stock runs op's stock script on one activity product's SKUs, atomically,
+// through r (a client, or a ScriptPipeline sharing round trips).
+func Stock(ctx context.Context, r Runner, k StockKeys, op StockOp) (StockReply, error) {
+	script, keys, args := stockCall(k, op)
+	v, err := r.Run(ctx, script, keys, args...).Slice()
 	if err != nil {
 		return StockReply{}, err
 	}
+	return ParseStockReply(op.Op, v)
+}
+
+// StockCmd queues op's stock script on a pipeline; ParseStockReply reads
+// its answer. The pipeline must be run with the scripts loaded (Preload):
+// a NOSCRIPT answer means the op did not run.
+func StockCmd(ctx context.Context, p redis.Pipeliner, k StockKeys, op StockOp) *redis.Cmd {
+	script, keys, args := stockCall(k, op)
+	return script.EvalSha(ctx, p, keys, args...)
+}
+
+// ParseStockReply reads a stock script's reply {code, replay, extra…} to op.
+func ParseStockReply(op string, v []any) (StockReply, error) {
 	if len(v) < 2 {
 		return StockReply{}, fmt.Errorf("%w: stock reply %v", ErrUnexpectedReply, v)
 	}
-	code, _ := v[0].(string)
-	replay, _ := v[1].(int64)
-	r := StockReply{Code: code, Replay: replay == 1}
+	code, ok1 := v[0].(int64)
+	replay, ok2 := v[1].(int64)
+	if !ok1 || !ok2 {
+		return StockReply{}, fmt.Errorf("%w: stock reply %v", ErrUnexpectedReply, v)
+	}
+	r := StockReply{Code: StockCode(code), Replay: replay == 1}
 	for _, x := range v[2:] {
-		switch x := x.(type) {
-		case string:
-			r.Results = append(r.Results, x)
-		case int64:
-			r.Withdrawn = x
+		n, ok := x.(int64)
+		if !ok {
+			return StockReply{}, fmt.Errorf("%w: stock reply %v", ErrUnexpectedReply, v)
+		}
+		switch op {
+		case "revoke":
+			r.Withdrawn = n
+		case "salvage", "release":
+			r.Results = append(r.Results, StockCode(n))
 		}
 	}
 	return r, nil
+}
+
+// FindStockOrder reads every shard's order index for an order: the
+// products ("<a>:<p>") it deducted from alone, and whether some shard knows
+// it as an order across products ("*") or closed ("!").
+func FindStockOrder(ctx context.Context, c redis.Cmdable, keys Keys, orderID string) (products []string, across bool, err error) {
+	cmds := make([]*redis.StringCmd, keys.Shards)
+	_, err = c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for s := range cmds {
+			cmds[s] = p.HGet(ctx, keys.StockOrders(s), "o:"+orderID)
+		}
+		return nil
+	})
+	if err != nil && err != redis.Nil {
+		return nil, false, err
+	}
+	for _, cmd := range cmds {
+		v, err := cmd.Result()
+		switch {
+		case err == redis.Nil:
+		case err != nil:
+			return nil, false, err
+		case v == "*":
+			across = true
+		case v != "!":
+			products = append(products, v)
+		}
+	}
+	return products, across, nil
+}
+
+// CloseStockOrder closes an order in every shard's order index
+// (stock_index.lua), for a return that found no product it deducted from:
+// its later deduct is refused. It answers the products a deduct reached
+// meanwhile ("<a>:<p>"), to be returned there.
+func CloseStockOrder(ctx context.Context, c redis.Cmdable, keys Keys, orderID string) ([]string, error) {
+	cmds := make([]*redis.Cmd, keys.Shards)
+	_, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for s := range cmds {
+			cmds[s] = stockIndexScript.EvalSha(ctx, p, []string{keys.StockOrders(s)}, "o:"+orderID)
+		}
+		return nil
+	})
+	if err != nil && err != redis.Nil && !redis.HasErrorPrefix(err, "NOSCRIPT") {
+		return nil, err
+	}
+	var products []string
+	for s, cmd := range cmds {
+		v, err := cmd.Text()
+		if redis.HasErrorPrefix(err, "NOSCRIPT") {
+			v, err = stockIndexScript.Run(ctx, c, []string{keys.StockOrders(s)}, "o:"+orderID).Text()
+		}
+		switch {
+		case err == redis.Nil:
+		case err != nil:
+			return nil, err
+		case v != "*" && v != "!":
+			products = append(products, v)
+		}
+	}
+	return products, nil
 }
 
 // StockRecord reads what op id did on a product ("" when nothing yet), as
@@ -251,7 +401,20 @@ type StockOrderState struct {
 // StockOrder runs stock_order.lua: op begin (arg: the products), finish
 // (arg: the deduct's code) or return; the record is kept for ttl after.
 func StockOrder(ctx context.Context, c redis.Scripter, orderKey, op, arg string, ttl time.Duration) (StockOrderState, error) {
-	v, err := stockOrderScript.Run(ctx, c, []string{orderKey}, op, arg, int64(ttl/time.Second)).StringSlice()
+	return readStockOrder(stockOrderScript.Run(ctx, c, []string{orderKey}, op, arg, int64(ttl/time.Second)))
+}
+
+// StockOrderCmd queues stock_order.lua on a pipeline (see StockOrder);
+// ParseStockOrder reads its answer.
+func StockOrderCmd(ctx context.Context, p redis.Pipeliner, orderKey, op, arg string, ttl time.Duration) *redis.Cmd {
+	return stockOrderScript.EvalSha(ctx, p, []string{orderKey}, op, arg, int64(ttl/time.Second))
+}
+
+// ParseStockOrder reads the answer of a StockOrderCmd.
+func ParseStockOrder(cmd *redis.Cmd) (StockOrderState, error) { return readStockOrder(cmd) }
+
+func readStockOrder(cmd *redis.Cmd) (StockOrderState, error) {
+	v, err := cmd.StringSlice()
 	if err != nil {
 		return StockOrderState{}, err
 	}
@@ -261,15 +424,39 @@ func StockOrder(ctx context.Context, c redis.Scripter, orderKey, op, arg string,
 	return StockOrderState{State: v[0], Code: v[1], Products: v[2]}, nil
 }
 
+// StockCodeOf is the code named name (as records and order states keep
+// them); unknown names are -1.
+func StockCodeOf(name string) StockCode {
+	for c, n := range stockCodeNames {
+		if n == name {
+			return c
+		}
+	}
+	return -1
+}
+
 // IndexStockVoucher notes, before a voucher's op touches product ("a:p"),
 // that it does; false when the voucher was rolled back and must not run.
 func IndexStockVoucher(ctx context.Context, c redis.Scripter, voucherKey, product string, ttl time.Duration) (bool, error) {
-	n, err := stockVoucherScript.Run(ctx, c, []string{voucherKey}, "index", product, int64(ttl/time.Second)).Int()
+	n, err := stockVoucherIndexScript.Run(ctx, c, []string{voucherKey}, "index", product, int64(ttl/time.Second)).Int()
 	return n == 1, err
 }
 
 // RollbackStockVoucher marks a voucher rolled back, so no op of it starts
 // after, and lists the products its ops touched before.
 func RollbackStockVoucher(ctx context.Context, c redis.Scripter, voucherKey string, ttl time.Duration) ([]string, error) {
-	return stockVoucherScript.Run(ctx, c, []string{voucherKey}, "rollback", "", int64(ttl/time.Second)).StringSlice()
+	return stockVoucherIndexScript.Run(ctx, c, []string{voucherKey}, "rollback", "", int64(ttl/time.Second)).StringSlice()
+}
+
+// StockRecordRank is a record's rank, which is how a verification tells
+// the more advanced of two values of one record: 2 for a terminal record
+// (rollback, r returned, f confirmed, c cancelled), 1 for a first one (a
+// voucher's answer, d, x, t). A record only ever moves to a higher rank.
+func StockRecordRank(value string) int {
+	state, _, _ := strings.Cut(value, "#")
+	switch state {
+	case "rollback", "r", "f", "c":
+		return 2
+	}
+	return 1
 }

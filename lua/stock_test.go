@@ -49,7 +49,7 @@ func verifyEmpty(t *testing.T, c *redis.Client, k lua.StockKeys) string {
 func runStock(t *testing.T, c *redis.Client, k lua.StockKeys, op lua.StockOp) lua.StockReply {
 	t.Helper()
 	op.NowMs, op.ActivityID, op.ProductID = stockNow, 1, 2
-	r, err := lua.Stock(context.Background(), c, k, op)
+	r, err := lua.Stock(context.Background(), lua.Direct(c), k, op)
 	if err != nil {
 		t.Fatalf("%s %s: %v", op.Op, op.ID, err)
 	}
@@ -72,7 +72,7 @@ func TestStockScriptVerifiesFirst(t *testing.T) {
 			t.Fatalf("%d keys written by a refused op", n)
 		}
 		verifyEmpty(t, c, k)
-		if r := runStock(t, c, k, lua.StockOp{Op: "submit", ID: "v:s", Items: hs(1, 10)}); r.Code != "" {
+		if r := runStock(t, c, k, lua.StockOp{Op: "submit", ID: "v:s", Items: hs(1, 10)}); r.Code != lua.StockOK {
 			t.Fatalf("submit after verification = %+v", r)
 		}
 		st, verify, err := lua.ReadStockSKU(ctx, c, k, 1)
@@ -138,7 +138,7 @@ func TestStockRecordsReachTheStream(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// A record rides on its op's last stock event (rv, rk), or, when the
+		// A record rides on its op's last stock event (rv), or, when the
 		// op changed no SKU, is an entry of its own (t=srec).
 		last := map[string][2]string{}
 		n, alone := 0, 0
@@ -156,7 +156,7 @@ func TestStockRecordsReachTheStream(t *testing.T) {
 			if v["a"] != "1" || v["p"] != "2" || v["at"] != strconv.Itoa(stockNow) {
 				t.Fatalf("record entry %v", v)
 			}
-			last[v["ref"].(string)] = [2]string{val.(string), v["rk"].(string)}
+			last[v["ref"].(string)] = [2]string{val.(string), strconv.Itoa(lua.StockRecordRank(val.(string)))}
 		}
 		if !reflect.DeepEqual(last, want) {
 			t.Fatalf("records in the stream %v\nwant %v", last, want)
@@ -256,13 +256,13 @@ func TestStockLoadTakesWhatMySQLHasNewer(t *testing.T) {
 			}
 		}
 		// Replays answer from the records MySQL gave back; new changes go on from version 5.
-		if r := runStock(t, c, k, lua.StockOp{Op: "deduct", ID: "o:3", Items: hs(2, 1)}); r.Code != "OUT_OF_STOCK" || !r.Replay {
+		if r := runStock(t, c, k, lua.StockOp{Op: "deduct", ID: "o:3", Items: hs(2, 1)}); r.Code != lua.StockOutOfStock || !r.Replay {
 			t.Fatalf("replayed refusal = %+v", r)
 		}
-		if r := runStock(t, c, k, lua.StockOp{Op: "deduct", ID: "o:1", Items: hs(2, 1)}); r.Code != "ORDER_CLOSED" {
+		if r := runStock(t, c, k, lua.StockOp{Op: "deduct", ID: "o:1", Items: hs(2, 1)}); r.Code != lua.StockOrderClosed {
 			t.Fatalf("deduct of a returned order = %+v", r)
 		}
-		if r := runStock(t, c, k, lua.StockOp{Op: "deduct", ID: "o:5", Items: hs(2, 1)}); r.Code != "" {
+		if r := runStock(t, c, k, lua.StockOp{Op: "deduct", ID: "o:5", Items: hs(2, 1)}); r.Code != lua.StockOK {
 			t.Fatalf("new deduct = %+v", r)
 		}
 		if st, _, _ := lua.ReadStockSKU(ctx, c, k, 2); st.Version != 6 || st.Scopes["high_seas"].Sold != 2 {

@@ -154,7 +154,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	// drains the events of their last pass.
 	stopJobs := startJobs(ctx, log, map[string]func(context.Context) error{
 		"refund job": eng.RunRefunder, "reconciliation": eng.RunReconciler, "payout sweeper": eng.RunPayoutSweeper,
-		"stock order sweep": eng.RunStockSweeper})
+		"stock order sweep": eng.Stock().RunSweeper})
 
 	handler := grabhttp.New(eng, grabhttp.Config{JWTSecret: []byte(cfg.JWTSecret), AdminToken: cfg.AdminToken,
 		DevAuth: cfg.DevAuth, PaySecret: []byte(cfg.PaySecret)}, log, reg)

@@ -1,4 +1,4 @@
-package engine_test
+package stock_test
 
 // Stock across Redis faults (issue 12, failure 3 and the stock half of
 // failure 2): a Redis that comes back empty, in the embedded mode too, or
@@ -22,6 +22,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/stock"
 	"github.com/grab-engine/grab/lua"
 	"github.com/grab-engine/grab/lua/redistest"
 	"github.com/grab-engine/grab/store"
@@ -76,15 +77,15 @@ func wantDeadLetters(t *testing.T, e *env, reg *prometheus.Registry, want int) {
 	}
 }
 
-func wantCounters(t *testing.T, e *env, r skuRef, want engine.Counters) {
+func wantCounters(t *testing.T, e *env, r skuRef, want stock.Counters) {
 	t.Helper()
 	if got := skuView(t, e, r).HighSeas; got != want {
 		t.Fatalf("SKU %v high seas %+v, want %+v", r, got, want)
 	}
 }
 
-func deduct(r skuRef, qty int64) []engine.StockItem {
-	return []engine.StockItem{r.item(engine.ScopeHighSeas, qty)}
+func deduct(r skuRef, qty int64) []stock.Item {
+	return []stock.Item{r.item(stock.ScopeHighSeas, qty)}
 }
 
 // Failure 3 of issue 12: submit SKU 1 with 10, deduct o1 (3), o2 (1), o3
@@ -103,21 +104,21 @@ func TestStockRedisRestartedEmptyKeepsCountersVersionsAndReplays(t *testing.T) {
 	e.startWriter(t)
 	ctx := context.Background()
 	s1, s2 := ref(1), ref(2)
-	submit := []engine.SKUStock{{SKU: 1, Stock: 10}, {SKU: 2, Stock: 5}}
+	submit := []stock.SKUStock{{SKU: 1, Stock: 10}, {SKU: 2, Stock: 5}}
 
-	mustOK(t, e.eng.SubmitSKUs(ctx, "sub", 1, 2, submit))
-	wantErr(t, "submit under another voucher", e.eng.SubmitSKUs(ctx, "sub-again", 1, 2, submit[:1]), engine.ErrAlreadySubmitted)
+	mustOK(t, e.stock.Submit(ctx, "sub", 1, 2, submit))
+	wantErr(t, "submit under another voucher", e.stock.Submit(ctx, "sub-again", 1, 2, submit[:1]), stock.ErrAlreadySubmitted)
 	for _, o := range []struct {
 		id  string
 		qty int64
 	}{{"o1", 3}, {"o2", 1}, {"o3", 1}} {
-		mustOK(t, e.eng.DeductStock(ctx, o.id, deduct(s1, o.qty)))
+		mustOK(t, e.stock.Deduct(ctx, o.id, deduct(s1, o.qty)))
 	}
-	wantErr(t, "deduct of more than there is", e.eng.DeductStock(ctx, "big", deduct(s1, 100)), engine.ErrOutOfStock)
-	mustOK(t, e.eng.TCC(ctx, engine.TCCTry, "g1", "b1", deduct(s2, 2)))
-	mustOK(t, e.eng.TCC(ctx, engine.TCCCancel, "g2", "b1", deduct(s2, 1))) // before its try: the late try is refused
+	wantErr(t, "deduct of more than there is", e.stock.Deduct(ctx, "big", deduct(s1, 100)), stock.ErrOutOfStock)
+	mustOK(t, e.stock.TCC(ctx, stock.TCCTry, "g1", "b1", deduct(s2, 2)))
+	mustOK(t, e.stock.TCC(ctx, stock.TCCCancel, "g2", "b1", deduct(s2, 1))) // before its try: the late try is refused
 	salvageAll(t, e, "sal", 7, s2, 1)
-	wantCounters(t, e, s1, engine.Counters{Total: 10, Available: 5, Sold: 5})
+	wantCounters(t, e, s1, stock.Counters{Total: 10, Available: 5, Sold: 5})
 	waitDurable(t, e, s1, s2)
 	waitRecordsDurable(t, e, 1, 2)
 	before := stockSnapshot(t, e, s1, s2)
@@ -129,7 +130,7 @@ func TestStockRedisRestartedEmptyKeepsCountersVersionsAndReplays(t *testing.T) {
 	srv.Restart()
 
 	// GET …/skus/1: 10/5/0/5 at MySQL's version 4, not 404.
-	wantCounters(t, e, s1, engine.Counters{Total: 10, Available: 5, Sold: 5})
+	wantCounters(t, e, s1, stock.Counters{Total: 10, Available: 5, Sold: 5})
 	if got := redisStock(t, e, s1); got != "st=on ver=4 high_seas=10,5,0,5" {
 		t.Fatalf("SKU 1 after the restart: %s", got)
 	}
@@ -141,29 +142,29 @@ func TestStockRedisRestartedEmptyKeepsCountersVersionsAndReplays(t *testing.T) {
 	}
 
 	// Replays answer as they first did and change nothing.
-	mustOK(t, e.eng.SubmitSKUs(ctx, "sub", 1, 2, submit))
-	wantErr(t, "replayed submit under another voucher", e.eng.SubmitSKUs(ctx, "sub-again", 1, 2, submit[:1]), engine.ErrAlreadySubmitted)
-	wantErr(t, "a new voucher's submit", e.eng.SubmitSKUs(ctx, "sub-new", 1, 2, submit[:1]), engine.ErrAlreadySubmitted)
-	mustOK(t, e.eng.DeductStock(ctx, "o1", deduct(s1, 3)))
-	wantErr(t, "replayed refusal", e.eng.DeductStock(ctx, "big", deduct(s1, 100)), engine.ErrOutOfStock)
-	mustOK(t, e.eng.TCC(ctx, engine.TCCTry, "g1", "b1", deduct(s2, 2)))
-	wantErr(t, "late try after its cancel", e.eng.TCC(ctx, engine.TCCTry, "g2", "b1", deduct(s2, 1)), engine.ErrTCCRefused)
+	mustOK(t, e.stock.Submit(ctx, "sub", 1, 2, submit))
+	wantErr(t, "replayed submit under another voucher", e.stock.Submit(ctx, "sub-again", 1, 2, submit[:1]), stock.ErrAlreadySubmitted)
+	wantErr(t, "a new voucher's submit", e.stock.Submit(ctx, "sub-new", 1, 2, submit[:1]), stock.ErrAlreadySubmitted)
+	mustOK(t, e.stock.Deduct(ctx, "o1", deduct(s1, 3)))
+	wantErr(t, "replayed refusal", e.stock.Deduct(ctx, "big", deduct(s1, 100)), stock.ErrOutOfStock)
+	mustOK(t, e.stock.TCC(ctx, stock.TCCTry, "g1", "b1", deduct(s2, 2)))
+	wantErr(t, "late try after its cancel", e.stock.TCC(ctx, stock.TCCTry, "g2", "b1", deduct(s2, 1)), stock.ErrTCCRefused)
 	stockUnchanged(t, e, "replays after the restart", before, s1, s2)
 
 	// What came before settles on the records MySQL gave back. o2's order
 	// record and sal's voucher index were lost with Redis: MySQL names
 	// their products.
-	mustOK(t, e.eng.TCC(ctx, engine.TCCConfirm, "g1", "b1", deduct(s2, 2)))
-	mustOK(t, e.eng.ReturnStock(ctx, "o2"))
-	mustOK(t, e.eng.RollbackVoucher(ctx, "sal"))
-	wantCounters(t, e, s1, engine.Counters{Total: 10, Available: 6, Sold: 4})
-	if v := skuView(t, e, s2); v.HighSeas != (engine.Counters{Total: 5, Available: 3, Sold: 2}) || len(v.Pools) != 0 {
+	mustOK(t, e.stock.TCC(ctx, stock.TCCConfirm, "g1", "b1", deduct(s2, 2)))
+	mustOK(t, e.stock.Return(ctx, "o2"))
+	mustOK(t, e.stock.RollbackVoucher(ctx, "sal"))
+	wantCounters(t, e, s1, stock.Counters{Total: 10, Available: 6, Sold: 4})
+	if v := skuView(t, e, s2); v.HighSeas != (stock.Counters{Total: 5, Available: 3, Sold: 2}) || len(v.Pools) != 0 {
 		t.Fatalf("SKU 2 after confirm and rollback: %+v", v)
 	}
-	wantErr(t, "deduct of the returned o2", e.eng.DeductStock(ctx, "o2", deduct(s1, 1)), engine.ErrOrderClosed)
+	wantErr(t, "deduct of the returned o2", e.stock.Deduct(ctx, "o2", deduct(s1, 1)), stock.ErrOrderClosed)
 
 	// New changes go on from MySQL's versions: 5 was the return, 6 is o4.
-	mustOK(t, e.eng.DeductStock(ctx, "o4", deduct(s1, 2)))
+	mustOK(t, e.stock.Deduct(ctx, "o4", deduct(s1, 2)))
 	if got := redisStock(t, e, s1); got != "st=on ver=6 high_seas=10,4,0,6" {
 		t.Fatalf("SKU 1 after a new deduct: %s", got)
 	}
@@ -199,11 +200,11 @@ func TestStockEmbeddedModeKeepsStockAcrossARestart(t *testing.T) {
 	s1 := ref(1)
 
 	e, _, stop := start()
-	mustOK(t, e.eng.SubmitSKUs(ctx, "sub", 1, 2, []engine.SKUStock{{SKU: 1, Stock: 10}}))
-	mustOK(t, e.eng.DeductStock(ctx, "o1", deduct(s1, 3)))
-	mustOK(t, e.eng.DeductStock(ctx, "o2", deduct(s1, 2)))
-	wantErr(t, "deduct of more than there is", e.eng.DeductStock(ctx, "big", deduct(s1, 100)), engine.ErrOutOfStock)
-	mustOK(t, e.eng.TCC(ctx, engine.TCCTry, "g", "b", deduct(s1, 1)))
+	mustOK(t, e.stock.Submit(ctx, "sub", 1, 2, []stock.SKUStock{{SKU: 1, Stock: 10}}))
+	mustOK(t, e.stock.Deduct(ctx, "o1", deduct(s1, 3)))
+	mustOK(t, e.stock.Deduct(ctx, "o2", deduct(s1, 2)))
+	wantErr(t, "deduct of more than there is", e.stock.Deduct(ctx, "big", deduct(s1, 100)), stock.ErrOutOfStock)
+	mustOK(t, e.stock.TCC(ctx, stock.TCCTry, "g", "b", deduct(s1, 1)))
 	waitDurable(t, e, s1)
 	waitRecordsDurable(t, e, 1, 2)
 	before := stockSnapshot(t, e, s1)
@@ -214,15 +215,15 @@ func TestStockEmbeddedModeKeepsStockAcrossARestart(t *testing.T) {
 	if after := stockSnapshot(t, e, s1); after != before {
 		t.Fatalf("stock after the restart\n%s\nbefore\n%s", after, before)
 	}
-	mustOK(t, e.eng.SubmitSKUs(ctx, "sub", 1, 2, []engine.SKUStock{{SKU: 1, Stock: 10}}))
-	mustOK(t, e.eng.DeductStock(ctx, "o1", deduct(s1, 3)))
-	wantErr(t, "replayed refusal", e.eng.DeductStock(ctx, "big", deduct(s1, 100)), engine.ErrOutOfStock)
-	mustOK(t, e.eng.TCC(ctx, engine.TCCTry, "g", "b", deduct(s1, 1)))
+	mustOK(t, e.stock.Submit(ctx, "sub", 1, 2, []stock.SKUStock{{SKU: 1, Stock: 10}}))
+	mustOK(t, e.stock.Deduct(ctx, "o1", deduct(s1, 3)))
+	wantErr(t, "replayed refusal", e.stock.Deduct(ctx, "big", deduct(s1, 100)), stock.ErrOutOfStock)
+	mustOK(t, e.stock.TCC(ctx, stock.TCCTry, "g", "b", deduct(s1, 1)))
 	stockUnchanged(t, e, "replays after the restart", before, s1)
-	mustOK(t, e.eng.TCC(ctx, engine.TCCConfirm, "g", "b", deduct(s1, 1)))
-	mustOK(t, e.eng.ReturnStock(ctx, "o2"))
-	mustOK(t, e.eng.DeductStock(ctx, "o3", deduct(s1, 4)))
-	wantCounters(t, e, s1, engine.Counters{Total: 10, Available: 2, Sold: 8})
+	mustOK(t, e.stock.TCC(ctx, stock.TCCConfirm, "g", "b", deduct(s1, 1)))
+	mustOK(t, e.stock.Return(ctx, "o2"))
+	mustOK(t, e.stock.Deduct(ctx, "o3", deduct(s1, 4)))
+	wantCounters(t, e, s1, stock.Counters{Total: 10, Available: 2, Sold: 8})
 	waitDurable(t, e, s1)
 	waitRecordsDurable(t, e, 1, 2)
 	gaplessChanges(t, e, s1)
@@ -242,8 +243,8 @@ func TestStockRedisRollbackSellsNothingTwice(t *testing.T) {
 	e.startWriter(t)
 	ctx := context.Background()
 	s := ref(1)
-	const stock = 100
-	mustOK(t, e.eng.SubmitSKUs(ctx, "sub", 1, 2, []engine.SKUStock{{SKU: 1, Stock: stock}}))
+	const units = 100
+	mustOK(t, e.stock.Submit(ctx, "sub", 1, 2, []stock.SKUStock{{SKU: 1, Stock: units}}))
 
 	// deductAll deducts one unit for each order at once and answers their errors.
 	deductAll := func(ids []string) map[string]error {
@@ -254,7 +255,7 @@ func TestStockRedisRollbackSellsNothingTwice(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				err := e.eng.DeductStock(ctx, id, deduct(s, 1))
+				err := e.stock.Deduct(ctx, id, deduct(s, 1))
 				mu.Lock()
 				out[id] = err
 				mu.Unlock()
@@ -284,10 +285,10 @@ func TestStockRedisRollbackSellsNothingTwice(t *testing.T) {
 	atCut := redisStock(t, e, s)
 	cut := srv.AOFSize()
 	allOK("second sale", deductAll(second))
-	mustOK(t, e.eng.ReturnStock(ctx, "p1-0"))
-	mustOK(t, e.eng.ReturnStock(ctx, "p2-0"))
-	mustOK(t, e.eng.TCC(ctx, engine.TCCTry, "g", "b", deduct(s, 2)))
-	mustOK(t, e.eng.TCC(ctx, engine.TCCConfirm, "g", "b", deduct(s, 2)))
+	mustOK(t, e.stock.Return(ctx, "p1-0"))
+	mustOK(t, e.stock.Return(ctx, "p2-0"))
+	mustOK(t, e.stock.TCC(ctx, stock.TCCTry, "g", "b", deduct(s, 2)))
+	mustOK(t, e.stock.TCC(ctx, stock.TCCConfirm, "g", "b", deduct(s, 2)))
 	waitDurable(t, e, s)
 	waitRecordsDurable(t, e, 1, 2)
 	// MySQL now holds every one of those; the last few may or may not reach it.
@@ -306,7 +307,7 @@ func TestStockRedisRollbackSellsNothingTwice(t *testing.T) {
 	var retErr error
 	var wg sync.WaitGroup
 	wg.Add(1)
-	go func() { defer wg.Done(); retErr = e.eng.ReturnStock(ctx, "p2-1") }()
+	go func() { defer wg.Done(); retErr = e.stock.Return(ctx, "p2-1") }()
 	res := deductAll(append(append(append(append([]string{}, first...), second...), inFlight...), fresh...))
 	wg.Wait()
 	mustOK(t, retErr)
@@ -314,9 +315,9 @@ func TestStockRedisRollbackSellsNothingTwice(t *testing.T) {
 		want := error(nil)
 		switch {
 		case id == "p1-0" || id == "p2-0":
-			want = engine.ErrOrderClosed
+			want = stock.ErrOrderClosed
 		case id == "p2-1" && res[id] != nil:
-			want = engine.ErrOrderClosed // returned while it replayed
+			want = stock.ErrOrderClosed // returned while it replayed
 		}
 		wantErr(t, "replay of "+id+" after the rollback", res[id], want)
 	}
@@ -325,9 +326,9 @@ func TestStockRedisRollbackSellsNothingTwice(t *testing.T) {
 		switch err := res[id]; {
 		case err == nil:
 			sold++
-		case errors.Is(err, engine.ErrOutOfStock):
+		case errors.Is(err, stock.ErrOutOfStock):
 			// An in-flight order Redis lost and MySQL never saw ran again, and
-			// found the stock gone: the loss window the README states.
+			// found the units gone: the loss window the README states.
 		default:
 			t.Fatalf("order %s after the rollback: %v", id, err)
 		}
@@ -344,7 +345,7 @@ func TestStockRedisRollbackSellsNothingTwice(t *testing.T) {
 		}
 	}
 	v := skuView(t, e, s)
-	if v.HighSeas.Sold != int64(held)+2 || held != sold || v.HighSeas.Total != stock {
+	if v.HighSeas.Sold != int64(held)+2 || held != sold || v.HighSeas.Total != units {
 		t.Fatalf("sold %+v; %d orders hold a unit, %d answered so, +2 confirmed", v.HighSeas, held, sold)
 	}
 	if v.HighSeas.Available != 0 {
@@ -358,7 +359,7 @@ func TestStockRedisRollbackSellsNothingTwice(t *testing.T) {
 	t.Logf("after the rollback: %+v, %d orders hold a unit", v.HighSeas, held)
 }
 
-// The writer parks a stock change whose version MySQL holds for another
+// The writer parks a units change whose version MySQL holds for another
 // change (failure 3's silent drop), with its metric, and applies an exact
 // replay of one it holds without parking it.
 func TestStockWriterParksAVersionThatGoesBack(t *testing.T) {
@@ -367,8 +368,8 @@ func TestStockWriterParksAVersionThatGoesBack(t *testing.T) {
 	e.startWriter(t)
 	ctx := context.Background()
 	s := ref(1)
-	mustOK(t, e.eng.SubmitSKUs(ctx, "sub", 1, 2, []engine.SKUStock{{SKU: 1, Stock: 10}}))
-	mustOK(t, e.eng.DeductStock(ctx, "o1", deduct(s, 3)))
+	mustOK(t, e.stock.Submit(ctx, "sub", 1, 2, []stock.SKUStock{{SKU: 1, Stock: 10}}))
+	mustOK(t, e.stock.Deduct(ctx, "o1", deduct(s, 3)))
 	waitDurable(t, e, s)
 	stream := keys.Events(keys.StockShard(1, 2))
 	entries, err := rdb.XRange(ctx, stream, "-", "+").Result()

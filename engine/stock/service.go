@@ -1,0 +1,301 @@
+// Package stock is the stock service of activity SKUs: a merchant's
+// vouchers (submit, edit, revoke, pools), flash-sale orders (deduct,
+// return) and a TCC participant for dtm. Every operation is one Lua script
+// over one activity product's keys in Redis (lua/stock_sale.lua,
+// stock_tcc.lua, stock_voucher.lua); MySQL is the durable record, kept
+// current by the engine's writer from the events the scripts append. No
+// request waits for MySQL, but the first after a Redis dataset change
+// (which verifies the product from MySQL first) and a return Redis knows
+// nothing about.
+//
+// Build one with New, or take the engine's (engine.Engine.Stock), which
+// shares its Redis, store, writer lag and load locks.
+package stock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/grab-engine/grab/engine/errs"
+	"github.com/grab-engine/grab/lua"
+	"github.com/grab-engine/grab/store"
+)
+
+// Stock errors, beside errs.ErrInvalidArgument, ErrNotFound, ErrBusy and
+// ErrIdempotencyConflict. Exclusion between a product's operations needs no
+// lock: every operation is one script over that product's keys (one hash
+// tag), so submit, edit and revoke of a product (the seed's LOCK_SUBMIT),
+// salvage and deducts never interleave. An order or TCC branch that spans
+// products is one call per product, made idempotent and ordered by a
+// record per product, so it needs none either.
+var (
+	ErrOutOfStock       = errors.New("engine: out of stock")
+	ErrAlreadySubmitted = errors.New("engine: SKU already submitted")
+	ErrNotForSale       = errors.New("engine: not for sale")
+	ErrOrderClosed      = errors.New("engine: order already returned or cancelled")
+	// ErrTCCRefused: a try after its branch was cancelled (no hanging
+	// reservation) or ended.
+	ErrTCCRefused = errors.New("engine: TCC branch refused")
+	// ErrRolledBack: the voucher was rolled back; its operation cannot run now.
+	ErrRolledBack = errors.New("engine: voucher rolled back")
+)
+
+// ScopeHighSeas is the shared scope; PoolScope(id) is one pool's exclusive stock.
+const ScopeHighSeas = "high_seas"
+
+// PoolScope is the scope of pool id.
+func PoolScope(pool int64) string { return "pool:" + strconv.FormatInt(pool, 10) }
+
+// MaxItems bounds one call's items.
+const MaxItems = 100
+
+// maxQty bounds one quantity, far below where sums could overflow.
+const maxQty = 1_000_000_000
+
+var (
+	scopeRe = regexp.MustCompile(`^(high_seas|pool:[1-9][0-9]{0,17})$`)
+	// Idempotency ids become Redis keys and record fields: a safe alphabet.
+	idRe = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,64}$`)
+	// dtm's ids: its gids (22-character short UUIDs, or the caller's own)
+	// and branch ids ("01", "0101"…), up to 128 characters.
+	tccIDRe = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,128}$`)
+)
+
+// Clock tells the time; tests inject a fake one.
+type Clock interface{ Now() time.Time }
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time { return time.Now() }
+
+// Config tunes the service. Zero values take the defaults of DefaultConfig.
+type Config struct {
+	Keys lua.Keys
+	// VoucherTTL is how long a voucher's list of touched products (for its
+	// rollback) and an order's record across products are kept.
+	VoucherTTL time.Duration
+	// OrderStale is how long an order across products may go without an
+	// answer before SweepOrders settles it.
+	OrderStale time.Duration
+	// SweepInterval is how often RunSweeper sweeps.
+	SweepInterval time.Duration
+	// LagLimit is the writer lag past which deducts and tries are refused
+	// with ErrBusy, rather than selling what MySQL cannot yet keep up with.
+	LagLimit time.Duration
+	// Pipelines is how many pipelines carry concurrent deducts to Redis (see
+	// lua.ScriptPipeline); negative sends each deduct on its own.
+	Pipelines int
+	// Batch is the most deducts one pipeline carries.
+	Batch int
+}
+
+// DefaultConfig is the production configuration.
+func DefaultConfig() Config {
+	return Config{Keys: lua.NewKeys("grab", 16), VoucherTTL: 30 * 24 * time.Hour, OrderStale: time.Minute,
+		SweepInterval: 5 * time.Second, LagLimit: 5 * time.Second, Pipelines: 4, Batch: 64}
+}
+
+func (c Config) withDefaults() Config {
+	def := DefaultConfig()
+	if c.Keys.NS == "" {
+		c.Keys = def.Keys
+	}
+	for _, d := range []struct{ v, def *time.Duration }{{&c.VoucherTTL, &def.VoucherTTL}, {&c.OrderStale, &def.OrderStale},
+		{&c.SweepInterval, &def.SweepInterval}, {&c.LagLimit, &def.LagLimit}} {
+		if *d.v <= 0 {
+			*d.v = *d.def
+		}
+	}
+	if c.Pipelines == 0 {
+		c.Pipelines = def.Pipelines
+	}
+	if c.Batch <= 0 {
+		c.Batch = def.Batch
+	}
+	return c
+}
+
+// Deps are the service's connections and what it shares with the engine.
+type Deps struct {
+	Redis redis.UniversalClient
+	DB    *store.DB
+	Clock Clock        // nil: the wall clock
+	Log   *slog.Logger // nil: slog.Default()
+	// LockLoad takes the lock under which a product is verified from MySQL;
+	// nil: a lock of the service's own (lua.Lock), waited for up to 3 s.
+	LockLoad func(ctx context.Context, key, what string) (unlock func(), err error)
+	// AdoptEpoch records a shard's dataset epoch in MySQL before a product
+	// of it is read from MySQL (the engine's writer then refuses batches
+	// read from an older dataset). Required.
+	AdoptEpoch func(ctx context.Context, epochKey string) (string, error)
+	// WriterLag is the writer's lag as last measured; nil: never lagging.
+	WriterLag func() time.Duration
+	// Verified counts products verified after a Redis dataset change; nil: not counted.
+	Verified prometheus.Counter
+	// Metrics registers the service's own metrics; nil: not registered.
+	Metrics prometheus.Registerer
+}
+
+// Service is the stock service. It is safe for concurrent use.
+type Service struct {
+	rdb       redis.UniversalClient
+	run       lua.Runner // deducts: shared pipelines, or a round trip each
+	db        *store.DB
+	keys      lua.Keys
+	cfg       Config
+	clock     Clock
+	log       *slog.Logger
+	lockLoad  func(ctx context.Context, key, what string) (func(), error)
+	adopt     func(ctx context.Context, epochKey string) (string, error)
+	writerLag func() time.Duration
+	m         metrics
+}
+
+type metrics struct {
+	verified prometheus.Counter
+	// exitRetries counts failed revokes of a forced exit: an alert.
+	exitRetries prometheus.Counter
+	// tccAnomalies counts confirms and cancels that found their branch in a
+	// state dtm never leaves it in (a confirm without a try, a cancel after
+	// a confirm): answered success so the transaction ends, and logged.
+	tccAnomalies prometheus.Counter
+}
+
+// New builds a stock service.
+func New(d Deps, cfg Config) *Service {
+	cfg = cfg.withDefaults()
+	s := &Service{rdb: d.Redis, run: lua.Direct(d.Redis), db: d.DB, keys: cfg.Keys, cfg: cfg, clock: d.Clock, log: d.Log,
+		lockLoad: d.LockLoad, adopt: d.AdoptEpoch, writerLag: d.WriterLag}
+	if s.clock == nil {
+		s.clock = systemClock{}
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.lockLoad == nil {
+		s.lockLoad = s.ownLock
+	}
+	if s.writerLag == nil {
+		s.writerLag = func() time.Duration { return 0 }
+	}
+	if cfg.Pipelines > 0 {
+		s.run = lua.NewScriptPipeline(d.Redis, cfg.Pipelines, cfg.Batch)
+	}
+	s.m = metrics{verified: d.Verified,
+		exitRetries: prometheus.NewCounter(prometheus.CounterOpts{Name: "grab_stock_forced_exit_retries_total",
+			Help: "Failed revokes of a forced SKU exit, retried; a rising count needs a person."}),
+		tccAnomalies: prometheus.NewCounter(prometheus.CounterOpts{Name: "grab_stock_tcc_anomalies_total",
+			Help: "TCC confirms without a try and cancels after a confirm, answered success so dtm ends the transaction."}),
+	}
+	if s.m.verified == nil {
+		s.m.verified = prometheus.NewCounter(prometheus.CounterOpts{Name: "grab_stock_verifications_total"})
+	}
+	if d.Metrics != nil {
+		d.Metrics.MustRegister(s.m.exitRetries, s.m.tccAnomalies)
+	}
+	return s
+}
+
+// ownLock is the load lock of a service built without the engine's.
+func (s *Service) ownLock(ctx context.Context, key, what string) (func(), error) {
+	token := strconv.FormatInt(time.Now().UnixNano(), 36)
+	for wait := 0; ; wait++ {
+		ok, err := lua.Lock(ctx, s.rdb, key, token, 10*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			return func() { _ = lua.Unlock(context.WithoutCancel(ctx), s.rdb, key, token) }, nil
+		}
+		if wait > 300 {
+			return nil, fmt.Errorf("%w: %s is being loaded", errs.ErrBusy, what)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+func (s *Service) nowMs() int64 { return s.clock.Now().UnixMilli() }
+
+// codeErr maps a stock script's answer to the service's errors: the one
+// place where that mapping lives.
+func codeErr(c lua.StockCode) error {
+	switch c {
+	case lua.StockOK:
+		return nil
+	case lua.StockOutOfStock:
+		return ErrOutOfStock
+	case lua.StockAlreadySubmitted:
+		return ErrAlreadySubmitted
+	case lua.StockNotForSale:
+		return ErrNotForSale
+	case lua.StockNotFound:
+		return fmt.Errorf("%w: no such SKU in the activity", errs.ErrNotFound)
+	case lua.StockOrderClosed:
+		return ErrOrderClosed
+	case lua.StockRefused, lua.StockNotTried, lua.StockConfirmed:
+		return fmt.Errorf("%w: %s", ErrTCCRefused, strings.ToLower(strings.ReplaceAll(c.String(), "_", " ")))
+	case lua.StockRolledBack:
+		return ErrRolledBack
+	case lua.StockConflict:
+		return fmt.Errorf("%w: the id was used for another operation or other products", errs.ErrIdempotencyConflict)
+	}
+	return fmt.Errorf("engine: unknown stock answer %v", c)
+}
+
+// answered: err is an operation's answer, not a failure to reach Redis.
+func answered(err error) bool {
+	for _, e := range []error{ErrOutOfStock, ErrNotForSale, errs.ErrNotFound, ErrOrderClosed, errs.ErrIdempotencyConflict} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+func validID(what, id string) error {
+	if !idRe.MatchString(id) {
+		return fmt.Errorf("%w: %s must be 1 to 64 of A-Z a-z 0-9 _ . : -", errs.ErrInvalidArgument, what)
+	}
+	return nil
+}
+
+func validRef(activityID, productID, sku int64) error {
+	if activityID <= 0 || productID <= 0 || sku <= 0 {
+		return fmt.Errorf("%w: activity, product and SKU ids must be positive", errs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+func validQty(q int64) error {
+	if q <= 0 || q > maxQty {
+		return fmt.Errorf("%w: qty must be in 1..%d", errs.ErrInvalidArgument, maxQty)
+	}
+	return nil
+}
+
+// every runs pass every interval until ctx ends, logging its failures.
+func (s *Service) every(ctx context.Context, interval time.Duration, name string, pass func(context.Context) error) error {
+	for {
+		if err := pass(ctx); err != nil && ctx.Err() == nil {
+			s.log.WarnContext(ctx, name+" failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(interval):
+		}
+	}
+}

@@ -1,0 +1,114 @@
+-- stock_sale.lua (after stock_lib.lua, which gives the keys, arguments and reply): an order's
+-- deduct and return on one activity product's SKUs, atomically: the hot path of a flash sale. It
+-- reads only the order's marker and the items' counters and writes only what changed.
+--
+-- KEYS[4]   the shard's order index: "o:<order>" -> "<a>:<p>", the one product an order deducted
+--           from (so its return finds it), "*" for an order across products (its products are in
+--           its own record, stock_order.lua), "!" when the order was returned before any deduct
+--           (stock_index.lua): its later deduct is refused
+-- ARGV[1]   deduct | return | check (would a deduct succeed now? it changes nothing)
+-- ARGV[2]   "o:<order id>"
+-- ARGV[6]   deduct, check: the order's index value, "<a>:<p>" (this product alone) or "*"
+--           return: the marker as the caller read it (the items are its items); if it has changed
+--           since, nothing is done and RETRY is answered
+--
+-- Markers: "d#<items>" deducted, "r#<items>" returned (perhaps before any deduct, which it then
+-- blocks), "x#<code>#" refused (a replay answers the same).
+-- Codes: OUT_OF_STOCK, NOT_FOR_SALE, NOT_FOUND, ORDER_CLOSED, CONFLICT (the order id was used for
+-- other products), RETRY.
+
+-- answered is the replay of a marker already here, or nil.
+local function answered()
+  if state == 'd' then
+    return {0, 1}
+  elseif state == 'r' then
+    return {CODE.ORDER_CLOSED, 1} -- returned before it was deducted
+  elseif state == 'x' then
+    return {CODE[string.match(marker, '^x#([^#]*)#')], 1}
+  end
+end
+
+-- check reads every item; it answers the first failure's code name, and the counters read.
+local function check()
+  local counters = {}
+  local failed = each(function(n, k, _, scope, qty)
+    local c = read(k, scope)
+    if not c.st or c.st == 'rev' then
+      return 'NOT_FOUND'
+    end
+    if c.st ~= 'on' then
+      return 'NOT_FOR_SALE'
+    end
+    if c.a < qty then
+      return 'OUT_OF_STOCK'
+    end
+    counters[n] = c
+  end)
+  return failed, counters
+end
+
+local ops = {}
+
+function ops.check()
+  local done = answered()
+  if done then
+    return done
+  end
+  if redis.call('HGET', KEYS[4], id) == '!' then
+    return {CODE.ORDER_CLOSED, 0}
+  end
+  local failed = check()
+  return {failed and CODE[failed] or 0, 0}
+end
+
+function ops.deduct()
+  local done = answered()
+  if done then
+    return done
+  end
+  local ix = redis.call('HGET', KEYS[4], id)
+  if ix == '!' then
+    record('r#') -- returned before any deduct: this product's marker says so from now on
+    return {CODE.ORDER_CLOSED, 0}
+  elseif ix and ix ~= ARGV[6] then
+    return {CODE.CONFLICT, 0}
+  end
+  local failed, counters = check()
+  if failed then
+    record('x#' .. failed .. '#') -- no items: nothing to give back
+    return {CODE[failed], 0}
+  end
+  each(function(n, k, sku, scope, qty)
+    local c = counters[n]
+    if n > 1 and not c.alone then
+      c = read(k, scope) -- an earlier item may have changed this SKU
+    end
+    c.a, c.s = c.a - qty, c.s + qty
+    put(k, scope, c)
+    emit(k, sku, scope .. ':deduct:' .. qty, c)
+  end)
+  if not ix then
+    redis.call('HSET', KEYS[4], id, ARGV[6])
+  end
+  record('d#' .. encode(args()))
+  return {0, 0}
+end
+
+ops['return'] = function()
+  if (marker or '') ~= ARGV[6] then
+    return {CODE.RETRY, 0}
+  end
+  if state == 'r' then
+    return {0, 1}
+  end
+  if state == 'd' then
+    change('return', function(c, qty)
+      give_back(c, qty, 's')
+    end)
+  end
+  -- A return before any deduct is recorded too, and blocks that order's later deduct here.
+  record('r#' .. encode(args()))
+  return {0, 0}
+end
+
+return dispatch(ops, 'stock_sale.lua')
