@@ -252,7 +252,7 @@ type metrics struct {
 	deadLetters prometheus.Counter
 	rebuilds    prometheus.Counter
 	verified    prometheus.Counter
-	payout           payoutMetrics
+	payout      payoutMetrics
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
