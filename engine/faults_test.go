@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/enginetest"
 	"github.com/grab-engine/grab/lua"
 	"github.com/grab-engine/grab/lua/redistest"
 	"github.com/grab-engine/grab/store"
@@ -78,13 +79,7 @@ func pendingCount(t *testing.T, e *env, stream string) int64 {
 // waitFor polls cond until it holds, failing the test after 30 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	enginetest.WaitFor(t, what, cond)
 }
 
 // dropAcks loses every XACK, as a writer that crashed right after its

@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/enginetest"
 	"github.com/grab-engine/grab/engine/transfersim"
 	"github.com/grab-engine/grab/lua"
 	"github.com/grab-engine/grab/store"
@@ -19,21 +20,7 @@ import (
 // metric reads a counter or gauge without labels from reg.
 func metric(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			m := mf.GetMetric()[0]
-			if c := m.GetCounter(); c != nil {
-				return c.GetValue()
-			}
-			return m.GetGauge().GetValue()
-		}
-	}
-	t.Fatalf("no metric %s", name)
-	return 0
+	return enginetest.Metric(t, reg, name)
 }
 
 func (e *env) wantUsed(t *testing.T, cp, used int64) {

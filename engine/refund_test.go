@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/enginetest"
 	"github.com/grab-engine/grab/store"
 )
 
@@ -155,7 +156,7 @@ func closeRacesGrabs(t *testing.T) bool {
 	p := e.sendPacket(t, sender, engine.KindGroupLucky, users, count, total, deposit)
 	// The grabbers' clock is a moment before the expiry; the closer's is at it.
 	atExpiry(t, e, p, -time.Millisecond)
-	closer := e.another(func(d *engine.Deps) { d.Clock = &fakeClock{now: *p.ExpiresAt} })
+	closer := e.another(func(d *engine.Deps) { d.Clock = enginetest.NewClock(*p.ExpiresAt) })
 
 	start := make(chan struct{})
 	closeNow := make(chan struct{}) // closed once some grabs have landed

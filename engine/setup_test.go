@@ -3,38 +3,21 @@ package engine_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/enginetest"
 	"github.com/grab-engine/grab/lua"
 	"github.com/grab-engine/grab/lua/redistest"
 	"github.com/grab-engine/grab/store"
 	"github.com/grab-engine/grab/store/storetest"
 )
 
-// fakeClock is a settable clock.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
+type fakeClock = enginetest.Clock
 
 type env struct {
 	eng   *engine.Engine
@@ -62,22 +45,13 @@ func setupUnit(tb testing.TB, mutate ...func(*engine.Config)) *env {
 }
 
 func newEnv(tb testing.TB, rdb redis.UniversalClient, keys lua.Keys, db *store.DB, mutate ...func(*engine.Config)) *env {
-	cfg := engine.DefaultConfig()
-	cfg.Keys = keys
-	cfg.Writer.Block = 50 * time.Millisecond
-	cfg.Writer.MonitorEvery = 50 * time.Millisecond
-	for _, m := range mutate {
-		m(&cfg)
-	}
-	// The fake clock starts at the real time: Redis expires a packet's keys at
-	// an absolute time taken from the engine's clock, so a clock far behind
-	// the server's would make a real Redis drop the keys as soon as they load.
-	clock := &fakeClock{now: time.Now().UTC().Truncate(time.Second)}
+	cfg := enginetest.Config(keys, mutate...)
+	clock := enginetest.StartClock()
 	eng := engine.New(engine.Deps{Redis: rdb, DB: db, Clock: clock, Log: quietLog()}, cfg)
 	return &env{eng: eng, db: db, rdb: rdb, keys: keys, clock: clock, cfg: cfg}
 }
 
-func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func quietLog() *slog.Logger { return enginetest.QuietLog() }
 
 // another builds a second engine on the same Redis, store, keys and clock,
 // as a second process would be; deps and cfg may be adjusted for it.
@@ -103,12 +77,7 @@ func (e *env) startWriter(tb testing.TB) {
 
 // runWriter runs the writer until the returned stop is called; stop waits
 // for it to drain and return.
-func (e *env) runWriter() (stop func()) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { e.eng.RunWriter(ctx); close(done) }()
-	return func() { cancel(); <-done }
-}
+func (e *env) runWriter() (stop func()) { return enginetest.RunWriter(e.eng) }
 
 // drain waits until the store has every grab of the packet that Redis accepted.
 func (e *env) drain(tb testing.TB, packetID int64, want int) {

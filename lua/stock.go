@@ -335,7 +335,7 @@ type StockCounters struct {
 	Total, Available, Reserved, Sold int64
 }
 
-// StockSKUState is a SKU's hash as stock.lua keeps it.
+// StockSKUState is a SKU's hash as the stock scripts keep it.
 type StockSKUState struct {
 	// Status is on, off (halted) or rev (revoked); "" when the SKU is not
 	// in the activity (never submitted, or its submit was rolled back).
@@ -363,7 +363,7 @@ func ReadStockSKU(ctx context.Context, c redis.Cmdable, k StockKeys, sku int64) 
 	return st, !verified(epoch, ep), err
 }
 
-// parseStockSKU reads a SKU hash written by stock.lua or stock_load.lua.
+// parseStockSKU reads a SKU hash written by the stock scripts or stock_load.lua.
 func parseStockSKU(h map[string]string) (StockSKUState, error) {
 	st := StockSKUState{Status: h["st"], Scopes: map[string]StockCounters{}}
 	if v, ok := h["ver"]; ok {

@@ -20,7 +20,7 @@ var (
 
 // StockRecordEntry is one record of an activity product as MySQL keeps it:
 // the op id ("v:<voucher>", "o:<order>", "t:<gid>/<branch>"), the value
-// stock.lua wrote, and its rank (1 first, 2 terminal; see stock.lua).
+// a stock script wrote, and its rank (1 first, 2 terminal; lua.StockRecordRank).
 type StockRecordEntry struct {
 	Ref   string
 	Value string
@@ -58,7 +58,7 @@ func LoadStockRecords(ctx context.Context, c redis.Scripter, k StockKeys, epoch 
 
 // FinishStockLoad runs stock_load.lua's finish step: every SKU MySQL has at
 // a newer version than Redis's (or that Redis lacks) takes MySQL's state,
-// then the product is marked verified under epoch, so stock.lua runs on it
+// then the product is marked verified under epoch, so the stock scripts run on it
 // again. It answers Loaded (Redis had nothing of the product) or Verified,
 // with the number of SKUs taken from MySQL; Fresh or Moved as
 // LoadStockRecords does. Run it under the load lock, after every record.

@@ -1,7 +1,7 @@
 -- stock_load.lua: verifies an activity product's stock against MySQL after Redis restarted, lost
 -- it, or came back older than MySQL (an AOF cut short by an OS crash, a failover to a lagging
 -- replica, a restore), and loads a product Redis never had. The engine runs it under the product's
--- load lock: every "records" call first, then one "finish" call, which is what lets stock.lua run
+-- load lock: every "records" call first, then one "finish" call, which is what lets the stock scripts run
 -- on the product again (it marks the product's record hash with the shard's epoch).
 --
 -- MySQL wins wherever it is ahead, and what Redis has that MySQL has not seen yet (changes still in
@@ -10,7 +10,7 @@
 --     counters and version, so the versions of later changes continue from MySQL's;
 --   - a record (an op id's answer or marker) MySQL has at a higher rank than Redis (or that Redis
 --     lacks) takes MySQL's value. Rank 1: a first record (a voucher's answer, d, x, t); rank 2: a
---     terminal one (rollback, r, f, c); see stock.lua.
+--     terminal one (rollback, r, f, c); see lua.StockRecordRank.
 --
 -- KEYS[1]   the product's record hash (its "ep" field: the epoch it was verified under)
 -- KEYS[2]   the shard's dataset epoch (lua/epoch.go)

@@ -1,5 +1,5 @@
 -- stock_order.lua: the state of one order across the activity products it deducts from.
--- An order's items may span products, and each product is changed by its own stock.lua call; this
+-- An order's items may span products, and each product is changed by its own stock_sale.lua call; this
 -- record says which products an order touched, so a return finds them, and what the deduct answered,
 -- so a replay answers the same.
 --

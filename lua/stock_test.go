@@ -1,6 +1,6 @@
 package lua_test
 
-// stock.lua and stock_load.lua on their own: a product not verified under
+// The stock scripts and stock_load.lua on their own: a product not verified under
 // the shard's epoch runs nothing, every record written reaches the stream
 // with its rank (script writes, typed reader reads), and a verification
 // takes MySQL's SKUs and records only where MySQL is ahead. On miniredis
@@ -99,7 +99,7 @@ func TestStockScriptVerifiesFirst(t *testing.T) {
 	})
 }
 
-// Every record stock.lua sets is in the stream as t=srec with its rank, and
+// Every record a stock script sets is in the stream as t=srec with its rank, and
 // ReadStockRecord reads what the script wrote.
 func TestStockRecordsReachTheStream(t *testing.T) {
 	stockRedises(t, func(t *testing.T, c *redis.Client, keys lua.Keys) {

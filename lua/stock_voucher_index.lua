@@ -1,4 +1,4 @@
--- stock_voucher.lua: which activity products a voucher touched, so its rollback finds them all,
+-- stock_voucher_index.lua: which activity products a voucher touched, so its rollback finds them all,
 -- and whether it was rolled back, so a rollback that comes before the voucher's op still wins.
 --
 -- KEYS[1] the voucher's set: "a:p" per product it touched, and "!" once it was rolled back
@@ -27,4 +27,4 @@ elseif op == 'rollback' then
   end
   return products
 end
-return redis.error_reply('stock_voucher.lua: unknown op ' .. tostring(op))
+return redis.error_reply('stock_voucher_index.lua: unknown op ' .. tostring(op))

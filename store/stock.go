@@ -21,7 +21,7 @@ type StockScope struct {
 	Sold      int64  `db:"sold"`
 }
 
-// StockEvent is one change of a SKU as stock.lua made it: the SKU's whole
+// StockEvent is one change of a SKU as a stock script made it: the SKU's whole
 // state after the change (Version counts its changes) and what changed.
 type StockEvent struct {
 	ActivityID, ProductID, SKU int64
@@ -194,7 +194,7 @@ func (db *DB) checkReplays(ctx context.Context, tx *sqlx.Tx, k skuKey, stored in
 	return nil
 }
 
-// StockRecordEvent is a record stock.lua set on an activity product: what
+// StockRecordEvent is a record a stock script set on an activity product: what
 // op id Ref did (a voucher's answer and what it moved, an order's or TCC
 // branch's marker, a rollback), as Value; Rank 1 for a first record, 2 for
 // a terminal one (rollback, returned, confirmed, cancelled).

@@ -130,8 +130,8 @@ type Deps struct {
 	DB    *store.DB
 	Clock Clock        // nil: the wall clock
 	Log   *slog.Logger // nil: slog.Default()
-	// LockLoad takes the lock under which a product is verified from MySQL;
-	// nil: a lock of the service's own (lua.Lock), waited for up to 3 s.
+	// LockLoad takes the lock under which a product is verified from MySQL,
+	// waiting while another holds it. Required.
 	LockLoad func(ctx context.Context, key, what string) (unlock func(), err error)
 	// AdoptEpoch records a shard's dataset epoch in MySQL before a product
 	// of it is read from MySQL (the engine's writer then refuses batches
@@ -181,9 +181,6 @@ func New(d Deps, cfg Config) *Service {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
-	if s.lockLoad == nil {
-		s.lockLoad = s.ownLock
-	}
 	if s.writerLag == nil {
 		s.writerLag = func() time.Duration { return 0 }
 	}
@@ -203,28 +200,6 @@ func New(d Deps, cfg Config) *Service {
 		d.Metrics.MustRegister(s.m.exitRetries, s.m.tccAnomalies)
 	}
 	return s
-}
-
-// ownLock is the load lock of a service built without the engine's.
-func (s *Service) ownLock(ctx context.Context, key, what string) (func(), error) {
-	token := strconv.FormatInt(time.Now().UnixNano(), 36)
-	for wait := 0; ; wait++ {
-		ok, err := lua.Lock(ctx, s.rdb, key, token, 10*time.Second)
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			return func() { _ = lua.Unlock(context.WithoutCancel(ctx), s.rdb, key, token) }, nil
-		}
-		if wait > 300 {
-			return nil, fmt.Errorf("%w: %s is being loaded", errs.ErrBusy, what)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
 }
 
 func (s *Service) nowMs() int64 { return s.clock.Now().UnixMilli() }

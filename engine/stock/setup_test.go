@@ -1,17 +1,14 @@
 package stock_test
 
 import (
-	"context"
-	"io"
 	"log/slog"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/enginetest"
 	"github.com/grab-engine/grab/engine/stock"
 	"github.com/grab-engine/grab/lua"
 	"github.com/grab-engine/grab/lua/redistest"
@@ -19,23 +16,7 @@ import (
 	"github.com/grab-engine/grab/store/storetest"
 )
 
-// fakeClock is a settable clock.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
+type fakeClock = enginetest.Clock
 
 // env is an engine and its stock service; the engine runs the writer that
 // makes stock durable.
@@ -66,19 +47,13 @@ func setupUnit(tb testing.TB, mutate ...func(*engine.Config)) *env {
 }
 
 func newEnv(tb testing.TB, rdb redis.UniversalClient, keys lua.Keys, db *store.DB, mutate ...func(*engine.Config)) *env {
-	cfg := engine.DefaultConfig()
-	cfg.Keys = keys
-	cfg.Writer.Block = 50 * time.Millisecond
-	cfg.Writer.MonitorEvery = 50 * time.Millisecond
-	for _, m := range mutate {
-		m(&cfg)
-	}
-	clock := &fakeClock{now: time.Now().UTC().Truncate(time.Second)}
+	cfg := enginetest.Config(keys, mutate...)
+	clock := enginetest.StartClock()
 	eng := engine.New(engine.Deps{Redis: rdb, DB: db, Clock: clock, Log: quietLog()}, cfg)
 	return &env{eng: eng, stock: eng.Stock(), db: db, rdb: rdb, keys: keys, clock: clock, cfg: cfg}
 }
 
-func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func quietLog() *slog.Logger { return enginetest.QuietLog() }
 
 // another builds a second engine on the same Redis, store, keys and clock,
 // as a second process would be; deps and cfg may be adjusted for it.
@@ -105,41 +80,16 @@ func (e *env) startWriter(tb testing.TB) {
 
 // runWriter runs the writer until the returned stop is called; stop waits
 // for it to drain and return.
-func (e *env) runWriter() (stop func()) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { e.eng.RunWriter(ctx); close(done) }()
-	return func() { cancel(); <-done }
-}
+func (e *env) runWriter() (stop func()) { return enginetest.RunWriter(e.eng) }
 
 // waitFor polls cond until it holds, failing the test after 30 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	enginetest.WaitFor(t, what, cond)
 }
 
 // metric reads a counter or gauge from reg.
 func metric(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			m := mf.GetMetric()[0]
-			if c := m.GetCounter(); c != nil {
-				return c.GetValue()
-			}
-			return m.GetGauge().GetValue()
-		}
-	}
-	t.Fatalf("no metric %s", name)
-	return 0
+	return enginetest.Metric(t, reg, name)
 }

@@ -1,0 +1,103 @@
+// Package enginetest holds what tests of the engine and its domain packages
+// share: a settable clock, a quiet logger, waiting for a condition, and
+// reading a metric.
+package enginetest
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/lua"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Clock is a settable clock (engine.Clock, stock.Clock).
+type Clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+// NewClock is a clock at now.
+func NewClock(now time.Time) *Clock { return &Clock{now: now} }
+
+// Now implements the engine's Clock.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+// Add moves the clock by d.
+func (c *Clock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// QuietLog discards everything.
+func QuietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// WaitFor polls cond until it holds, failing the test after 30 s.
+func WaitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Metric reads a counter or gauge (its first series) from reg.
+func Metric(t testing.TB, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			m := mf.GetMetric()[0]
+			if c := m.GetCounter(); c != nil {
+				return c.GetValue()
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
+}
+
+// Config is the engine's production configuration on keys, with a writer
+// that polls every 50 ms (tests wait for it), adjusted by mutate.
+func Config(keys lua.Keys, mutate ...func(*engine.Config)) engine.Config {
+	cfg := engine.DefaultConfig()
+	cfg.Keys = keys
+	cfg.Writer.Block = 50 * time.Millisecond
+	cfg.Writer.MonitorEvery = 50 * time.Millisecond
+	for _, m := range mutate {
+		m(&cfg)
+	}
+	return cfg
+}
+
+// StartClock is a clock at the real time, to the second: Redis expires a
+// packet's keys at an absolute time taken from the engine's clock, so a
+// clock far behind the server's would make a real Redis drop the keys as
+// soon as they load.
+func StartClock() *Clock { return NewClock(time.Now().UTC().Truncate(time.Second)) }
+
+// RunWriter runs eng's writer until the returned stop is called; stop waits
+// for it to drain and return.
+func RunWriter(eng *engine.Engine) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { eng.RunWriter(ctx); close(done) }()
+	return func() { cancel(); <-done }
+}
