@@ -15,7 +15,8 @@
 -- Markers: "d#<items>" deducted, "r#<items>" returned (perhaps before any deduct, which it then
 -- blocks), "x#<code>#" refused (a replay answers the same).
 -- Codes: OUT_OF_STOCK, NOT_FOR_SALE, NOT_FOUND, ORDER_CLOSED, CONFLICT (the order id was used for
--- other products), RETRY.
+-- another product of this shard, or for an order of the other kind; an id reused on a product of
+-- another shard is not seen here), RETRY.
 
 -- answered is the replay of a marker already here, or nil.
 local function answered()
@@ -49,12 +50,26 @@ end
 
 local ops = {}
 
+-- index reads the order's entry in the shard's order index: CONFLICT when it names another
+-- product (or the other kind of order), ORDER_CLOSED when the order was returned before any deduct.
+local function index()
+  local ix = redis.call('HGET', KEYS[4], id)
+  if ix and ix ~= '!' and ix ~= ARGV[6] then
+    return ix, {CODE.CONFLICT, 0}
+  end
+  return ix
+end
+
 function ops.check()
+  local ix, refused = index()
+  if refused then
+    return refused
+  end
   local done = answered()
   if done then
     return done
   end
-  if redis.call('HGET', KEYS[4], id) == '!' then
+  if ix == '!' then
     return {CODE.ORDER_CLOSED, 0}
   end
   local failed = check()
@@ -62,16 +77,20 @@ function ops.check()
 end
 
 function ops.deduct()
+  local ix, refused = index()
+  if refused then
+    return refused
+  end
   local done = answered()
   if done then
     return done
   end
-  local ix = redis.call('HGET', KEYS[4], id)
   if ix == '!' then
     record('r#') -- returned before any deduct: this product's marker says so from now on
     return {CODE.ORDER_CLOSED, 0}
-  elseif ix and ix ~= ARGV[6] then
-    return {CODE.CONFLICT, 0}
+  end
+  if not ix then
+    redis.call('HSET', KEYS[4], id, ARGV[6]) -- refused or not, the order is this product's now
   end
   local failed, counters = check()
   if failed then
@@ -87,9 +106,6 @@ function ops.deduct()
     put(k, scope, c)
     emit(k, sku, scope .. ':deduct:' .. qty, c)
   end)
-  if not ix then
-    redis.call('HSET', KEYS[4], id, ARGV[6])
-  end
   record('d#' .. encode(args()))
   return {0, 0}
 end
