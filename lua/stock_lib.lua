@@ -91,6 +91,26 @@ local function read(k, scope)
   return c
 end
 
+-- check reads every item before anything moves: it answers the first refusal's code name (a SKU
+-- not in the activity, not for sale, or short of stock), and the counters read, by item.
+local function check()
+  local counters = {}
+  local failed = each(function(n, k, _, scope, qty)
+    local c = read(k, scope)
+    if not c.st or c.st == 'rev' then
+      return 'NOT_FOUND'
+    end
+    if c.st ~= 'on' then
+      return 'NOT_FOR_SALE'
+    end
+    if c.a < qty then
+      return 'OUT_OF_STOCK'
+    end
+    counters[n] = c
+  end)
+  return failed, counters
+end
+
 -- put stores one scope's counters; a pool scope left empty goes.
 local function put(k, scope, c)
   if scope ~= 'high_seas' and c.t == 0 and c.a == 0 and c.r == 0 and c.s == 0 then

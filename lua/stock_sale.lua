@@ -29,25 +29,6 @@ local function answered()
   end
 end
 
--- check reads every item; it answers the first failure's code name, and the counters read.
-local function check()
-  local counters = {}
-  local failed = each(function(n, k, _, scope, qty)
-    local c = read(k, scope)
-    if not c.st or c.st == 'rev' then
-      return 'NOT_FOUND'
-    end
-    if c.st ~= 'on' then
-      return 'NOT_FOR_SALE'
-    end
-    if c.a < qty then
-      return 'OUT_OF_STOCK'
-    end
-    counters[n] = c
-  end)
-  return failed, counters
-end
-
 local ops = {}
 
 -- index reads the order's entry in the shard's order index: CONFLICT when it names another

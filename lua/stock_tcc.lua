@@ -22,18 +22,7 @@ function ops.try()
   elseif state then
     return {CODE.REFUSED, 0} -- ended before its try arrived: the late try must not reserve
   end
-  local failed = each(function(_, k, _, scope, qty)
-    local c = read(k, scope)
-    if not c.st or c.st == 'rev' then
-      return 'NOT_FOUND'
-    end
-    if c.st ~= 'on' then
-      return 'NOT_FOR_SALE'
-    end
-    if c.a < qty then
-      return 'OUT_OF_STOCK'
-    end
-  end)
+  local failed = check()
   if failed then
     return {CODE[failed], 0} -- not recorded: dtm cancels the branch, which records that
   end
