@@ -516,7 +516,7 @@ func (s *server) tccCancel(c *gin.Context)  { s.tcc(c, stock.TCCCancel) }
 // (trans_type, op) are ignored. The body is the deduct's: order_id, if sent,
 // must be a string or an integer and is otherwise unused.
 //
-// A confirm or cancel whose ids or body are invalid answers success: its
+// A confirm or cancel whose ids or body are invalid (or too large) answers success: its
 // try was refused with the same request (dtm sends every phase the body
 // and ids it registered), so nothing was reserved under it, and any other
 // answer would have dtm retry it forever.
@@ -530,7 +530,7 @@ func (s *server) tcc(c *gin.Context, phase stock.TCCPhase) {
 	if err == nil {
 		err = s.stock.TCC(c.Request.Context(), phase, c.Query("gid"), c.Query("branch_id"), items)
 	}
-	if ae, _ := toAPIError(err); err != nil && phase != stock.TCCTry && ae.Code == CodeInvalidArgument {
+	if ae, _ := toAPIError(err); err != nil && phase != stock.TCCTry && (ae.Code == CodeInvalidArgument || ae.Code == CodePayloadTooLarge) {
 		s.log.WarnContext(c.Request.Context(), "stock: TCC "+string(phase)+" of an invalid request answered success; its try was refused",
 			"gid", c.Query("gid"), "branch_id", c.Query("branch_id"), "err", err)
 		err = nil

@@ -522,7 +522,27 @@ func TestTCCDTMLongIDs(t *testing.T) {
 			t.Fatalf("%s: dtm reads the answer as %s", name, v)
 		}
 		e.wantTCCStock(t, after)
+		// dtm's abort then cancels it with the same ids: success, or dtm would
+		// retry it forever; nothing was reserved under them.
+		b.data = mustJSON(t, dtmBody{Items: []dtmItem{hsItem(tccProdA, tccSKUA, 1)}})
+		d.g.branches = append(d.g.branches, b)
+		wantCalls(t, name+": cancel", d.g.finish("cancel"), b.id+" SUCCESS")
+		e.wantTCCStock(t, after)
 	}
+
+	// A registered body over the size limit: the try answers 413 (an error
+	// dtm aborts on), and its cancel succeeds.
+	big := newDTM(t, grab, dtmGid())
+	huge := dtmBody{Items: []dtmItem{hsItem(tccProdA, tccSKUA, 1)}}
+	for len(mustJSON(t, huge)) <= 64<<10 {
+		huge.Items = append(huge.Items, huge.Items...)
+	}
+	hb, r := big.callBranch(huge)
+	if r.status != 413 || dtmVerdict(r) != "FAILURE" {
+		t.Fatalf("try of a body over 64 KiB: %d %s", r.status, r.body)
+	}
+	wantCalls(t, "cancel of a body over 64 KiB", big.g.finish("cancel"), hb.id+" SUCCESS")
+	e.wantTCCStock(t, after)
 	e.wantTCCMySQL(t, after)
 }
 

@@ -244,6 +244,19 @@ func FindStockOrder(ctx context.Context, c redis.Cmdable, keys Keys, orderID str
 	return products, across, nil
 }
 
+// NoteStockOrderAcross notes in the order index of each product's shard
+// that orderID is an order across products ("*"), where the index does not
+// know it yet: for an order refused before any product took it.
+func NoteStockOrderAcross(ctx context.Context, c redis.Cmdable, products []StockKeys, orderID string) error {
+	_, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, k := range products {
+			p.HSetNX(ctx, k.Orders, "o:"+orderID, "*")
+		}
+		return nil
+	})
+	return err
+}
+
 // CloseStockOrder closes an order in every shard's order index
 // (stock_index.lua), for a return that found no product it deducted from:
 // its later deduct is refused. It answers the products a deduct reached

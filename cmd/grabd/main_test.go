@@ -323,7 +323,7 @@ func TestEmbeddedCampaign(t *testing.T) {
 // An expired packet is closed and its remainder refunded by grabd's own
 // refund job.
 func TestEmbeddedRefund(t *testing.T) {
-	g := startEmbedded(t, "GRAB_PACKET_TTL", "300ms", "GRAB_REFUND_INTERVAL", "50ms")
+	g := startEmbedded(t, "GRAB_PACKET_TTL", "2s", "GRAB_REFUND_INTERVAL", "50ms") // long enough to pay before it expires on a loaded machine
 	id := g.sendPacket(t)
 	won := g.call(t, "POST", "/v1/packets/"+id+"/grab", "", as(2), 200)
 	deadline := time.Now().Add(10 * time.Second)

@@ -334,6 +334,16 @@ func TestStockRedisRollbackSellsNothingTwice(t *testing.T) {
 		}
 	}
 	sold += len(first) + len(second) - 2 - 1 // returned: p1-0, p2-0, p2-1
+	// A unit the concurrent return gave back after the last of them was
+	// refused is there for the next buyer: none is stuck.
+	for i := 0; ; i++ {
+		err := e.stock.Deduct(ctx, fmt.Sprintf("late-%d", i), deduct(s, 1))
+		if errors.Is(err, stock.ErrOutOfStock) {
+			break
+		}
+		mustOK(t, err)
+		sold++
+	}
 
 	// Each sold unit is one order's marker, plus the confirmed branch's 2.
 	waitDurable(t, e, s)

@@ -124,6 +124,15 @@ func (s *Service) deductAcross(ctx context.Context, orderID string, products []p
 		}
 	}
 	if refused != lua.StockOK && !held {
+		// Nothing was taken; the order's products still learn its id, so a
+		// later order of one of them under that id is a conflict.
+		keys := make([]lua.StockKeys, len(products))
+		for i, pr := range products {
+			keys[i] = s.keys.Stock(pr[0], pr[1])
+		}
+		if err := lua.NoteStockOrderAcross(ctx, s.rdb, keys, orderID); err != nil {
+			return err
+		}
 		return s.finish(ctx, orderID, refused)
 	}
 	deducts := make([]*redis.Cmd, len(products))
@@ -347,7 +356,7 @@ func byProduct(items []Item) (products []product, groups map[product][]lua.Stock
 		if err := validQty(it.Qty); err != nil {
 			return nil, nil, err
 		}
-		if !scopeRe.MatchString(it.Scope) {
+		if !validScope(it.Scope) {
 			return nil, nil, fmt.Errorf("%w: scope must be high_seas or pool:<id>", errs.ErrInvalidArgument)
 		}
 		p := product{it.ActivityID, it.ProductID}
@@ -370,6 +379,18 @@ func byProduct(items []Item) (products []product, groups map[product][]lua.Stock
 	}
 	slices.SortFunc(products, compareProducts)
 	return products, groups, nil
+}
+
+// validScope: high_seas, or pool:<id> with an id a pool can have (1..MaxInt64).
+func validScope(scope string) bool {
+	if !scopeRe.MatchString(scope) {
+		return false
+	}
+	if id, ok := strings.CutPrefix(scope, "pool:"); ok {
+		_, err := strconv.ParseInt(id, 10, 64)
+		return err == nil
+	}
+	return true
 }
 
 func compareProducts(x, y product) int {

@@ -62,7 +62,7 @@ const MaxItems = 100
 const maxQty = 1_000_000_000
 
 var (
-	scopeRe = regexp.MustCompile(`^(high_seas|pool:[1-9][0-9]{0,17})$`)
+	scopeRe = regexp.MustCompile(`^(high_seas|pool:[1-9][0-9]{0,18})$`)
 	// Idempotency ids become Redis keys and record fields: a safe alphabet.
 	idRe = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,64}$`)
 	// dtm's ids: its gids (22-character short UUIDs, or the caller's own)
@@ -220,7 +220,9 @@ func codeErr(c lua.StockCode) error {
 		return fmt.Errorf("%w: no such SKU in the activity", errs.ErrNotFound)
 	case lua.StockOrderClosed:
 		return ErrOrderClosed
-	case lua.StockRefused, lua.StockNotTried, lua.StockConfirmed:
+	case lua.StockRefused:
+		return fmt.Errorf("%w: the branch was cancelled, or confirmed without a try, before this try", ErrTCCRefused)
+	case lua.StockNotTried, lua.StockConfirmed:
 		return fmt.Errorf("%w: %s", ErrTCCRefused, strings.ToLower(strings.ReplaceAll(c.String(), "_", " ")))
 	case lua.StockRolledBack:
 		return ErrRolledBack

@@ -60,14 +60,14 @@ func (s *Service) TCC(ctx context.Context, phase TCCPhase, gid, branchID string,
 			}
 			continue
 		}
-		code, err := s.withRecord(ctx, p[0], p[1], id, string(phase))
+		r, err := s.withRecord(ctx, p[0], p[1], id, string(phase))
 		if err != nil {
 			return err
 		}
-		if code != lua.StockOK {
+		if r.Code != lua.StockOK {
 			s.m.tccAnomalies.Inc()
 			s.log.WarnContext(ctx, "stock: TCC "+string(phase)+" found its branch in a state dtm does not leave it in; answered success so the transaction ends",
-				"gid", gid, "branch_id", branchID, "activity", p[0], "product", p[1], "found", code.String())
+				"gid", gid, "branch_id", branchID, "activity", p[0], "product", p[1], "found", r.Code.String())
 		}
 	}
 	return nil

@@ -163,27 +163,27 @@ func (s *Service) record(ctx context.Context, activityID, productID int64, id st
 // withRecord runs an op that works on the items of a product's record
 // (return, confirm, cancel, rollback): read the record, take the items from
 // it, and run; the script refuses (RETRY) if the record changed in between.
-// It answers the script's code.
-func (s *Service) withRecord(ctx context.Context, activityID, productID int64, id, op string) (lua.StockCode, error) {
+// It answers the script's reply.
+func (s *Service) withRecord(ctx context.Context, activityID, productID int64, id, op string) (lua.StockReply, error) {
 	for attempt := 0; attempt < 100; attempt++ {
 		rec, err := s.record(ctx, activityID, productID, id)
 		if err != nil {
-			return 0, err
+			return lua.StockReply{}, err
 		}
 		state, items, err := lua.ParseStockRecord(rec)
 		if err != nil {
-			return 0, err
+			return lua.StockReply{}, err
 		}
 		if op == "rollback" && state == "revoke" {
 			items = nil // not undone; the script answers so without touching the SKU
 		}
 		r, err := s.exec(ctx, lua.Direct(s.rdb), lua.StockOp{Op: op, ID: id, ActivityID: activityID, ProductID: productID, Items: items, Seen: rec})
 		if err != nil {
-			return 0, err
+			return lua.StockReply{}, err
 		}
 		if r.Code != lua.StockRetry {
-			return r.Code, nil
+			return r, nil
 		}
 	}
-	return 0, fmt.Errorf("engine: %s of %s kept racing its record", op, id)
+	return lua.StockReply{}, fmt.Errorf("engine: %s of %s kept racing its record", op, id)
 }

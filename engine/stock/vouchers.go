@@ -211,13 +211,24 @@ func (s *Service) MovePool(ctx context.Context, salvage bool, voucher string, po
 // indexVoucher notes that voucher touches a product, before it does, so a
 // rollback finds every product it may have changed; a voucher rolled back
 // before it ran is refused here.
+//
+// A voucher whose rollback was refused on a product (its stock had moved
+// on) is marked rolled back all the same; its op there stands, so a replay
+// of it goes on to answer the op's first result.
 func (s *Service) indexVoucher(ctx context.Context, voucher string, activityID, productID int64) error {
 	ok, err := lua.IndexStockVoucher(ctx, s.rdb, s.keys.StockVoucher(voucher),
 		fmt.Sprintf("%d:%d", activityID, productID), s.cfg.VoucherTTL)
-	if err == nil && !ok {
-		err = ErrRolledBack
+	if err != nil || ok {
+		return err
 	}
-	return err
+	rec, err := s.record(ctx, activityID, productID, "v:"+voucher)
+	if err != nil {
+		return err
+	}
+	if state, _, _ := lua.ParseStockRecord(rec); state == "" || state == "rollback" {
+		return ErrRolledBack // never ran here, or undone: it must not run now
+	}
+	return nil // its rollback was refused here: the script answers the op's first result
 }
 
 // RollbackVoucher undoes what a voucher's submit, edit, salvage or release
@@ -247,9 +258,9 @@ func (s *Service) RollbackVoucher(ctx context.Context, voucher string) error {
 	}
 	var firstErr error
 	for _, p := range list {
-		code, err := s.withRecord(ctx, p[0], p[1], "v:"+voucher, "rollback")
+		r, err := s.withRecord(ctx, p[0], p[1], "v:"+voucher, "rollback")
 		if err == nil {
-			err = codeErr(code)
+			err = codeErr(r.Code)
 		}
 		if err != nil && firstErr == nil {
 			firstErr = err
