@@ -81,34 +81,47 @@ end
 
 -- read is a SKU's status, version and one scope's counters, in one HMGET. alone: the hash holds
 -- the high seas and nothing else (st, ver and four counters), so these counters are its snapshot.
+-- lazy leaves alone nil and sets fresh instead, the HLEN to come only if it is needed: only a fresh
+-- key (the high seas, not touched by an earlier item) can be alone, and it stays as it is until
+-- this item changes it.
 local touched = {}
-local function read(k, scope)
-  local v = redis.call('HMGET', k, 'st', 'ver', scope .. ':t', scope .. ':a', scope .. ':r', scope .. ':s')
+local function read(k, scope, lazy)
+  local v
+  if scope == 'high_seas' then
+    v = redis.call('HMGET', k, 'st', 'ver', 'high_seas:t', 'high_seas:a', 'high_seas:r', 'high_seas:s')
+  else
+    v = redis.call('HMGET', k, 'st', 'ver', scope .. ':t', scope .. ':a', scope .. ':r', scope .. ':s')
+  end
   local c = {st = v[1], ver = tonumber(v[2]) or 0, t = tonumber(v[3]) or 0, a = tonumber(v[4]) or 0,
     r = tonumber(v[5]) or 0, s = tonumber(v[6]) or 0}
-  c.alone = scope == 'high_seas' and not touched[k] and redis.call('HLEN', k) == 6
+  if lazy then
+    c.fresh = scope == 'high_seas' and not touched[k]
+  else
+    c.alone = scope == 'high_seas' and not touched[k] and redis.call('HLEN', k) == 6
+  end
   touched[k] = true
   return c
 end
 
 -- check reads every item before anything moves: it answers the first refusal's code name (a SKU
--- not in the activity, not for sale, or short of stock), and the counters read, by item.
+-- not in the activity, not for sale, or short of stock), and the counters read (lazily), by item.
 local function check()
   local counters = {}
-  local failed = each(function(n, k, _, scope, qty)
-    local c = read(k, scope)
+  for i = 7, #ARGV, 3 do
+    local n = (i - 4) / 3
+    local c = read(KEYS[4 + n], ARGV[i + 1], true)
     if not c.st or c.st == 'rev' then
-      return 'NOT_FOUND'
+      return 'NOT_FOUND', counters
     end
     if c.st ~= 'on' then
-      return 'NOT_FOR_SALE'
+      return 'NOT_FOR_SALE', counters
     end
-    if c.a < qty then
-      return 'OUT_OF_STOCK'
+    if c.a < tonumber(ARGV[i + 2]) then
+      return 'OUT_OF_STOCK', counters
     end
     counters[n] = c
-  end)
-  return failed, counters
+  end
+  return nil, counters
 end
 
 -- put stores one scope's counters; a pool scope left empty goes.
@@ -156,13 +169,26 @@ local function emit(k, sku, change, c)
     'snap', snap, 'op', op, 'ref', id, 'chg', change, 'at', now}
 end
 
+-- update is put, then emit, of a SKU's changed scope. A SKU that holds the high seas alone takes its
+-- counters and its version in one HSET, and its snapshot is those counters, each formatted once.
+local function update(k, sku, scope, c, chg)
+  if not c.alone then
+    put(k, scope, c)
+    return emit(k, sku, chg, c)
+  end
+  local t, a, r, s, ver = c.t .. '', c.a .. '', c.r .. '', c.s .. '', (c.ver + 1) .. ''
+  redis.call('HSET', k, 'high_seas:t', t, 'high_seas:a', a, 'high_seas:r', r, 'high_seas:s', s, 'ver', ver)
+  touched[k] = true
+  pending[#pending + 1] = {'t', 'stock', 'a', act, 'p', prod, 'sku', sku, 'ver', ver, 'st', c.st or '',
+    'snap', 'high_seas=' .. t .. ',' .. a .. ',' .. r .. ',' .. s, 'op', op, 'ref', id, 'chg', chg, 'at', now}
+end
+
 -- change applies fn(c, qty) to each item's scope, one SKU event per item.
 local function change(what, fn)
   each(function(_, k, sku, scope, qty)
     local c = read(k, scope)
     fn(c, qty)
-    put(k, scope, c)
-    emit(k, sku, scope .. ':' .. what .. ':' .. qty, c)
+    update(k, sku, scope, c, scope .. ':' .. what .. ':' .. qty)
   end)
 end
 
@@ -186,8 +212,8 @@ local function flush(value)
   elseif value then
     redis.call('XADD', KEYS[2], '*', 't', 'srec', 'a', act, 'p', prod, 'ref', id, 'val', value, 'at', now)
   end
-  for _, fields in ipairs(pending) do
-    redis.call('XADD', KEYS[2], '*', unpack(fields))
+  for i = 1, #pending do
+    redis.call('XADD', KEYS[2], '*', unpack(pending[i]))
   end
   pending = {}
 end

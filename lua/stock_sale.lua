@@ -17,9 +17,18 @@
 -- Codes: OUT_OF_STOCK, NOT_FOR_SALE, NOT_FOUND, ORDER_CLOSED, CONFLICT (the order id was used for
 -- another product of this shard, or for an order of the other kind; an id reused on a product of
 -- another shard is not seen here), RETRY.
+--
+-- The ops are branches rather than a table of functions, and the deduct walks its items in a plain
+-- loop: a deduct runs once per order of a sale, and each closure a call builds costs Redis CPU.
 
--- answered is the replay of a marker already here, or nil.
-local function answered()
+if op == 'deduct' or op == 'check' then
+  -- The order's entry in the shard's order index: CONFLICT when it names another product (or the
+  -- other kind of order), "!" when the order was returned before any deduct.
+  local ix = redis.call('HGET', KEYS[4], id)
+  if ix and ix ~= '!' and ix ~= ARGV[6] then
+    return {CODE.CONFLICT, 0}
+  end
+  -- A marker already here is replayed.
   if state == 'd' then
     return {0, 1}
   elseif state == 'r' then
@@ -27,44 +36,12 @@ local function answered()
   elseif state == 'x' then
     return {CODE[string.match(marker, '^x#([^#]*)#')], 1}
   end
-end
-
-local ops = {}
-
--- index reads the order's entry in the shard's order index: CONFLICT when it names another
--- product (or the other kind of order), ORDER_CLOSED when the order was returned before any deduct.
-local function index()
-  local ix = redis.call('HGET', KEYS[4], id)
-  if ix and ix ~= '!' and ix ~= ARGV[6] then
-    return ix, {CODE.CONFLICT, 0}
-  end
-  return ix
-end
-
-function ops.check()
-  local ix, refused = index()
-  if refused then
-    return refused
-  end
-  local done = answered()
-  if done then
-    return done
-  end
-  if ix == '!' then
-    return {CODE.ORDER_CLOSED, 0}
-  end
-  local failed = check()
-  return {failed and CODE[failed] or 0, 0}
-end
-
-function ops.deduct()
-  local ix, refused = index()
-  if refused then
-    return refused
-  end
-  local done = answered()
-  if done then
-    return done
+  if op == 'check' then
+    if ix == '!' then
+      return {CODE.ORDER_CLOSED, 0}
+    end
+    local failed = check()
+    return {failed and CODE[failed] or 0, 0}
   end
   if ix == '!' then
     record('r#') -- returned before any deduct: this product's marker says so from now on
@@ -78,20 +55,25 @@ function ops.deduct()
     record('x#' .. failed .. '#') -- no items: nothing to give back
     return {CODE[failed], 0}
   end
-  each(function(n, k, sku, scope, qty)
-    local c = counters[n]
+  local items = '' -- as encode(args()) has them; qty is a canonical integer (the engine's int64)
+  for n = 1, #counters do
+    local i = 4 + 3 * n
+    local k, sku, scope, q = KEYS[4 + n], ARGV[i], ARGV[i + 1], ARGV[i + 2]
+    local c, qty = counters[n], tonumber(q)
+    if c.alone == nil then
+      c.alone = c.fresh and redis.call('HLEN', k) == 6
+    end
     if n > 1 and not c.alone then
       c = read(k, scope) -- an earlier item may have changed this SKU
     end
     c.a, c.s = c.a - qty, c.s + qty
-    put(k, scope, c)
-    emit(k, sku, scope .. ':deduct:' .. qty, c)
-  end)
-  record('d#' .. encode(args()))
+    update(k, sku, scope, c, scope .. ':deduct:' .. q)
+    local item = sku .. '|' .. scope .. '|' .. q
+    items = n == 1 and item or items .. ';' .. item
+  end
+  record('d#' .. items)
   return {0, 0}
-end
-
-ops['return'] = function()
+elseif op == 'return' then
   if (marker or '') ~= ARGV[6] then
     return {CODE.RETRY, 0}
   end
@@ -107,5 +89,4 @@ ops['return'] = function()
   record('r#' .. encode(args()))
   return {0, 0}
 end
-
-return dispatch(ops, 'stock_sale.lua')
+return redis.error_reply('stock_sale.lua: unknown op ' .. tostring(op))
