@@ -40,9 +40,10 @@ const (
 // orders succeed and the rest are answered OUT_OF_STOCK.
 //
 // Its engines deduct stock rather than grab packets: raw is a deduct-shaped
-// probe script (flashProbe), engine is engine.DeductStock, http is POST
-// /v1/stock/deduct, mysql-lock a transaction that locks the SKU's row in a
-// scratch table. Each engine run gets an activity of its own.
+// probe script (flashProbe), engine is engine.Stock().Deduct as grabd's
+// handler calls it (a one-product order through the shared pipelines),
+// http is POST /v1/stock/deduct, mysql-lock a transaction that locks the
+// SKU's row in a scratch table. Each engine run gets an activity of its own.
 //
 // A FlashSale keeps each engine's last run for Audit; Run prepares one
 // engine at a time, and it is not for concurrent use.
@@ -238,7 +239,8 @@ func (t tally) Grab(ctx context.Context, op Op) (string, error) {
 // flashProbe is the raw engine of flash-sale: the smallest deduct-shaped
 // script — a check, two counters and an event — with no order record and
 // no business rules: what Redis itself can do for a deduct. Each SKU's keys
-// have a hash tag of their own.
+// have a hash tag of their own. Each call is a round trip of its own
+// (Script.Run), as the group-storm probe's are; the engine shares round trips.
 //
 // KEYS[1] the SKU's hash: t, a, r, s = total, available, reserved, sold
 // KEYS[2] the SKU's event stream
@@ -291,7 +293,7 @@ func (g flashRaw) Grab(ctx context.Context, op Op) (string, error) {
 	return CodeOutOfStock, nil
 }
 
-// --- engine: engine.DeductStock in-process ------------------------------
+// --- engine: engine.Stock().Deduct in-process ----------------------------
 
 type flashEngine struct {
 	e *engine.Engine
