@@ -32,7 +32,11 @@ func (k Keys) Shard(packetID int64) int {
 }
 
 func (k Keys) tag(shard int) string {
-	return fmt.Sprintf("%s:{g:%02d}", k.NS, shard)
+	// "%s:{g:%02d}", without fmt: every grab and deduct builds its keys.
+	if shard < 10 {
+		return k.NS + ":{g:0" + strconv.Itoa(shard) + "}"
+	}
+	return k.NS + ":{g:" + strconv.Itoa(shard) + "}"
 }
 
 // packetBase is on the grab path, so it avoids fmt.
@@ -144,7 +148,8 @@ func (s StockKeys) SKU(skuID int64) string { return s.base + ":sku:" + strconv.F
 // Stock returns the keys of an activity product.
 func (k Keys) Stock(activityID, productID int64) StockKeys {
 	shard := k.StockShard(activityID, productID)
-	base := fmt.Sprintf("%s:stk:%d:%d", k.tag(shard), activityID, productID)
+	// Built without fmt: a deduct builds these keys on every call.
+	base := k.tag(shard) + ":stk:" + strconv.FormatInt(activityID, 10) + ":" + strconv.FormatInt(productID, 10)
 	return StockKeys{Record: base + ":rec", Events: k.Events(shard), Epoch: k.Epoch(shard), LoadLock: base + ":loadlock",
 		Orders: k.StockOrders(shard), base: base}
 }

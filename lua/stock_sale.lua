@@ -18,17 +18,8 @@
 -- another product of this shard, or for an order of the other kind; an id reused on a product of
 -- another shard is not seen here), RETRY.
 --
--- The ops are branches rather than a table of functions, and the deduct walks its items in a plain
--- loop: a deduct runs once per order of a sale, and each closure a call builds costs Redis CPU.
-
-if op == 'deduct' or op == 'check' then
-  -- The order's entry in the shard's order index: CONFLICT when it names another product (or the
-  -- other kind of order), "!" when the order was returned before any deduct.
-  local ix = redis.call('HGET', KEYS[4], id)
-  if ix and ix ~= '!' and ix ~= ARGV[6] then
-    return {CODE.CONFLICT, 0}
-  end
-  -- A marker already here is replayed.
+-- answered is the replay of a marker already here, or nil.
+local function answered()
   if state == 'd' then
     return {0, 1}
   elseif state == 'r' then
@@ -36,18 +27,39 @@ if op == 'deduct' or op == 'check' then
   elseif state == 'x' then
     return {CODE[string.match(marker, '^x#([^#]*)#')], 1}
   end
-  if op == 'check' then
-    if ix == '!' then
-      return {CODE.ORDER_CLOSED, 0}
-    end
-    local failed = check()
-    return {failed and CODE[failed] or 0, 0}
+end
+
+-- indexed reads the order's entry in the shard's order index, and the answer it forces: CONFLICT
+-- when it names another product (or the other kind of order), else a replay of the marker here.
+local function indexed()
+  local ix = redis.call('HGET', KEYS[4], id)
+  if ix and ix ~= '!' and ix ~= ARGV[6] then
+    return ix, {CODE.CONFLICT, 0}
   end
-  if ix == '!' then
-    record('r#') -- returned before any deduct: this product's marker says so from now on
+  return ix, answered()
+end
+
+local ops = {}
+
+function ops.check()
+  local ix, done = indexed()
+  if done then
+    return done
+  elseif ix == '!' then
     return {CODE.ORDER_CLOSED, 0}
   end
-  if not ix then
+  local failed = check()
+  return {failed and CODE[failed] or 0, 0}
+end
+
+function ops.deduct()
+  local ix, done = indexed()
+  if done then
+    return done
+  elseif ix == '!' then
+    record('r#') -- returned before any deduct: this product's marker says so from now on
+    return {CODE.ORDER_CLOSED, 0}
+  elseif not ix then
     redis.call('HSET', KEYS[4], id, ARGV[6]) -- refused or not, the order is this product's now
   end
   local failed, counters = check()
@@ -55,6 +67,7 @@ if op == 'deduct' or op == 'check' then
     record('x#' .. failed .. '#') -- no items: nothing to give back
     return {CODE[failed], 0}
   end
+  -- A plain loop, not each(): a deduct runs once per order of a sale, and a closure costs Redis CPU.
   local items = '' -- as encode(args()) has them; qty is a canonical integer (the engine's int64)
   for n = 1, #counters do
     local i = 4 + 3 * n
@@ -73,14 +86,14 @@ if op == 'deduct' or op == 'check' then
   end
   record('d#' .. items)
   return {0, 0}
-elseif op == 'return' then
+end
+
+ops['return'] = function()
   if (marker or '') ~= ARGV[6] then
     return {CODE.RETRY, 0}
-  end
-  if state == 'r' then
+  elseif state == 'r' then
     return {0, 1}
-  end
-  if state == 'd' then
+  elseif state == 'd' then
     change('return', function(c, qty)
       give_back(c, qty, 's')
     end)
@@ -89,4 +102,5 @@ elseif op == 'return' then
   record('r#' .. encode(args()))
   return {0, 0}
 end
-return redis.error_reply('stock_sale.lua: unknown op ' .. tostring(op))
+
+return dispatch(ops, 'stock_sale.lua')
