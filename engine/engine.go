@@ -36,6 +36,10 @@ type Config struct {
 	// SettleTimeout is how long a payment may await settlement before the
 	// provider is asked for its outcome.
 	SettleTimeout time.Duration
+	// SettleGiveUp is how long a trade may go without an outcome before it
+	// is ended as failed (given up); a provider that does not know the trade
+	// ends it at its first query.
+	SettleGiveUp time.Duration
 	// GrabPipelines is how many pipelines carry concurrent grabs to Redis
 	// (see lua.GrabPipeline), and as many carry stock deducts; negative
 	// sends each grab and deduct on its own.
@@ -76,6 +80,7 @@ func DefaultConfig() Config {
 		RefundInterval:    time.Minute,
 		ReconcileInterval: 5 * time.Second,
 		SettleTimeout:     2 * time.Minute,
+		SettleGiveUp:      24 * time.Hour,
 		GrabPipelines:     4,
 		GrabBatch:         64,
 		StockVoucherTTL:   30 * 24 * time.Hour,
@@ -159,6 +164,9 @@ func New(d Deps, cfg Config) *Engine {
 	}
 	if cfg.SettleTimeout <= 0 {
 		cfg.SettleTimeout = def.SettleTimeout
+	}
+	if cfg.SettleGiveUp <= 0 {
+		cfg.SettleGiveUp = def.SettleGiveUp
 	}
 	if cfg.GrabPipelines == 0 {
 		cfg.GrabPipelines = def.GrabPipelines
@@ -252,7 +260,9 @@ type metrics struct {
 	deadLetters prometheus.Counter
 	rebuilds    prometheus.Counter
 	verified    prometheus.Counter
-	payout      payoutMetrics
+	// payAnomalies counts payment outcomes a person should look at, by kind.
+	payAnomalies *prometheus.CounterVec
+	payout       payoutMetrics
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -271,10 +281,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		verified: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "grab_state_verifications_total",
 			Help: "Packets, campaigns and stock products whose Redis state was verified against the store after a Redis dataset change."}),
+		payAnomalies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "grab_payment_anomalies_total",
+			Help: "Payment outcomes a person should look at: credited_back (money arrived where its packet cannot take it; credited to the sender), failure_after_success, given_up (no outcome; the trade ended as failed)."},
+			[]string{"kind"}),
 	}
 	m.payout = newPayoutMetrics()
 	if reg != nil {
-		reg.MustRegister(m.writerLag, m.batchSize, m.applied, m.deadLetters, m.rebuilds, m.verified)
+		reg.MustRegister(m.writerLag, m.batchSize, m.applied, m.deadLetters, m.rebuilds, m.verified, m.payAnomalies)
 		m.payout.register(reg)
 	}
 	return m

@@ -181,15 +181,17 @@ func (e *Engine) PayByBalance(ctx context.Context, packetID, senderID int64) (Pa
 		return Packet{}, fmt.Errorf("%w: only the sender pays", ErrForbidden)
 	}
 	now := e.clock.Now().UTC()
-	p, err = e.db.PayByBalance(ctx, packetID, now, now.Add(e.cfg.PacketTTL))
+	paid, err := e.db.PayByBalance(ctx, packetID, now, now.Add(e.cfg.PacketTTL))
 	switch {
 	case errors.Is(err, store.ErrWrongState):
+		// p is the packet as read before the call; the call answers nothing on refusal.
 		return Packet{}, fmt.Errorf("%w: it is %s", ErrNotPayable, p.Status)
 	case errors.Is(err, store.ErrNoFunds):
 		return Packet{}, ErrInsufficientBalance
 	case err != nil:
 		return Packet{}, storeErr(err)
 	}
+	p = paid
 	// The payment is committed. If Redis fails now, the first grab rebuilds
 	// the packet from the store, so this is logged, not returned.
 	if _, err := e.load(ctx, p, ""); err != nil {

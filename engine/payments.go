@@ -120,14 +120,28 @@ func (e *Engine) Notify(ctx context.Context, n Notification) error {
 // settle records a final outcome in the store, crediting what was grabbed
 // meanwhile, then brings Redis in line. Redis is synced even when the store
 // had the outcome already: an earlier call may have stopped in between.
+// An outcome the packet cannot take as it is — money that arrived after the
+// trade failed or was given up, or for a packet paid another way (credited
+// to the sender's balance), or a failure after a success (nothing moves) —
+// is logged at error and counted (grab_payment_anomalies_total), never
+// dropped.
 func (e *Engine) settle(ctx context.Context, tradeNo string, success bool, providerTxn string) error {
 	now := e.clock.Now().UTC()
-	pay, changed, err := e.db.Settle(ctx, tradeNo, success, providerTxn, now, now.Add(e.cfg.PacketTTL))
+	pay, outcome, err := e.db.Settle(ctx, tradeNo, success, providerTxn, now, now.Add(e.cfg.PacketTTL))
 	if err != nil {
 		return storeErr(err)
 	}
-	if changed {
+	switch outcome {
+	case store.SettleApplied:
 		e.log.InfoContext(ctx, "payment settled", "trade_no", tradeNo, "packet_id", pay.PacketID, "status", pay.Status)
+	case store.SettleCreditedBack:
+		e.m.payAnomalies.WithLabelValues("credited_back").Inc()
+		e.log.ErrorContext(ctx, "payment succeeded where its packet cannot take it (the trade had failed or was given up, or the packet was paid another way); the amount is credited to the sender's balance",
+			"trade_no", tradeNo, "packet_id", pay.PacketID, "amount", FormatAmount(int64(pay.Amount)))
+	case store.SettleContradicted:
+		e.m.payAnomalies.WithLabelValues("failure_after_success").Inc()
+		e.log.ErrorContext(ctx, "payment failure reported for a trade that succeeded; nothing changes, needs attention",
+			"trade_no", tradeNo, "packet_id", pay.PacketID)
 	}
 	return e.syncPacket(ctx, pay.PacketID)
 }
@@ -191,11 +205,17 @@ func (e *Engine) Reconcile(ctx context.Context) (credited int, err error) {
 	}
 	for _, pay := range stale {
 		r, err := e.pay.QueryTrade(ctx, pay.TradeNo)
-		if err != nil {
+		unknown := errors.Is(err, ErrTradeUnknown)
+		if err != nil && !unknown {
 			e.log.WarnContext(ctx, "reconcile: provider query failed", "trade_no", pay.TradeNo, "err", err)
+		}
+		if unknown || (r.Outcome == TradePending || err != nil) && now.Sub(pay.CreatedAt) > e.cfg.SettleGiveUp {
+			if err := e.giveUp(ctx, pay, unknown); err != nil {
+				return credited, err
+			}
 			continue
 		}
-		if r.Outcome == TradePending {
+		if err != nil || r.Outcome == TradePending {
 			continue
 		}
 		if r.Outcome == TradeSucceeded && r.Amount != int64(pay.Amount) {
@@ -208,6 +228,21 @@ func (e *Engine) Reconcile(ctx context.Context) (credited int, err error) {
 		}
 	}
 	return credited, nil
+}
+
+// giveUp ends a trade no outcome will come for — the provider does not
+// know it, or it has had none for SettleGiveUp — as failed: its packet
+// closes as a failed payment would, and its grabs are never credited. A
+// success that arrives after all credits the sender's balance (settle).
+func (e *Engine) giveUp(ctx context.Context, pay store.Payment, unknown bool) error {
+	reason := "no outcome within the give-up bound"
+	if unknown {
+		reason = "the provider does not know the trade"
+	}
+	e.m.payAnomalies.WithLabelValues("given_up").Inc()
+	e.log.ErrorContext(ctx, "payment given up and ended as failed; its packet closes and its grabs are not credited",
+		"trade_no", pay.TradeNo, "packet_id", pay.PacketID, "reason", reason, "since", pay.CreatedAt)
+	return e.settle(ctx, pay.TradeNo, false, "")
 }
 
 // RunReconciler runs Reconcile every ReconcileInterval until ctx ends.

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/grab-engine/grab/engine"
 	"github.com/grab-engine/grab/engine/paysim"
 	"github.com/grab-engine/grab/store"
@@ -248,10 +250,166 @@ func TestFailedPayment(t *testing.T) {
 			t.Fatalf("balance of %d = %d after a failed payment", u, b)
 		}
 	}
-	if b, _ := e.eng.Balance(ctx, 20); b != 5000 {
-		t.Fatalf("sender balance = %d, want 5000: a failed payment debits nothing", b)
+	// The late success means the provider holds the sender's 4.00: the packet
+	// stays closed and the money goes to the sender's balance, once.
+	if b, _ := e.eng.Balance(ctx, 20); b != 5000+400 {
+		t.Fatalf("sender balance = %d, want 5400: the money that arrived after the failure comes back", b)
+	}
+	if got, _ := e.db.Payment(ctx, pay.TradeNo); got.Status != store.PaymentFailed {
+		t.Fatalf("trade %s after its late success, want it to stay failed (its packet is closed)", got.Status)
 	}
 	assertLedgerMatchesBalances(t, e)
+}
+
+// payMetricsEnv is an engine with the simulated provider whose metrics the
+// test reads.
+func payMetricsEnv(t *testing.T) (*env, *paysim.Sim, *prometheus.Registry) {
+	t.Helper()
+	e, sim := payEnv(t)
+	reg := prometheus.NewRegistry()
+	return e.another(func(d *engine.Deps) { d.Provider, d.Metrics = sim, reg }), sim, reg
+}
+
+func anomalies(t *testing.T, reg *prometheus.Registry, kind string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "grab_payment_anomalies_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if m.GetLabel()[0].GetValue() == kind {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}
+
+// Outcomes a packet cannot take as they are move no money twice and none
+// is forgotten: a success after a failure pays the sender back exactly once,
+// a failure after a success changes nothing, and each is counted.
+func TestPaymentOutcomesAfterTheFinalOne(t *testing.T) {
+	e, _, reg := payMetricsEnv(t)
+	ctx := context.Background()
+	notice := func(tradeNo string, success bool) {
+		t.Helper()
+		if err := e.eng.Notify(ctx, engine.Notification{Channel: engine.ChannelAlipay, TradeNo: tradeNo, Amount: 300, Success: success}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// failed -> success -> success: the sender is credited 3.00 once.
+	p1, pay1 := providerPacket(t, e, 60, 2, 2, 300)
+	notice(pay1.TradeNo, false)
+	for range 3 {
+		notice(pay1.TradeNo, true)
+	}
+	if b, _ := e.eng.Balance(ctx, 60); b != 300 {
+		t.Fatalf("sender balance %d after a success that followed a failure, want 300", b)
+	}
+	if v, _ := e.eng.GetPacket(ctx, p1.ID, 60); v.Status != engine.StatusPayFailed {
+		t.Fatalf("packet %s, want it to stay pay_failed", v.Status)
+	}
+	if n := anomalies(t, reg, "credited_back"); n != 1 {
+		t.Fatalf("credited_back counted %v, want 1", n)
+	}
+
+	// success -> failed: nothing moves, and it is counted.
+	p2, pay2 := providerPacket(t, e, 70, 2, 2, 300)
+	notice(pay2.TradeNo, true)
+	notice(pay2.TradeNo, false)
+	if v, _ := e.eng.GetPacket(ctx, p2.ID, 70); v.Status != engine.StatusOpen || v.PayStatus != "paid" {
+		t.Fatalf("packet %s/%s after a failure that followed a success, want open/paid", v.Status, v.PayStatus)
+	}
+	if b, _ := e.eng.Balance(ctx, 70); b != 0 {
+		t.Fatalf("sender balance %d, want 0: the packet holds the money", b)
+	}
+	if n := anomalies(t, reg, "failure_after_success"); n != 1 {
+		t.Fatalf("failure_after_success counted %v, want 1", n)
+	}
+	assertLedgerMatchesBalances(t, e)
+}
+
+// A trade the provider does not know ends at its first query, and one with
+// no outcome ends after SettleGiveUp: failed, the packet closed, its grabs
+// never credited. A success that comes after all pays the sender back.
+func TestPaymentWithNoOutcomeIsGivenUp(t *testing.T) {
+	e, sim, reg := payMetricsEnv(t)
+	e.startWriter(t)
+	ctx := context.Background()
+
+	// The provider forgot the trade (a restart, or past its retention).
+	p1, pay1 := providerPacket(t, e, 80, 2, 2, 200)
+	if _, err := e.eng.PaymentReturn(ctx, pay1.TradeNo, 80); err != nil {
+		t.Fatal(err)
+	}
+	won := grabAll(t, e, p1.ID, 81, 81)
+	sim.Forget(pay1.TradeNo)
+	e.drain(t, p1.ID, 1)
+
+	// A trade the provider keeps pending forever.
+	p2, pay2 := providerPacket(t, e, 90, 2, 2, 200)
+	if _, err := e.eng.PaymentReturn(ctx, pay2.TradeNo, 90); err != nil {
+		t.Fatal(err)
+	}
+
+	e.clock.Add(e.cfg.SettleTimeout + time.Second)
+	if _, err := e.eng.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := e.db.Payment(ctx, pay1.TradeNo); got.Status != store.PaymentFailed {
+		t.Fatalf("unknown trade %s after the query, want failed", got.Status)
+	}
+	if got, _ := e.db.Payment(ctx, pay2.TradeNo); got.Status != store.PaymentAwaitingSettlement {
+		t.Fatalf("pending trade %s before the give-up bound, want awaiting_settlement", got.Status)
+	}
+	e.clock.Add(e.cfg.SettleGiveUp)
+	if _, err := e.eng.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := e.db.Payment(ctx, pay2.TradeNo); got.Status != store.PaymentFailed {
+		t.Fatalf("pending trade %s after the give-up bound, want failed", got.Status)
+	}
+	for _, sp := range [][2]int64{{p1.ID, 80}, {p2.ID, 90}} {
+		v, err := e.eng.GetPacket(ctx, sp[0], sp[1])
+		if err != nil || v.Status != engine.StatusPayFailed {
+			t.Fatalf("packet %d is %s (%v) after its trade was given up, want pay_failed", sp[0], v.Status, err)
+		}
+	}
+	if v, _ := e.eng.GetPacket(ctx, p1.ID, 81); v.MyGrab == nil || v.MyGrab.Credited {
+		t.Fatalf("grab of a given-up trade: %+v, want it never credited", v.MyGrab)
+	}
+	if b, _ := e.eng.Balance(ctx, 81); b != 0 {
+		t.Fatalf("grabber balance %d (won %d) after the trade was given up, want 0", b, won[81].Amount)
+	}
+	if n := anomalies(t, reg, "given_up"); n != 2 {
+		t.Fatalf("given_up counted %v, want 2", n)
+	}
+
+	// The money arrives after all: the sender gets it back, once.
+	for range 2 {
+		if err := e.eng.Notify(ctx, engine.Notification{Channel: engine.ChannelAlipay, TradeNo: pay2.TradeNo, Amount: 200, Success: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if b, _ := e.eng.Balance(ctx, 90); b != 200 {
+		t.Fatalf("sender balance %d after a success past the give-up, want 200", b)
+	}
+	assertLedgerMatchesBalances(t, e)
+}
+
+// Paying a packet that is not payable says what it is.
+func TestNotPayableSaysWhatThePacketIs(t *testing.T) {
+	e := setupReal(t)
+	p := e.groupPacket(t, engine.KindGroupLucky, 3, 2, 200)
+	_, err := e.eng.PayByBalance(context.Background(), p.ID, 1)
+	if !errors.Is(err, engine.ErrNotPayable) || !strings.HasSuffix(err.Error(), "it is open") {
+		t.Fatalf("paying an open packet: %v, want ErrNotPayable ending \"it is open\"", err)
+	}
 }
 
 // A settlement whose notification never came is asked of the provider once

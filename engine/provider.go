@@ -1,6 +1,14 @@
 package engine
 
-import "context"
+import (
+	"context"
+	"errors"
+)
+
+// ErrTradeUnknown is what a Provider's QueryTrade wraps when the provider
+// does not know the trade (never created there, or past its retention): no
+// outcome will come, so the reconciler ends the trade as failed.
+var ErrTradeUnknown = errors.New("engine: the provider does not know the trade")
 
 // Payment channels a packet can be paid through besides the balance.
 const (

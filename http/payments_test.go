@@ -479,10 +479,21 @@ func TestFailedPaymentOverHTTP(t *testing.T) {
 		}
 	}
 
-	// Nothing brings it back: a late success, a duplicate failure, a return
-	// (which reports the failure), a new payment.
+	// A late success means the provider holds the sender's 20.00: the packet
+	// stays closed and the sender's balance gets it back, once.
 	e.ack(t, "alipay", noticeBody(tradeNo, "20.00", "success"))
-	unchanged(t, "a success after the failure", failed, e.payState(t, id, tradeNo))
+	late := e.payState(t, id, tradeNo)
+	if late.balances[1] != deposit+2000 || late.totals.Ledger != failed.totals.Ledger+2000 {
+		t.Fatalf("after a success that followed the failure: balances %v, ledger %d; want the sender's 20.00 back",
+			late.balances, late.totals.Ledger)
+	}
+	failed.balances[1], failed.totals = late.balances[1], late.totals
+	unchanged(t, "a success after the failure, but for the sender's balance", failed, late)
+	e.ack(t, "alipay", noticeBody(tradeNo, "20.00", "success"))
+	unchanged(t, "a second success after the failure", failed, e.payState(t, id, tradeNo))
+
+	// Nothing brings the packet back: a duplicate failure, a return (which
+	// reports the failure), a new payment.
 	e.ack(t, "alipay", noticeBody(tradeNo, "20.00", "failed"))
 	unchanged(t, "a duplicate failure", failed, e.payState(t, id, tradeNo))
 	e.paymentReturn(t, tradeNo, "failed")
@@ -492,7 +503,10 @@ func TestFailedPaymentOverHTTP(t *testing.T) {
 	unchanged(t, "pay after the failure", failed, e.payState(t, id, tradeNo))
 	e.grabFails(t, id, 4, 409, "NOT_OPEN")
 	e.status(t, id, "pay_failed", "failed")
-	e.conserved(t)
+	// Money in: the deposit, and the 20.00 the provider took after all, now the sender's.
+	if tot, err := e.db.MoneyTotals(ctx); err != nil || tot.Balances != tot.Ledger || int64(tot.Balances) != deposit+2000 {
+		t.Fatalf("money totals %+v (%v), want balances = ledger = deposit + 20.00", tot, err)
+	}
 }
 
 // The notification may beat the app's return: the packet opens paid, and the

@@ -103,28 +103,51 @@ func (db *DB) MarkReturned(ctx context.Context, tradeNo string, now, expiresAt t
 	return pay, err
 }
 
-// Settle records the provider's final word on a trade, once: the first of
-// success or failure wins and later notices change nothing. On success the
-// packet is paid (and opens if it was not open yet), every grab made while
-// it awaited settlement is credited, and an expired packet is refunded; if
-// the packet had meanwhile been paid another way, the money goes back to the
-// sender. On failure the packet stops taking grabs and nothing is credited.
-// It reports whether this call changed anything.
-func (db *DB) Settle(ctx context.Context, tradeNo string, success bool, providerTxn string, now, expiresAt time.Time) (Payment, bool, error) {
+// SettleOutcome is what Settle did with a trade's final outcome.
+type SettleOutcome int
+
+const (
+	// SettleRepeat: the trade had this outcome already; nothing moved.
+	SettleRepeat SettleOutcome = iota
+	// SettleApplied: the outcome moved the trade, and its packet with it.
+	SettleApplied
+	// SettleCreditedBack: money arrived that the packet cannot take (it was
+	// paid another way, or the trade had failed or been given up): the
+	// amount is credited to the sender's balance (KindOverpay), once; the
+	// trade keeps its status. Someone should know: it is not the usual path.
+	SettleCreditedBack
+	// SettleContradicted: a failure for a trade that succeeded; nothing moves
+	// (the money arrived). Someone should know.
+	SettleContradicted
+)
+
+// Settle records a trade's final outcome (success or failure) and moves its
+// packet: a success opens an unpaid or awaiting packet and credits what was
+// grabbed meanwhile; a failure closes it as pay_failed. Money that arrives
+// where the packet cannot take it — a success after the trade failed (or
+// was given up), or for a packet paid another way — goes to the sender's
+// balance instead, exactly once (SettleCreditedBack). Repeats change
+// nothing.
+func (db *DB) Settle(ctx context.Context, tradeNo string, success bool, providerTxn string, now, expiresAt time.Time) (Payment, SettleOutcome, error) {
 	var pay Payment
-	changed := false
+	outcome := SettleRepeat
 	err := db.inTx(ctx, func(tx *sqlx.Tx) error {
-		changed = false
+		outcome = SettleRepeat
 		status := PaymentFailed
 		if success {
 			status = PaymentPaid
 		}
+		var moved bool
 		var err error
-		pay, changed, err = advancePayment(ctx, tx, tradeNo, `UPDATE payment SET status = ?, provider_txn = ?, updated_at = ?
+		pay, moved, err = advancePayment(ctx, tx, tradeNo, `UPDATE payment SET status = ?, provider_txn = ?, updated_at = ?
 			WHERE trade_no = ? AND status IN ('unpaid', 'awaiting_settlement')`, status, providerTxn, now, tradeNo)
-		if err != nil || !changed {
+		if err != nil {
 			return err
 		}
+		if !moved {
+			return db.settleFinal(ctx, tx, &pay, &outcome, success, now)
+		}
+		outcome = SettleApplied
 		var p Packet
 		if err := tx.GetContext(ctx, &p, "SELECT "+packetColumns+" FROM packet WHERE id = ?"+db.forUpdate(), pay.PacketID); err != nil {
 			return err
@@ -137,6 +160,7 @@ func (db *DB) Settle(ctx context.Context, tradeNo string, success bool, provider
 			return err
 		}
 		if p.PayStatus == "paid" {
+			outcome = SettleCreditedBack
 			_, err := db.credit(ctx, tx, KindOverpay, tradeNo, p.SenderID, int64(pay.Amount), now)
 			return err
 		}
@@ -158,7 +182,31 @@ func (db *DB) Settle(ctx context.Context, tradeNo string, success bool, provider
 		// refunded now that the money is known to have arrived.
 		return db.refundIfSettled(ctx, tx, p.ID, now)
 	})
-	return pay, changed, err
+	return pay, outcome, err
+}
+
+// settleFinal handles an outcome for a trade already final (pay as it is):
+// a repeat changes nothing; a success after a failure (or a give-up) leaves
+// the trade and its packet as they are and credits the amount to the
+// sender, once (the ledger row's ref is the trade); a failure after a
+// success is a contradiction, and nothing moves.
+func (db *DB) settleFinal(ctx context.Context, tx *sqlx.Tx, pay *Payment, outcome *SettleOutcome, success bool, now time.Time) error {
+	switch {
+	case !success && pay.Status == PaymentPaid:
+		*outcome = SettleContradicted
+		return nil
+	case !success || pay.Status != PaymentFailed:
+		return nil // a repeat
+	}
+	var sender int64
+	if err := tx.GetContext(ctx, &sender, "SELECT sender_id FROM packet WHERE id = ?", pay.PacketID); err != nil {
+		return err
+	}
+	credited, err := db.credit(ctx, tx, KindOverpay, pay.TradeNo, sender, int64(pay.Amount), now)
+	if credited {
+		*outcome = SettleCreditedBack
+	}
+	return err
 }
 
 // advancePayment runs a conditional status update of a trade and reads the

@@ -34,6 +34,9 @@ type Config struct {
 	// SettleTimeout is how long a payment may await settlement before the
 	// provider is asked (GRAB_SETTLE_TIMEOUT).
 	SettleTimeout time.Duration
+	// SettleGiveUp is how long a trade may go without an outcome before it
+	// ends as failed (GRAB_SETTLE_GIVE_UP).
+	SettleGiveUp time.Duration
 	PacketTTL     time.Duration // GRAB_PACKET_TTL
 	Shards        int           // GRAB_SHARDS
 	DevAuth       bool          // GRAB_AUTH=dev
@@ -90,6 +93,7 @@ func ParseConfig(args []string, getenv func(string) string) (Config, error) {
 	refund := fs.String("refund-interval", env("GRAB_REFUND_INTERVAL", "1m"), "how often expired packets are closed and refunded (GRAB_REFUND_INTERVAL)")
 	reconcile := fs.String("reconcile-interval", env("GRAB_RECONCILE_INTERVAL", "5s"), "how often settled packets are swept for uncredited grabs (GRAB_RECONCILE_INTERVAL)")
 	settleTimeout := fs.String("settle-timeout", env("GRAB_SETTLE_TIMEOUT", "2m"), "how long a payment may await settlement before the provider is asked (GRAB_SETTLE_TIMEOUT)")
+	settleGiveUp := fs.String("settle-give-up", env("GRAB_SETTLE_GIVE_UP", "24h"), "how long a trade may go without an outcome before it ends as failed (GRAB_SETTLE_GIVE_UP)")
 	provider := fs.String("pay-provider", env("GRAB_PAY_PROVIDER", ""), "sim: the built-in payment simulator; empty: balance payments only (GRAB_PAY_PROVIDER)")
 	pipelines := fs.String("grab-pipelines", env("GRAB_GRAB_PIPELINES", "4"), "pipelines carrying concurrent grabs to Redis; 0: one round trip per grab (GRAB_GRAB_PIPELINES)")
 	level := fs.String("log-level", env("GRAB_LOG_LEVEL", "info"), "debug, info, warn or error (GRAB_LOG_LEVEL)")
@@ -133,6 +137,9 @@ func ParseConfig(args []string, getenv func(string) string) (Config, error) {
 		return Config{}, err
 	}
 	if c.SettleTimeout, err = positiveDuration("GRAB_SETTLE_TIMEOUT", *settleTimeout); err != nil {
+		return Config{}, err
+	}
+	if c.SettleGiveUp, err = positiveDuration("GRAB_SETTLE_GIVE_UP", *settleGiveUp); err != nil {
 		return Config{}, err
 	}
 	if err := c.parsePayouts(*transferTimeout, *sweep, *retryAfter, *maxAttempts); err != nil {

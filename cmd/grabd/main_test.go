@@ -240,6 +240,7 @@ func TestParseConfig(t *testing.T) {
 		{"bad level", with("GRAB_LOG_LEVEL", "loud"), nil, "GRAB_LOG_LEVEL"},
 		{"bad reconcile interval", with("GRAB_RECONCILE_INTERVAL", "-5s"), nil, "GRAB_RECONCILE_INTERVAL"},
 		{"bad settle timeout", with("GRAB_SETTLE_TIMEOUT", "later"), nil, "GRAB_SETTLE_TIMEOUT"},
+		{"bad settle give-up", with("GRAB_SETTLE_GIVE_UP", "0s"), nil, "GRAB_SETTLE_GIVE_UP"},
 		{"unknown pay provider", with("GRAB_PAY_PROVIDER", "paypal"), nil, "GRAB_PAY_PROVIDER"},
 		{"pay provider without secret", with("GRAB_PAY_PROVIDER", "sim"), nil, "GRAB_PAY_SECRET"},
 		{"bad redis addr", with("REDIS_ADDR", "localhost"), nil, "REDIS_ADDR"},

@@ -117,6 +117,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	ecfg.RefundInterval = cfg.RefundInterval
 	ecfg.ReconcileInterval = cfg.ReconcileInterval
 	ecfg.SettleTimeout = cfg.SettleTimeout
+	ecfg.SettleGiveUp = cfg.SettleGiveUp
 	var notifyURL atomic.Pointer[string] // known once the listener is up
 	var provider engine.Provider
 	if cfg.PayProvider == "sim" {

@@ -102,9 +102,17 @@ func (s *Sim) QueryTrade(_ context.Context, tradeNo string) (engine.TradeResult,
 	defer s.mu.Unlock()
 	t, ok := s.trades[tradeNo]
 	if !ok {
-		return engine.TradeResult{}, fmt.Errorf("paysim: no trade %s", tradeNo)
+		return engine.TradeResult{}, fmt.Errorf("%w: paysim: no trade %s", engine.ErrTradeUnknown, tradeNo)
 	}
 	return engine.TradeResult{Outcome: t.outcome, Amount: t.Amount, ProviderTxn: t.txn}, nil
+}
+
+// Forget drops a trade, as a provider does past its retention (or this
+// simulator on a restart): QueryTrade then answers engine.ErrTradeUnknown.
+func (s *Sim) Forget(tradeNo string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.trades, tradeNo)
 }
 
 // Complete ends a trade the way the payer's bank decided, and notifies grab
