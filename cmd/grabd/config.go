@@ -37,11 +37,11 @@ type Config struct {
 	// SettleGiveUp is how long a trade may go without an outcome before it
 	// ends as failed (GRAB_SETTLE_GIVE_UP).
 	SettleGiveUp time.Duration
-	PacketTTL     time.Duration // GRAB_PACKET_TTL
-	Shards        int           // GRAB_SHARDS
-	DevAuth       bool          // GRAB_AUTH=dev
-	DataDir       string        // GRAB_DATA_DIR, embedded mode only
-	LagLimit      time.Duration // GRAB_LAG_LIMIT
+	PacketTTL    time.Duration // GRAB_PACKET_TTL
+	Shards       int           // GRAB_SHARDS
+	DevAuth      bool          // GRAB_AUTH=dev
+	DataDir      string        // GRAB_DATA_DIR, embedded mode only
+	LagLimit     time.Duration // GRAB_LAG_LIMIT
 	// RefundInterval is how often expired packets are closed and refunded (GRAB_REFUND_INTERVAL).
 	RefundInterval time.Duration
 	LogLevel       slog.Level // GRAB_LOG_LEVEL
