@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/grab-engine/grab/lua"
 	"github.com/grab-engine/grab/store"
@@ -18,6 +19,13 @@ type Payment struct {
 	Channel   string
 	Amount    int64  // fen
 	PayStatus string // unpaid | awaiting_settlement | paid | failed
+	// CreditedBack is what the trade's money credited to the sender's
+	// balance because its packet could not take it (paid another way, or the
+	// money arrived after the trade failed or was given up), in fen; set by
+	// TradeOf only.
+	CreditedBack int64
+	CreatedAt    time.Time
+	UpdatedAt    time.Time
 }
 
 // Notification is a provider's asynchronous word on a trade.
@@ -30,7 +38,31 @@ type Notification struct {
 }
 
 func paymentView(p store.Payment) Payment {
-	return Payment{TradeNo: p.TradeNo, PacketID: p.PacketID, Channel: p.Channel, Amount: int64(p.Amount), PayStatus: p.Status}
+	return Payment{TradeNo: p.TradeNo, PacketID: p.PacketID, Channel: p.Channel, Amount: int64(p.Amount), PayStatus: p.Status,
+		CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt}
+}
+
+// TradeOf is a trade as its sender sees it: its state, and what of its money
+// went to the sender's balance. Only the packet's sender may read it.
+func (e *Engine) TradeOf(ctx context.Context, tradeNo string, userID int64) (Payment, error) {
+	pay, err := e.db.Payment(ctx, tradeNo)
+	if err != nil {
+		return Payment{}, storeErr(err)
+	}
+	p, err := e.db.Packet(ctx, pay.PacketID)
+	if err != nil {
+		return Payment{}, storeErr(err)
+	}
+	if p.SenderID != userID {
+		return Payment{}, fmt.Errorf("%w: only the sender reads a payment", ErrForbidden)
+	}
+	back, err := e.db.CreditedBack(ctx, tradeNo)
+	if err != nil {
+		return Payment{}, err
+	}
+	v := paymentView(pay)
+	v.CreditedBack = int64(back)
+	return v, nil
 }
 
 // PayByProvider starts a third-party payment of an unpaid packet. The packet

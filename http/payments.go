@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	nethttp "net/http"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -39,6 +40,33 @@ func (s *server) paymentReturn(c *gin.Context) {
 		return
 	}
 	c.JSON(nethttp.StatusOK, gin.H{"trade_no": pay.TradeNo, "pay_status": pay.PayStatus})
+}
+
+// paymentView is GET /v1/payments/{trade_no}: a trade as its sender sees it.
+type paymentView struct {
+	TradeNo      string    `json:"trade_no"`
+	PacketID     int64     `json:"packet_id"`
+	Channel      string    `json:"channel"`
+	Amount       Money     `json:"amount"`
+	PayStatus    string    `json:"pay_status"`
+	CreditedBack Money     `json:"credited_back"`
+	CreatedAt    time.Time `json:"created_at"`
+	UpdatedAt    time.Time `json:"updated_at"`
+}
+
+func (s *server) payment(c *gin.Context) {
+	tradeNo := c.Param("trade_no")
+	if tradeNo == "" || len(tradeNo) > maxTradeNoLen {
+		s.fail(c, invalid("bad trade number"))
+		return
+	}
+	pay, err := s.eng.TradeOf(c.Request.Context(), tradeNo, userID(c))
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(nethttp.StatusOK, paymentView{TradeNo: pay.TradeNo, PacketID: pay.PacketID, Channel: pay.Channel, Amount: Money(pay.Amount),
+		PayStatus: pay.PayStatus, CreditedBack: Money(pay.CreditedBack), CreatedAt: pay.CreatedAt.UTC(), UpdatedAt: pay.UpdatedAt.UTC()})
 }
 
 // notify takes a provider's signed notification. Every well-formed, correctly

@@ -813,3 +813,34 @@ func TestPayByProviderUnreachable(t *testing.T) {
 		t.Fatalf("trade %s, then %s", tradeNo, again)
 	}
 }
+
+// The sender sees every state of a trade, and what of its money came back
+// to the balance; nobody else sees it.
+func TestPaymentStateForTheSender(t *testing.T) {
+	e, _ := payEnv(t)
+	id := e.newPacket(t)
+	tradeNo := e.payAlipay(t, id)
+	get := func(state string, back string) {
+		t.Helper()
+		m := expect(t, e.do(t, "GET", "/v1/payments/"+tradeNo, "", user(1)), 200)
+		keys(t, "payment", m, "trade_no", "packet_id", "channel", "amount", "pay_status", "credited_back", "created_at", "updated_at")
+		if m["trade_no"] != tradeNo || m["channel"] != "alipay" || m["amount"] != "20.00" || m["pay_status"] != state || m["credited_back"] != back {
+			t.Fatalf("payment = %v, want %s with %s credited back", m, state, back)
+		}
+		if integer(t, "packet_id", m["packet_id"]) != id {
+			t.Fatalf("payment of packet %v, want %d", m["packet_id"], id)
+		}
+	}
+	get("unpaid", "0.00")
+	e.paymentReturn(t, tradeNo, "awaiting_settlement")
+	get("awaiting_settlement", "0.00")
+	e.ack(t, "alipay", noticeBody(tradeNo, "20.00", "failed"))
+	get("failed", "0.00")
+	e.ack(t, "alipay", noticeBody(tradeNo, "20.00", "success")) // the money arrived after all
+	get("failed", "20.00")
+
+	fails(t, "another user", e.do(t, "GET", "/v1/payments/"+tradeNo, "", user(2)), 403, "FORBIDDEN")
+	fails(t, "an unknown trade", e.do(t, "GET", "/v1/payments/T9-nothing", "", user(1)), 404, "NOT_FOUND")
+	fails(t, "a trade number too long", e.do(t, "GET", "/v1/payments/"+strings.Repeat("t", 65), "", user(1)), 400, "INVALID_ARGUMENT")
+	fails(t, "no identity", e.do(t, "GET", "/v1/payments/"+tradeNo, "", nil), 401, "UNAUTHENTICATED")
+}

@@ -100,6 +100,7 @@ func New(eng *engine.Engine, cfg Config, log *slog.Logger, reg *prometheus.Regis
 	user.POST("/packets/:id/grab", s.grab)
 	user.GET("/packets/:id", s.getPacket)
 	user.POST("/payments/:trade_no/return", s.paymentReturn)
+	user.GET("/payments/:trade_no", s.payment)
 	user.POST("/campaigns/:id/grab", s.grabCampaign)
 	user.GET("/campaigns/:id/awards", s.myAwards)
 	user.POST("/campaigns/:id/awards/:seq/receive", s.receiveAward)

@@ -83,6 +83,15 @@ func (db *DB) Payment(ctx context.Context, tradeNo string) (Payment, error) {
 	return p, err
 }
 
+// CreditedBack is what a trade credited to its sender's balance because
+// its packet could not take the money (KindOverpay, ref the trade): 0 when
+// nothing was.
+func (db *DB) CreditedBack(ctx context.Context, tradeNo string) (Fen, error) {
+	var fen Fen
+	err := db.x.GetContext(ctx, &fen, "SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE kind = ? AND ref = ?", KindOverpay, tradeNo)
+	return fen, err
+}
+
 // MarkReturned records the provider's synchronous return: the trade and its
 // packet move to awaiting_settlement and the packet opens for grabs (not
 // credited yet). Anything past that state is left as it is.
