@@ -10,8 +10,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"sync"
 	"time"
 
@@ -47,14 +49,90 @@ type Sim struct {
 	// long after it is created, as if the payer paid: grabd's demo mode.
 	settleAfter time.Duration
 	settleCtx   context.Context
+	// file, when set, keeps the trades across restarts (Persist).
+	file string
 }
 
-// SettleAfter makes every trade created from now on succeed by itself after
-// d, notifying within ctx.
+// SettleAfter makes every trade created from now on, and every pending one
+// it already keeps (Persist), succeed by itself after d, notifying within ctx.
 func (s *Sim) SettleAfter(ctx context.Context, d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.settleAfter, s.settleCtx = d, ctx
+	for no, t := range s.trades {
+		if t.outcome == engine.TradePending {
+			s.settleLater(no)
+		}
+	}
+}
+
+// settleLater completes a trade successfully after settleAfter; s.mu held.
+func (s *Sim) settleLater(tradeNo string) {
+	d, ctx := s.settleAfter, s.settleCtx
+	if d <= 0 {
+		return
+	}
+	s.pending.Add(1)
+	go func() {
+		defer s.pending.Done()
+		select {
+		case <-ctx.Done():
+		case <-time.After(d):
+			_ = s.Complete(ctx, tradeNo, true)
+		}
+	}()
+}
+
+// savedTrade is a trade as Persist keeps it.
+type savedTrade struct {
+	engine.Trade
+	Outcome engine.TradeOutcome
+	Txn     string
+}
+
+// Persist keeps the simulator's trades in the JSON file at path, as a real
+// provider keeps its trades when grabd restarts: the trades already there
+// are loaded, and every change is written (to a new file, renamed over the
+// old one). Call it before any trade is made.
+func (s *Sim) Persist(path string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.file = path
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var saved []savedTrade
+	if err := json.Unmarshal(data, &saved); err != nil {
+		return fmt.Errorf("paysim: %s: %w", path, err)
+	}
+	for _, t := range saved {
+		s.trades[t.TradeNo] = &trade{Trade: t.Trade, outcome: t.Outcome, txn: t.Txn}
+	}
+	return nil
+}
+
+// save writes the trades to the Persist file, if any; s.mu held.
+func (s *Sim) save() error {
+	if s.file == "" {
+		return nil
+	}
+	saved := make([]savedTrade, 0, len(s.trades))
+	for _, t := range s.trades {
+		saved = append(saved, savedTrade{Trade: t.Trade, Outcome: t.outcome, Txn: t.txn})
+	}
+	data, err := json.Marshal(saved)
+	if err != nil {
+		return err
+	}
+	tmp := s.file + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, s.file)
 }
 
 type trade struct {
@@ -82,17 +160,11 @@ func (s *Sim) CreateTrade(_ context.Context, t engine.Trade) error {
 		return nil
 	}
 	s.trades[t.TradeNo] = &trade{Trade: t}
-	if d, ctx := s.settleAfter, s.settleCtx; d > 0 {
-		s.pending.Add(1)
-		go func() {
-			defer s.pending.Done()
-			select {
-			case <-ctx.Done():
-			case <-time.After(d):
-				s.Complete(ctx, t.TradeNo, true)
-			}
-		}()
+	if err := s.save(); err != nil {
+		delete(s.trades, t.TradeNo)
+		return err
 	}
+	s.settleLater(t.TradeNo)
 	return nil
 }
 
@@ -113,6 +185,7 @@ func (s *Sim) Forget(tradeNo string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.trades, tradeNo)
+	_ = s.save() // a trade the file still holds comes back after a restart: as before Forget
 }
 
 // Complete ends a trade the way the payer's bank decided, and notifies grab
@@ -129,6 +202,10 @@ func (s *Sim) Complete(ctx context.Context, tradeNo string, success bool) error 
 		if success {
 			t.outcome = engine.TradeSucceeded
 			t.txn = "sim-" + tradeNo
+		}
+		if err := s.save(); err != nil {
+			s.mu.Unlock()
+			return err
 		}
 	}
 	body := s.body(t)
