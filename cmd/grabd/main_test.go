@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	nethttp "net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -387,6 +388,41 @@ func TestEmbeddedThirdPartyPayment(t *testing.T) {
 	for g.call(t, "GET", "/v1/packets/"+id, "", as(1), 200)["pay_status"] != "paid" {
 		if time.Now().After(deadline) {
 			t.Fatal("the simulated payment never settled")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if r := g.call(t, "POST", "/v1/packets/"+id+"/grab", "", as(2), 200); r["credited"] != true || r["amount"] != "1.50" {
+		t.Fatalf("grab = %v", r)
+	}
+	if err := g.stop(t); err != nil {
+		t.Fatalf("Run returned %v", err)
+	}
+}
+
+// A restart mid-payment settles: the simulator keeps its trades in the data
+// directory, as a real provider keeps them while grabd restarts, and the
+// pending trade succeeds after the restart.
+func TestEmbeddedPaymentSettlesAcrossARestart(t *testing.T) {
+	dir := t.TempDir()
+	g := startEmbedded(t, "GRAB_DATA_DIR", dir)
+	g.call(t, "PUT", "/v1/admin/groups/7/members", `{"user_ids":[1,2,3]}`, adminHeaders, 200)
+	p := g.call(t, "POST", "/v1/packets", `{"kind":"group_equal","group_id":7,"count":2,"amount":"1.50"}`, as(1), 201)
+	id := fmt.Sprint(p["packet_id"])
+	trade := g.call(t, "POST", "/v1/packets/"+id+"/pay", `{"method":"alipay"}`, as(1), 200)
+	tradeNo := fmt.Sprint(trade["trade_no"])
+	if err := g.stop(t); err != nil { // before the simulator's payer pays (a second)
+		t.Fatalf("Run returned %v", err)
+	}
+	r, err := os.ReadFile(filepath.Join(dir, "paysim.json"))
+	if err != nil || !strings.Contains(string(r), `"TradeNo":"`+tradeNo+`"`) || !strings.Contains(string(r), `"Outcome":0`) {
+		t.Fatalf("the simulator's trades on disk: %s, %v; want trade %s still pending", r, err, tradeNo)
+	}
+
+	g = startEmbedded(t, "GRAB_DATA_DIR", dir)
+	deadline := time.Now().Add(10 * time.Second)
+	for g.call(t, "GET", "/v1/payments/"+tradeNo, "", as(1), 200)["pay_status"] != "paid" {
+		if time.Now().After(deadline) {
+			t.Fatal("the payment never settled after the restart")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

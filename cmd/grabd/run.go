@@ -122,6 +122,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	var provider engine.Provider
 	if cfg.PayProvider == "sim" {
 		sim := paysim.New([]byte(cfg.PaySecret), postNotification(&notifyURL), paysim.Faults{})
+		if cfg.Embedded() {
+			// As a real provider would, the simulator keeps its trades when grabd restarts.
+			if err := sim.Persist(filepath.Join(cfg.DataDir, "paysim.json")); err != nil {
+				return err
+			}
+		}
 		// Demo payments: every trade succeeds by itself shortly after it is made.
 		sim.SettleAfter(ctx, time.Second)
 		provider = sim
