@@ -54,7 +54,7 @@ func (c *Client) VerifyNotification(form url.Values) (engine.Notification, error
 	case StatusTradeClosed:
 		n.Success = false
 	case StatusWaitBuyerPay:
-		return engine.Notification{}, fmt.Errorf("%w: trade %s is %s, not final", ErrNotFinal, tradeNo, st)
+		return engine.Notification{}, fmt.Errorf("%w: trade %s is %s (the payer has not paid yet)", ErrNotFinal, tradeNo, st)
 	default:
 		return engine.Notification{}, fmt.Errorf("%w: alipay notification for %s: unknown trade_status %q", engine.ErrInvalidArgument, tradeNo, st)
 	}

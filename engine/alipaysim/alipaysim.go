@@ -38,7 +38,7 @@ var Schedule = []time.Duration{4 * time.Minute, 10 * time.Minute, 10 * time.Minu
 type Faults struct {
 	Lose      int  // the first Lose sends of each notification never leave (counted as failed)
 	Duplicate bool // each notification send is made twice
-	Tamper    bool // total_amount is changed after signing (notifications and query answers)
+	Tamper    bool // total_amount (else sub_msg) is changed after signing (notifications and answers)
 	WrongKey  bool // notifications and answers are signed with a key that is not the simulator's
 }
 
@@ -447,8 +447,12 @@ func (s *Sim) answer(w http.ResponseWriter, field string, body queryBody) {
 		key = s.wrong
 	}
 	sig := sign(key, raw)
-	if f.Tamper && body.TotalAmount != "" {
-		body.TotalAmount = tamper(body.TotalAmount)
+	if f.Tamper {
+		if body.TotalAmount != "" {
+			body.TotalAmount = tamper(body.TotalAmount)
+		} else {
+			body.SubMsg += " (tampered)"
+		}
 		raw, _ = json.Marshal(body)
 	}
 	// Written by hand: field order as Alipay's, the body's text untouched.
