@@ -307,11 +307,12 @@ func (s *Sim) notifyLocked(t *trade) {
 func (s *Sim) deliver(outTradeNo, status, notifyURL, body string, f Faults) {
 	defer s.wg.Done()
 	for attempt := 1; ; attempt++ {
-		if s.send(outTradeNo, status, notifyURL, body, attempt, attempt <= f.Lose) {
-			return
-		}
+		ok := s.send(outTradeNo, status, notifyURL, body, attempt, attempt <= f.Lose)
 		if f.Duplicate && attempt > f.Lose {
 			s.send(outTradeNo, status, notifyURL, body, attempt, false)
+		}
+		if ok {
+			return
 		}
 		if attempt > len(Schedule) {
 			return
