@@ -1,0 +1,206 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/grab-engine/grab/engine"
+)
+
+// maxReply bounds what the client reads of an answer; real ones are tiny.
+const maxReply = 64 << 10
+
+// DefaultTimeout bounds one call when Config.Timeout is zero.
+const DefaultTimeout = 5 * time.Second
+
+// Config is what a Client needs.
+type Config struct {
+	// BaseURL is the gateway's (GRAB_PAY_URL): scheme, host and any path
+	// prefix, e.g. "https://pay.internal/api".
+	BaseURL string
+	// Secret signs the requests (GRAB_PAY_SECRET); the gateway signs its
+	// notifications with it too.
+	Secret []byte
+	// NotifyBase is grabd's public base URL as the gateway reaches it; each
+	// trade's notify_url is NotifyBase + "/v1/payments/notify/{channel}".
+	NotifyBase string
+	// Timeout bounds each call on top of its ctx; zero means DefaultTimeout.
+	Timeout time.Duration
+	// HTTP is the client used; nil means http.DefaultClient.
+	HTTP *http.Client
+}
+
+// Client is the gateway's HTTP client; it implements engine.Provider and
+// retries nothing itself: PayByProvider registers the trade again on the
+// next pay request, the reconciler queries again on its next pass.
+type Client struct {
+	base       string
+	secret     []byte
+	notifyBase string
+	timeout    time.Duration
+	http       *http.Client
+}
+
+var _ engine.Provider = (*Client)(nil)
+
+// New returns a client of the gateway at cfg.BaseURL.
+func New(cfg Config) (*Client, error) {
+	for name, v := range map[string]string{"gateway URL": cfg.BaseURL, "notify base URL": cfg.NotifyBase} {
+		u, err := url.Parse(v)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("gateway: the %s %q must be an http or https URL", name, v)
+		}
+	}
+	if len(cfg.Secret) == 0 {
+		return nil, errors.New("gateway: a secret is required")
+	}
+	c := &Client{base: strings.TrimSuffix(cfg.BaseURL, "/"), secret: cfg.Secret,
+		notifyBase: strings.TrimSuffix(cfg.NotifyBase, "/"), timeout: cfg.Timeout, http: cfg.HTTP}
+	if c.timeout <= 0 {
+		c.timeout = DefaultTimeout
+	}
+	if c.http == nil {
+		c.http = http.DefaultClient
+	}
+	return c, nil
+}
+
+// NotifyURL is where the gateway notifies the outcome of a trade on channel.
+func (c *Client) NotifyURL(channel string) string { return c.notifyBase + NotifyPath + channel }
+
+// CreateTrade implements engine.Provider. The gateway is idempotent by trade
+// number, so a trade registered before answers as it stands. An answer about
+// another trade or amount is an error: the trade is not taken as registered.
+func (c *Client) CreateTrade(ctx context.Context, t engine.Trade) error {
+	body, err := json.Marshal(CreateRequest{TradeNo: t.TradeNo, Channel: t.Channel, Amount: engine.FormatAmount(t.Amount),
+		NotifyURL: c.NotifyURL(t.Channel)})
+	if err != nil {
+		return fmt.Errorf("gateway: create trade %s: %w", t.TradeNo, err)
+	}
+	status, reply, err := c.do(ctx, http.MethodPost, PathTrades, body, body)
+	if err != nil {
+		return fmt.Errorf("gateway: create trade %s: %w", t.TradeNo, err)
+	}
+	if status != http.StatusOK {
+		return fmt.Errorf("gateway: create trade %s: %w", t.TradeNo, unexpected(status, reply))
+	}
+	res, err := readReply(t.TradeNo, reply)
+	if err != nil {
+		return fmt.Errorf("gateway: create trade %s: %w", t.TradeNo, err)
+	}
+	if res.Amount != t.Amount {
+		return fmt.Errorf("gateway: create trade %s: the gateway holds it for %s, not %s", t.TradeNo,
+			engine.FormatAmount(res.Amount), engine.FormatAmount(t.Amount))
+	}
+	return nil
+}
+
+// QueryTrade implements engine.Provider. Only the gateway's own not_found
+// answer wraps engine.ErrTradeUnknown (the reconciler then ends the trade):
+// a bare 404 from a proxy or a wrong base URL must not end trades that may
+// be paid. The amount is returned as the gateway states it; the engine
+// compares it with the trade's.
+func (c *Client) QueryTrade(ctx context.Context, tradeNo string) (engine.TradeResult, error) {
+	if !ValidTradeNo(tradeNo) {
+		return engine.TradeResult{}, fmt.Errorf("gateway: query trade %q: not a trade number", tradeNo)
+	}
+	path := TradePath(tradeNo)
+	status, reply, err := c.do(ctx, http.MethodGet, path, nil, []byte(path))
+	if err != nil {
+		return engine.TradeResult{}, fmt.Errorf("gateway: query trade %s: %w", tradeNo, err)
+	}
+	switch {
+	case status == http.StatusOK:
+		res, err := readReply(tradeNo, reply)
+		if err != nil {
+			return engine.TradeResult{}, fmt.Errorf("gateway: query trade %s: %w", tradeNo, err)
+		}
+		return res, nil
+	case status == http.StatusNotFound && errorCode(reply) == CodeNotFound:
+		return engine.TradeResult{}, fmt.Errorf("gateway: query trade %s: %w", tradeNo, engine.ErrTradeUnknown)
+	}
+	return engine.TradeResult{}, fmt.Errorf("gateway: query trade %s: %w", tradeNo, unexpected(status, reply))
+}
+
+// do sends one request signed over signed and returns the status and body
+// of its answer. Errors name neither the secret nor the signature.
+func (c *Client) do(ctx context.Context, method, path string, body, signed []byte) (int, []byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return 0, nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set(HeaderSignature, Sign(c.secret, signed))
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	reply, err := io.ReadAll(io.LimitReader(resp.Body, maxReply))
+	if err != nil {
+		return 0, nil, fmt.Errorf("reading the %d answer: %w", resp.StatusCode, err)
+	}
+	return resp.StatusCode, reply, nil
+}
+
+// readReply reads a 200 answer about tradeNo; anything off is an error.
+func readReply(tradeNo string, body []byte) (engine.TradeResult, error) {
+	var rep TradeReply
+	if err := json.Unmarshal(body, &rep); err != nil {
+		return engine.TradeResult{}, unexpected(http.StatusOK, body)
+	}
+	if rep.TradeNo != tradeNo {
+		return engine.TradeResult{}, fmt.Errorf("the answer is about trade %q", rep.TradeNo)
+	}
+	fen, err := engine.ParseAmount(rep.Amount)
+	if err != nil || fen <= 0 {
+		return engine.TradeResult{}, unexpected(http.StatusOK, body)
+	}
+	res := engine.TradeResult{Amount: fen, ProviderTxn: rep.ProviderTxn}
+	switch rep.Status {
+	case StatusPending:
+		res.Outcome = engine.TradePending
+	case StatusSuccess:
+		res.Outcome = engine.TradeSucceeded
+	case StatusFailed:
+		res.Outcome = engine.TradeFailed
+	default:
+		return engine.TradeResult{}, unexpected(http.StatusOK, body)
+	}
+	if len(rep.ProviderTxn) > 64 {
+		return engine.TradeResult{}, fmt.Errorf("provider_txn is over 64 bytes")
+	}
+	return res, nil
+}
+
+func errorCode(body []byte) string {
+	var e ErrorReply
+	if json.Unmarshal(body, &e) != nil {
+		return ""
+	}
+	return e.Error
+}
+
+func unexpected(status int, body []byte) error {
+	const most = 200
+	if len(body) > most {
+		body = body[:most]
+	}
+	return fmt.Errorf("unexpected answer %d %q", status, body)
+}
