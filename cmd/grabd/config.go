@@ -26,8 +26,16 @@ type Config struct {
 	// PaySecret verifies payment-provider notifications (GRAB_PAY_SECRET).
 	PaySecret string
 	// PayProvider takes third-party payments (GRAB_PAY_PROVIDER): "sim", the
-	// built-in simulator (the embedded default), or empty for none.
+	// built-in simulator (the embedded default), "gateway", the company
+	// payment gateway at PayURL, or empty for none.
 	PayProvider string
+	// PayURL is the company payment gateway's base URL (GRAB_PAY_URL),
+	// required with GRAB_PAY_PROVIDER=gateway.
+	PayURL string
+	// PayNotifyBase is grabd's public base URL as the gateway reaches it
+	// (GRAB_PAY_NOTIFY_BASE), required with the gateway: each trade's
+	// notify_url is it + /v1/payments/notify/{channel}.
+	PayNotifyBase string
 	// ReconcileInterval is how often grabs of settled packets are swept for
 	// credits and stale settlements are queried (GRAB_RECONCILE_INTERVAL).
 	ReconcileInterval time.Duration
@@ -94,7 +102,9 @@ func ParseConfig(args []string, getenv func(string) string) (Config, error) {
 	reconcile := fs.String("reconcile-interval", env("GRAB_RECONCILE_INTERVAL", "5s"), "how often settled packets are swept for uncredited grabs (GRAB_RECONCILE_INTERVAL)")
 	settleTimeout := fs.String("settle-timeout", env("GRAB_SETTLE_TIMEOUT", "2m"), "how long a payment may await settlement before the provider is asked (GRAB_SETTLE_TIMEOUT)")
 	settleGiveUp := fs.String("settle-give-up", env("GRAB_SETTLE_GIVE_UP", "24h"), "how long a trade may go without an outcome before it ends as failed (GRAB_SETTLE_GIVE_UP)")
-	provider := fs.String("pay-provider", env("GRAB_PAY_PROVIDER", ""), "sim: the built-in payment simulator; empty: balance payments only (GRAB_PAY_PROVIDER)")
+	provider := fs.String("pay-provider", env("GRAB_PAY_PROVIDER", ""), "sim: the built-in payment simulator; gateway: the company payment gateway at GRAB_PAY_URL; empty: balance payments only (GRAB_PAY_PROVIDER)")
+	payURL := fs.String("pay-url", env("GRAB_PAY_URL", ""), "base URL of the company payment gateway (GRAB_PAY_URL)")
+	payNotifyBase := fs.String("pay-notify-base", env("GRAB_PAY_NOTIFY_BASE", ""), "grabd's public base URL the payment gateway notifies (GRAB_PAY_NOTIFY_BASE)")
 	pipelines := fs.String("grab-pipelines", env("GRAB_GRAB_PIPELINES", "4"), "pipelines carrying concurrent grabs to Redis; 0: one round trip per grab (GRAB_GRAB_PIPELINES)")
 	level := fs.String("log-level", env("GRAB_LOG_LEVEL", "info"), "debug, info, warn or error (GRAB_LOG_LEVEL)")
 	transferURL := fs.String("transfer-url", env("GRAB_TRANSFER_URL", ""), "base URL of the transfer service paying campaign awards (GRAB_TRANSFER_URL)")
@@ -110,7 +120,7 @@ func ParseConfig(args []string, getenv func(string) string) (Config, error) {
 	}
 
 	c := Config{Addr: *addr, MySQLDSN: *dsn, JWTSecret: getenv("GRAB_JWT_SECRET"), AdminToken: getenv("GRAB_ADMIN_TOKEN"),
-		PaySecret: getenv("GRAB_PAY_SECRET"), PayProvider: *provider, DataDir: *dataDir,
+		PaySecret: getenv("GRAB_PAY_SECRET"), PayProvider: *provider, PayURL: *payURL, PayNotifyBase: *payNotifyBase, DataDir: *dataDir,
 		TransferURL: *transferURL, TransferSecret: getenv("GRAB_TRANSFER_SECRET")}
 	for _, a := range strings.Split(*redisAddr, ",") {
 		if a = strings.TrimSpace(a); a != "" {
@@ -164,8 +174,15 @@ func ParseConfig(args []string, getenv func(string) string) (Config, error) {
 
 	switch c.PayProvider {
 	case "", "sim":
+		if c.PayURL != "" || c.PayNotifyBase != "" {
+			return Config{}, errors.New("GRAB_PAY_URL and GRAB_PAY_NOTIFY_BASE are for GRAB_PAY_PROVIDER=gateway only")
+		}
+	case "gateway":
+		if err := c.parseGateway(); err != nil {
+			return Config{}, err
+		}
 	default:
-		return Config{}, fmt.Errorf("GRAB_PAY_PROVIDER: %q is not a provider; the only one is sim", c.PayProvider)
+		return Config{}, fmt.Errorf("GRAB_PAY_PROVIDER: %q is not a provider; they are sim and gateway", c.PayProvider)
 	}
 
 	switch {
@@ -190,6 +207,24 @@ func ParseConfig(args []string, getenv func(string) string) (Config, error) {
 		}
 	}
 	return c, nil
+}
+
+// parseGateway checks the settings of GRAB_PAY_PROVIDER=gateway: both URLs
+// and the secret are required, in the embedded mode too (the gateway shares it).
+func (c *Config) parseGateway() error {
+	for _, s := range []struct{ name, v string }{{"GRAB_PAY_URL", c.PayURL}, {"GRAB_PAY_NOTIFY_BASE", c.PayNotifyBase}} {
+		if s.v == "" {
+			return fmt.Errorf("%s is required with GRAB_PAY_PROVIDER=gateway", s.name)
+		}
+		u, err := url.Parse(s.v)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("%s: %q must be an http or https URL", s.name, s.v)
+		}
+	}
+	if c.PaySecret == "" {
+		return errors.New("GRAB_PAY_SECRET is required with GRAB_PAY_PROVIDER=gateway")
+	}
+	return nil
 }
 
 // parsePayouts reads the transfer service and payout sweeper settings.

@@ -9,12 +9,14 @@ import (
 	"log/slog"
 	"net"
 	nethttp "net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/grab-engine/grab/engine/gatewaysim"
 	"github.com/grab-engine/grab/store"
 )
 
@@ -216,6 +218,15 @@ func TestParseConfig(t *testing.T) {
 		m[k2] = v2
 		return m
 	}
+	// gw is production with the gateway's settings, changed by change.
+	gw := func(change map[string]string) map[string]string {
+		m := with("GRAB_PAY_PROVIDER", "gateway")
+		m["GRAB_PAY_URL"], m["GRAB_PAY_NOTIFY_BASE"], m["GRAB_PAY_SECRET"] = "https://pay.internal/api", "https://grab.example.com", "p"
+		for a, b := range change {
+			m[a] = b
+		}
+		return m
+	}
 	for _, c := range []struct {
 		name string
 		env  map[string]string
@@ -244,6 +255,21 @@ func TestParseConfig(t *testing.T) {
 		{"bad settle give-up", with("GRAB_SETTLE_GIVE_UP", "0s"), nil, "GRAB_SETTLE_GIVE_UP"},
 		{"unknown pay provider", with("GRAB_PAY_PROVIDER", "paypal"), nil, "GRAB_PAY_PROVIDER"},
 		{"pay provider without secret", with("GRAB_PAY_PROVIDER", "sim"), nil, "GRAB_PAY_SECRET"},
+		{"gateway", gw(nil), nil, ""},
+		{"gateway in embedded mode", map[string]string{"GRAB_PAY_PROVIDER": "gateway", "GRAB_PAY_URL": "http://pay",
+			"GRAB_PAY_NOTIFY_BASE": "http://grab", "GRAB_PAY_SECRET": "p"}, nil, ""},
+		{"gateway url flag", gw(nil), []string{"-pay-url", "https://pay.internal:8443/api"}, ""},
+		{"gateway without url", gw(map[string]string{"GRAB_PAY_URL": ""}), nil, "GRAB_PAY_URL is required"},
+		{"gateway url not http", gw(map[string]string{"GRAB_PAY_URL": "ftp://pay"}), nil, "GRAB_PAY_URL"},
+		{"gateway url not a url", gw(map[string]string{"GRAB_PAY_URL": "pay:8080"}), nil, "GRAB_PAY_URL"},
+		{"gateway url flag not a url", gw(nil), []string{"-pay-url", "::"}, "GRAB_PAY_URL"},
+		{"gateway without notify base", gw(map[string]string{"GRAB_PAY_NOTIFY_BASE": ""}), nil, "GRAB_PAY_NOTIFY_BASE is required"},
+		{"gateway notify base not a url", gw(map[string]string{"GRAB_PAY_NOTIFY_BASE": "grab.example.com"}), nil, "GRAB_PAY_NOTIFY_BASE"},
+		{"gateway without secret", gw(map[string]string{"GRAB_PAY_SECRET": ""}), nil, "GRAB_PAY_SECRET"},
+		{"gateway without secret in embedded mode", map[string]string{"GRAB_PAY_PROVIDER": "gateway", "GRAB_PAY_URL": "http://pay",
+			"GRAB_PAY_NOTIFY_BASE": "http://grab"}, nil, "GRAB_PAY_SECRET"},
+		{"pay url without the gateway", with("GRAB_PAY_URL", "https://pay.internal"), nil, "GRAB_PAY_PROVIDER=gateway"},
+		{"pay url with the simulator", with2("GRAB_PAY_PROVIDER", "sim", "GRAB_PAY_URL", "https://pay.internal"), nil, "GRAB_PAY_PROVIDER=gateway"},
 		{"bad redis addr", with("REDIS_ADDR", "localhost"), nil, "REDIS_ADDR"},
 		{"bad dsn", with("MYSQL_DSN", "not a dsn"), nil, "MYSQL_DSN"},
 		{"bad listen addr", with("GRAB_ADDR", "8080"), nil, "GRAB_ADDR"},
@@ -428,6 +454,51 @@ func TestEmbeddedPaymentSettlesAcrossARestart(t *testing.T) {
 	}
 	if r := g.call(t, "POST", "/v1/packets/"+id+"/grab", "", as(2), 200); r["credited"] != true || r["amount"] != "1.50" {
 		t.Fatalf("grab = %v", r)
+	}
+	if err := g.stop(t); err != nil {
+		t.Fatalf("Run returned %v", err)
+	}
+}
+
+// GRAB_PAY_PROVIDER=gateway pays through the company gateway at GRAB_PAY_URL
+// (here its simulator): the trade is created there, signed, with grabd's
+// notify URL for the channel; the gateway's signed notification settles it.
+func TestEmbeddedGatewayPayment(t *testing.T) {
+	secret := "gateway-secret"
+	sim := gatewaysim.New([]byte(secret), gatewaysim.Options{AutoComplete: 50 * time.Millisecond,
+		Resend: []time.Duration{50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond}})
+	defer sim.Close()
+	gw := httptest.NewServer(nethttp.StripPrefix("/pay", sim))
+	defer gw.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0") // grabd's port, known before it starts: the gateway notifies it
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	g := startEmbedded(t, "GRAB_ADDR", addr, "GRAB_PAY_PROVIDER", "gateway", "GRAB_PAY_URL", gw.URL+"/pay",
+		"GRAB_PAY_NOTIFY_BASE", "http://"+addr, "GRAB_PAY_SECRET", secret)
+	g.call(t, "PUT", "/v1/admin/groups/7/members", `{"user_ids":[1,2,3]}`, adminHeaders, 200)
+	p := g.call(t, "POST", "/v1/packets", `{"kind":"group_equal","group_id":7,"count":2,"amount":"1.50"}`, as(1), 201)
+	id := fmt.Sprint(p["packet_id"])
+	trade := g.call(t, "POST", "/v1/packets/"+id+"/pay", `{"method":"unionpay"}`, as(1), 200)
+	tradeNo := fmt.Sprint(trade["trade_no"])
+	rec, ok := sim.Trade(tradeNo)
+	if !ok || rec.Channel != "unionpay" || rec.Amount != 300 || rec.NotifyURL != "http://"+addr+"/v1/payments/notify/unionpay" {
+		t.Fatalf("the gateway holds %+v, %v", rec, ok)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for g.call(t, "GET", "/v1/payments/"+tradeNo, "", as(1), 200)["pay_status"] != "paid" {
+		if time.Now().After(deadline) {
+			t.Fatal("the gateway payment never settled")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if r := g.call(t, "POST", "/v1/packets/"+id+"/grab", "", as(2), 200); r["credited"] != true || r["amount"] != "1.50" {
+		t.Fatalf("grab = %v", r)
+	}
+	if sim.Unauthorized() != 0 {
+		t.Fatalf("the gateway refused %d of grabd's requests", sim.Unauthorized())
 	}
 	if err := g.stop(t); err != nil {
 		t.Fatalf("Run returned %v", err)

@@ -22,6 +22,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/gateway"
 	"github.com/grab-engine/grab/engine/paysim"
 	"github.com/grab-engine/grab/engine/transfer"
 	"github.com/grab-engine/grab/engine/transfersim"
@@ -132,6 +133,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		sim.SettleAfter(ctx, time.Second)
 		provider = sim
 		log.Warn("payment provider: the built-in simulator; every third-party trade succeeds by itself")
+	}
+	if cfg.PayProvider == "gateway" {
+		// One gateway serves every channel: the channel travels in each trade.
+		gw, err := gateway.New(gateway.Config{BaseURL: cfg.PayURL, Secret: []byte(cfg.PaySecret), NotifyBase: cfg.PayNotifyBase})
+		if err != nil {
+			return err
+		}
+		provider = gw
+		log.Info("payment provider: the company payment gateway", "url", cfg.PayURL, "notify_url", gw.NotifyURL("{channel}"))
 	}
 	ecfg.TransferTimeout = cfg.TransferTimeout
 	ecfg.PayoutSweepInterval = cfg.PayoutSweepInterval
