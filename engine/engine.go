@@ -105,8 +105,13 @@ type Deps struct {
 	Rand        Rand                  // nil: GlobalRand
 	Log         *slog.Logger          // nil: slog.Default()
 	Metrics     prometheus.Registerer // nil: metrics are not registered
-	// Provider takes third-party payments; nil: only balance payments.
+	// Provider takes third-party payments on every channel that Providers
+	// does not name (a company gateway, or the simulator); nil with no
+	// Providers: only balance payments.
 	Provider Provider
+	// Providers are native channels' own providers, by channel (ChannelAlipay
+	// → Alipay, ChannelWechat → WeChat Pay); they take precedence over Provider.
+	Providers map[string]Provider
 	// Transfer pays campaign awards out. Nil: campaigns still take grabs,
 	// and their awards stay received until an engine with a service pays them.
 	Transfer TransferService
@@ -122,7 +127,7 @@ type Engine struct {
 	cfg    Config
 	keys   lua.Keys
 	writer *Writer
-	pay    Provider
+	pays   map[string]Provider // by channel; a channel missing is not enabled
 	xfer   TransferService
 	pipe   *lua.GrabPipeline // nil: each grab on its own
 	stock  *stock.Service
@@ -214,7 +219,7 @@ func New(d Deps, cfg Config) *Engine {
 	if d.WriterRedis != d.Redis {
 		lua.WatchDataset(d.WriterRedis, cfg.Keys)
 	}
-	e := &Engine{rdb: d.Redis, db: d.DB, clock: d.Clock, rand: d.Rand, log: d.Log, cfg: cfg, keys: cfg.Keys, pay: d.Provider, xfer: d.Transfer}
+	e := &Engine{rdb: d.Redis, db: d.DB, clock: d.Clock, rand: d.Rand, log: d.Log, cfg: cfg, keys: cfg.Keys, pays: providers(d), xfer: d.Transfer}
 	e.m = newMetrics(d.Metrics)
 	if cfg.GrabPipelines > 0 {
 		e.pipe = lua.NewGrabPipeline(d.Redis, cfg.GrabPipelines, cfg.GrabBatch)
@@ -283,7 +288,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Packets, campaigns and stock products whose Redis state was verified against the store after a Redis dataset change."}),
 		payAnomalies: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "grab_payment_anomalies_total",
-			Help: "Payment outcomes a person should look at: credited_back (money arrived where its packet cannot take it; credited to the sender), failure_after_success, given_up (no outcome; the trade ended as failed)."},
+			Help: "Payment outcomes a person should look at: credited_back (money arrived where its packet cannot take it; credited to the sender), failure_after_success, given_up (no outcome; the trade ended as failed), amount_mismatch and channel_mismatch (a verified notification its trade refuses)."},
 			[]string{"kind"}),
 	}
 	m.payout = newPayoutMetrics()

@@ -37,9 +37,15 @@ var (
 // ErrAmountMismatch: a payment notification's amount differs from its trade's.
 var ErrAmountMismatch = errors.New("engine: amount does not match the trade")
 
+// ErrProviderUnavailable: a payment channel did not take or answer a call
+// (down, timed out, refused it); the sender asks to pay again, which is
+// idempotent by the trade.
+var ErrProviderUnavailable = errors.New("engine: the payment channel is unavailable")
+
 // Unavailable reports whether err means the engine cannot serve the call now
 // but may in a moment: it sheds load (ErrBusy), Redis is unreachable,
-// restarting, loading its dataset or failing over (lua.Unavailable), or the
+// restarting, loading its dataset or failing over (lua.Unavailable), a
+// payment channel did not answer (ErrProviderUnavailable), or the
 // store is down, read-only or out of connections (store.Transient). The API
 // answers such an error BUSY (503) with Retry-After, never INTERNAL: the
 // client retries the same call, which every mutating call makes safe by its
@@ -48,5 +54,5 @@ func Unavailable(err error) bool {
 	if err == nil || errors.Is(err, context.Canceled) {
 		return false
 	}
-	return errors.Is(err, ErrBusy) || lua.Unavailable(err) || store.Transient(err)
+	return errors.Is(err, ErrBusy) || errors.Is(err, ErrProviderUnavailable) || lua.Unavailable(err) || store.Transient(err)
 }

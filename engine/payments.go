@@ -24,8 +24,11 @@ type Payment struct {
 	// money arrived after the trade failed or was given up), in fen; set by
 	// TradeOf only.
 	CreditedBack int64
-	CreatedAt    time.Time
-	UpdatedAt    time.Time
+	// PayParams are what the sender's app hands to the channel's SDK to pay
+	// (AppPayer); set by PayByProvider only, nil for other channels.
+	PayParams map[string]string
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
 
 // Notification is a provider's asynchronous word on a trade.
@@ -74,8 +77,9 @@ func (e *Engine) PayByProvider(ctx context.Context, packetID, senderID int64, ch
 	default:
 		return Payment{}, fmt.Errorf("%w: method must be balance, alipay, wechat or unionpay", ErrInvalidArgument)
 	}
-	if e.pay == nil {
-		return Payment{}, fmt.Errorf("%w: third-party payment is not enabled on this server", ErrInvalidArgument)
+	provider := e.pays[channel]
+	if provider == nil {
+		return Payment{}, fmt.Errorf("%w: %s payments are not enabled on this server", ErrInvalidArgument, channel)
 	}
 	p, err := e.db.Packet(ctx, packetID)
 	if err != nil {
@@ -93,16 +97,25 @@ func (e *Engine) PayByProvider(ctx context.Context, packetID, senderID int64, ch
 	}
 	// Registered every time: the provider is idempotent by trade number, so a
 	// call that failed after the row was written is simply made again.
-	if err := e.pay.CreateTrade(ctx, Trade{TradeNo: pay.TradeNo, Channel: channel, Amount: int64(pay.Amount)}); err != nil {
-		return Payment{}, fmt.Errorf("payment provider: %w", err)
+	view := paymentView(pay)
+	t := Trade{TradeNo: pay.TradeNo, Channel: channel, Amount: int64(pay.Amount)}
+	if app, ok := provider.(AppPayer); ok {
+		view.PayParams, err = app.StartTrade(ctx, t)
+	} else {
+		err = provider.CreateTrade(ctx, t)
 	}
-	return paymentView(pay), nil
+	if err != nil {
+		return Payment{}, fmt.Errorf("%w: %w", ErrProviderUnavailable, err)
+	}
+	return view, nil
 }
 
+// newTradeNo is a trade's out-trade-no: "T<packet>_<12 hex>", within every
+// channel's alphabet (Alipay and WeChat Pay allow letters, digits and _).
 func newTradeNo(packetID int64) string {
 	var b [6]byte
 	rand.Read(b[:])
-	return fmt.Sprintf("T%d-%s", packetID, hex.EncodeToString(b[:]))
+	return fmt.Sprintf("T%d_%s", packetID, hex.EncodeToString(b[:]))
 }
 
 // PaymentReturn records the sender's app seeing the provider's synchronous
@@ -139,14 +152,27 @@ func (e *Engine) Notify(ctx context.Context, n Notification) error {
 	if err != nil {
 		return storeErr(err)
 	}
+	// A verified notification that disagrees with its trade is refused, so
+	// nothing moves and the channel resends it; money a channel may hold
+	// for it needs a person: logged at error and counted.
 	if pay.Channel != n.Channel {
+		e.notifyAnomaly(ctx, "channel_mismatch", n, "trade_channel", pay.Channel)
 		return fmt.Errorf("%w: no trade %s on %s", ErrNotFound, n.TradeNo, n.Channel)
 	}
 	if int64(pay.Amount) != n.Amount {
+		e.notifyAnomaly(ctx, "amount_mismatch", n, "trade_amount", FormatAmount(int64(pay.Amount)))
 		return fmt.Errorf("%w: trade %s is %s, the notification says %s", ErrAmountMismatch, n.TradeNo,
 			FormatAmount(int64(pay.Amount)), FormatAmount(n.Amount))
 	}
 	return e.settle(ctx, n.TradeNo, n.Success, n.ProviderTxn)
+}
+
+// notifyAnomaly logs and counts a verified notification its trade refuses.
+func (e *Engine) notifyAnomaly(ctx context.Context, kind string, n Notification, args ...any) {
+	e.m.payAnomalies.WithLabelValues(kind).Inc()
+	e.log.ErrorContext(ctx, "payment notification disagrees with its trade; refused, needs attention",
+		append([]any{"kind", kind, "trade_no", n.TradeNo, "channel", n.Channel, "amount", FormatAmount(n.Amount),
+			"success", n.Success, "provider_txn", n.ProviderTxn}, args...)...)
 }
 
 // settle records a final outcome in the store, crediting what was grabbed
@@ -228,7 +254,7 @@ func (e *Engine) Reconcile(ctx context.Context) (credited int, err error) {
 		}
 		credited += n
 	}
-	if e.pay == nil {
+	if len(e.pays) == 0 {
 		return credited, nil
 	}
 	stale, err := e.db.StalePayments(ctx, now.Add(-e.cfg.SettleTimeout), 100)
@@ -236,7 +262,7 @@ func (e *Engine) Reconcile(ctx context.Context) (credited int, err error) {
 		return credited, err
 	}
 	for _, pay := range stale {
-		r, err := e.pay.QueryTrade(ctx, pay.TradeNo)
+		r, err := e.queryTrade(ctx, pay)
 		unknown := errors.Is(err, ErrTradeUnknown)
 		if err != nil && !unknown {
 			e.log.WarnContext(ctx, "reconcile: provider query failed", "trade_no", pay.TradeNo, "err", err)
@@ -260,6 +286,22 @@ func (e *Engine) Reconcile(ctx context.Context) (credited int, err error) {
 		}
 	}
 	return credited, nil
+}
+
+// queryTrade asks a trade's channel for its outcome. Before the sender's app
+// returns from the channel, a trade the channel does not know is one the
+// payer has not opened yet (Alipay's App pay creates it only then): pending,
+// not unknown. A channel no longer enabled answers nothing (an error).
+func (e *Engine) queryTrade(ctx context.Context, pay store.Payment) (TradeResult, error) {
+	provider := e.pays[pay.Channel]
+	if provider == nil {
+		return TradeResult{}, fmt.Errorf("%s payments are not enabled on this server", pay.Channel)
+	}
+	r, err := provider.QueryTrade(ctx, pay.TradeNo)
+	if errors.Is(err, ErrTradeUnknown) && pay.Status == store.PaymentUnpaid {
+		return TradeResult{Outcome: TradePending}, nil
+	}
+	return r, err
 }
 
 // giveUp ends a trade no outcome will come for — the provider does not

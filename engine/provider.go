@@ -17,12 +17,40 @@ const (
 	ChannelUnionpay = "unionpay"
 )
 
+// Channels are the payment channels besides the balance, in the order the
+// API lists them.
+var Channels = []string{ChannelAlipay, ChannelWechat, ChannelUnionpay}
+
 // Provider is a third-party payment provider: grab registers each trade with
 // it and, when a settlement takes too long, asks it for the outcome. The
 // outcome normally arrives as a signed notification (Engine.Notify).
 type Provider interface {
 	CreateTrade(ctx context.Context, t Trade) error
 	QueryTrade(ctx context.Context, tradeNo string) (TradeResult, error)
+}
+
+// AppPayer is a Provider whose channel is paid from the sender's app with
+// parameters the server signs (Alipay's order string, WeChat Pay's PayReq).
+// PayByProvider calls StartTrade in place of CreateTrade, every time the
+// sender asks to pay, and hands the parameters to the app (Payment.PayParams);
+// like CreateTrade it is idempotent by trade number.
+type AppPayer interface {
+	Provider
+	StartTrade(ctx context.Context, t Trade) (PayParams map[string]string, err error)
+}
+
+// providers maps each channel to the provider that serves it: its own in
+// d.Providers, else d.Provider.
+func providers(d Deps) map[string]Provider {
+	m := map[string]Provider{}
+	for _, ch := range Channels {
+		if p := d.Providers[ch]; p != nil {
+			m[ch] = p
+		} else if d.Provider != nil {
+			m[ch] = d.Provider
+		}
+	}
+	return m
 }
 
 // Trade is a payment the sender makes through a provider.

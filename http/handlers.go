@@ -280,7 +280,8 @@ func (s *server) payPacket(c *gin.Context) {
 			s.fail(c, err)
 			return
 		}
-		c.JSON(nethttp.StatusOK, tradeResponse{TradeNo: pay.TradeNo, Amount: Money(pay.Amount), Status: pay.PayStatus})
+		c.JSON(nethttp.StatusOK, tradeResponse{TradeNo: pay.TradeNo, Amount: Money(pay.Amount), Status: pay.PayStatus,
+			PayParams: pay.PayParams})
 		return
 	}
 	p, err := s.eng.PayByBalance(c.Request.Context(), id, userID(c))

@@ -16,6 +16,10 @@ type tradeResponse struct {
 	TradeNo string `json:"trade_no"`
 	Amount  Money  `json:"amount"`
 	Status  string `json:"status"`
+	// PayParams are what the app hands to the channel's SDK: Alipay's
+	// {"order_string"}, WeChat Pay's PayReq fields; absent for channels paid
+	// another way (a gateway's own page, the simulator).
+	PayParams map[string]string `json:"pay_params,omitempty"`
 }
 
 type notifyRequest struct {
@@ -71,11 +75,16 @@ func (s *server) payment(c *gin.Context) {
 
 // notify takes a provider's signed notification. Every well-formed, correctly
 // signed one is acknowledged, duplicates included, because providers resend
-// until they see success.
+// until they see success. A channel with a Notifier (Alipay, WeChat Pay) is
+// read and answered in its own format; the others take API.md's JSON.
 func (s *server) notify(c *gin.Context) {
 	body, err := readBody(c)
 	if err != nil {
 		s.fail(c, err)
+		return
+	}
+	if nt := s.cfg.Notifiers[c.Param("channel")]; nt != nil {
+		s.notifyNative(c, nt, body)
 		return
 	}
 	if !s.signedByProvider(body, c.GetHeader("X-Grab-Signature")) {
@@ -127,6 +136,40 @@ func (s *server) notify(c *gin.Context) {
 		return
 	}
 	c.JSON(nethttp.StatusOK, gin.H{"ack": "success"})
+}
+
+// notifyNative verifies a channel's own notification, applies it, and
+// answers the channel's way: refusals carry the status API.md gives their
+// code (401 unverified, 404 unknown trade, 409 another amount, 503 busy), so
+// the channel resends them.
+func (s *server) notifyNative(c *gin.Context, nt Notifier, body []byte) {
+	channel := c.Param("channel")
+	n, apply, err := nt.Notification(c.Request.Header, body)
+	switch {
+	case err == nil && apply && n.Channel != channel:
+		err = newError(nethttp.StatusNotFound, CodeNotFound, "a %s notification at the %s notify URL", n.Channel, channel)
+	case err == nil && apply:
+		err = s.eng.Notify(c.Request.Context(), n)
+	}
+	if err == nil {
+		nt.Ack(c.Writer)
+		c.Abort()
+		return
+	}
+	ae, known := toAPIError(err)
+	switch {
+	case !known:
+		s.log.ErrorContext(c.Request.Context(), "payment notification failed", "channel", channel, "trade_no", n.TradeNo, "err", err)
+	case ae.Code == CodeBusy:
+		c.Header("Retry-After", "1")
+		s.logUnavailable(c, err)
+	default:
+		s.log.WarnContext(c.Request.Context(), "payment notification refused", "channel", channel, "trade_no", n.TradeNo,
+			"code", ae.Code, "err", ae.Message)
+	}
+	c.Set(ctxErrorCode, ae.Code)
+	nt.Refuse(c.Writer, ae.Status, ae.Code, ae.Message)
+	c.Abort()
 }
 
 // signedByProvider checks X-Grab-Signature: lowercase hex HMAC-SHA256 of the

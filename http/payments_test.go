@@ -790,8 +790,8 @@ func (p *flakyProvider) CreateTrade(ctx context.Context, t engine.Trade) error {
 	return p.Provider.CreateTrade(ctx, t)
 }
 
-// A provider that cannot be reached is INTERNAL and leaves the packet
-// unpaid; asking again registers the same trade.
+// A provider that cannot be reached is BUSY (503, a dependency down) and
+// leaves the packet unpaid; asking again registers the same trade.
 func TestPayByProviderUnreachable(t *testing.T) {
 	sim := paysim.New(paySecret, func(context.Context, string, []byte, string) error { return nil }, paysim.Faults{})
 	flaky := &flakyProvider{Provider: sim}
@@ -800,7 +800,7 @@ func TestPayByProviderUnreachable(t *testing.T) {
 	id := e.newPacket(t)
 	flaky.fail.Store(1)
 	r := e.do(t, "POST", fmt.Sprintf("/v1/packets/%d/pay", id), `{"method":"alipay"}`, user(1))
-	fails(t, "pay while the provider is unreachable", r, 500, "INTERNAL")
+	fails(t, "pay while the provider is unreachable", r, 503, "BUSY")
 	if strings.Contains(string(r.body), "unreachable") {
 		t.Fatalf("the error says something internal: %s", r.body)
 	}

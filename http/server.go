@@ -31,6 +31,10 @@ type Config struct {
 	// PaySecret verifies payment provider notifications (HMAC-SHA256). Empty:
 	// every notification is refused.
 	PaySecret []byte
+	// Notifiers read native channels' own notification formats, by channel
+	// (engine.ChannelAlipay: AlipayNotifier, engine.ChannelWechat:
+	// WechatNotifier); other channels take the JSON signed with PaySecret.
+	Notifiers map[string]Notifier
 }
 
 //go:embed openapi.json

@@ -288,11 +288,12 @@ func (db *DB) PacketsToReconcile(ctx context.Context, limit int) ([]int64, error
 	return ids, err
 }
 
-// StalePayments lists trades awaiting settlement since before `before`.
+// StalePayments lists trades without an outcome (unpaid, or awaiting
+// settlement) whose last change is before `before`, oldest first.
 func (db *DB) StalePayments(ctx context.Context, before time.Time, limit int) ([]Payment, error) {
 	var ps []Payment
 	err := db.x.SelectContext(ctx, &ps, "SELECT "+paymentColumns+` FROM payment
-		WHERE status = 'awaiting_settlement' AND updated_at < ? ORDER BY updated_at LIMIT ?`, before, limit)
+		WHERE status IN ('unpaid', 'awaiting_settlement') AND updated_at < ? ORDER BY updated_at LIMIT ?`, before, limit)
 	return ps, err
 }
 

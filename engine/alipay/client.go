@@ -156,6 +156,16 @@ func (c *Client) CreateTrade(_ context.Context, t engine.Trade) error {
 	return check(t)
 }
 
+// StartTrade implements engine.AppPayer: the pay parameters are
+// {"order_string": AppPayOrderString(t)}, which the app hands to Alipay's SDK.
+func (c *Client) StartTrade(_ context.Context, t engine.Trade) (map[string]string, error) {
+	s, err := c.AppPayOrderString(t)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]string{"order_string": s}, nil
+}
+
 func check(t engine.Trade) error {
 	if t.Channel != "" && t.Channel != engine.ChannelAlipay {
 		return fmt.Errorf("%w: alipay: trade %s is on channel %s", engine.ErrInvalidArgument, t.TradeNo, t.Channel)

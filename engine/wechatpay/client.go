@@ -459,6 +459,18 @@ func (c *Client) CreateApp(ctx context.Context, t engine.Trade) (AppPayParams, e
 	return c.SignApp(r.PrepayID)
 }
 
+// StartTrade implements engine.AppPayer: it places the APP order (CreateApp)
+// and returns the app's PayReq parameters under their JSON names (appid,
+// partnerid, prepayid, package, noncestr, timestamp, sign).
+func (c *Client) StartTrade(ctx context.Context, t engine.Trade) (map[string]string, error) {
+	p, err := c.CreateApp(ctx, t)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]string{"appid": p.AppID, "partnerid": p.PartnerID, "prepayid": p.PrepayID, "package": p.Package,
+		"noncestr": p.NonceStr, "timestamp": p.Timestamp, "sign": p.Sign}, nil
+}
+
 // SignApp signs the app's pay parameters for a prepay_id: base64
 // RSA-SHA256 over "appid\ntimestamp\nnoncestr\nprepay_id\n".
 func (c *Client) SignApp(prepayID string) (AppPayParams, error) {
