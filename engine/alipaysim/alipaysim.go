@@ -5,6 +5,11 @@
 // notify URL, again on Alipay's schedule until the receiver answers
 // "success". Faults lose, duplicate, tamper or mis-sign what it sends.
 //
+// Persist keeps the trades in a file, so that a simulator started again on
+// it answers for them and notifies them as before; PayAfter makes it the
+// payer too, paying every opened trade by itself a while after it is
+// opened (grabd's embedded mode).
+//
 // Its signing is written here on its own, not borrowed from engine/alipay,
 // so that a mistake in the client cannot agree with itself.
 package alipaysim
@@ -27,6 +32,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/grab-engine/grab/engine/internal/simfile"
 )
 
 // Schedule is Alipay's: after the first notification, resends 4m, 10m, 10m,
@@ -78,6 +85,11 @@ type Sim struct {
 	trades     map[string]*trade
 	deliveries []Delivery
 	seq        int
+	// file, when set, keeps the trades across restarts (Persist).
+	file string
+	// payAfter, when positive, pays every opened trade that long after it
+	// is opened (PayAfter).
+	payAfter time.Duration
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -87,6 +99,96 @@ type Sim struct {
 type trade struct {
 	outTradeNo, tradeNo, status, amount, subject, notifyURL string
 	created, paid, closed                                   time.Time
+}
+
+// savedTrade is a trade as Persist keeps it.
+type savedTrade struct {
+	OutTradeNo, TradeNo, Status, Amount, Subject, NotifyURL string
+	Created, Paid, Closed                                   time.Time
+}
+
+// saved is the Persist file: the trades and the sequence their trade_no
+// and notify_id are drawn from, so that a restart does not draw them again.
+type saved struct {
+	Seq    int
+	Trades []savedTrade
+}
+
+// Persist keeps the simulator's trades in the JSON file at path, as Alipay
+// keeps them while the app restarts: the trades already there are loaded
+// (and queried, notified, paid or closed as before), and every change to a
+// trade is written (to a new file renamed over the old one, mode 0600).
+// Call it before any trade is made. A file that cannot be read or decoded
+// is an error naming it, and the simulator then keeps no file.
+func (s *Sim) Persist(path string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var f saved
+	if _, err := simfile.Load(path, &f); err != nil {
+		return fmt.Errorf("alipaysim: %w", err)
+	}
+	s.file = path
+	s.seq = max(s.seq, f.Seq)
+	for _, t := range f.Trades {
+		s.trades[t.OutTradeNo] = &trade{outTradeNo: t.OutTradeNo, tradeNo: t.TradeNo, status: t.Status,
+			amount: t.Amount, subject: t.Subject, notifyURL: t.NotifyURL, created: t.Created, paid: t.Paid, closed: t.Closed}
+		if t.Status == "WAIT_BUYER_PAY" {
+			s.payLater(t.OutTradeNo)
+		}
+	}
+	return nil
+}
+
+// save writes the trades to the Persist file, if any; s.mu held.
+func (s *Sim) save() error {
+	if s.file == "" {
+		return nil
+	}
+	f := saved{Seq: s.seq, Trades: make([]savedTrade, 0, len(s.trades))}
+	for _, t := range s.trades {
+		f.Trades = append(f.Trades, savedTrade{OutTradeNo: t.outTradeNo, TradeNo: t.tradeNo, Status: t.status,
+			Amount: t.amount, Subject: t.subject, NotifyURL: t.notifyURL, Created: t.created, Paid: t.paid, Closed: t.closed})
+	}
+	if err := simfile.Save(s.file, f); err != nil {
+		return fmt.Errorf("alipaysim: %w", err)
+	}
+	return nil
+}
+
+// PayAfter makes the simulator the payer, as in grabd's embedded mode:
+// every trade opened from now on (Open), and every WAIT_BUYER_PAY trade it
+// already keeps (Persist), is paid by itself d after it is opened or after
+// this call — TRADE_SUCCESS and notified, as Pay does — unless it was
+// paid or closed meanwhile. Stop ends the waiting; Wait waits for it.
+// Zero or less turns it off for trades opened from now on.
+func (s *Sim) PayAfter(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.payAfter = d
+	for no, t := range s.trades {
+		if t.status == "WAIT_BUYER_PAY" {
+			s.payLater(no)
+		}
+	}
+}
+
+// payLater pays a trade after payAfter, if set; s.mu held.
+func (s *Sim) payLater(outTradeNo string) {
+	d := s.payAfter
+	if d <= 0 {
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-s.ctx.Done():
+		case <-t.C:
+			_ = s.end(outTradeNo, "", "TRADE_SUCCESS") // paid or closed meanwhile: nothing to do
+		}
+	}()
 }
 
 // New returns a simulator. It makes its own wrong key for Faults.WrongKey.
@@ -115,14 +217,15 @@ func (s *Sim) SetFaults(f Faults) {
 	s.faults = f
 }
 
-// Stop ends every pending resend and waits for sends in flight.
+// Stop ends every pending resend and automatic payment (PayAfter), and
+// waits for sends in flight.
 func (s *Sim) Stop() {
 	s.cancel()
 	s.wg.Wait()
 }
 
 // Wait waits until every notification has been acknowledged or has used up
-// its schedule.
+// its schedule, and every automatic payment (PayAfter) has been made.
 func (s *Sim) Wait() { s.wg.Wait() }
 
 // Deliveries is every notification send so far, in order.
@@ -174,6 +277,11 @@ func (s *Sim) Open(orderString string) error {
 		return nil
 	}
 	s.trades[biz.OutTradeNo] = s.newTrade(biz.OutTradeNo, biz.TotalAmount, biz.Subject, v.Get("notify_url"))
+	if err := s.save(); err != nil {
+		delete(s.trades, biz.OutTradeNo)
+		return err
+	}
+	s.payLater(biz.OutTradeNo)
 	return nil
 }
 
@@ -206,12 +314,16 @@ func (s *Sim) Close(outTradeNo string) error {
 }
 
 // Create makes a WAIT_BUYER_PAY trade for the test (as Open, without the order
-// string) and sends no notification.
+// string and without PayAfter) and sends no notification. With Persist, a
+// trade that could not be written is not made.
 func (s *Sim) Create(outTradeNo, amount string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.trades[outTradeNo]; !ok {
 		s.trades[outTradeNo] = s.newTrade(outTradeNo, amount, "test", "")
+		if s.save() != nil {
+			delete(s.trades, outTradeNo)
+		}
 	}
 }
 
@@ -237,7 +349,6 @@ func (s *Sim) end(outTradeNo, amount, status string) error {
 			return fmt.Errorf("alipaysim: no trade %s", outTradeNo)
 		}
 		t = s.newTrade(outTradeNo, amount, "test", "")
-		s.trades[outTradeNo] = t
 	}
 	if amount != "" && amount != t.amount {
 		return fmt.Errorf("alipaysim: trade %s is for %s, not %s", outTradeNo, t.amount, amount)
@@ -248,12 +359,22 @@ func (s *Sim) end(outTradeNo, amount, status string) error {
 	case status != "TRADE_FINISHED" && t.status != "WAIT_BUYER_PAY":
 		return fmt.Errorf("alipaysim: trade %s is already %s", outTradeNo, t.status)
 	}
+	before := *t
 	t.status = status
 	switch status {
 	case "TRADE_SUCCESS":
 		t.paid = time.Now()
 	case "TRADE_CLOSED":
 		t.closed = time.Now()
+	}
+	s.trades[outTradeNo] = t
+	if err := s.save(); err != nil {
+		if ok {
+			*t = before
+		} else {
+			delete(s.trades, outTradeNo)
+		}
+		return err
 	}
 	s.notifyLocked(t)
 	return nil

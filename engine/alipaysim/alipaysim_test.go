@@ -25,8 +25,8 @@ var (
 	scaledTotal       time.Duration
 )
 
-func setup(t *testing.T, answer func(n int, form url.Values) (int, string)) (*alipaysim.Sim, *int32, chan url.Values) {
-	t.Helper()
+// keys makes the app's and Alipay's keys, once for all tests.
+func keys() {
 	once.Do(func() {
 		var err error
 		if appKey, err = rsa.GenerateKey(rand.Reader, 2048); err != nil {
@@ -39,6 +39,11 @@ func setup(t *testing.T, answer func(n int, form url.Values) (int, string)) (*al
 			scaledTotal += time.Duration(float64(d) * scale)
 		}
 	})
+}
+
+func setup(t *testing.T, answer func(n int, form url.Values) (int, string)) (*alipaysim.Sim, *int32, chan url.Values) {
+	t.Helper()
+	keys()
 	var posts int32
 	forms := make(chan url.Values, 100)
 	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
