@@ -133,6 +133,10 @@ type Engine struct {
 	stock  *stock.Service
 	hooks  payoutHooks
 	m      *metrics
+	// reconcileAt is where the reconciler's walk over trades without an
+	// outcome goes on from (stalePayments).
+	reconcileMu sync.Mutex
+	reconcileAt store.PaymentCursor
 	// lagMs is the writer lag last measured, in ms.
 	lagMs atomic.Int64
 	// adopted maps a shard's epoch key to the epoch this process last

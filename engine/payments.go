@@ -257,7 +257,7 @@ func (e *Engine) Reconcile(ctx context.Context) (credited int, err error) {
 	if len(e.pays) == 0 {
 		return credited, nil
 	}
-	stale, err := e.db.StalePayments(ctx, now.Add(-e.cfg.SettleTimeout), 100)
+	stale, err := e.stalePayments(ctx, now.Add(-e.cfg.SettleTimeout))
 	if err != nil {
 		return credited, err
 	}
@@ -286,6 +286,26 @@ func (e *Engine) Reconcile(ctx context.Context) (credited int, err error) {
 		}
 	}
 	return credited, nil
+}
+
+// stalePayments is the next page of trades to ask their channel about:
+// each pass goes on from where the last one stopped, and starts over once
+// it has seen them all.
+func (e *Engine) stalePayments(ctx context.Context, before time.Time) ([]store.Payment, error) {
+	const page = 100
+	e.reconcileMu.Lock()
+	defer e.reconcileMu.Unlock()
+	stale, err := e.db.StalePayments(ctx, before, e.reconcileAt, page)
+	switch {
+	case err != nil:
+		return nil, err
+	case len(stale) < page:
+		e.reconcileAt = store.PaymentCursor{}
+	default:
+		last := stale[len(stale)-1]
+		e.reconcileAt = store.PaymentCursor{UpdatedAt: last.UpdatedAt, TradeNo: last.TradeNo}
+	}
+	return stale, nil
 }
 
 // queryTrade asks a trade's channel for its outcome. Before the sender's app

@@ -289,12 +289,23 @@ func (db *DB) PacketsToReconcile(ctx context.Context, limit int) ([]int64, error
 }
 
 // StalePayments lists trades without an outcome (unpaid, or awaiting
-// settlement) whose last change is before `before`, oldest first.
-func (db *DB) StalePayments(ctx context.Context, before time.Time, limit int) ([]Payment, error) {
+// settlement) whose last change is before `before`, in (updated_at,
+// trade_no) order after the cursor `after` (the zero cursor starts at the
+// oldest): a caller pages through them all, so trades that stay pending
+// cannot hide the ones behind them.
+func (db *DB) StalePayments(ctx context.Context, before time.Time, after PaymentCursor, limit int) ([]Payment, error) {
 	var ps []Payment
 	err := db.x.SelectContext(ctx, &ps, "SELECT "+paymentColumns+` FROM payment
-		WHERE status IN ('unpaid', 'awaiting_settlement') AND updated_at < ? ORDER BY updated_at LIMIT ?`, before, limit)
+		WHERE status IN ('unpaid', 'awaiting_settlement') AND updated_at < ?
+		AND (updated_at > ? OR updated_at = ? AND trade_no > ?)
+		ORDER BY updated_at, trade_no LIMIT ?`, before, after.UpdatedAt, after.UpdatedAt, after.TradeNo, limit)
 	return ps, err
+}
+
+// PaymentCursor is a position in StalePayments' order.
+type PaymentCursor struct {
+	UpdatedAt time.Time
+	TradeNo   string
 }
 
 // forUpdate locks the rows read in MySQL; SQLite's single writer needs nothing.
