@@ -33,7 +33,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/grab-engine/grab/engine/internal/simfile"
+	"github.com/grab-engine/grab/engine/internal/simkit"
 )
 
 // Schedule is Alipay's: after the first notification, resends 4m, 10m, 10m,
@@ -124,7 +124,7 @@ func (s *Sim) Persist(path string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var f saved
-	if _, err := simfile.Load(path, &f); err != nil {
+	if _, err := simkit.Load(path, &f); err != nil {
 		return fmt.Errorf("alipaysim: %w", err)
 	}
 	s.file = path
@@ -149,7 +149,7 @@ func (s *Sim) save() error {
 		f.Trades = append(f.Trades, savedTrade{OutTradeNo: t.outTradeNo, TradeNo: t.tradeNo, Status: t.status,
 			Amount: t.amount, Subject: t.subject, NotifyURL: t.notifyURL, Created: t.created, Paid: t.paid, Closed: t.closed})
 	}
-	if err := simfile.Save(s.file, f); err != nil {
+	if err := simkit.Save(s.file, f); err != nil {
 		return fmt.Errorf("alipaysim: %w", err)
 	}
 	return nil
@@ -174,21 +174,11 @@ func (s *Sim) PayAfter(d time.Duration) {
 
 // payLater pays a trade after payAfter, if set; s.mu held.
 func (s *Sim) payLater(outTradeNo string) {
-	d := s.payAfter
-	if d <= 0 {
-		return
-	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		t := time.NewTimer(d)
-		defer t.Stop()
-		select {
-		case <-s.ctx.Done():
-		case <-t.C:
+	if s.payAfter > 0 {
+		simkit.After(s.ctx, &s.wg, s.payAfter, func() {
 			_ = s.end(outTradeNo, "", "TRADE_SUCCESS") // paid or closed meanwhile: nothing to do
-		}
-	}()
+		})
+	}
 }
 
 // New returns a simulator. It makes its own wrong key for Faults.WrongKey.

@@ -6,6 +6,11 @@
 // 2xx. Faults make notifications lost, duplicated, stale, tampered with,
 // signed or encrypted with the wrong key, and answers badly signed.
 //
+// Persist keeps the orders in a file, so that a simulator started again on
+// it answers for them and notifies them as before; PayAfter makes it the
+// payer too, paying every APP order by itself a while after it is placed
+// (grabd's embedded mode).
+//
 // It is written apart from package wechatpay on purpose: it checks the
 // client against the protocol, not against itself.
 package wechatpaysim
@@ -30,6 +35,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/grab-engine/grab/engine/internal/simkit"
 )
 
 // Schedule is WeChat Pay's resend schedule: after the first send, each
@@ -102,6 +109,11 @@ type Sim struct {
 	acked      map[string]bool
 	authFails  int
 	seq        int
+	// file, when set, keeps the trades across restarts (Persist).
+	file string
+	// payAfter, when positive, pays every placed order that long after it
+	// is placed (PayAfter).
+	payAfter time.Duration
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -130,6 +142,90 @@ func New(cfg Config) (*Sim, error) {
 	return &Sim{cfg: cfg, wrongKey: wrong, trades: map[string]*Trade{}, acked: map[string]bool{}, ctx: ctx, cancel: cancel}, nil
 }
 
+// saved is the Persist file: the trades and the sequence transaction ids
+// are drawn from, so that a restart does not draw them again.
+type saved struct {
+	Seq    int
+	Trades []Trade
+}
+
+// Persist keeps the simulator's orders in the JSON file at path, as WeChat
+// Pay keeps them while the merchant restarts: the orders already there are
+// loaded (and queried, paid and notified as before), and every change to an
+// order is written (to a new file renamed over the old one, mode 0600).
+// Call it before any order is placed. A file that cannot be read or
+// decoded is an error naming it, and the simulator then keeps no file.
+func (s *Sim) Persist(path string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var f saved
+	if _, err := simkit.Load(path, &f); err != nil {
+		return fmt.Errorf("wechatpaysim: %w", err)
+	}
+	s.file = path
+	s.seq = max(s.seq, f.Seq)
+	for _, t := range f.Trades {
+		s.trades[t.OutTradeNo] = &t
+		if t.State == "NOTPAY" {
+			s.payLater(t.OutTradeNo)
+		}
+	}
+	return nil
+}
+
+// save writes the trades to the Persist file, if any; s.mu held.
+func (s *Sim) save() error {
+	if s.file == "" {
+		return nil
+	}
+	f := saved{Seq: s.seq, Trades: make([]Trade, 0, len(s.trades))}
+	for _, t := range s.trades {
+		f.Trades = append(f.Trades, *t)
+	}
+	if err := simkit.Save(s.file, f); err != nil {
+		return fmt.Errorf("wechatpaysim: %w", err)
+	}
+	return nil
+}
+
+// PayAfter makes the simulator the payer, as in grabd's embedded mode:
+// every order placed from now on (POST /v3/pay/transactions/app), and every
+// NOTPAY one it already keeps (Persist), is paid by itself d after it is
+// placed or after this call — SUCCESS and notified, as Pay does — unless
+// it was paid, closed or otherwise ended meanwhile. Shutdown ends the
+// waiting; Wait waits for it. Zero or less turns it off for orders placed
+// from now on.
+func (s *Sim) PayAfter(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.payAfter = d
+	for no, t := range s.trades {
+		if t.State == "NOTPAY" {
+			s.payLater(no)
+		}
+	}
+}
+
+// payLater pays an order after payAfter, if set; s.mu held.
+func (s *Sim) payLater(outTradeNo string) {
+	if s.payAfter > 0 {
+		simkit.After(s.ctx, &s.wg, s.payAfter, func() { s.autoPay(outTradeNo) })
+	}
+}
+
+// autoPay pays an order, as Pay does, if it is still unpaid.
+func (s *Sim) autoPay(outTradeNo string) {
+	s.mu.Lock()
+	paid := false
+	if t, ok := s.trades[outTradeNo]; ok && (t.State == "NOTPAY" || t.State == "USERPAYING") {
+		paid = s.setState(t, "SUCCESS") == nil
+	}
+	s.mu.Unlock()
+	if paid {
+		_ = s.Notify(outTradeNo)
+	}
+}
+
 // SetFaults sets the faults for what is sent from now on.
 func (s *Sim) SetFaults(f Faults) {
 	s.mu.Lock()
@@ -137,13 +233,15 @@ func (s *Sim) SetFaults(f Faults) {
 	s.faults = f
 }
 
-// Shutdown stops resending and waits for sends in flight.
+// Shutdown stops resending and automatic payments (PayAfter), and waits
+// for sends in flight.
 func (s *Sim) Shutdown() {
 	s.cancel()
 	s.wg.Wait()
 }
 
-// Wait waits until every notification is acknowledged or out of resends.
+// Wait waits until every notification is acknowledged or out of resends,
+// and every automatic payment (PayAfter) has been made.
 func (s *Sim) Wait() { s.wg.Wait() }
 
 // Trade returns an order.
@@ -198,10 +296,20 @@ func (s *Sim) SetState(outTradeNo, state string) error {
 	if !ok {
 		return fmt.Errorf("wechatpaysim: no trade %s", outTradeNo)
 	}
+	return s.setState(t, state)
+}
+
+// setState sets t's state and saves it, or leaves t as it was; s.mu held.
+func (s *Sim) setState(t *Trade, state string) error {
+	before := *t
 	t.State = state
 	if state == "SUCCESS" && t.TransactionID == "" {
 		s.seq++
 		t.TransactionID = fmt.Sprintf("42000%017d", s.seq)
+	}
+	if err := s.save(); err != nil {
+		*t = before
+		return err
 	}
 	return nil
 }
@@ -501,6 +609,11 @@ func (s *Sim) place(no string, total int64, notifyURL, description string) (int,
 	t := &Trade{OutTradeNo: no, PrepayID: "wx" + randHex(15), State: "NOTPAY", Total: total,
 		NotifyURL: notifyURL, Description: description}
 	s.trades[no] = t
+	if err := s.save(); err != nil {
+		delete(s.trades, no)
+		return http.StatusInternalServerError, apiErr("SYSTEM_ERROR", "the order could not be kept")
+	}
+	s.payLater(no)
 	return http.StatusOK, map[string]string{"prepay_id": t.PrepayID}
 }
 

@@ -3,6 +3,8 @@ package wechatpaysim_test
 import (
 	"bytes"
 	"crypto"
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -13,6 +15,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -31,12 +34,85 @@ var apiV3Key = []byte("0123456789abcdef0123456789ABCDEF")
 
 type env struct {
 	sim           *wechatpaysim.Sim
+	current       atomic.Pointer[wechatpaysim.Sim] // the one serving /v3/ (sim, but read by the server)
 	srv           *httptest.Server
 	merchant      *rsa.PrivateKey
 	platform      *rsa.PrivateKey
 	notifyURL     string
 	notifications atomic.Int32
 	answer        atomic.Int32 // status the notify URL answers
+
+	mu       sync.Mutex
+	notified []transaction // the notifications answered 2xx, decrypted
+}
+
+// transaction is what grab reads of a notification's decrypted resource.
+type transaction struct {
+	OutTradeNo    string `json:"out_trade_no"`
+	TransactionID string `json:"transaction_id"`
+	TradeState    string `json:"trade_state"`
+	Amount        struct {
+		Total int64 `json:"total"`
+	} `json:"amount"`
+}
+
+// newSim is a simulator for e's merchant and platform keys.
+func (e *env) newSim(t *testing.T) *wechatpaysim.Sim {
+	t.Helper()
+	sim, err := wechatpaysim.New(wechatpaysim.Config{MchID: mchID, AppID: appID, MerchantSerial: mchSerial,
+		MerchantKey: &e.merchant.PublicKey, APIv3Key: apiV3Key, PlatformKey: e.platform, PlatformSerial: pubKeyID, Scale: 1e-5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sim.Shutdown)
+	return sim
+}
+
+// decrypt opens a notification's resource with the APIv3 key.
+func decrypt(body []byte) (transaction, error) {
+	var n struct {
+		Resource struct {
+			Ciphertext, Nonce string
+			AD                string `json:"associated_data"`
+		}
+	}
+	var tr transaction
+	if err := json.Unmarshal(body, &n); err != nil {
+		return tr, fmt.Errorf("notification %s: %w", body, err)
+	}
+	sealed, err := base64.StdEncoding.DecodeString(n.Resource.Ciphertext)
+	if err != nil {
+		return tr, err
+	}
+	block, err := aes.NewCipher(apiV3Key)
+	if err != nil {
+		return tr, err
+	}
+	gcm, err := cipher.NewGCM(block)
+	if err != nil {
+		return tr, err
+	}
+	plain, err := gcm.Open(nil, []byte(n.Resource.Nonce), sealed, []byte(n.Resource.AD))
+	if err != nil {
+		return tr, fmt.Errorf("resource does not open: %w", err)
+	}
+	if err := json.Unmarshal(plain, &tr); err != nil {
+		return tr, fmt.Errorf("resource %s: %w", plain, err)
+	}
+	return tr, nil
+}
+
+// notifiedOf is the notifications of a trade answered 2xx so far.
+func (e *env) notifiedOf(no string) []transaction {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var got []transaction
+	for _, tr := range e.notified {
+		if tr.OutTradeNo == no {
+			got = append(got, tr)
+		}
+	}
+	return got
 }
 
 func newEnv(t *testing.T) *env {
@@ -49,18 +125,25 @@ func newEnv(t *testing.T) *env {
 	if e.platform, err = rsa.GenerateKey(rand.Reader, 2048); err != nil {
 		t.Fatal(err)
 	}
-	e.sim, err = wechatpaysim.New(wechatpaysim.Config{MchID: mchID, AppID: appID, MerchantSerial: mchSerial,
-		MerchantKey: &e.merchant.PublicKey, APIv3Key: apiV3Key, PlatformKey: e.platform, PlatformSerial: pubKeyID, Scale: 1e-5})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.sim.Shutdown)
+	e.sim = e.newSim(t)
+	e.current.Store(e.sim)
 	e.answer.Store(http.StatusNoContent)
 	mux := http.NewServeMux()
-	mux.Handle("/v3/", e.sim)
+	mux.Handle("/v3/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { e.current.Load().ServeHTTP(w, r) }))
 	mux.HandleFunc("/notify", func(w http.ResponseWriter, r *http.Request) {
 		e.notifications.Add(1)
-		w.WriteHeader(int(e.answer.Load()))
+		status := int(e.answer.Load())
+		if status/100 == 2 {
+			body, _ := io.ReadAll(r.Body)
+			tr, err := decrypt(body)
+			if err != nil {
+				t.Error(err) // the sim's own faults are not set where this answers 2xx
+			}
+			e.mu.Lock()
+			e.notified = append(e.notified, tr)
+			e.mu.Unlock()
+		}
+		w.WriteHeader(status)
 	})
 	e.srv = httptest.NewServer(mux)
 	t.Cleanup(e.srv.Close)

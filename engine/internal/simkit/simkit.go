@@ -1,16 +1,37 @@
-// Package simfile keeps a payment simulator's trades in a JSON file, as a
-// real provider keeps its trades while its client restarts: read once when
-// the simulator starts, written whole after every change — to a temporary
-// file renamed over the old one, so that a crash leaves one or the other,
-// never half of either.
-package simfile
+// Package simkit is what the payment simulators share to outlive their
+// client: a JSON file keeping their trades, as a real provider keeps its
+// trades while its client restarts (read once when the simulator starts,
+// written whole after every change, to a temporary file renamed over the
+// old one, so that a crash leaves one or the other, never half of either),
+// and the wait of a payer that pays by itself.
+package simkit
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"sync"
+	"time"
 )
+
+// After runs f in a goroutine d from now, unless ctx ends first; wg counts
+// the goroutine until it returns, so that the simulator's Wait waits for
+// f and its Stop, cancelling ctx, ends the wait at once (no timer left).
+func After(ctx context.Context, wg *sync.WaitGroup, d time.Duration, f func()) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+			f()
+		}
+	}()
+}
 
 // Load decodes the JSON file at path into v. A file that does not exist
 // leaves v alone and is not an error (loaded is then false); any other
