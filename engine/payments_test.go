@@ -50,6 +50,21 @@ func decodeNotice(t *testing.T, channel string, body []byte) engine.Notification
 	return engine.Notification{Channel: channel, TradeNo: v.TradeNo, Amount: amount, Success: v.Result == "success", ProviderTxn: v.ProviderTxn}
 }
 
+// unpaidPacket is an unpaid group_lucky packet of 2.00 in two shares from
+// sender to sender+1 and sender+2.
+func unpaidPacket(t *testing.T, eng *engine.Engine, sender int64) engine.Packet {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := eng.SetGroupMembers(ctx, sender, []int64{sender, sender + 1, sender + 2}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := eng.CreatePacket(ctx, engine.NewPacket{SenderID: sender, Kind: engine.KindGroupLucky, GroupID: sender, Count: 2, Amount: 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // providerPacket sends a group_lucky packet of `shares` shares from sender to
 // users sender+1..sender+members and starts its payment by alipay.
 func providerPacket(t *testing.T, e *env, sender int64, members, shares int, amount int64) (engine.Packet, engine.Payment) {
@@ -572,4 +587,61 @@ func TestReorderedNotifications(t *testing.T) {
 		}
 	}
 	assertLedgerMatchesBalances(t, e)
+}
+
+// Each channel goes to its own provider (Deps.Providers) and the rest to
+// Deps.Provider: trades are made, and reconciled, where their channel
+// lives; a channel no provider serves is refused, and nothing is recorded.
+func TestProvidersByChannel(t *testing.T) {
+	e := setupReal(t)
+	ctx := context.Background()
+	deliver := func(ctx context.Context, channel string, body []byte, _ string) error {
+		return e.eng.Notify(ctx, decodeNotice(t, channel, body))
+	}
+	alipay, gateway := paysim.New([]byte("a"), deliver, paysim.Faults{LoseRate: 1}), paysim.New([]byte("g"), deliver, paysim.Faults{LoseRate: 1})
+	e.eng = engine.New(engine.Deps{Redis: e.rdb, DB: e.db, Clock: e.clock, Log: quietLog(), Provider: gateway,
+		Providers: map[string]engine.Provider{engine.ChannelAlipay: alipay}}, e.cfg)
+
+	trades := map[string]string{}
+	for i, channel := range []string{engine.ChannelAlipay, engine.ChannelWechat, engine.ChannelUnionpay} {
+		p := unpaidPacket(t, e.eng, int64(500+10*i))
+		pay, err := e.eng.PayByProvider(ctx, p.ID, p.SenderID, channel)
+		if err != nil {
+			t.Fatalf("%s: %v", channel, err)
+		}
+		trades[channel] = pay.TradeNo
+	}
+	for channel, no := range trades {
+		_, errA := alipay.QueryTrade(ctx, no)
+		_, errG := gateway.QueryTrade(ctx, no)
+		if (channel == engine.ChannelAlipay) != (errA == nil) || (channel == engine.ChannelAlipay) != (errG != nil) {
+			t.Fatalf("%s trade %s: alipay knows it: %v, the gateway: %v", channel, no, errA == nil, errG == nil)
+		}
+	}
+	// Lost notifications: each trade is settled by asking its own provider.
+	alipay.Complete(ctx, trades[engine.ChannelAlipay], true)
+	gateway.Complete(ctx, trades[engine.ChannelWechat], false)
+	gateway.Complete(ctx, trades[engine.ChannelUnionpay], true)
+	e.clock.Add(e.cfg.SettleTimeout + time.Second)
+	if _, err := e.eng.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{engine.ChannelAlipay: store.PaymentPaid, engine.ChannelWechat: store.PaymentFailed, engine.ChannelUnionpay: store.PaymentPaid}
+	for channel, no := range trades {
+		if got, _ := e.db.Payment(ctx, no); got.Status != want[channel] {
+			t.Fatalf("%s trade %s after reconciliation, want %s", channel, got.Status, want[channel])
+		}
+	}
+
+	// Only Alipay enabled: WeChat Pay is refused before anything is recorded.
+	only := engine.New(engine.Deps{Redis: e.rdb, DB: e.db, Clock: e.clock, Log: quietLog(),
+		Providers: map[string]engine.Provider{engine.ChannelAlipay: alipay}}, e.cfg)
+	p := unpaidPacket(t, only, 600)
+	if _, err := only.PayByProvider(ctx, p.ID, p.SenderID, engine.ChannelWechat); !errors.Is(err, engine.ErrInvalidArgument) ||
+		!strings.Contains(err.Error(), "wechat payments are not enabled") {
+		t.Fatalf("paying by a channel not enabled: %v", err)
+	}
+	if v, _ := only.GetPacket(ctx, p.ID, p.SenderID); v.Status != engine.StatusUnpaid || v.PayStatus != "unpaid" {
+		t.Fatalf("packet %s/%s after a refused channel, want unpaid", v.Status, v.PayStatus)
+	}
 }
