@@ -107,6 +107,14 @@ type Client struct {
 
 var _ engine.Provider = (*Client)(nil)
 
+// String keeps keys out of logs: only the identifiers and URLs are shown.
+func (c Config) String() string {
+	return fmt.Sprintf("alipay.Config{AppID:%s Gateway:%s NotifyURL:%s}", c.AppID, c.Gateway, c.NotifyURL)
+}
+
+// GoString is String, for %#v.
+func (c Config) GoString() string { return c.String() }
+
 // New checks the configuration and parses the keys. Its errors never quote
 // key material.
 func New(cfg Config) (*Client, error) {

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -219,6 +220,17 @@ func TestKeysInEveryFormAndNoKeyInErrors(t *testing.T) {
 		}
 		if strings.Contains(err.Error(), "SECRET") || strings.Contains(err.Error(), "MIIE") {
 			t.Fatalf("the error quotes the key: %v", err)
+		}
+	}
+}
+
+// A Config printed (a log line, %v, %#v) shows no key.
+func TestConfigPrintsNoKey(t *testing.T) {
+	keys(t)
+	cfg := alipay.Config{AppID: appID, PrivateKey: pkcs8PEM(t, appKey), AlipayPublicKey: publicPEM(t, &alipayKey.PublicKey), NotifyURL: "https://grab.example.com/n"}
+	for _, s := range []string{fmt.Sprint(cfg), fmt.Sprintf("%+v", cfg), fmt.Sprintf("%#v", cfg)} {
+		if strings.Contains(s, "PRIVATE") || strings.Contains(s, "PUBLIC") || !strings.Contains(s, appID) {
+			t.Fatalf("Config prints %s", s)
 		}
 	}
 }

@@ -38,6 +38,14 @@ type Config struct {
 	HTTP *http.Client
 }
 
+// String keeps the secret out of logs.
+func (c Config) String() string {
+	return fmt.Sprintf("gateway.Config{BaseURL:%s NotifyBase:%s}", c.BaseURL, c.NotifyBase)
+}
+
+// GoString is String, for %#v.
+func (c Config) GoString() string { return c.String() }
+
 // Client is the gateway's HTTP client; it implements engine.Provider and
 // retries nothing itself: PayByProvider registers the trade again on the
 // next pay request, the reconciler queries again on its next pass.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -170,5 +171,15 @@ func TestQueryRefusesABadTradeNumber(t *testing.T) {
 	c := gatewayAt(t, func(w http.ResponseWriter, r *http.Request) { t.Error("a request was sent") }, 0)
 	if _, err := c.QueryTrade(context.Background(), "../admin"); err == nil || errors.Is(err, engine.ErrTradeUnknown) {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// A Config printed (a log line, %v, %#v) shows no secret.
+func TestConfigPrintsNoSecret(t *testing.T) {
+	cfg := gateway.Config{BaseURL: "https://pay.internal", Secret: []byte("s3cr3t-s3cr3t"), NotifyBase: "https://grab.example.com"}
+	for _, s := range []string{fmt.Sprint(cfg), fmt.Sprintf("%+v", cfg), fmt.Sprintf("%#v", cfg)} {
+		if strings.Contains(s, "s3cr3t") || !strings.Contains(s, "pay.internal") {
+			t.Fatalf("Config prints %s", s)
+		}
 	}
 }
