@@ -3,49 +3,31 @@ package gatewaysim_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/grab-engine/grab/engine"
-	"github.com/grab-engine/grab/engine/enginetest"
 	"github.com/grab-engine/grab/engine/gateway"
 	"github.com/grab-engine/grab/engine/gatewaysim"
-	grabhttp "github.com/grab-engine/grab/http"
-	"github.com/grab-engine/grab/lua/redistest"
+	"github.com/grab-engine/grab/engine/paytest"
 	"github.com/grab-engine/grab/store"
-	"github.com/grab-engine/grab/store/storetest"
 )
 
 // grabEnv is an engine on the real Redis and MariaDB paying through the
 // gateway client, behind grabd's HTTP API on a loopback server, and the
 // gateway simulator that notifies that API.
 type grabEnv struct {
-	eng   *engine.Engine
-	clock *enginetest.Clock
-	cfg   engine.Config
-	sim   *gatewaysim.Sim
-	api   string // grabd's base URL
+	*paytest.Env
+	sim *gatewaysim.Sim
 }
 
 func setupGrab(t *testing.T, clientSecret []byte, opts gatewaysim.Options) *grabEnv {
 	t.Helper()
-	db := storetest.MySQL(t)
-	rdb, keys := redistest.Real(t, 16)
-	cfg := enginetest.Config(keys)
-	clock := enginetest.StartClock()
-
-	var handler atomic.Pointer[http.Handler]
-	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*handler.Load()).ServeHTTP(w, r) }))
-	t.Cleanup(api.Close)
-
 	if opts.Resend == nil {
 		opts.Resend = fast
 	}
@@ -53,123 +35,14 @@ func setupGrab(t *testing.T, clientSecret []byte, opts gatewaysim.Options) *grab
 	t.Cleanup(sim.Close)
 	gw := httptest.NewServer(http.StripPrefix("/pay", sim))
 	t.Cleanup(gw.Close)
-	client, err := gateway.New(gateway.Config{BaseURL: gw.URL + "/pay", Secret: clientSecret, NotifyBase: api.URL, Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	eng := engine.New(engine.Deps{Redis: rdb, DB: db, Clock: clock, Log: enginetest.QuietLog(), Provider: client}, cfg)
-	h := grabhttp.New(eng, grabhttp.Config{PaySecret: secret, DevAuth: true}, enginetest.QuietLog(), nil)
-	handler.Store(&h)
-	t.Cleanup(enginetest.RunWriter(eng))
-	return &grabEnv{eng: eng, clock: clock, cfg: cfg, sim: sim, api: api.URL}
-}
-
-// call sends a request to grabd's API as user and decodes its answer.
-func (e *grabEnv) call(t *testing.T, method, path, body string, user int64, headers map[string]string) (int, map[string]any) {
-	t.Helper()
-	req, err := http.NewRequest(method, e.api+path, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if user != 0 {
-		req.Header.Set("X-User-Id", fmt.Sprint(user))
-	}
-	for k, v := range headers {
-		req.Header.Set(k, v)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	var m map[string]any
-	json.Unmarshal(raw, &m)
-	return resp.StatusCode, m
-}
-
-// packet makes group sender of sender and members sender+1..sender+members
-// and an unpaid group_lucky packet of shares shares.
-func (e *grabEnv) packet(t *testing.T, sender int64, members, shares int, amount int64) engine.Packet {
-	t.Helper()
-	ctx := context.Background()
-	users := []int64{sender}
-	for i := int64(1); i <= int64(members); i++ {
-		users = append(users, sender+i)
-	}
-	if _, err := e.eng.SetGroupMembers(ctx, sender, users); err != nil {
-		t.Fatal(err)
-	}
-	p, err := e.eng.CreatePacket(ctx, engine.NewPacket{SenderID: sender, Kind: engine.KindGroupLucky, GroupID: sender, Count: shares, Amount: amount})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-// payAndGrab pays p on channel, returns it (the packet opens) and grabs it
-// by users sender+1..sender+n: the grabs are not credited yet.
-func (e *grabEnv) payAndGrab(t *testing.T, p engine.Packet, channel string, n int) (engine.Payment, map[int64]int64) {
-	t.Helper()
-	ctx := context.Background()
-	pay, err := e.eng.PayByProvider(ctx, p.ID, p.SenderID, channel)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.eng.PaymentReturn(ctx, pay.TradeNo, p.SenderID); err != nil {
-		t.Fatal(err)
-	}
-	won := map[int64]int64{}
-	for u := p.SenderID + 1; u <= p.SenderID+int64(n); u++ {
-		r, err := e.eng.Grab(ctx, p.ID, u)
-		if err != nil || r.Credited {
-			t.Fatalf("grab by %d while awaiting settlement = %+v, %v", u, r, err)
-		}
-		won[u] = r.Amount
-	}
-	return pay, won
-}
-
-func (e *grabEnv) payStatus(t *testing.T, tradeNo string, sender int64) string {
-	t.Helper()
-	pay, err := e.eng.TradeOf(context.Background(), tradeNo, sender)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pay.PayStatus
-}
-
-// settled waits until the trade is final and the writer and the sweep have
-// credited every grab: balances are want (and 0 for the sender).
-func (e *grabEnv) credited(t *testing.T, sender int64, want map[int64]int64) {
-	t.Helper()
-	ctx := context.Background()
-	enginetest.WaitFor(t, "grabs credited", func() bool {
-		if _, err := e.eng.Reconcile(ctx); err != nil {
+	env := paytest.New(t, func(api string) paytest.Setup {
+		client, err := gateway.New(gateway.Config{BaseURL: gw.URL + "/pay", Secret: clientSecret, NotifyBase: api, Timeout: 5 * time.Second})
+		if err != nil {
 			t.Fatal(err)
 		}
-		for u, amount := range want {
-			if b, err := e.eng.Balance(ctx, u); err != nil || b != amount {
-				return false
-			}
-		}
-		return true
+		return paytest.Setup{Provider: client, PaySecret: secret}
 	})
-	if b, _ := e.eng.Balance(ctx, sender); b != 0 {
-		t.Fatalf("the sender's balance moved to %d; the gateway paid", b)
-	}
-}
-
-// nothingCredited checks, after the writer had time, that no grab was credited.
-func (e *grabEnv) nothingCredited(t *testing.T, won map[int64]int64) {
-	t.Helper()
-	time.Sleep(200 * time.Millisecond)
-	for u := range won {
-		if b, _ := e.eng.Balance(context.Background(), u); b != 0 {
-			t.Fatalf("user %d was credited %d", u, b)
-		}
-	}
+	return &grabEnv{Env: env, sim: sim}
 }
 
 // A packet paid through the gateway end to end, over grabd's API: the trade
@@ -177,27 +50,27 @@ func (e *grabEnv) nothingCredited(t *testing.T, won map[int64]int64) {
 // notification (sent twice) settles it, and the grabs are credited.
 func TestPayThroughTheGateway(t *testing.T) {
 	e := setupGrab(t, secret, gatewaysim.Options{Faults: gatewaysim.Faults{DuplicateRate: 1}})
-	p := e.packet(t, 100, 3, 3, 2000)
-	status, body := e.call(t, "POST", fmt.Sprintf("/v1/packets/%d/pay", p.ID), `{"method":"wechat"}`, 100, nil)
+	p := e.Packet(t, 100, 3, 3, 2000)
+	status, body := e.Call(t, "POST", fmt.Sprintf("/v1/packets/%d/pay", p.ID), `{"method":"wechat"}`, 100, nil)
 	if status != 200 || body["status"] != "unpaid" || body["amount"] != "20.00" {
 		t.Fatalf("pay = %d %v", status, body)
 	}
 	tradeNo := body["trade_no"].(string)
 	rec, ok := e.sim.Trade(tradeNo)
-	if !ok || rec.Channel != "wechat" || rec.Amount != 2000 || rec.NotifyURL != e.api+"/v1/payments/notify/wechat" ||
+	if !ok || rec.Channel != "wechat" || rec.Amount != 2000 || rec.NotifyURL != e.API+"/v1/payments/notify/wechat" ||
 		rec.Creates != 1 || e.sim.Unauthorized() != 0 {
 		t.Fatalf("the gateway holds %+v (%v), %d refused", rec, ok, e.sim.Unauthorized())
 	}
 	// Asking again on the same channel registers the same trade again, idempotently.
-	if status, again := e.call(t, "POST", fmt.Sprintf("/v1/packets/%d/pay", p.ID), `{"method":"wechat"}`, 100, nil); status != 200 || again["trade_no"] != tradeNo {
+	if status, again := e.Call(t, "POST", fmt.Sprintf("/v1/packets/%d/pay", p.ID), `{"method":"wechat"}`, 100, nil); status != 200 || again["trade_no"] != tradeNo {
 		t.Fatalf("pay again = %d %v", status, again)
 	}
-	if status, body := e.call(t, "POST", "/v1/payments/"+tradeNo+"/return", "", 100, nil); status != 200 || body["pay_status"] != "awaiting_settlement" {
+	if status, body := e.Call(t, "POST", "/v1/payments/"+tradeNo+"/return", "", 100, nil); status != 200 || body["pay_status"] != "awaiting_settlement" {
 		t.Fatalf("return = %d %v", status, body)
 	}
 	won := map[int64]int64{}
 	for u := int64(101); u <= 103; u++ {
-		r, err := e.eng.Grab(context.Background(), p.ID, u)
+		r, err := e.Eng.Grab(context.Background(), p.ID, u)
 		if err != nil || r.Credited {
 			t.Fatalf("grab = %+v, %v", r, err)
 		}
@@ -210,49 +83,49 @@ func TestPayThroughTheGateway(t *testing.T) {
 	if rec, _ := e.sim.Trade(tradeNo); rec.Sends != 2 || rec.Acked != 2 || e.sim.GaveUp() != 0 {
 		t.Fatalf("notifications: %+v, gave up %d", rec, e.sim.GaveUp())
 	}
-	if got := e.payStatus(t, tradeNo, 100); got != store.PaymentPaid {
+	if got := e.PayStatus(t, tradeNo, 100); got != store.PaymentPaid {
 		t.Fatalf("payment %s after the notification", got)
 	}
-	e.credited(t, 100, won)
+	e.Credited(t, 100, won)
 }
 
 // A trade the gateway ends as failed through its notification stops the
 // grabs and credits none.
 func TestGatewayFailureNotified(t *testing.T) {
 	e := setupGrab(t, secret, gatewaysim.Options{})
-	p := e.packet(t, 200, 2, 2, 300)
-	pay, won := e.payAndGrab(t, p, engine.ChannelAlipay, 1)
+	p := e.Packet(t, 200, 2, 2, 300)
+	pay, won := e.PayAndGrab(t, p, engine.ChannelAlipay, 1)
 	e.sim.Complete(pay.TradeNo, false)
 	e.sim.Wait()
-	if got := e.payStatus(t, pay.TradeNo, 200); got != store.PaymentFailed {
+	if got := e.PayStatus(t, pay.TradeNo, 200); got != store.PaymentFailed {
 		t.Fatalf("payment %s", got)
 	}
-	if _, err := e.eng.Grab(context.Background(), p.ID, 202); !errors.Is(err, engine.ErrNotOpen) {
+	if _, err := e.Eng.Grab(context.Background(), p.ID, 202); !errors.Is(err, engine.ErrNotOpen) {
 		t.Fatalf("grab after the failure = %v", err)
 	}
-	e.nothingCredited(t, won)
+	e.NothingCredited(t, p, won)
 }
 
 // A notification the gateway lost: the reconciler's query settles the trade.
 func TestLostNotificationSettledByQuery(t *testing.T) {
 	e := setupGrab(t, secret, gatewaysim.Options{Faults: gatewaysim.Faults{LoseRate: 1}})
-	p := e.packet(t, 300, 2, 2, 500)
-	pay, won := e.payAndGrab(t, p, engine.ChannelUnionpay, 2)
+	p := e.Packet(t, 300, 2, 2, 500)
+	pay, won := e.PayAndGrab(t, p, engine.ChannelUnionpay, 2)
 	e.sim.Complete(pay.TradeNo, true)
 	e.sim.Wait()
 	if rec, _ := e.sim.Trade(pay.TradeNo); rec.Sends != 0 {
 		t.Fatalf("a lost notification was sent: %+v", rec)
 	}
 	ctx := context.Background()
-	if _, err := e.eng.Reconcile(ctx); err != nil {
+	if _, err := e.Eng.Reconcile(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := e.payStatus(t, pay.TradeNo, 300); got != store.PaymentAwaitingSettlement {
+	if got := e.PayStatus(t, pay.TradeNo, 300); got != store.PaymentAwaitingSettlement {
 		t.Fatalf("payment %s before the settle timeout", got)
 	}
-	e.clock.Add(e.cfg.SettleTimeout + time.Second)
-	e.credited(t, 300, won)
-	if got := e.payStatus(t, pay.TradeNo, 300); got != store.PaymentPaid {
+	e.Clock.Add(e.Cfg.SettleTimeout + time.Second)
+	e.Credited(t, 300, won)
+	if got := e.PayStatus(t, pay.TradeNo, 300); got != store.PaymentPaid {
 		t.Fatalf("payment %s after the query", got)
 	}
 }
@@ -260,39 +133,39 @@ func TestLostNotificationSettledByQuery(t *testing.T) {
 // A trade the gateway forgot ends as failed at the reconciler's first query.
 func TestForgottenTradeEndsFailed(t *testing.T) {
 	e := setupGrab(t, secret, gatewaysim.Options{})
-	p := e.packet(t, 400, 2, 2, 500)
-	pay, won := e.payAndGrab(t, p, engine.ChannelAlipay, 1)
+	p := e.Packet(t, 400, 2, 2, 500)
+	pay, won := e.PayAndGrab(t, p, engine.ChannelAlipay, 1)
 	e.sim.Forget(pay.TradeNo)
-	e.clock.Add(e.cfg.SettleTimeout + time.Second)
-	if _, err := e.eng.Reconcile(context.Background()); err != nil {
+	e.Clock.Add(e.Cfg.SettleTimeout + time.Second)
+	if _, err := e.Eng.Reconcile(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if got := e.payStatus(t, pay.TradeNo, 400); got != store.PaymentFailed {
+	if got := e.PayStatus(t, pay.TradeNo, 400); got != store.PaymentFailed {
 		t.Fatalf("payment %s; want failed (the gateway does not know it)", got)
 	}
-	if _, err := e.eng.Grab(context.Background(), p.ID, 402); !errors.Is(err, engine.ErrNotOpen) {
+	if _, err := e.Eng.Grab(context.Background(), p.ID, 402); !errors.Is(err, engine.ErrNotOpen) {
 		t.Fatalf("grab after the give-up = %v", err)
 	}
-	e.nothingCredited(t, won)
+	e.NothingCredited(t, p, won)
 }
 
 // A gateway that is down is an ordinary error: the query is tried again on
 // the next pass and nothing ends meanwhile.
 func TestGatewayDownIsRetried(t *testing.T) {
 	e := setupGrab(t, secret, gatewaysim.Options{Faults: gatewaysim.Faults{LoseRate: 1}})
-	p := e.packet(t, 500, 2, 2, 500)
-	pay, won := e.payAndGrab(t, p, engine.ChannelWechat, 2)
+	p := e.Packet(t, 500, 2, 2, 500)
+	pay, won := e.PayAndGrab(t, p, engine.ChannelWechat, 2)
 	e.sim.Complete(pay.TradeNo, true)
 	e.sim.SetFaults(gatewaysim.Faults{ErrorRate: 1})
-	e.clock.Add(e.cfg.SettleTimeout + time.Second)
-	if _, err := e.eng.Reconcile(context.Background()); err != nil {
+	e.Clock.Add(e.Cfg.SettleTimeout + time.Second)
+	if _, err := e.Eng.Reconcile(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if got := e.payStatus(t, pay.TradeNo, 500); got != store.PaymentAwaitingSettlement {
+	if got := e.PayStatus(t, pay.TradeNo, 500); got != store.PaymentAwaitingSettlement {
 		t.Fatalf("payment %s while the gateway is down", got)
 	}
 	e.sim.SetFaults(gatewaysim.Faults{})
-	e.credited(t, 500, won)
+	e.Credited(t, 500, won)
 }
 
 // Bad signatures are refused both ways: grab's requests signed with another
@@ -303,22 +176,22 @@ func TestBadSignaturesBothWays(t *testing.T) {
 	ctx := context.Background()
 	t.Run("grab to gateway", func(t *testing.T) {
 		e := setupGrab(t, []byte("another-secret"), gatewaysim.Options{})
-		p := e.packet(t, 600, 2, 2, 500)
-		_, err := e.eng.PayByProvider(ctx, p.ID, 600, engine.ChannelAlipay)
+		p := e.Packet(t, 600, 2, 2, 500)
+		_, err := e.Eng.PayByProvider(ctx, p.ID, 600, engine.ChannelAlipay)
 		if err == nil || !strings.Contains(err.Error(), "401") || strings.Contains(err.Error(), "another-secret") {
 			t.Fatalf("pay with a badly signed create = %v", err)
 		}
 		if e.sim.Unauthorized() != 1 {
 			t.Fatalf("%d requests refused", e.sim.Unauthorized())
 		}
-		if b, _ := e.eng.Balance(ctx, 600); b != 0 {
+		if b, _ := e.Eng.Balance(ctx, 600); b != 0 {
 			t.Fatalf("the sender's balance moved to %d", b)
 		}
 	})
 	t.Run("gateway to grab", func(t *testing.T) {
 		e := setupGrab(t, secret, gatewaysim.Options{Faults: gatewaysim.Faults{WrongKey: true}})
-		p := e.packet(t, 700, 2, 2, 800)
-		pay, won := e.payAndGrab(t, p, engine.ChannelAlipay, 2)
+		p := e.Packet(t, 700, 2, 2, 800)
+		pay, won := e.PayAndGrab(t, p, engine.ChannelAlipay, 2)
 		e.sim.Complete(pay.TradeNo, true)
 		e.sim.Wait()
 		if rec, _ := e.sim.Trade(pay.TradeNo); rec.Sends != 8 || rec.Acked != 0 || e.sim.GaveUp() != 1 {
@@ -330,15 +203,15 @@ func TestBadSignaturesBothWays(t *testing.T) {
 			t.Fatal(err)
 		}
 		tampered := bytes.Replace(body, []byte(`"8.00"`), []byte(`"0.08"`), 1)
-		if status, _ := e.call(t, "POST", "/v1/payments/notify/alipay", string(tampered), 0, map[string]string{"X-Grab-Signature": sig}); status != 401 {
+		if status, _ := e.Call(t, "POST", "/v1/payments/notify/alipay", string(tampered), 0, map[string]string{"X-Grab-Signature": sig}); status != 401 {
 			t.Fatalf("tampered notification answered %d", status)
 		}
-		if got := e.payStatus(t, pay.TradeNo, 700); got != store.PaymentAwaitingSettlement {
+		if got := e.PayStatus(t, pay.TradeNo, 700); got != store.PaymentAwaitingSettlement {
 			t.Fatalf("payment %s after refused notifications", got)
 		}
-		e.nothingCredited(t, won)
-		e.clock.Add(e.cfg.SettleTimeout + time.Second)
-		e.credited(t, 700, won)
+		e.NothingCredited(t, p, won)
+		e.Clock.Add(e.Cfg.SettleTimeout + time.Second)
+		e.Credited(t, 700, won)
 	})
 }
 
@@ -347,8 +220,8 @@ func TestBadSignaturesBothWays(t *testing.T) {
 // taken, and the grabs stay uncredited.
 func TestAmountDisagreementRefused(t *testing.T) {
 	e := setupGrab(t, secret, gatewaysim.Options{})
-	p := e.packet(t, 800, 2, 2, 1000)
-	pay, won := e.payAndGrab(t, p, engine.ChannelWechat, 2)
+	p := e.Packet(t, 800, 2, 2, 1000)
+	pay, won := e.PayAndGrab(t, p, engine.ChannelWechat, 2)
 	if err := e.sim.SetAmount(pay.TradeNo, 1); err != nil {
 		t.Fatal(err)
 	}
@@ -358,19 +231,19 @@ func TestAmountDisagreementRefused(t *testing.T) {
 		t.Fatalf("notifications %+v", rec)
 	}
 	body, sig, _ := e.sim.Notification(pay.TradeNo)
-	if status, m := e.call(t, "POST", "/v1/payments/notify/wechat", string(body), 0, map[string]string{"X-Grab-Signature": sig}); status != 409 ||
+	if status, m := e.Call(t, "POST", "/v1/payments/notify/wechat", string(body), 0, map[string]string{"X-Grab-Signature": sig}); status != 409 ||
 		!strings.Contains(fmt.Sprint(m), "AMOUNT_MISMATCH") {
 		t.Fatalf("notification of another amount answered %d %v", status, m)
 	}
-	e.clock.Add(e.cfg.SettleTimeout + time.Second)
-	if _, err := e.eng.Reconcile(context.Background()); err != nil {
+	e.Clock.Add(e.Cfg.SettleTimeout + time.Second)
+	if _, err := e.Eng.Reconcile(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if got := e.payStatus(t, pay.TradeNo, 800); got != store.PaymentAwaitingSettlement {
+	if got := e.PayStatus(t, pay.TradeNo, 800); got != store.PaymentAwaitingSettlement {
 		t.Fatalf("payment %s after the gateway stated another amount", got)
 	}
 	won[800] = 0 // the sender, never debited
-	e.nothingCredited(t, won)
+	e.NothingCredited(t, p, won)
 }
 
 // The gateway's own automatic completion, with delayed and reordered
@@ -382,8 +255,8 @@ func TestManyPacketsWithDelayedNotifications(t *testing.T) {
 	var trades []engine.Payment
 	for i := range 5 {
 		sender := int64(900 + 10*i)
-		p := e.packet(t, sender, 2, 2, 200)
-		pay, won := e.payAndGrab(t, p, []string{"alipay", "wechat", "unionpay"}[i%3], 2)
+		p := e.Packet(t, sender, 2, 2, 200)
+		pay, won := e.PayAndGrab(t, p, []string{"alipay", "wechat", "unionpay"}[i%3], 2)
 		trades = append(trades, pay)
 		for u, a := range won {
 			want[u] = a
@@ -391,9 +264,9 @@ func TestManyPacketsWithDelayedNotifications(t *testing.T) {
 	}
 	e.sim.Wait()
 	for i, pay := range trades {
-		if got := e.payStatus(t, pay.TradeNo, int64(900+10*i)); got != store.PaymentPaid {
+		if got := e.PayStatus(t, pay.TradeNo, int64(900+10*i)); got != store.PaymentPaid {
 			t.Fatalf("payment %s is %s", pay.TradeNo, got)
 		}
 	}
-	e.credited(t, 900, want)
+	e.Credited(t, 900, want)
 }
