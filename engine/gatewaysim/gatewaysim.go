@@ -4,6 +4,11 @@
 // them when told (or by itself after a delay), and notifies each trade's
 // notify_url in grabd's format, signed, resending until it is answered 200
 // — while the faults lose, duplicate, delay or reorder the notifications.
+//
+// Persist keeps the trades in a file, so that a simulator started again on
+// it answers for them and notifies them as before; with
+// Options.AutoComplete it is the payer too, ending every trade by itself,
+// those it loads still pending included (grabd's embedded mode).
 package gatewaysim
 
 import (
@@ -19,6 +24,7 @@ import (
 
 	"github.com/grab-engine/grab/engine"
 	"github.com/grab-engine/grab/engine/gateway"
+	"github.com/grab-engine/grab/engine/internal/simkit"
 )
 
 // maxBody bounds a request body; real ones are a few hundred bytes.
@@ -51,7 +57,9 @@ type Options struct {
 	// compress it (e.g. 10 ms steps).
 	Resend []time.Duration
 	// AutoComplete, when positive, ends every trade by itself that long
-	// after it is created: a success, or a failure with AutoFail.
+	// after it is created — or, for a pending trade loaded by Persist, that
+	// long after it is loaded: a success, or a failure with AutoFail. Close
+	// ends the waiting.
 	AutoComplete time.Duration
 	AutoFail     bool
 	// Seed drives the fault draws.
@@ -89,6 +97,65 @@ type Sim struct {
 	lastTxn      int
 	unauthorized int
 	gaveUp       int
+	// file, when set, keeps the trades across restarts (Persist).
+	file string
+}
+
+// savedTrade is a trade as Persist keeps it (its counters are not kept).
+type savedTrade struct {
+	engine.Trade
+	NotifyURL   string
+	Status      string
+	ProviderTxn string
+}
+
+// saved is the Persist file: the trades and the sequence provider
+// transactions are drawn from, so that a restart does not draw them again.
+type saved struct {
+	LastTxn int
+	Trades  []savedTrade
+}
+
+// Persist keeps the simulator's trades in the JSON file at path, as a
+// gateway keeps them while grabd restarts: the trades already there are
+// loaded (and queried, ended and notified as before; those still pending
+// are ended by AutoComplete that long after), and every change to a trade
+// — created, ended, forgotten, its amount set — is written (to a new file
+// renamed over the old one, mode 0600). The counters of Record start again
+// from zero. Call it before any trade is created. A file that cannot be
+// read or decoded is an error naming it, and the simulator then keeps no
+// file.
+func (s *Sim) Persist(path string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var f saved
+	if _, err := simkit.Load(path, &f); err != nil {
+		return fmt.Errorf("gatewaysim: %w", err)
+	}
+	s.file = path
+	s.lastTxn = max(s.lastTxn, f.LastTxn)
+	for _, t := range f.Trades {
+		s.trades[t.TradeNo] = &Record{Trade: t.Trade, NotifyURL: t.NotifyURL, Status: t.Status, ProviderTxn: t.ProviderTxn}
+		if t.Status == gateway.StatusPending {
+			s.completeLater(t.TradeNo)
+		}
+	}
+	return nil
+}
+
+// save writes the trades to the Persist file, if any; s.mu held.
+func (s *Sim) save() error {
+	if s.file == "" {
+		return nil
+	}
+	f := saved{LastTxn: s.lastTxn, Trades: make([]savedTrade, 0, len(s.trades))}
+	for _, r := range s.trades {
+		f.Trades = append(f.Trades, savedTrade{Trade: r.Trade, NotifyURL: r.NotifyURL, Status: r.Status, ProviderTxn: r.ProviderTxn})
+	}
+	if err := simkit.Save(s.file, f); err != nil {
+		return fmt.Errorf("gatewaysim: %w", err)
+	}
+	return nil
 }
 
 type notice struct {
@@ -117,8 +184,8 @@ func New(secret []byte, opts Options) *Sim {
 // ServeHTTP implements http.Handler.
 func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
-// Close stops the automatic completions and the notifications in flight,
-// and waits for them.
+// Close stops the automatic completions (AutoComplete) and the
+// notifications in flight, and waits for them.
 func (s *Sim) Close() {
 	s.cancel()
 	s.wg.Wait()
@@ -158,11 +225,12 @@ func (s *Sim) GaveUp() int {
 }
 
 // Forget drops a trade, as a gateway does past its retention: a query then
-// answers 404 not_found.
+// answers 404 not_found (after a restart too, with Persist).
 func (s *Sim) Forget(tradeNo string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.trades, tradeNo)
+	_ = s.save() // a trade the file still holds comes back after a restart: as before Forget
 }
 
 // SetAmount makes the gateway hold a trade for another amount, as a broken
@@ -174,7 +242,12 @@ func (s *Sim) SetAmount(tradeNo string, fen int64) error {
 	if !ok {
 		return fmt.Errorf("gatewaysim: no trade %s", tradeNo)
 	}
+	before := r.Amount
 	r.Amount = fen
+	if err := s.save(); err != nil {
+		r.Amount = before
+		return err
+	}
 	return nil
 }
 
@@ -193,6 +266,10 @@ func (s *Sim) Complete(tradeNo string, success bool) error {
 		if success {
 			s.lastTxn++
 			r.Status, r.ProviderTxn = gateway.StatusSuccess, fmt.Sprintf("GW%010d", s.lastTxn)
+		}
+		if err := s.save(); err != nil {
+			r.Status, r.ProviderTxn = gateway.StatusPending, ""
+			return err
 		}
 	}
 	if s.chance(s.faults.LoseRate) {
@@ -403,9 +480,11 @@ func (s *Sim) create(_ *http.Request, body []byte) (int, any) {
 	case !ok:
 		r = &Record{Trade: t, NotifyURL: req.NotifyURL, Status: gateway.StatusPending}
 		s.trades[t.TradeNo] = r
-		if s.opts.AutoComplete > 0 {
-			s.completeLater(t.TradeNo)
+		if err := s.save(); err != nil {
+			delete(s.trades, t.TradeNo)
+			return http.StatusServiceUnavailable, gateway.ErrorReply{Error: gateway.CodeUnavailable, Detail: "the trade could not be kept"}
 		}
+		s.completeLater(t.TradeNo)
 	case r.Channel != t.Channel || r.Amount != t.Amount:
 		return http.StatusConflict, gateway.ErrorReply{Error: gateway.CodeConflict}
 	}
@@ -413,15 +492,14 @@ func (s *Sim) create(_ *http.Request, body []byte) (int, any) {
 	return http.StatusOK, reply(r)
 }
 
-// completeLater ends a new trade by itself after AutoComplete; s.mu held.
+// completeLater ends a pending trade by itself after AutoComplete, if set;
+// s.mu held.
 func (s *Sim) completeLater(tradeNo string) {
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		if s.sleep(s.opts.AutoComplete) {
+	if s.opts.AutoComplete > 0 {
+		simkit.After(s.ctx, &s.wg, s.opts.AutoComplete, func() {
 			_ = s.Complete(tradeNo, !s.opts.AutoFail) // a forgotten trade has nothing to end
-		}
-	}()
+		})
+	}
 }
 
 func (s *Sim) query(r *http.Request, _ []byte) (int, any) {

@@ -7,6 +7,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -289,4 +292,152 @@ func TestNotificationFaults(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// persisted starts a simulator keeping its trades at path, as start does.
+func persisted(t *testing.T, rc *receiver, path string, opts gatewaysim.Options) (*gatewaysim.Sim, *gateway.Client) {
+	t.Helper()
+	sim, c, _ := start(t, rc, opts)
+	if err := sim.Persist(path); err != nil {
+		t.Fatal(err)
+	}
+	return sim, c
+}
+
+// of is the notifications of a trade so far.
+func (rc *receiver) of(tradeNo string) []gateway.Notification {
+	var got []gateway.Notification
+	for _, n := range rc.notifications() {
+		if n.TradeNo == tradeNo {
+			got = append(got, n)
+		}
+	}
+	return got
+}
+
+func TestPersistKeepsTradesAcrossARestart(t *testing.T) {
+	rc := newReceiver(t)
+	path := filepath.Join(t.TempDir(), "gateway.json")
+	ctx := context.Background()
+	sim, c := persisted(t, rc, path, gatewaysim.Options{})
+	trades := []engine.Trade{{TradeNo: "G1-pend", Channel: "alipay", Amount: 100}, {TradeNo: "G2-paid", Channel: "wechat", Amount: 200},
+		{TradeNo: "G3-fail", Channel: "unionpay", Amount: 300}, {TradeNo: "G4-gone", Channel: "alipay", Amount: 400}}
+	for _, tr := range trades {
+		if err := c.CreateTrade(ctx, tr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sim.Complete("G2-paid", true)
+	sim.Complete("G3-fail", false)
+	sim.Forget("G4-gone")
+	sim.Wait()
+	before := map[string]gatewaysim.Record{}
+	queried := map[string]engine.TradeResult{}
+	for _, tr := range trades[:3] {
+		before[tr.TradeNo], _ = sim.Trade(tr.TradeNo)
+		r, err := c.QueryTrade(ctx, tr.TradeNo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		queried[tr.TradeNo] = r
+	}
+	if r := queried["G2-paid"]; r.Outcome != engine.TradeSucceeded || r.Amount != 200 || len(rc.of("G2-paid")) != 1 {
+		t.Fatalf("paid before the restart: %+v", r)
+	}
+	sim.Close()
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("file: %v, %v", fi, err)
+	}
+
+	sim, c = persisted(t, rc, path, gatewaysim.Options{})
+	for no, b := range before {
+		rec, ok := sim.Trade(no)
+		if !ok || rec.Trade != b.Trade || rec.NotifyURL != b.NotifyURL || rec.Status != b.Status || rec.ProviderTxn != b.ProviderTxn {
+			t.Errorf("%s after the restart: %+v, %v; before %+v", no, rec, ok, b)
+		}
+		if r, err := c.QueryTrade(ctx, no); err != nil || r != queried[no] {
+			t.Errorf("%s queried after the restart: %+v, %v; before %+v", no, r, err, queried[no])
+		}
+	}
+	if _, err := c.QueryTrade(ctx, "G4-gone"); !errors.Is(err, engine.ErrTradeUnknown) {
+		t.Fatalf("query of a forgotten trade after the restart = %v", err)
+	}
+	// The paid trade is notified again as it was, and the pending one ends
+	// under a transaction of its own.
+	sim.Complete("G2-paid", false)
+	sim.Complete("G1-pend", true)
+	sim.Wait()
+	if got := rc.of("G2-paid"); len(got) != 2 || got[1] != got[0] {
+		t.Fatalf("notifications of G2-paid: %+v", got)
+	}
+	if got := rc.of("G1-pend"); len(got) != 1 || got[0].Result != "success" || got[0].ProviderTxn == before["G2-paid"].ProviderTxn {
+		t.Fatalf("notifications of G1-pend: %+v (G2's transaction %s)", got, before["G2-paid"].ProviderTxn)
+	}
+	if err := c.CreateTrade(ctx, trades[0]); err != nil {
+		t.Fatalf("the same trade again after the restart: %v", err)
+	}
+}
+
+// Trades still pending when the gateway restarts are ended by AutoComplete
+// as new ones are; those ended before are left as they are.
+func TestAutoCompleteEndsLoadedTrades(t *testing.T) {
+	rc := newReceiver(t)
+	path := filepath.Join(t.TempDir(), "gateway.json")
+	ctx := context.Background()
+	sim, c := persisted(t, rc, path, gatewaysim.Options{})
+	for _, tr := range []engine.Trade{{TradeNo: "H1-pend", Channel: "alipay", Amount: 100}, {TradeNo: "H2-fail", Channel: "wechat", Amount: 200}} {
+		if err := c.CreateTrade(ctx, tr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sim.Complete("H2-fail", false)
+	sim.Wait()
+	sim.Close()
+
+	sim, c = persisted(t, rc, path, gatewaysim.Options{AutoComplete: 10 * time.Millisecond})
+	if err := c.CreateTrade(ctx, engine.Trade{TradeNo: "H3-new", Channel: "unionpay", Amount: 300}); err != nil {
+		t.Fatal(err)
+	}
+	sim.Wait()
+	for no, fen := range map[string]int64{"H1-pend": 100, "H3-new": 300} {
+		got := rc.of(no)
+		if len(got) != 1 || got[0].Result != "success" || got[0].Amount != engine.FormatAmount(fen) {
+			t.Errorf("notifications of %s: %+v", no, got)
+		}
+		if r, err := c.QueryTrade(ctx, no); err != nil || r.Outcome != engine.TradeSucceeded || r.Amount != fen {
+			t.Errorf("query of %s: %+v, %v", no, r, err)
+		}
+	}
+	if got := rc.of("H2-fail"); len(got) != 1 || got[0].Result != "failed" {
+		t.Fatalf("notifications of H2-fail: %+v", got)
+	}
+}
+
+// Close ends the waits of AutoComplete at once, loaded trades' included.
+func TestCloseEndsAutoComplete(t *testing.T) {
+	rc := newReceiver(t)
+	path := filepath.Join(t.TempDir(), "gateway.json")
+	ctx := context.Background()
+	sim, c := persisted(t, rc, path, gatewaysim.Options{AutoComplete: time.Hour})
+	if err := c.CreateTrade(ctx, engine.Trade{TradeNo: "C1-pend", Channel: "alipay", Amount: 100}); err != nil {
+		t.Fatal(err)
+	}
+	sim.Close()
+	sim, _ = persisted(t, rc, path, gatewaysim.Options{AutoComplete: time.Hour})
+	sim.Close()
+	if rec, _ := sim.Trade("C1-pend"); rec.Status != gateway.StatusPending || len(rc.notifications()) != 0 {
+		t.Fatalf("C1-pend %+v, %d notifications", rec, len(rc.notifications()))
+	}
+}
+
+func TestPersistRefusesACorruptFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "gateway.json")
+	if err := os.WriteFile(path, []byte(`{"Trades":[`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sim := gatewaysim.New(secret, gatewaysim.Options{})
+	defer sim.Close()
+	if err := sim.Persist(path); err == nil || !strings.Contains(err.Error(), path) {
+		t.Fatalf("Persist of a corrupt file = %v; want an error naming it", err)
+	}
 }
