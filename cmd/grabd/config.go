@@ -25,10 +25,16 @@ type Config struct {
 	AdminToken string   // GRAB_ADMIN_TOKEN
 	// PaySecret verifies payment-provider notifications (GRAB_PAY_SECRET).
 	PaySecret string
-	// PayProvider takes third-party payments (GRAB_PAY_PROVIDER): "sim", the
-	// built-in simulator (the embedded default), "gateway", the company
-	// payment gateway at PayURL, or empty for none.
-	PayProvider string
+	// PayProviders take third-party payments (GRAB_PAY_PROVIDER, a comma
+	// list): "alipay" and "wechat" pay their own channel; "sim", the built-in
+	// simulator (the embedded default), or "gateway", the company payment
+	// gateway at PayURL, pays every channel no native provider takes. Empty:
+	// balance payments only.
+	PayProviders []string
+	// Alipay and Wechat are the native channels' settings (GRAB_ALIPAY_*,
+	// GRAB_WECHAT_*), with their key files read.
+	Alipay AlipaySettings
+	Wechat WechatSettings
 	// PayURL is the company payment gateway's base URL (GRAB_PAY_URL),
 	// required with GRAB_PAY_PROVIDER=gateway.
 	PayURL string
@@ -73,6 +79,10 @@ type Config struct {
 	// is parked as needs_attention (GRAB_PAYOUT_MAX_ATTEMPTS).
 	PayoutMaxAttempts int
 
+	// payerDelay is how long the embedded mode's simulators wait before
+	// paying a trade as the demo's payer; zero means a second (tests change it).
+	payerDelay time.Duration
+
 	// onListen, when set, is told the address the server listens on (tests use port 0).
 	onListen func(net.Addr)
 }
@@ -102,7 +112,7 @@ func ParseConfig(args []string, getenv func(string) string) (Config, error) {
 	reconcile := fs.String("reconcile-interval", env("GRAB_RECONCILE_INTERVAL", "5s"), "how often settled packets are swept for uncredited grabs (GRAB_RECONCILE_INTERVAL)")
 	settleTimeout := fs.String("settle-timeout", env("GRAB_SETTLE_TIMEOUT", "2m"), "how long a payment may await settlement before the provider is asked (GRAB_SETTLE_TIMEOUT)")
 	settleGiveUp := fs.String("settle-give-up", env("GRAB_SETTLE_GIVE_UP", "24h"), "how long a trade may go without an outcome before it ends as failed (GRAB_SETTLE_GIVE_UP)")
-	provider := fs.String("pay-provider", env("GRAB_PAY_PROVIDER", ""), "sim: the built-in payment simulator; gateway: the company payment gateway at GRAB_PAY_URL; empty: balance payments only (GRAB_PAY_PROVIDER)")
+	provider := fs.String("pay-provider", env("GRAB_PAY_PROVIDER", ""), "comma list of alipay, wechat (their own channels) and one of sim (the built-in simulator) or gateway (the company payment gateway at GRAB_PAY_URL) for the other channels; empty: balance payments only (GRAB_PAY_PROVIDER)")
 	payURL := fs.String("pay-url", env("GRAB_PAY_URL", ""), "base URL of the company payment gateway (GRAB_PAY_URL)")
 	payNotifyBase := fs.String("pay-notify-base", env("GRAB_PAY_NOTIFY_BASE", ""), "grabd's public base URL the payment gateway notifies (GRAB_PAY_NOTIFY_BASE)")
 	pipelines := fs.String("grab-pipelines", env("GRAB_GRAB_PIPELINES", "4"), "pipelines carrying concurrent grabs to Redis; 0: one round trip per grab (GRAB_GRAB_PIPELINES)")
@@ -112,6 +122,7 @@ func ParseConfig(args []string, getenv func(string) string) (Config, error) {
 	sweep := fs.String("payout-sweep-interval", env("GRAB_PAYOUT_SWEEP_INTERVAL", "10s"), "how often stuck campaign payouts are swept (GRAB_PAYOUT_SWEEP_INTERVAL)")
 	retryAfter := fs.String("payout-retry-after", env("GRAB_PAYOUT_RETRY_AFTER", "30s"), "how long a payout may stay transferring before the sweeper retries it (GRAB_PAYOUT_RETRY_AFTER)")
 	maxAttempts := fs.String("payout-max-attempts", env("GRAB_PAYOUT_MAX_ATTEMPTS", "10"), "transfer attempts before an award is parked as needs_attention (GRAB_PAYOUT_MAX_ATTEMPTS)")
+	natives := nativeFlags(fs, env)
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
 	}
@@ -120,7 +131,7 @@ func ParseConfig(args []string, getenv func(string) string) (Config, error) {
 	}
 
 	c := Config{Addr: *addr, MySQLDSN: *dsn, JWTSecret: getenv("GRAB_JWT_SECRET"), AdminToken: getenv("GRAB_ADMIN_TOKEN"),
-		PaySecret: getenv("GRAB_PAY_SECRET"), PayProvider: *provider, PayURL: *payURL, PayNotifyBase: *payNotifyBase, DataDir: *dataDir,
+		PaySecret: getenv("GRAB_PAY_SECRET"), PayURL: *payURL, PayNotifyBase: *payNotifyBase, DataDir: *dataDir,
 		TransferURL: *transferURL, TransferSecret: getenv("GRAB_TRANSFER_SECRET")}
 	for _, a := range strings.Split(*redisAddr, ",") {
 		if a = strings.TrimSpace(a); a != "" {
@@ -172,17 +183,8 @@ func ParseConfig(args []string, getenv func(string) string) (Config, error) {
 		return Config{}, fmt.Errorf("GRAB_AUTH: %q is not a mode; the only one is dev", *authMode)
 	}
 
-	switch c.PayProvider {
-	case "", "sim":
-		if c.PayURL != "" || c.PayNotifyBase != "" {
-			return Config{}, errors.New("GRAB_PAY_URL and GRAB_PAY_NOTIFY_BASE are for GRAB_PAY_PROVIDER=gateway only")
-		}
-	case "gateway":
-		if err := c.parseGateway(); err != nil {
-			return Config{}, err
-		}
-	default:
-		return Config{}, fmt.Errorf("GRAB_PAY_PROVIDER: %q is not a provider; they are sim and gateway", c.PayProvider)
+	if err := c.parsePayProviders(*provider, natives); err != nil {
+		return Config{}, err
 	}
 
 	switch {
@@ -190,8 +192,8 @@ func ParseConfig(args []string, getenv func(string) string) (Config, error) {
 		if c.DataDir == "" {
 			return Config{}, errors.New("GRAB_DATA_DIR must not be empty")
 		}
-		if c.PayProvider == "" {
-			c.PayProvider = "sim"
+		if len(c.PayProviders) == 0 {
+			c.PayProviders = []string{providerSim}
 		}
 	case len(c.RedisAddrs) == 0 || c.MySQLDSN == "":
 		return Config{}, errors.New("set both REDIS_ADDR and MYSQL_DSN, or neither for the embedded mode")
@@ -202,37 +204,18 @@ func ParseConfig(args []string, getenv func(string) string) (Config, error) {
 		if c.JWTSecret == "" && !c.DevAuth {
 			return Config{}, errors.New("GRAB_JWT_SECRET is required (or GRAB_AUTH=dev, never in production)")
 		}
-		if c.PayProvider != "" && c.PaySecret == "" {
-			return Config{}, errors.New("GRAB_PAY_SECRET is required with GRAB_PAY_PROVIDER")
+		if c.PaySecret == "" && (c.Pays(providerSim) || c.Pays(providerGateway)) {
+			return Config{}, errors.New("GRAB_PAY_SECRET is required with GRAB_PAY_PROVIDER=sim or gateway")
 		}
 	}
 	return c, nil
 }
 
-// parseGateway checks the settings of GRAB_PAY_PROVIDER=gateway: both URLs
-// and the secret are required, in the embedded mode too (the gateway shares it).
-func (c *Config) parseGateway() error {
-	for _, s := range []struct{ name, v string }{{"GRAB_PAY_URL", c.PayURL}, {"GRAB_PAY_NOTIFY_BASE", c.PayNotifyBase}} {
-		if s.v == "" {
-			return fmt.Errorf("%s is required with GRAB_PAY_PROVIDER=gateway", s.name)
-		}
-		u, err := url.Parse(s.v)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("%s: %q must be an http or https URL", s.name, s.v)
-		}
-	}
-	if c.PaySecret == "" {
-		return errors.New("GRAB_PAY_SECRET is required with GRAB_PAY_PROVIDER=gateway")
-	}
-	return nil
-}
-
 // parsePayouts reads the transfer service and payout sweeper settings.
 func (c *Config) parsePayouts(timeout, sweep, retryAfter, maxAttempts string) error {
 	if c.TransferURL != "" {
-		u, err := url.Parse(c.TransferURL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("GRAB_TRANSFER_URL: %q must be an http or https URL", c.TransferURL)
+		if err := httpURL("GRAB_TRANSFER_URL", c.TransferURL); err != nil {
+			return err
 		}
 		if c.TransferSecret == "" {
 			return errors.New("GRAB_TRANSFER_SECRET is required with GRAB_TRANSFER_URL")
@@ -265,4 +248,13 @@ func positiveDuration(name, v string) (time.Duration, error) {
 		return 0, fmt.Errorf("%s: %q must be a positive Go duration such as 24h or 500ms", name, v)
 	}
 	return d, nil
+}
+
+// httpURL checks that the setting name holds an http or https URL with a host.
+func httpURL(name, v string) error {
+	u, err := url.Parse(v)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%s: %q must be an http or https URL", name, v)
+	}
+	return nil
 }

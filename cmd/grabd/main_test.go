@@ -35,6 +35,12 @@ type grabd struct {
 // startEmbedded runs grabd in the embedded mode; extra are more environment variables.
 func startEmbedded(t *testing.T, extra ...string) *grabd {
 	t.Helper()
+	return startEmbeddedWith(t, nil, extra...)
+}
+
+// startEmbeddedWith is startEmbedded with change applied to the configuration.
+func startEmbeddedWith(t *testing.T, change func(*Config), extra ...string) *grabd {
+	t.Helper()
 	dir := t.TempDir()
 	env := map[string]string{"GRAB_ADDR": "127.0.0.1:0", "GRAB_DATA_DIR": dir}
 	for i := 0; i+1 < len(extra); i += 2 {
@@ -43,6 +49,9 @@ func startEmbedded(t *testing.T, extra ...string) *grabd {
 	cfg, err := ParseConfig(nil, envOf(env))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if change != nil {
+		change(&cfg)
 	}
 	addrs := make(chan net.Addr, 1)
 	cfg.onListen = func(a net.Addr) { addrs <- a }

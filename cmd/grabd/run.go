@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -13,7 +12,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -22,8 +20,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/grab-engine/grab/engine"
-	"github.com/grab-engine/grab/engine/gateway"
-	"github.com/grab-engine/grab/engine/paysim"
 	"github.com/grab-engine/grab/engine/transfer"
 	"github.com/grab-engine/grab/engine/transfersim"
 	grabhttp "github.com/grab-engine/grab/http"
@@ -119,30 +115,19 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	ecfg.ReconcileInterval = cfg.ReconcileInterval
 	ecfg.SettleTimeout = cfg.SettleTimeout
 	ecfg.SettleGiveUp = cfg.SettleGiveUp
-	var notifyURL atomic.Pointer[string] // known once the listener is up
-	var provider engine.Provider
-	if cfg.PayProvider == "sim" {
-		sim := paysim.New([]byte(cfg.PaySecret), postNotification(&notifyURL), paysim.Faults{})
-		if cfg.Embedded() {
-			// As a real provider would, the simulator keeps its trades when grabd restarts.
-			if err := sim.Persist(filepath.Join(cfg.DataDir, "paysim.json")); err != nil {
-				return err
-			}
-		}
-		// Demo payments: every trade succeeds by itself shortly after it is made.
-		sim.SettleAfter(ctx, time.Second)
-		provider = sim
-		log.Warn("payment provider: the built-in simulator; every third-party trade succeeds by itself")
+	// Listening before the payment providers start: the embedded simulators
+	// notify grabd's own address.
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return err
 	}
-	if cfg.PayProvider == "gateway" {
-		// One gateway serves every channel: the channel travels in each trade.
-		gw, err := gateway.New(gateway.Config{BaseURL: cfg.PayURL, Secret: []byte(cfg.PaySecret), NotifyBase: cfg.PayNotifyBase})
-		if err != nil {
-			return err
-		}
-		provider = gw
-		log.Info("payment provider: the company payment gateway", "url", cfg.PayURL, "notify_url", gw.NotifyURL("{channel}"))
+	closers = append(closers, func() { ln.Close() })
+	self := fmt.Sprintf("http://127.0.0.1:%d", ln.Addr().(*net.TCPAddr).Port)
+	pay, err := startPayments(ctx, cfg, self, log)
+	if err != nil {
+		return err
 	}
+	closers = append(closers, pay.stop)
 	ecfg.TransferTimeout = cfg.TransferTimeout
 	ecfg.PayoutSweepInterval = cfg.PayoutSweepInterval
 	ecfg.PayoutRetryAfter = cfg.PayoutRetryAfter
@@ -152,8 +137,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	closers = append(closers, stopSim)
-	eng := engine.New(engine.Deps{Redis: apiRedis, WriterRedis: writerRedis, DB: db, Log: log, Metrics: reg, Provider: provider,
-		Transfer: xfer}, ecfg)
+	eng := engine.New(engine.Deps{Redis: apiRedis, WriterRedis: writerRedis, DB: db, Log: log, Metrics: reg,
+		Provider: pay.shared, Providers: pay.natives, Transfer: xfer}, ecfg)
 
 	// The writer outlives the HTTP server: it stops only after the last
 	// request is answered, and drains what those requests accepted.
@@ -174,7 +159,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		"stock order sweep": eng.Stock().RunSweeper})
 
 	handler := grabhttp.New(eng, grabhttp.Config{JWTSecret: []byte(cfg.JWTSecret), AdminToken: cfg.AdminToken,
-		DevAuth: cfg.DevAuth, PaySecret: []byte(cfg.PaySecret)}, log, reg)
+		DevAuth: cfg.DevAuth, PaySecret: []byte(cfg.PaySecret), Notifiers: pay.notifiers}, log, reg)
 	srv := &nethttp.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 5 * time.Second,
@@ -184,18 +169,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		stopJobs()
-		stopWriter()
-		<-writerDone
-		return err
-	}
 	if cfg.onListen != nil {
 		cfg.onListen(ln.Addr())
 	}
-	self := fmt.Sprintf("http://127.0.0.1:%d", ln.Addr().(*net.TCPAddr).Port)
-	notifyURL.Store(&self)
 	log.Info("grabd listening", "addr", ln.Addr().String(), "embedded", cfg.Embedded(), "shards", cfg.Shards,
 		"dev_auth", cfg.DevAuth)
 	serveErr := make(chan error, 1)
@@ -332,31 +308,4 @@ func startJobs(ctx context.Context, log *slog.Logger, jobs map[string]func(conte
 		}()
 	}
 	return func() { cancel(); wg.Wait() }
-}
-
-// postNotification delivers the simulator's notifications to this server's
-// own notify endpoint, signed, as a provider's server would.
-func postNotification(base *atomic.Pointer[string]) paysim.Deliver {
-	client := &nethttp.Client{Timeout: 5 * time.Second}
-	return func(ctx context.Context, channel string, body []byte, signature string) error {
-		url := base.Load()
-		if url == nil {
-			return errors.New("not listening yet")
-		}
-		req, err := nethttp.NewRequestWithContext(ctx, nethttp.MethodPost, *url+"/v1/payments/notify/"+channel, bytes.NewReader(body))
-		if err != nil {
-			return err
-		}
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("X-Grab-Signature", signature)
-		resp, err := client.Do(req)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != nethttp.StatusOK {
-			return fmt.Errorf("notify answered %s", resp.Status)
-		}
-		return nil
-	}
 }

@@ -1,0 +1,193 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	nethttp "net/http"
+	"path/filepath"
+	"time"
+
+	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/alipay"
+	"github.com/grab-engine/grab/engine/gateway"
+	"github.com/grab-engine/grab/engine/paysim"
+	"github.com/grab-engine/grab/engine/wechatpay"
+	grabhttp "github.com/grab-engine/grab/http"
+)
+
+// payments is what grabd takes third-party payments with.
+type payments struct {
+	// shared serves every channel without a provider of its own (sim or gateway).
+	shared engine.Provider
+	// natives are the native channels' own providers and notification readers.
+	natives   map[string]engine.Provider
+	notifiers map[string]grabhttp.Notifier
+	stops     []func() // the embedded simulators, stopped in reverse order
+}
+
+func (p *payments) stop() {
+	for i := len(p.stops) - 1; i >= 0; i-- {
+		p.stops[i]()
+	}
+}
+
+// startPayments makes the providers GRAB_PAY_PROVIDER names. self is grabd's
+// own base URL, where the embedded simulators notify. On an error, what was
+// started is stopped.
+func startPayments(ctx context.Context, cfg Config, self string, log *slog.Logger) (p *payments, err error) {
+	p = &payments{natives: map[string]engine.Provider{}, notifiers: map[string]grabhttp.Notifier{}}
+	defer func() {
+		if err != nil {
+			p.stop()
+		}
+	}()
+	delay := cfg.payerDelay
+	if delay <= 0 {
+		delay = time.Second
+	}
+	if cfg.Pays(providerAlipay) {
+		a := cfg.Alipay
+		if err := p.startNative(engine.ChannelAlipay, "Alipay", a.Simulated, func() (engine.Provider, grabhttp.Notifier, error) {
+			return p.startAlipaySim(cfg, self, delay)
+		}, a.channel, delay, log, "app_id", a.AppID, "gateway", a.Gateway, "notify_url", a.NotifyURL); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Pays(providerWechat) {
+		w := cfg.Wechat
+		if err := p.startNative(engine.ChannelWechat, "WeChat Pay", w.Simulated, func() (engine.Provider, grabhttp.Notifier, error) {
+			return p.startWechatSim(cfg, self, delay)
+		}, w.channel, delay, log, "mchid", w.MchID, "appid", w.AppID, "serial", w.Serial, "public_key_id", w.PublicKeyID,
+			"base_url", w.BaseURL, "notify_url", w.NotifyURL); err != nil {
+			return nil, err
+		}
+	}
+	switch {
+	case cfg.Pays(providerSim):
+		sim := paysim.New([]byte(cfg.PaySecret), postNotification(self), paysim.Faults{})
+		if cfg.Embedded() {
+			// As a real provider would, the simulator keeps its trades when grabd restarts.
+			if err := sim.Persist(filepath.Join(cfg.DataDir, "paysim.json")); err != nil {
+				return nil, err
+			}
+		}
+		// Demo payments: every trade succeeds by itself shortly after it is made.
+		sim.SettleAfter(ctx, delay)
+		p.shared = sim
+	case cfg.Pays(providerGateway) && cfg.PayURL == "":
+		gw, err := p.startGatewaySim(cfg, self, delay)
+		if err != nil {
+			return nil, err
+		}
+		p.shared = gw
+	case cfg.Pays(providerGateway):
+		// One gateway serves every channel: the channel travels in each trade.
+		gw, err := gateway.New(gateway.Config{BaseURL: cfg.PayURL, Secret: []byte(cfg.PaySecret), NotifyBase: cfg.PayNotifyBase})
+		if err != nil {
+			return nil, err
+		}
+		p.shared = gw
+	}
+	for _, ch := range engine.Channels {
+		if p.natives[ch] == nil && p.shared != nil {
+			logShared(log, cfg, ch)
+		}
+	}
+	return p, nil
+}
+
+// logShared says which shared provider serves a channel.
+func logShared(log *slog.Logger, cfg Config, channel string) {
+	switch {
+	case cfg.Pays(providerSim):
+		log.Warn("payment channel: the built-in simulator; every trade succeeds by itself, no money moves", "channel", channel)
+	case cfg.PayURL == "":
+		log.Warn("payment channel: the company payment gateway's simulator; every trade succeeds by itself, no money moves",
+			"channel", channel)
+	default:
+		log.Info("payment channel: the company payment gateway", "channel", channel, "url", cfg.PayURL,
+			"notify_url", cfg.PayNotifyBase+gateway.NotifyPath+channel)
+	}
+}
+
+// channelFunc makes a native channel: its provider and the reader of its
+// notifications.
+type channelFunc func() (engine.Provider, grabhttp.Notifier, error)
+
+// startNative makes a native channel (name is the channel's brand): real,
+// the client of its settings, logged with attrs (ids and URLs only); or, in
+// the embedded mode without settings, sim, its simulator.
+func (p *payments) startNative(channel, name string, simulated bool, sim, real channelFunc, delay time.Duration, log *slog.Logger,
+	attrs ...any) error {
+	start := real
+	if simulated {
+		start = sim
+	}
+	provider, notifier, err := start()
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	p.natives[channel] = provider
+	p.notifiers[channel] = notifier
+	if simulated {
+		log.Warn("payment channel: "+name+"'s simulator; payments are simulated, every trade is paid by itself, no money moves",
+			"channel", channel, "paid_after", delay)
+	} else {
+		log.Info("payment channel: "+name, append([]any{"channel", channel}, attrs...)...)
+	}
+	return nil
+}
+
+// channel is the client of GRAB_ALIPAY_*.
+func (a AlipaySettings) channel() (engine.Provider, grabhttp.Notifier, error) {
+	c, err := alipay.New(a.config())
+	return c, grabhttp.AlipayNotifier(c), err
+}
+
+// channel is the client of GRAB_WECHAT_*.
+func (w WechatSettings) channel() (engine.Provider, grabhttp.Notifier, error) {
+	c, err := wechatpay.New(w.config())
+	return c, grabhttp.WechatNotifier(c, nil), err
+}
+
+// serveLoopback serves h on a loopback port, for an embedded simulator,
+// until stop; base is its URL.
+func serveLoopback(h nethttp.Handler) (base string, stop func(), err error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := &nethttp.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Serve(ln)
+	}()
+	return "http://" + ln.Addr().String(), func() { srv.Close(); <-done }, nil
+}
+
+// postNotification delivers the simulator's notifications to this server's
+// own notify endpoint, signed, as a provider's server would.
+func postNotification(self string) paysim.Deliver {
+	client := &nethttp.Client{Timeout: 5 * time.Second}
+	return func(ctx context.Context, channel string, body []byte, signature string) error {
+		req, err := nethttp.NewRequestWithContext(ctx, nethttp.MethodPost, self+gateway.NotifyPath+channel, bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set(gateway.HeaderSignature, signature)
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != nethttp.StatusOK {
+			return fmt.Errorf("notify answered %s", resp.Status)
+		}
+		return nil
+	}
+}
