@@ -64,19 +64,33 @@ func Refuse(name string, n Notice, status int, code string) Refusal {
 	return Refusal{Name: name, Notice: n, Status: status, Code: code}
 }
 
-// Refused posts every refusal for p's trade: each is answered with its
-// status and code, in the channel's refusal format, and leaves p's trades,
-// status, shares and every balance exactly as they were.
-func (e *Env) Refused(t testing.TB, ch Channel, p engine.Packet, refusals []Refusal) {
+// Refused proves that refusals change nothing and the genuine notification
+// still settles: once the writer has written the grabs won of p (paid on
+// ch and returned), every refusal is answered with its status and code in
+// the channel's refusal format and leaves p's trades, status, shares and
+// every balance exactly as they were; each AMOUNT_MISMATCH is counted; then
+// genuine is acknowledged, the grabs are credited and money is conserved.
+func (e *Env) Refused(t testing.TB, ch Channel, p engine.Packet, won map[int64]int64, refusals []Refusal, genuine Notice) {
 	t.Helper()
+	e.NothingCredited(t, p, won)
 	before := e.Snapshot(t, p)
+	mismatches := 0.0
 	for _, r := range refusals {
 		status, body := e.Post(t, ch, r.Notice)
 		if status != r.Status || !ch.Refusal(status, body) || ch.Acked(status, body) || !strings.Contains(string(body), r.Code) {
 			t.Fatalf("%s: answered %d %q, want a %s refusal %d naming %s", r.Name, status, body, ch.Name, r.Status, r.Code)
 		}
 		e.Unchanged(t, p, before, r.Name)
+		if r.Code == "AMOUNT_MISMATCH" {
+			mismatches++
+		}
 	}
+	if n := e.Anomalies(t, "amount_mismatch"); n != mismatches {
+		t.Fatalf("amount_mismatch counted %v, want %v", n, mismatches)
+	}
+	e.Deliver(t, ch, genuine)
+	e.Credited(t, p.SenderID, won)
+	e.Conserved(t, p.Total)
 }
 
 // Orders are the distinct orders of the sender's return, the success

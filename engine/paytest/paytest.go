@@ -121,6 +121,40 @@ func (e *Env) Return(t testing.TB, tradeNo string, sender int64) string {
 	return fmt.Sprint(body["pay_status"])
 }
 
+// PayOverAPI is the sender's POST /v1/packets/{id}/pay on method: an unpaid
+// trade for the packet's total; it returns the trade and its pay_params.
+func (e *Env) PayOverAPI(t testing.TB, p engine.Packet, method string) (tradeNo string, params map[string]string) {
+	t.Helper()
+	status, body := e.Call(t, "POST", fmt.Sprintf("/v1/packets/%d/pay", p.ID), fmt.Sprintf(`{"method":%q}`, method), p.SenderID, nil)
+	raw, _ := body["pay_params"].(map[string]any)
+	if status != http.StatusOK || body["status"] != store.PaymentUnpaid || body["amount"] != engine.FormatAmount(p.Total) || raw == nil {
+		t.Fatalf("pay with %s = %d %v", method, status, body)
+	}
+	params = map[string]string{}
+	for k, v := range raw {
+		params[k], _ = v.(string)
+	}
+	tradeNo, _ = body["trade_no"].(string)
+	return tradeNo, params
+}
+
+// GrabOverAPI grabs p by users sender+1..sender+n over
+// POST /v1/packets/{id}/grab while its payment awaits settlement: each is
+// accepted and not credited yet. It returns what each won.
+func (e *Env) GrabOverAPI(t testing.TB, p engine.Packet, n int) map[int64]int64 {
+	t.Helper()
+	won := map[int64]int64{}
+	for u := p.SenderID + 1; u <= p.SenderID+int64(n); u++ {
+		status, r := e.Call(t, "POST", fmt.Sprintf("/v1/packets/%d/grab", p.ID), "", u, nil)
+		amount, err := engine.ParseAmount(fmt.Sprint(r["amount"]))
+		if status != http.StatusOK || r["credited"] != false || err != nil {
+			t.Fatalf("grab by %d = %d %v", u, status, r)
+		}
+		won[u] = amount
+	}
+	return won
+}
+
 // Packet makes group sender of sender and members sender+1..sender+members
 // and an unpaid group_lucky packet of shares shares.
 func (e *Env) Packet(t testing.TB, sender int64, members, shares int, amount int64) engine.Packet {
