@@ -134,7 +134,7 @@ func (p *payments) startNative(channel, name string, simulated bool, sim, real c
 	p.notifiers[channel] = notifier
 	if simulated {
 		log.Warn("payment channel: "+name+"'s simulator; payments are simulated, every trade is paid by itself, no money moves",
-			"channel", channel, "paid_after", delay)
+			"channel", channel, "paid_after", delay.String())
 	} else {
 		log.Info("payment channel: "+name, append([]any{"channel", channel}, attrs...)...)
 	}
