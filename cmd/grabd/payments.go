@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	nethttp "net/http"
 	"path/filepath"
 	"time"
@@ -151,22 +150,6 @@ func (a AlipaySettings) channel() (engine.Provider, grabhttp.Notifier, error) {
 func (w WechatSettings) channel() (engine.Provider, grabhttp.Notifier, error) {
 	c, err := wechatpay.New(w.config())
 	return c, grabhttp.WechatNotifier(c, nil), err
-}
-
-// serveLoopback serves h on a loopback port, for an embedded simulator,
-// until stop; base is its URL.
-func serveLoopback(h nethttp.Handler) (base string, stop func(), err error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", nil, err
-	}
-	srv := &nethttp.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		srv.Serve(ln)
-	}()
-	return "http://" + ln.Addr().String(), func() { srv.Close(); <-done }, nil
 }
 
 // postNotification delivers the simulator's notifications to this server's

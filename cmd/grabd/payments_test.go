@@ -22,6 +22,7 @@ import (
 
 	"github.com/grab-engine/grab/engine"
 	"github.com/grab-engine/grab/engine/alipaysim"
+	"github.com/grab-engine/grab/engine/simchannel"
 	"github.com/grab-engine/grab/engine/wechatpaysim"
 )
 
@@ -35,7 +36,17 @@ type keyFiles struct {
 	files map[string]string
 }
 
-var testKeys = sync.OnceValues(func() ([]*rsa.PrivateKey, error) { return rsaKeys(4) })
+var testKeys = sync.OnceValues(func() ([]*rsa.PrivateKey, error) {
+	keys := make([]*rsa.PrivateKey, 4)
+	for i := range keys {
+		k, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			return nil, err
+		}
+		keys[i] = k
+	}
+	return keys, nil
+})
 
 // writeKeyFiles writes key files, as a deployment has them, to a new
 // directory: Alipay's app key (PKCS #1) and Alipay's public key, the
@@ -62,10 +73,10 @@ func writeKeyFiles(t *testing.T) keyFiles {
 	}
 	for setting, data := range map[string][]byte{
 		"GRAB_ALIPAY_PRIVATE_KEY_FILE":   pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k.alipayApp)}),
-		"GRAB_ALIPAY_PUBLIC_KEY_FILE":    publicKeyPEM(k.alipay),
+		"GRAB_ALIPAY_PUBLIC_KEY_FILE":    simchannel.PublicKeyPEM(k.alipay),
 		"GRAB_WECHAT_PRIVATE_KEY_FILE":   pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}),
 		"GRAB_WECHAT_APIV3_KEY_FILE":     []byte(testAPIv3Key + "\n"),
-		"GRAB_WECHAT_PUBLIC_KEY_FILE":    publicKeyPEM(k.wechat),
+		"GRAB_WECHAT_PUBLIC_KEY_FILE":    simchannel.PublicKeyPEM(k.wechat),
 		"GRAB_WECHAT_PLATFORM_CERT_FILE": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert}),
 	} {
 		k.files[setting] = filepath.Join(k.dir, strings.ToLower(setting))
@@ -380,7 +391,7 @@ func TestEmbeddedNativeChannelsSettleAcrossARestart(t *testing.T) {
 	if err := g.stop(t); err != nil {
 		t.Fatalf("Run returned %v", err)
 	}
-	for i, file := range []string{alipaySimFile, wechatSimFile, gatewaySimFile} {
+	for i, file := range []string{simchannel.AlipayFile, simchannel.WechatFile, simchannel.GatewayFile} {
 		if b, err := os.ReadFile(filepath.Join(dir, file)); err != nil || !strings.Contains(string(b), trades[i].trade) {
 			t.Fatalf("%s: %v; want trade %s in it", file, err, trades[i].trade)
 		}
