@@ -42,9 +42,13 @@ func (a *auditor) add(kind, format string, args ...any) {
 //     credited share has its ledger row;
 //   - every user holds at most one share of a packet;
 //   - the shares of each packet add up to its total (and Σ shares = Σ totals);
+//   - every grabbed share of a paid packet is credited (run it after the
+//     payments settled);
 //   - money is conserved: the ledger sums to the balances, every account's
-//     balance is its ledger, and balances = deposits − what packets paid by
-//     balance still hold (total − credited shares − refunds).
+//     balance is its ledger, and balances = deposits + what payment channels
+//     brought (totals of the packets paid through them, and payments
+//     credited back to their senders) − what paid packets still hold (total
+//     − credited shares − refunds).
 func Audit(ctx context.Context, db *store.DB) (AuditResult, error) {
 	x := db.SQL()
 	a := &auditor{counts: map[string]int{}}
@@ -146,30 +150,51 @@ func Audit(ctx context.Context, db *store.DB) (AuditResult, error) {
 	for _, acc := range accounts {
 		a.add("money not conserved", "user %d has %d fen; the ledger says %d", acc.UserID, acc.Balance, acc.Ledger)
 	}
+	var uncredited []share
+	if err := x.SelectContext(ctx, &uncredited, `SELECT s.packet_id, s.seq, s.amount, s.user_id, s.credited
+		FROM packet_share s JOIN packet p ON p.id = s.packet_id
+		WHERE s.user_id IS NOT NULL AND s.credited = 0 AND p.pay_status = 'paid'`); err != nil {
+		return AuditResult{}, err
+	}
+	for _, s := range uncredited {
+		a.add("grab of a paid packet not credited", "share %d of packet %d, owned by user %d", s.Seq, s.PacketID, s.UserID)
+	}
 	var flow struct {
 		Deposits store.Fen `db:"deposits"`
+		Channels store.Fen `db:"channels"`
 		Held     store.Fen `db:"held"`
 	}
 	if err := x.GetContext(ctx, &flow, `SELECT
 		(SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE kind = ?) AS deposits,
+		(SELECT COALESCE(SUM(total), 0) FROM packet WHERE pay_status = 'paid' AND pay_method <> 'balance')
+		  + (SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE kind = ?) AS channels,
 		(SELECT COALESCE(SUM(p.total - p.refunded_amount - COALESCE(c.credited, 0)), 0)
 		   FROM packet p LEFT JOIN (SELECT packet_id, SUM(amount) AS credited FROM packet_share
 		                            WHERE user_id IS NOT NULL AND credited = 1 GROUP BY packet_id) c
 		   ON c.packet_id = p.id
-		  WHERE p.pay_status = 'paid' AND p.pay_method = 'balance') AS held`, store.KindDeposit); err != nil {
+		  WHERE p.pay_status = 'paid') AS held`, store.KindDeposit, store.KindOverpay); err != nil {
 		return AuditResult{}, err
 	}
-	if want := flow.Deposits - flow.Held; t.Balances != want {
-		a.add("money not conserved", "Σ balances %d fen ≠ deposits %d − held by packets %d = %d",
-			t.Balances, flow.Deposits, flow.Held, want)
+	if want := flow.Deposits + flow.Channels - flow.Held; t.Balances != want {
+		a.add("money not conserved", "Σ balances %d fen ≠ deposits %d + from payment channels %d − held by packets %d = %d",
+			t.Balances, flow.Deposits, flow.Channels, flow.Held, want)
 	}
 	return AuditResult{OK: len(a.violations) == 0, Violations: append([]string{}, a.violations...)}, nil
 }
 
 // ownedShares counts the packets' shares MySQL shows owned.
 func ownedShares(ctx context.Context, db *store.DB, packets []int64) (int64, error) {
+	return countShares(ctx, db, packets, "user_id IS NOT NULL")
+}
+
+// uncreditedShares counts the packets' shares MySQL shows owned and not credited.
+func uncreditedShares(ctx context.Context, db *store.DB, packets []int64) (int64, error) {
+	return countShares(ctx, db, packets, "user_id IS NOT NULL AND credited = 0")
+}
+
+func countShares(ctx context.Context, db *store.DB, packets []int64, where string) (int64, error) {
 	var n sql.NullInt64
-	q, args, err := sqlx.In("SELECT COUNT(*) FROM packet_share WHERE user_id IS NOT NULL AND packet_id IN (?)", packets)
+	q, args, err := sqlx.In("SELECT COUNT(*) FROM packet_share WHERE "+where+" AND packet_id IN (?)", packets)
 	if err != nil {
 		return 0, err
 	}

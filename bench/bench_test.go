@@ -114,6 +114,39 @@ func TestEveryEngineRunsAndAuditPasses(t *testing.T) {
 	}
 }
 
+// Packets paid through each channel's simulator, in its own protocol, open
+// at the sender's return and are grabbed while the notifications settle
+// them: exactly N winners a packet, every grab credited once the payments
+// settle, and money conserved with what the channel brought in.
+func TestGroupStormPaidThroughEachChannel(t *testing.T) {
+	for _, channel := range []string{engine.ChannelAlipay, engine.ChannelWechat, engine.ChannelUnionpay} {
+		t.Run(channel, func(t *testing.T) {
+			s := tiny()
+			s.Pay = channel
+			cfg := config(t, s)
+			cfg.Engines = []string{bench.EngineEngine, bench.EngineHTTP}
+			rep := runClean(t, cfg)
+			if rep.Scenario["pay"] != channel {
+				t.Errorf("scenario %v, want pay=%s", rep.Scenario, channel)
+			}
+			for _, run := range rep.Runs {
+				if run.Codes[bench.CodeOK] != 40 || run.Codes[bench.CodeSoldOut] != 20 || run.SettleSweeps == nil {
+					t.Errorf("%s: answers %v, settle sweeps %v; want 40 OK, 20 SOLD_OUT, settled", run.Engine, run.Codes, run.SettleSweeps)
+				}
+			}
+			var paid int
+			if err := cfg.DB.SQL().Get(&paid, "SELECT COUNT(*) FROM payment WHERE channel = ? AND status = 'paid'", channel); err != nil || paid != 8 {
+				t.Fatalf("%d trades paid through %s (%v), want 8: 4 packets for each of 2 engines", paid, channel, err)
+			}
+		})
+	}
+	s := tiny()
+	s.Pay = "paypal"
+	if err := s.Validate(); err == nil {
+		t.Fatal("an unknown pay method was taken")
+	}
+}
+
 // The audit can fail: each planted violation is caught by its own check.
 func TestAuditCatchesPlantedViolations(t *testing.T) {
 	ctx := context.Background()
@@ -165,6 +198,14 @@ func TestAuditCatchesPlantedViolations(t *testing.T) {
 			[]string{fmt.Sprintf("INSERT INTO ledger (kind, ref, user_id, amount, created_at) VALUES ('grab', '%s', %d, %s, NOW())", ref, victim.UserID, amount),
 				fmt.Sprintf("UPDATE account SET balance = balance + %s WHERE user_id = %d", amount, victim.UserID)},
 			"credited share without a credit"},
+		{"a grab of a paid packet left uncredited, its credit undone",
+			[]string{fmt.Sprintf("DELETE FROM ledger WHERE kind = 'grab' AND ref = '%s'", ref),
+				fmt.Sprintf("UPDATE account SET balance = balance - %s WHERE user_id = %d", amount, victim.UserID),
+				fmt.Sprintf("UPDATE packet_share SET credited = 0 WHERE packet_id = %d AND seq = %d", victim.PacketID, victim.Seq)},
+			[]string{fmt.Sprintf("INSERT INTO ledger (kind, ref, user_id, amount, created_at) VALUES ('grab', '%s', %d, %s, NOW())", ref, victim.UserID, amount),
+				fmt.Sprintf("UPDATE account SET balance = balance + %s WHERE user_id = %d", amount, victim.UserID),
+				fmt.Sprintf("UPDATE packet_share SET credited = 1 WHERE packet_id = %d AND seq = %d", victim.PacketID, victim.Seq)},
+			"grab of a paid packet not credited"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			requireCaught(t, execAll(x, c.plant...), execAll(x, c.undo...), func() (bench.AuditResult, error) { return bench.Audit(ctx, cfg.DB) }, c.want)

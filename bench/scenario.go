@@ -6,7 +6,10 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -135,6 +138,24 @@ type GroupStorm struct {
 	// UserBase offsets user and group ids, so runs against a long-lived grabd
 	// do not meet users of earlier runs.
 	UserBase int64
+	// Pay is how the engine and http runs pay their packets (PayMethods):
+	// "balance" (or empty), or a channel paid through its simulator, whose
+	// notifications settle the packets while they are grabbed. The
+	// mysql-lock baseline always pays by balance.
+	Pay string
+
+	payer *channelPayer
+}
+
+// paysThroughChannel reports whether the packets are paid through a channel.
+func (s *GroupStorm) paysThroughChannel() bool { return s.Pay != "" && s.Pay != "balance" }
+
+// configureEngine implements engineConfigurer: with a channel to pay
+// through, the engine's provider for it is the run's simulated channel.
+func (s *GroupStorm) configureEngine(d *engine.Deps, _ *engine.Config) {
+	if s.paysThroughChannel() {
+		s.payThrough(d)
+	}
 }
 
 // prepared numbers the runs a process prepares, so each has users and a
@@ -158,7 +179,11 @@ func (*GroupStorm) Name() string { return "group-storm" }
 
 // Params implements Scenario.
 func (s *GroupStorm) Params() map[string]any {
-	return map[string]any{"packets": s.Packets, "shares": s.Shares, "grabbers": s.Grabbers, "concurrency": s.Concurrency}
+	p := map[string]any{"packets": s.Packets, "shares": s.Shares, "grabbers": s.Grabbers, "concurrency": s.Concurrency}
+	if s.paysThroughChannel() {
+		p["pay"] = s.Pay
+	}
+	return p
 }
 
 // Validate reports settings the product limits would refuse.
@@ -170,6 +195,8 @@ func (s *GroupStorm) Validate() error {
 		return fmt.Errorf("group-storm: at most %d shares a packet", engine.DefaultLimits.MaxShares)
 	case s.Grabbers+senders > 500:
 		return fmt.Errorf("group-storm: at most %d grabbers (a group has at most 500 members)", 500-senders)
+	case s.Pay != "" && !slices.Contains(PayMethods, s.Pay):
+		return fmt.Errorf("group-storm: pay is one of %s", strings.Join(PayMethods, ", "))
 	}
 	return nil
 }
@@ -221,6 +248,9 @@ func (s *GroupStorm) Prepare(ctx context.Context, env *Env, engineName string) (
 		}
 	}
 	ids := make([]int64, s.Packets)
+	if s.paysThroughChannel() && engineName != EngineMySQLLock {
+		return s.prepareChannel(ctx, env, ids, users, group, base, amount)
+	}
 	err := parallel(ctx, s.Packets, 16, func(ctx context.Context, i int) error {
 		id, err := env.Setup.SendAndPay(ctx, base+1+int64(i%senders), group, s.Shares, amount)
 		ids[i] = id
@@ -231,6 +261,31 @@ func (s *GroupStorm) Prepare(ctx context.Context, env *Env, engineName string) (
 	}
 	p := s.plan(ids, users)
 	p.Packets = ids
+	return p, nil
+}
+
+// prepareChannel pays the run's packets through the simulated channel:
+// each opens at its sender's return, and the plan's Settle waits for every
+// notification and credits what was grabbed meanwhile.
+func (s *GroupStorm) prepareChannel(ctx context.Context, env *Env, ids, users []int64, group, base, amount int64) (Plan, error) {
+	if _, ok := env.Setup.(EngineSetup); !ok || s.payer == nil {
+		return Plan{}, errors.New("group-storm: paying through a channel needs grabd in-process (no -url)")
+	}
+	if err := s.startChannel(ctx, env.Engine); err != nil {
+		return Plan{}, fmt.Errorf("%s simulator: %w", s.Pay, err)
+	}
+	trades := make([]string, len(ids))
+	err := parallel(ctx, s.Packets, 16, func(ctx context.Context, i int) error {
+		var err error
+		ids[i], trades[i], err = sendAndPayThrough(ctx, env.Engine, s.Pay, base+1+int64(i%senders), group, s.Shares, amount)
+		return err
+	})
+	if err != nil {
+		return Plan{}, fmt.Errorf("packets: %w", err)
+	}
+	p := s.plan(ids, users)
+	p.Packets = ids
+	p.Settle = func(ctx context.Context) (int, error) { return settlePayments(ctx, env.Engine, env.DB, trades, ids) }
 	return p, nil
 }
 

@@ -8,6 +8,7 @@
 //	grabbench                                  # group-storm on all four engines
 //	grabbench -engines engine,http -c 32 -json out.json -png out.png
 //	grabbench -engines http -rate 5000         # open loop at a fixed rate
+//	grabbench -engines engine,http -pay wechat # packets paid through WeChat Pay's simulator
 //	grabbench -scenario flash-sale -skus 10 -stock 1000 -buyers 20000
 //	grabbench -scenario campaign -awards 2000 -users 10000 -budget 1000.00 -transfer-errors 0.5
 package main
@@ -85,6 +86,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.storm.Packets, "packets", def.Packets, "group-storm: packets per engine (P)")
 	fs.IntVar(&o.storm.Shares, "shares", def.Shares, "group-storm: shares per packet (N)")
 	fs.IntVar(&o.storm.Grabbers, "grabbers", def.Grabbers, "group-storm: grabbers per packet (G)")
+	fs.StringVar(&o.storm.Pay, "pay", "balance", "group-storm: how the engine and http runs pay their packets: "+
+		strings.Join(bench.PayMethods, ", ")+" (a channel's simulator over loopback, its notifications settling the packets while they are grabbed)")
 	fs.IntVar(&o.flash.SKUs, "skus", defFlash.SKUs, "flash-sale: SKUs of the activity product (S)")
 	fs.IntVar(&o.flash.Stock, "stock", defFlash.Stock, "flash-sale: stock per SKU (K)")
 	fs.IntVar(&o.flash.Buyers, "buyers", defFlash.Buyers, "flash-sale: buyers, one order of qty 1 each (B)")
@@ -127,6 +130,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	case "group-storm":
 		if err := o.storm.Validate(); err != nil {
 			return o, err
+		}
+		if o.storm.Pay != "balance" && o.url != "" {
+			return o, errors.New("-pay with a channel runs grabd in-process: not with -url")
 		}
 	case "flash-sale":
 		if err := o.flash.Validate(); err != nil {
