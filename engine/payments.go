@@ -19,6 +19,9 @@ type Payment struct {
 	Channel   string
 	Amount    int64  // fen
 	PayStatus string // unpaid | awaiting_settlement | paid | failed
+	// GivenUp: the trade failed because no outcome came (the channel did not
+	// know it, or nothing came within SettleGiveUp), not by the channel's word.
+	GivenUp bool
 	// CreditedBack is what the trade's money credited to the sender's
 	// balance because its packet could not take it (paid another way, or the
 	// money arrived after the trade failed or was given up), in fen; set by
@@ -42,7 +45,7 @@ type Notification struct {
 
 func paymentView(p store.Payment) Payment {
 	return Payment{TradeNo: p.TradeNo, PacketID: p.PacketID, Channel: p.Channel, Amount: int64(p.Amount), PayStatus: p.Status,
-		CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt}
+		GivenUp: p.GivenUp, CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt}
 }
 
 // TradeOf is a trade as its sender sees it: its state, and what of its money
@@ -186,6 +189,11 @@ func (e *Engine) notifyAnomaly(ctx context.Context, kind string, n Notification,
 func (e *Engine) settle(ctx context.Context, tradeNo string, success bool, providerTxn string) error {
 	now := e.clock.Now().UTC()
 	pay, outcome, err := e.db.Settle(ctx, tradeNo, success, providerTxn, now, now.Add(e.cfg.PacketTTL))
+	return e.settled(ctx, tradeNo, pay, outcome, err)
+}
+
+// settled logs and counts what a store settlement did, then syncs Redis.
+func (e *Engine) settled(ctx context.Context, tradeNo string, pay store.Payment, outcome store.SettleOutcome, err error) error {
 	if err != nil {
 		return storeErr(err)
 	}
@@ -336,7 +344,8 @@ func (e *Engine) giveUp(ctx context.Context, pay store.Payment, unknown bool) er
 	e.m.payAnomalies.WithLabelValues("given_up").Inc()
 	e.log.ErrorContext(ctx, "payment given up and ended as failed; its packet closes and its grabs are not credited",
 		"trade_no", pay.TradeNo, "packet_id", pay.PacketID, "reason", reason, "since", pay.CreatedAt)
-	return e.settle(ctx, pay.TradeNo, false, "")
+	ended, outcome, err := e.db.GiveUp(ctx, pay.TradeNo, e.clock.Now().UTC())
+	return e.settled(ctx, pay.TradeNo, ended, outcome, err)
 }
 
 // RunReconciler runs Reconcile every ReconcileInterval until ctx ends.

@@ -370,6 +370,14 @@ func TestPaymentWithNoOutcomeIsGivenUp(t *testing.T) {
 	if got, _ := e.db.Payment(ctx, pay2.TradeNo); got.Status != store.PaymentFailed {
 		t.Fatalf("pending trade %s after the give-up bound, want failed", got.Status)
 	}
+	for _, sp := range []struct {
+		no     string
+		sender int64
+	}{{pay1.TradeNo, 80}, {pay2.TradeNo, 90}} {
+		if v, err := e.eng.TradeOf(ctx, sp.no, sp.sender); err != nil || !v.GivenUp || v.PayStatus != store.PaymentFailed {
+			t.Fatalf("the sender sees trade %s as %+v, %v; want failed and given up", sp.no, v, err)
+		}
+	}
 	for _, sp := range [][2]int64{{p1.ID, 80}, {p2.ID, 90}} {
 		v, err := e.eng.GetPacket(ctx, sp[0], sp[1])
 		if err != nil || v.Status != engine.StatusPayFailed {

@@ -53,6 +53,7 @@ type paymentView struct {
 	Channel      string    `json:"channel"`
 	Amount       Money     `json:"amount"`
 	PayStatus    string    `json:"pay_status"`
+	GivenUp      bool      `json:"given_up"`
 	CreditedBack Money     `json:"credited_back"`
 	CreatedAt    time.Time `json:"created_at"`
 	UpdatedAt    time.Time `json:"updated_at"`
@@ -70,7 +71,7 @@ func (s *server) payment(c *gin.Context) {
 		return
 	}
 	c.JSON(nethttp.StatusOK, paymentView{TradeNo: pay.TradeNo, PacketID: pay.PacketID, Channel: pay.Channel, Amount: Money(pay.Amount),
-		PayStatus: pay.PayStatus, CreditedBack: Money(pay.CreditedBack), CreatedAt: pay.CreatedAt.UTC(), UpdatedAt: pay.UpdatedAt.UTC()})
+		PayStatus: pay.PayStatus, GivenUp: pay.GivenUp, CreditedBack: Money(pay.CreditedBack), CreatedAt: pay.CreatedAt.UTC(), UpdatedAt: pay.UpdatedAt.UTC()})
 }
 
 // notify takes a provider's signed notification. Every well-formed, correctly

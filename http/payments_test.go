@@ -823,8 +823,10 @@ func TestPaymentStateForTheSender(t *testing.T) {
 	get := func(state string, back string) {
 		t.Helper()
 		m := expect(t, e.do(t, "GET", "/v1/payments/"+tradeNo, "", user(1)), 200)
-		keys(t, "payment", m, "trade_no", "packet_id", "channel", "amount", "pay_status", "credited_back", "created_at", "updated_at")
-		if m["trade_no"] != tradeNo || m["channel"] != "alipay" || m["amount"] != "20.00" || m["pay_status"] != state || m["credited_back"] != back {
+		keys(t, "payment", m, "trade_no", "packet_id", "channel", "amount", "pay_status", "given_up", "credited_back", "created_at", "updated_at")
+		if m["trade_no"] != tradeNo || m["channel"] != "alipay" || m["amount"] != "20.00" || m["pay_status"] != state || m["credited_back"] != back ||
+			m["given_up"] != false { // a failure the channel reported; given up: engine tests
+
 			t.Fatalf("payment = %v, want %s with %s credited back", m, state, back)
 		}
 		if integer(t, "packet_id", m["packet_id"]) != id {

@@ -24,17 +24,20 @@ const KindOverpay = "overpay"
 
 // Payment is a row of the payment table: one third-party trade.
 type Payment struct {
-	TradeNo     string    `db:"trade_no"`
-	PacketID    int64     `db:"packet_id"`
-	Channel     string    `db:"channel"`
-	Amount      Fen       `db:"amount"`
-	Status      string    `db:"status"`
-	ProviderTxn string    `db:"provider_txn"`
-	CreatedAt   time.Time `db:"created_at"`
-	UpdatedAt   time.Time `db:"updated_at"`
+	TradeNo     string `db:"trade_no"`
+	PacketID    int64  `db:"packet_id"`
+	Channel     string `db:"channel"`
+	Amount      Fen    `db:"amount"`
+	Status      string `db:"status"`
+	ProviderTxn string `db:"provider_txn"`
+	// GivenUp: grab ended the trade as failed because no outcome came
+	// (GiveUp), not because the channel reported a failure.
+	GivenUp   bool      `db:"given_up"`
+	CreatedAt time.Time `db:"created_at"`
+	UpdatedAt time.Time `db:"updated_at"`
 }
 
-const paymentColumns = "trade_no, packet_id, channel, amount, status, provider_txn, created_at, updated_at"
+const paymentColumns = "trade_no, packet_id, channel, amount, status, provider_txn, given_up, created_at, updated_at"
 
 // StartPayment records a trade for an unpaid packet. A packet has at most one
 // trade in progress: asking again on the same channel returns that trade;
@@ -65,8 +68,8 @@ func (db *DB) StartPayment(ctx context.Context, packetID int64, channel, tradeNo
 		}
 		pay = Payment{TradeNo: tradeNo, PacketID: packetID, Channel: channel, Amount: p.Total, Status: PaymentUnpaid,
 			CreatedAt: now, UpdatedAt: now}
-		_, err = tx.ExecContext(ctx, "INSERT INTO payment ("+paymentColumns+") VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-			pay.TradeNo, pay.PacketID, pay.Channel, db.money(int64(pay.Amount)), pay.Status, "", now, now)
+		_, err = tx.ExecContext(ctx, "INSERT INTO payment ("+paymentColumns+") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+			pay.TradeNo, pay.PacketID, pay.Channel, db.money(int64(pay.Amount)), pay.Status, "", false, now, now)
 		created = err == nil
 		return err
 	})
@@ -138,6 +141,17 @@ const (
 // balance instead, exactly once (SettleCreditedBack). Repeats change
 // nothing.
 func (db *DB) Settle(ctx context.Context, tradeNo string, success bool, providerTxn string, now, expiresAt time.Time) (Payment, SettleOutcome, error) {
+	return db.settle(ctx, tradeNo, success, false, providerTxn, now, expiresAt)
+}
+
+// GiveUp ends a trade no outcome will come for as failed, marked given up,
+// as Settle does a failure; a trade already final is left as it is
+// (SettleRepeat, or SettleContradicted after a success).
+func (db *DB) GiveUp(ctx context.Context, tradeNo string, now time.Time) (Payment, SettleOutcome, error) {
+	return db.settle(ctx, tradeNo, false, true, "", now, now)
+}
+
+func (db *DB) settle(ctx context.Context, tradeNo string, success, givenUp bool, providerTxn string, now, expiresAt time.Time) (Payment, SettleOutcome, error) {
 	var pay Payment
 	outcome := SettleRepeat
 	err := db.inTx(ctx, func(tx *sqlx.Tx) error {
@@ -148,8 +162,8 @@ func (db *DB) Settle(ctx context.Context, tradeNo string, success bool, provider
 		}
 		var moved bool
 		var err error
-		pay, moved, err = advancePayment(ctx, tx, tradeNo, `UPDATE payment SET status = ?, provider_txn = ?, updated_at = ?
-			WHERE trade_no = ? AND status IN ('unpaid', 'awaiting_settlement')`, status, providerTxn, now, tradeNo)
+		pay, moved, err = advancePayment(ctx, tx, tradeNo, `UPDATE payment SET status = ?, provider_txn = ?, given_up = ?, updated_at = ?
+			WHERE trade_no = ? AND status IN ('unpaid', 'awaiting_settlement')`, status, providerTxn, givenUp, now, tradeNo)
 		if err != nil {
 			return err
 		}
