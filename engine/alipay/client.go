@@ -64,9 +64,10 @@ const maxReply = 64 << 10
 // maxAmount is Alipay's ceiling for one trade: 100,000,000.00 yuan.
 const maxAmount = 100_000_000_00
 
-// outTradeNo is what the client sends as out_trade_no. Alipay documents
-// letters, digits and underscores up to 64 characters; grab's trade numbers
-// also carry '-', which Alipay accepts in practice (see docs/alipay.md).
+// outTradeNo is what the client sends as out_trade_no: Alipay documents
+// letters, digits and underscores up to 64 characters (grab's are
+// "T<packet>_<hex>"); '-', which Alipay accepts in practice, is let through
+// for trade numbers made before grab used '_'.
 var outTradeNo = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 // Config is what a deployment gives the client.
