@@ -93,8 +93,10 @@ func (e *Engine) PayByProvider(ctx context.Context, packetID, senderID int64, ch
 	}
 	pay, _, err := e.db.StartPayment(ctx, packetID, channel, newTradeNo(packetID), e.clock.Now().UTC())
 	switch {
+	case errors.Is(err, store.ErrWrongState) && p.Status == StatusUnpaid:
+		return Payment{}, fmt.Errorf("%w: its trade on another channel awaits settlement", ErrNotPayable)
 	case errors.Is(err, store.ErrWrongState):
-		return Payment{}, fmt.Errorf("%w: it is %s or has a trade in progress on another channel", ErrNotPayable, p.Status)
+		return Payment{}, fmt.Errorf("%w: it is %s", ErrNotPayable, p.Status)
 	case err != nil:
 		return Payment{}, storeErr(err)
 	}
@@ -341,9 +343,12 @@ func (e *Engine) giveUp(ctx context.Context, pay store.Payment, unknown bool) er
 	if unknown {
 		reason = "the provider does not know the trade"
 	}
+	msg := "payment given up and ended as failed; its packet closes and its grabs are not credited"
+	if p, err := e.db.Packet(ctx, pay.PacketID); err == nil && p.PayStatus == "paid" {
+		msg = "payment given up and ended as failed; its packet was paid another way and stays as it is"
+	}
 	e.m.payAnomalies.WithLabelValues("given_up").Inc()
-	e.log.ErrorContext(ctx, "payment given up and ended as failed; its packet closes and its grabs are not credited",
-		"trade_no", pay.TradeNo, "packet_id", pay.PacketID, "reason", reason, "since", pay.CreatedAt)
+	e.log.ErrorContext(ctx, msg, "trade_no", pay.TradeNo, "packet_id", pay.PacketID, "reason", reason, "since", pay.CreatedAt)
 	ended, outcome, err := e.db.GiveUp(ctx, pay.TradeNo, e.clock.Now().UTC())
 	return e.settled(ctx, pay.TradeNo, ended, outcome, err)
 }

@@ -79,6 +79,15 @@ func (s *server) payment(c *gin.Context) {
 // until they see success. A channel with a Notifier (Alipay, WeChat Pay) is
 // read and answered in its own format; the others take API.md's JSON.
 func (s *server) notify(c *gin.Context) {
+	switch channel := c.Param("channel"); channel {
+	case engine.ChannelAlipay, engine.ChannelWechat, engine.ChannelUnionpay:
+	default:
+		if len(channel) > 16 {
+			channel = channel[:16] + "…"
+		}
+		s.fail(c, newError(nethttp.StatusNotFound, CodeNotFound, "no payment channel %q", channel))
+		return
+	}
 	body, err := readBody(c)
 	if err != nil {
 		s.fail(c, err)
@@ -98,12 +107,6 @@ func (s *server) notify(c *gin.Context) {
 		return
 	}
 	n := engine.Notification{Channel: c.Param("channel")}
-	switch n.Channel {
-	case engine.ChannelAlipay, engine.ChannelWechat, engine.ChannelUnionpay:
-	default:
-		s.fail(c, newError(nethttp.StatusNotFound, CodeNotFound, "no payment channel %q", n.Channel))
-		return
-	}
 	if n.TradeNo, err = requireString("trade_no", req.TradeNo); err != nil {
 		s.fail(c, err)
 		return
@@ -147,6 +150,8 @@ func (s *server) notifyNative(c *gin.Context, nt Notifier, body []byte) {
 	channel := c.Param("channel")
 	n, apply, err := nt.Notification(c.Request.Header, body)
 	switch {
+	case err == nil && apply && (len(n.TradeNo) > maxTradeNoLen || len(n.ProviderTxn) > maxTradeNoLen):
+		err = invalid("out_trade_no and the channel's transaction id are at most %d bytes", maxTradeNoLen)
 	case err == nil && apply && n.Channel != channel:
 		err = newError(nethttp.StatusNotFound, CodeNotFound, "a %s notification at the %s notify URL", n.Channel, channel)
 	case err == nil && apply:

@@ -262,8 +262,6 @@ func TestPayByProvider(t *testing.T) {
 		status     int
 		code       string
 	}{
-		{"another method", `{"method":"wechat"}`, user(1), 409, "NOT_PAYABLE"},
-		{"a third method", `{"method":"unionpay"}`, user(1), 409, "NOT_PAYABLE"},
 		{"a non-sender", `{"method":"alipay"}`, user(2), 403, "FORBIDDEN"},
 		{"an outsider", `{"method":"alipay"}`, user(9), 403, "FORBIDDEN"},
 		{"no credentials", `{"method":"alipay"}`, nil, 401, "UNAUTHENTICATED"},
@@ -285,6 +283,44 @@ func TestPayByProvider(t *testing.T) {
 		t.Fatalf("sender balance %d: a provider payment debited it", b)
 	}
 	e.conserved(t)
+}
+
+// A sender who chooses another channel before returning from the first
+// starts a new trade there, and the first ends as failed (not given up);
+// money the first brings after all goes to the sender's balance, once. Once
+// the sender has returned from a channel, another is NOT_PAYABLE.
+func TestPayOnAnotherChannelSupersedesAnUnpaidTrade(t *testing.T) {
+	e, _ := payEnv(t)
+	id := e.newPacket(t)
+	first := e.payAlipay(t, id)
+	m := expect(t, e.do(t, "POST", fmt.Sprintf("/v1/packets/%d/pay", id), `{"method":"wechat"}`, user(1)), 200)
+	second, _ := m["trade_no"].(string)
+	if second == "" || second == first || m["status"] != "unpaid" {
+		t.Fatalf("trade on another channel = %v (the first was %s)", m, first)
+	}
+	old := expect(t, e.do(t, "GET", "/v1/payments/"+first, "", user(1)), 200)
+	if old["pay_status"] != "failed" || old["given_up"] != false {
+		t.Fatalf("the superseded trade = %v, want failed, not given up", old)
+	}
+	e.status(t, id, "unpaid", "unpaid")
+
+	e.paymentReturn(t, second, "awaiting_settlement")
+	fails(t, "a third channel while the second awaits settlement",
+		e.do(t, "POST", fmt.Sprintf("/v1/packets/%d/pay", id), `{"method":"unionpay"}`, user(1)), 409, "NOT_PAYABLE")
+	e.ack(t, "wechat", noticeBody(second, "20.00", "success"))
+	e.status(t, id, "open", "paid")
+
+	// The payer paid the first trade after all: the sender gets it back, once.
+	for range 2 {
+		e.ack(t, "alipay", noticeBody(first, "20.00", "success"))
+	}
+	if b := e.balanceOf(t, 1); b != deposit+2000 {
+		t.Fatalf("sender balance %d, want the deposit %d + 20.00 credited back", b, deposit)
+	}
+	back := expect(t, e.do(t, "GET", "/v1/payments/"+first, "", user(1)), 200)
+	if back["pay_status"] != "failed" || back["credited_back"] != "20.00" {
+		t.Fatalf("the superseded trade after its money came = %v", back)
+	}
 }
 
 func TestPaymentReturn(t *testing.T) {
@@ -377,6 +413,8 @@ func TestNotify(t *testing.T) {
 		{"an unknown trade", notifyURL, unknown, signed(unknown), 404, "NOT_FOUND"},
 		{"another amount", notifyURL, mismatch, signed(mismatch), 409, "AMOUNT_MISMATCH"},
 		{"an unknown channel", "/v1/payments/notify/paypal", ok, signed(ok), 404, "NOT_FOUND"},
+		{"an unknown channel, unsigned", "/v1/payments/notify/paypal", ok, nil, 404, "NOT_FOUND"},
+		{"a very long channel", "/v1/payments/notify/" + strings.Repeat("c", 3000), ok, nil, 404, "NOT_FOUND"},
 		{"the trade's channel in capitals", "/v1/payments/notify/ALIPAY", ok, signed(ok), 404, "NOT_FOUND"},
 		{"another channel than the trade's", "/v1/payments/notify/wechat", ok, signed(ok), 404, "NOT_FOUND"},
 		{"an unknown field", notifyURL, withField, signed(withField), 400, "INVALID_ARGUMENT"},

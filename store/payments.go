@@ -40,8 +40,10 @@ type Payment struct {
 const paymentColumns = "trade_no, packet_id, channel, amount, status, provider_txn, given_up, created_at, updated_at"
 
 // StartPayment records a trade for an unpaid packet. A packet has at most one
-// trade in progress: asking again on the same channel returns that trade;
-// on another channel, or for a packet that is not unpaid, it is ErrWrongState.
+// trade in progress: asking again on the same channel returns that trade; on
+// another channel it supersedes a trade still unpaid (ended as failed) and is
+// ErrWrongState for one awaiting settlement, as for a packet that is not
+// unpaid.
 func (db *DB) StartPayment(ctx context.Context, packetID int64, channel, tradeNo string, now time.Time) (Payment, bool, error) {
 	var pay Payment
 	created := false
@@ -61,6 +63,14 @@ func (db *DB) StartPayment(ctx context.Context, packetID int64, channel, tradeNo
 		switch {
 		case err == nil && pay.Channel == channel:
 			return nil
+		case err == nil && pay.Status == PaymentUnpaid:
+			// The sender chose another channel before returning from this
+			// one: it ends as failed, the packet untouched; money it brings
+			// after all is credited to the sender (Settle).
+			if _, err := tx.ExecContext(ctx, "UPDATE payment SET status = ?, updated_at = ? WHERE trade_no = ? AND status = ?",
+				PaymentFailed, now, pay.TradeNo, PaymentUnpaid); err != nil {
+				return err
+			}
 		case err == nil:
 			return ErrWrongState
 		case !errors.Is(err, sql.ErrNoRows):

@@ -204,6 +204,10 @@ func ParseConfig(args []string, getenv func(string) string) (Config, error) {
 		if c.JWTSecret == "" && !c.DevAuth {
 			return Config{}, errors.New("GRAB_JWT_SECRET is required (or GRAB_AUTH=dev, never in production)")
 		}
+		if c.Pays(providerSim) && !c.DevAuth {
+			// It settles every trade by itself: packets would open on money nobody paid.
+			return Config{}, errors.New("GRAB_PAY_PROVIDER=sim pays every trade by itself with no money moving: only in the embedded mode or with GRAB_AUTH=dev")
+		}
 		if c.PaySecret == "" && (c.Pays(providerSim) || c.Pays(providerGateway)) {
 			return Config{}, errors.New("GRAB_PAY_SECRET is required with GRAB_PAY_PROVIDER=sim or gateway")
 		}

@@ -139,9 +139,15 @@ func nativeFlags(fs *flag.FlagSet, env func(k, def string) string) *nativeSettin
 // parsePayProviders reads GRAB_PAY_PROVIDER and the settings of the
 // providers it names.
 func (c *Config) parsePayProviders(list string, n *nativeSettings) error {
+	if strings.TrimSpace(list) == "" {
+		list = ""
+	}
 	for _, name := range strings.Split(list, ",") {
 		if name = strings.TrimSpace(name); name == "" {
-			continue
+			if list == "" {
+				break
+			}
+			return fmt.Errorf("GRAB_PAY_PROVIDER: %q has an empty name; they are %s", list, strings.Join(payProviders, ", "))
 		}
 		if !slices.Contains(payProviders, name) {
 			return fmt.Errorf("GRAB_PAY_PROVIDER: %q is not a provider; they are %s", name, strings.Join(payProviders, ", "))
