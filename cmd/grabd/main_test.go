@@ -516,3 +516,22 @@ func TestEmbeddedGatewayPayment(t *testing.T) {
 		t.Fatalf("Run returned %v", err)
 	}
 }
+
+// The embedded simulators notify grabd at the address it listens on, or at
+// loopback when it listens on every address.
+func TestSelfURL(t *testing.T) {
+	for _, c := range []struct {
+		addr *net.TCPAddr
+		want string
+	}{
+		{&net.TCPAddr{Port: 8080}, "http://127.0.0.1:8080"},
+		{&net.TCPAddr{IP: net.IPv4zero, Port: 8080}, "http://127.0.0.1:8080"},
+		{&net.TCPAddr{IP: net.IPv6unspecified, Port: 8080}, "http://127.0.0.1:8080"},
+		{&net.TCPAddr{IP: net.IPv6loopback, Port: 18088}, "http://[::1]:18088"},
+		{&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9}, "http://127.0.0.1:9"},
+	} {
+		if got := selfURL(c.addr); got != c.want {
+			t.Errorf("selfURL(%v) = %s, want %s", c.addr, got, c.want)
+		}
+	}
+}

@@ -11,6 +11,7 @@ import (
 	nethttp "net/http"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"sync"
 	"time"
 
@@ -122,7 +123,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	closers = append(closers, func() { ln.Close() })
-	self := fmt.Sprintf("http://127.0.0.1:%d", ln.Addr().(*net.TCPAddr).Port)
+	self := selfURL(ln.Addr().(*net.TCPAddr))
 	pay, err := startPayments(ctx, cfg, self, log)
 	if err != nil {
 		return err
@@ -285,6 +286,17 @@ func startMiniredis() (*miniredis.Miniredis, func(), error) {
 		}
 	}()
 	return mr, func() { close(stop); <-done }, nil
+}
+
+// selfURL is grabd's base URL as a process on this machine reaches it: the
+// address it listens on, or IPv4 loopback when that is every address (a
+// dual-stack listener takes IPv4 too).
+func selfURL(a *net.TCPAddr) string {
+	ip := a.IP
+	if ip == nil || ip.IsUnspecified() {
+		ip = net.IPv4(127, 0, 0, 1)
+	}
+	return "http://" + net.JoinHostPort(ip.String(), strconv.Itoa(a.Port))
 }
 
 func randomSecret() string {

@@ -519,15 +519,18 @@ const (
 	StateRevoked    = "REVOKED"
 )
 
-// Outcome maps a trade_state: SUCCESS (and REFUND, paid then refunded)
-// succeeded, NOTPAY/USERPAYING pending, CLOSED/PAYERROR/REVOKED failed.
+// Outcome maps a trade_state: SUCCESS succeeded, NOTPAY/USERPAYING pending,
+// CLOSED/PAYERROR/REVOKED failed, and REFUND failed too: grab never refunds
+// through WeChat Pay, so a trade refunded before grab saw it succeed had its
+// money sent back by hand, and the packet must not open on it (after a
+// success it is a failure after success: nothing moves, a person looks).
 func Outcome(state string) (engine.TradeOutcome, error) {
 	switch state {
-	case StateSuccess, StateRefund:
+	case StateSuccess:
 		return engine.TradeSucceeded, nil
 	case StateNotPay, StateUserPaying:
 		return engine.TradePending, nil
-	case StateClosed, StatePayError, StateRevoked:
+	case StateClosed, StatePayError, StateRevoked, StateRefund:
 		return engine.TradeFailed, nil
 	}
 	return 0, fmt.Errorf("%w: trade_state %q", ErrMalformed, state)

@@ -254,6 +254,13 @@ func TestQueryTradeStates(t *testing.T) {
 			{"T3-closed", f.sim.Close, engine.TradeFailed, false},
 			{"T3-payerror", func(no string) error { return f.sim.SetState(no, "PAYERROR") }, engine.TradeFailed, false},
 			{"T3-revoked", func(no string) error { return f.sim.SetState(no, "REVOKED") }, engine.TradeFailed, false},
+			// Paid, then refunded by hand: no packet may open on money sent back.
+			{"T3-refund", func(no string) error {
+				if err := f.sim.Pay(no); err != nil {
+					return err
+				}
+				return f.sim.SetState(no, "REFUND")
+			}, engine.TradeFailed, true},
 		}
 		for _, c := range cases {
 			f.create(t, c.no, 1234)
