@@ -95,6 +95,9 @@ func (c *Client) VerifyNotification(h http.Header, body []byte, now time.Time) (
 	if t.OutTradeNo == "" {
 		return engine.Notification{}, fmt.Errorf("wechatpay notification %s refused: %w: no out_trade_no", env.ID, ErrMalformed)
 	}
+	if t.Amount.Total <= 0 {
+		return engine.Notification{}, fmt.Errorf("wechatpay notification %s refused: %w: amount.total %d fen", env.ID, ErrMalformed, t.Amount.Total)
+	}
 	out, err := Outcome(t.TradeState)
 	if err != nil {
 		return engine.Notification{}, fmt.Errorf("wechatpay notification %s refused: %w", env.ID, err)
