@@ -51,37 +51,12 @@ func decodeNotice(t *testing.T, channel string, body []byte) engine.Notification
 	return engine.Notification{Channel: channel, TradeNo: v.TradeNo, Amount: amount, Success: v.Result == "success", ProviderTxn: v.ProviderTxn}
 }
 
-// unpaidPacket is an unpaid group_lucky packet of 2.00 in two shares from
-// sender to sender+1 and sender+2.
-func unpaidPacket(t *testing.T, eng *engine.Engine, sender int64) engine.Packet {
-	t.Helper()
-	ctx := context.Background()
-	if _, err := eng.SetGroupMembers(ctx, sender, []int64{sender, sender + 1, sender + 2}); err != nil {
-		t.Fatal(err)
-	}
-	p, err := eng.CreatePacket(ctx, engine.NewPacket{SenderID: sender, Kind: engine.KindGroupLucky, GroupID: sender, Count: 2, Amount: 200})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 // providerPacket sends a group_lucky packet of `shares` shares from sender to
 // users sender+1..sender+members and starts its payment by alipay.
 func providerPacket(t *testing.T, e *env, sender int64, members, shares int, amount int64) (engine.Packet, engine.Payment) {
 	t.Helper()
 	ctx := context.Background()
-	users := []int64{sender}
-	for i := int64(1); i <= int64(members); i++ {
-		users = append(users, sender+i)
-	}
-	if _, err := e.eng.SetGroupMembers(ctx, sender, users); err != nil {
-		t.Fatal(err)
-	}
-	p, err := e.eng.CreatePacket(ctx, engine.NewPacket{SenderID: sender, Kind: engine.KindGroupLucky, GroupID: sender, Count: shares, Amount: amount})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := paytest.UnpaidPacket(t, e.eng, sender, members, shares, amount)
 	pay, err := e.eng.PayByProvider(ctx, p.ID, sender, engine.ChannelAlipay)
 	if err != nil {
 		t.Fatal(err)
@@ -104,40 +79,20 @@ func TestPaymentInAnyOrder(t *testing.T) {
 		sender := int64(1000 * (i + 1))
 		p, pay := providerPacket(t, e, sender, 6, 4, 400)
 		notice := engine.Notification{Channel: engine.ChannelAlipay, TradeNo: pay.TradeNo, Amount: 400, Success: true, ProviderTxn: "txn-" + pay.TradeNo}
-		opened, notified := false, false
-		won := map[int64]int64{}
-		next := sender + 1
-		for _, step := range order {
-			switch step {
-			case "return":
-				got, err := e.eng.PaymentReturn(ctx, pay.TradeNo, sender)
-				want := store.PaymentAwaitingSettlement
-				if notified {
-					want = store.PaymentPaid // a return never moves a settled payment back
-				}
-				if err != nil || got.PayStatus != want {
-					t.Fatalf("%v: return = %+v, %v", order, got, err)
-				}
-				opened = true
-			case "notify", "duplicate":
-				if err := e.eng.Notify(ctx, notice); err != nil {
-					t.Fatalf("%v: %s: %v", order, step, err)
-				}
-				opened, notified = true, true
-			case "grab":
-				for range 2 {
-					r, err := e.eng.Grab(ctx, p.ID, next)
-					switch {
-					case !opened && errors.Is(err, engine.ErrNotOpen):
-					case opened && err == nil:
-						won[next] = r.Amount
-					default:
-						t.Fatalf("%v: grab by %d (opened %v) = %+v, %v", order, next, opened, r, err)
-					}
-					next++
-				}
+		won := paytest.Play(t, e.eng, p, order, func(notified bool) {
+			got, err := e.eng.PaymentReturn(ctx, pay.TradeNo, sender)
+			want := store.PaymentAwaitingSettlement
+			if notified {
+				want = store.PaymentPaid // a return never moves a settled payment back
 			}
-		}
+			if err != nil || got.PayStatus != want {
+				t.Fatalf("%v: return = %+v, %v", order, got, err)
+			}
+		}, func() {
+			if err := e.eng.Notify(ctx, notice); err != nil {
+				t.Fatalf("%v: notify: %v", order, err)
+			}
+		})
 		e.drain(t, p.ID, len(won))
 		if _, err := e.eng.Reconcile(ctx); err != nil {
 			t.Fatal(err)
@@ -593,7 +548,7 @@ func TestProvidersByChannel(t *testing.T) {
 
 	trades := map[string]string{}
 	for i, channel := range []string{engine.ChannelAlipay, engine.ChannelWechat, engine.ChannelUnionpay} {
-		p := unpaidPacket(t, e.eng, int64(500+10*i))
+		p := paytest.UnpaidPacket(t, e.eng, int64(500+10*i), 2, 2, 200)
 		pay, err := e.eng.PayByProvider(ctx, p.ID, p.SenderID, channel)
 		if err != nil {
 			t.Fatalf("%s: %v", channel, err)
@@ -625,7 +580,7 @@ func TestProvidersByChannel(t *testing.T) {
 	// Only Alipay enabled: WeChat Pay is refused before anything is recorded.
 	only := engine.New(engine.Deps{Redis: e.rdb, DB: e.db, Clock: e.clock, Log: quietLog(),
 		Providers: map[string]engine.Provider{engine.ChannelAlipay: alipay}}, e.cfg)
-	p := unpaidPacket(t, only, 600)
+	p := paytest.UnpaidPacket(t, only, 600, 2, 2, 200)
 	if _, err := only.PayByProvider(ctx, p.ID, p.SenderID, engine.ChannelWechat); !errors.Is(err, engine.ErrInvalidArgument) ||
 		!strings.Contains(err.Error(), "wechat payments are not enabled") {
 		t.Fatalf("paying by a channel not enabled: %v", err)

@@ -121,6 +121,41 @@ func permutations(items []string) [][]string {
 	return out
 }
 
+// Play plays one order of Orders on p, an unpaid packet of its sender with
+// a trade started: "return" calls ret (told whether a notification came
+// before it), "notify" and "duplicate" call notify, and each "grab" is two
+// grabs by the next members, refused NOT_OPEN until the return or a
+// notification opened the packet. It returns the grabs won, by user.
+func Play(t testing.TB, eng *engine.Engine, p engine.Packet, order []string, ret func(notified bool), notify func()) map[int64]int64 {
+	t.Helper()
+	opened, notified := false, false
+	won := map[int64]int64{}
+	next := p.SenderID + 1
+	for _, step := range order {
+		switch step {
+		case "return":
+			ret(notified)
+			opened = true
+		case "notify", "duplicate":
+			notify()
+			opened, notified = true, true
+		case "grab":
+			for range 2 {
+				r, err := eng.Grab(context.Background(), p.ID, next)
+				switch {
+				case !opened && errors.Is(err, engine.ErrNotOpen):
+				case opened && err == nil:
+					won[next] = r.Amount
+				default:
+					t.Fatalf("%v: grab by %d (opened %v) = %+v, %v", order, next, opened, r, err)
+				}
+				next++
+			}
+		}
+	}
+	return won
+}
+
 // InAnyOrder plays every order of Orders on its own packet of 4.00 in 4
 // shares paid on ch: the return over the API, the channel's genuine success
 // notification posted to grabd twice, two grabs per round. Each ends the
@@ -142,37 +177,15 @@ func (e *Env) InAnyOrder(t testing.TB, ch Channel) {
 			t.Fatal(err)
 		}
 		notice := ch.Notice(t, pay, true)
-		opened, notified := false, false
-		won := map[int64]int64{}
-		next := sender + 1
-		for _, step := range order {
-			switch step {
-			case "return":
-				want := store.PaymentAwaitingSettlement
-				if notified {
-					want = store.PaymentPaid // a return never moves a settled payment back
-				}
-				if got := e.Return(t, pay.TradeNo, sender); got != want {
-					t.Fatalf("%v: return answered %s, want %s", order, got, want)
-				}
-				opened = true
-			case "notify", "duplicate":
-				e.Deliver(t, ch, notice)
-				opened, notified = true, true
-			case "grab":
-				for range 2 {
-					r, err := e.Eng.Grab(ctx, p.ID, next)
-					switch {
-					case !opened && errors.Is(err, engine.ErrNotOpen):
-					case opened && err == nil:
-						won[next] = r.Amount
-					default:
-						t.Fatalf("%v: grab by %d (opened %v) = %+v, %v", order, next, opened, r, err)
-					}
-					next++
-				}
+		won := Play(t, e.Eng, p, order, func(notified bool) {
+			want := store.PaymentAwaitingSettlement
+			if notified {
+				want = store.PaymentPaid // a return never moves a settled payment back
 			}
-		}
+			if got := e.Return(t, pay.TradeNo, sender); got != want {
+				t.Fatalf("%v: return answered %s, want %s", order, got, want)
+			}
+		}, func() { e.Deliver(t, ch, notice) })
 		e.Written(t, p, len(won))
 		e.Credited(t, sender, won)
 		v := e.View(t, p)

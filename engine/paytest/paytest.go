@@ -159,15 +159,23 @@ func (e *Env) GrabOverAPI(t testing.TB, p engine.Packet, n int) map[int64]int64 
 // and an unpaid group_lucky packet of shares shares.
 func (e *Env) Packet(t testing.TB, sender int64, members, shares int, amount int64) engine.Packet {
 	t.Helper()
+	return UnpaidPacket(t, e.Eng, sender, members, shares, amount)
+}
+
+// UnpaidPacket makes group sender of sender and members
+// sender+1..sender+members on eng and an unpaid group_lucky packet of
+// shares shares holding amount fen.
+func UnpaidPacket(t testing.TB, eng *engine.Engine, sender int64, members, shares int, amount int64) engine.Packet {
+	t.Helper()
 	ctx := context.Background()
 	users := []int64{sender}
 	for i := int64(1); i <= int64(members); i++ {
 		users = append(users, sender+i)
 	}
-	if _, err := e.Eng.SetGroupMembers(ctx, sender, users); err != nil {
+	if _, err := eng.SetGroupMembers(ctx, sender, users); err != nil {
 		t.Fatal(err)
 	}
-	p, err := e.Eng.CreatePacket(ctx, engine.NewPacket{SenderID: sender, Kind: engine.KindGroupLucky, GroupID: sender, Count: shares, Amount: amount})
+	p, err := eng.CreatePacket(ctx, engine.NewPacket{SenderID: sender, Kind: engine.KindGroupLucky, GroupID: sender, Count: shares, Amount: amount})
 	if err != nil {
 		t.Fatal(err)
 	}
