@@ -3,6 +3,7 @@ package gatewaysim_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -23,7 +24,8 @@ import (
 // gateway simulator that notifies that API.
 type grabEnv struct {
 	*paytest.Env
-	sim *gatewaysim.Sim
+	sim    *gatewaysim.Sim
+	client *gateway.Client
 }
 
 func setupGrab(t *testing.T, clientSecret []byte, opts gatewaysim.Options) *grabEnv {
@@ -35,14 +37,16 @@ func setupGrab(t *testing.T, clientSecret []byte, opts gatewaysim.Options) *grab
 	t.Cleanup(sim.Close)
 	gw := httptest.NewServer(http.StripPrefix("/pay", sim))
 	t.Cleanup(gw.Close)
-	env := paytest.New(t, func(api string) paytest.Setup {
-		client, err := gateway.New(gateway.Config{BaseURL: gw.URL + "/pay", Secret: clientSecret, NotifyBase: api, Timeout: 5 * time.Second})
+	e := &grabEnv{sim: sim}
+	e.Env = paytest.New(t, func(api string) paytest.Setup {
+		var err error
+		e.client, err = gateway.New(gateway.Config{BaseURL: gw.URL + "/pay", Secret: clientSecret, NotifyBase: api, Timeout: 5 * time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
-		return paytest.Setup{Provider: client, PaySecret: secret}
+		return paytest.Setup{Provider: e.client, PaySecret: secret}
 	})
-	return &grabEnv{Env: env, sim: sim}
+	return e
 }
 
 // A packet paid through the gateway end to end, over grabd's API: the trade
@@ -269,4 +273,64 @@ func TestManyPacketsWithDelayedNotifications(t *testing.T) {
 		}
 	}
 	e.Credited(t, 900, want)
+}
+
+// channel is the gateway as paytest drives a channel: its notifications in
+// API.md's JSON, signed with X-Grab-Signature, for a trade on unionpay (the
+// gateway serves every channel; unionpay has no native provider).
+func (e *grabEnv) channel() paytest.Channel {
+	return paytest.Channel{
+		Name: engine.ChannelUnionpay,
+		Notice: func(t testing.TB, pay engine.Payment, success bool) paytest.Notice {
+			result := "failed"
+			if success {
+				result = "success"
+			}
+			body, err := json.Marshal(gateway.Notification{TradeNo: pay.TradeNo, Amount: engine.FormatAmount(pay.Amount),
+				Result: result, ProviderTxn: "gw-" + pay.TradeNo})
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := http.Header{}
+			h.Set("Content-Type", "application/json")
+			h.Set(gateway.HeaderSignature, gateway.Sign(secret, body))
+			return paytest.Notice{Header: h, Body: body}
+		},
+		Acked: func(status int, body []byte) bool {
+			var ack struct{ Ack string }
+			return status == http.StatusOK && json.Unmarshal(body, &ack) == nil && ack.Ack == "success"
+		},
+		Refusal: func(status int, body []byte) bool {
+			var refusal struct{ Error struct{ Code string } }
+			return status >= 400 && json.Unmarshal(body, &refusal) == nil && refusal.Error.Code != ""
+		},
+		Forget: func(_ testing.TB, pay engine.Payment) { e.sim.Forget(pay.TradeNo) },
+	}
+}
+
+// The gateway's notifications in every order of the sender's return, the
+// success and its duplicate, and two rounds of grabs (60 orders) end with
+// the packet paid and open and every accepted grab credited once.
+func TestGatewayNotificationsInAnyOrder(t *testing.T) {
+	e := setupGrab(t, secret, gatewaysim.Options{})
+	e.InAnyOrder(t, e.channel())
+}
+
+// Outcomes a packet cannot take, in the gateway's notifications: failed
+// then success credits the sender once and the packet stays pay_failed;
+// success then failed moves nothing; a success for a packet paid by balance
+// meanwhile, and one after the trade was given up, credit the sender once;
+// each is counted; money is conserved.
+func TestGatewayOutcomesThePacketCannotTake(t *testing.T) {
+	e := setupGrab(t, secret, gatewaysim.Options{})
+	e.OutcomesThePacketCannotTake(t, e.channel(), 300)
+}
+
+// A trade the gateway has no record of (its 404 not_found) ends failed at
+// once after the sender's return, and before any return only once
+// SettleGiveUp has passed: its packet pay_failed, nothing credited, the
+// give-up counted.
+func TestGatewayUnknownTradeEndsFailed(t *testing.T) {
+	e := setupGrab(t, secret, gatewaysim.Options{})
+	e.UnknownTrades(t, e.channel(), e.client, 400)
 }
