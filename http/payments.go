@@ -88,12 +88,16 @@ func (s *server) notify(c *gin.Context) {
 		s.fail(c, newError(nethttp.StatusNotFound, CodeNotFound, "no payment channel %q", channel))
 		return
 	}
+	nt := s.cfg.Notifiers[c.Param("channel")]
 	body, err := readBody(c)
-	if err != nil {
+	switch {
+	case err != nil && nt != nil:
+		s.refuseNative(c, nt, engine.Notification{}, err)
+		return
+	case err != nil:
 		s.fail(c, err)
 		return
-	}
-	if nt := s.cfg.Notifiers[c.Param("channel")]; nt != nil {
+	case nt != nil:
 		s.notifyNative(c, nt, body)
 		return
 	}
@@ -162,6 +166,13 @@ func (s *server) notifyNative(c *gin.Context, nt Notifier, body []byte) {
 		c.Abort()
 		return
 	}
+	s.refuseNative(c, nt, n, err)
+}
+
+// refuseNative answers a native channel's notification with the refusal
+// err maps to, in the channel's format.
+func (s *server) refuseNative(c *gin.Context, nt Notifier, n engine.Notification, err error) {
+	channel := c.Param("channel")
 	ae, known := toAPIError(err)
 	switch {
 	case !known:

@@ -228,6 +228,8 @@ func TestAlipayRefusedNotificationsChangeNothing(t *testing.T) {
 		paytest.Refuse("another app's", notice(resigned(t, genuine, map[string]string{"app_id": "2021000000000999"})), 401, "UNAUTHENTICATED"),
 		paytest.Refuse("another amount", notice(resigned(t, genuine, map[string]string{"total_amount": "0.50"})), 409, "AMOUNT_MISMATCH"),
 		paytest.Refuse("a trade grabd never made", notice(unknown), 404, "NOT_FOUND"),
+		paytest.Refuse("a body over the size bound", paytest.Notice{Header: notice(genuine).Header,
+			Body: []byte(genuine.Encode() + "&pad=" + strings.Repeat("x", grabhttp.MaxBodyBytes))}, 413, "PAYLOAD_TOO_LARGE"),
 	}, notice(genuine))
 }
 
