@@ -5,7 +5,6 @@ import (
 	"errors"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -126,30 +125,14 @@ func assertRefunded(t *testing.T, e *env, p engine.Packet, won map[int64]int64, 
 	}
 }
 
-// 200 users grab a lucky packet of 100 shares while a second process closes
-// it at its expiry instant: each share is either grabbed (its answer came
-// before the close) or refunded, never both, never neither.
-func TestCloseRacesGrabsAtExpiry(t *testing.T) {
-	// The race is real, so where the close lands among the grabs varies; under
-	// heavy load it can land after them all. Such a run proves little, so it is
-	// run again on a fresh store, a few times at most.
-	for attempt := 1; ; attempt++ {
-		if closeRacesGrabs(t) {
-			return
-		}
-		if attempt == 5 {
-			t.Fatal("in 5 runs the close never landed among the grabs")
-		}
-		t.Logf("run %d: the close landed after every grab; again", attempt)
-	}
-}
-
-// closeRacesGrabs races a close with 200 grabbers at a packet's expiry
-// instant and reports whether the close landed among the grabs; when it did,
-// the money is checked to the fen.
-func closeRacesGrabs(t *testing.T) bool {
-	t.Helper()
+// A lucky packet of 100 shares is closed at its expiry instant by a second
+// process after exactly 10 grabs have been answered; 190 more grabs follow,
+// their clock still a moment before the expiry. Each share is either grabbed
+// (its answer came before the close) or refunded, never both, never neither,
+// and the close alone stops the later grabs.
+func TestCloseAtExpiryAfterGrabs(t *testing.T) {
 	const sender, users, count, total, deposit = 1000, 200, 100, 50_000, 1_000_000
+	const before = 10 // grabs answered before the close
 	e := setupReal(t)
 	e.startWriter(t)
 	ctx := context.Background()
@@ -158,64 +141,45 @@ func closeRacesGrabs(t *testing.T) bool {
 	atExpiry(t, e, p, -time.Millisecond)
 	closer := e.another(func(d *engine.Deps) { d.Clock = enginetest.NewClock(*p.ExpiresAt) })
 
-	start := make(chan struct{})
-	closeNow := make(chan struct{}) // closed once some grabs have landed
-	var closeOnce sync.Once
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	won := map[int64]int64{}
-	var expired, soldOut atomic.Int64
-	for u := int64(1); u <= users; u++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			// Spread over 40 ms, overlapping, so the close lands among them.
-			time.Sleep(time.Duration(u) * 200 * time.Microsecond)
-			r, err := e.eng.Grab(ctx, p.ID, u)
-			switch {
-			case err == nil:
-				mu.Lock()
-				won[u] = r.Amount
-				if len(won) == 10 {
-					closeOnce.Do(func() { close(closeNow) })
-				}
-				mu.Unlock()
-			case errors.Is(err, engine.ErrExpired):
-				expired.Add(1)
-			case errors.Is(err, engine.ErrSoldOut):
-				soldOut.Add(1)
-			default:
-				t.Errorf("grab by %d: %v", u, err)
-			}
-		}()
+	won, errs := grabTogether(e, p.ID, 1, before)
+	if len(won) != before || len(errs) != 0 {
+		t.Fatalf("before the close: %d grabs won, errors %v; want %d won", len(won), errs, before)
 	}
-	var closed int
-	var closeErr error
-	closerDone := make(chan struct{})
-	go func() {
-		defer close(closerDone)
-		<-closeNow
-		closed, closeErr = closer.eng.CloseExpired(ctx)
-		// From now on the grabbers' clock is past the expiry too.
-		e.clock.Add(time.Millisecond)
-	}()
-	close(start)
-	wg.Wait()
-	closeOnce.Do(func() { close(closeNow) }) // fewer than 10 grabs: close anyway
-	<-closerDone
-	if closeErr != nil {
-		t.Fatal(closeErr)
+	if closed, err := closer.eng.CloseExpired(ctx); err != nil || closed != 1 {
+		t.Fatalf("close = %d, %v; want 1 packet closed", closed, err)
 	}
-	if t.Failed() {
-		t.FailNow()
+	late, errs := grabTogether(e, p.ID, before+1, users)
+	if len(late) != 0 || len(errs) != users-before {
+		t.Fatalf("after the close: %d grabs won %v, %d failed; want none won, %d expired", len(late), late, len(errs), users-before)
 	}
-	if closed != 1 || len(won) == 0 || len(won) == count || soldOut.Load() != 0 {
-		return false
+	for u, err := range errs {
+		if !errors.Is(err, engine.ErrExpired) {
+			t.Fatalf("grab by %d after the close: %v, want %v", u, err, engine.ErrExpired)
+		}
 	}
-	t.Logf("%d grabs before the close, %d after", len(won), expired.Load())
 	assertRefunded(t, e, p, won, deposit)
-	return true
+}
+
+// grabTogether has users from..to grab the packet at once and returns the
+// amounts won and the errors, by user.
+func grabTogether(e *env, packetID, from, to int64) (won map[int64]int64, errs map[int64]error) {
+	won, errs = map[int64]int64{}, map[int64]error{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for u := from; u <= to; u++ {
+		wg.Go(func() {
+			r, err := e.eng.Grab(context.Background(), packetID, u)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs[u] = err
+			} else {
+				won[u] = r.Amount
+			}
+		})
+	}
+	wg.Wait()
+	return won, errs
 }
 
 // Two refund workers close a packet once; a crash between the close in Redis
