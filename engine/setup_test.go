@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"testing"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -82,8 +81,7 @@ func (e *env) runWriter() (stop func()) { return enginetest.RunWriter(e.eng) }
 // drain waits until the store has every grab of the packet that Redis accepted.
 func (e *env) drain(tb testing.TB, packetID int64, want int) {
 	tb.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
+	enginetest.WaitFor(tb, fmt.Sprintf("the writer to make %d grabs of packet %d durable", want, packetID), func() bool {
 		shares, err := e.db.Shares(context.Background(), packetID)
 		if err != nil {
 			tb.Fatal(err)
@@ -94,12 +92,8 @@ func (e *env) drain(tb testing.TB, packetID int64, want int) {
 				owned++
 			}
 		}
-		if owned >= want {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	tb.Fatalf("writer did not make %d grabs of packet %d durable in time", want, packetID)
+		return owned >= want
+	})
 }
 
 // sendPacket funds sender with deposit (ref "seed-<sender>"), makes users

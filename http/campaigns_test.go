@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/enginetest"
 	"github.com/grab-engine/grab/engine/transfer"
 	"github.com/grab-engine/grab/engine/transfersim"
 )
@@ -92,7 +93,7 @@ func TestCampaignHappyPath(t *testing.T) {
 	paid := amount + money(t, "second", second["amount"])
 	var v map[string]any
 	// The writer counts awards against the budget moments after the grabs.
-	waitFor(t, 10*time.Second, "the awards counted", func() bool {
+	enginetest.WaitFor(t, "the awards counted", func() bool {
 		v = expect(t, e.do(t, "GET", fmt.Sprintf("/v1/admin/campaigns/%d", id), ``, admin()), 200)
 		return money(t, "used_amount", v["used_amount"]) == paid
 	})

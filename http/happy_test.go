@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/enginetest"
 )
 
 var moneyRE = regexp.MustCompile(`^[0-9]+\.[0-9]{2}$`)
@@ -199,18 +200,11 @@ func TestHappyPath(t *testing.T) {
 	}
 
 	// Balances once the writer has made the grabs durable.
-	deadline := time.Now().Add(30 * time.Second)
 	for u, want := range got {
-		for {
+		enginetest.WaitFor(t, fmt.Sprintf("user %d's balance to be %s", u, engine.FormatAmount(want)), func() bool {
 			b := expect(t, e.do(t, "GET", "/v1/balance", ``, user(u)), 200)
-			if money(t, "balance", b["balance"]) == want {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("balance of %d = %v, want %s", u, b["balance"], engine.FormatAmount(want))
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			return money(t, "balance", b["balance"]) == want
+		})
 	}
 	p = expect(t, e.do(t, "GET", fmt.Sprintf("/v1/packets/%d", id), ``, user(3)), 200)
 	if my := p["my_grab"].(map[string]any); my["credited"] != true {

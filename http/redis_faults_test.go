@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/enginetest"
 	"github.com/grab-engine/grab/engine/transfer"
 	"github.com/grab-engine/grab/engine/transfersim"
 	grabhttp "github.com/grab-engine/grab/http"
@@ -308,21 +309,6 @@ func hammer(t *testing.T, e *env, probes []probe, seq *atomic.Int64, stop func(r
 	return out, int(rounds.Load())
 }
 
-// waitFor polls cond until it holds, failing the test after timeout.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if t.Failed() {
-			t.FailNow()
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // wantResumed waits until a packet grab and a campaign grab of users who
 // never grabbed answer 200, checking every answer on the way, and /readyz
 // answers 200.
@@ -330,17 +316,17 @@ func wantResumed(t *testing.T, e *env, f faultFixture, firstUser int64) {
 	t.Helper()
 	start := time.Now()
 	u := firstUser
-	waitFor(t, 10*time.Second, "packet grab answers 200 again", func() bool {
+	enginetest.WaitFor(t, "packet grab answers 200 again", func() bool {
 		r := e.do(t, "POST", fmt.Sprintf("/v1/packets/%d/grab", f.packet), ``, user(u))
 		checkAnswer(t, "packet grab after", r)
 		return r.status == 200
 	})
-	waitFor(t, 10*time.Second, "campaign grab answers 200 again", func() bool {
+	enginetest.WaitFor(t, "campaign grab answers 200 again", func() bool {
 		r := e.do(t, "POST", fmt.Sprintf("/v1/campaigns/%d/grab", f.campaign), ``, user(u))
 		checkAnswer(t, "campaign grab after", r)
 		return r.status == 200
 	})
-	waitFor(t, 10*time.Second, "readyz answers 200 again", func() bool {
+	enginetest.WaitFor(t, "readyz answers 200 again", func() bool {
 		return e.do(t, "GET", "/readyz", ``, nil).status == 200
 	})
 	t.Logf("grabs answered 200 again %v after Redis served", time.Since(start).Round(time.Millisecond))

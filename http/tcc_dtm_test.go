@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/enginetest"
 	grabhttp "github.com/grab-engine/grab/http"
 	"github.com/grab-engine/grab/lua/redistest"
 	"github.com/grab-engine/grab/store"
@@ -153,13 +154,12 @@ func (e *env) wantTCCMySQL(t *testing.T, want tccStock) {
 		}
 		return reflect.DeepEqual(got, want)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !read() {
-		if time.Now().After(deadline) {
-			t.Fatalf("MySQL stock = %v, want %v", got, want)
+	defer func() {
+		if t.Failed() {
+			t.Logf("MySQL stock = %v, want %v", got, want)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	}()
+	enginetest.WaitFor(t, "the writer to bring MySQL's stock to Redis's", read)
 }
 
 // dtmBody is a branch body as a Go AP passes it to CallBranch.

@@ -95,7 +95,9 @@ func TestGrabPipelineAfterScriptFlush(t *testing.T) {
 			}
 		})
 	}
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+	// enginetest.WaitFor cannot serve here: it imports lua, and this test is
+	// inside lua (an import cycle), so it polls the same way by hand.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Millisecond) {
 		p.mu.Lock()
 		n := len(p.queue)
 		p.mu.Unlock()

@@ -11,6 +11,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/grab-engine/grab/engine/enginetest"
 	"github.com/grab-engine/grab/lua"
 	"github.com/grab-engine/grab/lua/redistest"
 )
@@ -134,10 +135,10 @@ func TestUnavailable(t *testing.T) {
 	blocked := make(chan struct{})
 	go func() { defer close(blocked); held.BLPop(ctx, time.Second, "nothing-comes") }()
 	var poolErr error
-	for i := 0; i < 100 && poolErr == nil; i++ {
-		time.Sleep(5 * time.Millisecond)
+	enginetest.WaitFor(t, "a ping to find the pool's only connection held", func() bool {
 		poolErr = held.Ping(ctx).Err()
-	}
+		return poolErr != nil
+	})
 	<-blocked
 	add("pool timeout", poolErr, true)
 	closed := redis.NewClient(&redis.Options{Addr: srv.Addr})

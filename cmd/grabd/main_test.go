@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grab-engine/grab/engine/enginetest"
 	"github.com/grab-engine/grab/engine/gatewaysim"
 	"github.com/grab-engine/grab/store"
 )
@@ -142,20 +143,14 @@ func TestEmbeddedMode(t *testing.T) {
 	g := startEmbedded(t)
 	g.call(t, "GET", "/healthz", "", nil, 200)
 	// The writer starts with Run; readiness follows within moments.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	enginetest.WaitFor(t, "grabd to be ready", func() bool {
 		resp, err := nethttp.Get(g.base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("never ready")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
 	id := g.sendPacket(t)
 	g1 := g.call(t, "POST", "/v1/packets/"+id+"/grab", "", as(2), 200)
 	g2 := g.call(t, "POST", "/v1/packets/"+id+"/grab", "", as(3), 200)
@@ -346,12 +341,10 @@ func TestEmbeddedCampaign(t *testing.T) {
 	g.call(t, "POST", "/v1/campaigns/"+id+"/grab", "", as(4), 409)
 	// The writer counts awards against the budget moments after the grabs.
 	var v map[string]any
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	enginetest.WaitFor(t, "the awards counted", func() bool {
 		v = g.call(t, "GET", "/v1/admin/campaigns/"+id, "", adminHeaders, 200)
-		if v["used_amount"] == "1.00" || time.Now().After(deadline) {
-			break
-		}
-	}
+		return v["used_amount"] == "1.00"
+	})
 	if sum != 100 || v["used_amount"] != "1.00" || v["status"] != "sold_out" {
 		t.Fatalf("Σ %d, campaign %v", sum, v)
 	}
@@ -366,28 +359,30 @@ func TestEmbeddedRefund(t *testing.T) {
 	g := startEmbedded(t, "GRAB_PACKET_TTL", "2s", "GRAB_REFUND_INTERVAL", "50ms") // long enough to pay before it expires on a loaded machine
 	id := g.sendPacket(t)
 	won := g.call(t, "POST", "/v1/packets/"+id+"/grab", "", as(2), 200)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		d := g.call(t, "GET", "/v1/packets/"+id, "", as(1), 200)
-		if d["status"] == "refunded" {
-			amount := decimalFen(t, won["amount"])
-			if got := decimalFen(t, d["refunded_amount"]); got != 1000-amount {
-				t.Fatalf("refunded %d fen, want 1000 - %d", got, amount)
-			}
-			// 50.00 deposited, 10.00 sent, the part not grabbed back.
-			if b := g.call(t, "GET", "/v1/balance", "", as(1), 200); decimalFen(t, b["balance"]) != 4000+1000-amount {
-				t.Fatalf("sender balance = %v", b)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("packet never refunded: %v", d)
-		}
-		time.Sleep(50 * time.Millisecond)
+	var d map[string]any
+	enginetest.WaitFor(t, "the packet refunded", func() bool {
+		d = g.call(t, "GET", "/v1/packets/"+id, "", as(1), 200)
+		return d["status"] == "refunded"
+	})
+	amount := decimalFen(t, won["amount"])
+	if got := decimalFen(t, d["refunded_amount"]); got != 1000-amount {
+		t.Fatalf("refunded %d fen, want 1000 - %d", got, amount)
+	}
+	// 50.00 deposited, 10.00 sent, the part not grabbed back.
+	if b := g.call(t, "GET", "/v1/balance", "", as(1), 200); decimalFen(t, b["balance"]) != 4000+1000-amount {
+		t.Fatalf("sender balance = %v", b)
 	}
 	if err := g.stop(t); err != nil {
 		t.Fatalf("Run returned %v", err)
 	}
+}
+
+// awaitPaid waits until the trade is paid.
+func (g *grabd) awaitPaid(t *testing.T, tradeNo, what string) {
+	t.Helper()
+	enginetest.WaitFor(t, what, func() bool {
+		return g.call(t, "GET", "/v1/payments/"+tradeNo, "", as(1), 200)["pay_status"] == "paid"
+	})
 }
 
 // decimalFen reads an API amount ("12.34") as fen.
@@ -422,13 +417,9 @@ func TestEmbeddedThirdPartyPayment(t *testing.T) {
 	if trade["status"] != "unpaid" || trade["amount"] != "3.00" {
 		t.Fatalf("trade = %v", trade)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for g.call(t, "GET", "/v1/packets/"+id, "", as(1), 200)["pay_status"] != "paid" {
-		if time.Now().After(deadline) {
-			t.Fatal("the simulated payment never settled")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	enginetest.WaitFor(t, "the simulated payment to settle", func() bool {
+		return g.call(t, "GET", "/v1/packets/"+id, "", as(1), 200)["pay_status"] == "paid"
+	})
 	if r := g.call(t, "POST", "/v1/packets/"+id+"/grab", "", as(2), 200); r["credited"] != true || r["amount"] != "1.50" {
 		t.Fatalf("grab = %v", r)
 	}
@@ -457,13 +448,7 @@ func TestEmbeddedPaymentSettlesAcrossARestart(t *testing.T) {
 	}
 
 	g = startEmbedded(t, "GRAB_DATA_DIR", dir)
-	deadline := time.Now().Add(10 * time.Second)
-	for g.call(t, "GET", "/v1/payments/"+tradeNo, "", as(1), 200)["pay_status"] != "paid" {
-		if time.Now().After(deadline) {
-			t.Fatal("the payment never settled after the restart")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	g.awaitPaid(t, tradeNo, "the payment to settle after the restart")
 	if r := g.call(t, "POST", "/v1/packets/"+id+"/grab", "", as(2), 200); r["credited"] != true || r["amount"] != "1.50" {
 		t.Fatalf("grab = %v", r)
 	}
@@ -499,13 +484,7 @@ func TestEmbeddedGatewayPayment(t *testing.T) {
 	if !ok || rec.Channel != "unionpay" || rec.Amount != 300 || rec.NotifyURL != "http://"+addr+"/v1/payments/notify/unionpay" {
 		t.Fatalf("the gateway holds %+v, %v", rec, ok)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for g.call(t, "GET", "/v1/payments/"+tradeNo, "", as(1), 200)["pay_status"] != "paid" {
-		if time.Now().After(deadline) {
-			t.Fatal("the gateway payment never settled")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	g.awaitPaid(t, tradeNo, "the gateway payment to settle")
 	if r := g.call(t, "POST", "/v1/packets/"+id+"/grab", "", as(2), 200); r["credited"] != true || r["amount"] != "1.50" {
 		t.Fatalf("grab = %v", r)
 	}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/grab-engine/grab/engine"
 	"github.com/grab-engine/grab/engine/alipaysim"
+	"github.com/grab-engine/grab/engine/enginetest"
 	"github.com/grab-engine/grab/engine/simchannel"
 	"github.com/grab-engine/grab/engine/wechatpaysim"
 )
@@ -343,16 +344,11 @@ func (g *grabd) payEveryChannel(t *testing.T) []paid {
 // packet credited.
 func (g *grabd) awaitSettled(t *testing.T, packetID, tradeNo string) {
 	t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		paid := g.call(t, "GET", "/v1/payments/"+tradeNo, "", as(1), 200)["pay_status"] == "paid"
+	g.awaitPaid(t, tradeNo, "trade "+tradeNo+" paid")
+	enginetest.WaitFor(t, "user 2's grab of packet "+packetID+" credited", func() bool {
 		mine, _ := g.call(t, "GET", "/v1/packets/"+packetID, "", as(2), 200)["my_grab"].(map[string]any)
-		if paid && mine != nil && mine["credited"] == true {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("trade %s: paid %v, grab %v", tradeNo, paid, mine)
-		}
-	}
+		return mine != nil && mine["credited"] == true
+	})
 }
 
 // The embedded mode pays through each channel's simulator end to end, over

@@ -42,11 +42,15 @@ func (c *Clock) Add(d time.Duration) {
 // QuietLog discards everything.
 func QuietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-// WaitFor polls cond until it holds, failing the test after 30 s.
+// WaitFor polls cond until it holds, failing the test after 30 s; it stops
+// at once when the test has failed (a cond that reports with t.Error).
 func WaitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {
+		if t.Failed() {
+			t.FailNow()
+		}
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
 		}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/enginetest"
 	"github.com/grab-engine/grab/engine/gateway"
 	"github.com/grab-engine/grab/engine/gatewaysim"
 )
@@ -270,10 +271,7 @@ func TestNotificationFaults(t *testing.T) {
 		rc := newReceiver(t)
 		_, c, _ := start(t, rc, gatewaysim.Options{AutoComplete: 10 * time.Millisecond, AutoFail: true})
 		c.CreateTrade(ctx, engine.Trade{TradeNo: "T6-a", Channel: "alipay", Amount: 100})
-		deadline := time.Now().Add(5 * time.Second)
-		for len(rc.notifications()) == 0 && time.Now().Before(deadline) {
-			time.Sleep(5 * time.Millisecond)
-		}
+		enginetest.WaitFor(t, "the auto-completed trade's notification", func() bool { return len(rc.notifications()) > 0 })
 		if got := rc.notifications(); len(got) != 1 || got[0].Result != "failed" {
 			t.Fatalf("notifications %+v", got)
 		}

@@ -7,7 +7,6 @@ import (
 	"slices"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -466,9 +465,14 @@ func TestStockOnRedisCluster(t *testing.T) {
 func waitRecords(t *testing.T, e *env, ref string, products []int64) {
 	t.Helper()
 	ctx := context.Background()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var diffs []string
+	var diffs []string
+	defer func() {
+		if t.Failed() {
+			t.Logf("record %s: %v", ref, diffs)
+		}
+	}()
+	waitFor(t, "record "+ref+" in MySQL as in Redis", func() bool {
+		diffs = nil
 		got, err := e.db.StockRecordProducts(ctx, ref)
 		mustOK(t, err)
 		var want [][2]int64
@@ -493,12 +497,6 @@ func waitRecords(t *testing.T, e *env, ref string, products []int64) {
 				diffs = append(diffs, fmt.Sprintf("product %d: redis %q, mysql %q", p, inRedis, inMySQL))
 			}
 		}
-		if len(diffs) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("record %s: %v", ref, diffs)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return len(diffs) == 0
+	})
 }

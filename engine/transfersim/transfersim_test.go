@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/enginetest"
 	"github.com/grab-engine/grab/engine/transfer"
 	"github.com/grab-engine/grab/engine/transfersim"
 )
@@ -283,10 +284,7 @@ func TestTimeoutSaysNothingOfTheOutcome(t *testing.T) {
 	}
 	// The service carries on after the client gave up.
 	sim.SetFaults(transfersim.Faults{})
-	deadline := time.Now().Add(2 * time.Second)
-	for sim.Applied(award.OutTradeNo) == 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	enginetest.WaitFor(t, "the slow request to land", func() bool { return sim.Applied(award.OutTradeNo) > 0 })
 	if res, err := c.QueryTransfer(ctx, award.OutTradeNo); err != nil || res.Outcome != engine.TransferSucceeded {
 		t.Errorf("query = %+v, %v; want succeeded after the slow request landed", res, err)
 	}
