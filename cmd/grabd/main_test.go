@@ -187,7 +187,9 @@ func TestShutdownDrainsWriter(t *testing.T) {
 	}
 	defer db.Close()
 	var pid int64
-	fmt.Sscan(id, &pid)
+	if _, err := fmt.Sscan(id, &pid); err != nil {
+		t.Fatal(err)
+	}
 	shares, err := db.Shares(ctx, pid)
 	if err != nil {
 		t.Fatal(err)

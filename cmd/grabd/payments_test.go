@@ -261,7 +261,9 @@ func TestProductionChannelsFromKeyFiles(t *testing.T) {
 	if err != nil || params["prepayid"] == "" || params["sign"] == "" {
 		t.Fatalf("WeChat Pay order = %v, %v", params, err)
 	}
-	wsim.SetState("T2_b", "SUCCESS")
+	if err := wsim.SetState("T2_b", "SUCCESS"); err != nil {
+		t.Fatal(err)
+	}
 	h, body, err := wsim.Notification("T2_b")
 	if err != nil {
 		t.Fatal(err)

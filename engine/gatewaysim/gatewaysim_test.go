@@ -129,7 +129,7 @@ func TestTradeLifecycle(t *testing.T) {
 		t.Fatalf("query = %+v, %v", r, err)
 	}
 	// A later failure does not move a success; it is notified as it stands.
-	sim.Complete(trade.TradeNo, false)
+	must(t, sim.Complete(trade.TradeNo, false))
 	sim.Wait()
 	if got := rc.notifications(); len(got) != 2 || got[1] != got[0] {
 		t.Fatalf("notifications = %+v", got)
@@ -182,7 +182,7 @@ func TestResendsUntilAnswered200(t *testing.T) {
 	if err := c.CreateTrade(context.Background(), engine.Trade{TradeNo: "T2-bb", Channel: "wechat", Amount: 500}); err != nil {
 		t.Fatal(err)
 	}
-	sim.Complete("T2-bb", false)
+	must(t, sim.Complete("T2-bb", false))
 	sim.Wait()
 	rec, _ := sim.Trade("T2-bb")
 	if got := rc.notifications(); len(got) != 4 || got[3].Result != "failed" || rec.Sends != 4 || rec.Acked != 1 || sim.GaveUp() != 0 {
@@ -196,7 +196,7 @@ func TestGivesUpAfterTheSchedule(t *testing.T) {
 	if err := c.CreateTrade(context.Background(), engine.Trade{TradeNo: "T3-cc", Channel: "alipay", Amount: 500}); err != nil {
 		t.Fatal(err)
 	}
-	sim.Complete("T3-cc", true)
+	must(t, sim.Complete("T3-cc", true))
 	sim.Wait()
 	rec, _ := sim.Trade("T3-cc")
 	rc.mu.Lock()
@@ -212,8 +212,8 @@ func TestNotificationFaults(t *testing.T) {
 	t.Run("lose", func(t *testing.T) {
 		rc := newReceiver(t)
 		sim, c, _ := start(t, rc, gatewaysim.Options{Faults: gatewaysim.Faults{LoseRate: 1}})
-		c.CreateTrade(ctx, engine.Trade{TradeNo: "T4-a", Channel: "alipay", Amount: 100})
-		sim.Complete("T4-a", true)
+		must(t, c.CreateTrade(ctx, engine.Trade{TradeNo: "T4-a", Channel: "alipay", Amount: 100}))
+		must(t, sim.Complete("T4-a", true))
 		sim.Wait()
 		if r, err := c.QueryTrade(ctx, "T4-a"); len(rc.notifications()) != 0 || err != nil || r.Outcome != engine.TradeSucceeded {
 			t.Fatalf("%d notifications; query %+v, %v", len(rc.notifications()), r, err)
@@ -222,8 +222,8 @@ func TestNotificationFaults(t *testing.T) {
 	t.Run("duplicate", func(t *testing.T) {
 		rc := newReceiver(t)
 		sim, c, _ := start(t, rc, gatewaysim.Options{Faults: gatewaysim.Faults{DuplicateRate: 1}})
-		c.CreateTrade(ctx, engine.Trade{TradeNo: "T4-b", Channel: "alipay", Amount: 100})
-		sim.Complete("T4-b", true)
+		must(t, c.CreateTrade(ctx, engine.Trade{TradeNo: "T4-b", Channel: "alipay", Amount: 100}))
+		must(t, sim.Complete("T4-b", true))
 		sim.Wait()
 		if got := rc.notifications(); len(got) != 2 || got[0] != got[1] {
 			t.Fatalf("notifications %+v", got)
@@ -233,8 +233,8 @@ func TestNotificationFaults(t *testing.T) {
 		rc := newReceiver(t)
 		sim, c, _ := start(t, rc, gatewaysim.Options{Faults: gatewaysim.Faults{Delay: 50 * time.Millisecond}, Seed: 3})
 		for _, no := range []string{"T4-c", "T4-d", "T4-e"} {
-			c.CreateTrade(ctx, engine.Trade{TradeNo: no, Channel: "wechat", Amount: 100})
-			sim.Complete(no, true)
+			must(t, c.CreateTrade(ctx, engine.Trade{TradeNo: no, Channel: "wechat", Amount: 100}))
+			must(t, sim.Complete(no, true))
 		}
 		sim.Wait()
 		if got := rc.notifications(); len(got) != 3 {
@@ -248,8 +248,8 @@ func TestNotificationFaults(t *testing.T) {
 		for i := range 8 {
 			no := "T5-" + string(rune('a'+i))
 			order = append(order, no)
-			c.CreateTrade(ctx, engine.Trade{TradeNo: no, Channel: "wechat", Amount: 100})
-			sim.Complete(no, i%2 == 0)
+			must(t, c.CreateTrade(ctx, engine.Trade{TradeNo: no, Channel: "wechat", Amount: 100}))
+			must(t, sim.Complete(no, i%2 == 0))
 		}
 		if len(rc.notifications()) != 0 {
 			t.Fatal("held notifications were sent")
@@ -270,7 +270,7 @@ func TestNotificationFaults(t *testing.T) {
 	t.Run("auto complete", func(t *testing.T) {
 		rc := newReceiver(t)
 		_, c, _ := start(t, rc, gatewaysim.Options{AutoComplete: 10 * time.Millisecond, AutoFail: true})
-		c.CreateTrade(ctx, engine.Trade{TradeNo: "T6-a", Channel: "alipay", Amount: 100})
+		must(t, c.CreateTrade(ctx, engine.Trade{TradeNo: "T6-a", Channel: "alipay", Amount: 100}))
 		enginetest.WaitFor(t, "the auto-completed trade's notification", func() bool { return len(rc.notifications()) > 0 })
 		if got := rc.notifications(); len(got) != 1 || got[0].Result != "failed" {
 			t.Fatalf("notifications %+v", got)
@@ -325,8 +325,8 @@ func TestPersistKeepsTradesAcrossARestart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	sim.Complete("G2-paid", true)
-	sim.Complete("G3-fail", false)
+	must(t, sim.Complete("G2-paid", true))
+	must(t, sim.Complete("G3-fail", false))
 	sim.Forget("G4-gone")
 	sim.Wait()
 	before := map[string]gatewaysim.Record{}
@@ -362,8 +362,8 @@ func TestPersistKeepsTradesAcrossARestart(t *testing.T) {
 	}
 	// The paid trade is notified again as it was, and the pending one ends
 	// under a transaction of its own.
-	sim.Complete("G2-paid", false)
-	sim.Complete("G1-pend", true)
+	must(t, sim.Complete("G2-paid", false))
+	must(t, sim.Complete("G1-pend", true))
 	sim.Wait()
 	if got := rc.of("G2-paid"); len(got) != 2 || got[1] != got[0] {
 		t.Fatalf("notifications of G2-paid: %+v", got)
@@ -388,7 +388,7 @@ func TestAutoCompleteEndsLoadedTrades(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	sim.Complete("H2-fail", false)
+	must(t, sim.Complete("H2-fail", false))
 	sim.Wait()
 	sim.Close()
 
@@ -437,5 +437,13 @@ func TestPersistRefusesACorruptFile(t *testing.T) {
 	defer sim.Close()
 	if err := sim.Persist(path); err == nil || !strings.Contains(err.Error(), path) {
 		t.Fatalf("Persist of a corrupt file = %v; want an error naming it", err)
+	}
+}
+
+// must fails the test on err: a create or completion the test builds on.
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }

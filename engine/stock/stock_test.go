@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -76,6 +77,15 @@ func skuView(t testing.TB, e *env, r skuRef) stock.SKUView {
 		t.Fatalf("SKU %v: %v", r, err)
 	}
 	return v
+}
+
+// wantView fails unless the SKU's view is exactly want (Pools empty, not
+// nil, when it has none).
+func wantView(t testing.TB, e *env, r skuRef, want stock.SKUView) {
+	t.Helper()
+	if got := skuView(t, e, r); !reflect.DeepEqual(got, want) {
+		t.Fatalf("SKU %v: %+v, want %+v", r, got, want)
+	}
 }
 
 // scopes lists a view's counters by scope name (high_seas, pool:<id>).
@@ -1104,25 +1114,31 @@ func TestStockMySQLAgreesWithRedisAfterDrain(t *testing.T) {
 	mustOK(t, e.stock.TCC(ctx, stock.TCCTry, "g3", "b1", []stock.Item{s11.item(hs, 2)})) // stays reserved
 	w, err := e.stock.Revoke(ctx, "rev", 1, 2, 11)
 	mustOK(t, err)
-	t.Logf("revoke withdrew %d", w)
-	for _, r := range refs {
-		skuView(t, e, r) // invariant
+	// SKU 11: 40 - 5, pool 8's 10 back from the salvage, o-2 returned, g3's 2
+	// reserved: the revoke withdraws the other 33.
+	if w != 33 {
+		t.Fatalf("revoke withdrew %d, want 33", w)
 	}
-	if v := skuView(t, e, s10); len(v.Pools) != 1 {
-		t.Fatalf("SKU 10 pools %+v, want only pool 7", v.Pools)
-	}
+	none := map[string]stock.Counters{}
+	wantView(t, e, s10, stock.SKUView{ForSale: true, HighSeas: stock.Counters{Total: 95, Available: 87, Sold: 8},
+		Pools: map[string]stock.Counters{"7": {Total: 30, Available: 28, Sold: 2}}})
+	wantView(t, e, s11, stock.SKUView{Revoked: true, HighSeas: stock.Counters{Total: 2, Reserved: 2}, Pools: none})
+	wantView(t, e, s20, stock.SKUView{ForSale: true, HighSeas: stock.Counters{Total: 30, Available: 24, Sold: 6}, Pools: none})
 
 	stop := e.runWriter()
 	defer stop()
 	waitDurable(t, e, refs...)
 	for _, r := range refs {
 		gaplessChanges(t, e, r)
-		t.Logf("SKU %v: %s", r, redisStock(t, e, r))
 	}
 
 	// More changes while the writer runs are caught up with too.
 	mustOK(t, e.stock.TCC(ctx, stock.TCCConfirm, "g3", "b1", []stock.Item{s11.item(hs, 2)}))
 	mustOK(t, e.stock.Return(ctx, "o-1"))
+	wantView(t, e, s10, stock.SKUView{ForSale: true, HighSeas: stock.Counters{Total: 95, Available: 90, Sold: 5},
+		Pools: map[string]stock.Counters{"7": {Total: 30, Available: 30}}})
+	wantView(t, e, s11, stock.SKUView{Revoked: true, HighSeas: stock.Counters{Total: 2, Sold: 2}, Pools: none})
+	wantView(t, e, s20, stock.SKUView{ForSale: true, HighSeas: stock.Counters{Total: 30, Available: 28, Sold: 2}, Pools: none})
 	waitDurable(t, e, refs...)
 	for _, r := range refs {
 		gaplessChanges(t, e, r)
