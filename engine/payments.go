@@ -110,6 +110,9 @@ func (e *Engine) PayByProvider(ctx context.Context, packetID, senderID int64, ch
 		err = provider.CreateTrade(ctx, t)
 	}
 	if err != nil {
+		// The API answers BUSY; the channel's own answer is here only.
+		e.log.ErrorContext(ctx, "payment channel did not take the trade; the sender may pay again", "trade_no", pay.TradeNo,
+			"channel", channel, "err", err)
 		return Payment{}, fmt.Errorf("%w: %w", ErrProviderUnavailable, err)
 	}
 	return view, nil

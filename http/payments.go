@@ -82,8 +82,8 @@ func (s *server) notify(c *gin.Context) {
 	switch channel := c.Param("channel"); channel {
 	case engine.ChannelAlipay, engine.ChannelWechat, engine.ChannelUnionpay:
 	default:
-		if len(channel) > 16 {
-			channel = channel[:16] + "…"
+		if r := []rune(channel); len(r) > 16 {
+			channel = string(r[:16]) + "…"
 		}
 		s.fail(c, newError(nethttp.StatusNotFound, CodeNotFound, "no payment channel %q", channel))
 		return

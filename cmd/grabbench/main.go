@@ -126,6 +126,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	o.flash.Concurrency, o.campaign.Concurrency = o.storm.Concurrency, o.storm.Concurrency
 	o.campaign.Seed = o.flash.Seed
+	if o.storm.Pay != "balance" && o.scenario != "group-storm" {
+		return o, fmt.Errorf("-pay is for group-storm; %s pays no packets", o.scenario)
+	}
 	switch o.scenario {
 	case "group-storm":
 		if err := o.storm.Validate(); err != nil {
