@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/enginetest"
 	"github.com/grab-engine/grab/engine/paysim"
 	grabhttp "github.com/grab-engine/grab/http"
 	"github.com/grab-engine/grab/store"
@@ -154,8 +155,7 @@ func (e *env) balanceOf(t *testing.T, u int64) int64 {
 // durable waits until the writer has put n grabs of the packet in the store.
 func (e *env) durable(t *testing.T, id int64, n int) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	enginetest.WaitFor(t, fmt.Sprintf("%d durable grabs of packet %d", n, id), func() bool {
 		shares, err := e.db.Shares(context.Background(), id)
 		if err != nil {
 			t.Fatal(err)
@@ -166,14 +166,11 @@ func (e *env) durable(t *testing.T, id int64, n int) {
 				owned++
 			}
 		}
-		if owned == n {
-			return
-		}
-		if owned > n || time.Now().After(deadline) {
+		if owned > n {
 			t.Fatalf("packet %d has %d durable grabs, want %d", id, owned, n)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return owned == n
+	})
 }
 
 // payState is everything a refused or repeated call must leave as it is.

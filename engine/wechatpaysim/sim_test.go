@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grab-engine/grab/engine/enginetest"
 	"github.com/grab-engine/grab/engine/wechatpaysim"
 )
 
@@ -279,10 +280,7 @@ func TestResendUntil2xx(t *testing.T) {
 	if err := e.sim.Pay("S2"); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for e.notifications.Load() < 4 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
+	enginetest.WaitFor(t, "four refused sends", func() bool { return e.notifications.Load() >= 4 })
 	e.answer.Store(http.StatusOK)
 	e.sim.Wait()
 	ds := e.sim.Deliveries()
