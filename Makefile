@@ -14,6 +14,7 @@ run:
 build:
 	$(GO) build -o grabd ./cmd/grabd
 	$(GO) build -o grabbench ./cmd/grabbench
+	$(GO) build -o transfersim ./cmd/transfersim
 
 ## test: vet, every test with the race detector against real Redis and MySQL, and a bounded fuzz
 test: services vet
@@ -47,4 +48,4 @@ services:
 	@if [ -z "$$REDIS_ADDR$$MYSQL_DSN" ]; then .ci/services; fi
 
 clean:
-	rm -rf data grabd grabbench
+	rm -rf data grabd grabbench transfersim
