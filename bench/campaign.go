@@ -37,7 +37,7 @@ const CodePayoutInProgress = "PAYOUT_IN_PROGRESS"
 // Its engines: raw is the probe script on a list of the awards (a per-user
 // check, a pop, a record, an event; no payout); engine is
 // engine.GrabCampaign; http is POST /v1/campaigns/{id}/grab; mysql-lock is
-// the seed's scheme in MySQL alone (campaignLock). After the load, the
+// the payout scheme in MySQL alone (campaignLock). After the load, the
 // payouts left transferring are settled (the engine's payout sweeper, or
 // the naive scheme's re-drive loop) before the audit.
 //
@@ -328,12 +328,12 @@ func (g campaignHTTP) Grab(ctx context.Context, op Op) (string, error) {
 	return g.api.grab(ctx, "/v1/campaigns/"+strconv.FormatInt(op.Target, 10)+"/grab", op.User)
 }
 
-// --- mysql-lock: the seed's scheme without Redis ----------------------------
+// --- mysql-lock: the payout scheme without Redis --------------------------
 
-// campaignLock is the seed's scheme done naively in MySQL, on the engine's
+// campaignLock is the payout scheme done naively in MySQL, on the engine's
 // tables: one transaction per grab locks the campaign's row (SELECT … FOR
 // UPDATE), checks the user's awards and the window, takes the next award's
-// share, inserts the award as transferring (the seed's 7), adds it to the
+// share, inserts the award as transferring (status 7), adds it to the
 // used and accumulated amounts and commits; then, outside the transaction,
 // it calls the transfer service and moves the award to transferred (4).
 // Every grab of the campaign queues on that row lock.

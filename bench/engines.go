@@ -232,7 +232,7 @@ func (s HTTPSetup) SendAndPay(ctx context.Context, senderID, groupID int64, coun
 		map[string]any{"method": "balance"}, nil, nil)
 }
 
-// MySQLLock is the seed's naive scheme, the baseline the engine replaces:
+// MySQLLock is the naive scheme, the baseline the engine replaces:
 // one MySQL transaction per grab that locks the packet row (SELECT … FOR
 // UPDATE), picks the first unowned share, gives it to the user, credits the
 // balance through the ledger and commits. Every grab of a packet queues on

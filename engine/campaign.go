@@ -60,8 +60,8 @@ type Campaign struct {
 	Ref          string
 	Name         string
 	Budget       int64
-	UsedAmount   int64 // Σ awards granted and counted (the seed's activity detail)
-	AccAmount    int64 // the rule's accumulated amount (the seed's accActruleAmt)
+	UsedAmount   int64 // Σ awards granted and counted (the activity detail; docs/glossary.md)
+	AccAmount    int64 // the rule's accumulated amount (acc_amount in docs/glossary.md)
 	AwardCount   int
 	AwardMin     int64
 	AwardMax     int64
@@ -397,7 +397,7 @@ func (e *Engine) payGrab(ctx context.Context, ev store.AwardEvent, repeat bool) 
 	return a, &PayoutPendingError{Award: a}
 }
 
-// Receive drives the payout of one of the user's awards (the seed's receive):
+// Receive drives the payout of one of the user's awards (docs/glossary.md):
 // a received award is paid now; ErrAwardReceived when it was paid already,
 // a *PayoutPendingError when its transfer is under way or the transfer
 // fails; ErrForbidden for another user's award.
@@ -433,7 +433,8 @@ func (e *Engine) Receive(ctx context.Context, campaignID int64, seq int, userID 
 	return a, err
 }
 
-// receive is the seed's fixed scheme: one transaction locks the award
+// receive is the payout's fixed scheme (status 7 before the call; docs/glossary.md):
+// one transaction locks the award
 // (creating its row if the writer has not; the writer counts it against the
 // budget) and moves it to transferring, committed; then, outside any
 // transaction, the transfer.

@@ -31,7 +31,7 @@ type Config struct {
 	// RefundInterval is how often expired packets are closed and refunded.
 	RefundInterval time.Duration
 	// ReconcileInterval is how often paid packets are swept for grabs not yet
-	// credited, and stale settlements are queried (the seed's second pass).
+	// credited, and stale settlements are queried (the delayed second pass; docs/payments.md).
 	ReconcileInterval time.Duration
 	// SettleTimeout is how long a payment may await settlement before the
 	// provider is asked for its outcome.

@@ -27,7 +27,7 @@ var (
 )
 
 // Campaign payouts have their own codes, so the app can tell a user whose
-// award is already paid (the seed's status 3) from one whose transfer is
+// award is already paid (the payout's status 3, docs/glossary.md) from one whose transfer is
 // under way (status 7).
 var (
 	ErrAwardReceived    = errors.New("engine: award already received")

@@ -155,7 +155,7 @@ type PayoutSweep struct {
 // sweepPage is how many overdue awards one store query returns.
 const sweepPage = 200
 
-// SweepPayouts is one pass of the payout sweeper (the seed's batch job). It
+// SweepPayouts is one pass of the payout sweeper (the batch job that re-drives status 7; docs/glossary.md). It
 // takes every award stuck in transferring (or received, unpaid) for longer
 // than PayoutRetryAfter, asks the service about its out-trade-no first, and
 // if the service never applied it, transfers again with the same number.

@@ -8,7 +8,7 @@ import (
 // TransferService is the external wallet service that pays campaign awards
 // out to users. It is idempotent by out-trade-no: a number it has applied is
 // never applied again, and asking again answers the first result. grab calls
-// it outside any database transaction (DESIGN.md §7).
+// it outside any database transaction (docs/architecture.md, "Campaigns and payouts").
 type TransferService interface {
 	// Transfer applies t once. An error means the outcome is unknown (the
 	// request failed, timed out, or its reply was lost): the caller must

@@ -13,7 +13,7 @@ import (
 
 // A Notifier reads a native channel's own notifications at
 // POST /v1/payments/notify/{channel} and answers them the channel's way;
-// a channel without one takes API.md's JSON signed with GRAB_PAY_SECRET.
+// a channel without one takes docs/api.md's JSON signed with GRAB_PAY_SECRET.
 type Notifier interface {
 	// Notification verifies a request (headers and raw body) and reads it.
 	// apply is false, with a nil error, for a genuine notification with

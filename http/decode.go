@@ -14,7 +14,7 @@ import (
 	"github.com/grab-engine/grab/engine"
 )
 
-// MaxBodyBytes bounds every request body (API.md: bodies over 64 KiB are rejected).
+// MaxBodyBytes bounds every request body (docs/api.md: bodies over 64 KiB are rejected).
 const MaxBodyBytes = 64 << 10
 
 // decodeBody reads the request body as exactly one JSON object into dst.

@@ -15,8 +15,8 @@ import (
 	"github.com/grab-engine/grab/engine/stock"
 )
 
-// API error codes. The first block is API.md's; the second adds codes the
-// contract leaves open (documented in openapi.json).
+// API error codes (docs/api.md). The first block is the original contract's;
+// the second adds codes it leaves open (documented in openapi.json).
 const (
 	CodeInvalidArgument     = "INVALID_ARGUMENT"
 	CodeUnauthenticated     = "UNAUTHENTICATED"
@@ -35,7 +35,7 @@ const (
 	CodeMethodNotAllowed    = "METHOD_NOT_ALLOWED"
 	CodeAmountMismatch      = "AMOUNT_MISMATCH"
 
-	// Stock (API.md "Stock (activity SKUs)"), and two codes it leaves open.
+	// Stock (docs/api.md "Stock (activity SKUs)"), and two codes added to it.
 	CodeOutOfStock       = "OUT_OF_STOCK"
 	CodeAlreadySubmitted = "ALREADY_SUBMITTED"
 	CodeNotForSale       = "NOT_FOR_SALE"
@@ -43,8 +43,9 @@ const (
 	CodeTCCRefused       = "TCC_REFUSED"
 	CodeRolledBack       = "ROLLED_BACK"
 
-	// Campaign payouts: the seed's status 3 (received) and 7 (transferring)
-	// each have their own code, so the app can say the right thing.
+	// Campaign payouts: status 3 (already received) and 7 (transferring)
+	// each have their own code, so the app can say the right thing
+	// (docs/glossary.md).
 	CodeAwardReceived    = "AWARD_RECEIVED"
 	CodePayoutInProgress = "PAYOUT_IN_PROGRESS"
 )

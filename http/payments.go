@@ -77,7 +77,7 @@ func (s *server) payment(c *gin.Context) {
 // notify takes a provider's signed notification. Every well-formed, correctly
 // signed one is acknowledged, duplicates included, because providers resend
 // until they see success. A channel with a Notifier (Alipay, WeChat Pay) is
-// read and answered in its own format; the others take API.md's JSON.
+// read and answered in its own format; the others take docs/api.md's JSON.
 func (s *server) notify(c *gin.Context) {
 	switch channel := c.Param("channel"); channel {
 	case engine.ChannelAlipay, engine.ChannelWechat, engine.ChannelUnionpay:
@@ -147,7 +147,7 @@ func (s *server) notify(c *gin.Context) {
 }
 
 // notifyNative verifies a channel's own notification, applies it, and
-// answers the channel's way: refusals carry the status API.md gives their
+// answers the channel's way: refusals carry the status docs/api.md gives their
 // code (401 unverified, 404 unknown trade, 409 another amount, 503 busy), so
 // the channel resends them.
 func (s *server) notifyNative(c *gin.Context, nt Notifier, body []byte) {

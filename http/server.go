@@ -1,4 +1,4 @@
-// Package http serves grab's HTTP API (API.md) over the engine: routing,
+// Package http serves grab's HTTP API (docs/api.md) over the engine: routing,
 // authentication, input validation, the error-code table, and metrics.
 package http
 

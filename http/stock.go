@@ -12,7 +12,7 @@ import (
 	"github.com/grab-engine/grab/engine/stock"
 )
 
-// The stock API (API.md "Stock (activity SKUs)"): admin calls on activity
+// The stock API (docs/api.md "Stock (activity SKUs)"): admin calls on activity
 // SKUs and pools, and the service calls of orders and dtm TCC branches. The
 // handlers check what JSON can check (types, presence, path ids) and leave
 // the domain rules (ranges, scopes, id alphabets, item limits) to the engine,

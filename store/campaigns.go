@@ -18,8 +18,8 @@ import (
 // (a person's turn; a later confirmed success still moves it to transferred).
 const (
 	AwardReceived       = "received"
-	AwardTransferring   = "transferring" // the seed's 7: committed before the transfer call
-	AwardTransferred    = "transferred"  // the seed's 4
+	AwardTransferring   = "transferring" // status 7 (docs/glossary.md): committed before the transfer call
+	AwardTransferred    = "transferred"  // status 4
 	AwardNeedsAttention = "needs_attention"
 )
 
@@ -39,7 +39,7 @@ type Campaign struct {
 	AwardMin     Fen            `db:"award_min"`
 	AwardMax     Fen            `db:"award_max"`
 	PerUserLimit int            `db:"per_user_limit"`
-	AccAmount    Fen            `db:"acc_amount"` // the seed's accActruleAmt
+	AccAmount    Fen            `db:"acc_amount"` // the rule's accumulated amount (docs/glossary.md)
 }
 
 const campaignColumns = `c.id, c.ref, c.name, c.budget, c.used_amount, c.award_count, c.awarded_count, c.starts_at,
@@ -381,7 +381,7 @@ func (db *DB) applyAwards(ctx context.Context, tx *sqlx.Tx, awards []AwardEvent)
 	return ok, nil
 }
 
-// BeginPayout is the receive transaction (the seed's fix, first half): it
+// BeginPayout is the receive transaction (the payout's fix, first half): it
 // locks the award's row, creating it from a when the writer has not yet (the
 // writer still counts it against the budget); a received row moves to transferring
 // with one more attempt, committed before any transfer call. It reports

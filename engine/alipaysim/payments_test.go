@@ -200,7 +200,7 @@ func TestPayWithAlipayOverTheAPI(t *testing.T) {
 }
 
 // Alipay notifications grabd must refuse, each answered with the status
-// API.md gives (not "success", so Alipay sends it again) and changing
+// docs/api.md gives (not "success", so Alipay sends it again) and changing
 // nothing: signed with another key, tampered after signing, another app's,
 // a correctly signed amount the trade is not (409 AMOUNT_MISMATCH, counted),
 // and a trade grabd never made (404). Alipay's notifications carry no

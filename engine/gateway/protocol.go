@@ -91,7 +91,7 @@ type ErrorReply struct {
 }
 
 // Notification is the body the gateway posts to notify_url: grabd's notify
-// format (API.md).
+// format (docs/api.md).
 type Notification struct {
 	TradeNo     string `json:"trade_no"`
 	Amount      string `json:"amount"`

@@ -276,7 +276,7 @@ func TestManyPacketsWithDelayedNotifications(t *testing.T) {
 }
 
 // channel is the gateway as paytest drives a channel: its notifications in
-// API.md's JSON, signed with X-Grab-Signature, for a trade on unionpay (the
+// docs/api.md's JSON, signed with X-Grab-Signature, for a trade on unionpay (the
 // gateway serves every channel; unionpay has no native provider).
 func (e *grabEnv) channel() paytest.Channel {
 	return paytest.Channel{

@@ -55,7 +55,7 @@ func (e *Env) Deliver(t testing.TB, ch Channel, n Notice) {
 type Refusal struct {
 	Name   string
 	Notice Notice
-	Status int    // the status API.md gives the refusal
+	Status int    // the status docs/api.md gives the refusal
 	Code   string // the code the refusal names
 }
 

@@ -33,7 +33,7 @@ import (
 // Stock errors, beside errs.ErrInvalidArgument, ErrNotFound, ErrBusy and
 // ErrIdempotencyConflict. Exclusion between a product's operations needs no
 // lock: every operation is one script over that product's keys (one hash
-// tag), so submit, edit and revoke of a product (the seed's LOCK_SUBMIT),
+// tag), so submit, edit and revoke of a product (the LOCK_SUBMIT of the original stock design),
 // salvage and deducts never interleave. An order or TCC branch that spans
 // products is one call per product, made idempotent and ordered by a
 // record per product, so it needs none either.

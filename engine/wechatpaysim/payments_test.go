@@ -198,7 +198,7 @@ func TestPayWithWechatOverTheAPI(t *testing.T) {
 }
 
 // WeChat Pay notifications grabd must refuse, each answered with the status
-// API.md gives, as {"code":"FAIL",…} (so WeChat Pay sends it again), and
+// docs/api.md gives, as {"code":"FAIL",…} (so WeChat Pay sends it again), and
 // changing nothing: signed with another key, at a timestamp 10 minutes old,
 // tampered after signing, encrypted with another APIv3 key, under a serial
 // the merchant does not have, another merchant's; a correctly signed amount
