@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -49,28 +48,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	log.Info("transfersim listening: a simulator, no money moves", "addr", ln.Addr().String(),
 		"error_rate", cfg.Faults.ErrorRate, "lost_reply_rate", cfg.Faults.LoseReplyRate,
 		"duplicate_rate", cfg.Faults.DuplicateRate, "latency", cfg.Faults.Latency.String(), "seed", seed)
-	err = serve(ctx, ln, handler(sim, log))
+	err = transfersim.Serve(ctx, ln, handler(sim, log))
 	st := stats(sim)
 	log.Info("transfersim stopped", "transfers", st.Transfers, "applied", st.Applied, "amount", st.Amount,
 		"max_applications", st.MaxApplications)
 	return err
-}
-
-// serve serves h on ln until ctx ends, then gives requests in flight a few
-// seconds to finish.
-func serve(ctx context.Context, ln net.Listener, h http.Handler) error {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	done := make(chan error, 1)
-	stop := context.AfterFunc(ctx, func() {
-		grace, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		done <- srv.Shutdown(grace)
-	})
-	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-		stop()
-		return err
-	}
-	return <-done
 }
 
 // handler is the simulator behind a request log, beside its stats route

@@ -95,8 +95,12 @@ func (s *Sim) ListenAndServe(ctx context.Context, addr string) error {
 
 // Serve serves the simulator on ln until ctx ends, then gives requests in
 // flight a few seconds to finish.
-func (s *Sim) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
+func (s *Sim) Serve(ctx context.Context, ln net.Listener) error { return Serve(ctx, ln, s) }
+
+// Serve serves h (the simulator, or a handler around it) on ln until ctx
+// ends, then gives requests in flight a few seconds to finish.
+func Serve(ctx context.Context, ln net.Listener, h http.Handler) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	done := make(chan error, 1)
 	stop := context.AfterFunc(ctx, func() {
 		grace, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
