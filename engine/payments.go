@@ -75,9 +75,7 @@ func (e *Engine) TradeOf(ctx context.Context, tradeNo string, userID int64) (Pay
 // stays unpaid until the provider's return or notification. Asking again on
 // the same channel returns the same trade.
 func (e *Engine) PayByProvider(ctx context.Context, packetID, senderID int64, channel string) (Payment, error) {
-	switch channel {
-	case ChannelAlipay, ChannelWechat, ChannelUnionpay:
-	default:
+	if !IsChannel(channel) {
 		return Payment{}, fmt.Errorf("%w: method must be balance, alipay, wechat or unionpay", ErrInvalidArgument)
 	}
 	provider := e.pays[channel]

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"slices"
 )
 
 // ErrTradeUnknown is what a Provider's QueryTrade wraps when the provider
@@ -20,6 +21,9 @@ const (
 // Channels are the payment channels besides the balance, in the order the
 // API lists them.
 var Channels = []string{ChannelAlipay, ChannelWechat, ChannelUnionpay}
+
+// IsChannel reports whether c is one of Channels.
+func IsChannel(c string) bool { return slices.Contains(Channels, c) }
 
 // Provider is a third-party payment provider: grab registers each trade with
 // it and, when a settlement takes too long, asks it for the outcome. The

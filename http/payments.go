@@ -1,15 +1,13 @@
 package http
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	nethttp "net/http"
 	"time"
 
 	"github.com/gin-gonic/gin"
 
 	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/gateway"
 )
 
 type tradeResponse struct {
@@ -79,9 +77,7 @@ func (s *server) payment(c *gin.Context) {
 // until they see success. A channel with a Notifier (Alipay, WeChat Pay) is
 // read and answered in its own format; the others take docs/api.md's JSON.
 func (s *server) notify(c *gin.Context) {
-	switch channel := c.Param("channel"); channel {
-	case engine.ChannelAlipay, engine.ChannelWechat, engine.ChannelUnionpay:
-	default:
+	if channel := c.Param("channel"); !engine.IsChannel(channel) {
 		if r := []rune(channel); len(r) > 16 {
 			channel = string(r[:16]) + "…"
 		}
@@ -101,7 +97,9 @@ func (s *server) notify(c *gin.Context) {
 		s.notifyNative(c, nt, body)
 		return
 	}
-	if !s.signedByProvider(body, c.GetHeader("X-Grab-Signature")) {
+	// Signed as the gateway signs: lowercase hex HMAC-SHA256 of the raw
+	// body with the pay secret; an empty secret verifies nothing.
+	if !gateway.Verify(s.cfg.PaySecret, body, c.GetHeader(gateway.HeaderSignature)) {
 		s.fail(c, newError(nethttp.StatusUnauthorized, CodeUnauthenticated, "missing or wrong X-Grab-Signature"))
 		return
 	}
@@ -187,19 +185,4 @@ func (s *server) refuseNative(c *gin.Context, nt Notifier, n engine.Notification
 	c.Set(ctxErrorCode, ae.Code)
 	nt.Refuse(c.Writer, ae.Status, ae.Code, ae.Message)
 	c.Abort()
-}
-
-// signedByProvider checks X-Grab-Signature: lowercase hex HMAC-SHA256 of the
-// raw body with the pay secret, compared in constant time.
-func (s *server) signedByProvider(body []byte, signature string) bool {
-	if len(s.cfg.PaySecret) == 0 {
-		return false
-	}
-	got, err := hex.DecodeString(signature)
-	if err != nil || signature != hex.EncodeToString(got) {
-		return false // not lowercase hex
-	}
-	m := hmac.New(sha256.New, s.cfg.PaySecret)
-	m.Write(body)
-	return hmac.Equal(got, m.Sum(nil))
 }

@@ -102,17 +102,8 @@ type Notification struct {
 var tradeNoRE = regexp.MustCompile(`^[0-9A-Za-z_-]{1,64}$`)
 
 // ValidTradeNo reports a trade number the protocol carries: 1 to 64 of
-// [0-9A-Za-z_-] (grab's are "T<packet>-<hex>").
+// [0-9A-Za-z_-] (grab's are "T<packet>_<hex>").
 func ValidTradeNo(s string) bool { return tradeNoRE.MatchString(s) }
-
-// ValidChannel reports a channel grab pays through.
-func ValidChannel(c string) bool {
-	switch c {
-	case engine.ChannelAlipay, engine.ChannelWechat, engine.ChannelUnionpay:
-		return true
-	}
-	return false
-}
 
 // ErrMalformed is what Trade returns for a request the gateway must refuse.
 var ErrMalformed = errors.New("gateway: malformed request")
@@ -122,7 +113,7 @@ func (r CreateRequest) Trade() (engine.Trade, error) {
 	if !ValidTradeNo(r.TradeNo) {
 		return engine.Trade{}, fmt.Errorf("%w: trade_no must be 1 to 64 of [0-9A-Za-z_-]", ErrMalformed)
 	}
-	if !ValidChannel(r.Channel) {
+	if !engine.IsChannel(r.Channel) {
 		return engine.Trade{}, fmt.Errorf("%w: channel must be alipay, wechat or unionpay", ErrMalformed)
 	}
 	fen, err := engine.ParseAmount(r.Amount)

@@ -6,9 +6,6 @@ package paysim
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +15,7 @@ import (
 	"time"
 
 	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/gateway"
 )
 
 // Deliver hands a notification to grab: in a server, a POST to
@@ -270,11 +268,7 @@ func (s *Sim) Sent() int {
 }
 
 // Sign is the X-Grab-Signature of a body: lowercase hex HMAC-SHA256.
-func (s *Sim) Sign(body []byte) string {
-	m := hmac.New(sha256.New, s.secret)
-	m.Write(body)
-	return hex.EncodeToString(m.Sum(nil))
-}
+func (s *Sim) Sign(body []byte) string { return gateway.Sign(s.secret, body) }
 
 func (s *Sim) body(t *trade) []byte {
 	result := "failed"
