@@ -13,8 +13,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/grab-engine/grab/engine/campaign"
+	"github.com/grab-engine/grab/engine/money"
+
 	"github.com/jmoiron/sqlx"
 
+	"github.com/grab-engine/grab"
 	"github.com/grab-engine/grab/engine"
 	"github.com/grab-engine/grab/engine/transfer"
 	"github.com/grab-engine/grab/engine/transfersim"
@@ -46,7 +50,7 @@ const CodePayoutInProgress = "PAYOUT_IN_PROGRESS"
 // A Campaign keeps each engine's last run for Audit and Settle; it is not
 // for concurrent use.
 type Campaign struct {
-	Awards      int   // A, at most engine.MaxCampaignAwards
+	Awards      int   // A, at most campaign.MaxAwards
 	Users       int   // U, one grab each
 	Budget      int64 // fen; each award is 0.01 to twice the mean
 	Concurrency int   // C
@@ -70,7 +74,7 @@ func (*Campaign) Name() string { return "campaign" }
 
 // Params implements Scenario.
 func (s *Campaign) Params() map[string]any {
-	return map[string]any{"awards": s.Awards, "users": s.Users, "budget": engine.FormatAmount(s.Budget),
+	return map[string]any{"awards": s.Awards, "users": s.Users, "budget": money.Format(s.Budget),
 		"concurrency": s.Concurrency, "transfer_errors": s.Faults.ErrorRate, "transfer_lost": s.Faults.LoseReplyRate,
 		"transfer_dups": s.Faults.DuplicateRate, "transfer_latency": s.Faults.Latency.String(), "seed": s.Seed}
 }
@@ -82,10 +86,10 @@ func (s *Campaign) Validate() error {
 	switch {
 	case s.Awards <= 0 || s.Users <= 0 || s.Concurrency <= 0:
 		return errors.New("campaign: awards, users and concurrency must be positive")
-	case s.Awards > engine.MaxCampaignAwards:
-		return fmt.Errorf("campaign: at most %d awards", engine.MaxCampaignAwards)
-	case s.Budget < int64(s.Awards) || s.Budget > engine.MaxCampaignBudget:
-		return fmt.Errorf("campaign: the budget must be 0.01 an award at least and %s at most", engine.FormatAmount(engine.MaxCampaignBudget))
+	case s.Awards > campaign.MaxAwards:
+		return fmt.Errorf("campaign: at most %d awards", campaign.MaxAwards)
+	case s.Budget < int64(s.Awards) || s.Budget > campaign.MaxBudget:
+		return fmt.Errorf("campaign: the budget must be 0.01 an award at least and %s at most", money.Format(campaign.MaxBudget))
 	case !rate(s.Faults.ErrorRate) || !rate(s.Faults.LoseReplyRate) || !rate(s.Faults.DuplicateRate):
 		return errors.New("campaign: transfer fault rates must be 0..1")
 	case s.Faults.ErrorRate == 1 || s.Faults.LoseReplyRate == 1:
@@ -109,8 +113,8 @@ var transferTimeout = engine.DefaultConfig().TransferTimeout
 // settling under faults, not parking (engine tests cover that; with the
 // default 10 attempts and half the calls failing, a few awards in 2,000
 // would park for a person).
-func (s *Campaign) configureEngine(d *engine.Deps, c *engine.Config) {
-	d.Transfer = s.service()
+func (s *Campaign) configureEngine(d *grab.Deps, c *engine.Config) {
+	d.Campaigns.Transfer = s.service()
 	c.PayoutRetryAfter = time.Millisecond
 	c.PayoutMaxAttempts = 1000
 }
@@ -134,20 +138,20 @@ var errNoService = errors.New("bench: no campaign run is paying out")
 
 func (p *payoutService) use(c *transfer.Client) { p.cur.Store(c) }
 
-// Transfer implements engine.TransferService.
-func (p *payoutService) Transfer(ctx context.Context, t engine.Transfer) (engine.TransferResult, error) {
+// Transfer implements transfer.Service.
+func (p *payoutService) Transfer(ctx context.Context, t transfer.Transfer) (transfer.Result, error) {
 	if c := p.cur.Load(); c != nil {
 		return c.Transfer(ctx, t)
 	}
-	return engine.TransferResult{}, errNoService
+	return transfer.Result{}, errNoService
 }
 
-// QueryTransfer implements engine.TransferService.
-func (p *payoutService) QueryTransfer(ctx context.Context, outTradeNo string) (engine.TransferResult, error) {
+// QueryTransfer implements transfer.Service.
+func (p *payoutService) QueryTransfer(ctx context.Context, outTradeNo string) (transfer.Result, error) {
 	if c := p.cur.Load(); c != nil {
 		return c.QueryTransfer(ctx, outTradeNo)
 	}
-	return engine.TransferResult{}, errNoService
+	return transfer.Result{}, errNoService
 }
 
 // campaignRun is one engine's campaign: where its awards are, the service
@@ -186,7 +190,7 @@ func (s *Campaign) Prepare(ctx context.Context, env *Env, engineName string) (Pl
 		// Through the engine for mysql-lock too: the naive scheme works on
 		// the same rows and leaves their Redis state unused.
 		now := time.Now()
-		c, _, err := env.Engine.CreateCampaign(ctx, engine.NewCampaign{Name: "grabbench", Budget: s.Budget,
+		c, _, err := env.Engine.Campaigns.CreateCampaign(ctx, campaign.NewCampaign{Name: "grabbench", Budget: s.Budget,
 			AwardCount: s.Awards, AwardMin: 1, AwardMax: s.awardMax(), PerUserLimit: 1,
 			StartsAt: now.Add(-time.Minute), EndsAt: now.Add(time.Hour)})
 		if err != nil {
@@ -285,7 +289,7 @@ func (r *campaignRun) grabber(name string, api HTTPSetup) (Grabber, error) {
 // loadProbe splits the budget as a campaign would and puts the awards on a
 // probe list of their own ("seq:amount", as campaign_grab.lua's list).
 func (r *campaignRun) loadProbe(ctx context.Context) error {
-	amounts, err := engine.SplitCampaign(engine.GlobalRand{}, r.s.Budget, r.s.Awards, 1, r.s.awardMax())
+	amounts, err := campaign.Split(engine.GlobalRand{}, r.s.Budget, r.s.Awards, 1, r.s.awardMax())
 	if err != nil {
 		return err
 	}
@@ -305,7 +309,7 @@ type campaignEngine struct{ r *campaignRun }
 func (campaignEngine) Name() string { return EngineEngine }
 
 func (g campaignEngine) Grab(ctx context.Context, op Op) (string, error) {
-	_, err := g.r.env.Engine.GrabCampaign(ctx, op.Target, op.User)
+	_, err := g.r.env.Engine.Campaigns.GrabCampaign(ctx, op.Target, op.User)
 	return campaignAnswer(err)
 }
 
@@ -407,15 +411,15 @@ func (g campaignLock) take(ctx context.Context, op Op, a *store.Award) (string, 
 	no := store.OutTradeNo(op.Target, seq)
 	if _, err := tx.ExecContext(ctx, `INSERT INTO campaign_award (campaign_id, seq, user_id, amount, status, out_trade_no,
 		attempts, awarded_at, updated_at, transferring_at) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?)`,
-		op.Target, seq, op.User, money(int64(amount)), store.AwardTransferring, no, now, now, now); err != nil {
+		op.Target, seq, op.User, money.Format(int64(amount)), store.AwardTransferring, no, now, now, now); err != nil {
 		return CodeInternal, err
 	}
 	if _, err := tx.ExecContext(ctx, "UPDATE campaign SET used_amount = used_amount + ?, awarded_count = awarded_count + 1 WHERE id = ?",
-		money(int64(amount)), op.Target); err != nil {
+		money.Format(int64(amount)), op.Target); err != nil {
 		return CodeInternal, err
 	}
 	if _, err := tx.ExecContext(ctx, "UPDATE campaign_rule SET acc_amount = acc_amount + ? WHERE campaign_id = ?",
-		money(int64(amount)), op.Target); err != nil {
+		money.Format(int64(amount)), op.Target); err != nil {
 		return CodeInternal, err
 	}
 	if err := tx.Commit(); err != nil {
@@ -434,22 +438,22 @@ func (g campaignLock) pay(ctx context.Context, a store.Award, again bool) (strin
 	// The award is 7 now: finish the call even if the caller goes away.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), transferTimeout)
 	defer cancel()
-	var res engine.TransferResult
+	var res transfer.Result
 	var err error
 	if again {
 		res, err = g.r.xfer.QueryTransfer(ctx, a.OutTradeNo)
 	}
-	if !again || err != nil || res.Outcome != engine.TransferSucceeded {
-		res, err = g.r.xfer.Transfer(ctx, engine.Transfer{OutTradeNo: a.OutTradeNo, UserID: a.UserID, Amount: int64(a.Amount),
+	if !again || err != nil || res.Outcome != transfer.Succeeded {
+		res, err = g.r.xfer.Transfer(ctx, transfer.Transfer{OutTradeNo: a.OutTradeNo, UserID: a.UserID, Amount: int64(a.Amount),
 			Memo: fmt.Sprintf("campaign %d award %d", a.CampaignID, a.Seq)})
 	}
 	now := time.Now().UTC()
 	switch {
-	case errors.Is(err, engine.ErrTransferConflict) || (err == nil && res.Amount != int64(a.Amount)):
+	case errors.Is(err, transfer.ErrConflict) || (err == nil && res.Amount != int64(a.Amount)):
 		_, err := g.db.ExecContext(ctx, `UPDATE campaign_award SET status = ?, updated_at = ?
 			WHERE campaign_id = ? AND seq = ? AND status = ?`, store.AwardNeedsAttention, now, a.CampaignID, a.Seq, store.AwardTransferring)
 		return CodePayoutInProgress, err
-	case err != nil || res.Outcome != engine.TransferSucceeded:
+	case err != nil || res.Outcome != transfer.Succeeded:
 		return CodePayoutInProgress, nil
 	}
 	if _, err := g.db.ExecContext(ctx, `UPDATE campaign_award SET status = ?, transfer_id = ?, transferred_at = ?, updated_at = ?
@@ -465,10 +469,10 @@ func (g campaignLock) pay(ctx context.Context, a store.Award, again bool) (strin
 // drain waits until MySQL has a row for every award Redis granted; most
 // were written by the grab itself, which pays at once.
 func (r *campaignRun) drain(ctx context.Context, accepted int64, timeout time.Duration) error {
-	var c engine.Campaign
+	var c campaign.Campaign
 	err := poll(ctx, timeout, func() (bool, error) {
 		var err error
-		c, err = r.env.Engine.GetCampaign(ctx, r.id)
+		c, err = r.env.Engine.Campaigns.GetCampaign(ctx, r.id)
 		return c.Awarded == c.AwardCount-c.Remaining, err
 	})
 	if errors.Is(err, errTimedOut) {
@@ -504,8 +508,8 @@ func (r *campaignRun) settle(ctx context.Context) (int, error) {
 			sweeps++
 		} else {
 			r.s.service().use(r.xfer)
-			var sw engine.PayoutSweep
-			if sw, err = r.env.Engine.SweepPayouts(ctx); sw.Claimed > 0 {
+			var sw campaign.PayoutSweep
+			if sw, err = r.env.Engine.Campaigns.SweepPayouts(ctx); sw.Claimed > 0 {
 				sweeps++
 			} else {
 				time.Sleep(time.Millisecond) // what is left is not yet overdue
@@ -592,10 +596,10 @@ func (r *campaignRun) audit(ctx context.Context) ([]string, error) {
 	}
 	switch {
 	case sum > s.Budget:
-		a.add("overspent", "Σ awards %s > budget %s", engine.FormatAmount(sum), engine.FormatAmount(s.Budget))
+		a.add("overspent", "Σ awards %s > budget %s", money.Format(sum), money.Format(s.Budget))
 	case exact && want == int64(s.Awards) && sum != s.Budget:
-		a.add("budget not spent exactly", "Σ awards %s; every award was won, the budget is %s", engine.FormatAmount(sum),
-			engine.FormatAmount(s.Budget))
+		a.add("budget not spent exactly", "Σ awards %s; every award was won, the budget is %s", money.Format(sum),
+			money.Format(s.Budget))
 	}
 	if r.engine != EngineRaw {
 		if err := r.auditPayouts(ctx, a, awards, sum); err != nil {
@@ -646,10 +650,10 @@ func (r *campaignRun) auditPayouts(ctx context.Context, a *auditor, awards []sto
 	}
 	if used, acc := int64(c.UsedAmount), int64(c.AccAmount); used != sum || acc != sum || c.AwardedCount != len(awards) {
 		a.add("used amount is not the awards", "used %s, accumulated %s, %d awarded; the %d awards hold %s",
-			engine.FormatAmount(used), engine.FormatAmount(acc), c.AwardedCount, len(awards), engine.FormatAmount(sum))
+			money.Format(used), money.Format(acc), c.AwardedCount, len(awards), money.Format(sum))
 	}
 	if c.UsedAmount > c.Budget {
-		a.add("overspent", "used %s > budget %s", engine.FormatAmount(int64(c.UsedAmount)), engine.FormatAmount(int64(c.Budget)))
+		a.add("overspent", "used %s > budget %s", money.Format(int64(c.UsedAmount)), money.Format(int64(c.Budget)))
 	}
 	split := make(map[int]store.Fen, len(shares))
 	for _, sh := range shares {
@@ -660,8 +664,8 @@ func (r *campaignRun) auditPayouts(ctx context.Context, a *auditor, awards []sto
 	for _, aw := range awards {
 		numbers[aw.OutTradeNo] = true
 		if share, ok := split[aw.Seq]; !ok || share != aw.Amount {
-			a.add("award is not its share", "award %d is %s; its share %s", aw.Seq, engine.FormatAmount(int64(aw.Amount)),
-				engine.FormatAmount(int64(share)))
+			a.add("award is not its share", "award %d is %s; its share %s", aw.Seq, money.Format(int64(aw.Amount)),
+				money.Format(int64(share)))
 		}
 		if aw.Status != store.AwardTransferred {
 			why := ""
@@ -679,13 +683,13 @@ func (r *campaignRun) auditPayouts(ctx context.Context, a *auditor, awards []sto
 			a.add("applied more than once", "%s applied %d times", aw.OutTradeNo, rec.Applied)
 		case rec.UserID != aw.UserID || rec.Amount != int64(aw.Amount) || rec.TransferID != aw.TransferID:
 			a.add("paid other than awarded", "award %d: %s to user %d as %s; the service applied %s to user %d as %s",
-				aw.Seq, engine.FormatAmount(int64(aw.Amount)), aw.UserID, aw.TransferID,
-				engine.FormatAmount(rec.Amount), rec.UserID, rec.TransferID)
+				aw.Seq, money.Format(int64(aw.Amount)), aw.UserID, aw.TransferID,
+				money.Format(rec.Amount), rec.UserID, rec.TransferID)
 		}
 	}
 	for no, rec := range held {
 		if !numbers[no] {
-			a.add("applied without an award", "%s: %s to user %d", no, engine.FormatAmount(rec.Amount), rec.UserID)
+			a.add("applied without an award", "%s: %s to user %d", no, money.Format(rec.Amount), rec.UserID)
 		}
 	}
 	count, fen := r.sim.TotalApplied()
@@ -694,10 +698,10 @@ func (r *campaignRun) auditPayouts(ctx context.Context, a *auditor, awards []sto
 		a.add("applied more than once", "an out-trade-no applied %d times", r.sim.MaxApplications())
 	case count > len(awards) || fen > sum:
 		a.add("paid more than awarded", "the service moved %s in %d transfers; the %d awards hold %s",
-			engine.FormatAmount(fen), count, len(awards), engine.FormatAmount(sum))
+			money.Format(fen), count, len(awards), money.Format(sum))
 	case count < len(awards) || fen < sum:
 		a.add("paid less than awarded", "the service moved %s in %d transfers; the %d awards hold %s",
-			engine.FormatAmount(fen), count, len(awards), engine.FormatAmount(sum))
+			money.Format(fen), count, len(awards), money.Format(sum))
 	}
 	return nil
 }

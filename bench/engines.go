@@ -12,10 +12,13 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/grab-engine/grab/engine/money"
+
+	"github.com/grab-engine/grab/engine/packet"
+
 	"github.com/go-sql-driver/mysql"
 	"github.com/jmoiron/sqlx"
 	"github.com/redis/go-redis/v9"
-	"github.com/shopspring/decimal"
 
 	"github.com/grab-engine/grab/engine"
 	"github.com/grab-engine/grab/lua"
@@ -78,7 +81,7 @@ func (r Raw) Grab(ctx context.Context, op Op) (string, error) {
 }
 
 // Engine grabs through the engine in-process, on real Redis.
-type Engine struct{ E *engine.Engine }
+type Engine struct{ E *packet.Service }
 
 // Name implements Grabber.
 func (Engine) Name() string { return EngineEngine }
@@ -203,12 +206,10 @@ func (s HTTPSetup) admin() map[string]string {
 	return map[string]string{"Authorization": "Bearer " + s.AdminToken}
 }
 
-func money(fen int64) string { return decimal.New(fen, -2).StringFixed(2) }
-
 // Deposit implements Setup.
 func (s HTTPSetup) Deposit(ctx context.Context, userID, fen int64, ref string) error {
 	return s.do(ctx, http.MethodPost, fmt.Sprintf("/v1/admin/accounts/%d/deposit", userID), s.admin(),
-		map[string]any{"amount": money(fen), "ref": ref}, nil, nil)
+		map[string]any{"amount": money.Format(fen), "ref": ref}, nil, nil)
 }
 
 // SetGroupMembers implements Setup.
@@ -224,7 +225,7 @@ func (s HTTPSetup) SendAndPay(ctx context.Context, senderID, groupID int64, coun
 		ID int64 `json:"packet_id"`
 	}
 	err := s.do(ctx, http.MethodPost, "/v1/packets", user,
-		map[string]any{"kind": engine.KindGroupLucky, "group_id": groupID, "count": count, "amount": money(fen)}, &p, nil)
+		map[string]any{"kind": packet.KindGroupLucky, "group_id": groupID, "count": count, "amount": money.Format(fen)}, &p, nil)
 	if err != nil {
 		return 0, err
 	}
@@ -308,9 +309,9 @@ func (m MySQLLock) try(ctx context.Context, op Op) (string, error) {
 		}
 	}
 	switch {
-	case p.Status == engine.StatusFinished || pick < 0:
+	case p.Status == packet.StatusFinished || pick < 0:
 		return CodeSoldOut, nil
-	case p.Status != engine.StatusOpen:
+	case p.Status != packet.StatusOpen:
 		return CodeNotOpen, nil
 	}
 	s, now := shares[pick], time.Now().UTC()
@@ -319,12 +320,12 @@ func (m MySQLLock) try(ctx context.Context, op Op) (string, error) {
 		return CodeInternal, err
 	}
 	if _, err := tx.ExecContext(ctx, "INSERT INTO ledger (kind, ref, user_id, amount, created_at) VALUES (?, ?, ?, ?, ?)",
-		store.KindGrab, fmt.Sprintf("pk:%d:%d", op.Target, s.Seq), op.User, money(int64(s.Amount)), now); err != nil {
+		store.KindGrab, fmt.Sprintf("pk:%d:%d", op.Target, s.Seq), op.User, money.Format(int64(s.Amount)), now); err != nil {
 		return CodeInternal, err
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO account (user_id, balance, updated_at) VALUES (?, ?, ?)
 		ON DUPLICATE KEY UPDATE balance = balance + VALUES(balance), updated_at = VALUES(updated_at)`,
-		op.User, money(int64(s.Amount)), now); err != nil {
+		op.User, money.Format(int64(s.Amount)), now); err != nil {
 		return CodeInternal, err
 	}
 	if unowned == 1 {

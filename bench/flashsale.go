@@ -40,7 +40,7 @@ const (
 // orders succeed and the rest are answered OUT_OF_STOCK.
 //
 // Its engines deduct stock rather than grab packets: raw is a deduct-shaped
-// probe script (flashProbe), engine is engine.Stock().Deduct as grabd's
+// probe script (flashProbe), engine is stock.Service.Deduct as grabd's
 // handler calls it (a one-product order through the shared pipelines),
 // http is POST /v1/stock/deduct, mysql-lock a transaction that locks the
 // SKU's row in a scratch table. Each engine run gets an activity of its own.
@@ -149,7 +149,7 @@ func (s *FlashSale) Prepare(ctx context.Context, env *Env, engineName string) (P
 		for i := range skus {
 			skus[i] = stock.SKUStock{SKU: int64(i) + 1, Stock: int64(s.Stock)}
 		}
-		err = env.Engine.Stock().Submit(ctx, fmt.Sprintf("fs-%d", r.activity), r.activity, r.product, skus)
+		err = env.Engine.Stock.Submit(ctx, fmt.Sprintf("fs-%d", r.activity), r.activity, r.product, skus)
 	}
 	if err != nil {
 		return Plan{}, fmt.Errorf("stock: %w", err)
@@ -209,7 +209,7 @@ func (r *flashRun) grabber(name string, api HTTPSetup) (Grabber, error) {
 	case EngineRaw:
 		g = flashRaw{rdb: r.env.Redis, r: r}
 	case EngineEngine:
-		g = flashEngine{e: r.env.Engine, r: r}
+		g = flashEngine{e: r.env.Engine.Stock, r: r}
 	case EngineHTTP:
 		g = flashHTTP{api: api, r: r}
 	case EngineMySQLLock:
@@ -293,17 +293,17 @@ func (g flashRaw) Grab(ctx context.Context, op Op) (string, error) {
 	return CodeOutOfStock, nil
 }
 
-// --- engine: engine.Stock().Deduct in-process ----------------------------
+// --- engine: stock.Service.Deduct in-process ----------------------------
 
 type flashEngine struct {
-	e *engine.Engine
+	e *stock.Service
 	r *flashRun
 }
 
 func (flashEngine) Name() string { return EngineEngine }
 
 func (g flashEngine) Grab(ctx context.Context, op Op) (string, error) {
-	return stockAnswer(g.e.Stock().Deduct(ctx, g.r.order(op.User), []stock.Item{{Scope: stock.ScopeHighSeas,
+	return stockAnswer(g.e.Deduct(ctx, g.r.order(op.User), []stock.Item{{Scope: stock.ScopeHighSeas,
 		ActivityID: g.r.activity, ProductID: g.r.product, SKU: op.Target, Qty: 1}}))
 }
 
@@ -454,7 +454,7 @@ func (g flashLock) try(ctx context.Context, op Op) (string, error) {
 func (r *flashRun) drain(ctx context.Context, accepted int64, timeout time.Duration) error {
 	pending := map[int64]int64{} // SKU -> Redis sold
 	for sku := int64(1); sku <= int64(r.s.SKUs); sku++ {
-		v, err := r.env.Engine.Stock().SKU(ctx, r.activity, r.product, sku)
+		v, err := r.env.Engine.Stock.SKU(ctx, r.activity, r.product, sku)
 		if err != nil {
 			return err
 		}
@@ -581,7 +581,7 @@ func (r *flashRun) counters(ctx context.Context, sku int64) (stock.Counters, err
 			WHERE activity_id = ? AND product_id = ? AND sku_id = ?`, r.activity, r.product, sku)
 		return stock.Counters{Total: c.Total, Available: c.Available, Reserved: c.Reserved, Sold: c.Sold}, err
 	}
-	v, err := r.env.Engine.Stock().SKU(ctx, r.activity, r.product, sku)
+	v, err := r.env.Engine.Stock.SKU(ctx, r.activity, r.product, sku)
 	return v.HighSeas, err
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/HdrHistogram/hdrhistogram-go"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/grab-engine/grab"
 	"github.com/grab-engine/grab/engine"
 	grabhttp "github.com/grab-engine/grab/http"
 	"github.com/grab-engine/grab/lua"
@@ -29,7 +30,7 @@ type Env struct {
 	Redis  redis.UniversalClient
 	Keys   lua.Keys
 	DB     *store.DB
-	Engine *engine.Engine
+	Engine *grab.Grab
 	// Setup makes accounts and packets: through the engine, or through the
 	// API of an external grabd for the http engine.
 	Setup Setup
@@ -83,17 +84,17 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	ecfg.GrabPipelines, ecfg.GrabBatch = cfg.GrabPipelines, cfg.GrabBatch
 	// Lag is sampled during the run: measure it often enough to see it move.
 	ecfg.Writer.MonitorEvery = 50 * time.Millisecond
-	deps := engine.Deps{Redis: cfg.Redis, WriterRedis: cfg.WriterRedis, DB: cfg.DB, Log: cfg.Log}
+	deps := grab.Deps{Deps: engine.Deps{Redis: cfg.Redis, WriterRedis: cfg.WriterRedis, DB: cfg.DB, Log: cfg.Log}}
 	if c, ok := cfg.Scenario.(engineConfigurer); ok {
 		c.configureEngine(&deps, &ecfg)
 	}
-	eng := engine.New(deps, ecfg)
-	env := &Env{Redis: cfg.Redis, Keys: cfg.Keys, DB: cfg.DB, Engine: eng, Setup: EngineSetup{eng}}
+	eng := grab.New(deps, ecfg)
+	env := &Env{Redis: cfg.Redis, Keys: cfg.Keys, DB: cfg.DB, Engine: eng, Setup: EngineSetup{eng.Packets}}
 
 	writerCtx, stopWriter := context.WithCancel(context.WithoutCancel(ctx))
 	var writerDone sync.WaitGroup
 	writerDone.Add(1)
-	go func() { defer writerDone.Done(); eng.RunWriter(writerCtx) }()
+	go func() { defer writerDone.Done(); eng.Engine.RunWriter(writerCtx) }()
 	defer func() { stopWriter(); writerDone.Wait() }()
 
 	rep := &Report{Scenario: cfg.Scenario.Params(), Machine: DescribeMachine(ctx, cfg.Redis, cfg.DB), Audit: AuditResult{OK: true}}
@@ -171,7 +172,7 @@ func grabber(ctx context.Context, cfg Config, env *Env, name string, plan Plan) 
 	case EngineRaw:
 		return Raw{Redis: env.Redis, Keys: env.Keys}, stop, nil
 	case EngineEngine:
-		return Engine{E: env.Engine}, stop, nil
+		return Engine{E: env.Engine.Packets}, stop, nil
 	case EngineMySQLLock:
 		return MySQLLock{DB: env.DB.SQL()}, stop, nil
 	}
@@ -212,7 +213,7 @@ func measure(ctx context.Context, cfg Config, env *Env, g Grabber, plan Plan) Ru
 	lag := hdrhistogram.New(1, 3_600_000, 3) // ms
 	stopLag := func() {}
 	if inProcess {
-		stopLag = sampleLag(env.Engine, lag)
+		stopLag = sampleLag(env.Engine.Engine, lag)
 	}
 	usesRedis := name != EngineMySQLLock && !(name == EngineHTTP && cfg.URL != "")
 	cpuBefore, cpuErr := redisCPU(ctx, env.Redis)

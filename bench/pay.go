@@ -11,7 +11,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/packet"
+
+	"github.com/grab-engine/grab"
+	"github.com/grab-engine/grab/engine/channel"
 	"github.com/grab-engine/grab/engine/simchannel"
 	grabhttp "github.com/grab-engine/grab/http"
 	"github.com/grab-engine/grab/store"
@@ -20,7 +23,7 @@ import (
 // PayMethods are how group-storm's packets can be paid: by the senders'
 // balance, or through a payment channel's simulator speaking its real
 // protocol (Alipay, WeChat Pay, or the company gateway for unionpay).
-var PayMethods = []string{"balance", engine.ChannelAlipay, engine.ChannelWechat, engine.ChannelUnionpay}
+var PayMethods = []string{"balance", channel.Alipay, channel.Wechat, channel.Unionpay}
 
 // payAfter is how long after the sender's app returns the simulated payer
 // pays: the packets open at the return, so the first grabs land before the
@@ -31,20 +34,20 @@ const payAfter = 200 * time.Millisecond
 // simulated channel of the run in progress. The harness makes one engine for
 // every run; each run pays through a simulator of its own.
 type channelPayer struct {
-	cur atomic.Pointer[engine.Provider]
+	cur atomic.Pointer[channel.Provider]
 }
 
 var errNoChannel = errors.New("bench: no group-storm run is paying through a channel")
 
-func (p *channelPayer) get() (engine.Provider, error) {
+func (p *channelPayer) get() (channel.Provider, error) {
 	if c := p.cur.Load(); c != nil {
 		return *c, nil
 	}
 	return nil, errNoChannel
 }
 
-// CreateTrade implements engine.Provider.
-func (p *channelPayer) CreateTrade(ctx context.Context, t engine.Trade) error {
+// CreateTrade implements channel.Provider.
+func (p *channelPayer) CreateTrade(ctx context.Context, t channel.Trade) error {
 	c, err := p.get()
 	if err != nil {
 		return err
@@ -52,44 +55,44 @@ func (p *channelPayer) CreateTrade(ctx context.Context, t engine.Trade) error {
 	return c.CreateTrade(ctx, t)
 }
 
-// QueryTrade implements engine.Provider.
-func (p *channelPayer) QueryTrade(ctx context.Context, tradeNo string) (engine.TradeResult, error) {
+// QueryTrade implements channel.Provider.
+func (p *channelPayer) QueryTrade(ctx context.Context, tradeNo string) (channel.TradeResult, error) {
 	c, err := p.get()
 	if err != nil {
-		return engine.TradeResult{}, err
+		return channel.TradeResult{}, err
 	}
 	return c.QueryTrade(ctx, tradeNo)
 }
 
-// StartTrade implements engine.AppPayer for the channels that have pay
+// StartTrade implements channel.AppPayer for the channels that have pay
 // parameters, and registers the trade for those that do not.
-func (p *channelPayer) StartTrade(ctx context.Context, t engine.Trade) (map[string]string, error) {
+func (p *channelPayer) StartTrade(ctx context.Context, t channel.Trade) (map[string]string, error) {
 	c, err := p.get()
 	if err != nil {
 		return nil, err
 	}
-	if app, ok := c.(engine.AppPayer); ok {
+	if app, ok := c.(channel.AppPayer); ok {
 		return app.StartTrade(ctx, t)
 	}
 	return nil, c.CreateTrade(ctx, t)
 }
 
 // payThrough makes the engine pay s.Pay through the channel payer.
-func (s *GroupStorm) payThrough(d *engine.Deps) {
+func (s *GroupStorm) payThrough(d *grab.Deps) {
 	if s.payer == nil {
 		s.payer = &channelPayer{}
 	}
-	if s.Pay == engine.ChannelUnionpay {
-		d.Provider = s.payer // the company gateway serves the channels it is not told of
+	if s.Pay == channel.Unionpay {
+		d.Payments.Provider = s.payer // the company gateway serves the channels it is not told of
 		return
 	}
-	d.Providers = map[string]engine.Provider{s.Pay: s.payer}
+	d.Payments.Providers = map[string]channel.Provider{s.Pay: s.payer}
 }
 
 // startChannel serves grabd's notify route for eng on a loopback port and
 // starts the simulated channel of s.Pay notifying it, its payer paying each
 // trade payAfter after it is made; both stop when ctx ends.
-func (s *GroupStorm) startChannel(ctx context.Context, eng *engine.Engine) error {
+func (s *GroupStorm) startChannel(ctx context.Context, eng *grab.Grab) error {
 	secret := make([]byte, 16)
 	rand.Read(secret)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -97,18 +100,18 @@ func (s *GroupStorm) startChannel(ctx context.Context, eng *engine.Engine) error
 		return err
 	}
 	o := simchannel.Options{NotifyBase: "http://" + l.Addr().String(), PayAfter: payAfter, ResendScale: 0.001, Timeout: 5 * time.Second}
-	var provider engine.Provider
+	var provider channel.Provider
 	notifiers := map[string]grabhttp.Notifier{}
 	var stop func()
 	switch s.Pay {
-	case engine.ChannelAlipay:
+	case channel.Alipay:
 		a, err := simchannel.StartAlipay(o)
 		if err != nil {
 			l.Close()
 			return err
 		}
 		provider, notifiers[s.Pay], stop = a, grabhttp.AlipayNotifier(a.Client), a.Close
-	case engine.ChannelWechat:
+	case channel.Wechat:
 		w, err := simchannel.StartWechat(o)
 		if err != nil {
 			l.Close()
@@ -138,12 +141,12 @@ func (s *GroupStorm) startChannel(ctx context.Context, eng *engine.Engine) error
 // sendAndPayThrough creates a packet, pays it through the channel and
 // reports the sender's return, as the app does: the packet opens for grabs,
 // credited when the channel's notification settles the trade.
-func sendAndPayThrough(ctx context.Context, eng *engine.Engine, channel string, senderID, groupID int64, count int, fen int64) (int64, string, error) {
-	p, err := eng.CreatePacket(ctx, engine.NewPacket{SenderID: senderID, Kind: engine.KindGroupLucky, GroupID: groupID, Count: count, Amount: fen})
+func sendAndPayThrough(ctx context.Context, eng *packet.Service, ch string, senderID, groupID int64, count int, fen int64) (int64, string, error) {
+	p, err := eng.CreatePacket(ctx, packet.NewPacket{SenderID: senderID, Kind: packet.KindGroupLucky, GroupID: groupID, Count: count, Amount: fen})
 	if err != nil {
 		return 0, "", err
 	}
-	pay, err := eng.PayByProvider(ctx, p.ID, senderID, channel)
+	pay, err := eng.PayByProvider(ctx, p.ID, senderID, ch)
 	if err != nil {
 		return 0, "", err
 	}
@@ -156,7 +159,7 @@ func sendAndPayThrough(ctx context.Context, eng *engine.Engine, channel string, 
 // settlePayments waits until every trade is paid, its notification taken,
 // then reconciles until no grab of the packets is left uncredited; sweeps
 // counts the reconciliation passes.
-func settlePayments(ctx context.Context, eng *engine.Engine, db *store.DB, trades []string, packets []int64) (sweeps int, err error) {
+func settlePayments(ctx context.Context, eng *packet.Service, db *store.DB, trades []string, packets []int64) (sweeps int, err error) {
 	const timeout = time.Minute
 	left := trades
 	err = poll(ctx, timeout, func() (bool, error) {

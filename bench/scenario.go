@@ -14,6 +14,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/grab-engine/grab/engine/packet"
+
+	"github.com/grab-engine/grab"
 	"github.com/grab-engine/grab/engine"
 	"github.com/grab-engine/grab/lua"
 )
@@ -85,7 +88,7 @@ type Scenario interface {
 // not give it (campaign: a transfer service, and a payout sweeper that
 // drives an award again at once). Run calls it before it makes the engine.
 type engineConfigurer interface {
-	configureEngine(*engine.Deps, *engine.Config)
+	configureEngine(*grab.Deps, *engine.Config)
 }
 
 // Setup is how a scenario makes accounts, groups and paid packets: through
@@ -98,7 +101,7 @@ type Setup interface {
 }
 
 // EngineSetup sets up through the engine in-process.
-type EngineSetup struct{ E *engine.Engine }
+type EngineSetup struct{ E *packet.Service }
 
 // Deposit implements Setup.
 func (s EngineSetup) Deposit(ctx context.Context, userID, fen int64, ref string) error {
@@ -114,7 +117,7 @@ func (s EngineSetup) SetGroupMembers(ctx context.Context, groupID int64, users [
 
 // SendAndPay implements Setup.
 func (s EngineSetup) SendAndPay(ctx context.Context, senderID, groupID int64, count int, fen int64) (int64, error) {
-	p, err := s.E.CreatePacket(ctx, engine.NewPacket{SenderID: senderID, Kind: engine.KindGroupLucky,
+	p, err := s.E.CreatePacket(ctx, packet.NewPacket{SenderID: senderID, Kind: packet.KindGroupLucky,
 		GroupID: groupID, Count: count, Amount: fen})
 	if err != nil {
 		return 0, err
@@ -152,7 +155,7 @@ func (s *GroupStorm) paysThroughChannel() bool { return s.Pay != "" && s.Pay != 
 
 // configureEngine implements engineConfigurer: with a channel to pay
 // through, the engine's provider for it is the run's simulated channel.
-func (s *GroupStorm) configureEngine(d *engine.Deps, _ *engine.Config) {
+func (s *GroupStorm) configureEngine(d *grab.Deps, _ *engine.Config) {
 	if s.paysThroughChannel() {
 		s.payThrough(d)
 	}
@@ -277,7 +280,7 @@ func (s *GroupStorm) prepareChannel(ctx context.Context, env *Env, ids, users []
 	trades := make([]string, len(ids))
 	err := parallel(ctx, s.Packets, 16, func(ctx context.Context, i int) error {
 		var err error
-		ids[i], trades[i], err = sendAndPayThrough(ctx, env.Engine, s.Pay, base+1+int64(i%senders), group, s.Shares, amount)
+		ids[i], trades[i], err = sendAndPayThrough(ctx, env.Engine.Packets, s.Pay, base+1+int64(i%senders), group, s.Shares, amount)
 		return err
 	})
 	if err != nil {
@@ -285,7 +288,9 @@ func (s *GroupStorm) prepareChannel(ctx context.Context, env *Env, ids, users []
 	}
 	p := s.plan(ids, users)
 	p.Packets = ids
-	p.Settle = func(ctx context.Context) (int, error) { return settlePayments(ctx, env.Engine, env.DB, trades, ids) }
+	p.Settle = func(ctx context.Context) (int, error) {
+		return settlePayments(ctx, env.Engine.Packets, env.DB, trades, ids)
+	}
 	return p, nil
 }
 

@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grab-engine/grab/engine/enginetest"
+	"github.com/grab-engine/grab/engine/packet"
+
 	"github.com/grab-engine/grab/engine"
 	"github.com/grab-engine/grab/lua"
 )
@@ -19,7 +22,7 @@ import (
 // path alone (one script round trip), not MySQL.
 func BenchmarkGrab(b *testing.B) {
 	const shares = 100
-	e := setupReal(b)
+	e := enginetest.Real(b)
 	ctx := context.Background()
 
 	var (
@@ -36,18 +39,18 @@ func BenchmarkGrab(b *testing.B) {
 			return nil
 		}
 		p := &benchPacket{id: nextID.Add(1)}
-		k := e.keys.Packet(p.id)
-		st := lua.PacketState{Status: engine.StatusOpen, Credit: true,
-			ExpiresAtMs: e.clock.Now().Add(time.Hour).UnixMilli(), KeepUntilMs: e.clock.Now().Add(2 * time.Hour).UnixMilli()}
+		k := e.Keys.Packet(p.id)
+		st := lua.PacketState{Status: packet.StatusOpen, Credit: true,
+			ExpiresAtMs: e.Clock.Now().Add(time.Hour).UnixMilli(), KeepUntilMs: e.Clock.Now().Add(2 * time.Hour).UnixMilli()}
 		for i := range shares {
 			st.Shares = append(st.Shares, lua.Share{Seq: i + 1, Amount: 100})
 			st.Eligible = append(st.Eligible, int64(i+1))
 		}
-		if _, err := lua.Load(ctx, e.rdb, k, st); err != nil {
+		if _, err := lua.Load(ctx, e.Redis, k, st); err != nil {
 			return err
 		}
 		// With the writer off the streams only grow; keep them short.
-		e.rdb.XTrimMaxLenApprox(ctx, k.Events, 1000, 0)
+		e.Redis.XTrimMaxLenApprox(ctx, k.Events, 1000, 0)
 		cur.Store(p)
 		return nil
 	}
@@ -62,7 +65,7 @@ func BenchmarkGrab(b *testing.B) {
 				p := cur.Load()
 				err := engine.ErrSoldOut // every user of this packet has grabbed it
 				if user := p.nextUser.Add(1); user <= shares {
-					_, err = e.eng.Grab(ctx, p.id, user)
+					_, err = e.Packets.Grab(ctx, p.id, user)
 				}
 				if errors.Is(err, engine.ErrSoldOut) {
 					if err = refill(p); err == nil {

@@ -5,9 +5,12 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/grab-engine/grab/engine/enginetest"
+
+	"github.com/grab-engine/grab/engine/packet"
+
 	"github.com/redis/go-redis/v9"
 
-	"github.com/grab-engine/grab/engine"
 	"github.com/grab-engine/grab/lua"
 	"github.com/grab-engine/grab/lua/redistest"
 	"github.com/grab-engine/grab/store/storetest"
@@ -23,14 +26,14 @@ func TestRedisCluster(t *testing.T) {
 	if err := lua.Preload(ctx, rdb); err != nil {
 		t.Fatal(err)
 	}
-	e := newEnv(t, rdb, lua.NewKeys("grab", 16), storetest.MySQL(t))
-	e.startWriter(t)
+	e := enginetest.NewEnv(t, rdb, lua.NewKeys("grab", 16), storetest.MySQL(t))
+	e.StartWriter(t)
 
 	nodes := map[string]bool{}
-	winners := map[int64]map[int64]engine.GrabResult{} // packet -> user -> share
+	winners := map[int64]map[int64]packet.GrabResult{} // packet -> user -> share
 	for range 4 {
-		p := e.groupPacket(t, engine.KindGroupLucky, 20, 10, 1000)
-		node, err := rdb.MasterForKey(ctx, e.keys.Packet(p.ID).State)
+		p := e.GroupPacket(t, packet.KindGroupLucky, 20, 10, 1000)
+		node, err := rdb.MasterForKey(ctx, e.Keys.Packet(p.ID).State)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -38,12 +41,12 @@ func TestRedisCluster(t *testing.T) {
 
 		var mu sync.Mutex
 		var wg sync.WaitGroup
-		won := map[int64]engine.GrabResult{}
+		won := map[int64]packet.GrabResult{}
 		for u := int64(1); u <= 20; u++ {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if r, err := e.eng.Grab(ctx, p.ID, u); err == nil {
+				if r, err := e.Packets.Grab(ctx, p.ID, u); err == nil {
 					mu.Lock()
 					won[u] = r
 					mu.Unlock()
@@ -59,7 +62,7 @@ func TestRedisCluster(t *testing.T) {
 			t.Fatalf("packet %d: %d winners, %d fen; want 10, 1000", p.ID, len(won), sum)
 		}
 		winners[p.ID] = won
-		e.drain(t, p.ID, 10)
+		e.Drain(t, p.ID, 10)
 	}
 	if len(nodes) < 2 {
 		t.Fatalf("4 packets of 4 shards all on one node: %v", nodes)
@@ -72,7 +75,7 @@ func TestRedisCluster(t *testing.T) {
 	}
 	for packetID, won := range winners {
 		for u, first := range won {
-			r, err := e.eng.Grab(ctx, packetID, u)
+			r, err := e.Packets.Grab(ctx, packetID, u)
 			if err != nil || !r.Repeat || r.Seq != first.Seq || r.Amount != first.Amount {
 				t.Fatalf("packet %d, user %d after the loss = %+v, %v; want seq %d again", packetID, u, r, err, first.Seq)
 			}

@@ -12,7 +12,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/grab-engine/grab/engine/stock"
 	"github.com/grab-engine/grab/lua"
 	"github.com/grab-engine/grab/store"
 )
@@ -105,19 +104,12 @@ type Deps struct {
 	Rand        Rand                  // nil: GlobalRand
 	Log         *slog.Logger          // nil: slog.Default()
 	Metrics     prometheus.Registerer // nil: metrics are not registered
-	// Provider takes third-party payments on every channel that Providers
-	// does not name (a company gateway, or the simulator); nil with no
-	// Providers: only balance payments.
-	Provider Provider
-	// Providers are native channels' own providers, by channel (ChannelAlipay
-	// → Alipay, ChannelWechat → WeChat Pay); they take precedence over Provider.
-	Providers map[string]Provider
-	// Transfer pays campaign awards out. Nil: campaigns still take grabs,
-	// and their awards stay received until an engine with a service pays them.
-	Transfer TransferService
 }
 
-// Engine is the service the API calls.
+// Engine is what every domain of grab shares: the Redis and store
+// connections, the configuration, the clock, the writer that makes the
+// scripts' events durable, and the load locks. The domain services
+// (engine/packet, engine/campaign, engine/stock) are built on it.
 type Engine struct {
 	rdb    redis.UniversalClient
 	db     *store.DB
@@ -127,24 +119,19 @@ type Engine struct {
 	cfg    Config
 	keys   lua.Keys
 	writer *Writer
-	pays   map[string]Provider // by channel; a channel missing is not enabled
-	xfer   TransferService
 	pipe   *lua.GrabPipeline // nil: each grab on its own
-	stock  *stock.Service
-	hooks  payoutHooks
+	reg    prometheus.Registerer
 	m      *metrics
-	// reconcileAt is where the reconciler's walk over trades without an
-	// outcome goes on from (stalePayments).
-	reconcileMu sync.Mutex
-	reconcileAt store.PaymentCursor
 	// lagMs is the writer lag last measured, in ms.
 	lagMs atomic.Int64
 	// adopted maps a shard's epoch key to the epoch this process last
-	// recorded in MySQL for it (adoptEpoch).
+	// recorded in MySQL for it (AdoptEpoch).
 	adopted sync.Map
 }
 
-// New builds an engine. Call RunWriter to make grabs durable.
+// New builds an engine. The store must be migrated first (store.DB.Migrate).
+// Call RunWriter (or, in a process that leaves the writer to another,
+// RunMonitor) to make grabs durable.
 func New(d Deps, cfg Config) *Engine {
 	def := DefaultConfig()
 	if cfg.Keys.NS == "" {
@@ -223,22 +210,14 @@ func New(d Deps, cfg Config) *Engine {
 	if d.WriterRedis != d.Redis {
 		lua.WatchDataset(d.WriterRedis, cfg.Keys)
 	}
-	e := &Engine{rdb: d.Redis, db: d.DB, clock: d.Clock, rand: d.Rand, log: d.Log, cfg: cfg, keys: cfg.Keys, pays: providers(d), xfer: d.Transfer}
+	e := &Engine{rdb: d.Redis, db: d.DB, clock: d.Clock, rand: d.Rand, log: d.Log, cfg: cfg, keys: cfg.Keys, reg: d.Metrics}
 	e.m = newMetrics(d.Metrics)
 	if cfg.GrabPipelines > 0 {
 		e.pipe = lua.NewGrabPipeline(d.Redis, cfg.GrabPipelines, cfg.GrabBatch)
 	}
 	e.writer = newWriter(e, d.WriterRedis)
-	e.stock = stock.New(stock.Deps{Redis: d.Redis, DB: d.DB, Clock: d.Clock, Log: d.Log, LockLoad: e.lockLoad,
-		AdoptEpoch: e.adoptEpoch, WriterLag: e.WriterLag, Verified: e.m.verified, Metrics: d.Metrics},
-		stock.Config{Keys: cfg.Keys, VoucherTTL: cfg.StockVoucherTTL, OrderStale: cfg.StockOrderStale,
-			SweepInterval: cfg.ReconcileInterval, LagLimit: cfg.LagLimit, Pipelines: cfg.GrabPipelines, Batch: cfg.GrabBatch})
 	return e
 }
-
-// Stock is the engine's stock service: activity SKUs, flash-sale orders and
-// the TCC participant, on the engine's Redis, store, writer and load locks.
-func (e *Engine) Stock() *stock.Service { return e.stock }
 
 // Keys are the key builders the engine uses.
 func (e *Engine) Keys() lua.Keys { return e.keys }
@@ -260,8 +239,6 @@ func (e *Engine) Ready(ctx context.Context) error {
 // WriterLag is the age of the oldest grab not yet durable, as last measured.
 func (e *Engine) WriterLag() time.Duration { return time.Duration(e.lagMs.Load()) * time.Millisecond }
 
-func (e *Engine) nowMs() int64 { return e.clock.Now().UnixMilli() }
-
 type metrics struct {
 	writerLag   prometheus.Gauge
 	batchSize   prometheus.Histogram
@@ -269,9 +246,6 @@ type metrics struct {
 	deadLetters prometheus.Counter
 	rebuilds    prometheus.Counter
 	verified    prometheus.Counter
-	// payAnomalies counts payment outcomes a person should look at, by kind.
-	payAnomalies *prometheus.CounterVec
-	payout       payoutMetrics
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -290,15 +264,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		verified: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "grab_state_verifications_total",
 			Help: "Packets, campaigns and stock products whose Redis state was verified against the store after a Redis dataset change."}),
-		payAnomalies: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "grab_payment_anomalies_total",
-			Help: "Payment outcomes a person should look at: credited_back (money arrived where its packet cannot take it; credited to the sender), failure_after_success, given_up (no outcome; the trade ended as failed), amount_mismatch and channel_mismatch (a verified notification its trade refuses)."},
-			[]string{"kind"}),
 	}
-	m.payout = newPayoutMetrics()
 	if reg != nil {
-		reg.MustRegister(m.writerLag, m.batchSize, m.applied, m.deadLetters, m.rebuilds, m.verified, m.payAnomalies)
-		m.payout.register(reg)
+		reg.MustRegister(m.writerLag, m.batchSize, m.applied, m.deadLetters, m.rebuilds, m.verified)
 	}
 	return m
 }

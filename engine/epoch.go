@@ -6,7 +6,7 @@ import (
 	"github.com/grab-engine/grab/lua"
 )
 
-// adoptEpoch is the first step of every load or verification of an object
+// AdoptEpoch is the first step of every load or verification of an object
 // from MySQL: it returns the shard's current dataset epoch (key is a
 // lua.Keys.Epoch) and records it in MySQL as the one the shard is now served
 // from. Recording it waits for any writer batch read under an older epoch to
@@ -15,7 +15,7 @@ import (
 //
 // Each process records an epoch once per shard: a shard's epoch changes only
 // when its Redis restarts or fails over.
-func (e *Engine) adoptEpoch(ctx context.Context, key string) (string, error) {
+func (e *Engine) AdoptEpoch(ctx context.Context, key string) (string, error) {
 	epoch, err := lua.EnsureEpoch(ctx, e.rdb, key)
 	if err != nil {
 		return "", err

@@ -56,3 +56,12 @@ func Unavailable(err error) bool {
 	}
 	return errors.Is(err, ErrBusy) || errors.Is(err, ErrProviderUnavailable) || lua.Unavailable(err) || store.Transient(err)
 }
+
+// FromStore turns the store's ErrNotFound into ErrNotFound, so a row that is
+// not there answers NOT_FOUND; other errors pass as they are.
+func FromStore(err error) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return ErrNotFound
+	}
+	return err
+}

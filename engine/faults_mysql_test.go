@@ -19,6 +19,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grab-engine/grab"
+	"github.com/grab-engine/grab/engine/campaign"
+	"github.com/grab-engine/grab/engine/enginetest"
+	"github.com/grab-engine/grab/engine/packet"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/grab-engine/grab/engine"
@@ -32,7 +37,7 @@ import (
 // faultEnv is an engine on the real Redis (a namespace of the test's own)
 // and a private MariaDB reached as an unprivileged user.
 type faultEnv struct {
-	*env
+	*enginetest.Env
 	maria *storetest.MariaDB
 	reg   *prometheus.Registry
 }
@@ -43,16 +48,16 @@ func setupMariaFaults(t *testing.T, mutate ...func(*engine.Config)) *faultEnv {
 	db := maria.Open(t)
 	rdb, keys := redistest.Real(t, 16)
 	reg := prometheus.NewRegistry()
-	e := newEnv(t, rdb, keys, db, mutate...).another(func(d *engine.Deps) { d.Metrics = reg })
-	return &faultEnv{env: e, maria: maria, reg: reg}
+	e := enginetest.NewEnv(t, rdb, keys, db, mutate...).Another(func(d *grab.Deps) { d.Metrics = reg })
+	return &faultEnv{Env: e, maria: maria, reg: reg}
 }
 
 // deadLetters counts the events parked in every shard's dead-letter stream.
 func (f *faultEnv) deadLetters(t *testing.T) int64 {
 	t.Helper()
 	var n int64
-	for shard := 0; shard < f.keys.Shards; shard++ {
-		k, err := f.rdb.XLen(context.Background(), f.keys.DeadLetters(shard)).Result()
+	for shard := 0; shard < f.Keys.Shards; shard++ {
+		k, err := f.Redis.XLen(context.Background(), f.Keys.DeadLetters(shard)).Result()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -65,9 +70,9 @@ func (f *faultEnv) deadLetters(t *testing.T) int64 {
 func (f *faultEnv) caughtUp(t *testing.T) bool {
 	t.Helper()
 	ctx := context.Background()
-	for shard := 0; shard < f.keys.Shards; shard++ {
-		stream := f.keys.Events(shard)
-		groups, err := f.rdb.XInfoGroups(ctx, stream).Result()
+	for shard := 0; shard < f.Keys.Shards; shard++ {
+		stream := f.Keys.Events(shard)
+		groups, err := f.Redis.XInfoGroups(ctx, stream).Result()
 		if err != nil {
 			if strings.Contains(err.Error(), "no such key") {
 				continue
@@ -75,13 +80,13 @@ func (f *faultEnv) caughtUp(t *testing.T) bool {
 			t.Fatal(err)
 		}
 		for _, g := range groups {
-			if g.Name != f.cfg.Writer.Group {
+			if g.Name != f.Cfg.Writer.Group {
 				continue
 			}
 			if g.Pending > 0 {
 				return false
 			}
-			next, err := f.rdb.XRangeN(ctx, stream, "("+g.LastDeliveredID, "+", 1).Result()
+			next, err := f.Redis.XRangeN(ctx, stream, "("+g.LastDeliveredID, "+", 1).Result()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -100,7 +105,7 @@ type loadRates struct{ grabs, deducts, campaignGrabs int }
 // rates until stopped, each kind from workers of its own, and records every
 // answer and the longest any request took.
 type mixedLoad struct {
-	e         *env
+	e         *enginetest.Env
 	packets   []int64 // each of perPacket shares, grabbed by users 1..perPacket
 	perPacket int
 	campaign  int64
@@ -109,8 +114,8 @@ type mixedLoad struct {
 	wg        sync.WaitGroup
 
 	mu         sync.Mutex
-	grabs      map[[2]int64]engine.GrabResult // (packet, user) -> answered grab
-	awards     map[int64]engine.Award         // user -> answered award
+	grabs      map[[2]int64]packet.GrabResult // (packet, user) -> answered grab
+	awards     map[int64]campaign.Award       // user -> answered award
 	orders     map[string]stocktest.SKU       // answered order -> its SKU (1 each)
 	outcomes   map[string]int                 // kind/outcome -> count
 	maxLatency map[string]time.Duration
@@ -126,44 +131,44 @@ const (
 )
 
 // startLoad sets up the packets, the campaign and the stock, then drives them.
-func startLoad(t *testing.T, e *env, r loadRates) *mixedLoad {
+func startLoad(t *testing.T, e *enginetest.Env, r loadRates) *mixedLoad {
 	t.Helper()
 	ctx := context.Background()
 	l := &mixedLoad{e: e, perPacket: loadPerPacket, stopped: make(chan struct{}),
-		grabs: map[[2]int64]engine.GrabResult{}, awards: map[int64]engine.Award{}, orders: map[string]stocktest.SKU{},
+		grabs: map[[2]int64]packet.GrabResult{}, awards: map[int64]campaign.Award{}, orders: map[string]stocktest.SKU{},
 		outcomes: map[string]int{}, maxLatency: map[string]time.Duration{}}
 	members := []int64{loadSender}
 	for u := int64(1); u <= loadPerPacket; u++ {
 		members = append(members, u)
 	}
-	if _, err := e.eng.SetGroupMembers(ctx, 7, members); err != nil {
+	if _, err := e.Packets.SetGroupMembers(ctx, 7, members); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.eng.Deposit(ctx, loadSender, loadPackets*10_000, "seed-load"); err != nil {
+	if _, err := e.Packets.Deposit(ctx, loadSender, loadPackets*10_000, "seed-load"); err != nil {
 		t.Fatal(err)
 	}
 	for range loadPackets {
-		p, err := e.eng.CreatePacket(ctx, engine.NewPacket{SenderID: loadSender, Kind: engine.KindGroupLucky, GroupID: 7,
+		p, err := e.Packets.CreatePacket(ctx, packet.NewPacket{SenderID: loadSender, Kind: packet.KindGroupLucky, GroupID: 7,
 			Count: loadPerPacket, Amount: 10_000})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if p, err = e.eng.PayByBalance(ctx, p.ID, loadSender); err != nil {
+		if p, err = e.Packets.PayByBalance(ctx, p.ID, loadSender); err != nil {
 			t.Fatal(err)
 		}
 		l.packets = append(l.packets, p.ID)
 	}
-	l.campaign = e.newCampaign(t, loadCampaign*50, loadCampaign, 1, 100, 1).ID
+	l.campaign = e.NewCampaign(t, loadCampaign*50, loadCampaign, 1, 100, 1).ID
 	l.skus = []stocktest.SKU{{Activity: 1, Product: 2, SKU: 10}, {Activity: 1, Product: 3, SKU: 20}, {Activity: 2, Product: 4, SKU: 30}}
 	for _, s := range l.skus {
-		if err := e.eng.Stock().Submit(context.Background(), fmt.Sprintf("sub-%d-%d-%d", s.Activity, s.Product, s.SKU), s.Activity, s.Product, []stock.SKUStock{{SKU: s.SKU, Stock: 1_000_000}}); err != nil {
+		if err := e.Stock.Submit(context.Background(), fmt.Sprintf("sub-%d-%d-%d", s.Activity, s.Product, s.SKU), s.Activity, s.Product, []stock.SKUStock{{SKU: s.SKU, Stock: 1_000_000}}); err != nil {
 			t.Fatal(err)
 		}
 	}
 
 	l.run("grab", r.grabs, loadPackets*loadPerPacket, func(i int) (string, error) {
 		p, u := l.packets[i/loadPerPacket], int64(i%loadPerPacket+1)
-		res, err := e.eng.Grab(ctx, p, u)
+		res, err := e.Packets.Grab(ctx, p, u)
 		if err == nil {
 			l.mu.Lock()
 			l.grabs[[2]int64{p, u}] = res
@@ -173,8 +178,8 @@ func startLoad(t *testing.T, e *env, r loadRates) *mixedLoad {
 	})
 	l.run("campaign", r.campaignGrabs, loadCampaign*2, func(i int) (string, error) {
 		u := int64(campaignUser0 + i)
-		a, err := e.eng.GrabCampaign(ctx, l.campaign, u)
-		var pending *engine.PayoutPendingError
+		a, err := e.Campaigns.GrabCampaign(ctx, l.campaign, u)
+		var pending *campaign.PayoutPendingError
 		if errors.As(err, &pending) {
 			a, err = pending.Award, nil // 409 PAYOUT_IN_PROGRESS: the award is the user's
 		}
@@ -187,7 +192,7 @@ func startLoad(t *testing.T, e *env, r loadRates) *mixedLoad {
 	})
 	l.run("deduct", r.deducts, 1<<30, func(i int) (string, error) {
 		s, order := l.skus[i%len(l.skus)], fmt.Sprintf("o-%d", i)
-		err := e.eng.Stock().Deduct(ctx, order, []stock.Item{s.Item(stock.ScopeHighSeas, 1)})
+		err := e.Stock.Deduct(ctx, order, []stock.Item{s.Item(stock.ScopeHighSeas, 1)})
 		if err == nil {
 			l.mu.Lock()
 			l.orders[order] = s
@@ -291,7 +296,7 @@ func (l *mixedLoad) waitAnswered(t *testing.T, n int) {
 	for _, k := range []string{"grab/ok", "campaign/ok", "deduct/ok"} {
 		base[k] = l.count(k)
 	}
-	waitFor(t, fmt.Sprintf("%d more answers of each kind", n), func() bool {
+	enginetest.WaitFor(t, fmt.Sprintf("%d more answers of each kind", n), func() bool {
 		for k, b := range base {
 			if l.count(k) < b+n {
 				return false
@@ -340,8 +345,8 @@ func (l *mixedLoad) verify(t *testing.T, f *faultEnv) {
 	t.Helper()
 	l.stop()
 	ctx := context.Background()
-	waitFor(t, "the writer to acknowledge every event", func() bool { return f.caughtUp(t) })
-	stocktest.WaitDurable(t, f.rdb, f.keys, f.db, l.skus...)
+	enginetest.WaitFor(t, "the writer to acknowledge every event", func() bool { return f.caughtUp(t) })
+	stocktest.WaitDurable(t, f.Redis, f.Keys, f.DB, l.skus...)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 
@@ -350,7 +355,7 @@ func (l *mixedLoad) verify(t *testing.T, f *faultEnv) {
 	byUser := map[int64]int64{}
 	answered := 0
 	for i, p := range l.packets {
-		shares, err := f.db.Shares(ctx, p)
+		shares, err := f.DB.Shares(ctx, p)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -375,11 +380,11 @@ func (l *mixedLoad) verify(t *testing.T, f *faultEnv) {
 		if owned != 0 {
 			t.Fatalf("packet %d: MySQL and the answers differ by %d owned shares", p, owned)
 		}
-		row, err := f.db.Packet(ctx, p)
+		row, err := f.DB.Packet(ctx, p)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if full := len(shares) == loadPerPacket && countOwned(shares) == loadPerPacket; full != (row.Status == engine.StatusFinished) {
+		if full := len(shares) == loadPerPacket && countOwned(shares) == loadPerPacket; full != (row.Status == packet.StatusFinished) {
 			t.Fatalf("packet %d (#%d) is %s in MySQL with %d of %d shares owned", p, i, row.Status, countOwned(shares), len(shares))
 		}
 	}
@@ -387,17 +392,17 @@ func (l *mixedLoad) verify(t *testing.T, f *faultEnv) {
 		t.Fatalf("%d grabs answered, %d found among the packets", len(l.grabs), answered)
 	}
 	for u, want := range byUser {
-		if got, err := f.db.Balance(ctx, u); err != nil || got != want {
+		if got, err := f.DB.Balance(ctx, u); err != nil || got != want {
 			t.Fatalf("user %d balance %d, %v; the shares MySQL gives them sum to %d", u, got, err, want)
 		}
 	}
-	if tot, err := f.db.MoneyTotals(ctx); err != nil || tot.Balances != tot.Ledger {
+	if tot, err := f.DB.MoneyTotals(ctx); err != nil || tot.Balances != tot.Ledger {
 		t.Fatalf("money totals %+v, %v: balances and ledger differ", tot, err)
 	}
 
 	// The campaign: one row per answered award, its user's and amount, and
 	// the campaign counts exactly those.
-	rows, err := f.db.CampaignAwards(ctx, l.campaign)
+	rows, err := f.DB.CampaignAwards(ctx, l.campaign)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -416,7 +421,7 @@ func (l *mixedLoad) verify(t *testing.T, f *faultEnv) {
 			t.Fatalf("award %d answered to user %d (%d fen); MySQL has %+v (present %v)", a.Seq, u, a.Amount, r, ok)
 		}
 	}
-	c, err := f.db.Campaign(ctx, l.campaign)
+	c, err := f.DB.Campaign(ctx, l.campaign)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -431,8 +436,8 @@ func (l *mixedLoad) verify(t *testing.T, f *faultEnv) {
 		sold[s]++
 	}
 	for _, s := range l.skus {
-		stocktest.GaplessChanges(t, f.rdb, f.keys, f.db, s)
-		st, err := f.db.Stock(ctx, s.Activity, s.Product, s.SKU)
+		stocktest.GaplessChanges(t, f.Redis, f.Keys, f.DB, s)
+		st, err := f.DB.Stock(ctx, s.Activity, s.Product, s.SKU)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -445,7 +450,7 @@ func (l *mixedLoad) verify(t *testing.T, f *faultEnv) {
 	if n := f.deadLetters(t); n != 0 {
 		t.Fatalf("%d events parked in dead letters", n)
 	}
-	if n := metric(t, f.reg, "grab_writer_dead_letters_total"); n != 0 {
+	if n := enginetest.Metric(t, f.reg, "grab_writer_dead_letters_total"); n != 0 {
 		t.Fatalf("dead-letter metric %v", n)
 	}
 }
@@ -464,8 +469,8 @@ func countOwned(shares []store.Share) int {
 // back, and answers how long that took from since.
 func (f *faultEnv) waitRecovered(t *testing.T, since time.Time) time.Duration {
 	t.Helper()
-	waitFor(t, "the writer to catch up after the store came back", func() bool {
-		return f.eng.WriterLag() < 200*time.Millisecond
+	enginetest.WaitFor(t, "the writer to catch up after the store came back", func() bool {
+		return f.Engine.WriterLag() < 200*time.Millisecond
 	})
 	return time.Since(since)
 }
@@ -477,14 +482,14 @@ func (f *faultEnv) waitRecovered(t *testing.T, since time.Time) time.Duration {
 // was parked. Must-show 1 of issue 12.
 func TestMySQLReadOnlyParksNothing(t *testing.T) {
 	f := setupMariaFaults(t, func(c *engine.Config) { c.LagLimit = 2 * time.Second })
-	f.startWriter(t)
-	l := startLoad(t, f.env, loadRates{grabs: 100, deducts: 100, campaignGrabs: 150})
+	f.StartWriter(t)
+	l := startLoad(t, f.Env, loadRates{grabs: 100, deducts: 100, campaignGrabs: 150})
 	l.waitAnswered(t, 50)
 
 	f.maria.SetReadOnly(true)
 	before := l.count("grab/busy") + l.count("campaign/busy") + l.count("deduct/busy")
 	time.Sleep(10 * time.Second) // the fault's length, not a bet on timing
-	if lag := f.eng.WriterLag(); lag < 5*time.Second {
+	if lag := f.Engine.WriterLag(); lag < 5*time.Second {
 		t.Fatalf("writer lag %v after 10 s of read-only: the writer did not wait for the store", lag)
 	}
 	if busy := l.count("grab/busy") + l.count("campaign/busy") + l.count("deduct/busy"); busy == before {
@@ -509,8 +514,8 @@ func TestMySQLReadOnlyParksNothing(t *testing.T) {
 // 6 of issue 12.
 func TestMySQLReadOnlyFlapping(t *testing.T) {
 	f := setupMariaFaults(t)
-	f.startWriter(t)
-	l := startLoad(t, f.env, loadRates{grabs: 100, deducts: 100, campaignGrabs: 300})
+	f.StartWriter(t)
+	l := startLoad(t, f.Env, loadRates{grabs: 100, deducts: 100, campaignGrabs: 300})
 	l.waitAnswered(t, 20)
 
 	var slowestSet time.Duration
@@ -540,8 +545,8 @@ func TestMySQLReadOnlyFlapping(t *testing.T) {
 // writer retries until it is back, applies everything and parks nothing.
 func TestWriterRidesOutMySQLStopAndCrash(t *testing.T) {
 	f := setupMariaFaults(t, func(c *engine.Config) { c.LagLimit = 2 * time.Second })
-	f.startWriter(t)
-	l := startLoad(t, f.env, loadRates{grabs: 100, deducts: 100, campaignGrabs: 150})
+	f.StartWriter(t)
+	l := startLoad(t, f.Env, loadRates{grabs: 100, deducts: 100, campaignGrabs: 150})
 	l.waitAnswered(t, 30)
 
 	var recoveries []string
@@ -550,7 +555,7 @@ func TestWriterRidesOutMySQLStopAndCrash(t *testing.T) {
 		stop func()
 	}{{"stop", f.maria.Stop}, {"kill", f.maria.Kill}} {
 		fault.stop()
-		waitFor(t, "the writer to fall behind with MySQL down", func() bool { return f.eng.WriterLag() > time.Second })
+		enginetest.WaitFor(t, "the writer to fall behind with MySQL down", func() bool { return f.Engine.WriterLag() > time.Second })
 		time.Sleep(3 * time.Second) // the outage's length
 		f.maria.Start()
 		recoveries = append(recoveries, fmt.Sprintf("%s: %v", fault.name, f.waitRecovered(t, time.Now()).Round(time.Millisecond)))

@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grab-engine/grab"
+	"github.com/grab-engine/grab/engine/packet"
+
 	"github.com/redis/go-redis/v9"
 
 	"github.com/grab-engine/grab/engine"
@@ -18,69 +21,6 @@ import (
 	"github.com/grab-engine/grab/store"
 	"github.com/grab-engine/grab/store/storetest"
 )
-
-// grabAll has users from..to grab one at a time and returns their answers.
-func grabAll(t *testing.T, e *env, packetID, from, to int64) map[int64]engine.GrabResult {
-	t.Helper()
-	got := map[int64]engine.GrabResult{}
-	for u := from; u <= to; u++ {
-		r, err := e.eng.Grab(context.Background(), packetID, u)
-		if err != nil {
-			t.Fatalf("grab by %d: %v", u, err)
-		}
-		got[u] = r
-	}
-	return got
-}
-
-// moneyState is what a replay must not change.
-type moneyState struct {
-	totals   store.Totals
-	balances map[int64]int64
-}
-
-func readMoney(t *testing.T, e *env, users ...int64) moneyState {
-	t.Helper()
-	ctx := context.Background()
-	s := moneyState{balances: map[int64]int64{}}
-	var err error
-	if s.totals, err = e.db.MoneyTotals(ctx); err != nil {
-		t.Fatal(err)
-	}
-	for _, u := range users {
-		if s.balances[u], err = e.db.Balance(ctx, u); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return s
-}
-
-func (s moneyState) equal(o moneyState) bool {
-	if s.totals != o.totals || len(s.balances) != len(o.balances) {
-		return false
-	}
-	for u, b := range s.balances {
-		if o.balances[u] != b {
-			return false
-		}
-	}
-	return true
-}
-
-func pendingCount(t *testing.T, e *env, stream string) int64 {
-	t.Helper()
-	p, err := e.rdb.XPending(context.Background(), stream, e.cfg.Writer.Group).Result()
-	if err != nil {
-		t.Fatalf("xpending %s: %v", stream, err)
-	}
-	return p.Count
-}
-
-// waitFor polls cond until it holds, failing the test after 30 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	enginetest.WaitFor(t, what, cond)
-}
 
 // dropAcks loses every XACK, as a writer that crashed right after its
 // store commit would.
@@ -105,11 +45,11 @@ func (h *dropAcks) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 // Every event reaches the store at least once; applying one again, directly
 // or by a redelivery after a crash between commit and ack, changes nothing.
 func TestRedeliveryIsHarmless(t *testing.T) {
-	e := setupReal(t)
+	e := enginetest.Real(t)
 	ctx := context.Background()
-	p := e.sendPacket(t, 100, engine.KindGroupLucky, 20, 10, 2000, 50_000)
-	stream := e.keys.Packet(p.ID).Events
-	answers := grabAll(t, e, p.ID, 1, 10)
+	p := e.SendPacket(t, 100, packet.KindGroupLucky, 20, 10, 2000, 50_000)
+	stream := e.Keys.Packet(p.ID).Events
+	answers := e.GrabAll(t, p.ID, 1, 10)
 	users := []int64{100}
 	for u := range answers {
 		users = append(users, u)
@@ -120,55 +60,55 @@ func TestRedeliveryIsHarmless(t *testing.T) {
 	t.Cleanup(func() { noAck.Close() })
 	hook := &dropAcks{}
 	noAck.AddHook(hook)
-	crashed := e.another(func(d *engine.Deps) { d.WriterRedis = noAck },
+	crashed := e.Another(func(d *grab.Deps) { d.WriterRedis = noAck },
 		func(c *engine.Config) { c.Writer.Consumer = "crashed" })
-	stop := crashed.runWriter()
-	e.drain(t, p.ID, 10)
+	stop := crashed.RunWriter()
+	e.Drain(t, p.ID, 10)
 	stop()
-	if hook.dropped.Load() == 0 || pendingCount(t, e, stream) != 10 {
+	if hook.dropped.Load() == 0 || e.Pending(t, stream) != 10 {
 		t.Fatalf("want 10 committed but unacked events, have %d pending after %d lost acks",
-			pendingCount(t, e, stream), hook.dropped.Load())
+			e.Pending(t, stream), hook.dropped.Load())
 	}
-	committed := readMoney(t, e, users...)
+	committed := e.ReadMoney(t, users...)
 	for u, r := range answers {
-		if committed.balances[u] != r.Amount {
-			t.Fatalf("user %d balance %d, won %d", u, committed.balances[u], r.Amount)
+		if committed.Balances[u] != r.Amount {
+			t.Fatalf("user %d balance %d, won %d", u, committed.Balances[u], r.Amount)
 		}
 	}
-	if committed.totals.Balances != 50_000 || committed.totals.Ledger != 50_000 {
-		t.Fatalf("totals after commit = %+v", committed.totals)
+	if committed.Totals.Balances != 50_000 || committed.Totals.Ledger != 50_000 {
+		t.Fatalf("totals after commit = %+v", committed.Totals)
 	}
 
 	// Applying the same events again through the store changes nothing.
 	var events []store.GrabEvent
 	for u, r := range answers {
 		events = append(events, store.GrabEvent{PacketID: p.ID, UserID: u, Seq: r.Seq, Amount: r.Amount,
-			At: e.clock.Now(), Credit: true, Finished: r.Seq == 10})
+			At: e.Clock.Now(), Credit: true, Finished: r.Seq == 10})
 	}
 	for i := 0; i < 2; i++ {
-		if rejected, err := e.db.ApplyGrabs(ctx, events); err != nil || len(rejected) != 0 {
+		if rejected, err := e.DB.ApplyGrabs(ctx, events); err != nil || len(rejected) != 0 {
 			t.Fatalf("direct replay: rejected %v, %v", rejected, err)
 		}
 	}
-	if now := readMoney(t, e, users...); !now.equal(committed) {
+	if now := e.ReadMoney(t, users...); !now.Equal(committed) {
 		t.Fatalf("direct replay changed money: %+v, was %+v", now, committed)
 	}
 
 	// A fresh writer under another name reclaims the dead one's pending
 	// events, applies them again and acks them.
-	rescuer := e.another(nil, func(c *engine.Config) {
+	rescuer := e.Another(nil, func(c *engine.Config) {
 		c.Writer.Consumer = "rescuer"
 		c.Writer.ClaimIdle = 100 * time.Millisecond
 		c.Writer.ClaimEvery = 100 * time.Millisecond
 	})
-	rescuer.startWriter(t)
-	waitFor(t, "the rescuer to ack every reclaimed event", func() bool { return pendingCount(t, e, stream) == 0 })
+	rescuer.StartWriter(t)
+	enginetest.WaitFor(t, "the rescuer to ack every reclaimed event", func() bool { return e.Pending(t, stream) == 0 })
 	// Sums are unchanged and every ledger movement is positive, so no ledger
 	// row was duplicated either.
-	if now := readMoney(t, e, users...); !now.equal(committed) {
+	if now := e.ReadMoney(t, users...); !now.Equal(committed) {
 		t.Fatalf("redelivery changed money: %+v, was %+v", now, committed)
 	}
-	if n := e.rdb.XLen(ctx, e.keys.DeadLetters(e.keys.Shard(p.ID))).Val(); n != 0 {
+	if n := e.Redis.XLen(ctx, e.Keys.DeadLetters(e.Keys.Shard(p.ID))).Val(); n != 0 {
 		t.Fatalf("%d replayed events were parked as dead letters", n)
 	}
 }
@@ -181,9 +121,9 @@ func TestLostGrabReply(t *testing.T) {
 	proxy := redistest.StartProxy(t, redistest.Addr())
 	viaProxy := redis.NewClient(&redis.Options{Addr: proxy.Addr})
 	t.Cleanup(func() { viaProxy.Close() })
-	e := newEnv(t, viaProxy, keys, db)
+	e := enginetest.NewEnv(t, viaProxy, keys, db)
 	ctx := context.Background()
-	p := e.sendPacket(t, 100, engine.KindGroupLucky, 10, 5, 500, 10_000)
+	p := e.SendPacket(t, 100, packet.KindGroupLucky, 10, 5, 500, 10_000)
 	k := keys.Packet(p.ID)
 	if n := direct.LLen(ctx, k.Shares).Val(); n != 5 {
 		t.Fatalf("%d shares loaded, want 5", n)
@@ -198,7 +138,7 @@ func TestLostGrabReply(t *testing.T) {
 		cmd := strings.ToLower(args[0])
 		return (cmd == "evalsha" || cmd == "eval") && len(args) > 3 && args[2] == "6" && args[3] == k.State
 	})
-	r, err := e.eng.Grab(ctx, p.ID, 3)
+	r, err := e.Packets.Grab(ctx, p.ID, 3)
 	if proxy.Dropped() != 1 {
 		t.Fatalf("the proxy dropped %d replies, want 1", proxy.Dropped())
 	}
@@ -216,14 +156,14 @@ func TestLostGrabReply(t *testing.T) {
 	if n := direct.XLen(ctx, k.Events).Val(); n != 1 {
 		t.Fatalf("%d events, want 1", n)
 	}
-	again, err := e.eng.Grab(ctx, p.ID, 3)
-	if err != nil || again != (engine.GrabResult{PacketID: p.ID, Amount: r.Amount, Seq: 1, Repeat: true, Credited: true}) {
+	again, err := e.Packets.Grab(ctx, p.ID, 3)
+	if err != nil || again != (packet.GrabResult{PacketID: p.ID, Amount: r.Amount, Seq: 1, Repeat: true, Credited: true}) {
 		t.Fatalf("a second call = %+v, %v; want the same share as a repeat", again, err)
 	}
 
-	e.startWriter(t)
-	e.drain(t, p.ID, 1)
-	if b, _ := e.eng.Balance(ctx, 3); b != r.Amount {
+	e.StartWriter(t)
+	e.Drain(t, p.ID, 1)
+	if b, _ := e.Packets.Balance(ctx, 3); b != r.Amount {
 		t.Fatalf("balance %d, want %d", b, r.Amount)
 	}
 }
@@ -236,15 +176,15 @@ func TestRedisRestartedEmpty(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: 64})
 	t.Cleanup(func() { rdb.Close() })
 	keys := lua.NewKeys(redistest.Namespace(), 16)
-	e := newEnv(t, rdb, keys, storetest.MySQL(t))
-	e.startWriter(t)
+	e := enginetest.NewEnv(t, rdb, keys, storetest.MySQL(t))
+	e.StartWriter(t)
 	ctx := context.Background()
 	const members, shares, total, sender, deposit = 30, 20, 2000, 100, 50_000
-	p := e.sendPacket(t, sender, engine.KindGroupLucky, members, shares, total, deposit)
+	p := e.SendPacket(t, sender, packet.KindGroupLucky, members, shares, total, deposit)
 	stream := keys.Packet(p.ID).Events
 
-	before := grabAll(t, e, p.ID, 1, 8)
-	e.drain(t, p.ID, 8)
+	before := e.GrabAll(t, p.ID, 1, 8)
+	e.Drain(t, p.ID, 8)
 
 	srv.Restart()
 	// (The writer may already have recreated its empty streams.)
@@ -253,14 +193,14 @@ func TestRedisRestartedEmpty(t *testing.T) {
 	}
 
 	// Everyone grabs at once: one of them rebuilds, the others wait for it.
-	results := make([]engine.GrabResult, members+1)
+	results := make([]packet.GrabResult, members+1)
 	errs := make([]error, members+1)
 	var wg sync.WaitGroup
 	for u := 1; u <= members; u++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[u], errs[u] = e.eng.Grab(ctx, p.ID, int64(u))
+			results[u], errs[u] = e.Packets.Grab(ctx, p.ID, int64(u))
 		}()
 	}
 	wg.Wait()
@@ -277,7 +217,7 @@ func TestRedisRestartedEmpty(t *testing.T) {
 	for u := int64(1); u <= members; u++ {
 		r, err := results[u], errs[u]
 		if b, ok := before[u]; ok {
-			if err != nil || r != (engine.GrabResult{PacketID: p.ID, Amount: b.Amount, Seq: b.Seq, Repeat: true, Credited: true}) {
+			if err != nil || r != (packet.GrabResult{PacketID: p.ID, Amount: b.Amount, Seq: b.Seq, Repeat: true, Credited: true}) {
 				t.Fatalf("user %d after the restart = %+v, %v; before it %+v", u, r, err, b)
 			}
 			continue
@@ -303,30 +243,30 @@ func TestRedisRestartedEmpty(t *testing.T) {
 			len(owner), soldOut, sum, shares, members-shares, total)
 	}
 
-	e.drain(t, p.ID, shares)
-	rows, _ := e.db.Shares(ctx, p.ID)
+	e.Drain(t, p.ID, shares)
+	rows, _ := e.DB.Shares(ctx, p.ID)
 	for _, s := range rows {
 		if s.UserID.Int64 != owner[s.Seq] || int64(s.Amount) != before[owner[s.Seq]].Amount {
 			t.Fatalf("store share %d: user %v, %d fen; Redis gave it to %d", s.Seq, s.UserID, s.Amount, owner[s.Seq])
 		}
 	}
 	for u, r := range before {
-		if b, _ := e.eng.Balance(ctx, u); b != r.Amount {
+		if b, _ := e.Packets.Balance(ctx, u); b != r.Amount {
 			t.Fatalf("user %d balance %d, won %d", u, b, r.Amount)
 		}
 	}
-	if row, _ := e.db.Packet(ctx, p.ID); row.Status != engine.StatusFinished {
+	if row, _ := e.DB.Packet(ctx, p.ID); row.Status != packet.StatusFinished {
 		t.Fatalf("packet is %s, want finished", row.Status)
 	}
-	if tot, _ := e.db.MoneyTotals(ctx); tot.Balances != deposit || tot.Ledger != deposit {
+	if tot, _ := e.DB.MoneyTotals(ctx); tot.Balances != deposit || tot.Ledger != deposit {
 		t.Fatalf("totals = %+v, want %d each", tot, deposit)
 	}
 	// The writer recreated its consumer group on the new, empty server.
 	groups, err := rdb.XInfoGroups(ctx, stream).Result()
-	if err != nil || len(groups) != 1 || groups[0].Name != e.cfg.Writer.Group {
+	if err != nil || len(groups) != 1 || groups[0].Name != e.Cfg.Writer.Group {
 		t.Fatalf("groups of %s = %+v, %v", stream, groups, err)
 	}
-	waitFor(t, "every event after the restart to be acked", func() bool { return pendingCount(t, e, stream) == 0 })
+	enginetest.WaitFor(t, "every event after the restart to be acked", func() bool { return e.Pending(t, stream) == 0 })
 }
 
 // MySQL going away loses no grab: grabs go on while the writer retries, are
@@ -335,37 +275,37 @@ func TestRedisRestartedEmpty(t *testing.T) {
 func TestMySQLOutage(t *testing.T) {
 	db, outage := storetest.MySQLWithOutage(t)
 	rdb, keys := redistest.Real(t, 16)
-	e := newEnv(t, rdb, keys, db, func(c *engine.Config) {
+	e := enginetest.NewEnv(t, rdb, keys, db, func(c *engine.Config) {
 		c.LagLimit = 500 * time.Millisecond
 		c.Writer.MaxAttempts = 2
 	})
-	e.startWriter(t)
+	e.StartWriter(t)
 	ctx := context.Background()
-	p := e.groupPacket(t, engine.KindGroupLucky, 20, 10, 1000)
+	p := e.GroupPacket(t, packet.KindGroupLucky, 20, 10, 1000)
 	k := keys.Packet(p.ID)
 
 	outage.Cut()
-	granted := grabAll(t, e, p.ID, 2, 5)
-	waitFor(t, "the writer's lag past the limit with MySQL down", func() bool { return e.eng.WriterLag() > e.cfg.LagLimit })
-	if _, err := e.eng.Grab(ctx, p.ID, 6); !errors.Is(err, engine.ErrBusy) {
-		t.Fatalf("grab with the writer %v behind: err = %v, want ErrBusy", e.eng.WriterLag(), err)
+	granted := e.GrabAll(t, p.ID, 2, 5)
+	enginetest.WaitFor(t, "the writer's lag past the limit with MySQL down", func() bool { return e.Engine.WriterLag() > e.Cfg.LagLimit })
+	if _, err := e.Packets.Grab(ctx, p.ID, 6); !errors.Is(err, engine.ErrBusy) {
+		t.Fatalf("grab with the writer %v behind: err = %v, want ErrBusy", e.Engine.WriterLag(), err)
 	}
 	if n := rdb.LLen(ctx, k.Shares).Val(); n != 6 {
 		t.Fatalf("%d shares left, want 6: a refused grab took one", n)
 	}
 
 	outage.Restore()
-	e.drain(t, p.ID, len(granted))
-	waitFor(t, "the writer's lag within the limit after MySQL came back", func() bool { return e.eng.WriterLag() <= e.cfg.LagLimit })
-	for u, r := range grabAll(t, e, p.ID, 6, 6) {
+	e.Drain(t, p.ID, len(granted))
+	enginetest.WaitFor(t, "the writer's lag within the limit after MySQL came back", func() bool { return e.Engine.WriterLag() <= e.Cfg.LagLimit })
+	for u, r := range e.GrabAll(t, p.ID, 6, 6) {
 		granted[u] = r
 	}
-	e.drain(t, p.ID, len(granted))
+	e.Drain(t, p.ID, len(granted))
 
 	var grabbed int64
 	for u, r := range granted {
 		grabbed += r.Amount
-		if b, err := e.eng.Balance(ctx, u); err != nil || b != r.Amount {
+		if b, err := e.Packets.Balance(ctx, u); err != nil || b != r.Amount {
 			t.Fatalf("balance of %d = %d, %v; want %d", u, b, err, r.Amount)
 		}
 	}

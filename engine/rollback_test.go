@@ -6,6 +6,9 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/grab-engine/grab/engine/enginetest"
+	"github.com/grab-engine/grab/engine/packet"
+
 	"github.com/redis/go-redis/v9"
 
 	"github.com/grab-engine/grab/engine"
@@ -17,12 +20,12 @@ import (
 // setupAOF builds an engine on a private redis-server with an append-only
 // file (so the test can roll it back) and the real MariaDB; the writer is
 // not started.
-func setupAOF(t *testing.T) (*env, *redistest.Server) {
+func setupAOF(t *testing.T) (*enginetest.Env, *redistest.Server) {
 	t.Helper()
 	srv := redistest.StartAOFServer(t)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: 64})
 	t.Cleanup(func() { rdb.Close() })
-	return newEnv(t, rdb, lua.NewKeys("grab", 4), storetest.MySQL(t)), srv
+	return enginetest.NewEnv(t, rdb, lua.NewKeys("grab", 4), storetest.MySQL(t)), srv
 }
 
 // answer is one grab's answer: a packet share or a campaign award.
@@ -34,7 +37,7 @@ type answer struct {
 
 // grabBoth has each user grab packet pk and campaign cp, all at once, and
 // returns the 200 answers by user.
-func grabBoth(t *testing.T, e *env, pk, cp int64, users []int64) (shares, awards map[int64]answer) {
+func grabBoth(t *testing.T, e *enginetest.Env, pk, cp int64, users []int64) (shares, awards map[int64]answer) {
 	t.Helper()
 	var mu sync.Mutex
 	shares, awards = map[int64]answer{}, map[int64]answer{}
@@ -43,7 +46,7 @@ func grabBoth(t *testing.T, e *env, pk, cp int64, users []int64) (shares, awards
 		wg.Add(2)
 		go func() {
 			defer wg.Done()
-			r, err := e.eng.Grab(context.Background(), pk, u)
+			r, err := e.Packets.Grab(context.Background(), pk, u)
 			if errors.Is(err, engine.ErrSoldOut) {
 				return
 			}
@@ -57,7 +60,7 @@ func grabBoth(t *testing.T, e *env, pk, cp int64, users []int64) (shares, awards
 		}()
 		go func() {
 			defer wg.Done()
-			a, err := e.eng.GrabCampaign(context.Background(), cp, u)
+			a, err := e.Campaigns.GrabCampaign(context.Background(), cp, u)
 			if errors.Is(err, engine.ErrSoldOut) {
 				return
 			}
@@ -94,28 +97,28 @@ func oneOwnerEach(t *testing.T, what string, answers map[int64]answer) {
 func TestRedisRollbackGrantsNothingTwice(t *testing.T) {
 	e, srv := setupAOF(t)
 	ctx := context.Background()
-	p := e.groupPacket(t, engine.KindGroupLucky, 40, 20, 2_000)
-	c := e.newCampaign(t, 2_000, 20, 50, 150, 1)
+	p := e.GroupPacket(t, packet.KindGroupLucky, 40, 20, 2_000)
+	c := e.NewCampaign(t, 2_000, 20, 50, 150, 1)
 	cut := srv.AOFSize()
 
 	// Users 2..9 grab both; the writer (and for awards, the grab itself)
 	// puts them in MySQL. Then, the writer stopped, users 10..12 grab: their
 	// events are only in Redis's stream (their award rows, written by the
 	// grab itself, are in MySQL uncounted), and the rollback loses them.
-	stop := e.runWriter()
-	durableShares, durableAwards := grabBoth(t, e, p.ID, c.ID, userRange(2, 8))
-	e.drain(t, p.ID, len(durableShares))
-	waitFor(t, "the awards in MySQL", func() bool {
-		rows, err := e.db.CampaignAwards(ctx, c.ID)
+	stop := e.RunWriter()
+	durableShares, durableAwards := grabBoth(t, e, p.ID, c.ID, enginetest.Users(2, 8))
+	e.Drain(t, p.ID, len(durableShares))
+	enginetest.WaitFor(t, "the awards in MySQL", func() bool {
+		rows, err := e.DB.CampaignAwards(ctx, c.ID)
 		return err == nil && len(rows) >= len(durableAwards)
 	})
 	stop()
-	grabBoth(t, e, p.ID, c.ID, userRange(10, 3))
+	grabBoth(t, e, p.ID, c.ID, enginetest.Users(10, 3))
 
 	srv.RollBack(cut)
-	e.startWriter(t)
+	e.StartWriter(t)
 
-	shares, awards := grabBoth(t, e, p.ID, c.ID, userRange(2, 39))
+	shares, awards := grabBoth(t, e, p.ID, c.ID, enginetest.Users(2, 39))
 	oneOwnerEach(t, "share", shares)
 	oneOwnerEach(t, "award", awards)
 	for u, before := range durableShares {
@@ -133,8 +136,8 @@ func TestRedisRollbackGrantsNothingTwice(t *testing.T) {
 	}
 
 	// MySQL ends with exactly what was answered, and nothing was parked.
-	e.drain(t, p.ID, 20)
-	stored, err := e.db.Shares(ctx, p.ID)
+	e.Drain(t, p.ID, 20)
+	stored, err := e.DB.Shares(ctx, p.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,11 +146,11 @@ func TestRedisRollbackGrantsNothingTwice(t *testing.T) {
 			t.Fatalf("MySQL gives share %d to user %d, who was answered %+v", s.Seq, s.UserID.Int64, a)
 		}
 	}
-	waitFor(t, "every award in MySQL", func() bool {
-		rows, err := e.db.CampaignAwards(ctx, c.ID)
+	enginetest.WaitFor(t, "every award in MySQL", func() bool {
+		rows, err := e.DB.CampaignAwards(ctx, c.ID)
 		return err == nil && len(rows) == 20
 	})
-	rows, _ := e.db.CampaignAwards(ctx, c.ID)
+	rows, _ := e.DB.CampaignAwards(ctx, c.ID)
 	var sum int64
 	for _, r := range rows {
 		if a := awards[r.UserID]; a.seq != r.Seq {
@@ -157,12 +160,12 @@ func TestRedisRollbackGrantsNothingTwice(t *testing.T) {
 	}
 	// Every award is counted against the budget once, including one whose
 	// award event Redis lost with the rollback.
-	waitFor(t, "every award counted", func() bool {
-		got, err := e.eng.GetCampaign(ctx, c.ID)
+	enginetest.WaitFor(t, "every award counted", func() bool {
+		got, err := e.Campaigns.GetCampaign(ctx, c.ID)
 		return err == nil && got.Awarded == 20 && got.UsedAmount == sum && got.AccAmount == sum
 	})
-	for shard := 0; shard < e.keys.Shards; shard++ {
-		if n := e.rdb.XLen(ctx, e.keys.DeadLetters(shard)).Val(); n != 0 {
+	for shard := 0; shard < e.Keys.Shards; shard++ {
+		if n := e.Redis.XLen(ctx, e.Keys.DeadLetters(shard)).Val(); n != 0 {
 			t.Fatalf("%d events parked in shard %d", n, shard)
 		}
 	}

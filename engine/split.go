@@ -1,6 +1,10 @@
 package engine
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/grab-engine/grab/engine/money"
+)
 
 // Limits bound a packet. The defaults follow the original design: at most
 // 100 shares, each 0.01 to 200.00.
@@ -18,7 +22,7 @@ func (l Limits) check(total int64, n int) error {
 		return fmt.Errorf("%w: count must be 1..%d", ErrInvalidArgument, l.MaxShares)
 	}
 	if total < int64(n)*l.MinShare || total > int64(n)*l.MaxShare {
-		return fmt.Errorf("%w: each share must be %s..%s", ErrInvalidArgument, FormatAmount(l.MinShare), FormatAmount(l.MaxShare))
+		return fmt.Errorf("%w: each share must be %s..%s", ErrInvalidArgument, money.Format(l.MinShare), money.Format(l.MaxShare))
 	}
 	return nil
 }
@@ -52,31 +56,11 @@ func SplitEqual(perShare int64, n int, l Limits) ([]int64, error) {
 		return nil, err
 	}
 	if perShare < l.MinShare || perShare > l.MaxShare {
-		return nil, fmt.Errorf("%w: each share must be %s..%s", ErrInvalidArgument, FormatAmount(l.MinShare), FormatAmount(l.MaxShare))
+		return nil, fmt.Errorf("%w: each share must be %s..%s", ErrInvalidArgument, money.Format(l.MinShare), money.Format(l.MaxShare))
 	}
 	shares := make([]int64, n)
 	for i := range shares {
 		shares[i] = perShare
 	}
 	return shares, nil
-}
-
-// SplitCampaign pre-splits a campaign's budget into count awards, each
-// within [awardMin, awardMax] fen, by SplitLucky's double-mean rule: the sum
-// is exact to the fen and the order is shuffled. A rule that cannot hold the
-// budget (count × min above it, count × max below it) is refused.
-func SplitCampaign(r Rand, budget int64, count int, awardMin, awardMax int64) ([]int64, error) {
-	switch {
-	case count < 1 || count > MaxCampaignAwards:
-		return nil, fmt.Errorf("%w: award_count must be 1..%d", ErrInvalidArgument, MaxCampaignAwards)
-	case awardMin < 1 || awardMax < awardMin:
-		return nil, fmt.Errorf("%w: award_min must be at least 0.01 and award_max at least award_min", ErrInvalidArgument)
-	case int64(count)*awardMin > budget:
-		return nil, fmt.Errorf("%w: award_count × award_min (%s) is more than the budget %s", ErrInvalidArgument,
-			FormatAmount(int64(count)*awardMin), FormatAmount(budget))
-	case int64(count)*awardMax < budget:
-		return nil, fmt.Errorf("%w: award_count × award_max (%s) is less than the budget %s", ErrInvalidArgument,
-			FormatAmount(int64(count)*awardMax), FormatAmount(budget))
-	}
-	return SplitLucky(r, budget, count, Limits{MaxShares: count, MinShare: awardMin, MaxShare: awardMax})
 }

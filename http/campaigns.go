@@ -4,6 +4,8 @@ import (
 	nethttp "net/http"
 	"time"
 
+	"github.com/grab-engine/grab/engine/campaign"
+
 	"github.com/gin-gonic/gin"
 
 	"github.com/grab-engine/grab/engine"
@@ -65,20 +67,20 @@ type awardsResponse struct {
 	Awards     []awardResponse `json:"awards"`
 }
 
-func campaignView(c engine.Campaign) campaignResponse {
+func campaignView(c campaign.Campaign) campaignResponse {
 	v := campaignResponse{CampaignID: c.ID, Name: c.Name, Budget: Money(c.Budget), UsedAmount: Money(c.UsedAmount),
 		AccAmount: Money(c.AccAmount), AwardCount: c.AwardCount, AwardMin: Money(c.AwardMin), AwardMax: Money(c.AwardMax),
 		PerUserLimit: c.PerUserLimit, StartsAt: formatTime(c.StartsAt), EndsAt: formatTime(c.EndsAt),
 		CreatedAt: formatTime(c.CreatedAt), Status: c.Status, Awarded: c.Awarded, Remaining: c.Remaining,
-		Payouts: payoutCounts{Received: c.Payouts[engine.PayoutReceived], Transferring: c.Payouts[engine.PayoutTransferring],
-			Transferred: c.Payouts[engine.PayoutTransferred], NeedsAttention: c.Payouts[engine.PayoutNeedsAttention]}}
+		Payouts: payoutCounts{Received: c.Payouts[campaign.PayoutReceived], Transferring: c.Payouts[campaign.PayoutTransferring],
+			Transferred: c.Payouts[campaign.PayoutTransferred], NeedsAttention: c.Payouts[campaign.PayoutNeedsAttention]}}
 	if c.Ref != "" {
 		v.Ref = &c.Ref
 	}
 	return v
 }
 
-func awardView(a engine.Award) awardResponse {
+func awardView(a campaign.Award) awardResponse {
 	return awardResponse{CampaignID: a.CampaignID, Seq: a.Seq, Amount: Money(a.Amount), Repeat: a.Repeat, Payout: a.Payout,
 		AwardedAt: formatTime(a.AwardedAt), TransferredAt: optTime(a.TransferredAt)}
 }
@@ -94,7 +96,7 @@ func (s *server) createCampaign(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	camp, created, err := s.eng.CreateCampaign(c.Request.Context(), nc)
+	camp, created, err := s.campaigns.CreateCampaign(c.Request.Context(), nc)
 	if err != nil {
 		s.fail(c, err)
 		return
@@ -108,8 +110,8 @@ func (s *server) createCampaign(c *gin.Context) {
 
 // toEngine checks presence and JSON-level shape; the rule itself (amounts,
 // counts, the window) is the engine's.
-func (r createCampaignRequest) toEngine() (engine.NewCampaign, error) {
-	var nc engine.NewCampaign
+func (r createCampaignRequest) toEngine() (campaign.NewCampaign, error) {
+	var nc campaign.NewCampaign
 	var err error
 	if nc.Name, err = requireString("name", r.Name); err != nil {
 		return nc, err
@@ -167,7 +169,7 @@ func (s *server) getCampaign(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	camp, err := s.eng.GetCampaign(c.Request.Context(), id)
+	camp, err := s.campaigns.GetCampaign(c.Request.Context(), id)
 	if err != nil {
 		s.fail(c, err)
 		return
@@ -185,7 +187,7 @@ func (s *server) grabCampaign(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	a, err := s.eng.GrabCampaign(c.Request.Context(), id, userID(c))
+	a, err := s.campaigns.GrabCampaign(c.Request.Context(), id, userID(c))
 	if err != nil {
 		s.fail(c, err)
 		code = c.GetString(ctxErrorCode)
@@ -200,7 +202,7 @@ func (s *server) receiveAward(c *gin.Context) {
 	if !ok {
 		return
 	}
-	a, err := s.eng.Receive(c.Request.Context(), id, seq, userID(c))
+	a, err := s.campaigns.Receive(c.Request.Context(), id, seq, userID(c))
 	if err != nil {
 		s.fail(c, err)
 		return
@@ -218,7 +220,7 @@ func (s *server) retryPayout(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	a, err := s.eng.RetryPayout(c.Request.Context(), id, seq)
+	a, err := s.campaigns.RetryPayout(c.Request.Context(), id, seq)
 	if err != nil {
 		s.fail(c, err)
 		return
@@ -238,7 +240,7 @@ func (s *server) awardPath(c *gin.Context) (campaignID int64, seq int, ok bool) 
 		s.fail(c, err)
 		return 0, 0, false
 	}
-	if n > engine.MaxCampaignAwards {
+	if n > campaign.MaxAwards {
 		s.fail(c, engine.ErrNotFound) // no campaign has that many awards
 		return 0, 0, false
 	}
@@ -251,7 +253,7 @@ func (s *server) myAwards(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	awards, err := s.eng.MyAwards(c.Request.Context(), id, userID(c))
+	awards, err := s.campaigns.MyAwards(c.Request.Context(), id, userID(c))
 	if err != nil {
 		s.fail(c, err)
 		return

@@ -8,7 +8,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab"
+
+	"github.com/grab-engine/grab/engine/campaign"
+
 	"github.com/grab-engine/grab/engine/enginetest"
 	"github.com/grab-engine/grab/engine/transfer"
 	"github.com/grab-engine/grab/engine/transfersim"
@@ -22,7 +25,7 @@ func setupCampaigns(t *testing.T, f transfersim.Faults) (*env, *transfersim.Sim)
 	srv := httptest.NewServer(sim)
 	t.Cleanup(srv.Close)
 	client := transfer.NewClient(srv.URL, secret, 5*time.Second, nil)
-	return setupDeps(t, func(d *engine.Deps) { d.Transfer = client }), sim
+	return setupDeps(t, func(d *grab.Deps) { d.Campaigns.Transfer = client }), sim
 }
 
 // campaignBody is a valid create request with extra fields appended.
@@ -46,8 +49,8 @@ func TestCampaignHappyPath(t *testing.T) {
 	c := expect(t, e.do(t, "POST", "/v1/admin/campaigns", body, admin()), 201)
 	keys(t, "campaign", c, campaignFields...)
 	id := integer(t, "campaign_id", c["campaign_id"])
-	if c["status"] != "open" || c["ref"] != "spring-1" || money(t, "budget", c["budget"]) != 1000 ||
-		money(t, "used_amount", c["used_amount"]) != 0 || integer(t, "remaining", c["remaining"]) != 10 ||
+	if c["status"] != "open" || c["ref"] != "spring-1" || fen(t, "budget", c["budget"]) != 1000 ||
+		fen(t, "used_amount", c["used_amount"]) != 0 || integer(t, "remaining", c["remaining"]) != 10 ||
 		integer(t, "per_user_limit", c["per_user_limit"]) != 2 {
 		t.Fatalf("campaign %v", c)
 	}
@@ -61,7 +64,7 @@ func TestCampaignHappyPath(t *testing.T) {
 	a := expect(t, e.do(t, "POST", grab, ``, user(5)), 200)
 	keys(t, "award", a, awardFields...)
 	seq := integer(t, "seq", a["seq"])
-	amount := money(t, "amount", a["amount"])
+	amount := fen(t, "amount", a["amount"])
 	if a["payout"] != "transferred" || a["repeat"] != false || integer(t, "campaign_id", a["campaign_id"]) != id {
 		t.Fatalf("grab %v", a)
 	}
@@ -83,21 +86,21 @@ func TestCampaignHappyPath(t *testing.T) {
 	}
 	first, _ := awards[0].(map[string]any)
 	keys(t, "listed award", first, awardFields...)
-	if integer(t, "seq", first["seq"]) != seq || money(t, "amount", first["amount"]) != amount || first["payout"] != "transferred" {
+	if integer(t, "seq", first["seq"]) != seq || fen(t, "amount", first["amount"]) != amount || first["payout"] != "transferred" {
 		t.Fatalf("listed %v", first)
 	}
 	if none := expect(t, e.do(t, "GET", fmt.Sprintf("/v1/campaigns/%d/awards", id), ``, user(6)), 200); len(none["awards"].([]any)) != 0 {
 		t.Fatalf("another user's list %v", none)
 	}
 
-	paid := amount + money(t, "second", second["amount"])
+	paid := amount + fen(t, "second", second["amount"])
 	var v map[string]any
 	// The writer counts awards against the budget moments after the grabs.
 	enginetest.WaitFor(t, "the awards counted", func() bool {
 		v = expect(t, e.do(t, "GET", fmt.Sprintf("/v1/admin/campaigns/%d", id), ``, admin()), 200)
-		return money(t, "used_amount", v["used_amount"]) == paid
+		return fen(t, "used_amount", v["used_amount"]) == paid
 	})
-	if money(t, "used_amount", v["used_amount"]) != paid || money(t, "acc_amount", v["acc_amount"]) != paid ||
+	if fen(t, "used_amount", v["used_amount"]) != paid || fen(t, "acc_amount", v["acc_amount"]) != paid ||
 		integer(t, "remaining", v["remaining"]) != 8 {
 		t.Fatalf("campaign %v", v)
 	}
@@ -123,7 +126,7 @@ func TestCampaignPayoutInProgress(t *testing.T) {
 	keys(t, "error body", body, "error", "award")
 	a, _ := body["award"].(map[string]any)
 	keys(t, "award", a, awardFields...)
-	if a["payout"] != "transferring" || a["transferred_at"] != nil || money(t, "amount", a["amount"]) < 1 {
+	if a["payout"] != "transferring" || a["transferred_at"] != nil || fen(t, "amount", a["amount"]) < 1 {
 		t.Fatalf("award %v", a)
 	}
 	seq := integer(t, "seq", a["seq"])
@@ -156,7 +159,7 @@ func newCampaignFixture(t *testing.T, e *env) campaignFixture {
 	ctx := context.Background()
 	now := time.Now().UTC()
 	mk := func(ref string, count int, budget int64, starts time.Time) int64 {
-		c, _, err := e.eng.CreateCampaign(ctx, engine.NewCampaign{Ref: ref, Name: ref, Budget: budget, AwardCount: count, AwardMin: 1,
+		c, _, err := e.Campaigns.CreateCampaign(ctx, campaign.NewCampaign{Ref: ref, Name: ref, Budget: budget, AwardCount: count, AwardMin: 1,
 			AwardMax: budget, StartsAt: starts, EndsAt: now.Add(time.Hour)})
 		if err != nil {
 			t.Fatal(err)
@@ -165,20 +168,20 @@ func newCampaignFixture(t *testing.T, e *env) campaignFixture {
 	}
 	f := campaignFixture{open: mk("fix-open", 10, 1000, now.Add(-time.Minute)), later: mk("fix-later", 1, 100, now.Add(30*time.Minute)),
 		soldOut: mk("fix-sold", 1, 100, now.Add(-time.Minute))}
-	a, err := e.eng.GrabCampaign(ctx, f.open, 1)
+	a, err := e.Campaigns.GrabCampaign(ctx, f.open, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	f.seq1 = a.Seq
-	if _, err := e.eng.GrabCampaign(ctx, f.soldOut, 2); err != nil {
+	if _, err := e.Campaigns.GrabCampaign(ctx, f.soldOut, 2); err != nil {
 		t.Fatal(err)
 	}
 	return f
 }
 
 type campaignSnapshot struct {
-	campaigns  map[int64]engine.Campaign
-	awards     map[int64][]engine.Award
+	campaigns  map[int64]campaign.Campaign
+	awards     map[int64][]campaign.Award
 	nextExists bool
 	applied    int
 }
@@ -186,22 +189,22 @@ type campaignSnapshot struct {
 func (f campaignFixture) snapshot(t *testing.T, e *env, sim *transfersim.Sim) campaignSnapshot {
 	t.Helper()
 	ctx := context.Background()
-	s := campaignSnapshot{campaigns: map[int64]engine.Campaign{}, awards: map[int64][]engine.Award{}}
+	s := campaignSnapshot{campaigns: map[int64]campaign.Campaign{}, awards: map[int64][]campaign.Award{}}
 	for _, id := range []int64{f.open, f.later, f.soldOut} {
-		c, err := e.eng.GetCampaign(ctx, id)
+		c, err := e.Campaigns.GetCampaign(ctx, id)
 		if err != nil {
 			t.Fatal(err)
 		}
 		s.campaigns[id] = c
 		for _, u := range []int64{1, 2, 3} {
-			a, err := e.eng.MyAwards(ctx, id, u)
+			a, err := e.Campaigns.MyAwards(ctx, id, u)
 			if err != nil {
 				t.Fatal(err)
 			}
 			s.awards[id*10+u] = a
 		}
 	}
-	_, err := e.eng.GetCampaign(ctx, f.soldOut+1)
+	_, err := e.Campaigns.GetCampaign(ctx, f.soldOut+1)
 	s.nextExists = err == nil
 	s.applied, _ = sim.TotalApplied()
 	return s
@@ -332,7 +335,7 @@ func TestCampaignMalformedInput(t *testing.T) {
 		{"receive seq abc", "POST", receive(f.open, "abc"), ``, u1, 400, "INVALID_ARGUMENT"},
 		{"receive seq 0", "POST", receive(f.open, 0), ``, u1, 400, "INVALID_ARGUMENT"},
 		{"receive seq -1", "POST", receive(f.open, -1), ``, u1, 400, "INVALID_ARGUMENT"},
-		{"receive seq beyond any campaign", "POST", receive(f.open, engine.MaxCampaignAwards+1), ``, u1, 404, "NOT_FOUND"},
+		{"receive seq beyond any campaign", "POST", receive(f.open, campaign.MaxAwards+1), ``, u1, 404, "NOT_FOUND"},
 		{"receive an award never granted", "POST", receive(f.open, 11), ``, u1, 404, "NOT_FOUND"},
 		{"receive in an unknown campaign", "POST", receive(999999, 1), ``, u1, 404, "NOT_FOUND"},
 		{"receive another user's award", "POST", receive(f.open, f.seq1), ``, u2, 403, "FORBIDDEN"},

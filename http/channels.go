@@ -6,7 +6,8 @@ import (
 	"net/url"
 	"time"
 
-	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/channel"
+
 	"github.com/grab-engine/grab/engine/alipay"
 	"github.com/grab-engine/grab/engine/wechatpay"
 )
@@ -21,7 +22,7 @@ type Notifier interface {
 	// acknowledged. A refusal is an *apiError-classifiable error: a bad
 	// signature, a stale timestamp or another merchant's or app's id is
 	// UNAUTHENTICATED (401); a malformed body INVALID_ARGUMENT (400).
-	Notification(h nethttp.Header, body []byte) (n engine.Notification, apply bool, err error)
+	Notification(h nethttp.Header, body []byte) (n channel.Notification, apply bool, err error)
 	// Ack acknowledges a notification; the channel stops resending it.
 	Ack(w nethttp.ResponseWriter)
 	// Refuse answers a refusal with status; the channel resends later.
@@ -36,10 +37,10 @@ func AlipayNotifier(c *alipay.Client) Notifier { return alipayNotifier{c} }
 
 type alipayNotifier struct{ c *alipay.Client }
 
-func (a alipayNotifier) Notification(_ nethttp.Header, body []byte) (engine.Notification, bool, error) {
+func (a alipayNotifier) Notification(_ nethttp.Header, body []byte) (channel.Notification, bool, error) {
 	form, err := url.ParseQuery(string(body))
 	if err != nil {
-		return engine.Notification{}, false, invalid("alipay notification: the body is not a form: %v", err)
+		return channel.Notification{}, false, invalid("alipay notification: the body is not a form: %v", err)
 	}
 	n, err := a.c.VerifyNotification(form)
 	switch {
@@ -82,7 +83,7 @@ type wechatNotifier struct {
 	now func() time.Time
 }
 
-func (wn wechatNotifier) Notification(h nethttp.Header, body []byte) (engine.Notification, bool, error) {
+func (wn wechatNotifier) Notification(h nethttp.Header, body []byte) (channel.Notification, bool, error) {
 	n, err := wn.c.VerifyNotification(h, body, wn.now())
 	switch {
 	case errors.Is(err, wechatpay.ErrMalformed):

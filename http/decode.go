@@ -9,9 +9,9 @@ import (
 	"reflect"
 	"strings"
 
-	"github.com/gin-gonic/gin"
+	"github.com/grab-engine/grab/engine/money"
 
-	"github.com/grab-engine/grab/engine"
+	"github.com/gin-gonic/gin"
 )
 
 // MaxBodyBytes bounds every request body (docs/api.md: bodies over 64 KiB are rejected).
@@ -130,7 +130,7 @@ func (m *Money) UnmarshalJSON(b []byte) error {
 	if len(b) == 0 || b[0] != '"' || json.Unmarshal(b, &s) != nil {
 		return invalid("amounts are decimal strings such as \"12.34\", not %s", jsonKind(b))
 	}
-	fen, err := engine.ParseAmount(s)
+	fen, err := money.Parse(s)
 	if err != nil {
 		ae, _ := toAPIError(err)
 		return ae
@@ -141,7 +141,7 @@ func (m *Money) UnmarshalJSON(b []byte) error {
 
 // MarshalJSON prints two decimals, as the contract requires.
 func (m Money) MarshalJSON() ([]byte, error) {
-	return []byte(`"` + engine.FormatAmount(int64(m)) + `"`), nil
+	return []byte(`"` + money.Format(int64(m)) + `"`), nil
 }
 
 func jsonKind(b []byte) string {

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/grab-engine/grab/engine/campaign"
+
 	"github.com/gin-gonic/gin"
 
 	"github.com/grab-engine/grab/engine"
@@ -166,7 +168,7 @@ func (s *server) fail(c *gin.Context, err error) {
 	}
 	c.Set(ctxErrorCode, ae.Code)
 	body := errorBody{Error: errorDetail{Code: ae.Code, Message: ae.Message}}
-	var pending *engine.PayoutPendingError
+	var pending *campaign.PayoutPendingError
 	if errors.As(err, &pending) {
 		a := awardView(pending.Award)
 		body.Award = &a

@@ -10,7 +10,7 @@ import (
 // answer is 201 or a 4xx with an error body, never a 5xx or a panic.
 func FuzzCreatePacket(f *testing.F) {
 	e := setup(f, devAuth)
-	if _, err := e.eng.SetGroupMembers(context.Background(), 7, []int64{1, 2, 3}); err != nil {
+	if _, err := e.Packets.SetGroupMembers(context.Background(), 7, []int64{1, 2, 3}); err != nil {
 		f.Fatal(err)
 	}
 	for _, seed := range []string{

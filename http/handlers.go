@@ -4,9 +4,9 @@ import (
 	nethttp "net/http"
 	"time"
 
-	"github.com/gin-gonic/gin"
+	"github.com/grab-engine/grab/engine/packet"
 
-	"github.com/grab-engine/grab/engine"
+	"github.com/gin-gonic/gin"
 )
 
 // Request bodies. Pointers tell a missing field from a zero one.
@@ -108,7 +108,7 @@ func optID(id int64) *int64 {
 	return &id
 }
 
-func packetView(p engine.Packet) packetResponse {
+func packetView(p packet.Packet) packetResponse {
 	v := packetResponse{
 		PacketID: p.ID, Kind: p.Kind, SenderID: p.SenderID, GroupID: optID(p.GroupID), ToUserID: optID(p.ToUserID),
 		Count: p.Count, Total: Money(p.Total), Greeting: p.Greeting, Status: p.Status, PayStatus: p.PayStatus,
@@ -147,7 +147,7 @@ func (s *server) deposit(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	balance, err := s.eng.Deposit(c.Request.Context(), uid, amount, ref)
+	balance, err := s.packets.Deposit(c.Request.Context(), uid, amount, ref)
 	if err != nil {
 		s.fail(c, err)
 		return
@@ -176,7 +176,7 @@ func (s *server) setMembers(c *gin.Context) {
 			return
 		}
 	}
-	n, err := s.eng.SetGroupMembers(c.Request.Context(), gid, *req.UserIDs)
+	n, err := s.packets.SetGroupMembers(c.Request.Context(), gid, *req.UserIDs)
 	if err != nil {
 		s.fail(c, err)
 		return
@@ -186,7 +186,7 @@ func (s *server) setMembers(c *gin.Context) {
 
 func (s *server) balance(c *gin.Context) {
 	uid := userID(c)
-	b, err := s.eng.Balance(c.Request.Context(), uid)
+	b, err := s.packets.Balance(c.Request.Context(), uid)
 	if err != nil {
 		s.fail(c, err)
 		return
@@ -205,7 +205,7 @@ func (s *server) createPacket(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	p, err := s.eng.CreatePacket(c.Request.Context(), np)
+	p, err := s.packets.CreatePacket(c.Request.Context(), np)
 	if err != nil {
 		s.fail(c, err)
 		return
@@ -215,45 +215,45 @@ func (s *server) createPacket(c *gin.Context) {
 
 // toEngine checks what the JSON layer can check (presence, id signs) and
 // leaves the domain rules (limits, kinds, membership) to the engine.
-func (r createRequest) toEngine(sender int64) (engine.NewPacket, error) {
+func (r createRequest) toEngine(sender int64) (packet.NewPacket, error) {
 	kind, err := requireString("kind", r.Kind)
 	if err != nil {
-		return engine.NewPacket{}, err
+		return packet.NewPacket{}, err
 	}
 	amount, err := requireMoney("amount", r.Amount)
 	if err != nil {
-		return engine.NewPacket{}, err
+		return packet.NewPacket{}, err
 	}
-	np := engine.NewPacket{SenderID: sender, Kind: kind, Amount: amount}
+	np := packet.NewPacket{SenderID: sender, Kind: kind, Amount: amount}
 	if r.Greeting != nil {
 		np.Greeting = *r.Greeting
 	}
 	switch kind {
-	case engine.KindGroupLucky, engine.KindGroupEqual:
+	case packet.KindGroupLucky, packet.KindGroupEqual:
 		if np.GroupID, err = requireID("group_id", r.GroupID); err != nil {
-			return engine.NewPacket{}, err
+			return packet.NewPacket{}, err
 		}
 		if r.ToUserID != nil {
-			return engine.NewPacket{}, invalid("to_user_id is only for single packets")
+			return packet.NewPacket{}, invalid("to_user_id is only for single packets")
 		}
 		if r.Count == nil {
-			return engine.NewPacket{}, invalid("count is required")
+			return packet.NewPacket{}, invalid("count is required")
 		}
 		np.Count = *r.Count
 		if np.Count <= 0 {
 			// The engine would accept nothing below 1 either; say so here so a
 			// zero is never mistaken for "absent".
-			return engine.NewPacket{}, invalid("count must be at least 1")
+			return packet.NewPacket{}, invalid("count must be at least 1")
 		}
-	case engine.KindSingle:
+	case packet.KindSingle:
 		if np.ToUserID, err = requireID("to_user_id", r.ToUserID); err != nil {
-			return engine.NewPacket{}, err
+			return packet.NewPacket{}, err
 		}
 		if r.GroupID != nil || r.Count != nil {
-			return engine.NewPacket{}, invalid("single packets take neither group_id nor count")
+			return packet.NewPacket{}, invalid("single packets take neither group_id nor count")
 		}
 	default:
-		return engine.NewPacket{}, invalid("kind must be group_lucky, group_equal or single")
+		return packet.NewPacket{}, invalid("kind must be group_lucky, group_equal or single")
 	}
 	return np, nil
 }
@@ -275,7 +275,7 @@ func (s *server) payPacket(c *gin.Context) {
 		return
 	}
 	if method != "balance" {
-		pay, err := s.eng.PayByProvider(c.Request.Context(), id, userID(c), method)
+		pay, err := s.packets.PayByProvider(c.Request.Context(), id, userID(c), method)
 		if err != nil {
 			s.fail(c, err)
 			return
@@ -284,7 +284,7 @@ func (s *server) payPacket(c *gin.Context) {
 			PayParams: pay.PayParams})
 		return
 	}
-	p, err := s.eng.PayByBalance(c.Request.Context(), id, userID(c))
+	p, err := s.packets.PayByBalance(c.Request.Context(), id, userID(c))
 	if err != nil {
 		s.fail(c, err)
 		return
@@ -306,7 +306,7 @@ func (s *server) grab(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	r, err := s.eng.Grab(c.Request.Context(), id, userID(c))
+	r, err := s.packets.Grab(c.Request.Context(), id, userID(c))
 	if err != nil {
 		s.fail(c, err)
 		code = c.GetString(ctxErrorCode)
@@ -323,7 +323,7 @@ func (s *server) getPacket(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	p, err := s.eng.GetPacket(c.Request.Context(), id, userID(c))
+	p, err := s.packets.GetPacket(c.Request.Context(), id, userID(c))
 	if err != nil {
 		s.fail(c, err)
 		return

@@ -10,7 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/money"
+
+	"github.com/grab-engine/grab/engine/packet"
+
 	"github.com/grab-engine/grab/engine/enginetest"
 )
 
@@ -30,13 +33,13 @@ func keys(t *testing.T, what string, m map[string]any, want ...string) {
 	}
 }
 
-func money(t *testing.T, what string, v any) int64 {
+func fen(t *testing.T, what string, v any) int64 {
 	t.Helper()
 	s, ok := v.(string)
 	if !ok || !moneyRE.MatchString(s) {
 		t.Fatalf("%s = %#v, want a two-decimal string", what, v)
 	}
-	fen, err := engine.ParseAmount(s)
+	fen, err := money.Parse(s)
 	if err != nil {
 		t.Fatalf("%s: %v", what, err)
 	}
@@ -142,7 +145,7 @@ func TestHappyPath(t *testing.T) {
 			g["repeat"] != false || g["credited"] != true { // paid by balance: credited, by the writer
 			t.Fatalf("grab by %d = %v", u, g)
 		}
-		got[u] = money(t, "amount", g["amount"])
+		got[u] = fen(t, "amount", g["amount"])
 		sum += got[u]
 		if u == 2 {
 			again := expect(t, e.do(t, "POST", grabURL, ``, user(2)), 200)
@@ -175,7 +178,7 @@ func TestHappyPath(t *testing.T) {
 		g := gv.(map[string]any)
 		keys(t, "detail grab", g, "user_id", "amount", "seq", "grabbed_at", "best")
 		u := integer(t, "user_id", g["user_id"])
-		if integer(t, "seq", g["seq"]) != int64(i+1) || u != int64(i+2) || money(t, "amount", g["amount"]) != got[u] {
+		if integer(t, "seq", g["seq"]) != int64(i+1) || u != int64(i+2) || fen(t, "amount", g["amount"]) != got[u] {
 			t.Fatalf("grab %d = %v", i, g)
 		}
 		timestamp(t, "grabbed_at", g["grabbed_at"])
@@ -191,7 +194,7 @@ func TestHappyPath(t *testing.T) {
 		t.Fatalf("my_grab = %#v", p["my_grab"])
 	}
 	keys(t, "my_grab", my, "amount", "seq", "credited")
-	if integer(t, "my_grab.seq", my["seq"]) != 2 || money(t, "my_grab.amount", my["amount"]) != got[3] {
+	if integer(t, "my_grab.seq", my["seq"]) != 2 || fen(t, "my_grab.amount", my["amount"]) != got[3] {
 		t.Fatalf("my_grab = %v", my)
 	}
 	// The sender did not grab: my_grab is null.
@@ -201,9 +204,9 @@ func TestHappyPath(t *testing.T) {
 
 	// Balances once the writer has made the grabs durable.
 	for u, want := range got {
-		enginetest.WaitFor(t, fmt.Sprintf("user %d's balance to be %s", u, engine.FormatAmount(want)), func() bool {
+		enginetest.WaitFor(t, fmt.Sprintf("user %d's balance to be %s", u, money.Format(want)), func() bool {
 			b := expect(t, e.do(t, "GET", "/v1/balance", ``, user(u)), 200)
-			return money(t, "balance", b["balance"]) == want
+			return fen(t, "balance", b["balance"]) == want
 		})
 	}
 	p = expect(t, e.do(t, "GET", fmt.Sprintf("/v1/packets/%d", id), ``, user(3)), 200)
@@ -215,7 +218,7 @@ func TestHappyPath(t *testing.T) {
 	p = expect(t, e.do(t, "POST", "/v1/packets", `{"kind":"single","to_user_id":9,"amount":"5"}`, user(1)), 201)
 	sid := integer(t, "packet_id", p["packet_id"])
 	if p["group_id"] != nil || integer(t, "to_user_id", p["to_user_id"]) != 9 || integer(t, "count", p["count"]) != 1 ||
-		p["total"] != "5.00" || p["greeting"] != engine.DefaultGreeting {
+		p["total"] != "5.00" || p["greeting"] != packet.DefaultGreeting {
 		t.Fatalf("single = %v", p)
 	}
 	expect(t, e.do(t, "POST", fmt.Sprintf("/v1/packets/%d/pay", sid), `{"method":"balance"}`, user(1)), 200)

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grab-engine/grab/engine/packet"
+
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/grab-engine/grab/engine"
@@ -26,25 +28,25 @@ type fixture struct {
 func newFixture(t *testing.T, e *env) fixture {
 	t.Helper()
 	ctx := context.Background()
-	if _, err := e.eng.SetGroupMembers(ctx, 7, []int64{1, 2, 3, 4}); err != nil {
+	if _, err := e.Packets.SetGroupMembers(ctx, 7, []int64{1, 2, 3, 4}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.eng.Deposit(ctx, 1, 100_000, "seed-1"); err != nil {
+	if _, err := e.Packets.Deposit(ctx, 1, 100_000, "seed-1"); err != nil {
 		t.Fatal(err)
 	}
 	mk := func(sender int64, kind string, count int, amount int64) int64 {
-		p, err := e.eng.CreatePacket(ctx, engine.NewPacket{SenderID: sender, Kind: kind, GroupID: 7, Count: count, Amount: amount})
+		p, err := e.Packets.CreatePacket(ctx, packet.NewPacket{SenderID: sender, Kind: kind, GroupID: 7, Count: count, Amount: amount})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return p.ID
 	}
-	f := fixture{open: mk(1, engine.KindGroupLucky, 3, 1000), unpaid: mk(1, engine.KindGroupEqual, 2, 100), poor: mk(2, engine.KindGroupEqual, 1, 100)}
-	if _, err := e.eng.PayByBalance(ctx, f.open, 1); err != nil {
+	f := fixture{open: mk(1, packet.KindGroupLucky, 3, 1000), unpaid: mk(1, packet.KindGroupEqual, 2, 100), poor: mk(2, packet.KindGroupEqual, 1, 100)}
+	if _, err := e.Packets.PayByBalance(ctx, f.open, 1); err != nil {
 		t.Fatal(err)
 	}
 	// One grab already, so the open packet has hot state worth comparing.
-	if _, err := e.eng.Grab(ctx, f.open, 2); err != nil {
+	if _, err := e.Packets.Grab(ctx, f.open, 2); err != nil {
 		t.Fatal(err)
 	}
 	return f
@@ -55,14 +57,14 @@ type snapshot struct {
 	balances   map[int64]int64
 	totals     store.Totals
 	members    []int64
-	packets    map[int64]engine.Packet
+	packets    map[int64]packet.Packet
 	nextExists bool
 }
 
 func (f fixture) snapshot(t *testing.T, e *env) snapshot {
 	t.Helper()
 	ctx := context.Background()
-	s := snapshot{packets: map[int64]engine.Packet{}}
+	s := snapshot{packets: map[int64]packet.Packet{}}
 	s.balances, s.totals = e.money(t, 1, 2, 3, 4, 5, 9)
 	var err error
 	if s.members, err = e.db.GroupMembers(ctx, 7); err != nil {
@@ -73,12 +75,12 @@ func (f fixture) snapshot(t *testing.T, e *env) snapshot {
 		if id == f.poor {
 			sender = 2
 		}
-		if s.packets[id], err = e.eng.GetPacket(ctx, id, sender); err != nil {
+		if s.packets[id], err = e.Packets.GetPacket(ctx, id, sender); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// Packet ids are allocated in order: a packet created by mistake would be here.
-	_, err = e.eng.GetPacket(ctx, f.poor+1, 1)
+	_, err = e.Packets.GetPacket(ctx, f.poor+1, 1)
 	s.nextExists = !errors.Is(err, engine.ErrNotFound)
 	return s
 }

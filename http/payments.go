@@ -4,9 +4,10 @@ import (
 	nethttp "net/http"
 	"time"
 
+	"github.com/grab-engine/grab/engine/channel"
+
 	"github.com/gin-gonic/gin"
 
-	"github.com/grab-engine/grab/engine"
 	"github.com/grab-engine/grab/engine/gateway"
 )
 
@@ -36,7 +37,7 @@ func (s *server) paymentReturn(c *gin.Context) {
 		s.fail(c, invalid("bad trade number"))
 		return
 	}
-	pay, err := s.eng.PaymentReturn(c.Request.Context(), tradeNo, userID(c))
+	pay, err := s.packets.PaymentReturn(c.Request.Context(), tradeNo, userID(c))
 	if err != nil {
 		s.fail(c, err)
 		return
@@ -63,7 +64,7 @@ func (s *server) payment(c *gin.Context) {
 		s.fail(c, invalid("bad trade number"))
 		return
 	}
-	pay, err := s.eng.TradeOf(c.Request.Context(), tradeNo, userID(c))
+	pay, err := s.packets.TradeOf(c.Request.Context(), tradeNo, userID(c))
 	if err != nil {
 		s.fail(c, err)
 		return
@@ -77,18 +78,18 @@ func (s *server) payment(c *gin.Context) {
 // until they see success. A channel with a Notifier (Alipay, WeChat Pay) is
 // read and answered in its own format; the others take docs/api.md's JSON.
 func (s *server) notify(c *gin.Context) {
-	if channel := c.Param("channel"); !engine.IsChannel(channel) {
-		if r := []rune(channel); len(r) > 16 {
-			channel = string(r[:16]) + "…"
+	if ch := c.Param("channel"); !channel.Known(ch) {
+		if r := []rune(ch); len(r) > 16 {
+			ch = string(r[:16]) + "…"
 		}
-		s.fail(c, newError(nethttp.StatusNotFound, CodeNotFound, "no payment channel %q", channel))
+		s.fail(c, newError(nethttp.StatusNotFound, CodeNotFound, "no payment channel %q", ch))
 		return
 	}
 	nt := s.cfg.Notifiers[c.Param("channel")]
 	body, err := readBody(c)
 	switch {
 	case err != nil && nt != nil:
-		s.refuseNative(c, nt, engine.Notification{}, err)
+		s.refuseNative(c, nt, channel.Notification{}, err)
 		return
 	case err != nil:
 		s.fail(c, err)
@@ -108,7 +109,7 @@ func (s *server) notify(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	n := engine.Notification{Channel: c.Param("channel")}
+	n := channel.Notification{Channel: c.Param("channel")}
 	if n.TradeNo, err = requireString("trade_no", req.TradeNo); err != nil {
 		s.fail(c, err)
 		return
@@ -137,7 +138,7 @@ func (s *server) notify(c *gin.Context) {
 		s.fail(c, invalid("trade_no and provider_txn are at most %d bytes", maxTradeNoLen))
 		return
 	}
-	if err := s.eng.Notify(c.Request.Context(), n); err != nil {
+	if err := s.packets.Notify(c.Request.Context(), n); err != nil {
 		s.fail(c, err)
 		return
 	}
@@ -149,15 +150,15 @@ func (s *server) notify(c *gin.Context) {
 // code (401 unverified, 404 unknown trade, 409 another amount, 503 busy), so
 // the channel resends them.
 func (s *server) notifyNative(c *gin.Context, nt Notifier, body []byte) {
-	channel := c.Param("channel")
+	ch := c.Param("channel")
 	n, apply, err := nt.Notification(c.Request.Header, body)
 	switch {
 	case err == nil && apply && (len(n.TradeNo) > maxTradeNoLen || len(n.ProviderTxn) > maxTradeNoLen):
 		err = invalid("out_trade_no and the channel's transaction id are at most %d bytes", maxTradeNoLen)
-	case err == nil && apply && n.Channel != channel:
-		err = newError(nethttp.StatusNotFound, CodeNotFound, "a %s notification at the %s notify URL", n.Channel, channel)
+	case err == nil && apply && n.Channel != ch:
+		err = newError(nethttp.StatusNotFound, CodeNotFound, "a %s notification at the %s notify URL", n.Channel, ch)
 	case err == nil && apply:
-		err = s.eng.Notify(c.Request.Context(), n)
+		err = s.packets.Notify(c.Request.Context(), n)
 	}
 	if err == nil {
 		nt.Ack(c.Writer)
@@ -169,17 +170,17 @@ func (s *server) notifyNative(c *gin.Context, nt Notifier, body []byte) {
 
 // refuseNative answers a native channel's notification with the refusal
 // err maps to, in the channel's format.
-func (s *server) refuseNative(c *gin.Context, nt Notifier, n engine.Notification, err error) {
-	channel := c.Param("channel")
+func (s *server) refuseNative(c *gin.Context, nt Notifier, n channel.Notification, err error) {
+	ch := c.Param("channel")
 	ae, known := toAPIError(err)
 	switch {
 	case !known:
-		s.log.ErrorContext(c.Request.Context(), "payment notification failed", "channel", channel, "trade_no", n.TradeNo, "err", err)
+		s.log.ErrorContext(c.Request.Context(), "payment notification failed", "channel", ch, "trade_no", n.TradeNo, "err", err)
 	case ae.Code == CodeBusy:
 		c.Header("Retry-After", "1")
 		s.logUnavailable(c, err)
 	default:
-		s.log.WarnContext(c.Request.Context(), "payment notification refused", "channel", channel, "trade_no", n.TradeNo,
+		s.log.WarnContext(c.Request.Context(), "payment notification refused", "channel", ch, "trade_no", n.TradeNo,
 			"code", ae.Code, "err", ae.Message)
 	}
 	c.Set(ctxErrorCode, ae.Code)

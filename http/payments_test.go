@@ -14,7 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/packet"
+
+	"github.com/grab-engine/grab/engine/channel"
 	"github.com/grab-engine/grab/engine/enginetest"
 	"github.com/grab-engine/grab/engine/paysim"
 	grabhttp "github.com/grab-engine/grab/http"
@@ -41,8 +43,8 @@ func sign(key []byte, body string) string {
 func payEnv(t *testing.T) (*env, *paysim.Sim) {
 	t.Helper()
 	var e *env
-	sim := paysim.New(paySecret, func(_ context.Context, channel string, body []byte, sig string) error {
-		r := e.do(t, "POST", "/v1/payments/notify/"+channel, string(body), auth{"X-Grab-Signature": sig})
+	sim := paysim.New(paySecret, func(_ context.Context, ch string, body []byte, sig string) error {
+		r := e.do(t, "POST", "/v1/payments/notify/"+ch, string(body), auth{"X-Grab-Signature": sig})
 		if r.status != 200 {
 			return fmt.Errorf("notify: %d %s", r.status, r.body)
 		}
@@ -88,14 +90,14 @@ func noticeBody(tradeNo, amount, result string) string {
 }
 
 // notify posts a notification signed with the pay secret.
-func (e *env) notify(t *testing.T, channel, body string) response {
+func (e *env) notify(t *testing.T, ch, body string) response {
 	t.Helper()
-	return e.do(t, "POST", "/v1/payments/notify/"+channel, body, auth{"X-Grab-Signature": sign(paySecret, body)})
+	return e.do(t, "POST", "/v1/payments/notify/"+ch, body, auth{"X-Grab-Signature": sign(paySecret, body)})
 }
 
-func (e *env) ack(t *testing.T, channel, body string) {
+func (e *env) ack(t *testing.T, ch, body string) {
 	t.Helper()
-	m := expect(t, e.notify(t, channel, body), 200)
+	m := expect(t, e.notify(t, ch, body), 200)
 	keys(t, "ack", m, "ack")
 	if m["ack"] != "success" {
 		t.Fatalf("ack = %v", m)
@@ -109,7 +111,7 @@ func (e *env) grabOK(t *testing.T, id, u int64, credited bool) int64 {
 	if integer(t, "packet_id", g["packet_id"]) != id || g["repeat"] != false || g["credited"] != credited {
 		t.Fatalf("grab by %d = %v, want credited %v", u, g, credited)
 	}
-	return money(t, "amount", g["amount"])
+	return fen(t, "amount", g["amount"])
 }
 
 func (e *env) grabFails(t *testing.T, id, u int64, status int, code string) {
@@ -149,7 +151,7 @@ func (e *env) status(t *testing.T, id int64, status, payStatus string) map[strin
 
 func (e *env) balanceOf(t *testing.T, u int64) int64 {
 	t.Helper()
-	return money(t, "balance", expect(t, e.do(t, "GET", "/v1/balance", ``, user(u)), 200)["balance"])
+	return fen(t, "balance", expect(t, e.do(t, "GET", "/v1/balance", ``, user(u)), 200)["balance"])
 }
 
 // durable waits until the writer has put n grabs of the packet in the store.
@@ -177,7 +179,7 @@ func (e *env) durable(t *testing.T, id int64, n int) {
 type payState struct {
 	balances map[int64]int64
 	totals   store.Totals
-	packet   engine.Packet
+	packet   packet.Packet
 	shares   []store.Share
 	payment  store.Payment
 }
@@ -188,7 +190,7 @@ func (e *env) payState(t *testing.T, id int64, tradeNo string) payState {
 	var s payState
 	s.balances, s.totals = e.money(t, 1, 2, 3, 4, 5, 6)
 	var err error
-	if s.packet, err = e.eng.GetPacket(ctx, id, 1); err != nil {
+	if s.packet, err = e.Packets.GetPacket(ctx, id, 1); err != nil {
 		t.Fatal(err)
 	}
 	if s.shares, err = e.db.Shares(ctx, id); err != nil {
@@ -222,7 +224,7 @@ func (e *env) conserved(t *testing.T, paid ...int64) {
 	}
 	want := int64(deposit)
 	for _, id := range paid {
-		p, err := e.eng.GetPacket(ctx, id, 1)
+		p, err := e.Packets.GetPacket(ctx, id, 1)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -346,7 +348,7 @@ func TestPaymentReturn(t *testing.T) {
 	got := map[int64]int64{2: e.grabOK(t, id, 2, false), 3: e.grabOK(t, id, 3, false)}
 	e.durable(t, id, 2)
 	my := e.packet(t, id, 2)["my_grab"].(map[string]any)
-	if my["credited"] != false || money(t, "my_grab.amount", my["amount"]) != got[2] {
+	if my["credited"] != false || fen(t, "my_grab.amount", my["amount"]) != got[2] {
 		t.Fatalf("my_grab while awaiting settlement = %v", my)
 	}
 	// The packet cannot be paid again.
@@ -441,7 +443,7 @@ func TestNotify(t *testing.T) {
 			t.Fatalf("balance of %d after settlement = %d, want %d", u, b, want)
 		}
 		my := e.packet(t, id, u)["my_grab"].(map[string]any)
-		if my["credited"] != true || money(t, "my_grab.amount", my["amount"]) != want {
+		if my["credited"] != true || fen(t, "my_grab.amount", my["amount"]) != want {
 			t.Fatalf("my_grab of %d after settlement = %v", u, my)
 		}
 	}
@@ -491,7 +493,7 @@ func TestFailedPaymentOverHTTP(t *testing.T) {
 	e.grabFails(t, id, 5, 409, "NOT_OPEN")
 	// A grabber's repeat answers its own grab, still not credited.
 	g := expect(t, e.do(t, "POST", fmt.Sprintf("/v1/packets/%d/grab", id), ``, user(2)), 200)
-	if g["repeat"] != true || g["credited"] != false || money(t, "amount", g["amount"]) != got[2] {
+	if g["repeat"] != true || g["credited"] != false || fen(t, "amount", g["amount"]) != got[2] {
 		t.Fatalf("repeat grab after the failure = %v", g)
 	}
 	for u := range got {
@@ -501,7 +503,7 @@ func TestFailedPaymentOverHTTP(t *testing.T) {
 		}
 	}
 	// The sweep credits nothing of a failed payment.
-	if _, err := e.eng.Reconcile(ctx); err != nil {
+	if _, err := e.Packets.Reconcile(ctx); err != nil {
 		t.Fatal(err)
 	}
 	failed := e.payState(t, id, tradeNo)
@@ -677,21 +679,21 @@ func FuzzNotify(f *testing.F) {
 	sim := paysim.New(paySecret, func(context.Context, string, []byte, string) error { return nil }, paysim.Faults{})
 	e := setupWith(f, sim, func(c *grabhttp.Config) { c.PaySecret = paySecret })
 	ctx := context.Background()
-	if _, err := e.eng.SetGroupMembers(ctx, 7, []int64{1, 2}); err != nil {
+	if _, err := e.Packets.SetGroupMembers(ctx, 7, []int64{1, 2}); err != nil {
 		f.Fatal(err)
 	}
-	p, err := e.eng.CreatePacket(ctx, engine.NewPacket{SenderID: 1, Kind: engine.KindGroupLucky, GroupID: 7, Count: 2, Amount: 2000})
+	p, err := e.Packets.CreatePacket(ctx, packet.NewPacket{SenderID: 1, Kind: packet.KindGroupLucky, GroupID: 7, Count: 2, Amount: 2000})
 	if err != nil {
 		f.Fatal(err)
 	}
-	pay, err := e.eng.PayByProvider(ctx, p.ID, 1, engine.ChannelAlipay)
+	pay, err := e.Packets.PayByProvider(ctx, p.ID, 1, channel.Alipay)
 	if err != nil {
 		f.Fatal(err)
 	}
-	if _, err := e.eng.PaymentReturn(ctx, pay.TradeNo, 1); err != nil {
+	if _, err := e.Packets.PaymentReturn(ctx, pay.TradeNo, 1); err != nil {
 		f.Fatal(err)
 	}
-	if _, err := e.eng.Grab(ctx, p.ID, 2); err != nil {
+	if _, err := e.Packets.Grab(ctx, p.ID, 2); err != nil {
 		f.Fatal(err)
 	}
 	tn := pay.TradeNo
@@ -779,7 +781,7 @@ func TestConcurrentPaymentCallbacks(t *testing.T) {
 			default:
 				u := int64(i - 11 + 2)
 				if r.status == 200 {
-					won[u] = money(t, "amount", r.object(t)["amount"])
+					won[u] = fen(t, "amount", r.object(t)["amount"])
 					continue
 				}
 				if c := r.errorCode(t); r.status != 409 || (c != "NOT_OPEN" && c != "SOLD_OUT") {
@@ -788,13 +790,13 @@ func TestConcurrentPaymentCallbacks(t *testing.T) {
 			}
 		}
 		e.durable(t, id, len(won))
-		if _, err := e.eng.Reconcile(context.Background()); err != nil {
+		if _, err := e.Packets.Reconcile(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 		e.status(t, id, map[bool]string{true: "finished", false: "open"}[len(won) == 3], "paid")
 		for u, want := range won {
 			my := e.packet(t, id, u)["my_grab"].(map[string]any)
-			if my["credited"] != true || money(t, "my_grab.amount", my["amount"]) != want {
+			if my["credited"] != true || fen(t, "my_grab.amount", my["amount"]) != want {
 				t.Fatalf("round %d: my_grab of %d = %v", round, u, my)
 			}
 		}
@@ -814,11 +816,11 @@ func TestConcurrentPaymentCallbacks(t *testing.T) {
 
 // flakyProvider fails the next CreateTrade calls while fail > 0.
 type flakyProvider struct {
-	engine.Provider
+	channel.Provider
 	fail atomic.Int32
 }
 
-func (p *flakyProvider) CreateTrade(ctx context.Context, t engine.Trade) error {
+func (p *flakyProvider) CreateTrade(ctx context.Context, t channel.Trade) error {
 	if p.fail.Add(-1) >= 0 {
 		return errors.New("provider unreachable")
 	}
@@ -841,7 +843,7 @@ func TestPayByProviderUnreachable(t *testing.T) {
 	}
 	e.status(t, id, "unpaid", "unpaid")
 	tradeNo := e.payAlipay(t, id)
-	if res, err := sim.QueryTrade(context.Background(), tradeNo); err != nil || res.Outcome != engine.TradePending {
+	if res, err := sim.QueryTrade(context.Background(), tradeNo); err != nil || res.Outcome != channel.TradePending {
 		t.Fatalf("the provider does not know trade %s: %+v %v", tradeNo, res, err)
 	}
 	if again := e.payAlipay(t, id); again != tradeNo {

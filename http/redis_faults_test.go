@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grab-engine/grab"
+	"github.com/grab-engine/grab/engine/campaign"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
@@ -57,10 +60,10 @@ func setupRedisServer(t *testing.T, addr string) *env {
 	cfg.Writer.Block = 50 * time.Millisecond
 	cfg.Writer.MonitorEvery = 50 * time.Millisecond
 	reg := prometheus.NewRegistry()
-	eng := engine.New(engine.Deps{Redis: api, WriterRedis: wr, DB: db, Log: log, Metrics: reg,
-		Transfer: transfer.NewClient(sim.URL, secret, 5*time.Second, nil)}, cfg)
-	h := grabhttp.New(eng, grabhttp.Config{JWTSecret: jwtSecret, AdminToken: adminToken}, log, reg)
-	e := &env{h: h, eng: eng, db: db}
+	g := grab.New(grab.Deps{Deps: engine.Deps{Redis: api, WriterRedis: wr, DB: db, Log: log, Metrics: reg},
+		Campaigns: campaign.Deps{Transfer: transfer.NewClient(sim.URL, secret, 5*time.Second, nil)}}, cfg)
+	h := grabhttp.New(g, grabhttp.Config{JWTSecret: jwtSecret, AdminToken: adminToken}, log, reg)
+	e := &env{h: h, Grab: g, db: db}
 	e.startWriter(t)
 	return e
 }

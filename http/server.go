@@ -12,10 +12,14 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/grab-engine/grab/engine/campaign"
+	"github.com/grab-engine/grab/engine/packet"
+
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/grab-engine/grab"
 	"github.com/grab-engine/grab/engine"
 	"github.com/grab-engine/grab/engine/stock"
 )
@@ -32,7 +36,7 @@ type Config struct {
 	// every notification is refused.
 	PaySecret []byte
 	// Notifiers read native channels' own notification formats, by channel
-	// (engine.ChannelAlipay: AlipayNotifier, engine.ChannelWechat:
+	// (channel.Alipay: AlipayNotifier, channel.Wechat:
 	// WechatNotifier); other channels take the JSON signed with PaySecret.
 	Notifiers map[string]Notifier
 }
@@ -41,25 +45,27 @@ type Config struct {
 var openAPI []byte
 
 type server struct {
-	eng   *engine.Engine
-	stock *stock.Service
-	cfg   Config
-	log   *slog.Logger
-	m     *metrics
+	eng       *engine.Engine
+	packets   *packet.Service
+	campaigns *campaign.Service
+	stock     *stock.Service
+	cfg       Config
+	log       *slog.Logger
+	m         *metrics
 }
 
-// New returns the API handler. Metrics are registered on reg and /metrics
-// serves what reg gathers; a nil reg gets a registry of its own.
-func New(eng *engine.Engine, cfg Config, log *slog.Logger, reg *prometheus.Registry) nethttp.Handler {
+// New returns the API handler over g's domains. Metrics are registered on
+// reg and /metrics serves what reg gathers; a nil reg gets a registry of its own.
+func New(g *grab.Grab, cfg Config, log *slog.Logger, reg *prometheus.Registry) nethttp.Handler {
 	if log == nil {
 		log = slog.Default()
 	}
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	s := &server{eng: eng, cfg: cfg, log: log, m: newMetrics(reg)}
-	if eng != nil {
-		s.stock = eng.Stock()
+	s := &server{cfg: cfg, log: log, m: newMetrics(reg)}
+	if g != nil {
+		s.eng, s.packets, s.campaigns, s.stock = g.Engine, g.Packets, g.Campaigns, g.Stock
 	}
 
 	gin.SetMode(gin.ReleaseMode)

@@ -14,10 +14,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grab-engine/grab"
+
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/channel"
 	grabhttp "github.com/grab-engine/grab/http"
 	"github.com/grab-engine/grab/lua"
 	"github.com/grab-engine/grab/lua/redistest"
@@ -31,9 +34,9 @@ var jwtSecret = []byte("test-secret-of-enough-length-32b")
 
 // env is the real handler over an engine on miniredis and SQLite.
 type env struct {
-	h   nethttp.Handler
-	eng *engine.Engine
-	db  *store.DB
+	h nethttp.Handler
+	*grab.Grab
+	db *store.DB
 }
 
 // devAuth turns on X-User-Id.
@@ -46,13 +49,13 @@ func setup(tb testing.TB, opts ...func(*grabhttp.Config)) *env {
 
 // setupWith is setup with a payment provider for the engine (nil: balance
 // payments only).
-func setupWith(tb testing.TB, provider engine.Provider, opts ...func(*grabhttp.Config)) *env {
+func setupWith(tb testing.TB, provider channel.Provider, opts ...func(*grabhttp.Config)) *env {
 	tb.Helper()
-	return setupDeps(tb, func(d *engine.Deps) { d.Provider = provider }, opts...)
+	return setupDeps(tb, func(d *grab.Deps) { d.Payments.Provider = provider }, opts...)
 }
 
 // setupDeps is setup with the engine's collaborators adjusted by deps.
-func setupDeps(tb testing.TB, deps func(*engine.Deps), opts ...func(*grabhttp.Config)) *env {
+func setupDeps(tb testing.TB, deps func(*grab.Deps), opts ...func(*grabhttp.Config)) *env {
 	tb.Helper()
 	_, rdb := redistest.Mini(tb)
 	db := storetest.SQLite(tb)
@@ -62,24 +65,24 @@ func setupDeps(tb testing.TB, deps func(*engine.Deps), opts ...func(*grabhttp.Co
 	cfg.Writer.MonitorEvery = 50 * time.Millisecond
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	reg := prometheus.NewRegistry()
-	d := engine.Deps{Redis: rdb, DB: db, Log: log, Metrics: reg}
+	d := grab.Deps{Deps: engine.Deps{Redis: rdb, DB: db, Log: log, Metrics: reg}}
 	if deps != nil {
 		deps(&d)
 	}
-	eng := engine.New(d, cfg)
+	g := grab.New(d, cfg)
 	hc := grabhttp.Config{JWTSecret: jwtSecret, AdminToken: adminToken}
 	for _, o := range opts {
 		o(&hc)
 	}
-	h := grabhttp.New(eng, hc, log, reg)
-	return &env{h: h, eng: eng, db: db}
+	h := grabhttp.New(g, hc, log, reg)
+	return &env{h: h, Grab: g, db: db}
 }
 
 // startWriter runs the engine's writer until the test ends.
 func (e *env) startWriter(tb testing.TB) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { e.eng.RunWriter(ctx); close(done) }()
+	go func() { e.Engine.RunWriter(ctx); close(done) }()
 	tb.Cleanup(func() { cancel(); <-done })
 }
 
@@ -162,7 +165,7 @@ func (e *env) money(t *testing.T, users ...int64) (map[int64]int64, store.Totals
 	ctx := context.Background()
 	balances := map[int64]int64{}
 	for _, u := range users {
-		b, err := e.eng.Balance(ctx, u)
+		b, err := e.Packets.Balance(ctx, u)
 		if err != nil {
 			t.Fatal(err)
 		}

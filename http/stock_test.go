@@ -289,7 +289,7 @@ func TestStockHappyPath(t *testing.T) {
 func TestStockTCC(t *testing.T) {
 	e := setup(t)
 	ctx := context.Background()
-	if err := e.eng.Stock().Submit(ctx, "sub", stockAct, stockProd, []stock.SKUStock{{SKU: 10, Stock: 10}}); err != nil {
+	if err := e.Stock.Submit(ctx, "sub", stockAct, stockProd, []stock.SKUStock{{SKU: 10, Stock: 10}}); err != nil {
 		t.Fatal(err)
 	}
 	body := `{"items":` + itemsJSON(line{"high_seas", 10, 4}) + `}`
@@ -364,7 +364,7 @@ func takeStockSnapshot(t *testing.T, e *env) stockSnapshot {
 	s := stockSnapshot{}
 	for _, ref := range [][3]int64{{stockAct, stockProd, 10}, {stockAct, stockProd, 11}, {stockAct, stockProd, 12},
 		{stockAct, stockProd, 99}, {stockAct, 3, 10}} {
-		v, err := e.eng.Stock().SKU(context.Background(), ref[0], ref[1], ref[2])
+		v, err := e.Stock.SKU(context.Background(), ref[0], ref[1], ref[2])
 		switch {
 		case errors.Is(err, engine.ErrNotFound):
 			s[fmt.Sprint(ref)] = "not found"
@@ -381,13 +381,13 @@ func TestStockMalformedInput(t *testing.T) {
 	e := setup(t)
 	ctx := context.Background()
 	// SKU 10: 100 submitted, 20 in pool 3, 2 sold from the high seas. SKU 11: 5. SKU 12 never submitted.
-	if err := e.eng.Stock().Submit(ctx, "seed-sub", stockAct, stockProd, []stock.SKUStock{{SKU: 10, Stock: 100}, {SKU: 11, Stock: 5}}); err != nil {
+	if err := e.Stock.Submit(ctx, "seed-sub", stockAct, stockProd, []stock.SKUStock{{SKU: 10, Stock: 100}, {SKU: 11, Stock: 5}}); err != nil {
 		t.Fatal(err)
 	}
-	if res, err := e.eng.Stock().MovePool(ctx, true, "seed-salv", 3, []stock.Item{{ActivityID: stockAct, ProductID: stockProd, SKU: 10, Qty: 20}}); err != nil || res[0].Err != nil {
+	if res, err := e.Stock.MovePool(ctx, true, "seed-salv", 3, []stock.Item{{ActivityID: stockAct, ProductID: stockProd, SKU: 10, Qty: 20}}); err != nil || res[0].Err != nil {
 		t.Fatal(err, res)
 	}
-	if err := e.eng.Stock().Deduct(ctx, "seed-order", []stock.Item{{Scope: "high_seas", ActivityID: stockAct, ProductID: stockProd, SKU: 10, Qty: 2}}); err != nil {
+	if err := e.Stock.Deduct(ctx, "seed-order", []stock.Item{{Scope: "high_seas", ActivityID: stockAct, ProductID: stockProd, SKU: 10, Qty: 2}}); err != nil {
 		t.Fatal(err)
 	}
 	e.wantSKU(t, 10, onSale(counters{80, 78, 0, 2}, map[string]counters{"3": {20, 20, 0, 0}}))
@@ -653,7 +653,7 @@ func TestOpenAPIRoutes(t *testing.T) {
 // is 200 or a 4xx with an error body, never a 5xx or a panic.
 func FuzzStockDeduct(f *testing.F) {
 	e := setup(f)
-	if err := e.eng.Stock().Submit(context.Background(), "sub", stockAct, stockProd, []stock.SKUStock{{SKU: 10, Stock: 1000}}); err != nil {
+	if err := e.Stock.Submit(context.Background(), "sub", stockAct, stockProd, []stock.SKUStock{{SKU: 10, Stock: 1000}}); err != nil {
 		f.Fatal(err)
 	}
 	for _, seed := range []string{

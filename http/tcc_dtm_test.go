@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grab-engine/grab"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/grab-engine/grab/engine"
@@ -91,9 +93,9 @@ func setupTCC(t *testing.T) (*env, string) {
 	cfg.Writer.Block = 50 * time.Millisecond
 	cfg.Writer.MonitorEvery = 50 * time.Millisecond
 	reg := prometheus.NewRegistry()
-	eng := engine.New(engine.Deps{Redis: rdb, DB: db, Log: log, Metrics: reg}, cfg)
-	h := grabhttp.New(eng, grabhttp.Config{JWTSecret: jwtSecret, AdminToken: adminToken}, log, reg)
-	e := &env{h: h, eng: eng, db: db}
+	g := grab.New(grab.Deps{Deps: engine.Deps{Redis: rdb, DB: db, Log: log, Metrics: reg}}, cfg)
+	h := grabhttp.New(g, grabhttp.Config{JWTSecret: jwtSecret, AdminToken: adminToken}, log, reg)
+	e := &env{h: h, Grab: g, db: db}
 	e.startWriter(t)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)

@@ -4,10 +4,10 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/grab-engine/grab"
+
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
-
-	"github.com/grab-engine/grab/engine"
 )
 
 // Each reply with which Redis says it cannot serve now is BUSY (503,
@@ -18,7 +18,7 @@ func TestRedisRepliesMapToBusy(t *testing.T) {
 	mr := miniredis.RunT(t)
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1})
 	t.Cleanup(func() { rdb.Close() })
-	e := setupDeps(t, func(d *engine.Deps) { d.Redis = rdb })
+	e := setupDeps(t, func(d *grab.Deps) { d.Redis = rdb })
 	f := newFaultFixture(t, e)
 
 	requests := []struct {

@@ -27,10 +27,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/grab-engine/grab/engine/money"
+
 	"github.com/redis/go-redis/v9"
 
 	"github.com/grab-engine/grab/bench"
-	"github.com/grab-engine/grab/engine"
 	"github.com/grab-engine/grab/lua"
 	"github.com/grab-engine/grab/store"
 )
@@ -95,7 +96,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.Uint64Var(&o.flash.Seed, "seed", defFlash.Seed, "flash-sale: seed of -pick random; campaign: seed of the transfer faults")
 	fs.IntVar(&o.campaign.Awards, "awards", defCampaign.Awards, "campaign: awards (A)")
 	fs.IntVar(&o.campaign.Users, "users", defCampaign.Users, "campaign: users, one grab each (U)")
-	fs.StringVar(&budget, "budget", engine.FormatAmount(defCampaign.Budget),
+	fs.StringVar(&budget, "budget", money.Format(defCampaign.Budget),
 		"campaign: budget in yuan, a decimal string (1000.00), split into the awards (each 0.01 to twice the mean)")
 	fs.Float64Var(&o.campaign.Faults.ErrorRate, "transfer-errors", defCampaign.Faults.ErrorRate,
 		"campaign: share of transfer service calls that fail (503) before anything is applied")
@@ -145,7 +146,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 			return o, errors.New("flash-sale runs grabd in-process: -url is for group-storm")
 		}
 	case "campaign":
-		fen, err := engine.ParseAmount(budget)
+		fen, err := money.Parse(budget)
 		if err != nil {
 			return o, fmt.Errorf("-budget: %w", err)
 		}

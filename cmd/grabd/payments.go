@@ -9,8 +9,8 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/grab-engine/grab/engine"
 	"github.com/grab-engine/grab/engine/alipay"
+	"github.com/grab-engine/grab/engine/channel"
 	"github.com/grab-engine/grab/engine/gateway"
 	"github.com/grab-engine/grab/engine/paysim"
 	"github.com/grab-engine/grab/engine/wechatpay"
@@ -20,9 +20,9 @@ import (
 // payments is what grabd takes third-party payments with.
 type payments struct {
 	// shared serves every channel without a provider of its own (sim or gateway).
-	shared engine.Provider
+	shared channel.Provider
 	// natives are the native channels' own providers and notification readers.
-	natives   map[string]engine.Provider
+	natives   map[string]channel.Provider
 	notifiers map[string]grabhttp.Notifier
 	stops     []func() // the embedded simulators, stopped in reverse order
 }
@@ -37,7 +37,7 @@ func (p *payments) stop() {
 // own base URL, where the embedded simulators notify. On an error, what was
 // started is stopped.
 func startPayments(ctx context.Context, cfg Config, self string, log *slog.Logger) (p *payments, err error) {
-	p = &payments{natives: map[string]engine.Provider{}, notifiers: map[string]grabhttp.Notifier{}}
+	p = &payments{natives: map[string]channel.Provider{}, notifiers: map[string]grabhttp.Notifier{}}
 	defer func() {
 		if err != nil {
 			p.stop()
@@ -49,7 +49,7 @@ func startPayments(ctx context.Context, cfg Config, self string, log *slog.Logge
 	}
 	if cfg.Pays(providerAlipay) {
 		a := cfg.Alipay
-		if err := p.startNative(engine.ChannelAlipay, "Alipay", a.Simulated, func() (engine.Provider, grabhttp.Notifier, error) {
+		if err := p.startNative(channel.Alipay, "Alipay", a.Simulated, func() (channel.Provider, grabhttp.Notifier, error) {
 			return p.startAlipaySim(cfg, self, delay)
 		}, a.channel, delay, log, "app_id", a.AppID, "gateway", a.Gateway, "notify_url", a.NotifyURL); err != nil {
 			return nil, err
@@ -57,7 +57,7 @@ func startPayments(ctx context.Context, cfg Config, self string, log *slog.Logge
 	}
 	if cfg.Pays(providerWechat) {
 		w := cfg.Wechat
-		if err := p.startNative(engine.ChannelWechat, "WeChat Pay", w.Simulated, func() (engine.Provider, grabhttp.Notifier, error) {
+		if err := p.startNative(channel.Wechat, "WeChat Pay", w.Simulated, func() (channel.Provider, grabhttp.Notifier, error) {
 			return p.startWechatSim(cfg, self, delay)
 		}, w.channel, delay, log, "mchid", w.MchID, "appid", w.AppID, "serial", w.Serial, "public_key_id", w.PublicKeyID,
 			"base_url", w.BaseURL, "notify_url", w.NotifyURL); err != nil {
@@ -90,7 +90,7 @@ func startPayments(ctx context.Context, cfg Config, self string, log *slog.Logge
 		}
 		p.shared = gw
 	}
-	for _, ch := range engine.Channels {
+	for _, ch := range channel.All {
 		if p.natives[ch] == nil && p.shared != nil {
 			logShared(log, cfg, ch)
 		}
@@ -99,27 +99,27 @@ func startPayments(ctx context.Context, cfg Config, self string, log *slog.Logge
 }
 
 // logShared says which shared provider serves a channel.
-func logShared(log *slog.Logger, cfg Config, channel string) {
+func logShared(log *slog.Logger, cfg Config, ch string) {
 	switch {
 	case cfg.Pays(providerSim):
-		log.Warn("payment channel: the built-in simulator; every trade succeeds by itself, no money moves", "channel", channel)
+		log.Warn("payment channel: the built-in simulator; every trade succeeds by itself, no money moves", "channel", ch)
 	case cfg.PayURL == "":
 		log.Warn("payment channel: the company payment gateway's simulator; every trade succeeds by itself, no money moves",
-			"channel", channel)
+			"channel", ch)
 	default:
-		log.Info("payment channel: the company payment gateway", "channel", channel, "url", cfg.PayURL,
-			"notify_url", cfg.PayNotifyBase+gateway.NotifyPath+channel)
+		log.Info("payment channel: the company payment gateway", "channel", ch, "url", cfg.PayURL,
+			"notify_url", cfg.PayNotifyBase+gateway.NotifyPath+ch)
 	}
 }
 
 // channelFunc makes a native channel: its provider and the reader of its
 // notifications.
-type channelFunc func() (engine.Provider, grabhttp.Notifier, error)
+type channelFunc func() (channel.Provider, grabhttp.Notifier, error)
 
 // startNative makes a native channel (name is the channel's brand): real,
 // the client of its settings, logged with attrs (ids and URLs only); or, in
 // the embedded mode without settings, sim, its simulator.
-func (p *payments) startNative(channel, name string, simulated bool, sim, real channelFunc, delay time.Duration, log *slog.Logger,
+func (p *payments) startNative(ch, name string, simulated bool, sim, real channelFunc, delay time.Duration, log *slog.Logger,
 	attrs ...any) error {
 	start := real
 	if simulated {
@@ -129,25 +129,25 @@ func (p *payments) startNative(channel, name string, simulated bool, sim, real c
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
-	p.natives[channel] = provider
-	p.notifiers[channel] = notifier
+	p.natives[ch] = provider
+	p.notifiers[ch] = notifier
 	if simulated {
 		log.Warn("payment channel: "+name+"'s simulator; payments are simulated, every trade is paid by itself, no money moves",
-			"channel", channel, "paid_after", delay.String())
+			"channel", ch, "paid_after", delay.String())
 	} else {
-		log.Info("payment channel: "+name, append([]any{"channel", channel}, attrs...)...)
+		log.Info("payment channel: "+name, append([]any{"channel", ch}, attrs...)...)
 	}
 	return nil
 }
 
 // channel is the client of GRAB_ALIPAY_*.
-func (a AlipaySettings) channel() (engine.Provider, grabhttp.Notifier, error) {
+func (a AlipaySettings) channel() (channel.Provider, grabhttp.Notifier, error) {
 	c, err := alipay.New(a.config())
 	return c, grabhttp.AlipayNotifier(c), err
 }
 
 // channel is the client of GRAB_WECHAT_*.
-func (w WechatSettings) channel() (engine.Provider, grabhttp.Notifier, error) {
+func (w WechatSettings) channel() (channel.Provider, grabhttp.Notifier, error) {
 	c, err := wechatpay.New(w.config())
 	return c, grabhttp.WechatNotifier(c, nil), err
 }
@@ -156,8 +156,8 @@ func (w WechatSettings) channel() (engine.Provider, grabhttp.Notifier, error) {
 // own notify endpoint, signed, as a provider's server would.
 func postNotification(self string) paysim.Deliver {
 	client := &nethttp.Client{Timeout: 5 * time.Second}
-	return func(ctx context.Context, channel string, body []byte, signature string) error {
-		req, err := nethttp.NewRequestWithContext(ctx, nethttp.MethodPost, self+gateway.NotifyPath+channel, bytes.NewReader(body))
+	return func(ctx context.Context, ch string, body []byte, signature string) error {
+		req, err := nethttp.NewRequestWithContext(ctx, nethttp.MethodPost, self+gateway.NotifyPath+ch, bytes.NewReader(body))
 		if err != nil {
 			return err
 		}

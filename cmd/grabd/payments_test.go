@@ -20,8 +20,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/grab-engine/grab/engine"
 	"github.com/grab-engine/grab/engine/alipaysim"
+	"github.com/grab-engine/grab/engine/channel"
 	"github.com/grab-engine/grab/engine/enginetest"
 	"github.com/grab-engine/grab/engine/simchannel"
 	"github.com/grab-engine/grab/engine/wechatpaysim"
@@ -241,8 +241,8 @@ func TestProductionChannelsFromKeyFiles(t *testing.T) {
 	}
 	ctx := context.Background()
 
-	ali := pay.natives[engine.ChannelAlipay].(engine.AppPayer)
-	params, err := ali.StartTrade(ctx, engine.Trade{TradeNo: "T1_a", Channel: engine.ChannelAlipay, Amount: 300})
+	ali := pay.natives[channel.Alipay].(channel.AppPayer)
+	params, err := ali.StartTrade(ctx, channel.Trade{TradeNo: "T1_a", Channel: channel.Alipay, Amount: 300})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,12 +252,12 @@ func TestProductionChannelsFromKeyFiles(t *testing.T) {
 	if err := asim.Pay("T1_a", "3.00"); err != nil {
 		t.Fatal(err)
 	}
-	if r, err := ali.QueryTrade(ctx, "T1_a"); err != nil || r.Outcome != engine.TradeSucceeded || r.Amount != 300 {
+	if r, err := ali.QueryTrade(ctx, "T1_a"); err != nil || r.Outcome != channel.TradeSucceeded || r.Amount != 300 {
 		t.Fatalf("Alipay query = %+v, %v", r, err)
 	}
 
-	wx := pay.natives[engine.ChannelWechat].(engine.AppPayer)
-	params, err = wx.StartTrade(ctx, engine.Trade{TradeNo: "T2_b", Channel: engine.ChannelWechat, Amount: 150})
+	wx := pay.natives[channel.Wechat].(channel.AppPayer)
+	params, err = wx.StartTrade(ctx, channel.Trade{TradeNo: "T2_b", Channel: channel.Wechat, Amount: 150})
 	if err != nil || params["prepayid"] == "" || params["sign"] == "" {
 		t.Fatalf("WeChat Pay order = %v, %v", params, err)
 	}
@@ -268,11 +268,11 @@ func TestProductionChannelsFromKeyFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, apply, err := pay.notifiers[engine.ChannelWechat].Notification(h, body)
+	n, apply, err := pay.notifiers[channel.Wechat].Notification(h, body)
 	if err != nil || !apply || n.TradeNo != "T2_b" || !n.Success || n.Amount != 150 {
 		t.Fatalf("WeChat Pay notification = %+v, %v, %v", n, apply, err)
 	}
-	if r, err := wx.QueryTrade(ctx, "T2_b"); err != nil || r.Outcome != engine.TradeSucceeded {
+	if r, err := wx.QueryTrade(ctx, "T2_b"); err != nil || r.Outcome != channel.TradeSucceeded {
 		t.Fatalf("WeChat Pay query = %+v, %v", r, err)
 	}
 	if wsim.AuthFailures() != 0 {
@@ -290,28 +290,28 @@ func payerAfter(d time.Duration) func(*Config) { return func(c *Config) { c.paye
 // payThrough creates a packet for group 7 and pays it through channel,
 // checking the pay params the channel's app needs; it returns the packet and
 // the trade.
-func (g *grabd) payThrough(t *testing.T, channel string) (packetID, tradeNo string) {
+func (g *grabd) payThrough(t *testing.T, ch string) (packetID, tradeNo string) {
 	t.Helper()
 	g.call(t, "PUT", "/v1/admin/groups/7/members", `{"user_ids":[1,2,3]}`, adminHeaders, 200)
 	p := g.call(t, "POST", "/v1/packets", `{"kind":"group_equal","group_id":7,"count":2,"amount":"1.50"}`, as(1), 201)
 	packetID = fmt.Sprint(p["packet_id"])
-	trade := g.call(t, "POST", "/v1/packets/"+packetID+"/pay", fmt.Sprintf(`{"method":%q}`, channel), as(1), 200)
+	trade := g.call(t, "POST", "/v1/packets/"+packetID+"/pay", fmt.Sprintf(`{"method":%q}`, ch), as(1), 200)
 	if trade["status"] != "unpaid" || trade["amount"] != "3.00" {
-		t.Fatalf("%s trade = %v", channel, trade)
+		t.Fatalf("%s trade = %v", ch, trade)
 	}
 	params, _ := trade["pay_params"].(map[string]any)
-	switch channel {
-	case engine.ChannelAlipay:
+	switch ch {
+	case channel.Alipay:
 		if s, _ := params["order_string"].(string); !strings.Contains(s, "alipay.trade.app.pay") {
 			t.Fatalf("alipay pay_params = %v", trade["pay_params"])
 		}
-	case engine.ChannelWechat:
+	case channel.Wechat:
 		if params["prepayid"] == nil || params["sign"] == nil || params["package"] != "Sign=WXPay" {
 			t.Fatalf("wechat pay_params = %v", trade["pay_params"])
 		}
 	default:
 		if params != nil {
-			t.Fatalf("%s pay_params = %v", channel, params)
+			t.Fatalf("%s pay_params = %v", ch, params)
 		}
 	}
 	return packetID, fmt.Sprint(trade["trade_no"])
@@ -329,12 +329,12 @@ func (g *grabd) returnAndGrab(t *testing.T, packetID, tradeNo string) {
 // paid is a packet and the trade paying it.
 type paid struct{ packet, trade string }
 
-// payEveryChannel pays a packet through each channel, in engine.Channels'
+// payEveryChannel pays a packet through each channel, in channel.All'
 // order, and has user 2 grab each once the sender's app is back.
 func (g *grabd) payEveryChannel(t *testing.T) []paid {
 	t.Helper()
 	var trades []paid
-	for _, ch := range engine.Channels {
+	for _, ch := range channel.All {
 		p, tr := g.payThrough(t, ch)
 		g.returnAndGrab(t, p, tr)
 		trades = append(trades, paid{p, tr})

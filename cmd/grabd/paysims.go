@@ -3,7 +3,7 @@ package main
 import (
 	"time"
 
-	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/channel"
 	"github.com/grab-engine/grab/engine/simchannel"
 	grabhttp "github.com/grab-engine/grab/http"
 )
@@ -19,7 +19,7 @@ func simOptions(cfg Config, self string, delay time.Duration) simchannel.Options
 
 // startAlipaySim starts Alipay's simulator and the channel's client of it;
 // the demo's payer opens each order string handed out, as the app would.
-func (p *payments) startAlipaySim(cfg Config, self string, delay time.Duration) (engine.Provider, grabhttp.Notifier, error) {
+func (p *payments) startAlipaySim(cfg Config, self string, delay time.Duration) (channel.Provider, grabhttp.Notifier, error) {
 	a, err := simchannel.StartAlipay(simOptions(cfg, self, delay))
 	if err != nil {
 		return nil, nil, err
@@ -29,7 +29,7 @@ func (p *payments) startAlipaySim(cfg Config, self string, delay time.Duration) 
 }
 
 // startWechatSim starts WeChat Pay's simulator and the channel's client of it.
-func (p *payments) startWechatSim(cfg Config, self string, delay time.Duration) (engine.Provider, grabhttp.Notifier, error) {
+func (p *payments) startWechatSim(cfg Config, self string, delay time.Duration) (channel.Provider, grabhttp.Notifier, error) {
 	o := simOptions(cfg, self, delay)
 	o.Timeout = cfg.Wechat.Timeout
 	w, err := simchannel.StartWechat(o)
@@ -43,7 +43,7 @@ func (p *payments) startWechatSim(cfg Config, self string, delay time.Duration) 
 // startGatewaySim starts the company gateway's simulator, sharing
 // GRAB_PAY_SECRET, and the client of it; each trade ends, a success, delay
 // after it is created.
-func (p *payments) startGatewaySim(cfg Config, self string, delay time.Duration) (engine.Provider, error) {
+func (p *payments) startGatewaySim(cfg Config, self string, delay time.Duration) (channel.Provider, error) {
 	g, err := simchannel.StartGateway(simOptions(cfg, self, delay), []byte(cfg.PaySecret))
 	if err != nil {
 		return nil, err

@@ -15,11 +15,15 @@ import (
 	"sync"
 	"time"
 
+	"github.com/grab-engine/grab/engine/campaign"
+	"github.com/grab-engine/grab/engine/packet"
+
 	"github.com/alicebob/miniredis/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/grab-engine/grab"
 	"github.com/grab-engine/grab/engine"
 	"github.com/grab-engine/grab/engine/transfer"
 	"github.com/grab-engine/grab/engine/transfersim"
@@ -138,8 +142,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	closers = append(closers, stopSim)
-	eng := engine.New(engine.Deps{Redis: apiRedis, WriterRedis: writerRedis, DB: db, Log: log, Metrics: reg,
-		Provider: pay.shared, Providers: pay.natives, Transfer: xfer}, ecfg)
+	g := grab.New(grab.Deps{Deps: engine.Deps{Redis: apiRedis, WriterRedis: writerRedis, DB: db, Log: log, Metrics: reg},
+		Payments: packet.Deps{Provider: pay.shared, Providers: pay.natives}, Campaigns: campaign.Deps{Transfer: xfer}}, ecfg)
 
 	// The writer outlives the HTTP server: it stops only after the last
 	// request is answered, and drains what those requests accepted.
@@ -148,18 +152,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	writerDone := make(chan struct{})
 	go func() {
 		defer close(writerDone)
-		if err := eng.RunWriter(writerCtx); err != nil {
+		if err := g.Engine.RunWriter(writerCtx); err != nil {
 			log.Error("writer stopped", "err", err)
 		}
 	}()
 
 	// The refund and reconciliation jobs stop before the writer, so the writer
 	// drains the events of their last pass.
-	stopJobs := startJobs(ctx, log, map[string]func(context.Context) error{
-		"refund job": eng.RunRefunder, "reconciliation": eng.RunReconciler, "payout sweeper": eng.RunPayoutSweeper,
-		"stock order sweep": eng.Stock().RunSweeper})
+	stopJobs := startJobs(ctx, log, g.Jobs())
 
-	handler := grabhttp.New(eng, grabhttp.Config{JWTSecret: []byte(cfg.JWTSecret), AdminToken: cfg.AdminToken,
+	handler := grabhttp.New(g, grabhttp.Config{JWTSecret: []byte(cfg.JWTSecret), AdminToken: cfg.AdminToken,
 		DevAuth: cfg.DevAuth, PaySecret: []byte(cfg.PaySecret), Notifiers: pay.notifiers}, log, reg)
 	srv := &nethttp.Server{
 		Handler:           handler,
@@ -204,7 +206,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 // awards: the configured one; in the embedded mode without one, the
 // simulator served in-process on a loopback port (stop ends it); in
 // production without one, none, and awards stay received.
-func transferService(ctx context.Context, cfg Config, log *slog.Logger) (xfer engine.TransferService, stop func(), err error) {
+func transferService(ctx context.Context, cfg Config, log *slog.Logger) (xfer transfer.Service, stop func(), err error) {
 	switch {
 	case cfg.TransferURL != "":
 		log.Info("transfer service", "url", cfg.TransferURL, "timeout", cfg.TransferTimeout)

@@ -17,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/grab-engine/grab/engine"
 	"github.com/grab-engine/grab/engine/transfer"
 	"github.com/grab-engine/grab/engine/transfersim"
 )
@@ -193,7 +192,7 @@ func getStats(t *testing.T, base string) Stats {
 	return st
 }
 
-var award = engine.Transfer{OutTradeNo: "cp7-42", UserID: 42, Amount: 123, Memo: "campaign 7"}
+var award = transfer.Transfer{OutTradeNo: "cp7-42", UserID: 42, Amount: 123, Memo: "campaign 7"}
 
 func TestRunServesTheClient(t *testing.T) {
 	ctx := context.Background()
@@ -203,7 +202,7 @@ func TestRunServesTheClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Outcome != engine.TransferSucceeded || res.Amount != 123 || res.Duplicate || res.TransferID == "" {
+	if res.Outcome != transfer.Succeeded || res.Amount != 123 || res.Duplicate || res.TransferID == "" {
 		t.Fatalf("transfer = %+v, want succeeded for 123 fen with an id", res)
 	}
 	again, err := c.Transfer(ctx, award)
@@ -213,12 +212,12 @@ func TestRunServesTheClient(t *testing.T) {
 	if q, err := c.QueryTransfer(ctx, award.OutTradeNo); err != nil || q.TransferID != res.TransferID || q.Duplicate {
 		t.Fatalf("query = %+v, %v", q, err)
 	}
-	if q, err := c.QueryTransfer(ctx, "never-sent"); err != nil || q.Outcome != engine.TransferUnknown {
+	if q, err := c.QueryTransfer(ctx, "never-sent"); err != nil || q.Outcome != transfer.Unknown {
 		t.Fatalf("query of an unknown number = %+v, %v; want unknown", q, err)
 	}
 	other := award
 	other.Amount++
-	if _, err := c.Transfer(ctx, other); !errors.Is(err, engine.ErrTransferConflict) {
+	if _, err := c.Transfer(ctx, other); !errors.Is(err, transfer.ErrConflict) {
 		t.Fatalf("conflict: err = %v", err)
 	}
 	wrong := transfer.NewClient(base, []byte("another secret"), time.Second, nil)

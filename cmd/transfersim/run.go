@@ -11,7 +11,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/money"
+
 	"github.com/grab-engine/grab/engine/transfer"
 	"github.com/grab-engine/grab/engine/transfersim"
 )
@@ -69,7 +70,7 @@ func handler(sim *transfersim.Sim, log *slog.Logger) http.Handler {
 
 func stats(sim *transfersim.Sim) Stats {
 	n, fen := sim.TotalApplied()
-	return Stats{Transfers: len(sim.Transfers()), Applied: n, Amount: engine.FormatAmount(fen),
+	return Stats{Transfers: len(sim.Transfers()), Applied: n, Amount: money.Format(fen),
 		MaxApplications: sim.MaxApplications()}
 }
 

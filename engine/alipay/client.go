@@ -24,7 +24,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/grab-engine/grab/engine/money"
+
 	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/channel"
 )
 
 // Protocol constants.
@@ -93,7 +96,7 @@ type Config struct {
 	Now func() time.Time
 }
 
-// Client is the Alipay channel. It implements engine.Provider.
+// Client is the Alipay channel. It implements channel.Provider.
 type Client struct {
 	appID     string
 	key       *rsa.PrivateKey
@@ -106,7 +109,7 @@ type Client struct {
 	now       func() time.Time
 }
 
-var _ engine.Provider = (*Client)(nil)
+var _ channel.Provider = (*Client)(nil)
 
 // String keeps keys out of logs: only the identifiers and URLs are shown.
 func (c Config) String() string {
@@ -157,17 +160,17 @@ func New(cfg Config) (*Client, error) {
 // AppID is the app the client speaks for.
 func (c *Client) AppID() string { return c.appID }
 
-// CreateTrade implements engine.Provider. App pay has no server-side create
+// CreateTrade implements channel.Provider. App pay has no server-side create
 // (the trade appears at Alipay when the payer opens the order string), so it
 // only checks that the trade can go through Alipay and keeps nothing; the
 // API layer asks AppPayOrderString for what the app needs.
-func (c *Client) CreateTrade(_ context.Context, t engine.Trade) error {
+func (c *Client) CreateTrade(_ context.Context, t channel.Trade) error {
 	return check(t)
 }
 
-// StartTrade implements engine.AppPayer: the pay parameters are
+// StartTrade implements channel.AppPayer: the pay parameters are
 // {"order_string": AppPayOrderString(t)}, which the app hands to Alipay's SDK.
-func (c *Client) StartTrade(_ context.Context, t engine.Trade) (map[string]string, error) {
+func (c *Client) StartTrade(_ context.Context, t channel.Trade) (map[string]string, error) {
 	s, err := c.AppPayOrderString(t)
 	if err != nil {
 		return nil, err
@@ -175,15 +178,15 @@ func (c *Client) StartTrade(_ context.Context, t engine.Trade) (map[string]strin
 	return map[string]string{"order_string": s}, nil
 }
 
-func check(t engine.Trade) error {
-	if t.Channel != "" && t.Channel != engine.ChannelAlipay {
+func check(t channel.Trade) error {
+	if t.Channel != "" && t.Channel != channel.Alipay {
 		return fmt.Errorf("%w: alipay: trade %s is on channel %s", engine.ErrInvalidArgument, t.TradeNo, t.Channel)
 	}
 	if !outTradeNo.MatchString(t.TradeNo) {
 		return fmt.Errorf("%w: alipay: trade number %q must be 1 to 64 letters, digits, '_' or '-'", engine.ErrInvalidArgument, t.TradeNo)
 	}
 	if t.Amount <= 0 || t.Amount > maxAmount {
-		return fmt.Errorf("%w: alipay: amount %s must be 0.01 to 100000000.00", engine.ErrInvalidArgument, engine.FormatAmount(t.Amount))
+		return fmt.Errorf("%w: alipay: amount %s must be 0.01 to 100000000.00", engine.ErrInvalidArgument, money.Format(t.Amount))
 	}
 	return nil
 }
@@ -226,7 +229,7 @@ type appPayBiz struct {
 // AppPayOrderString is the signed, URL-encoded alipay.trade.app.pay order
 // string the sender's app hands to Alipay's SDK (payV2 / payOrder). It keeps
 // nothing; the same trade gives a new string (new timestamp) each time.
-func (c *Client) AppPayOrderString(t engine.Trade) (string, error) {
+func (c *Client) AppPayOrderString(t channel.Trade) (string, error) {
 	if err := check(t); err != nil {
 		return "", err
 	}
@@ -234,7 +237,7 @@ func (c *Client) AppPayOrderString(t engine.Trade) (string, error) {
 	if c.notifyURL != "" {
 		v.Set("notify_url", c.notifyURL)
 	}
-	v, err := c.signed(v, appPayBiz{OutTradeNo: t.TradeNo, TotalAmount: engine.FormatAmount(t.Amount),
+	v, err := c.signed(v, appPayBiz{OutTradeNo: t.TradeNo, TotalAmount: money.Format(t.Amount),
 		Subject: c.subject, ProductCode: ProductCode})
 	if err != nil {
 		return "", fmt.Errorf("alipay: order string of %s: %w", t.TradeNo, err)
@@ -255,46 +258,46 @@ type QueryResponse struct {
 	TotalAmount string `json:"total_amount,omitempty"`
 }
 
-// QueryTrade implements engine.Provider with alipay.trade.query. The answer's
+// QueryTrade implements channel.Provider with alipay.trade.query. The answer's
 // sign must verify over the exact JSON text of alipay_trade_query_response;
-// ACQ.TRADE_NOT_EXIST (signed) wraps engine.ErrTradeUnknown. Anything else
+// ACQ.TRADE_NOT_EXIST (signed) wraps channel.ErrTradeUnknown. Anything else
 // unreadable, unsigned or refused is an error: the outcome stays unknown.
-func (c *Client) QueryTrade(ctx context.Context, tradeNo string) (engine.TradeResult, error) {
+func (c *Client) QueryTrade(ctx context.Context, tradeNo string) (channel.TradeResult, error) {
 	v, err := c.signed(c.common(MethodTradeQuery), map[string]string{"out_trade_no": tradeNo})
 	if err != nil {
-		return engine.TradeResult{}, fmt.Errorf("alipay: query %s: %w", tradeNo, err)
+		return channel.TradeResult{}, fmt.Errorf("alipay: query %s: %w", tradeNo, err)
 	}
 	raw, err := c.call(ctx, v, "alipay_trade_query_response")
 	if err != nil {
-		return engine.TradeResult{}, fmt.Errorf("alipay: query %s: %w", tradeNo, err)
+		return channel.TradeResult{}, fmt.Errorf("alipay: query %s: %w", tradeNo, err)
 	}
 	var r QueryResponse
 	if err := json.Unmarshal(raw, &r); err != nil {
-		return engine.TradeResult{}, fmt.Errorf("alipay: query %s: reading the answer: %w", tradeNo, err)
+		return channel.TradeResult{}, fmt.Errorf("alipay: query %s: reading the answer: %w", tradeNo, err)
 	}
 	if r.Code != CodeSuccess {
 		if r.SubCode == SubCodeTradeNotExist {
-			return engine.TradeResult{}, fmt.Errorf("%w: alipay: %s (%s)", engine.ErrTradeUnknown, SubCodeTradeNotExist, tradeNo)
+			return channel.TradeResult{}, fmt.Errorf("%w: alipay: %s (%s)", channel.ErrTradeUnknown, SubCodeTradeNotExist, tradeNo)
 		}
-		return engine.TradeResult{}, fmt.Errorf("alipay: query %s: code %s %s, sub_code %s %s", tradeNo, r.Code, r.Msg, r.SubCode, r.SubMsg)
+		return channel.TradeResult{}, fmt.Errorf("alipay: query %s: code %s %s, sub_code %s %s", tradeNo, r.Code, r.Msg, r.SubCode, r.SubMsg)
 	}
 	if r.OutTradeNo != "" && r.OutTradeNo != tradeNo {
-		return engine.TradeResult{}, fmt.Errorf("alipay: query %s: the answer is about trade %s", tradeNo, r.OutTradeNo)
+		return channel.TradeResult{}, fmt.Errorf("alipay: query %s: the answer is about trade %s", tradeNo, r.OutTradeNo)
 	}
-	res := engine.TradeResult{ProviderTxn: r.TradeNo}
+	res := channel.TradeResult{ProviderTxn: r.TradeNo}
 	switch r.TradeStatus {
 	case StatusWaitBuyerPay:
-		res.Outcome = engine.TradePending
+		res.Outcome = channel.TradePending
 	case StatusTradeSuccess, StatusTradeFinished:
-		res.Outcome = engine.TradeSucceeded
+		res.Outcome = channel.TradeSucceeded
 	case StatusTradeClosed:
-		res.Outcome = engine.TradeFailed
+		res.Outcome = channel.TradeFailed
 	default:
-		return engine.TradeResult{}, fmt.Errorf("alipay: query %s: unknown trade_status %q", tradeNo, r.TradeStatus)
+		return channel.TradeResult{}, fmt.Errorf("alipay: query %s: unknown trade_status %q", tradeNo, r.TradeStatus)
 	}
-	if r.TotalAmount != "" || res.Outcome != engine.TradePending {
-		if res.Amount, err = engine.ParseAmount(r.TotalAmount); err != nil {
-			return engine.TradeResult{}, fmt.Errorf("alipay: query %s: total_amount: %w", tradeNo, err)
+	if r.TotalAmount != "" || res.Outcome != channel.TradePending {
+		if res.Amount, err = money.Parse(r.TotalAmount); err != nil {
+			return channel.TradeResult{}, fmt.Errorf("alipay: query %s: total_amount: %w", tradeNo, err)
 		}
 	}
 	return res, nil

@@ -24,6 +24,7 @@ import (
 	"github.com/grab-engine/grab/engine"
 	"github.com/grab-engine/grab/engine/alipay"
 	"github.com/grab-engine/grab/engine/alipaysim"
+	"github.com/grab-engine/grab/engine/channel"
 )
 
 const appID = "2021000000000001"
@@ -123,7 +124,7 @@ func verifyRSA2(t *testing.T, pub *rsa.PublicKey, v url.Values, skip ...string) 
 
 func TestAppPayOrderStringIsSignedAndComplete(t *testing.T) {
 	c := newClient(t, "")
-	s, err := c.AppPayOrderString(engine.Trade{TradeNo: "T42-0a1b2c", Channel: engine.ChannelAlipay, Amount: 8888})
+	s, err := c.AppPayOrderString(channel.Trade{TradeNo: "T42-0a1b2c", Channel: channel.Alipay, Amount: 8888})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,14 +175,14 @@ func TestAppPayOrderStringIsSignedAndComplete(t *testing.T) {
 func TestCreateTradeOnlyChecks(t *testing.T) {
 	c := newClient(t, "")
 	ctx := context.Background()
-	if err := c.CreateTrade(ctx, engine.Trade{TradeNo: "T1-ab", Channel: engine.ChannelAlipay, Amount: 1}); err != nil {
+	if err := c.CreateTrade(ctx, channel.Trade{TradeNo: "T1-ab", Channel: channel.Alipay, Amount: 1}); err != nil {
 		t.Fatal(err)
 	}
-	for _, bad := range []engine.Trade{
-		{TradeNo: "T1-ab", Channel: engine.ChannelWechat, Amount: 1},
-		{TradeNo: "T1 ab", Channel: engine.ChannelAlipay, Amount: 1},
-		{TradeNo: strings.Repeat("x", 65), Channel: engine.ChannelAlipay, Amount: 1},
-		{TradeNo: "T1-ab", Channel: engine.ChannelAlipay, Amount: 0},
+	for _, bad := range []channel.Trade{
+		{TradeNo: "T1-ab", Channel: channel.Wechat, Amount: 1},
+		{TradeNo: "T1 ab", Channel: channel.Alipay, Amount: 1},
+		{TradeNo: strings.Repeat("x", 65), Channel: channel.Alipay, Amount: 1},
+		{TradeNo: "T1-ab", Channel: channel.Alipay, Amount: 0},
 	} {
 		if err := c.CreateTrade(ctx, bad); !errors.Is(err, engine.ErrInvalidArgument) {
 			t.Errorf("CreateTrade(%+v) = %v, want ErrInvalidArgument", bad, err)
@@ -200,7 +201,7 @@ func TestKeysInEveryFormAndNoKeyInErrors(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		s, err := c.AppPayOrderString(engine.Trade{TradeNo: "T1", Amount: 100})
+		s, err := c.AppPayOrderString(channel.Trade{TradeNo: "T1", Amount: 100})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -262,7 +263,7 @@ func TestVerifyNotification(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := engine.Notification{Channel: engine.ChannelAlipay, TradeNo: "T42-0a1b2c", Amount: 8888, Success: true, ProviderTxn: "2026120222001404"}
+	want := channel.Notification{Channel: channel.Alipay, TradeNo: "T42-0a1b2c", Amount: 8888, Success: true, ProviderTxn: "2026120222001404"}
 	if n != want {
 		t.Fatalf("got %+v, want %+v", n, want)
 	}
@@ -313,7 +314,7 @@ func TestQueryTradeAgainstTheSimulator(t *testing.T) {
 	c := newClient(t, srv.URL)
 	ctx := context.Background()
 
-	s, err := c.AppPayOrderString(engine.Trade{TradeNo: "T1-open", Amount: 1234})
+	s, err := c.AppPayOrderString(channel.Trade{TradeNo: "T1-open", Amount: 1234})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,31 +322,31 @@ func TestQueryTradeAgainstTheSimulator(t *testing.T) {
 		t.Fatal(err)
 	}
 	res, err := c.QueryTrade(ctx, "T1-open")
-	if err != nil || res.Outcome != engine.TradePending || res.Amount != 1234 {
+	if err != nil || res.Outcome != channel.TradePending || res.Amount != 1234 {
 		t.Fatalf("WAIT_BUYER_PAY: %+v, %v", res, err)
 	}
 	if err := sim.Pay("T1-open", "12.34"); err != nil {
 		t.Fatal(err)
 	}
 	res, err = c.QueryTrade(ctx, "T1-open")
-	if err != nil || res.Outcome != engine.TradeSucceeded || res.Amount != 1234 || res.ProviderTxn == "" {
+	if err != nil || res.Outcome != channel.TradeSucceeded || res.Amount != 1234 || res.ProviderTxn == "" {
 		t.Fatalf("TRADE_SUCCESS: %+v, %v", res, err)
 	}
 	if err := sim.Finish("T1-open"); err != nil {
 		t.Fatal(err)
 	}
-	if res, err = c.QueryTrade(ctx, "T1-open"); err != nil || res.Outcome != engine.TradeSucceeded {
+	if res, err = c.QueryTrade(ctx, "T1-open"); err != nil || res.Outcome != channel.TradeSucceeded {
 		t.Fatalf("TRADE_FINISHED: %+v, %v", res, err)
 	}
 	sim.Create("T2-closed", "5.00")
 	if err := sim.Close("T2-closed"); err != nil {
 		t.Fatal(err)
 	}
-	if res, err = c.QueryTrade(ctx, "T2-closed"); err != nil || res.Outcome != engine.TradeFailed || res.Amount != 500 {
+	if res, err = c.QueryTrade(ctx, "T2-closed"); err != nil || res.Outcome != channel.TradeFailed || res.Amount != 500 {
 		t.Fatalf("TRADE_CLOSED: %+v, %v", res, err)
 	}
 	_, err = c.QueryTrade(ctx, "T3-never")
-	if !errors.Is(err, engine.ErrTradeUnknown) {
+	if !errors.Is(err, channel.ErrTradeUnknown) {
 		t.Fatalf("unknown trade: %v, want ErrTradeUnknown", err)
 	}
 
@@ -355,7 +356,7 @@ func TestQueryTradeAgainstTheSimulator(t *testing.T) {
 		sim.SetFaults(f)
 		for _, no := range []string{"T1-open", "T3-never"} {
 			res, err := c.QueryTrade(ctx, no)
-			if !errors.Is(err, alipay.ErrBadSignature) || errors.Is(err, engine.ErrTradeUnknown) {
+			if !errors.Is(err, alipay.ErrBadSignature) || errors.Is(err, channel.ErrTradeUnknown) {
 				t.Errorf("%s answer for %s: %+v, %v; want ErrBadSignature", name, no, res, err)
 			}
 		}
@@ -368,7 +369,7 @@ func TestQueryTradeAgainstTheSimulator(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := other.QueryTrade(ctx, "T3-never"); err == nil || errors.Is(err, engine.ErrTradeUnknown) || !strings.Contains(err.Error(), "isv.invalid-signature") {
+	if _, err := other.QueryTrade(ctx, "T3-never"); err == nil || errors.Is(err, channel.ErrTradeUnknown) || !strings.Contains(err.Error(), "isv.invalid-signature") {
 		t.Fatalf("query signed with the wrong app key: %v", err)
 	}
 }
@@ -388,28 +389,28 @@ func TestQueryTradeRefusesWhatIsNotAVerifiedAnswer(t *testing.T) {
 	for name, tc := range map[string]struct {
 		status int
 		body   string
-		check  func(engine.TradeResult, error) bool
+		check  func(channel.TradeResult, error) bool
 	}{
 		"verified, spaced as alipay may": {200, `{"alipay_trade_query_response": ` + strings.ReplaceAll(paid, ",", ", ") + `,"sign":"` + sign(strings.ReplaceAll(paid, ",", ", ")) + `"}`,
-			func(r engine.TradeResult, err error) bool {
-				return err == nil && r.Outcome == engine.TradeSucceeded && r.Amount == 100
+			func(r channel.TradeResult, err error) bool {
+				return err == nil && r.Outcome == channel.TradeSucceeded && r.Amount == 100
 			}},
 		"unsigned not-exist": {200, `{"alipay_trade_query_response":` + notExist + `}`,
-			func(_ engine.TradeResult, err error) bool {
-				return errors.Is(err, alipay.ErrBadSignature) && !errors.Is(err, engine.ErrTradeUnknown)
+			func(_ channel.TradeResult, err error) bool {
+				return errors.Is(err, alipay.ErrBadSignature) && !errors.Is(err, channel.ErrTradeUnknown)
 			}},
 		"sign over other text": {200, `{"alipay_trade_query_response":` + paid + `,"sign":"` + sign(strings.ReplaceAll(paid, ",", ", ")) + `"}`,
-			func(_ engine.TradeResult, err error) bool { return errors.Is(err, alipay.ErrBadSignature) }},
+			func(_ channel.TradeResult, err error) bool { return errors.Is(err, alipay.ErrBadSignature) }},
 		"another trade": {200, `{"alipay_trade_query_response":` + strings.Replace(paid, `"T9"`, `"T8"`, 1) + `,"sign":"` + sign(strings.Replace(paid, `"T9"`, `"T8"`, 1)) + `"}`,
-			func(_ engine.TradeResult, err error) bool { return err != nil && strings.Contains(err.Error(), "T8") }},
+			func(_ channel.TradeResult, err error) bool { return err != nil && strings.Contains(err.Error(), "T8") }},
 		"error_response": {200, `{"error_response":{"code":"40002","msg":"Invalid Arguments","sub_code":"isv.invalid-app-id"}}`,
-			func(_ engine.TradeResult, err error) bool {
-				return err != nil && !errors.Is(err, engine.ErrTradeUnknown) && strings.Contains(err.Error(), "isv.invalid-app-id")
+			func(_ channel.TradeResult, err error) bool {
+				return err != nil && !errors.Is(err, channel.ErrTradeUnknown) && strings.Contains(err.Error(), "isv.invalid-app-id")
 			}},
-		"502": {502, `bad gateway`, func(_ engine.TradeResult, err error) bool {
-			return err != nil && !errors.Is(err, engine.ErrTradeUnknown)
+		"502": {502, `bad gateway`, func(_ channel.TradeResult, err error) bool {
+			return err != nil && !errors.Is(err, channel.ErrTradeUnknown)
 		}},
-		"not json": {200, `<html>`, func(_ engine.TradeResult, err error) bool { return err != nil }},
+		"not json": {200, `<html>`, func(_ channel.TradeResult, err error) bool { return err != nil }},
 	} {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.WriteHeader(tc.status)
@@ -430,7 +431,7 @@ func TestQueryTradeRefusesWhatIsNotAVerifiedAnswer(t *testing.T) {
 func TestNotificationsFromTheSimulator(t *testing.T) {
 	c := newClient(t, "")
 	var mu sync.Mutex
-	var got []engine.Notification
+	var got []channel.Notification
 	var refused []error
 	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := r.ParseForm(); err != nil {

@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"net/url"
 
+	"github.com/grab-engine/grab/engine/money"
+
 	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/channel"
 )
 
 // Ack is the plain-text body grab must answer an asynchronous notification
@@ -28,39 +31,39 @@ var ErrWrongApp = errors.New("alipay: the notification is for another app")
 // over the sorted parameters without sign and sign_type, app_id must be ours,
 // and trade_status final. A refusal wraps ErrBadSignature, ErrWrongApp,
 // ErrNotFinal or engine.ErrInvalidArgument.
-func (c *Client) VerifyNotification(form url.Values) (engine.Notification, error) {
+func (c *Client) VerifyNotification(form url.Values) (channel.Notification, error) {
 	if st := form.Get("sign_type"); st != "" && st != SignType {
-		return engine.Notification{}, fmt.Errorf("%w: sign_type %q, only %s is accepted", ErrBadSignature, st, SignType)
+		return channel.Notification{}, fmt.Errorf("%w: sign_type %q, only %s is accepted", ErrBadSignature, st, SignType)
 	}
 	for k, v := range form {
 		if len(v) > 1 {
-			return engine.Notification{}, fmt.Errorf("%w: alipay notification: parameter %s repeated", engine.ErrInvalidArgument, k)
+			return channel.Notification{}, fmt.Errorf("%w: alipay notification: parameter %s repeated", engine.ErrInvalidArgument, k)
 		}
 	}
 	if err := Verify(c.alipay, []byte(SignContent(form, "sign", "sign_type")), form.Get("sign")); err != nil {
-		return engine.Notification{}, fmt.Errorf("alipay notification for %q: %w", form.Get("out_trade_no"), err)
+		return channel.Notification{}, fmt.Errorf("alipay notification for %q: %w", form.Get("out_trade_no"), err)
 	}
 	if app := form.Get("app_id"); app != c.appID {
-		return engine.Notification{}, fmt.Errorf("%w: app_id %q, ours is %q", ErrWrongApp, app, c.appID)
+		return channel.Notification{}, fmt.Errorf("%w: app_id %q, ours is %q", ErrWrongApp, app, c.appID)
 	}
 	tradeNo := form.Get("out_trade_no")
 	if tradeNo == "" {
-		return engine.Notification{}, fmt.Errorf("%w: alipay notification without out_trade_no", engine.ErrInvalidArgument)
+		return channel.Notification{}, fmt.Errorf("%w: alipay notification without out_trade_no", engine.ErrInvalidArgument)
 	}
-	n := engine.Notification{Channel: engine.ChannelAlipay, TradeNo: tradeNo, ProviderTxn: form.Get("trade_no")}
+	n := channel.Notification{Channel: channel.Alipay, TradeNo: tradeNo, ProviderTxn: form.Get("trade_no")}
 	switch st := form.Get("trade_status"); st {
 	case StatusTradeSuccess, StatusTradeFinished:
 		n.Success = true
 	case StatusTradeClosed:
 		n.Success = false
 	case StatusWaitBuyerPay:
-		return engine.Notification{}, fmt.Errorf("%w: trade %s is %s (the payer has not paid yet)", ErrNotFinal, tradeNo, st)
+		return channel.Notification{}, fmt.Errorf("%w: trade %s is %s (the payer has not paid yet)", ErrNotFinal, tradeNo, st)
 	default:
-		return engine.Notification{}, fmt.Errorf("%w: alipay notification for %s: unknown trade_status %q", engine.ErrInvalidArgument, tradeNo, st)
+		return channel.Notification{}, fmt.Errorf("%w: alipay notification for %s: unknown trade_status %q", engine.ErrInvalidArgument, tradeNo, st)
 	}
-	amount, err := engine.ParseAmount(form.Get("total_amount"))
+	amount, err := money.Parse(form.Get("total_amount"))
 	if err != nil {
-		return engine.Notification{}, fmt.Errorf("alipay notification for %s: total_amount: %w", tradeNo, err)
+		return channel.Notification{}, fmt.Errorf("alipay notification for %s: total_amount: %w", tradeNo, err)
 	}
 	n.Amount = amount
 	return n, nil

@@ -12,9 +12,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/money"
+	"github.com/grab-engine/grab/engine/packet"
+
 	"github.com/grab-engine/grab/engine/alipay"
 	"github.com/grab-engine/grab/engine/alipaysim"
+	"github.com/grab-engine/grab/engine/channel"
 	"github.com/grab-engine/grab/engine/paytest"
 	grabhttp "github.com/grab-engine/grab/http"
 	"github.com/grab-engine/grab/store"
@@ -70,12 +73,12 @@ func setupAlipay(t *testing.T) *grabAlipay {
 		g.client, err = alipay.New(alipay.Config{AppID: appID,
 			PrivateKey:      pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(appKey)}),
 			AlipayPublicKey: pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}),
-			Gateway:         gw.URL, NotifyURL: api + paytest.NotifyPath(engine.ChannelAlipay), Timeout: 5 * time.Second})
+			Gateway:         gw.URL, NotifyURL: api + paytest.NotifyPath(channel.Alipay), Timeout: 5 * time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
-		return paytest.Setup{Providers: map[string]engine.Provider{engine.ChannelAlipay: g.client},
-			Notifiers: map[string]grabhttp.Notifier{engine.ChannelAlipay: grabhttp.AlipayNotifier(g.client)}}
+		return paytest.Setup{Providers: map[string]channel.Provider{channel.Alipay: g.client},
+			Notifiers: map[string]grabhttp.Notifier{channel.Alipay: grabhttp.AlipayNotifier(g.client)}}
 	})
 	return g
 }
@@ -125,9 +128,9 @@ func resigned(t *testing.T, form url.Values, set map[string]string) url.Values {
 // simulator: the first outcome of a trade from sim, the other from again.
 func (g *grabAlipay) channel() paytest.Channel {
 	return paytest.Channel{
-		Name: engine.ChannelAlipay,
-		Notice: func(t testing.TB, pay engine.Payment, success bool) paytest.Notice {
-			amount := engine.FormatAmount(pay.Amount)
+		Name: channel.Alipay,
+		Notice: func(t testing.TB, pay packet.Payment, success bool) paytest.Notice {
+			amount := money.Format(pay.Amount)
 			sim := g.sim
 			if st := sim.Status(pay.TradeNo); st != "" && st != "WAIT_BUYER_PAY" {
 				sim = g.again
@@ -143,7 +146,7 @@ func (g *grabAlipay) channel() paytest.Channel {
 		Refusal: func(status int, body []byte) bool {
 			return status != http.StatusOK && strings.HasPrefix(string(body), "fail: ")
 		},
-		Forget: func(testing.TB, engine.Payment) {}, // Alipay knows a trade only once its order string is opened
+		Forget: func(testing.TB, packet.Payment) {}, // Alipay knows a trade only once its order string is opened
 	}
 }
 
@@ -156,7 +159,7 @@ func (g *grabAlipay) channel() paytest.Channel {
 func TestPayWithAlipayOverTheAPI(t *testing.T) {
 	g := setupAlipay(t)
 	p := g.Packet(t, 100, 3, 3, 2000)
-	tradeNo, params := g.PayOverAPI(t, p, engine.ChannelAlipay)
+	tradeNo, params := g.PayOverAPI(t, p, channel.Alipay)
 	orderString := params["order_string"]
 	order, err := url.ParseQuery(orderString)
 	if err != nil {
@@ -167,7 +170,7 @@ func TestPayWithAlipayOverTheAPI(t *testing.T) {
 		TotalAmount string `json:"total_amount"`
 	}
 	if err := json.Unmarshal([]byte(order.Get("biz_content")), &biz); err != nil || biz.OutTradeNo != tradeNo || biz.TotalAmount != "20.00" ||
-		order.Get("notify_url") != g.API+paytest.NotifyPath(engine.ChannelAlipay) {
+		order.Get("notify_url") != g.API+paytest.NotifyPath(channel.Alipay) {
 		t.Fatalf("order string %q (%v)", orderString, err)
 	}
 	if err := g.sim.Open(orderString); err != nil {
@@ -210,7 +213,7 @@ func TestPayWithAlipayOverTheAPI(t *testing.T) {
 func TestAlipayRefusedNotificationsChangeNothing(t *testing.T) {
 	g := setupAlipay(t)
 	p := g.Packet(t, 200, 2, 2, 500)
-	pay, won := g.PayAndGrab(t, p, engine.ChannelAlipay, 2)
+	pay, won := g.PayAndGrab(t, p, channel.Alipay, 2)
 	g.sim.Create(pay.TradeNo, "5.00")
 	genuine := g.catch(t, func() error { return g.sim.Pay(pay.TradeNo, "5.00") })
 	again := func(f alipaysim.Faults) url.Values {

@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/grab-engine/grab/engine"
 	"github.com/grab-engine/grab/engine/alipay"
 	"github.com/grab-engine/grab/engine/alipaysim"
+	"github.com/grab-engine/grab/engine/channel"
 )
 
 // notifyReceiver is the app server's notify URL: it answers "success" and
@@ -78,7 +78,7 @@ func persisted(t *testing.T, path, notifyURL string, payAfter time.Duration) (si
 // open has the payer's app open an order string for the trade.
 func open(t *testing.T, sim *alipaysim.Sim, c *alipay.Client, no string, fen int64) {
 	t.Helper()
-	s, err := c.AppPayOrderString(engine.Trade{TradeNo: no, Channel: engine.ChannelAlipay, Amount: fen})
+	s, err := c.AppPayOrderString(channel.Trade{TradeNo: no, Channel: channel.Alipay, Amount: fen})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +126,7 @@ func TestPersistKeepsTradesAcrossARestart(t *testing.T) {
 	}
 	paid := next(t, forms, "P2-paid")
 	nos := []string{"P1-wait", "P2-paid", "P3-closed", "P4-finished"}
-	before := map[string]engine.TradeResult{}
+	before := map[string]channel.TradeResult{}
 	statuses := map[string]string{}
 	for _, no := range nos {
 		r, err := c.QueryTrade(ctx, no)
@@ -148,7 +148,7 @@ func TestPersistKeepsTradesAcrossARestart(t *testing.T) {
 			t.Errorf("%s after the restart: %+v %s, %v; before %+v %s", no, r, sim.Status(no), err, before[no], statuses[no])
 		}
 	}
-	if statuses["P2-paid"] != "TRADE_SUCCESS" || before["P2-paid"].Outcome != engine.TradeSucceeded || before["P2-paid"].Amount != 456 {
+	if statuses["P2-paid"] != "TRADE_SUCCESS" || before["P2-paid"].Outcome != channel.TradeSucceeded || before["P2-paid"].Amount != 456 {
 		t.Fatalf("paid before the restart: %s %+v", statuses["P2-paid"], before["P2-paid"])
 	}
 	// A notification sent again after the restart says what the first said.
@@ -194,7 +194,7 @@ func TestPayAfterPaysOpenedTrades(t *testing.T) {
 		t.Fatalf("notified %v, status %s", f, sim.Status("A1-auto"))
 	}
 	r, err := c.QueryTrade(context.Background(), "A1-auto")
-	if err != nil || r.Outcome != engine.TradeSucceeded || r.Amount != 250 {
+	if err != nil || r.Outcome != channel.TradeSucceeded || r.Amount != 250 {
 		t.Fatalf("query %+v, %v", r, err)
 	}
 	if sim.Status("A2-manual") != "WAIT_BUYER_PAY" {
@@ -225,7 +225,7 @@ func TestPayAfterPaysLoadedTrades(t *testing.T) {
 	if f.Get("trade_status") != "TRADE_SUCCESS" || f.Get("trade_no") != before.ProviderTxn || f.Get("total_amount") != "3.00" {
 		t.Fatalf("notified %v", f)
 	}
-	if r, err := c.QueryTrade(context.Background(), "L1-wait"); err != nil || r.Outcome != engine.TradeSucceeded {
+	if r, err := c.QueryTrade(context.Background(), "L1-wait"); err != nil || r.Outcome != channel.TradeSucceeded {
 		t.Fatalf("query %+v, %v", r, err)
 	}
 	if sim.Status("L2-closed") != "TRADE_CLOSED" {

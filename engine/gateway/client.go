@@ -12,7 +12,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/money"
+
+	"github.com/grab-engine/grab/engine/channel"
 )
 
 // maxReply bounds what the client reads of an answer; real ones are tiny.
@@ -46,7 +48,7 @@ func (c Config) String() string {
 // GoString is String, for %#v.
 func (c Config) GoString() string { return c.String() }
 
-// Client is the gateway's HTTP client; it implements engine.Provider and
+// Client is the gateway's HTTP client; it implements channel.Provider and
 // retries nothing itself: PayByProvider registers the trade again on the
 // next pay request, the reconciler queries again on its next pass.
 type Client struct {
@@ -57,7 +59,7 @@ type Client struct {
 	http       *http.Client
 }
 
-var _ engine.Provider = (*Client)(nil)
+var _ channel.Provider = (*Client)(nil)
 
 // New returns a client of the gateway at cfg.BaseURL.
 func New(cfg Config) (*Client, error) {
@@ -82,13 +84,13 @@ func New(cfg Config) (*Client, error) {
 }
 
 // NotifyURL is where the gateway notifies the outcome of a trade on channel.
-func (c *Client) NotifyURL(channel string) string { return c.notifyBase + NotifyPath + channel }
+func (c *Client) NotifyURL(ch string) string { return c.notifyBase + NotifyPath + ch }
 
-// CreateTrade implements engine.Provider. The gateway is idempotent by trade
+// CreateTrade implements channel.Provider. The gateway is idempotent by trade
 // number, so a trade registered before answers as it stands. An answer about
 // another trade or amount is an error: the trade is not taken as registered.
-func (c *Client) CreateTrade(ctx context.Context, t engine.Trade) error {
-	body, err := json.Marshal(CreateRequest{TradeNo: t.TradeNo, Channel: t.Channel, Amount: engine.FormatAmount(t.Amount),
+func (c *Client) CreateTrade(ctx context.Context, t channel.Trade) error {
+	body, err := json.Marshal(CreateRequest{TradeNo: t.TradeNo, Channel: t.Channel, Amount: money.Format(t.Amount),
 		NotifyURL: c.NotifyURL(t.Channel)})
 	if err != nil {
 		return fmt.Errorf("gateway: create trade %s: %w", t.TradeNo, err)
@@ -106,36 +108,36 @@ func (c *Client) CreateTrade(ctx context.Context, t engine.Trade) error {
 	}
 	if res.Amount != t.Amount {
 		return fmt.Errorf("gateway: create trade %s: the gateway holds it for %s, not %s", t.TradeNo,
-			engine.FormatAmount(res.Amount), engine.FormatAmount(t.Amount))
+			money.Format(res.Amount), money.Format(t.Amount))
 	}
 	return nil
 }
 
-// QueryTrade implements engine.Provider. Only the gateway's own not_found
-// answer wraps engine.ErrTradeUnknown (the reconciler then ends the trade):
+// QueryTrade implements channel.Provider. Only the gateway's own not_found
+// answer wraps channel.ErrTradeUnknown (the reconciler then ends the trade):
 // a bare 404 from a proxy or a wrong base URL must not end trades that may
 // be paid. The amount is returned as the gateway states it; the engine
 // compares it with the trade's.
-func (c *Client) QueryTrade(ctx context.Context, tradeNo string) (engine.TradeResult, error) {
+func (c *Client) QueryTrade(ctx context.Context, tradeNo string) (channel.TradeResult, error) {
 	if !ValidTradeNo(tradeNo) {
-		return engine.TradeResult{}, fmt.Errorf("gateway: query trade %q: not a trade number", tradeNo)
+		return channel.TradeResult{}, fmt.Errorf("gateway: query trade %q: not a trade number", tradeNo)
 	}
 	path := TradePath(tradeNo)
 	status, reply, err := c.do(ctx, http.MethodGet, path, nil, []byte(path))
 	if err != nil {
-		return engine.TradeResult{}, fmt.Errorf("gateway: query trade %s: %w", tradeNo, err)
+		return channel.TradeResult{}, fmt.Errorf("gateway: query trade %s: %w", tradeNo, err)
 	}
 	switch {
 	case status == http.StatusOK:
 		res, err := readReply(tradeNo, reply)
 		if err != nil {
-			return engine.TradeResult{}, fmt.Errorf("gateway: query trade %s: %w", tradeNo, err)
+			return channel.TradeResult{}, fmt.Errorf("gateway: query trade %s: %w", tradeNo, err)
 		}
 		return res, nil
 	case status == http.StatusNotFound && errorCode(reply) == CodeNotFound:
-		return engine.TradeResult{}, fmt.Errorf("gateway: query trade %s: %w", tradeNo, engine.ErrTradeUnknown)
+		return channel.TradeResult{}, fmt.Errorf("gateway: query trade %s: %w", tradeNo, channel.ErrTradeUnknown)
 	}
-	return engine.TradeResult{}, fmt.Errorf("gateway: query trade %s: %w", tradeNo, unexpected(status, reply))
+	return channel.TradeResult{}, fmt.Errorf("gateway: query trade %s: %w", tradeNo, unexpected(status, reply))
 }
 
 // do sends one request signed over signed and returns the status and body
@@ -168,31 +170,31 @@ func (c *Client) do(ctx context.Context, method, path string, body, signed []byt
 }
 
 // readReply reads a 200 answer about tradeNo; anything off is an error.
-func readReply(tradeNo string, body []byte) (engine.TradeResult, error) {
+func readReply(tradeNo string, body []byte) (channel.TradeResult, error) {
 	var rep TradeReply
 	if err := json.Unmarshal(body, &rep); err != nil {
-		return engine.TradeResult{}, unexpected(http.StatusOK, body)
+		return channel.TradeResult{}, unexpected(http.StatusOK, body)
 	}
 	if rep.TradeNo != tradeNo {
-		return engine.TradeResult{}, fmt.Errorf("the answer is about trade %q", rep.TradeNo)
+		return channel.TradeResult{}, fmt.Errorf("the answer is about trade %q", rep.TradeNo)
 	}
-	fen, err := engine.ParseAmount(rep.Amount)
+	fen, err := money.Parse(rep.Amount)
 	if err != nil || fen <= 0 {
-		return engine.TradeResult{}, unexpected(http.StatusOK, body)
+		return channel.TradeResult{}, unexpected(http.StatusOK, body)
 	}
-	res := engine.TradeResult{Amount: fen, ProviderTxn: rep.ProviderTxn}
+	res := channel.TradeResult{Amount: fen, ProviderTxn: rep.ProviderTxn}
 	switch rep.Status {
 	case StatusPending:
-		res.Outcome = engine.TradePending
+		res.Outcome = channel.TradePending
 	case StatusSuccess:
-		res.Outcome = engine.TradeSucceeded
+		res.Outcome = channel.TradeSucceeded
 	case StatusFailed:
-		res.Outcome = engine.TradeFailed
+		res.Outcome = channel.TradeFailed
 	default:
-		return engine.TradeResult{}, unexpected(http.StatusOK, body)
+		return channel.TradeResult{}, unexpected(http.StatusOK, body)
 	}
 	if len(rep.ProviderTxn) > 64 {
-		return engine.TradeResult{}, fmt.Errorf("provider_txn is over 64 bytes")
+		return channel.TradeResult{}, fmt.Errorf("provider_txn is over 64 bytes")
 	}
 	return res, nil
 }

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/channel"
 	"github.com/grab-engine/grab/engine/gateway"
 )
 
@@ -52,7 +52,7 @@ func TestCreateTradeSendsASignedRequest(t *testing.T) {
 		}
 		reply(w, 200, gateway.TradeReply{TradeNo: got.TradeNo, Status: "pending", Amount: got.Amount})
 	}, 0)
-	if err := c.CreateTrade(context.Background(), engine.Trade{TradeNo: "T1-abc", Channel: "wechat", Amount: 2000}); err != nil {
+	if err := c.CreateTrade(context.Background(), channel.Trade{TradeNo: "T1-abc", Channel: "wechat", Amount: 2000}); err != nil {
 		t.Fatal(err)
 	}
 	want := gateway.CreateRequest{TradeNo: "T1-abc", Channel: "wechat", Amount: "20.00",
@@ -63,7 +63,7 @@ func TestCreateTradeSendsASignedRequest(t *testing.T) {
 }
 
 func TestCreateTradeRefusesOddAnswers(t *testing.T) {
-	trade := engine.Trade{TradeNo: "T1-abc", Channel: "alipay", Amount: 2000}
+	trade := channel.Trade{TradeNo: "T1-abc", Channel: "alipay", Amount: 2000}
 	for _, c := range []struct {
 		name   string
 		status int
@@ -96,21 +96,21 @@ func TestQueryTrade(t *testing.T) {
 		name    string
 		status  int
 		body    any
-		want    engine.TradeResult
+		want    channel.TradeResult
 		unknown bool
 		err     string
 	}{
-		{"pending", 200, gateway.TradeReply{TradeNo: "T1-abc", Status: "pending", Amount: "20.00"}, engine.TradeResult{Outcome: engine.TradePending, Amount: 2000}, false, ""},
+		{"pending", 200, gateway.TradeReply{TradeNo: "T1-abc", Status: "pending", Amount: "20.00"}, channel.TradeResult{Outcome: channel.TradePending, Amount: 2000}, false, ""},
 		{"success", 200, gateway.TradeReply{TradeNo: "T1-abc", Status: "success", Amount: "20.00", ProviderTxn: "tx9"},
-			engine.TradeResult{Outcome: engine.TradeSucceeded, Amount: 2000, ProviderTxn: "tx9"}, false, ""},
-		{"failed", 200, gateway.TradeReply{TradeNo: "T1-abc", Status: "failed", Amount: "20.00"}, engine.TradeResult{Outcome: engine.TradeFailed, Amount: 2000}, false, ""},
+			channel.TradeResult{Outcome: channel.TradeSucceeded, Amount: 2000, ProviderTxn: "tx9"}, false, ""},
+		{"failed", 200, gateway.TradeReply{TradeNo: "T1-abc", Status: "failed", Amount: "20.00"}, channel.TradeResult{Outcome: channel.TradeFailed, Amount: 2000}, false, ""},
 		{"another amount is reported as it is", 200, gateway.TradeReply{TradeNo: "T1-abc", Status: "success", Amount: "0.20"},
-			engine.TradeResult{Outcome: engine.TradeSucceeded, Amount: 20}, false, ""},
-		{"another trade", 200, gateway.TradeReply{TradeNo: "T1-abd", Status: "success", Amount: "20.00"}, engine.TradeResult{}, false, "about trade"},
-		{"bad amount", 200, gateway.TradeReply{TradeNo: "T1-abc", Status: "success", Amount: "twenty"}, engine.TradeResult{}, false, "unexpected answer 200"},
-		{"unknown", 404, gateway.ErrorReply{Error: "not_found"}, engine.TradeResult{}, true, "does not know"},
-		{"a bare 404 is not the gateway's word", 404, "404 page not found", engine.TradeResult{}, false, "unexpected answer 404"},
-		{"failure", 500, gateway.ErrorReply{Error: "unavailable"}, engine.TradeResult{}, false, "unexpected answer 500"},
+			channel.TradeResult{Outcome: channel.TradeSucceeded, Amount: 20}, false, ""},
+		{"another trade", 200, gateway.TradeReply{TradeNo: "T1-abd", Status: "success", Amount: "20.00"}, channel.TradeResult{}, false, "about trade"},
+		{"bad amount", 200, gateway.TradeReply{TradeNo: "T1-abc", Status: "success", Amount: "twenty"}, channel.TradeResult{}, false, "unexpected answer 200"},
+		{"unknown", 404, gateway.ErrorReply{Error: "not_found"}, channel.TradeResult{}, true, "does not know"},
+		{"a bare 404 is not the gateway's word", 404, "404 page not found", channel.TradeResult{}, false, "unexpected answer 404"},
+		{"failure", 500, gateway.ErrorReply{Error: "unavailable"}, channel.TradeResult{}, false, "unexpected answer 500"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cl := gatewayAt(t, func(w http.ResponseWriter, r *http.Request) {
@@ -123,7 +123,7 @@ func TestQueryTrade(t *testing.T) {
 				reply(w, c.status, c.body)
 			}, 0)
 			got, err := cl.QueryTrade(context.Background(), "T1-abc")
-			if errors.Is(err, engine.ErrTradeUnknown) != c.unknown {
+			if errors.Is(err, channel.ErrTradeUnknown) != c.unknown {
 				t.Fatalf("err = %v, unknown %v", err, c.unknown)
 			}
 			if c.err == "" && (err != nil || got != c.want) || c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)) {
@@ -144,10 +144,10 @@ func TestCallsAreBounded(t *testing.T) {
 	defer close(release)
 	start := time.Now()
 	_, err := c.QueryTrade(context.Background(), "T1-abc")
-	if err == nil || errors.Is(err, engine.ErrTradeUnknown) || time.Since(start) > 5*time.Second {
+	if err == nil || errors.Is(err, channel.ErrTradeUnknown) || time.Since(start) > 5*time.Second {
 		t.Fatalf("query of a hung gateway = %v after %v; want an ordinary error within the timeout", err, time.Since(start))
 	}
-	if err := c.CreateTrade(context.Background(), engine.Trade{TradeNo: "T1-abc", Channel: "alipay", Amount: 1}); err == nil {
+	if err := c.CreateTrade(context.Background(), channel.Trade{TradeNo: "T1-abc", Channel: "alipay", Amount: 1}); err == nil {
 		t.Fatal("create at a hung gateway succeeded")
 	}
 }
@@ -169,7 +169,7 @@ func TestNewRefusesBadConfig(t *testing.T) {
 
 func TestQueryRefusesABadTradeNumber(t *testing.T) {
 	c := gatewayAt(t, func(w http.ResponseWriter, r *http.Request) { t.Error("a request was sent") }, 0)
-	if _, err := c.QueryTrade(context.Background(), "../admin"); err == nil || errors.Is(err, engine.ErrTradeUnknown) {
+	if _, err := c.QueryTrade(context.Background(), "../admin"); err == nil || errors.Is(err, channel.ErrTradeUnknown) {
 		t.Fatalf("err = %v", err)
 	}
 }

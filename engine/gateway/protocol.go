@@ -1,5 +1,5 @@
 // Package gateway is the HTTP client of a company payment gateway
-// (engine.Provider): a payment center of the company's own that talks to
+// (channel.Provider): a payment center of the company's own that talks to
 // Alipay, WeChat Pay and UnionPay, and to which grab hands every
 // third-party trade whatever its channel. This file is the wire protocol;
 // the simulator lives apart, in engine/gatewaysim, and speaks it through
@@ -46,7 +46,9 @@ import (
 	"net/url"
 	"regexp"
 
-	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/money"
+
+	"github.com/grab-engine/grab/engine/channel"
 )
 
 // Paths, headers and codes of the protocol.
@@ -109,22 +111,22 @@ func ValidTradeNo(s string) bool { return tradeNoRE.MatchString(s) }
 var ErrMalformed = errors.New("gateway: malformed request")
 
 // Trade checks a create request and returns the trade it asks for.
-func (r CreateRequest) Trade() (engine.Trade, error) {
+func (r CreateRequest) Trade() (channel.Trade, error) {
 	if !ValidTradeNo(r.TradeNo) {
-		return engine.Trade{}, fmt.Errorf("%w: trade_no must be 1 to 64 of [0-9A-Za-z_-]", ErrMalformed)
+		return channel.Trade{}, fmt.Errorf("%w: trade_no must be 1 to 64 of [0-9A-Za-z_-]", ErrMalformed)
 	}
-	if !engine.IsChannel(r.Channel) {
-		return engine.Trade{}, fmt.Errorf("%w: channel must be alipay, wechat or unionpay", ErrMalformed)
+	if !channel.Known(r.Channel) {
+		return channel.Trade{}, fmt.Errorf("%w: channel must be alipay, wechat or unionpay", ErrMalformed)
 	}
-	fen, err := engine.ParseAmount(r.Amount)
-	if err != nil || fen <= 0 || engine.FormatAmount(fen) != r.Amount {
-		return engine.Trade{}, fmt.Errorf("%w: amount must be yuan with two decimals, e.g. \"20.00\"", ErrMalformed)
+	fen, err := money.Parse(r.Amount)
+	if err != nil || fen <= 0 || money.Format(fen) != r.Amount {
+		return channel.Trade{}, fmt.Errorf("%w: amount must be yuan with two decimals, e.g. \"20.00\"", ErrMalformed)
 	}
 	u, err := url.Parse(r.NotifyURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return engine.Trade{}, fmt.Errorf("%w: notify_url must be an http or https URL", ErrMalformed)
+		return channel.Trade{}, fmt.Errorf("%w: notify_url must be an http or https URL", ErrMalformed)
 	}
-	return engine.Trade{TradeNo: r.TradeNo, Channel: r.Channel, Amount: fen}, nil
+	return channel.Trade{TradeNo: r.TradeNo, Channel: r.Channel, Amount: fen}, nil
 }
 
 // Sign is the X-Grab-Signature of data (a body, or a GET's path): lowercase

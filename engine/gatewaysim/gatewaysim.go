@@ -22,7 +22,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/money"
+
+	"github.com/grab-engine/grab/engine/channel"
 	"github.com/grab-engine/grab/engine/gateway"
 	"github.com/grab-engine/grab/engine/internal/simkit"
 )
@@ -70,7 +72,7 @@ type Options struct {
 
 // Record is what the gateway holds for one trade, with its counters.
 type Record struct {
-	engine.Trade
+	channel.Trade
 	NotifyURL   string
 	Status      string // gateway.StatusPending, StatusSuccess, StatusFailed
 	ProviderTxn string
@@ -103,7 +105,7 @@ type Sim struct {
 
 // savedTrade is a trade as Persist keeps it (its counters are not kept).
 type savedTrade struct {
-	engine.Trade
+	channel.Trade
 	NotifyURL   string
 	Status      string
 	ProviderTxn string
@@ -407,7 +409,7 @@ func (s *Sim) post(n notice) bool {
 
 // body is a trade's notification; s.mu held.
 func (s *Sim) body(r *Record) []byte {
-	b, _ := json.Marshal(gateway.Notification{TradeNo: r.TradeNo, Amount: engine.FormatAmount(r.Amount),
+	b, _ := json.Marshal(gateway.Notification{TradeNo: r.TradeNo, Amount: money.Format(r.Amount),
 		Result: r.Status, ProviderTxn: r.ProviderTxn})
 	return b
 }
@@ -517,7 +519,7 @@ func (s *Sim) query(r *http.Request, _ []byte) (int, any) {
 }
 
 func reply(r *Record) gateway.TradeReply {
-	return gateway.TradeReply{TradeNo: r.TradeNo, Status: r.Status, Amount: engine.FormatAmount(r.Amount), ProviderTxn: r.ProviderTxn}
+	return gateway.TradeReply{TradeNo: r.TradeNo, Status: r.Status, Amount: money.Format(r.Amount), ProviderTxn: r.ProviderTxn}
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -14,7 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/money"
+
+	"github.com/grab-engine/grab/engine/channel"
 	"github.com/grab-engine/grab/engine/enginetest"
 	"github.com/grab-engine/grab/engine/gateway"
 	"github.com/grab-engine/grab/engine/gatewaysim"
@@ -94,7 +96,7 @@ func TestTradeLifecycle(t *testing.T) {
 	rc := newReceiver(t)
 	sim, c, _ := start(t, rc, gatewaysim.Options{})
 	ctx := context.Background()
-	trade := engine.Trade{TradeNo: "T7-0a1b", Channel: engine.ChannelUnionpay, Amount: 1234}
+	trade := channel.Trade{TradeNo: "T7-0a1b", Channel: channel.Unionpay, Amount: 1234}
 	for range 2 { // the same trade again creates nothing
 		if err := c.CreateTrade(ctx, trade); err != nil {
 			t.Fatal(err)
@@ -104,10 +106,10 @@ func TestTradeLifecycle(t *testing.T) {
 	if !ok || rec.Trade != trade || rec.Creates != 2 || rec.Status != "pending" || rec.NotifyURL != rc.url+"/v1/payments/notify/unionpay" {
 		t.Fatalf("gateway holds %+v, %v", rec, ok)
 	}
-	if err := c.CreateTrade(ctx, engine.Trade{TradeNo: trade.TradeNo, Channel: engine.ChannelUnionpay, Amount: 1}); err == nil {
+	if err := c.CreateTrade(ctx, channel.Trade{TradeNo: trade.TradeNo, Channel: channel.Unionpay, Amount: 1}); err == nil {
 		t.Fatal("the same number for another amount was accepted")
 	}
-	if r, err := c.QueryTrade(ctx, trade.TradeNo); err != nil || r != (engine.TradeResult{Outcome: engine.TradePending, Amount: 1234}) {
+	if r, err := c.QueryTrade(ctx, trade.TradeNo); err != nil || r != (channel.TradeResult{Outcome: channel.TradePending, Amount: 1234}) {
 		t.Fatalf("query = %+v, %v", r, err)
 	}
 	if err := sim.Complete(trade.TradeNo, true); err != nil {
@@ -125,7 +127,7 @@ func TestTradeLifecycle(t *testing.T) {
 		t.Fatalf("notified at %s", path)
 	}
 	r, err := c.QueryTrade(ctx, trade.TradeNo)
-	if err != nil || r != (engine.TradeResult{Outcome: engine.TradeSucceeded, Amount: 1234, ProviderTxn: got[0].ProviderTxn}) {
+	if err != nil || r != (channel.TradeResult{Outcome: channel.TradeSucceeded, Amount: 1234, ProviderTxn: got[0].ProviderTxn}) {
 		t.Fatalf("query = %+v, %v", r, err)
 	}
 	// A later failure does not move a success; it is notified as it stands.
@@ -135,7 +137,7 @@ func TestTradeLifecycle(t *testing.T) {
 		t.Fatalf("notifications = %+v", got)
 	}
 	sim.Forget(trade.TradeNo)
-	if _, err := c.QueryTrade(ctx, trade.TradeNo); !errors.Is(err, engine.ErrTradeUnknown) {
+	if _, err := c.QueryTrade(ctx, trade.TradeNo); !errors.Is(err, channel.ErrTradeUnknown) {
 		t.Fatalf("query of a forgotten trade = %v", err)
 	}
 }
@@ -148,10 +150,10 @@ func TestBadSignaturesAreRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if err := wrong.CreateTrade(ctx, engine.Trade{TradeNo: "T1-aa", Channel: "alipay", Amount: 100}); err == nil {
+	if err := wrong.CreateTrade(ctx, channel.Trade{TradeNo: "T1-aa", Channel: "alipay", Amount: 100}); err == nil {
 		t.Fatal("a badly signed create was accepted")
 	}
-	if _, err := wrong.QueryTrade(ctx, "T1-aa"); err == nil || errors.Is(err, engine.ErrTradeUnknown) {
+	if _, err := wrong.QueryTrade(ctx, "T1-aa"); err == nil || errors.Is(err, channel.ErrTradeUnknown) {
 		t.Fatalf("a badly signed query = %v", err)
 	}
 	if _, ok := sim.Trade("T1-aa"); ok || sim.Unauthorized() != 2 {
@@ -179,7 +181,7 @@ func TestResendsUntilAnswered200(t *testing.T) {
 		return http.StatusOK
 	}
 	sim, c, _ := start(t, rc, gatewaysim.Options{})
-	if err := c.CreateTrade(context.Background(), engine.Trade{TradeNo: "T2-bb", Channel: "wechat", Amount: 500}); err != nil {
+	if err := c.CreateTrade(context.Background(), channel.Trade{TradeNo: "T2-bb", Channel: "wechat", Amount: 500}); err != nil {
 		t.Fatal(err)
 	}
 	must(t, sim.Complete("T2-bb", false))
@@ -193,7 +195,7 @@ func TestResendsUntilAnswered200(t *testing.T) {
 func TestGivesUpAfterTheSchedule(t *testing.T) {
 	rc := newReceiver(t)
 	sim, c, _ := start(t, rc, gatewaysim.Options{Faults: gatewaysim.Faults{WrongKey: true}})
-	if err := c.CreateTrade(context.Background(), engine.Trade{TradeNo: "T3-cc", Channel: "alipay", Amount: 500}); err != nil {
+	if err := c.CreateTrade(context.Background(), channel.Trade{TradeNo: "T3-cc", Channel: "alipay", Amount: 500}); err != nil {
 		t.Fatal(err)
 	}
 	must(t, sim.Complete("T3-cc", true))
@@ -212,17 +214,17 @@ func TestNotificationFaults(t *testing.T) {
 	t.Run("lose", func(t *testing.T) {
 		rc := newReceiver(t)
 		sim, c, _ := start(t, rc, gatewaysim.Options{Faults: gatewaysim.Faults{LoseRate: 1}})
-		must(t, c.CreateTrade(ctx, engine.Trade{TradeNo: "T4-a", Channel: "alipay", Amount: 100}))
+		must(t, c.CreateTrade(ctx, channel.Trade{TradeNo: "T4-a", Channel: "alipay", Amount: 100}))
 		must(t, sim.Complete("T4-a", true))
 		sim.Wait()
-		if r, err := c.QueryTrade(ctx, "T4-a"); len(rc.notifications()) != 0 || err != nil || r.Outcome != engine.TradeSucceeded {
+		if r, err := c.QueryTrade(ctx, "T4-a"); len(rc.notifications()) != 0 || err != nil || r.Outcome != channel.TradeSucceeded {
 			t.Fatalf("%d notifications; query %+v, %v", len(rc.notifications()), r, err)
 		}
 	})
 	t.Run("duplicate", func(t *testing.T) {
 		rc := newReceiver(t)
 		sim, c, _ := start(t, rc, gatewaysim.Options{Faults: gatewaysim.Faults{DuplicateRate: 1}})
-		must(t, c.CreateTrade(ctx, engine.Trade{TradeNo: "T4-b", Channel: "alipay", Amount: 100}))
+		must(t, c.CreateTrade(ctx, channel.Trade{TradeNo: "T4-b", Channel: "alipay", Amount: 100}))
 		must(t, sim.Complete("T4-b", true))
 		sim.Wait()
 		if got := rc.notifications(); len(got) != 2 || got[0] != got[1] {
@@ -233,7 +235,7 @@ func TestNotificationFaults(t *testing.T) {
 		rc := newReceiver(t)
 		sim, c, _ := start(t, rc, gatewaysim.Options{Faults: gatewaysim.Faults{Delay: 50 * time.Millisecond}, Seed: 3})
 		for _, no := range []string{"T4-c", "T4-d", "T4-e"} {
-			must(t, c.CreateTrade(ctx, engine.Trade{TradeNo: no, Channel: "wechat", Amount: 100}))
+			must(t, c.CreateTrade(ctx, channel.Trade{TradeNo: no, Channel: "wechat", Amount: 100}))
 			must(t, sim.Complete(no, true))
 		}
 		sim.Wait()
@@ -248,7 +250,7 @@ func TestNotificationFaults(t *testing.T) {
 		for i := range 8 {
 			no := "T5-" + string(rune('a'+i))
 			order = append(order, no)
-			must(t, c.CreateTrade(ctx, engine.Trade{TradeNo: no, Channel: "wechat", Amount: 100}))
+			must(t, c.CreateTrade(ctx, channel.Trade{TradeNo: no, Channel: "wechat", Amount: 100}))
 			must(t, sim.Complete(no, i%2 == 0))
 		}
 		if len(rc.notifications()) != 0 {
@@ -270,7 +272,7 @@ func TestNotificationFaults(t *testing.T) {
 	t.Run("auto complete", func(t *testing.T) {
 		rc := newReceiver(t)
 		_, c, _ := start(t, rc, gatewaysim.Options{AutoComplete: 10 * time.Millisecond, AutoFail: true})
-		must(t, c.CreateTrade(ctx, engine.Trade{TradeNo: "T6-a", Channel: "alipay", Amount: 100}))
+		must(t, c.CreateTrade(ctx, channel.Trade{TradeNo: "T6-a", Channel: "alipay", Amount: 100}))
 		enginetest.WaitFor(t, "the auto-completed trade's notification", func() bool { return len(rc.notifications()) > 0 })
 		if got := rc.notifications(); len(got) != 1 || got[0].Result != "failed" {
 			t.Fatalf("notifications %+v", got)
@@ -279,14 +281,14 @@ func TestNotificationFaults(t *testing.T) {
 	t.Run("errors", func(t *testing.T) {
 		rc := newReceiver(t)
 		sim, c, _ := start(t, rc, gatewaysim.Options{Faults: gatewaysim.Faults{ErrorRate: 1}})
-		if err := c.CreateTrade(ctx, engine.Trade{TradeNo: "T6-b", Channel: "alipay", Amount: 100}); err == nil {
+		if err := c.CreateTrade(ctx, channel.Trade{TradeNo: "T6-b", Channel: "alipay", Amount: 100}); err == nil {
 			t.Fatal("create through a failing gateway succeeded")
 		}
-		if _, err := c.QueryTrade(ctx, "T6-b"); err == nil || errors.Is(err, engine.ErrTradeUnknown) {
+		if _, err := c.QueryTrade(ctx, "T6-b"); err == nil || errors.Is(err, channel.ErrTradeUnknown) {
 			t.Fatalf("query through a failing gateway = %v; want an ordinary error", err)
 		}
 		sim.SetFaults(gatewaysim.Faults{})
-		if err := c.CreateTrade(ctx, engine.Trade{TradeNo: "T6-b", Channel: "alipay", Amount: 100}); err != nil {
+		if err := c.CreateTrade(ctx, channel.Trade{TradeNo: "T6-b", Channel: "alipay", Amount: 100}); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -318,7 +320,7 @@ func TestPersistKeepsTradesAcrossARestart(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "gateway.json")
 	ctx := context.Background()
 	sim, c := persisted(t, rc, path, gatewaysim.Options{})
-	trades := []engine.Trade{{TradeNo: "G1-pend", Channel: "alipay", Amount: 100}, {TradeNo: "G2-paid", Channel: "wechat", Amount: 200},
+	trades := []channel.Trade{{TradeNo: "G1-pend", Channel: "alipay", Amount: 100}, {TradeNo: "G2-paid", Channel: "wechat", Amount: 200},
 		{TradeNo: "G3-fail", Channel: "unionpay", Amount: 300}, {TradeNo: "G4-gone", Channel: "alipay", Amount: 400}}
 	for _, tr := range trades {
 		if err := c.CreateTrade(ctx, tr); err != nil {
@@ -330,7 +332,7 @@ func TestPersistKeepsTradesAcrossARestart(t *testing.T) {
 	sim.Forget("G4-gone")
 	sim.Wait()
 	before := map[string]gatewaysim.Record{}
-	queried := map[string]engine.TradeResult{}
+	queried := map[string]channel.TradeResult{}
 	for _, tr := range trades[:3] {
 		before[tr.TradeNo], _ = sim.Trade(tr.TradeNo)
 		r, err := c.QueryTrade(ctx, tr.TradeNo)
@@ -339,7 +341,7 @@ func TestPersistKeepsTradesAcrossARestart(t *testing.T) {
 		}
 		queried[tr.TradeNo] = r
 	}
-	if r := queried["G2-paid"]; r.Outcome != engine.TradeSucceeded || r.Amount != 200 || len(rc.of("G2-paid")) != 1 {
+	if r := queried["G2-paid"]; r.Outcome != channel.TradeSucceeded || r.Amount != 200 || len(rc.of("G2-paid")) != 1 {
 		t.Fatalf("paid before the restart: %+v", r)
 	}
 	sim.Close()
@@ -357,7 +359,7 @@ func TestPersistKeepsTradesAcrossARestart(t *testing.T) {
 			t.Errorf("%s queried after the restart: %+v, %v; before %+v", no, r, err, queried[no])
 		}
 	}
-	if _, err := c.QueryTrade(ctx, "G4-gone"); !errors.Is(err, engine.ErrTradeUnknown) {
+	if _, err := c.QueryTrade(ctx, "G4-gone"); !errors.Is(err, channel.ErrTradeUnknown) {
 		t.Fatalf("query of a forgotten trade after the restart = %v", err)
 	}
 	// The paid trade is notified again as it was, and the pending one ends
@@ -383,7 +385,7 @@ func TestAutoCompleteEndsLoadedTrades(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "gateway.json")
 	ctx := context.Background()
 	sim, c := persisted(t, rc, path, gatewaysim.Options{})
-	for _, tr := range []engine.Trade{{TradeNo: "H1-pend", Channel: "alipay", Amount: 100}, {TradeNo: "H2-fail", Channel: "wechat", Amount: 200}} {
+	for _, tr := range []channel.Trade{{TradeNo: "H1-pend", Channel: "alipay", Amount: 100}, {TradeNo: "H2-fail", Channel: "wechat", Amount: 200}} {
 		if err := c.CreateTrade(ctx, tr); err != nil {
 			t.Fatal(err)
 		}
@@ -393,16 +395,16 @@ func TestAutoCompleteEndsLoadedTrades(t *testing.T) {
 	sim.Close()
 
 	sim, c = persisted(t, rc, path, gatewaysim.Options{AutoComplete: 10 * time.Millisecond})
-	if err := c.CreateTrade(ctx, engine.Trade{TradeNo: "H3-new", Channel: "unionpay", Amount: 300}); err != nil {
+	if err := c.CreateTrade(ctx, channel.Trade{TradeNo: "H3-new", Channel: "unionpay", Amount: 300}); err != nil {
 		t.Fatal(err)
 	}
 	sim.Wait()
 	for no, fen := range map[string]int64{"H1-pend": 100, "H3-new": 300} {
 		got := rc.of(no)
-		if len(got) != 1 || got[0].Result != "success" || got[0].Amount != engine.FormatAmount(fen) {
+		if len(got) != 1 || got[0].Result != "success" || got[0].Amount != money.Format(fen) {
 			t.Errorf("notifications of %s: %+v", no, got)
 		}
-		if r, err := c.QueryTrade(ctx, no); err != nil || r.Outcome != engine.TradeSucceeded || r.Amount != fen {
+		if r, err := c.QueryTrade(ctx, no); err != nil || r.Outcome != channel.TradeSucceeded || r.Amount != fen {
 			t.Errorf("query of %s: %+v, %v", no, r, err)
 		}
 	}
@@ -417,7 +419,7 @@ func TestCloseEndsAutoComplete(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "gateway.json")
 	ctx := context.Background()
 	sim, c := persisted(t, rc, path, gatewaysim.Options{AutoComplete: time.Hour})
-	if err := c.CreateTrade(ctx, engine.Trade{TradeNo: "C1-pend", Channel: "alipay", Amount: 100}); err != nil {
+	if err := c.CreateTrade(ctx, channel.Trade{TradeNo: "C1-pend", Channel: "alipay", Amount: 100}); err != nil {
 		t.Fatal(err)
 	}
 	sim.Close()

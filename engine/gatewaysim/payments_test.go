@@ -12,7 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grab-engine/grab/engine/packet"
+
+	"github.com/grab-engine/grab/engine/money"
+
 	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/channel"
 	"github.com/grab-engine/grab/engine/gateway"
 	"github.com/grab-engine/grab/engine/gatewaysim"
 	"github.com/grab-engine/grab/engine/paytest"
@@ -74,7 +79,7 @@ func TestPayThroughTheGateway(t *testing.T) {
 	}
 	won := map[int64]int64{}
 	for u := int64(101); u <= 103; u++ {
-		r, err := e.Eng.Grab(context.Background(), p.ID, u)
+		r, err := e.Packets.Grab(context.Background(), p.ID, u)
 		if err != nil || r.Credited {
 			t.Fatalf("grab = %+v, %v", r, err)
 		}
@@ -98,13 +103,13 @@ func TestPayThroughTheGateway(t *testing.T) {
 func TestGatewayFailureNotified(t *testing.T) {
 	e := setupGrab(t, secret, gatewaysim.Options{})
 	p := e.Packet(t, 200, 2, 2, 300)
-	pay, won := e.PayAndGrab(t, p, engine.ChannelAlipay, 1)
+	pay, won := e.PayAndGrab(t, p, channel.Alipay, 1)
 	e.sim.Complete(pay.TradeNo, false)
 	e.sim.Wait()
 	if got := e.PayStatus(t, pay.TradeNo, 200); got != store.PaymentFailed {
 		t.Fatalf("payment %s", got)
 	}
-	if _, err := e.Eng.Grab(context.Background(), p.ID, 202); !errors.Is(err, engine.ErrNotOpen) {
+	if _, err := e.Packets.Grab(context.Background(), p.ID, 202); !errors.Is(err, engine.ErrNotOpen) {
 		t.Fatalf("grab after the failure = %v", err)
 	}
 	e.NothingCredited(t, p, won)
@@ -114,14 +119,14 @@ func TestGatewayFailureNotified(t *testing.T) {
 func TestLostNotificationSettledByQuery(t *testing.T) {
 	e := setupGrab(t, secret, gatewaysim.Options{Faults: gatewaysim.Faults{LoseRate: 1}})
 	p := e.Packet(t, 300, 2, 2, 500)
-	pay, won := e.PayAndGrab(t, p, engine.ChannelUnionpay, 2)
+	pay, won := e.PayAndGrab(t, p, channel.Unionpay, 2)
 	e.sim.Complete(pay.TradeNo, true)
 	e.sim.Wait()
 	if rec, _ := e.sim.Trade(pay.TradeNo); rec.Sends != 0 {
 		t.Fatalf("a lost notification was sent: %+v", rec)
 	}
 	ctx := context.Background()
-	if _, err := e.Eng.Reconcile(ctx); err != nil {
+	if _, err := e.Packets.Reconcile(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if got := e.PayStatus(t, pay.TradeNo, 300); got != store.PaymentAwaitingSettlement {
@@ -138,16 +143,16 @@ func TestLostNotificationSettledByQuery(t *testing.T) {
 func TestForgottenTradeEndsFailed(t *testing.T) {
 	e := setupGrab(t, secret, gatewaysim.Options{})
 	p := e.Packet(t, 400, 2, 2, 500)
-	pay, won := e.PayAndGrab(t, p, engine.ChannelAlipay, 1)
+	pay, won := e.PayAndGrab(t, p, channel.Alipay, 1)
 	e.sim.Forget(pay.TradeNo)
 	e.Clock.Add(e.Cfg.SettleTimeout + time.Second)
-	if _, err := e.Eng.Reconcile(context.Background()); err != nil {
+	if _, err := e.Packets.Reconcile(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if got := e.PayStatus(t, pay.TradeNo, 400); got != store.PaymentFailed {
 		t.Fatalf("payment %s; want failed (the gateway does not know it)", got)
 	}
-	if _, err := e.Eng.Grab(context.Background(), p.ID, 402); !errors.Is(err, engine.ErrNotOpen) {
+	if _, err := e.Packets.Grab(context.Background(), p.ID, 402); !errors.Is(err, engine.ErrNotOpen) {
 		t.Fatalf("grab after the give-up = %v", err)
 	}
 	e.NothingCredited(t, p, won)
@@ -158,11 +163,11 @@ func TestForgottenTradeEndsFailed(t *testing.T) {
 func TestGatewayDownIsRetried(t *testing.T) {
 	e := setupGrab(t, secret, gatewaysim.Options{Faults: gatewaysim.Faults{LoseRate: 1}})
 	p := e.Packet(t, 500, 2, 2, 500)
-	pay, won := e.PayAndGrab(t, p, engine.ChannelWechat, 2)
+	pay, won := e.PayAndGrab(t, p, channel.Wechat, 2)
 	e.sim.Complete(pay.TradeNo, true)
 	e.sim.SetFaults(gatewaysim.Faults{ErrorRate: 1})
 	e.Clock.Add(e.Cfg.SettleTimeout + time.Second)
-	if _, err := e.Eng.Reconcile(context.Background()); err != nil {
+	if _, err := e.Packets.Reconcile(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if got := e.PayStatus(t, pay.TradeNo, 500); got != store.PaymentAwaitingSettlement {
@@ -181,21 +186,21 @@ func TestBadSignaturesBothWays(t *testing.T) {
 	t.Run("grab to gateway", func(t *testing.T) {
 		e := setupGrab(t, []byte("another-secret"), gatewaysim.Options{})
 		p := e.Packet(t, 600, 2, 2, 500)
-		_, err := e.Eng.PayByProvider(ctx, p.ID, 600, engine.ChannelAlipay)
+		_, err := e.Packets.PayByProvider(ctx, p.ID, 600, channel.Alipay)
 		if err == nil || !strings.Contains(err.Error(), "401") || strings.Contains(err.Error(), "another-secret") {
 			t.Fatalf("pay with a badly signed create = %v", err)
 		}
 		if e.sim.Unauthorized() != 1 {
 			t.Fatalf("%d requests refused", e.sim.Unauthorized())
 		}
-		if b, _ := e.Eng.Balance(ctx, 600); b != 0 {
+		if b, _ := e.Packets.Balance(ctx, 600); b != 0 {
 			t.Fatalf("the sender's balance moved to %d", b)
 		}
 	})
 	t.Run("gateway to grab", func(t *testing.T) {
 		e := setupGrab(t, secret, gatewaysim.Options{Faults: gatewaysim.Faults{WrongKey: true}})
 		p := e.Packet(t, 700, 2, 2, 800)
-		pay, won := e.PayAndGrab(t, p, engine.ChannelAlipay, 2)
+		pay, won := e.PayAndGrab(t, p, channel.Alipay, 2)
 		e.sim.Complete(pay.TradeNo, true)
 		e.sim.Wait()
 		if rec, _ := e.sim.Trade(pay.TradeNo); rec.Sends != 8 || rec.Acked != 0 || e.sim.GaveUp() != 1 {
@@ -225,7 +230,7 @@ func TestBadSignaturesBothWays(t *testing.T) {
 func TestAmountDisagreementRefused(t *testing.T) {
 	e := setupGrab(t, secret, gatewaysim.Options{})
 	p := e.Packet(t, 800, 2, 2, 1000)
-	pay, won := e.PayAndGrab(t, p, engine.ChannelWechat, 2)
+	pay, won := e.PayAndGrab(t, p, channel.Wechat, 2)
 	if err := e.sim.SetAmount(pay.TradeNo, 1); err != nil {
 		t.Fatal(err)
 	}
@@ -240,7 +245,7 @@ func TestAmountDisagreementRefused(t *testing.T) {
 		t.Fatalf("notification of another amount answered %d %v", status, m)
 	}
 	e.Clock.Add(e.Cfg.SettleTimeout + time.Second)
-	if _, err := e.Eng.Reconcile(context.Background()); err != nil {
+	if _, err := e.Packets.Reconcile(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if got := e.PayStatus(t, pay.TradeNo, 800); got != store.PaymentAwaitingSettlement {
@@ -256,7 +261,7 @@ func TestManyPacketsWithDelayedNotifications(t *testing.T) {
 	e := setupGrab(t, secret, gatewaysim.Options{AutoComplete: 20 * time.Millisecond,
 		Faults: gatewaysim.Faults{Delay: 100 * time.Millisecond, DuplicateRate: 0.5}, Seed: 7})
 	want := map[int64]int64{}
-	var trades []engine.Payment
+	var trades []packet.Payment
 	for i := range 5 {
 		sender := int64(900 + 10*i)
 		p := e.Packet(t, sender, 2, 2, 200)
@@ -280,13 +285,13 @@ func TestManyPacketsWithDelayedNotifications(t *testing.T) {
 // gateway serves every channel; unionpay has no native provider).
 func (e *grabEnv) channel() paytest.Channel {
 	return paytest.Channel{
-		Name: engine.ChannelUnionpay,
-		Notice: func(t testing.TB, pay engine.Payment, success bool) paytest.Notice {
+		Name: channel.Unionpay,
+		Notice: func(t testing.TB, pay packet.Payment, success bool) paytest.Notice {
 			result := "failed"
 			if success {
 				result = "success"
 			}
-			body, err := json.Marshal(gateway.Notification{TradeNo: pay.TradeNo, Amount: engine.FormatAmount(pay.Amount),
+			body, err := json.Marshal(gateway.Notification{TradeNo: pay.TradeNo, Amount: money.Format(pay.Amount),
 				Result: result, ProviderTxn: "gw-" + pay.TradeNo})
 			if err != nil {
 				t.Fatal(err)
@@ -304,7 +309,7 @@ func (e *grabEnv) channel() paytest.Channel {
 			var refusal struct{ Error struct{ Code string } }
 			return status >= 400 && json.Unmarshal(body, &refusal) == nil && refusal.Error.Code != ""
 		},
-		Forget: func(_ testing.TB, pay engine.Payment) { e.sim.Forget(pay.TradeNo) },
+		Forget: func(_ testing.TB, pay packet.Payment) { e.sim.Forget(pay.TradeNo) },
 	}
 }
 

@@ -14,13 +14,15 @@ import (
 	"sync"
 	"time"
 
-	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/money"
+
+	"github.com/grab-engine/grab/engine/channel"
 	"github.com/grab-engine/grab/engine/gateway"
 )
 
 // Deliver hands a notification to grab: in a server, a POST to
 // /v1/payments/notify/{channel}; in a test, a direct call.
-type Deliver func(ctx context.Context, channel string, body []byte, signature string) error
+type Deliver func(ctx context.Context, ch string, body []byte, signature string) error
 
 // Faults shape how notifications travel. The zero value delivers each one
 // once, at once, in order.
@@ -31,7 +33,7 @@ type Faults struct {
 	Hold          bool          // keep notifications until Flush, which sends them shuffled
 }
 
-// Sim is a simulated provider. It implements engine.Provider.
+// Sim is a simulated provider. It implements channel.Provider.
 type Sim struct {
 	secret  []byte
 	deliver Deliver
@@ -58,7 +60,7 @@ func (s *Sim) SettleAfter(ctx context.Context, d time.Duration) {
 	defer s.mu.Unlock()
 	s.settleAfter, s.settleCtx = d, ctx
 	for no, t := range s.trades {
-		if t.outcome == engine.TradePending {
+		if t.outcome == channel.TradePending {
 			s.settleLater(no)
 		}
 	}
@@ -83,8 +85,8 @@ func (s *Sim) settleLater(tradeNo string) {
 
 // savedTrade is a trade as Persist keeps it.
 type savedTrade struct {
-	engine.Trade
-	Outcome engine.TradeOutcome
+	channel.Trade
+	Outcome channel.TradeOutcome
 	Txn     string
 }
 
@@ -134,8 +136,8 @@ func (s *Sim) save() error {
 }
 
 type trade struct {
-	engine.Trade
-	outcome engine.TradeOutcome
+	channel.Trade
+	outcome channel.TradeOutcome
 	txn     string
 }
 
@@ -150,8 +152,8 @@ func New(secret []byte, d Deliver, f Faults) *Sim {
 		rand: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))}
 }
 
-// CreateTrade implements engine.Provider; the same trade again is a no-op.
-func (s *Sim) CreateTrade(_ context.Context, t engine.Trade) error {
+// CreateTrade implements channel.Provider; the same trade again is a no-op.
+func (s *Sim) CreateTrade(_ context.Context, t channel.Trade) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.trades[t.TradeNo]; ok {
@@ -166,19 +168,19 @@ func (s *Sim) CreateTrade(_ context.Context, t engine.Trade) error {
 	return nil
 }
 
-// QueryTrade implements engine.Provider.
-func (s *Sim) QueryTrade(_ context.Context, tradeNo string) (engine.TradeResult, error) {
+// QueryTrade implements channel.Provider.
+func (s *Sim) QueryTrade(_ context.Context, tradeNo string) (channel.TradeResult, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	t, ok := s.trades[tradeNo]
 	if !ok {
-		return engine.TradeResult{}, fmt.Errorf("%w: paysim: no trade %s", engine.ErrTradeUnknown, tradeNo)
+		return channel.TradeResult{}, fmt.Errorf("%w: paysim: no trade %s", channel.ErrTradeUnknown, tradeNo)
 	}
-	return engine.TradeResult{Outcome: t.outcome, Amount: t.Amount, ProviderTxn: t.txn}, nil
+	return channel.TradeResult{Outcome: t.outcome, Amount: t.Amount, ProviderTxn: t.txn}, nil
 }
 
 // Forget drops a trade, as a provider does past its retention (or this
-// simulator on a restart): QueryTrade then answers engine.ErrTradeUnknown.
+// simulator on a restart): QueryTrade then answers channel.ErrTradeUnknown.
 func (s *Sim) Forget(tradeNo string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -195,10 +197,10 @@ func (s *Sim) Complete(ctx context.Context, tradeNo string, success bool) error 
 		s.mu.Unlock()
 		return fmt.Errorf("paysim: no trade %s", tradeNo)
 	}
-	if t.outcome == engine.TradePending {
-		t.outcome = engine.TradeFailed
+	if t.outcome == channel.TradePending {
+		t.outcome = channel.TradeFailed
 		if success {
-			t.outcome = engine.TradeSucceeded
+			t.outcome = channel.TradeSucceeded
 			t.txn = "sim-" + tradeNo
 		}
 		if err := s.save(); err != nil {
@@ -236,7 +238,7 @@ func (s *Sim) Notify(ctx context.Context, tradeNo string) error {
 		s.mu.Unlock()
 		return fmt.Errorf("paysim: no trade %s", tradeNo)
 	}
-	if t.outcome == engine.TradePending {
+	if t.outcome == channel.TradePending {
 		s.mu.Unlock()
 		return fmt.Errorf("paysim: trade %s has no outcome to notify yet", tradeNo)
 	}
@@ -272,19 +274,19 @@ func (s *Sim) Sign(body []byte) string { return gateway.Sign(s.secret, body) }
 
 func (s *Sim) body(t *trade) []byte {
 	result := "failed"
-	if t.outcome == engine.TradeSucceeded {
+	if t.outcome == channel.TradeSucceeded {
 		result = "success"
 	}
-	b, _ := json.Marshal(map[string]string{"trade_no": t.TradeNo, "amount": engine.FormatAmount(t.Amount),
+	b, _ := json.Marshal(map[string]string{"trade_no": t.TradeNo, "amount": money.Format(t.Amount),
 		"result": result, "provider_txn": t.txn})
 	return b
 }
 
-func (s *Sim) send(ctx context.Context, channel string, body []byte) {
+func (s *Sim) send(ctx context.Context, ch string, body []byte) {
 	deliver := func() {
 		// A provider keeps sending until it is acknowledged; one retry is enough here.
-		if s.deliver(ctx, channel, body, s.Sign(body)) != nil {
-			s.deliver(ctx, channel, body, s.Sign(body))
+		if s.deliver(ctx, ch, body, s.Sign(body)) != nil {
+			s.deliver(ctx, ch, body, s.Sign(body))
 		}
 		s.mu.Lock()
 		s.sent++

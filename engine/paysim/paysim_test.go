@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/channel"
 	"github.com/grab-engine/grab/engine/paysim"
 )
 
@@ -20,7 +20,7 @@ func TestSimKeepsItsTradesAcrossARestart(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "paysim.json")
 	var mu sync.Mutex
 	var notified []string
-	deliver := func(_ context.Context, channel string, body []byte, _ string) error {
+	deliver := func(_ context.Context, ch string, body []byte, _ string) error {
 		mu.Lock()
 		defer mu.Unlock()
 		notified = append(notified, string(body))
@@ -32,7 +32,7 @@ func TestSimKeepsItsTradesAcrossARestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, no := range []string{"T-paid", "T-failed", "T-pending"} {
-		if err := first.CreateTrade(ctx, engine.Trade{TradeNo: no, Channel: engine.ChannelAlipay, Amount: 500}); err != nil {
+		if err := first.CreateTrade(ctx, channel.Trade{TradeNo: no, Channel: channel.Alipay, Amount: 500}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -47,13 +47,13 @@ func TestSimKeepsItsTradesAcrossARestart(t *testing.T) {
 	if err := second.Persist(path); err != nil {
 		t.Fatal(err)
 	}
-	for no, want := range map[string]engine.TradeOutcome{"T-paid": engine.TradeSucceeded, "T-failed": engine.TradeFailed, "T-pending": engine.TradePending} {
+	for no, want := range map[string]channel.TradeOutcome{"T-paid": channel.TradeSucceeded, "T-failed": channel.TradeFailed, "T-pending": channel.TradePending} {
 		r, err := second.QueryTrade(ctx, no)
 		if err != nil || r.Outcome != want || r.Amount != 500 {
 			t.Fatalf("%s after the restart: %+v, %v; want outcome %v of 500 fen", no, r, err, want)
 		}
 	}
-	if _, err := second.QueryTrade(ctx, "T-never"); !errors.Is(err, engine.ErrTradeUnknown) {
+	if _, err := second.QueryTrade(ctx, "T-never"); !errors.Is(err, channel.ErrTradeUnknown) {
 		t.Fatalf("a trade never made: %v, want ErrTradeUnknown", err)
 	}
 
@@ -62,7 +62,7 @@ func TestSimKeepsItsTradesAcrossARestart(t *testing.T) {
 	mu.Unlock()
 	second.SettleAfter(ctx, time.Millisecond)
 	second.Wait()
-	if r, _ := second.QueryTrade(ctx, "T-pending"); r.Outcome != engine.TradeSucceeded {
+	if r, _ := second.QueryTrade(ctx, "T-pending"); r.Outcome != channel.TradeSucceeded {
 		t.Fatalf("the pending trade after the demo settle: %v, want succeeded", r.Outcome)
 	}
 	mu.Lock()

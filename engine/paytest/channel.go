@@ -8,7 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grab-engine/grab/engine/packet"
+
 	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/channel"
 	"github.com/grab-engine/grab/store"
 )
 
@@ -16,11 +19,11 @@ import (
 // drive it: its notifications, made by its simulator in its own format and
 // posted by the test to grabd's notify URL, and its answers.
 type Channel struct {
-	Name string // engine.ChannelAlipay, engine.ChannelWechat
+	Name string // channel.Alipay, channel.Wechat
 	// Notice makes the channel's genuine notification that the trade
 	// succeeded (or failed), as the channel formats and signs it, without
 	// sending it.
-	Notice func(t testing.TB, pay engine.Payment, success bool) Notice
+	Notice func(t testing.TB, pay packet.Payment, success bool) Notice
 	// Acked reports whether grabd's answer is the channel's acknowledgment.
 	Acked func(status int, body []byte) bool
 	// Refusal reports whether grabd's answer is a refusal in the channel's
@@ -28,7 +31,7 @@ type Channel struct {
 	Refusal func(status int, body []byte) bool
 	// Forget makes the channel have no record of the trade: one the payer
 	// never opened, or the channel lost.
-	Forget func(t testing.TB, pay engine.Payment)
+	Forget func(t testing.TB, pay packet.Payment)
 }
 
 // Notice is a notification as it is posted: its headers and raw body.
@@ -70,7 +73,7 @@ func Refuse(name string, n Notice, status int, code string) Refusal {
 // the channel's refusal format and leaves p's trades, status, shares and
 // every balance exactly as they were; each AMOUNT_MISMATCH is counted; then
 // genuine is acknowledged, the grabs are credited and money is conserved.
-func (e *Env) Refused(t testing.TB, ch Channel, p engine.Packet, won map[int64]int64, refusals []Refusal, genuine Notice) {
+func (e *Env) Refused(t testing.TB, ch Channel, p packet.Packet, won map[int64]int64, refusals []Refusal, genuine Notice) {
 	t.Helper()
 	e.NothingCredited(t, p, won)
 	before := e.Snapshot(t, p)
@@ -126,7 +129,7 @@ func permutations(items []string) [][]string {
 // before it), "notify" and "duplicate" call notify, and each "grab" is two
 // grabs by the next members, refused NOT_OPEN until the return or a
 // notification opened the packet. It returns the grabs won, by user.
-func Play(t testing.TB, eng *engine.Engine, p engine.Packet, order []string, ret func(notified bool), notify func()) map[int64]int64 {
+func Play(t testing.TB, packets *packet.Service, p packet.Packet, order []string, ret func(notified bool), notify func()) map[int64]int64 {
 	t.Helper()
 	opened, notified := false, false
 	won := map[int64]int64{}
@@ -141,7 +144,7 @@ func Play(t testing.TB, eng *engine.Engine, p engine.Packet, order []string, ret
 			opened, notified = true, true
 		case "grab":
 			for range 2 {
-				r, err := eng.Grab(context.Background(), p.ID, next)
+				r, err := packets.Grab(context.Background(), p.ID, next)
 				switch {
 				case !opened && errors.Is(err, engine.ErrNotOpen):
 				case opened && err == nil:
@@ -172,12 +175,12 @@ func (e *Env) InAnyOrder(t testing.TB, ch Channel) {
 	for i, order := range orders {
 		sender := int64(1000 * (i + 1))
 		p := e.Packet(t, sender, 6, 4, 400)
-		pay, err := e.Eng.PayByProvider(ctx, p.ID, sender, ch.Name)
+		pay, err := e.Packets.PayByProvider(ctx, p.ID, sender, ch.Name)
 		if err != nil {
 			t.Fatal(err)
 		}
 		notice := ch.Notice(t, pay, true)
-		won := Play(t, e.Eng, p, order, func(notified bool) {
+		won := Play(t, e.Packets, p, order, func(notified bool) {
 			want := store.PaymentAwaitingSettlement
 			if notified {
 				want = store.PaymentPaid // a return never moves a settled payment back
@@ -189,7 +192,7 @@ func (e *Env) InAnyOrder(t testing.TB, ch Channel) {
 		e.Written(t, p, len(won))
 		e.Credited(t, sender, won)
 		v := e.View(t, p)
-		if v.PayStatus != "paid" || (v.Status != engine.StatusOpen && v.Status != engine.StatusFinished) || len(v.Grabs) != len(won) {
+		if v.PayStatus != "paid" || (v.Status != packet.StatusOpen && v.Status != packet.StatusFinished) || len(v.Grabs) != len(won) {
 			t.Fatalf("%v: packet %s/%s with %d grabs, want paid and open with %d", order, v.Status, v.PayStatus, len(v.Grabs), len(won))
 		}
 		for _, g := range v.Grabs {
@@ -214,7 +217,7 @@ func (e *Env) OutcomesThePacketCannotTake(t testing.TB, ch Channel, base int64) 
 	ctx := context.Background()
 	balance := func(u, want int64, what string) {
 		t.Helper()
-		if b, err := e.Eng.Balance(ctx, u); err != nil || b != want {
+		if b, err := e.Packets.Balance(ctx, u); err != nil || b != want {
 			t.Fatalf("%s: balance of %d = %d, %v; want %d", what, u, b, err, want)
 		}
 	}
@@ -230,7 +233,7 @@ func (e *Env) OutcomesThePacketCannotTake(t testing.TB, ch Channel, base int64) 
 			t.Fatalf("anomaly %s counted %v, want %v", kind, got, want)
 		}
 	}
-	status := func(p engine.Packet, status, payStatus, what string) {
+	status := func(p packet.Packet, status, payStatus, what string) {
 		t.Helper()
 		if v := e.View(t, p); v.Status != status || v.PayStatus != payStatus {
 			t.Fatalf("%s: packet %s/%s, want %s/%s", what, v.Status, v.PayStatus, status, payStatus)
@@ -241,10 +244,10 @@ func (e *Env) OutcomesThePacketCannotTake(t testing.TB, ch Channel, base int64) 
 	p1 := e.Packet(t, base, 2, 2, 300)
 	pay1, won1 := e.PayAndGrab(t, p1, ch.Name, 1)
 	deliver(ch.Notice(t, pay1, false), 2)
-	status(p1, engine.StatusPayFailed, "failed", "after the failure")
+	status(p1, packet.StatusPayFailed, "failed", "after the failure")
 	deliver(ch.Notice(t, pay1, true), 3)
 	balance(base, 300, "a success after a failure")
-	status(p1, engine.StatusPayFailed, "failed", "after a success that followed a failure")
+	status(p1, packet.StatusPayFailed, "failed", "after a success that followed a failure")
 	e.Written(t, p1, len(won1))
 	balance(base+1, 0, "the grab of a failed trade")
 	counted("credited_back", 1)
@@ -254,32 +257,32 @@ func (e *Env) OutcomesThePacketCannotTake(t testing.TB, ch Channel, base int64) 
 	pay2, won2 := e.PayAndGrab(t, p2, ch.Name, 1)
 	deliver(ch.Notice(t, pay2, true), 2)
 	deliver(ch.Notice(t, pay2, false), 1)
-	status(p2, engine.StatusOpen, "paid", "a failure after a success")
+	status(p2, packet.StatusOpen, "paid", "a failure after a success")
 	e.Credited(t, base+10, won2)
 	counted("failure_after_success", 1)
 
 	// Paid by balance while the trade was open: the trade's money goes back.
 	p3 := e.Packet(t, base+20, 2, 2, 300)
-	pay3, err := e.Eng.PayByProvider(ctx, p3.ID, base+20, ch.Name)
+	pay3, err := e.Packets.PayByProvider(ctx, p3.ID, base+20, ch.Name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.Eng.Deposit(ctx, base+20, 1000, "funds-"+pay3.TradeNo); err != nil {
+	if _, err := e.Packets.Deposit(ctx, base+20, 1000, "funds-"+pay3.TradeNo); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.Eng.PayByBalance(ctx, p3.ID, base+20); err != nil {
+	if _, err := e.Packets.PayByBalance(ctx, p3.ID, base+20); err != nil {
 		t.Fatal(err)
 	}
 	deliver(ch.Notice(t, pay3, true), 2)
 	balance(base+20, 1000, "paid 3.00 by balance, 3.00 back from the channel")
-	status(p3, engine.StatusOpen, "paid", "paid by balance")
+	status(p3, packet.StatusOpen, "paid", "paid by balance")
 	counted("credited_back", 2)
 
 	// Given up (the channel gave no outcome in time), then the money arrives.
 	p4 := e.Packet(t, base+30, 2, 2, 300)
 	pay4, won4 := e.PayAndGrab(t, p4, ch.Name, 1)
 	e.Clock.Add(e.Cfg.SettleGiveUp + time.Second)
-	if _, err := e.Eng.Reconcile(ctx); err != nil {
+	if _, err := e.Packets.Reconcile(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if got := e.PayStatus(t, pay4.TradeNo, base+30); got != store.PaymentFailed {
@@ -288,7 +291,7 @@ func (e *Env) OutcomesThePacketCannotTake(t testing.TB, ch Channel, base int64) 
 	counted("given_up", 1)
 	deliver(ch.Notice(t, pay4, true), 2)
 	balance(base+30, 300, "a success after the give-up")
-	status(p4, engine.StatusPayFailed, "failed", "a success after the give-up")
+	status(p4, packet.StatusPayFailed, "failed", "a success after the give-up")
 	e.Written(t, p4, len(won4))
 	balance(base+31, 0, "the grab of a given-up trade")
 	counted("credited_back", 3)
@@ -301,45 +304,45 @@ func (e *Env) OutcomesThePacketCannotTake(t testing.TB, ch Channel, base int64) 
 // channel's signed "not exist"); (b) before any return (the payer never
 // opened it), it stays pending until SettleGiveUp, then ends failed. Each
 // packet ends pay_failed, nothing is credited, each give-up is counted.
-func (e *Env) UnknownTrades(t testing.TB, ch Channel, provider engine.Provider, base int64) {
+func (e *Env) UnknownTrades(t testing.TB, ch Channel, provider channel.Provider, base int64) {
 	t.Helper()
 	ctx := context.Background()
 	p1 := e.Packet(t, base, 2, 2, 500)
 	pay1, won := e.PayAndGrab(t, p1, ch.Name, 1)
 	p2 := e.Packet(t, base+10, 2, 2, 500)
-	pay2, err := e.Eng.PayByProvider(ctx, p2.ID, base+10, ch.Name)
+	pay2, err := e.Packets.PayByProvider(ctx, p2.ID, base+10, ch.Name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, pay := range []engine.Payment{pay1, pay2} {
+	for _, pay := range []packet.Payment{pay1, pay2} {
 		ch.Forget(t, pay)
-		if _, err := provider.QueryTrade(ctx, pay.TradeNo); !errors.Is(err, engine.ErrTradeUnknown) {
+		if _, err := provider.QueryTrade(ctx, pay.TradeNo); !errors.Is(err, channel.ErrTradeUnknown) {
 			t.Fatalf("query of a trade %s has no record of: %v, want ErrTradeUnknown", ch.Name, err)
 		}
 	}
-	ended := func(p engine.Packet, pay engine.Payment, what string) {
+	ended := func(p packet.Packet, pay packet.Payment, what string) {
 		t.Helper()
 		if got := e.PayStatus(t, pay.TradeNo, p.SenderID); got != store.PaymentFailed {
 			t.Fatalf("%s: trade %s, want failed", what, got)
 		}
-		if v := e.View(t, p); v.Status != engine.StatusPayFailed {
+		if v := e.View(t, p); v.Status != packet.StatusPayFailed {
 			t.Fatalf("%s: packet %s, want pay_failed", what, v.Status)
 		}
 	}
 
 	e.Clock.Add(e.Cfg.SettleTimeout + time.Second)
-	if _, err := e.Eng.Reconcile(ctx); err != nil {
+	if _, err := e.Packets.Reconcile(ctx); err != nil {
 		t.Fatal(err)
 	}
 	ended(p1, pay1, "unknown after the return")
-	if _, err := e.Eng.Grab(ctx, p1.ID, base+2); !errors.Is(err, engine.ErrNotOpen) {
+	if _, err := e.Packets.Grab(ctx, p1.ID, base+2); !errors.Is(err, engine.ErrNotOpen) {
 		t.Fatalf("grab after the give-up = %v, want ErrNotOpen", err)
 	}
 	e.NothingCredited(t, p1, won)
 	if got := e.PayStatus(t, pay2.TradeNo, base+10); got != store.PaymentUnpaid {
 		t.Fatalf("unknown before any return: trade %s, want unpaid (the payer may still open it)", got)
 	}
-	if v := e.View(t, p2); v.Status != engine.StatusUnpaid {
+	if v := e.View(t, p2); v.Status != packet.StatusUnpaid {
 		t.Fatalf("unknown before any return: packet %s, want unpaid", v.Status)
 	}
 	if got := e.Anomalies(t, "given_up"); got != 1 {
@@ -347,7 +350,7 @@ func (e *Env) UnknownTrades(t testing.TB, ch Channel, provider engine.Provider, 
 	}
 
 	e.Clock.Add(e.Cfg.SettleGiveUp)
-	if _, err := e.Eng.Reconcile(ctx); err != nil {
+	if _, err := e.Packets.Reconcile(ctx); err != nil {
 		t.Fatal(err)
 	}
 	ended(p2, pay2, "unknown past the give-up bound")

@@ -17,9 +17,14 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/grab-engine/grab/engine/money"
+	"github.com/grab-engine/grab/engine/packet"
+
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/grab-engine/grab"
 	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/channel"
 	"github.com/grab-engine/grab/engine/enginetest"
 	grabhttp "github.com/grab-engine/grab/http"
 	"github.com/grab-engine/grab/lua/redistest"
@@ -31,15 +36,16 @@ import (
 // (engine.Deps.Provider and Providers), the native channels' notifiers
 // (http.Config.Notifiers) and the secret of the JSON notifications.
 type Setup struct {
-	Provider  engine.Provider
-	Providers map[string]engine.Provider
+	Provider  channel.Provider
+	Providers map[string]channel.Provider
 	Notifiers map[string]grabhttp.Notifier
 	PaySecret []byte
 }
 
 // Env is an engine with its writer running, behind grabd's API at API.
 type Env struct {
-	Eng     *engine.Engine
+	Grab    *grab.Grab
+	Packets *packet.Service // Grab.Packets
 	DB      *store.DB
 	Clock   *enginetest.Clock
 	Cfg     engine.Config
@@ -60,16 +66,17 @@ func New(t testing.TB, build func(api string) Setup) *Env {
 
 	s := build(srv.URL)
 	e := &Env{DB: db, Clock: enginetest.StartClock(), Cfg: enginetest.Config(keys), Metrics: prometheus.NewRegistry(), API: srv.URL}
-	e.Eng = engine.New(engine.Deps{Redis: rdb, DB: db, Clock: e.Clock, Log: enginetest.QuietLog(), Metrics: e.Metrics,
-		Provider: s.Provider, Providers: s.Providers}, e.Cfg)
-	h := grabhttp.New(e.Eng, grabhttp.Config{PaySecret: s.PaySecret, Notifiers: s.Notifiers, DevAuth: true}, enginetest.QuietLog(), nil)
+	e.Grab = grab.New(grab.Deps{Deps: engine.Deps{Redis: rdb, DB: db, Clock: e.Clock, Log: enginetest.QuietLog(), Metrics: e.Metrics},
+		Payments: packet.Deps{Provider: s.Provider, Providers: s.Providers}}, e.Cfg)
+	e.Packets = e.Grab.Packets
+	h := grabhttp.New(e.Grab, grabhttp.Config{PaySecret: s.PaySecret, Notifiers: s.Notifiers, DevAuth: true}, enginetest.QuietLog(), nil)
 	handler.Store(&h)
-	t.Cleanup(enginetest.RunWriter(e.Eng))
+	t.Cleanup(enginetest.RunWriter(e.Grab.Engine))
 	return e
 }
 
 // NotifyPath is where a channel's notifications are posted.
-func NotifyPath(channel string) string { return "/v1/payments/notify/" + channel }
+func NotifyPath(ch string) string { return "/v1/payments/notify/" + ch }
 
 // Do sends a request to grabd's API and returns its status and raw body.
 func (e *Env) Do(t testing.TB, method, path string, h http.Header, body []byte) (int, []byte) {
@@ -123,11 +130,11 @@ func (e *Env) Return(t testing.TB, tradeNo string, sender int64) string {
 
 // PayOverAPI is the sender's POST /v1/packets/{id}/pay on method: an unpaid
 // trade for the packet's total; it returns the trade and its pay_params.
-func (e *Env) PayOverAPI(t testing.TB, p engine.Packet, method string) (tradeNo string, params map[string]string) {
+func (e *Env) PayOverAPI(t testing.TB, p packet.Packet, method string) (tradeNo string, params map[string]string) {
 	t.Helper()
 	status, body := e.Call(t, "POST", fmt.Sprintf("/v1/packets/%d/pay", p.ID), fmt.Sprintf(`{"method":%q}`, method), p.SenderID, nil)
 	raw, _ := body["pay_params"].(map[string]any)
-	if status != http.StatusOK || body["status"] != store.PaymentUnpaid || body["amount"] != engine.FormatAmount(p.Total) || raw == nil {
+	if status != http.StatusOK || body["status"] != store.PaymentUnpaid || body["amount"] != money.Format(p.Total) || raw == nil {
 		t.Fatalf("pay with %s = %d %v", method, status, body)
 	}
 	params = map[string]string{}
@@ -141,12 +148,12 @@ func (e *Env) PayOverAPI(t testing.TB, p engine.Packet, method string) (tradeNo 
 // GrabOverAPI grabs p by users sender+1..sender+n over
 // POST /v1/packets/{id}/grab while its payment awaits settlement: each is
 // accepted and not credited yet. It returns what each won.
-func (e *Env) GrabOverAPI(t testing.TB, p engine.Packet, n int) map[int64]int64 {
+func (e *Env) GrabOverAPI(t testing.TB, p packet.Packet, n int) map[int64]int64 {
 	t.Helper()
 	won := map[int64]int64{}
 	for u := p.SenderID + 1; u <= p.SenderID+int64(n); u++ {
 		status, r := e.Call(t, "POST", fmt.Sprintf("/v1/packets/%d/grab", p.ID), "", u, nil)
-		amount, err := engine.ParseAmount(fmt.Sprint(r["amount"]))
+		amount, err := money.Parse(fmt.Sprint(r["amount"]))
 		if status != http.StatusOK || r["credited"] != false || err != nil {
 			t.Fatalf("grab by %d = %d %v", u, status, r)
 		}
@@ -157,25 +164,25 @@ func (e *Env) GrabOverAPI(t testing.TB, p engine.Packet, n int) map[int64]int64 
 
 // Packet makes group sender of sender and members sender+1..sender+members
 // and an unpaid group_lucky packet of shares shares.
-func (e *Env) Packet(t testing.TB, sender int64, members, shares int, amount int64) engine.Packet {
+func (e *Env) Packet(t testing.TB, sender int64, members, shares int, amount int64) packet.Packet {
 	t.Helper()
-	return UnpaidPacket(t, e.Eng, sender, members, shares, amount)
+	return UnpaidPacket(t, e.Packets, sender, members, shares, amount)
 }
 
 // UnpaidPacket makes group sender of sender and members
 // sender+1..sender+members on eng and an unpaid group_lucky packet of
 // shares shares holding amount fen.
-func UnpaidPacket(t testing.TB, eng *engine.Engine, sender int64, members, shares int, amount int64) engine.Packet {
+func UnpaidPacket(t testing.TB, packets *packet.Service, sender int64, members, shares int, amount int64) packet.Packet {
 	t.Helper()
 	ctx := context.Background()
 	users := []int64{sender}
 	for i := int64(1); i <= int64(members); i++ {
 		users = append(users, sender+i)
 	}
-	if _, err := eng.SetGroupMembers(ctx, sender, users); err != nil {
+	if _, err := packets.SetGroupMembers(ctx, sender, users); err != nil {
 		t.Fatal(err)
 	}
-	p, err := eng.CreatePacket(ctx, engine.NewPacket{SenderID: sender, Kind: engine.KindGroupLucky, GroupID: sender, Count: shares, Amount: amount})
+	p, err := packets.CreatePacket(ctx, packet.NewPacket{SenderID: sender, Kind: packet.KindGroupLucky, GroupID: sender, Count: shares, Amount: amount})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,19 +191,19 @@ func UnpaidPacket(t testing.TB, eng *engine.Engine, sender int64, members, share
 
 // PayAndGrab pays p on channel, returns it (the packet opens) and grabs it
 // by users sender+1..sender+n: the grabs are not credited yet.
-func (e *Env) PayAndGrab(t testing.TB, p engine.Packet, channel string, n int) (engine.Payment, map[int64]int64) {
+func (e *Env) PayAndGrab(t testing.TB, p packet.Packet, ch string, n int) (packet.Payment, map[int64]int64) {
 	t.Helper()
 	ctx := context.Background()
-	pay, err := e.Eng.PayByProvider(ctx, p.ID, p.SenderID, channel)
+	pay, err := e.Packets.PayByProvider(ctx, p.ID, p.SenderID, ch)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.Eng.PaymentReturn(ctx, pay.TradeNo, p.SenderID); err != nil {
+	if _, err := e.Packets.PaymentReturn(ctx, pay.TradeNo, p.SenderID); err != nil {
 		t.Fatal(err)
 	}
 	won := map[int64]int64{}
 	for u := p.SenderID + 1; u <= p.SenderID+int64(n); u++ {
-		r, err := e.Eng.Grab(ctx, p.ID, u)
+		r, err := e.Packets.Grab(ctx, p.ID, u)
 		if err != nil || r.Credited {
 			t.Fatalf("grab by %d while awaiting settlement = %+v, %v", u, r, err)
 		}
@@ -208,7 +215,7 @@ func (e *Env) PayAndGrab(t testing.TB, p engine.Packet, channel string, n int) (
 // PayStatus is a trade's status as its sender reads it.
 func (e *Env) PayStatus(t testing.TB, tradeNo string, sender int64) string {
 	t.Helper()
-	pay, err := e.Eng.TradeOf(context.Background(), tradeNo, sender)
+	pay, err := e.Packets.TradeOf(context.Background(), tradeNo, sender)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,9 +223,9 @@ func (e *Env) PayStatus(t testing.TB, tradeNo string, sender int64) string {
 }
 
 // View is p as its sender sees it.
-func (e *Env) View(t testing.TB, p engine.Packet) engine.Packet {
+func (e *Env) View(t testing.TB, p packet.Packet) packet.Packet {
 	t.Helper()
-	v, err := e.Eng.GetPacket(context.Background(), p.ID, p.SenderID)
+	v, err := e.Packets.GetPacket(context.Background(), p.ID, p.SenderID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,23 +238,23 @@ func (e *Env) Credited(t testing.TB, sender int64, want map[int64]int64) {
 	t.Helper()
 	ctx := context.Background()
 	enginetest.WaitFor(t, "grabs credited", func() bool {
-		if _, err := e.Eng.Reconcile(ctx); err != nil {
+		if _, err := e.Packets.Reconcile(ctx); err != nil {
 			t.Fatal(err)
 		}
 		for u, amount := range want {
-			if b, err := e.Eng.Balance(ctx, u); err != nil || b != amount {
+			if b, err := e.Packets.Balance(ctx, u); err != nil || b != amount {
 				return false
 			}
 		}
 		return true
 	})
-	if b, _ := e.Eng.Balance(ctx, sender); b != 0 {
+	if b, _ := e.Packets.Balance(ctx, sender); b != 0 {
 		t.Fatalf("the sender's balance moved to %d; the channel paid", b)
 	}
 }
 
 // Written waits until the writer has made n grabs of p durable.
-func (e *Env) Written(t testing.TB, p engine.Packet, n int) {
+func (e *Env) Written(t testing.TB, p packet.Packet, n int) {
 	t.Helper()
 	enginetest.WaitFor(t, fmt.Sprintf("%d grabs of packet %d written", n, p.ID), func() bool {
 		shares, err := e.DB.Shares(context.Background(), p.ID)
@@ -267,7 +274,7 @@ func (e *Env) Written(t testing.TB, p engine.Packet, n int) {
 // NothingCredited waits until the writer has written the grabs of p by
 // the users of won (the sender aside), then checks that none of them is
 // credited and that no balance of theirs, or the sender's, moved.
-func (e *Env) NothingCredited(t testing.TB, p engine.Packet, won map[int64]int64) {
+func (e *Env) NothingCredited(t testing.TB, p packet.Packet, won map[int64]int64) {
 	t.Helper()
 	grabbers := 0
 	for u := range won {
@@ -278,7 +285,7 @@ func (e *Env) NothingCredited(t testing.TB, p engine.Packet, won map[int64]int64
 	e.Written(t, p, grabbers)
 	ctx := context.Background()
 	for _, u := range append(keys(won), p.SenderID) {
-		if b, _ := e.Eng.Balance(ctx, u); b != 0 {
+		if b, _ := e.Packets.Balance(ctx, u); b != 0 {
 			t.Fatalf("user %d was credited %d", u, b)
 		}
 	}
@@ -361,7 +368,7 @@ type State struct {
 }
 
 // Snapshot reads p's State.
-func (e *Env) Snapshot(t testing.TB, p engine.Packet) State {
+func (e *Env) Snapshot(t testing.TB, p packet.Packet) State {
 	t.Helper()
 	ctx := context.Background()
 	var s State
@@ -403,7 +410,7 @@ func (e *Env) Snapshot(t testing.TB, p engine.Packet) State {
 }
 
 // Unchanged checks that p's State is still before.
-func (e *Env) Unchanged(t testing.TB, p engine.Packet, before State, what string) {
+func (e *Env) Unchanged(t testing.TB, p packet.Packet, before State, what string) {
 	t.Helper()
 	if after := e.Snapshot(t, p); after != before {
 		t.Fatalf("%s changed packet %d:\nbefore %+v\nafter  %+v", what, p.ID, before, after)

@@ -25,9 +25,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/grab-engine/grab/engine"
 	"github.com/grab-engine/grab/engine/alipay"
 	"github.com/grab-engine/grab/engine/alipaysim"
+	"github.com/grab-engine/grab/engine/channel"
 	"github.com/grab-engine/grab/engine/gateway"
 	"github.com/grab-engine/grab/engine/gatewaysim"
 	"github.com/grab-engine/grab/engine/wechatpay"
@@ -87,9 +87,9 @@ func (o Options) scale() float64 {
 	return o.ResendScale
 }
 
-func (o Options) notifyURL(channel string) string { return o.NotifyBase + gateway.NotifyPath + channel }
+func (o Options) notifyURL(ch string) string { return o.NotifyBase + gateway.NotifyPath + ch }
 
-// Alipay is a simulated Alipay channel. It implements engine.AppPayer:
+// Alipay is a simulated Alipay channel. It implements channel.AppPayer:
 // each order string it hands out is opened at the simulator at once, as the
 // payer's app does with Alipay's SDK (the trade exists at Alipay only then).
 type Alipay struct {
@@ -109,7 +109,7 @@ func StartAlipay(o Options) (*Alipay, error) {
 	}
 	appKey, alipayKey := keys[0], keys[1]
 	sim, err := alipaysim.New(alipaysim.Config{AppID: AlipayAppID, AppPublicKey: &appKey.PublicKey, Key: alipayKey,
-		NotifyURL: o.notifyURL(engine.ChannelAlipay), Scale: o.scale()})
+		NotifyURL: o.notifyURL(channel.Alipay), Scale: o.scale()})
 	if err != nil {
 		return nil, err
 	}
@@ -120,7 +120,7 @@ func StartAlipay(o Options) (*Alipay, error) {
 	client, err := alipay.New(alipay.Config{AppID: AlipayAppID,
 		PrivateKey:      pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(appKey)}),
 		AlipayPublicKey: PublicKeyPEM(alipayKey), Gateway: base + "/gateway.do",
-		NotifyURL: o.notifyURL(engine.ChannelAlipay), Subject: o.Subject, Timeout: o.Timeout})
+		NotifyURL: o.notifyURL(channel.Alipay), Subject: o.Subject, Timeout: o.Timeout})
 	if err != nil {
 		stop()
 		return nil, err
@@ -131,8 +131,8 @@ func StartAlipay(o Options) (*Alipay, error) {
 	return &Alipay{Client: client, Sim: sim, stop: stop}, nil
 }
 
-// StartTrade implements engine.AppPayer.
-func (a *Alipay) StartTrade(ctx context.Context, t engine.Trade) (map[string]string, error) {
+// StartTrade implements channel.AppPayer.
+func (a *Alipay) StartTrade(ctx context.Context, t channel.Trade) (map[string]string, error) {
 	params, err := a.Client.StartTrade(ctx, t)
 	if err != nil {
 		return nil, err
@@ -184,7 +184,7 @@ func StartWechat(o Options) (*Wechat, error) {
 	client, err := wechatpay.New(wechatpay.Config{MchID: WechatMchID, AppID: WechatAppID, Serial: serial,
 		PrivateKeyPEM: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), APIv3Key: apiV3Key,
 		PublicKeyPEM: PublicKeyPEM(platformKey), PublicKeyID: WechatPubKeyID, BaseURL: base,
-		NotifyURL: o.notifyURL(engine.ChannelWechat), Description: o.Description, Timeout: o.Timeout})
+		NotifyURL: o.notifyURL(channel.Wechat), Description: o.Description, Timeout: o.Timeout})
 	if err != nil {
 		stop()
 		return nil, err

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/channel"
 	"github.com/grab-engine/grab/engine/enginetest"
 	"github.com/grab-engine/grab/engine/gateway"
 	"github.com/grab-engine/grab/engine/simchannel"
@@ -23,29 +23,29 @@ import (
 // way grabd does and answers them the channel's way.
 type grabd struct {
 	mu       sync.Mutex
-	verify   map[string]func(r *http.Request, body []byte) (engine.Notification, error)
+	verify   map[string]func(r *http.Request, body []byte) (channel.Notification, error)
 	ack      map[string]func(w http.ResponseWriter)
-	received map[string]engine.Notification
+	received map[string]channel.Notification
 }
 
 func (g *grabd) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	channel := strings.TrimPrefix(r.URL.Path, gateway.NotifyPath)
+	ch := strings.TrimPrefix(r.URL.Path, gateway.NotifyPath)
 	body, _ := io.ReadAll(r.Body)
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	n, err := g.verify[channel](r, body)
+	n, err := g.verify[ch](r, body)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusUnauthorized)
 		return
 	}
-	g.received[channel] = n
-	g.ack[channel](w)
+	g.received[ch] = n
+	g.ack[ch](w)
 }
 
-func (g *grabd) got(channel string) (engine.Notification, bool) {
+func (g *grabd) got(ch string) (channel.Notification, bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	n, ok := g.received[channel]
+	n, ok := g.received[ch]
 	return n, ok
 }
 
@@ -53,8 +53,8 @@ func (g *grabd) got(channel string) (engine.Notification, bool) {
 // pays it by itself, notifies in its own verifiable format, and answers the
 // client's query with the outcome; its trades are kept in the directory.
 func TestEachChannelPaysAndNotifiesByItself(t *testing.T) {
-	g := &grabd{verify: map[string]func(*http.Request, []byte) (engine.Notification, error){},
-		ack: map[string]func(http.ResponseWriter){}, received: map[string]engine.Notification{}}
+	g := &grabd{verify: map[string]func(*http.Request, []byte) (channel.Notification, error){},
+		ack: map[string]func(http.ResponseWriter){}, received: map[string]channel.Notification{}}
 	srv := httptest.NewServer(g)
 	t.Cleanup(srv.Close)
 	dir := t.TempDir()
@@ -78,48 +78,48 @@ func TestEachChannelPaysAndNotifiesByItself(t *testing.T) {
 	t.Cleanup(gw.Close)
 
 	g.mu.Lock()
-	g.verify[engine.ChannelAlipay] = func(_ *http.Request, body []byte) (engine.Notification, error) {
+	g.verify[channel.Alipay] = func(_ *http.Request, body []byte) (channel.Notification, error) {
 		form, err := url.ParseQuery(string(body))
 		if err != nil {
-			return engine.Notification{}, err
+			return channel.Notification{}, err
 		}
 		return a.VerifyNotification(form)
 	}
-	g.ack[engine.ChannelAlipay] = func(w http.ResponseWriter) { io.WriteString(w, "success") }
-	g.verify[engine.ChannelWechat] = func(r *http.Request, body []byte) (engine.Notification, error) {
+	g.ack[channel.Alipay] = func(w http.ResponseWriter) { io.WriteString(w, "success") }
+	g.verify[channel.Wechat] = func(r *http.Request, body []byte) (channel.Notification, error) {
 		return w.VerifyNotification(r.Header, body, time.Now())
 	}
-	g.ack[engine.ChannelWechat] = func(w http.ResponseWriter) { w.WriteHeader(http.StatusNoContent) }
-	g.verify[engine.ChannelUnionpay] = func(r *http.Request, body []byte) (engine.Notification, error) {
+	g.ack[channel.Wechat] = func(w http.ResponseWriter) { w.WriteHeader(http.StatusNoContent) }
+	g.verify[channel.Unionpay] = func(r *http.Request, body []byte) (channel.Notification, error) {
 		if !gateway.Verify(secret, body, r.Header.Get(gateway.HeaderSignature)) {
-			return engine.Notification{}, io.ErrUnexpectedEOF
+			return channel.Notification{}, io.ErrUnexpectedEOF
 		}
-		return engine.Notification{Channel: engine.ChannelUnionpay, Success: strings.Contains(string(body), `"success"`)}, nil
+		return channel.Notification{Channel: channel.Unionpay, Success: strings.Contains(string(body), `"success"`)}, nil
 	}
-	g.ack[engine.ChannelUnionpay] = func(w http.ResponseWriter) { w.WriteHeader(http.StatusOK) }
+	g.ack[channel.Unionpay] = func(w http.ResponseWriter) { w.WriteHeader(http.StatusOK) }
 	g.mu.Unlock()
 
 	ctx := context.Background()
-	providers := map[string]engine.Provider{engine.ChannelAlipay: a, engine.ChannelWechat: w.Client, engine.ChannelUnionpay: gw.Client}
-	for channel, p := range providers {
-		tr := engine.Trade{TradeNo: "T1_" + channel, Channel: channel, Amount: 1234}
-		if app, ok := p.(engine.AppPayer); ok {
+	providers := map[string]channel.Provider{channel.Alipay: a, channel.Wechat: w.Client, channel.Unionpay: gw.Client}
+	for ch, p := range providers {
+		tr := channel.Trade{TradeNo: "T1_" + ch, Channel: ch, Amount: 1234}
+		if app, ok := p.(channel.AppPayer); ok {
 			params, err := app.StartTrade(ctx, tr)
 			if err != nil || len(params) == 0 {
-				t.Fatalf("%s: pay params %v, %v", channel, params, err)
+				t.Fatalf("%s: pay params %v, %v", ch, params, err)
 			}
 		} else if err := p.CreateTrade(ctx, tr); err != nil {
-			t.Fatalf("%s: %v", channel, err)
+			t.Fatalf("%s: %v", ch, err)
 		}
 	}
-	for channel, p := range providers {
-		enginetest.WaitFor(t, channel+" notified", func() bool { _, ok := g.got(channel); return ok })
-		if n, _ := g.got(channel); !n.Success || (channel != engine.ChannelUnionpay && (n.TradeNo != "T1_"+channel || n.Amount != 1234)) {
-			t.Fatalf("%s notified %+v", channel, n)
+	for ch, p := range providers {
+		enginetest.WaitFor(t, ch+" notified", func() bool { _, ok := g.got(ch); return ok })
+		if n, _ := g.got(ch); !n.Success || (ch != channel.Unionpay && (n.TradeNo != "T1_"+ch || n.Amount != 1234)) {
+			t.Fatalf("%s notified %+v", ch, n)
 		}
-		r, err := p.QueryTrade(ctx, "T1_"+channel)
-		if err != nil || r.Outcome != engine.TradeSucceeded || r.Amount != 1234 {
-			t.Fatalf("%s query: %+v, %v", channel, r, err)
+		r, err := p.QueryTrade(ctx, "T1_"+ch)
+		if err != nil || r.Outcome != channel.TradeSucceeded || r.Amount != 1234 {
+			t.Fatalf("%s query: %+v, %v", ch, r, err)
 		}
 	}
 	for _, file := range []string{simchannel.AlipayFile, simchannel.WechatFile, simchannel.GatewayFile} {

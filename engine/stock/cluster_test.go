@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/grab-engine/grab/engine/enginetest"
+
 	"github.com/redis/go-redis/v9"
 
 	"github.com/grab-engine/grab/engine/errs"
@@ -471,7 +473,7 @@ func waitRecords(t *testing.T, e *env, ref string, products []int64) {
 			t.Logf("record %s: %v", ref, diffs)
 		}
 	}()
-	waitFor(t, "record "+ref+" in MySQL as in Redis", func() bool {
+	enginetest.WaitFor(t, "record "+ref+" in MySQL as in Redis", func() bool {
 		diffs = nil
 		got, err := e.db.StockRecordProducts(ctx, ref)
 		mustOK(t, err)

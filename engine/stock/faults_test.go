@@ -17,6 +17,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/grab-engine/grab/engine/enginetest"
+
 	"github.com/alicebob/miniredis/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -65,14 +67,14 @@ func durableRecords(t testing.TB, e *env, a, p int64) map[string]string {
 // waitRecordsDurable waits until MySQL has exactly Redis's records of a product.
 func waitRecordsDurable(t *testing.T, e *env, a, p int64) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("the records of product %d/%d in MySQL", a, p), func() bool {
+	enginetest.WaitFor(t, fmt.Sprintf("the records of product %d/%d in MySQL", a, p), func() bool {
 		return maps.Equal(productRecords(t, e, a, p), durableRecords(t, e, a, p))
 	})
 }
 
 func wantDeadLetters(t *testing.T, e *env, reg *prometheus.Registry, want int) {
 	t.Helper()
-	if n := metric(t, reg, "grab_writer_dead_letters_total"); n != float64(want) {
+	if n := enginetest.Metric(t, reg, "grab_writer_dead_letters_total"); n != float64(want) {
 		t.Fatalf("%v events parked, want %d", n, want)
 	}
 }
@@ -173,7 +175,7 @@ func TestStockRedisRestartedEmptyKeepsCountersVersionsAndReplays(t *testing.T) {
 	gaplessChanges(t, e, s1)
 	gaplessChanges(t, e, s2)
 	wantDeadLetters(t, e, reg, 0)
-	if n := metric(t, reg, "grab_state_verifications_total"); n != 1 {
+	if n := enginetest.Metric(t, reg, "grab_state_verifications_total"); n != 1 {
 		t.Fatalf("%v verifications, want the product's one", n)
 	}
 }
@@ -363,7 +365,7 @@ func TestStockRedisRollbackSellsNothingTwice(t *testing.T) {
 	}
 	gaplessChanges(t, e, s)
 	wantDeadLetters(t, e, reg, 0)
-	if n := metric(t, reg, "grab_state_verifications_total"); n != 1 {
+	if n := enginetest.Metric(t, reg, "grab_state_verifications_total"); n != 1 {
 		t.Fatalf("%v verifications, want the product's one", n)
 	}
 	t.Logf("after the rollback: %+v, %d orders hold a unit", v.HighSeas, held)
@@ -403,7 +405,7 @@ func TestStockWriterParksAVersionThatGoesBack(t *testing.T) {
 	mustOK(t, rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: other}).Err())
 
 	dead := keys.DeadLetters(keys.StockShard(1, 2))
-	waitFor(t, "the contradiction parked", func() bool { return rdb.XLen(ctx, dead).Val() >= 1 })
+	enginetest.WaitFor(t, "the contradiction parked", func() bool { return rdb.XLen(ctx, dead).Val() >= 1 })
 	parked, err := rdb.XRange(ctx, dead, "-", "+").Result()
 	mustOK(t, err)
 	if len(parked) != 1 || parked[0].Values["f_ref"] != "o:other" {

@@ -46,7 +46,7 @@ func (s *Service) Deduct(ctx context.Context, orderID string, items []Item) erro
 		return err
 	}
 	// As grabs do: refuse new sales rather than take more than MySQL can keep up with.
-	if s.writerLag() > s.cfg.LagLimit {
+	if s.core.Lagging() {
 		return errs.ErrBusy
 	}
 	if len(products) == 1 {
@@ -336,7 +336,7 @@ func (s *Service) halfDeducted(ctx context.Context, orderID string) (bool, error
 
 // RunSweeper runs SweepOrders every SweepInterval until ctx ends.
 func (s *Service) RunSweeper(ctx context.Context) error {
-	return s.every(ctx, s.cfg.SweepInterval, "stock order sweep", func(ctx context.Context) error {
+	return s.core.Every(ctx, s.cfg.SweepInterval, "stock order sweep", func(ctx context.Context) error {
 		_, err := s.SweepOrders(ctx)
 		return err
 	})

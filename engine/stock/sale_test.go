@@ -23,6 +23,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/grab-engine/grab/engine/enginetest"
+
 	"github.com/redis/go-redis/v9"
 
 	"github.com/grab-engine/grab/engine"
@@ -584,7 +586,7 @@ func TestStockReturnOfAOneProductOrder(t *testing.T) {
 		stop := e.runWriter()
 		t.Cleanup(stop)
 		waitDurable(t, e, s)
-		waitFor(t, "the order's marker in MySQL", func() bool {
+		enginetest.WaitFor(t, "the order's marker in MySQL", func() bool {
 			ps, err := e.db.StockRecordProducts(ctx, "o:o-d")
 			mustOK(t, err)
 			return slices.Equal(ps, [][2]int64{{1, 6}})

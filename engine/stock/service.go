@@ -13,7 +13,6 @@
 package stock
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +20,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/grab-engine/grab/engine"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -70,16 +71,8 @@ var (
 	tccIDRe = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,128}$`)
 )
 
-// Clock tells the time; tests inject a fake one.
-type Clock interface{ Now() time.Time }
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time { return time.Now() }
-
-// Config tunes the service. Zero values take the defaults of DefaultConfig.
-type Config struct {
-	Keys lua.Keys
+// config is the part of engine.Config the stock service reads.
+type config struct {
 	// VoucherTTL is how long a voucher's list of touched products (for its
 	// rollback) and an order's record across products are kept.
 	VoucherTTL time.Duration
@@ -91,73 +84,19 @@ type Config struct {
 	// LagLimit is the writer lag past which deducts and tries are refused
 	// with ErrBusy, rather than selling what MySQL cannot yet keep up with.
 	LagLimit time.Duration
-	// Pipelines is how many pipelines carry concurrent deducts to Redis (see
-	// lua.ScriptPipeline); negative sends each deduct on its own.
-	Pipelines int
-	// Batch is the most deducts one pipeline carries.
-	Batch int
-}
-
-// DefaultConfig is the production configuration.
-func DefaultConfig() Config {
-	return Config{Keys: lua.NewKeys("grab", 16), VoucherTTL: 30 * 24 * time.Hour, OrderStale: time.Minute,
-		SweepInterval: 5 * time.Second, LagLimit: 5 * time.Second, Pipelines: 4, Batch: 64}
-}
-
-func (c Config) withDefaults() Config {
-	def := DefaultConfig()
-	if c.Keys.NS == "" {
-		c.Keys = def.Keys
-	}
-	for _, d := range []struct{ v, def *time.Duration }{{&c.VoucherTTL, &def.VoucherTTL}, {&c.OrderStale, &def.OrderStale},
-		{&c.SweepInterval, &def.SweepInterval}, {&c.LagLimit, &def.LagLimit}} {
-		if *d.v <= 0 {
-			*d.v = *d.def
-		}
-	}
-	if c.Pipelines == 0 {
-		c.Pipelines = def.Pipelines
-	}
-	if c.Batch <= 0 {
-		c.Batch = def.Batch
-	}
-	return c
-}
-
-// Deps are the service's connections and what it shares with the engine.
-type Deps struct {
-	Redis redis.UniversalClient
-	DB    *store.DB
-	Clock Clock        // nil: the wall clock
-	Log   *slog.Logger // nil: slog.Default()
-	// LockLoad takes the lock under which a product is verified from MySQL,
-	// waiting while another holds it. Required.
-	LockLoad func(ctx context.Context, key, what string) (unlock func(), err error)
-	// AdoptEpoch records a shard's dataset epoch in MySQL before a product
-	// of it is read from MySQL (the engine's writer then refuses batches
-	// read from an older dataset). Required.
-	AdoptEpoch func(ctx context.Context, epochKey string) (string, error)
-	// WriterLag is the writer's lag as last measured; nil: never lagging.
-	WriterLag func() time.Duration
-	// Verified counts products verified after a Redis dataset change; nil: not counted.
-	Verified prometheus.Counter
-	// Metrics registers the service's own metrics; nil: not registered.
-	Metrics prometheus.Registerer
 }
 
 // Service is the stock service. It is safe for concurrent use.
 type Service struct {
-	rdb       redis.UniversalClient
-	run       lua.Runner // deducts: shared pipelines, or a round trip each
-	db        *store.DB
-	keys      lua.Keys
-	cfg       Config
-	clock     Clock
-	log       *slog.Logger
-	lockLoad  func(ctx context.Context, key, what string) (func(), error)
-	adopt     func(ctx context.Context, epochKey string) (string, error)
-	writerLag func() time.Duration
-	m         metrics
+	rdb   redis.UniversalClient
+	run   lua.Runner // deducts: shared pipelines, or a round trip each
+	db    *store.DB
+	keys  lua.Keys
+	cfg   config
+	clock engine.Clock
+	log   *slog.Logger
+	core  *engine.Engine
+	m     metrics
 }
 
 type metrics struct {
@@ -170,34 +109,24 @@ type metrics struct {
 	tccAnomalies prometheus.Counter
 }
 
-// New builds a stock service.
-func New(d Deps, cfg Config) *Service {
-	cfg = cfg.withDefaults()
-	s := &Service{rdb: d.Redis, run: lua.Direct(d.Redis), db: d.DB, keys: cfg.Keys, cfg: cfg, clock: d.Clock, log: d.Log,
-		lockLoad: d.LockLoad, adopt: d.AdoptEpoch, writerLag: d.WriterLag}
-	if s.clock == nil {
-		s.clock = systemClock{}
+// New builds the stock service on e's Redis, store, writer and load
+// locks. The store must be migrated (store.DB.Migrate). Its background loop
+// is RunSweeper, next to the engine's RunWriter.
+func New(e *engine.Engine) *Service {
+	c := e.Config()
+	s := &Service{rdb: e.Redis(), run: lua.Direct(e.Redis()), db: e.DB(), keys: c.Keys, clock: e.Clock(), log: e.Log(), core: e,
+		cfg: config{VoucherTTL: c.StockVoucherTTL, OrderStale: c.StockOrderStale, SweepInterval: c.ReconcileInterval, LagLimit: c.LagLimit}}
+	if c.GrabPipelines > 0 {
+		s.run = lua.NewScriptPipeline(e.Redis(), c.GrabPipelines, c.GrabBatch)
 	}
-	if s.log == nil {
-		s.log = slog.Default()
-	}
-	if s.writerLag == nil {
-		s.writerLag = func() time.Duration { return 0 }
-	}
-	if cfg.Pipelines > 0 {
-		s.run = lua.NewScriptPipeline(d.Redis, cfg.Pipelines, cfg.Batch)
-	}
-	s.m = metrics{verified: d.Verified,
+	s.m = metrics{verified: e.Verified(),
 		exitRetries: prometheus.NewCounter(prometheus.CounterOpts{Name: "grab_stock_forced_exit_retries_total",
 			Help: "Failed revokes of a forced SKU exit, retried; a rising count needs a person."}),
 		tccAnomalies: prometheus.NewCounter(prometheus.CounterOpts{Name: "grab_stock_tcc_anomalies_total",
 			Help: "TCC confirms without a try and cancels after a confirm, answered success so dtm ends the transaction."}),
 	}
-	if s.m.verified == nil {
-		s.m.verified = prometheus.NewCounter(prometheus.CounterOpts{Name: "grab_stock_verifications_total"})
-	}
-	if d.Metrics != nil {
-		d.Metrics.MustRegister(s.m.exitRetries, s.m.tccAnomalies)
+	if reg := e.Metrics(); reg != nil {
+		reg.MustRegister(s.m.exitRetries, s.m.tccAnomalies)
 	}
 	return s
 }
@@ -261,18 +190,4 @@ func validQty(q int64) error {
 		return fmt.Errorf("%w: qty must be in 1..%d", errs.ErrInvalidArgument, maxQty)
 	}
 	return nil
-}
-
-// every runs pass every interval until ctx ends, logging its failures.
-func (s *Service) every(ctx context.Context, interval time.Duration, name string, pass func(context.Context) error) error {
-	for {
-		if err := pass(ctx); err != nil && ctx.Err() == nil {
-			s.log.WarnContext(ctx, name+" failed", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(interval):
-		}
-	}
 }

@@ -50,7 +50,7 @@ func newEnv(tb testing.TB, rdb redis.UniversalClient, keys lua.Keys, db *store.D
 	cfg := enginetest.Config(keys, mutate...)
 	clock := enginetest.StartClock()
 	eng := engine.New(engine.Deps{Redis: rdb, DB: db, Clock: clock, Log: quietLog()}, cfg)
-	return &env{eng: eng, stock: eng.Stock(), db: db, rdb: rdb, keys: keys, clock: clock, cfg: cfg}
+	return &env{eng: eng, stock: stock.New(eng), db: db, rdb: rdb, keys: keys, clock: clock, cfg: cfg}
 }
 
 func quietLog() *slog.Logger { return enginetest.QuietLog() }
@@ -68,7 +68,7 @@ func (e *env) another(mutateDeps func(*engine.Deps), mutate ...func(*engine.Conf
 	}
 	c := *e
 	c.eng, c.cfg = engine.New(d, cfg), cfg
-	c.stock = c.eng.Stock()
+	c.stock = stock.New(c.eng)
 	return &c
 }
 
@@ -81,12 +81,6 @@ func (e *env) startWriter(tb testing.TB) {
 // runWriter runs the writer until the returned stop is called; stop waits
 // for it to drain and return.
 func (e *env) runWriter() (stop func()) { return enginetest.RunWriter(e.eng) }
-
-// waitFor polls cond until it holds, failing the test after 30 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	enginetest.WaitFor(t, what, cond)
-}
 
 // metric reads a counter or gauge from reg.
 func metric(t *testing.T, reg *prometheus.Registry, name string) float64 {

@@ -45,7 +45,7 @@ func (s *Service) TCC(ctx context.Context, phase TCCPhase, gid, branchID string,
 	if err != nil {
 		return err
 	}
-	if phase == TCCTry && s.writerLag() > s.cfg.LagLimit {
+	if phase == TCCTry && s.core.Lagging() {
 		return errs.ErrBusy
 	}
 	id := "t:" + gid + "/" + branchID // "/" is outside the ids' alphabet: no two branches share a record

@@ -90,12 +90,12 @@ func (s *Service) onVerified(ctx context.Context, activityID, productID int64, c
 // try verifies anew.
 func (s *Service) verify(ctx context.Context, activityID, productID int64) error {
 	k := s.keys.Stock(activityID, productID)
-	unlock, err := s.lockLoad(ctx, k.LoadLock, fmt.Sprintf("stock of product %d/%d", activityID, productID))
+	unlock, err := s.core.LockLoad(ctx, k.LoadLock, fmt.Sprintf("stock of product %d/%d", activityID, productID))
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	epoch, err := s.adopt(ctx, k.Epoch)
+	epoch, err := s.core.AdoptEpoch(ctx, k.Epoch)
 	if err != nil {
 		return err
 	}

@@ -10,15 +10,13 @@ import (
 	"net/url"
 	"strings"
 	"time"
-
-	"github.com/grab-engine/grab/engine"
 )
 
 // maxReply bounds what the client reads of an answer; real ones are tiny.
 const maxReply = 64 << 10
 
 // Client is the wallet service's HTTP client. It implements
-// engine.TransferService and retries nothing itself: the payout sweeper
+// Service and retries nothing itself: the payout sweeper
 // decides when to query or try again.
 type Client struct {
 	base    string
@@ -27,7 +25,7 @@ type Client struct {
 	http    *http.Client
 }
 
-var _ engine.TransferService = (*Client)(nil)
+var _ Service = (*Client)(nil)
 
 // NewClient returns a client of the service at baseURL (scheme, host and
 // any path prefix, e.g. "https://wallet.internal/api"). timeout bounds each
@@ -40,57 +38,57 @@ func NewClient(baseURL string, secret []byte, timeout time.Duration, httpClient 
 	return &Client{base: strings.TrimSuffix(baseURL, "/"), secret: secret, timeout: timeout, http: httpClient}
 }
 
-// Transfer implements engine.TransferService. Any failure to get a readable
+// Transfer implements Service. Any failure to get a readable
 // answer is an error, meaning the outcome is unknown; a conflict wraps
-// engine.ErrTransferConflict.
-func (c *Client) Transfer(ctx context.Context, t engine.Transfer) (engine.TransferResult, error) {
+// ErrConflict.
+func (c *Client) Transfer(ctx context.Context, t Transfer) (Result, error) {
 	body, err := json.Marshal(NewRequest(t))
 	if err != nil {
-		return engine.TransferResult{}, fmt.Errorf("transfer %s: %w", t.OutTradeNo, err)
+		return Result{}, fmt.Errorf("transfer %s: %w", t.OutTradeNo, err)
 	}
 	status, reply, err := c.do(ctx, http.MethodPost, PathTransfers, body)
 	if err != nil {
-		return engine.TransferResult{}, fmt.Errorf("transfer %s: %w", t.OutTradeNo, err)
+		return Result{}, fmt.Errorf("transfer %s: %w", t.OutTradeNo, err)
 	}
 	switch {
 	case status == http.StatusOK:
 		rep, res, err := readReply(t.OutTradeNo, reply)
 		if err != nil {
-			return engine.TransferResult{}, fmt.Errorf("transfer %s: %w", t.OutTradeNo, err)
+			return Result{}, fmt.Errorf("transfer %s: %w", t.OutTradeNo, err)
 		}
 		// The service must answer 409 for this; a 200 that names other
 		// details is the same fact and must not pass for our payout.
 		if rep.UserID != t.UserID || res.Amount != t.Amount {
-			return engine.TransferResult{}, fmt.Errorf("transfer %s: applied to user %d for %s: %w",
-				t.OutTradeNo, rep.UserID, rep.Amount, engine.ErrTransferConflict)
+			return Result{}, fmt.Errorf("transfer %s: applied to user %d for %s: %w",
+				t.OutTradeNo, rep.UserID, rep.Amount, ErrConflict)
 		}
 		return res, nil
 	case status == http.StatusConflict && errorCode(reply) == CodeConflict:
-		return engine.TransferResult{}, fmt.Errorf("transfer %s: %w", t.OutTradeNo, engine.ErrTransferConflict)
+		return Result{}, fmt.Errorf("transfer %s: %w", t.OutTradeNo, ErrConflict)
 	}
-	return engine.TransferResult{}, fmt.Errorf("transfer %s: %w", t.OutTradeNo, unexpected(status, reply))
+	return Result{}, fmt.Errorf("transfer %s: %w", t.OutTradeNo, unexpected(status, reply))
 }
 
-// QueryTransfer implements engine.TransferService. Only the service's own
+// QueryTransfer implements Service. Only the service's own
 // not_found answer means TransferUnknown: a bare 404 from a proxy or a wrong
 // base URL must not make a paid number look unpaid.
-func (c *Client) QueryTransfer(ctx context.Context, outTradeNo string) (engine.TransferResult, error) {
+func (c *Client) QueryTransfer(ctx context.Context, outTradeNo string) (Result, error) {
 	status, reply, err := c.do(ctx, http.MethodGet, PathTransfers+"/"+url.PathEscape(outTradeNo), nil)
 	if err != nil {
-		return engine.TransferResult{}, fmt.Errorf("query transfer %s: %w", outTradeNo, err)
+		return Result{}, fmt.Errorf("query transfer %s: %w", outTradeNo, err)
 	}
 	switch {
 	case status == http.StatusOK:
 		_, res, err := readReply(outTradeNo, reply)
 		if err != nil {
-			return engine.TransferResult{}, fmt.Errorf("query transfer %s: %w", outTradeNo, err)
+			return Result{}, fmt.Errorf("query transfer %s: %w", outTradeNo, err)
 		}
 		res.Duplicate = false // a query applies nothing
 		return res, nil
 	case status == http.StatusNotFound && errorCode(reply) == CodeNotFound:
-		return engine.TransferResult{Outcome: engine.TransferUnknown}, nil
+		return Result{Outcome: Unknown}, nil
 	}
-	return engine.TransferResult{}, fmt.Errorf("query transfer %s: %w", outTradeNo, unexpected(status, reply))
+	return Result{}, fmt.Errorf("query transfer %s: %w", outTradeNo, unexpected(status, reply))
 }
 
 // do sends one signed request and returns the status and body of its answer.
@@ -121,19 +119,19 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte) (int,
 }
 
 // readReply reads a 200 answer about outTradeNo; anything off is an error.
-func readReply(outTradeNo string, body []byte) (Reply, engine.TransferResult, error) {
+func readReply(outTradeNo string, body []byte) (Reply, Result, error) {
 	var rep Reply
 	if err := json.Unmarshal(body, &rep); err != nil {
-		return Reply{}, engine.TransferResult{}, unexpected(http.StatusOK, body)
+		return Reply{}, Result{}, unexpected(http.StatusOK, body)
 	}
 	if rep.OutTradeNo != outTradeNo || rep.Status != StatusSucceeded || rep.TransferID == "" {
-		return Reply{}, engine.TransferResult{}, unexpected(http.StatusOK, body)
+		return Reply{}, Result{}, unexpected(http.StatusOK, body)
 	}
 	fen, err := ParseAmount(rep.Amount)
 	if err != nil {
-		return Reply{}, engine.TransferResult{}, unexpected(http.StatusOK, body)
+		return Reply{}, Result{}, unexpected(http.StatusOK, body)
 	}
-	return rep, engine.TransferResult{Outcome: engine.TransferSucceeded, TransferID: rep.TransferID,
+	return rep, Result{Outcome: Succeeded, TransferID: rep.TransferID,
 		Amount: fen, Duplicate: rep.Duplicate}, nil
 }
 

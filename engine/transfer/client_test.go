@@ -13,13 +13,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/grab-engine/grab/engine"
 	"github.com/grab-engine/grab/engine/transfer"
 )
 
 var (
 	secret = []byte("test-secret")
-	award  = engine.Transfer{OutTradeNo: "award-7-42", UserID: 42, Amount: 123, Memo: "campaign 7"}
+	award  = transfer.Transfer{OutTradeNo: "award-7-42", UserID: 42, Amount: 123, Memo: "campaign 7"}
 )
 
 // canned serves one fixed answer, after checking that the client signed
@@ -46,8 +45,8 @@ type answer struct {
 	name   string
 	status int
 	body   string
-	want   engine.TransferResult
-	err    error // nil, engine.ErrTransferConflict, or errUnknown
+	want   transfer.Result
+	err    error // nil, transfer.ErrConflict, or errUnknown
 }
 
 const applied = `{"out_trade_no":"award-7-42","status":"succeeded","transfer_id":"T1","user_id":42,"amount":"1.23","duplicate":true}`
@@ -57,19 +56,19 @@ const applied = `{"out_trade_no":"award-7-42","status":"succeeded","transfer_id"
 // leaves the outcome unknown.
 func TestTransferAnswers(t *testing.T) {
 	for _, tc := range []answer{
-		{"applied", 200, applied, engine.TransferResult{Outcome: engine.TransferSucceeded, TransferID: "T1", Amount: 123, Duplicate: true}, nil},
-		{"conflict", 409, `{"error":"conflict"}`, engine.TransferResult{}, engine.ErrTransferConflict},
-		{"applied for another amount", 200, `{"out_trade_no":"award-7-42","status":"succeeded","transfer_id":"T1","user_id":42,"amount":"1.24"}`, engine.TransferResult{}, engine.ErrTransferConflict},
-		{"applied for another user", 200, `{"out_trade_no":"award-7-42","status":"succeeded","transfer_id":"T1","user_id":43,"amount":"1.23"}`, engine.TransferResult{}, engine.ErrTransferConflict},
-		{"409 from a proxy", 409, `<html>conflict</html>`, engine.TransferResult{}, errUnknown},
-		{"unavailable", 503, `{"error":"unavailable"}`, engine.TransferResult{}, errUnknown},
-		{"gateway timeout", 504, ``, engine.TransferResult{}, errUnknown},
-		{"unparsable", 200, `{"out_trade_no":`, engine.TransferResult{}, errUnknown},
-		{"about another number", 200, `{"out_trade_no":"award-7-43","status":"succeeded","transfer_id":"T1","user_id":42,"amount":"1.23"}`, engine.TransferResult{}, errUnknown},
-		{"not succeeded", 200, `{"out_trade_no":"award-7-42","status":"pending","transfer_id":"T1","user_id":42,"amount":"1.23"}`, engine.TransferResult{}, errUnknown},
-		{"no transfer id", 200, `{"out_trade_no":"award-7-42","status":"succeeded","user_id":42,"amount":"1.23"}`, engine.TransferResult{}, errUnknown},
-		{"amount as a number", 200, `{"out_trade_no":"award-7-42","status":"succeeded","transfer_id":"T1","user_id":42,"amount":1.23}`, engine.TransferResult{}, errUnknown},
-		{"bad request", 400, `{"error":"malformed"}`, engine.TransferResult{}, errUnknown},
+		{"applied", 200, applied, transfer.Result{Outcome: transfer.Succeeded, TransferID: "T1", Amount: 123, Duplicate: true}, nil},
+		{"conflict", 409, `{"error":"conflict"}`, transfer.Result{}, transfer.ErrConflict},
+		{"applied for another amount", 200, `{"out_trade_no":"award-7-42","status":"succeeded","transfer_id":"T1","user_id":42,"amount":"1.24"}`, transfer.Result{}, transfer.ErrConflict},
+		{"applied for another user", 200, `{"out_trade_no":"award-7-42","status":"succeeded","transfer_id":"T1","user_id":43,"amount":"1.23"}`, transfer.Result{}, transfer.ErrConflict},
+		{"409 from a proxy", 409, `<html>conflict</html>`, transfer.Result{}, errUnknown},
+		{"unavailable", 503, `{"error":"unavailable"}`, transfer.Result{}, errUnknown},
+		{"gateway timeout", 504, ``, transfer.Result{}, errUnknown},
+		{"unparsable", 200, `{"out_trade_no":`, transfer.Result{}, errUnknown},
+		{"about another number", 200, `{"out_trade_no":"award-7-43","status":"succeeded","transfer_id":"T1","user_id":42,"amount":"1.23"}`, transfer.Result{}, errUnknown},
+		{"not succeeded", 200, `{"out_trade_no":"award-7-42","status":"pending","transfer_id":"T1","user_id":42,"amount":"1.23"}`, transfer.Result{}, errUnknown},
+		{"no transfer id", 200, `{"out_trade_no":"award-7-42","status":"succeeded","user_id":42,"amount":"1.23"}`, transfer.Result{}, errUnknown},
+		{"amount as a number", 200, `{"out_trade_no":"award-7-42","status":"succeeded","transfer_id":"T1","user_id":42,"amount":1.23}`, transfer.Result{}, errUnknown},
+		{"bad request", 400, `{"error":"malformed"}`, transfer.Result{}, errUnknown},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := canned(t, tc.status, tc.body).Transfer(context.Background(), award)
@@ -81,12 +80,12 @@ func TestTransferAnswers(t *testing.T) {
 func TestQueryAnswers(t *testing.T) {
 	for _, tc := range []answer{
 		// A query applies nothing, whatever the service says of duplicates.
-		{"applied", 200, applied, engine.TransferResult{Outcome: engine.TransferSucceeded, TransferID: "T1", Amount: 123}, nil},
-		{"never applied", 404, `{"error":"not_found"}`, engine.TransferResult{Outcome: engine.TransferUnknown}, nil},
+		{"applied", 200, applied, transfer.Result{Outcome: transfer.Succeeded, TransferID: "T1", Amount: 123}, nil},
+		{"never applied", 404, `{"error":"not_found"}`, transfer.Result{Outcome: transfer.Unknown}, nil},
 		// A bare 404 may be a wrong base URL: it must not make a paid number look unpaid.
-		{"404 from a proxy", 404, `404 page not found`, engine.TransferResult{}, errUnknown},
-		{"unavailable", 503, `{"error":"unavailable"}`, engine.TransferResult{}, errUnknown},
-		{"about another number", 200, `{"out_trade_no":"x","status":"succeeded","transfer_id":"T1","user_id":42,"amount":"1.23"}`, engine.TransferResult{}, errUnknown},
+		{"404 from a proxy", 404, `404 page not found`, transfer.Result{}, errUnknown},
+		{"unavailable", 503, `{"error":"unavailable"}`, transfer.Result{}, errUnknown},
+		{"about another number", 200, `{"out_trade_no":"x","status":"succeeded","transfer_id":"T1","user_id":42,"amount":"1.23"}`, transfer.Result{}, errUnknown},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := canned(t, tc.status, tc.body).QueryTransfer(context.Background(), award.OutTradeNo)
@@ -97,12 +96,12 @@ func TestQueryAnswers(t *testing.T) {
 
 var errUnknown = errors.New("any error but a conflict")
 
-func checkAnswer(t *testing.T, got engine.TransferResult, err error, want engine.TransferResult, wantErr error) {
+func checkAnswer(t *testing.T, got transfer.Result, err error, want transfer.Result, wantErr error) {
 	t.Helper()
 	switch {
 	case wantErr == nil && err != nil,
-		wantErr == errUnknown && (err == nil || errors.Is(err, engine.ErrTransferConflict)),
-		wantErr == engine.ErrTransferConflict && !errors.Is(err, engine.ErrTransferConflict):
+		wantErr == errUnknown && (err == nil || errors.Is(err, transfer.ErrConflict)),
+		wantErr == transfer.ErrConflict && !errors.Is(err, transfer.ErrConflict):
 		t.Fatalf("err = %v, want %v", err, wantErr)
 	}
 	if got != want {
@@ -114,7 +113,7 @@ func TestTransportFailureIsUnknown(t *testing.T) {
 	srv := httptest.NewServer(http.NotFoundHandler())
 	srv.Close() // nothing listens any more
 	c := transfer.NewClient(srv.URL, secret, time.Second, nil)
-	if _, err := c.Transfer(context.Background(), award); err == nil || errors.Is(err, engine.ErrTransferConflict) {
+	if _, err := c.Transfer(context.Background(), award); err == nil || errors.Is(err, transfer.ErrConflict) {
 		t.Errorf("transfer err = %v, want an outcome-unknown error", err)
 	}
 	if _, err := c.QueryTransfer(context.Background(), award.OutTradeNo); err == nil {
@@ -144,7 +143,7 @@ func TestAmounts(t *testing.T) {
 		if got, err := transfer.ParseAmount(s); err != nil || got != fen {
 			t.Errorf("ParseAmount(%q) = %d, %v; want %d", s, got, err, fen)
 		}
-		if wire := transfer.NewRequest(engine.Transfer{Amount: fen}).Amount; wire != s {
+		if wire := transfer.NewRequest(transfer.Transfer{Amount: fen}).Amount; wire != s {
 			t.Errorf("%d fen travels as %q, want %q", fen, wire, s)
 		}
 	}

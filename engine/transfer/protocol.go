@@ -1,5 +1,5 @@
 // Package transfer is the HTTP client of the wallet service that pays
-// campaign awards (engine.TransferService), and the wire protocol it speaks.
+// campaign awards (Service), and the wire protocol it speaks.
 //
 // The simulator lives apart, in engine/transfersim, and serves this
 // package's protocol code: production code imports only the client, and the
@@ -52,7 +52,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/money"
 )
 
 // Paths and headers of the protocol.
@@ -104,35 +104,35 @@ type ErrorReply struct {
 }
 
 // NewRequest puts t on the wire.
-func NewRequest(t engine.Transfer) Request {
-	return Request{OutTradeNo: t.OutTradeNo, UserID: t.UserID, Amount: engine.FormatAmount(t.Amount), Memo: t.Memo}
+func NewRequest(t Transfer) Request {
+	return Request{OutTradeNo: t.OutTradeNo, UserID: t.UserID, Amount: money.Format(t.Amount), Memo: t.Memo}
 }
 
 // Transfer checks r and returns it in fen; errors wrap ErrMalformed.
-func (r Request) Transfer() (engine.Transfer, error) {
+func (r Request) Transfer() (Transfer, error) {
 	if !ValidOutTradeNo(r.OutTradeNo) {
-		return engine.Transfer{}, fmt.Errorf("%w: out_trade_no %q must be 1 to 64 of [0-9A-Za-z_-]", ErrMalformed, r.OutTradeNo)
+		return Transfer{}, fmt.Errorf("%w: out_trade_no %q must be 1 to 64 of [0-9A-Za-z_-]", ErrMalformed, r.OutTradeNo)
 	}
 	if r.UserID <= 0 {
-		return engine.Transfer{}, fmt.Errorf("%w: user_id must be positive", ErrMalformed)
+		return Transfer{}, fmt.Errorf("%w: user_id must be positive", ErrMalformed)
 	}
 	fen, err := ParseAmount(r.Amount)
 	if err != nil {
-		return engine.Transfer{}, err
+		return Transfer{}, err
 	}
 	if fen <= 0 {
-		return engine.Transfer{}, fmt.Errorf("%w: amount must be positive", ErrMalformed)
+		return Transfer{}, fmt.Errorf("%w: amount must be positive", ErrMalformed)
 	}
 	if len(r.Memo) > 256 {
-		return engine.Transfer{}, fmt.Errorf("%w: memo is longer than 256 bytes", ErrMalformed)
+		return Transfer{}, fmt.Errorf("%w: memo is longer than 256 bytes", ErrMalformed)
 	}
-	return engine.Transfer{OutTradeNo: r.OutTradeNo, UserID: r.UserID, Amount: fen, Memo: r.Memo}, nil
+	return Transfer{OutTradeNo: r.OutTradeNo, UserID: r.UserID, Amount: fen, Memo: r.Memo}, nil
 }
 
 // NewReply is the answer for an applied transfer.
-func NewReply(t engine.Transfer, transferID string, duplicate bool) Reply {
+func NewReply(t Transfer, transferID string, duplicate bool) Reply {
 	return Reply{OutTradeNo: t.OutTradeNo, Status: StatusSucceeded, TransferID: transferID,
-		UserID: t.UserID, Amount: engine.FormatAmount(t.Amount), Duplicate: duplicate}
+		UserID: t.UserID, Amount: money.Format(t.Amount), Duplicate: duplicate}
 }
 
 var outTradeNoPattern = regexp.MustCompile(`^[0-9A-Za-z_-]{1,64}$`)
@@ -143,7 +143,7 @@ func ValidOutTradeNo(s string) bool { return outTradeNoPattern.MatchString(s) }
 
 // Exactly two fraction digits: the wire has one spelling per amount, so a
 // signature or a log line never differs for the same money. The bound is
-// engine.ParseAmount's.
+// money.Parse's.
 var amountPattern = regexp.MustCompile(`^(0|[1-9][0-9]{0,9})\.[0-9]{2}$`)
 
 // ParseAmount reads a wire amount ("1.23") into fen. Signs, exponents,
@@ -152,7 +152,7 @@ func ParseAmount(s string) (int64, error) {
 	if !amountPattern.MatchString(s) {
 		return 0, fmt.Errorf("%w: amount %q must be a decimal string with two fraction digits", ErrMalformed, s)
 	}
-	fen, err := engine.ParseAmount(s)
+	fen, err := money.Parse(s)
 	if err != nil {
 		return 0, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}

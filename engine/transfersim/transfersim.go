@@ -18,7 +18,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/grab-engine/grab/engine"
 	"github.com/grab-engine/grab/engine/transfer"
 )
 
@@ -39,7 +38,7 @@ type Faults struct {
 
 // Record is what the simulator holds for one out-trade-no, with its counters.
 type Record struct {
-	engine.Transfer
+	transfer.Transfer
 	TransferID string
 	Applied    int // times money moved for it; a correct service keeps this at 1
 	Attempts   int // requests that reached the apply step, duplicates and conflicts included
@@ -207,7 +206,7 @@ func (s *Sim) query(r *http.Request, _ []byte, _ bool) (int, any) {
 // the money; a known one with the same user and amount answers its first
 // transfer as a duplicate; a known one with other details is a conflict
 // (ok false).
-func (s *Sim) apply(t engine.Transfer) (rec Record, duplicate, ok bool) {
+func (s *Sim) apply(t transfer.Transfer) (rec Record, duplicate, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.attempts[t.OutTradeNo]++

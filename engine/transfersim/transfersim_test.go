@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/grab-engine/grab/engine"
 	"github.com/grab-engine/grab/engine/enginetest"
 	"github.com/grab-engine/grab/engine/transfer"
 	"github.com/grab-engine/grab/engine/transfersim"
@@ -34,7 +33,7 @@ func setup(tb testing.TB, f transfersim.Faults, timeout time.Duration) (*transfe
 	return sim, transfer.NewClient(srv.URL, secret, timeout, hc), srv.URL
 }
 
-var award = engine.Transfer{OutTradeNo: "award-7-42", UserID: 42, Amount: 123, Memo: "campaign 7"}
+var award = transfer.Transfer{OutTradeNo: "award-7-42", UserID: 42, Amount: 123, Memo: "campaign 7"}
 
 func TestTransfer(t *testing.T) {
 	ctx := context.Background()
@@ -44,7 +43,7 @@ func TestTransfer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Outcome != engine.TransferSucceeded || res.Amount != 123 || res.Duplicate || res.TransferID == "" {
+	if res.Outcome != transfer.Succeeded || res.Amount != 123 || res.Duplicate || res.TransferID == "" {
 		t.Fatalf("transfer = %+v, want succeeded for 123 fen, not duplicate, with an id", res)
 	}
 	q, err := c.QueryTransfer(ctx, award.OutTradeNo)
@@ -75,7 +74,7 @@ func TestTransferRepeatAnswersFirstResult(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (engine.TransferResult{Outcome: engine.TransferSucceeded, TransferID: first.TransferID, Amount: 123, Duplicate: true}); second != want {
+	if want := (transfer.Result{Outcome: transfer.Succeeded, TransferID: first.TransferID, Amount: 123, Duplicate: true}); second != want {
 		t.Errorf("repeat = %+v, want %+v", second, want)
 	}
 	if sim.Applied(award.OutTradeNo) != 1 || sim.Attempts(award.OutTradeNo) != 2 || sim.Balance(42) != 123 {
@@ -87,10 +86,10 @@ func TestTransferRepeatAnswersFirstResult(t *testing.T) {
 func TestTransferConflict(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
-		change func(*engine.Transfer)
+		change func(*transfer.Transfer)
 	}{
-		{"other amount", func(t *engine.Transfer) { t.Amount++ }},
-		{"other user", func(t *engine.Transfer) { t.UserID++ }},
+		{"other amount", func(t *transfer.Transfer) { t.Amount++ }},
+		{"other user", func(t *transfer.Transfer) { t.UserID++ }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
@@ -100,7 +99,7 @@ func TestTransferConflict(t *testing.T) {
 			}
 			other := award
 			tc.change(&other)
-			if _, err := c.Transfer(ctx, other); !errors.Is(err, engine.ErrTransferConflict) {
+			if _, err := c.Transfer(ctx, other); !errors.Is(err, transfer.ErrConflict) {
 				t.Fatalf("err = %v, want ErrTransferConflict", err)
 			}
 			if n, fen := sim.TotalApplied(); n != 1 || fen != 123 || sim.Balance(42) != 123 {
@@ -113,7 +112,7 @@ func TestTransferConflict(t *testing.T) {
 func TestQueryUnknown(t *testing.T) {
 	_, c, _ := setup(t, transfersim.Faults{}, time.Second)
 	res, err := c.QueryTransfer(context.Background(), "never-sent")
-	if err != nil || res.Outcome != engine.TransferUnknown {
+	if err != nil || res.Outcome != transfer.Unknown {
 		t.Fatalf("query = %+v, %v; want TransferUnknown", res, err)
 	}
 }
@@ -223,7 +222,7 @@ func TestMalformed(t *testing.T) {
 func TestErrorsApplyNothing(t *testing.T) {
 	ctx := context.Background()
 	sim, c, _ := setup(t, transfersim.Faults{ErrorRate: 1}, time.Second)
-	if _, err := c.Transfer(ctx, award); err == nil || errors.Is(err, engine.ErrTransferConflict) {
+	if _, err := c.Transfer(ctx, award); err == nil || errors.Is(err, transfer.ErrConflict) {
 		t.Fatalf("err = %v, want an outcome-unknown error", err)
 	}
 	if sim.Attempts(award.OutTradeNo) != 0 || sim.Balance(42) != 0 {
@@ -233,7 +232,7 @@ func TestErrorsApplyNothing(t *testing.T) {
 		t.Error("query succeeded through ErrorRate 1")
 	}
 	sim.SetFaults(transfersim.Faults{})
-	if res, err := c.QueryTransfer(ctx, award.OutTradeNo); err != nil || res.Outcome != engine.TransferUnknown {
+	if res, err := c.QueryTransfer(ctx, award.OutTradeNo); err != nil || res.Outcome != transfer.Unknown {
 		t.Errorf("query = %+v, %v; want TransferUnknown", res, err)
 	}
 }
@@ -246,7 +245,7 @@ func TestLostReplyWasApplied(t *testing.T) {
 	}
 	sim.SetFaults(transfersim.Faults{})
 	res, err := c.QueryTransfer(ctx, award.OutTradeNo)
-	if err != nil || res.Outcome != engine.TransferSucceeded || res.Amount != 123 {
+	if err != nil || res.Outcome != transfer.Succeeded || res.Amount != 123 {
 		t.Fatalf("query = %+v, %v; want succeeded for 123 fen", res, err)
 	}
 	retry, err := c.Transfer(ctx, award)
@@ -262,9 +261,9 @@ func TestNetworkDuplicateAppliesOnce(t *testing.T) {
 	ctx := context.Background()
 	sim, c, _ := setup(t, transfersim.Faults{DuplicateRate: 1}, time.Second)
 	for i := range 20 {
-		tr := engine.Transfer{OutTradeNo: fmt.Sprintf("dup-%d", i), UserID: 42, Amount: 100}
+		tr := transfer.Transfer{OutTradeNo: fmt.Sprintf("dup-%d", i), UserID: 42, Amount: 100}
 		// Either copy may win, so the answer may say duplicate already.
-		if res, err := c.Transfer(ctx, tr); err != nil || res.Outcome != engine.TransferSucceeded {
+		if res, err := c.Transfer(ctx, tr); err != nil || res.Outcome != transfer.Succeeded {
 			t.Fatalf("transfer = %+v, %v; want succeeded", res, err)
 		}
 		if sim.Applied(tr.OutTradeNo) != 1 || sim.Attempts(tr.OutTradeNo) != 2 {
@@ -285,7 +284,7 @@ func TestTimeoutSaysNothingOfTheOutcome(t *testing.T) {
 	// The service carries on after the client gave up.
 	sim.SetFaults(transfersim.Faults{})
 	enginetest.WaitFor(t, "the slow request to land", func() bool { return sim.Applied(award.OutTradeNo) > 0 })
-	if res, err := c.QueryTransfer(ctx, award.OutTradeNo); err != nil || res.Outcome != engine.TransferSucceeded {
+	if res, err := c.QueryTransfer(ctx, award.OutTradeNo); err != nil || res.Outcome != transfer.Succeeded {
 		t.Errorf("query = %+v, %v; want succeeded after the slow request landed", res, err)
 	}
 }
@@ -302,8 +301,8 @@ func TestStorm(t *testing.T) {
 	}
 	ctx := context.Background()
 	sim, c, _ := setup(t, transfersim.Faults{ErrorRate: 0.5, LoseReplyRate: 0.1, DuplicateRate: 0.1}, 5*time.Second)
-	payout := func(i int) engine.Transfer {
-		return engine.Transfer{OutTradeNo: fmt.Sprintf("storm-%d", i), UserID: int64(i%7 + 1), Amount: int64(100 + i)}
+	payout := func(i int) transfer.Transfer {
+		return transfer.Transfer{OutTradeNo: fmt.Sprintf("storm-%d", i), UserID: int64(i%7 + 1), Amount: int64(100 + i)}
 	}
 
 	var (
@@ -364,14 +363,14 @@ func TestStorm(t *testing.T) {
 
 // payUntilAnswered retries tr with the same number, as the payout sweeper
 // does, until the service answers.
-func payUntilAnswered(ctx context.Context, c *transfer.Client, tr engine.Transfer) (engine.TransferResult, error) {
+func payUntilAnswered(ctx context.Context, c *transfer.Client, tr transfer.Transfer) (transfer.Result, error) {
 	for range 200 {
 		res, err := c.Transfer(ctx, tr)
-		if err == nil || errors.Is(err, engine.ErrTransferConflict) {
+		if err == nil || errors.Is(err, transfer.ErrConflict) {
 			return res, err
 		}
 	}
-	return engine.TransferResult{}, fmt.Errorf("%s: no answer in 200 tries", tr.OutTradeNo)
+	return transfer.Result{}, fmt.Errorf("%s: no answer in 200 tries", tr.OutTradeNo)
 }
 
 func TestServe(t *testing.T) {

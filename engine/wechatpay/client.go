@@ -4,11 +4,11 @@
 // certificates or the WeChat Pay public key (PUB_KEY_ID_…), notification
 // resources decrypted with the APIv3 key (AEAD_AES_256_GCM).
 //
-// Client implements engine.Provider for APP payments: CreateTrade places the
+// Client implements channel.Provider for APP payments: CreateTrade places the
 // order (POST /v3/pay/transactions/app), CreateApp does the same and returns
 // the signed parameters the app hands to the WeChat SDK, QueryTrade reads the
 // order by out_trade_no, and VerifyNotification turns a payment notification
-// into an engine.Notification.
+// into an channel.Notification.
 package wechatpay
 
 import (
@@ -32,7 +32,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/channel"
 )
 
 // DefaultBaseURL is WeChat Pay's API v3 host.
@@ -111,7 +111,7 @@ func (c Config) String() string {
 // GoString is String, for %#v.
 func (c Config) GoString() string { return c.String() }
 
-// Client is the WeChat Pay API v3 client. It implements engine.Provider.
+// Client is the WeChat Pay API v3 client. It implements channel.Provider.
 type Client struct {
 	mchID, appID, serial string
 	key                  *rsa.PrivateKey
@@ -124,7 +124,7 @@ type Client struct {
 	now                  func() time.Time
 }
 
-var _ engine.Provider = (*Client)(nil)
+var _ channel.Provider = (*Client)(nil)
 
 // New checks cfg and returns a client.
 func New(cfg Config) (*Client, error) {
@@ -423,10 +423,10 @@ type AppPayParams struct {
 	Sign      string `json:"sign"`
 }
 
-// CreateTrade implements engine.Provider: it places the APP order. WeChat
+// CreateTrade implements channel.Provider: it places the APP order. WeChat
 // Pay answers the same out_trade_no with the same parameters again, so a
 // repeat is harmless.
-func (c *Client) CreateTrade(ctx context.Context, t engine.Trade) error {
+func (c *Client) CreateTrade(ctx context.Context, t channel.Trade) error {
 	_, err := c.CreateApp(ctx, t)
 	return err
 }
@@ -436,7 +436,7 @@ func (c *Client) CreateTrade(ctx context.Context, t engine.Trade) error {
 // pay it. The HTTP layer calls it after engine.PayByProvider to hand them to
 // the app; a prepay_id is valid for two hours, so asking again is the way to
 // get fresh ones.
-func (c *Client) CreateApp(ctx context.Context, t engine.Trade) (AppPayParams, error) {
+func (c *Client) CreateApp(ctx context.Context, t channel.Trade) (AppPayParams, error) {
 	if t.TradeNo == "" || t.Amount <= 0 {
 		return AppPayParams{}, fmt.Errorf("wechatpay order %q: %w: a trade number and a positive amount are required", t.TradeNo, ErrMalformed)
 	}
@@ -459,10 +459,10 @@ func (c *Client) CreateApp(ctx context.Context, t engine.Trade) (AppPayParams, e
 	return c.SignApp(r.PrepayID)
 }
 
-// StartTrade implements engine.AppPayer: it places the APP order (CreateApp)
+// StartTrade implements channel.AppPayer: it places the APP order (CreateApp)
 // and returns the app's PayReq parameters under their JSON names (appid,
 // partnerid, prepayid, package, noncestr, timestamp, sign).
-func (c *Client) StartTrade(ctx context.Context, t engine.Trade) (map[string]string, error) {
+func (c *Client) StartTrade(ctx context.Context, t channel.Trade) (map[string]string, error) {
 	p, err := c.CreateApp(ctx, t)
 	if err != nil {
 		return nil, err
@@ -524,14 +524,14 @@ const (
 // through WeChat Pay, so a trade refunded before grab saw it succeed had its
 // money sent back by hand, and the packet must not open on it (after a
 // success it is a failure after success: nothing moves, a person looks).
-func Outcome(state string) (engine.TradeOutcome, error) {
+func Outcome(state string) (channel.TradeOutcome, error) {
 	switch state {
 	case StateSuccess:
-		return engine.TradeSucceeded, nil
+		return channel.TradeSucceeded, nil
 	case StateNotPay, StateUserPaying:
-		return engine.TradePending, nil
+		return channel.TradePending, nil
 	case StateClosed, StatePayError, StateRevoked, StateRefund:
-		return engine.TradeFailed, nil
+		return channel.TradeFailed, nil
 	}
 	return 0, fmt.Errorf("%w: trade_state %q", ErrMalformed, state)
 }
@@ -547,33 +547,33 @@ func (c *Client) checkOurs(t Transaction, tradeNo string) error {
 	return nil
 }
 
-// QueryTrade implements engine.Provider. Only WeChat Pay's own, signed
-// ORDER_NOT_EXIST (or RESOURCE_NOT_EXISTS) 404 wraps engine.ErrTradeUnknown:
+// QueryTrade implements channel.Provider. Only WeChat Pay's own, signed
+// ORDER_NOT_EXIST (or RESOURCE_NOT_EXISTS) 404 wraps channel.ErrTradeUnknown:
 // an unsigned 404 from a proxy must not end a paid trade as failed.
-func (c *Client) QueryTrade(ctx context.Context, tradeNo string) (engine.TradeResult, error) {
+func (c *Client) QueryTrade(ctx context.Context, tradeNo string) (channel.TradeResult, error) {
 	path := PathQueryByOut + url.PathEscape(tradeNo) + "?mchid=" + url.QueryEscape(c.mchID)
 	status, reply, verified, err := c.do(ctx, http.MethodGet, path, nil)
 	var apiErr *APIError
 	if errors.As(err, &apiErr) && status == http.StatusNotFound &&
 		(apiErr.Code == "ORDER_NOT_EXIST" || apiErr.Code == "RESOURCE_NOT_EXISTS") {
 		if !verified {
-			return engine.TradeResult{}, fmt.Errorf("wechatpay query %s: %w: a not-found answer that does not verify", tradeNo, ErrBadSignature)
+			return channel.TradeResult{}, fmt.Errorf("wechatpay query %s: %w: a not-found answer that does not verify", tradeNo, ErrBadSignature)
 		}
-		return engine.TradeResult{}, fmt.Errorf("wechatpay query %s: %w (%s)", tradeNo, engine.ErrTradeUnknown, apiErr.Code)
+		return channel.TradeResult{}, fmt.Errorf("wechatpay query %s: %w (%s)", tradeNo, channel.ErrTradeUnknown, apiErr.Code)
 	}
 	if err != nil {
-		return engine.TradeResult{}, fmt.Errorf("wechatpay query %s: %w", tradeNo, err)
+		return channel.TradeResult{}, fmt.Errorf("wechatpay query %s: %w", tradeNo, err)
 	}
 	var t Transaction
 	if err := json.Unmarshal(reply, &t); err != nil {
-		return engine.TradeResult{}, fmt.Errorf("wechatpay query %s: %w: %v", tradeNo, ErrMalformed, err)
+		return channel.TradeResult{}, fmt.Errorf("wechatpay query %s: %w: %v", tradeNo, ErrMalformed, err)
 	}
 	if err := c.checkOurs(t, tradeNo); err != nil {
-		return engine.TradeResult{}, fmt.Errorf("wechatpay query %s: %w", tradeNo, err)
+		return channel.TradeResult{}, fmt.Errorf("wechatpay query %s: %w", tradeNo, err)
 	}
 	out, err := Outcome(t.TradeState)
 	if err != nil {
-		return engine.TradeResult{}, fmt.Errorf("wechatpay query %s: %w", tradeNo, err)
+		return channel.TradeResult{}, fmt.Errorf("wechatpay query %s: %w", tradeNo, err)
 	}
-	return engine.TradeResult{Outcome: out, Amount: t.Amount.Total, ProviderTxn: t.TransactionID}, nil
+	return channel.TradeResult{Outcome: out, Amount: t.Amount.Total, ProviderTxn: t.TransactionID}, nil
 }

@@ -23,7 +23,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/channel"
 	"github.com/grab-engine/grab/engine/wechatpay"
 	"github.com/grab-engine/grab/engine/wechatpaysim"
 )
@@ -79,11 +79,11 @@ type fixture struct {
 	srv    *httptest.Server
 
 	mu       sync.Mutex
-	applied  []engine.Notification
+	applied  []channel.Notification
 	failNext int // apply refuses this many first
 }
 
-func (f *fixture) apply(_ context.Context, n engine.Notification) error {
+func (f *fixture) apply(_ context.Context, n channel.Notification) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.failNext > 0 {
@@ -94,10 +94,10 @@ func (f *fixture) apply(_ context.Context, n engine.Notification) error {
 	return nil
 }
 
-func (f *fixture) notifications() []engine.Notification {
+func (f *fixture) notifications() []channel.Notification {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return append([]engine.Notification(nil), f.applied...)
+	return append([]channel.Notification(nil), f.applied...)
 }
 
 // setup runs the sim with the WeChat Pay public key (byCert false) or a
@@ -138,7 +138,7 @@ func setup(t *testing.T, byCert bool) *fixture {
 
 func (f *fixture) create(t *testing.T, no string, amount int64) {
 	t.Helper()
-	if err := f.client.CreateTrade(context.Background(), engine.Trade{TradeNo: no, Channel: engine.ChannelWechat, Amount: amount}); err != nil {
+	if err := f.client.CreateTrade(context.Background(), channel.Trade{TradeNo: no, Channel: channel.Wechat, Amount: amount}); err != nil {
 		t.Fatalf("CreateTrade %s: %v", no, err)
 	}
 }
@@ -163,7 +163,7 @@ func TestRequestSigningFormat(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, call := range []func(){
-		func() { _ = c.CreateTrade(context.Background(), engine.Trade{TradeNo: "T1-ab", Amount: 100}) },
+		func() { _ = c.CreateTrade(context.Background(), channel.Trade{TradeNo: "T1-ab", Amount: 100}) },
 		func() { _, _ = c.QueryTrade(context.Background(), "T1-ab") },
 	} {
 		call()
@@ -203,7 +203,7 @@ func TestRequestSigningFormat(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = bad.CreateTrade(context.Background(), engine.Trade{TradeNo: "T1-bad", Amount: 100})
+	err = bad.CreateTrade(context.Background(), channel.Trade{TradeNo: "T1-bad", Amount: 100})
 	var apiErr *wechatpay.APIError
 	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusUnauthorized || apiErr.Code != "SIGN_ERROR" {
 		t.Fatalf("wrongly signed order: %v, want a 401 SIGN_ERROR", err)
@@ -215,7 +215,7 @@ func TestRequestSigningFormat(t *testing.T) {
 
 func TestCreateAppPayParams(t *testing.T) {
 	f := setup(t, false)
-	p, err := f.client.CreateApp(context.Background(), engine.Trade{TradeNo: "T2-app", Channel: engine.ChannelWechat, Amount: 888})
+	p, err := f.client.CreateApp(context.Background(), channel.Trade{TradeNo: "T2-app", Channel: channel.Wechat, Amount: 888})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,7 +232,7 @@ func TestCreateAppPayParams(t *testing.T) {
 		t.Fatalf("app sign does not verify: %v", err)
 	}
 	// Idempotent per trade number.
-	again, err := f.client.CreateApp(context.Background(), engine.Trade{TradeNo: "T2-app", Amount: 888})
+	again, err := f.client.CreateApp(context.Background(), channel.Trade{TradeNo: "T2-app", Amount: 888})
 	if err != nil || again.PrepayID != p.PrepayID {
 		t.Fatalf("again: %+v %v", again, err)
 	}
@@ -245,22 +245,22 @@ func TestQueryTradeStates(t *testing.T) {
 		cases := []struct {
 			no    string
 			do    func(no string) error
-			want  engine.TradeOutcome
+			want  channel.TradeOutcome
 			isTxn bool
 		}{
-			{"T3-notpay", func(string) error { return nil }, engine.TradePending, false},
-			{"T3-userpaying", func(no string) error { return f.sim.SetState(no, "USERPAYING") }, engine.TradePending, false},
-			{"T3-success", f.sim.Pay, engine.TradeSucceeded, true},
-			{"T3-closed", f.sim.Close, engine.TradeFailed, false},
-			{"T3-payerror", func(no string) error { return f.sim.SetState(no, "PAYERROR") }, engine.TradeFailed, false},
-			{"T3-revoked", func(no string) error { return f.sim.SetState(no, "REVOKED") }, engine.TradeFailed, false},
+			{"T3-notpay", func(string) error { return nil }, channel.TradePending, false},
+			{"T3-userpaying", func(no string) error { return f.sim.SetState(no, "USERPAYING") }, channel.TradePending, false},
+			{"T3-success", f.sim.Pay, channel.TradeSucceeded, true},
+			{"T3-closed", f.sim.Close, channel.TradeFailed, false},
+			{"T3-payerror", func(no string) error { return f.sim.SetState(no, "PAYERROR") }, channel.TradeFailed, false},
+			{"T3-revoked", func(no string) error { return f.sim.SetState(no, "REVOKED") }, channel.TradeFailed, false},
 			// Paid, then refunded by hand: no packet may open on money sent back.
 			{"T3-refund", func(no string) error {
 				if err := f.sim.Pay(no); err != nil {
 					return err
 				}
 				return f.sim.SetState(no, "REFUND")
-			}, engine.TradeFailed, true},
+			}, channel.TradeFailed, true},
 		}
 		for _, c := range cases {
 			f.create(t, c.no, 1234)
@@ -277,7 +277,7 @@ func TestQueryTradeStates(t *testing.T) {
 			}
 		}
 		_, err := f.client.QueryTrade(ctx, "T3-never")
-		if !errors.Is(err, engine.ErrTradeUnknown) {
+		if !errors.Is(err, channel.ErrTradeUnknown) {
 			t.Fatalf("unknown trade: %v, want ErrTradeUnknown", err)
 		}
 	}
@@ -296,10 +296,10 @@ func TestQueryAnswerBadSignatureRefused(t *testing.T) {
 	}
 	// A not-found that does not verify must not end the trade.
 	_, err = f.client.QueryTrade(context.Background(), "T4-never")
-	if errors.Is(err, engine.ErrTradeUnknown) || !errors.Is(err, wechatpay.ErrBadSignature) {
+	if errors.Is(err, channel.ErrTradeUnknown) || !errors.Is(err, wechatpay.ErrBadSignature) {
 		t.Fatalf("badly signed not-found: %v, want ErrBadSignature and not ErrTradeUnknown", err)
 	}
-	if err := f.client.CreateTrade(context.Background(), engine.Trade{TradeNo: "T4-new", Amount: 1}); !errors.Is(err, wechatpay.ErrBadSignature) {
+	if err := f.client.CreateTrade(context.Background(), channel.Trade{TradeNo: "T4-new", Amount: 1}); !errors.Is(err, wechatpay.ErrBadSignature) {
 		t.Fatalf("badly signed order answer: %v", err)
 	}
 }
@@ -320,7 +320,7 @@ func TestNotificationGood(t *testing.T) {
 			t.Fatalf("cert=%v: %v", byCert, err)
 		}
 		tr, _ := f.sim.Trade("T5-ok")
-		want := engine.Notification{Channel: engine.ChannelWechat, TradeNo: "T5-ok", Amount: 2500, Success: true, ProviderTxn: tr.TransactionID}
+		want := channel.Notification{Channel: channel.Wechat, TradeNo: "T5-ok", Amount: 2500, Success: true, ProviderTxn: tr.TransactionID}
 		if n != want || n.ProviderTxn == "" {
 			t.Fatalf("cert=%v: %+v, want %+v", byCert, n, want)
 		}

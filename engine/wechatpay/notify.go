@@ -12,7 +12,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/channel"
 )
 
 // MaxNotifyBody bounds a notification body; real ones are a few KiB.
@@ -69,45 +69,45 @@ func Decrypt(apiV3Key []byte, r Resource) ([]byte, error) {
 // timestamp within MaxClockSkew of now; the resource must decrypt with the
 // APIv3 key; the transaction must be for our mchid and appid and final.
 // Only a SUCCESS is a success; CLOSED, PAYERROR and REVOKED are failures.
-func (c *Client) VerifyNotification(h http.Header, body []byte, now time.Time) (engine.Notification, error) {
+func (c *Client) VerifyNotification(h http.Header, body []byte, now time.Time) (channel.Notification, error) {
 	if err := c.verify(h, body, now); err != nil {
-		return engine.Notification{}, fmt.Errorf("wechatpay notification refused: %w", err)
+		return channel.Notification{}, fmt.Errorf("wechatpay notification refused: %w", err)
 	}
 	var env NotifyEnvelope
 	if err := json.Unmarshal(body, &env); err != nil {
-		return engine.Notification{}, fmt.Errorf("wechatpay notification refused: %w: %v", ErrMalformed, err)
+		return channel.Notification{}, fmt.Errorf("wechatpay notification refused: %w: %v", ErrMalformed, err)
 	}
 	if env.ResourceType != "encrypt-resource" || env.Resource.OriginalType != "transaction" {
-		return engine.Notification{}, fmt.Errorf("wechatpay notification %s refused: %w: resource %q of %q (event %s)",
+		return channel.Notification{}, fmt.Errorf("wechatpay notification %s refused: %w: resource %q of %q (event %s)",
 			env.ID, ErrMalformed, env.ResourceType, env.Resource.OriginalType, env.EventType)
 	}
 	plain, err := Decrypt(c.apiV3Key, env.Resource)
 	if err != nil {
-		return engine.Notification{}, fmt.Errorf("wechatpay notification %s refused: %w", env.ID, err)
+		return channel.Notification{}, fmt.Errorf("wechatpay notification %s refused: %w", env.ID, err)
 	}
 	var t Transaction
 	if err := json.Unmarshal(plain, &t); err != nil {
-		return engine.Notification{}, fmt.Errorf("wechatpay notification %s refused: %w: transaction: %v", env.ID, ErrMalformed, err)
+		return channel.Notification{}, fmt.Errorf("wechatpay notification %s refused: %w: transaction: %v", env.ID, ErrMalformed, err)
 	}
 	if err := c.checkOurs(t, ""); err != nil {
-		return engine.Notification{}, fmt.Errorf("wechatpay notification %s refused: %w", env.ID, err)
+		return channel.Notification{}, fmt.Errorf("wechatpay notification %s refused: %w", env.ID, err)
 	}
 	if t.OutTradeNo == "" {
-		return engine.Notification{}, fmt.Errorf("wechatpay notification %s refused: %w: no out_trade_no", env.ID, ErrMalformed)
+		return channel.Notification{}, fmt.Errorf("wechatpay notification %s refused: %w: no out_trade_no", env.ID, ErrMalformed)
 	}
 	if t.Amount.Total <= 0 {
-		return engine.Notification{}, fmt.Errorf("wechatpay notification %s refused: %w: amount.total %d fen", env.ID, ErrMalformed, t.Amount.Total)
+		return channel.Notification{}, fmt.Errorf("wechatpay notification %s refused: %w: amount.total %d fen", env.ID, ErrMalformed, t.Amount.Total)
 	}
 	out, err := Outcome(t.TradeState)
 	if err != nil {
-		return engine.Notification{}, fmt.Errorf("wechatpay notification %s refused: %w", env.ID, err)
+		return channel.Notification{}, fmt.Errorf("wechatpay notification %s refused: %w", env.ID, err)
 	}
-	if out == engine.TradePending {
-		return engine.Notification{}, fmt.Errorf("wechatpay notification %s refused: %w: trade %s is %s, not final",
+	if out == channel.TradePending {
+		return channel.Notification{}, fmt.Errorf("wechatpay notification %s refused: %w: trade %s is %s, not final",
 			env.ID, ErrMalformed, t.OutTradeNo, t.TradeState)
 	}
-	return engine.Notification{Channel: engine.ChannelWechat, TradeNo: t.OutTradeNo, Amount: t.Amount.Total,
-		Success: out == engine.TradeSucceeded, ProviderTxn: t.TransactionID}, nil
+	return channel.Notification{Channel: channel.Wechat, TradeNo: t.OutTradeNo, Amount: t.Amount.Total,
+		Success: out == channel.TradeSucceeded, ProviderTxn: t.TransactionID}, nil
 }
 
 // Answers to a notification, as WeChat Pay wants them: success is 204 (200
@@ -143,7 +143,7 @@ func WriteNotifyFail(w http.ResponseWriter, status int, message string) {
 // notification that does not verify is answered 401, one apply refuses 500
 // (WeChat Pay sends it again later), a good one 204. The messages name what
 // failed, never key material.
-func (c *Client) NotifyHandler(apply func(ctx context.Context, n engine.Notification) error) http.Handler {
+func (c *Client) NotifyHandler(apply func(ctx context.Context, n channel.Notification) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
 			WriteNotifyFail(w, http.StatusMethodNotAllowed, "POST only")

@@ -18,7 +18,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/packet"
+
+	"github.com/grab-engine/grab/engine/channel"
 	"github.com/grab-engine/grab/engine/paytest"
 	"github.com/grab-engine/grab/engine/wechatpay"
 	"github.com/grab-engine/grab/engine/wechatpaysim"
@@ -89,12 +91,12 @@ func setupWechat(t *testing.T) *grabWechat {
 		g.client, err = wechatpay.New(wechatpay.Config{MchID: mchID, AppID: appID, Serial: mchSerial,
 			PrivateKeyPEM: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: merchant}), APIv3Key: apiV3Key,
 			PublicKeyPEM: pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: platform}), PublicKeyID: pubKeyID,
-			BaseURL: api.URL, NotifyURL: grabd + paytest.NotifyPath(engine.ChannelWechat), Timeout: 5 * time.Second})
+			BaseURL: api.URL, NotifyURL: grabd + paytest.NotifyPath(channel.Wechat), Timeout: 5 * time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
-		return paytest.Setup{Providers: map[string]engine.Provider{engine.ChannelWechat: g.client},
-			Notifiers: map[string]grabhttp.Notifier{engine.ChannelWechat: grabhttp.WechatNotifier(g.client, nil)}}
+		return paytest.Setup{Providers: map[string]channel.Provider{channel.Wechat: g.client},
+			Notifiers: map[string]grabhttp.Notifier{channel.Wechat: grabhttp.WechatNotifier(g.client, nil)}}
 	})
 	return g
 }
@@ -120,7 +122,7 @@ func (g *grabWechat) elsewhere(t *testing.T, tradeNo string, total int64) paytes
 	t.Helper()
 	other := newSim(t)
 	g.current.Store(other)
-	err := g.client.CreateTrade(context.Background(), engine.Trade{TradeNo: tradeNo, Channel: engine.ChannelWechat, Amount: total})
+	err := g.client.CreateTrade(context.Background(), channel.Trade{TradeNo: tradeNo, Channel: channel.Wechat, Amount: total})
 	g.current.Store(g.sim)
 	if err != nil {
 		t.Fatal(err)
@@ -133,8 +135,8 @@ func (g *grabWechat) elsewhere(t *testing.T, tradeNo string, total int64) paytes
 // trade's would be, PAYERROR and REVOKED read the same).
 func (g *grabWechat) channel() paytest.Channel {
 	return paytest.Channel{
-		Name: engine.ChannelWechat,
-		Notice: func(t testing.TB, pay engine.Payment, success bool) paytest.Notice {
+		Name: channel.Wechat,
+		Notice: func(t testing.TB, pay packet.Payment, success bool) paytest.Notice {
 			state := "CLOSED"
 			if success {
 				state = wechatpay.StateSuccess
@@ -148,7 +150,7 @@ func (g *grabWechat) channel() paytest.Channel {
 		},
 		// WeChat Pay without the order: it lost it (a simulator that never
 		// had it stands in from now on).
-		Forget: func(t testing.TB, _ engine.Payment) {
+		Forget: func(t testing.TB, _ packet.Payment) {
 			g.sim = newSim(t)
 			g.current.Store(g.sim)
 		},
@@ -164,10 +166,10 @@ func (g *grabWechat) channel() paytest.Channel {
 func TestPayWithWechatOverTheAPI(t *testing.T) {
 	g := setupWechat(t)
 	p := g.Packet(t, 100, 3, 3, 2000)
-	tradeNo, req := g.PayOverAPI(t, p, engine.ChannelWechat)
+	tradeNo, req := g.PayOverAPI(t, p, channel.Wechat)
 	order, ok := g.sim.Trade(tradeNo)
 	if !ok || order.Total != 2000 || order.State != "NOTPAY" || order.PrepayID != req["prepayid"] ||
-		order.NotifyURL != g.API+paytest.NotifyPath(engine.ChannelWechat) {
+		order.NotifyURL != g.API+paytest.NotifyPath(channel.Wechat) {
 		t.Fatalf("WeChat Pay holds %+v (%v) for PayReq %v", order, ok, req)
 	}
 	if req["appid"] != appID || req["partnerid"] != mchID || req["package"] != "Sign=WXPay" || req["noncestr"] == "" {
@@ -207,7 +209,7 @@ func TestPayWithWechatOverTheAPI(t *testing.T) {
 func TestWechatRefusedNotificationsChangeNothing(t *testing.T) {
 	g := setupWechat(t)
 	p := g.Packet(t, 200, 2, 2, 500)
-	pay, won := g.PayAndGrab(t, p, engine.ChannelWechat, 2)
+	pay, won := g.PayAndGrab(t, p, channel.Wechat, 2)
 	genuine := notification(t, g.sim, pay.TradeNo, wechatpay.StateSuccess)
 	var refusals []paytest.Refusal
 	for name, f := range map[string]wechatpaysim.Faults{

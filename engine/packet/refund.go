@@ -1,4 +1,4 @@
-package engine
+package packet
 
 import (
 	"context"
@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/money"
 	"github.com/grab-engine/grab/lua"
 	"github.com/grab-engine/grab/store"
 )
@@ -23,24 +25,24 @@ const refundBatch = 100
 // Any number of passes may run at once, in one process or many: close.lua
 // closes a packet once, and the ledger refunds it once. A crash at any point
 // leaves either the close event in the stream or an uncommitted transaction.
-func (e *Engine) CloseExpired(ctx context.Context) (int, error) {
-	now := e.clock.Now().UTC()
+func (s *Service) CloseExpired(ctx context.Context) (int, error) {
+	now := s.clock.Now().UTC()
 	closed := 0
 	var firstErr error
 	for after := int64(0); ; {
-		ps, err := e.db.ExpiredPackets(ctx, now, after, refundBatch)
+		ps, err := s.db.ExpiredPackets(ctx, now, after, refundBatch)
 		if err != nil {
 			return closed, err
 		}
 		for _, p := range ps {
 			after = p.ID
-			ok, err := e.closePacket(ctx, p)
+			ok, err := s.closePacket(ctx, p)
 			if err != nil {
 				if ctx.Err() != nil {
 					return closed, ctx.Err()
 				}
 				// One packet that cannot be closed now must not hold the others.
-				e.log.WarnContext(ctx, "refund: cannot close an expired packet", "packet_id", p.ID, "err", err)
+				s.log.WarnContext(ctx, "refund: cannot close an expired packet", "packet_id", p.ID, "err", err)
 				if firstErr == nil {
 					firstErr = err
 				}
@@ -54,7 +56,7 @@ func (e *Engine) CloseExpired(ctx context.Context) (int, error) {
 			break
 		}
 	}
-	if err := e.refundSettled(ctx, now); err != nil && firstErr == nil {
+	if err := s.refundSettled(ctx, now); err != nil && firstErr == nil {
 		firstErr = err
 	}
 	return closed, firstErr
@@ -62,22 +64,22 @@ func (e *Engine) CloseExpired(ctx context.Context) (int, error) {
 
 // closePacket runs close.lua on one packet, rebuilding its Redis state from
 // the store first if Redis lost it. It reports whether this call closed it.
-func (e *Engine) closePacket(ctx context.Context, p store.Packet) (bool, error) {
-	keys := e.keys.Packet(p.ID)
+func (s *Service) closePacket(ctx context.Context, p store.Packet) (bool, error) {
+	keys := s.keys.Packet(p.ID)
 	for attempt := 0; attempt < 2; attempt++ {
-		r, err := lua.Close(ctx, e.rdb, keys, p.ID, e.nowMs())
+		r, err := lua.Close(ctx, s.rdb, keys, p.ID, s.nowMs())
 		if err != nil {
 			return false, err
 		}
 		switch r.Code {
 		case lua.CloseClosed:
-			e.log.InfoContext(ctx, "expired packet closed", "packet_id", p.ID, "remainder", FormatAmount(r.Remainder), "shares", r.Count)
+			s.log.InfoContext(ctx, "expired packet closed", "packet_id", p.ID, "remainder", money.Format(r.Remainder), "shares", r.Count)
 			return true, nil
 		case lua.CloseNotLoaded, lua.CloseVerify:
 			// The rebuild takes the packet's load lock and reads the store
 			// under it, so it never puts back a state someone moved past.
-			err := e.rebuild(ctx, p.ID, p.SenderID)
-			if errors.Is(err, ErrNotOpen) {
+			err := s.rebuild(ctx, p.ID, p.SenderID)
+			if errors.Is(err, engine.ErrNotOpen) {
 				return false, nil // its payment failed meanwhile: nothing to close
 			}
 			if err != nil {
@@ -91,24 +93,24 @@ func (e *Engine) closePacket(ctx context.Context, p store.Packet) (bool, error) 
 			return false, fmt.Errorf("%w: close code %d", lua.ErrUnexpectedReply, r.Code)
 		}
 	}
-	return false, fmt.Errorf("%w: packet %d could not be loaded", ErrBusy, p.ID)
+	return false, fmt.Errorf("%w: packet %d could not be loaded", engine.ErrBusy, p.ID)
 }
 
 // refundSettled refunds packets that are closed and paid but not refunded:
 // the writer refunds a paid packet when it applies the close, and a late
 // settlement refunds it then; this sweep catches one that neither did.
-func (e *Engine) refundSettled(ctx context.Context, now time.Time) error {
+func (s *Service) refundSettled(ctx context.Context, now time.Time) error {
 	for after := int64(0); ; {
-		ids, err := e.db.UnrefundedPackets(ctx, after, refundBatch)
+		ids, err := s.db.UnrefundedPackets(ctx, after, refundBatch)
 		if err != nil {
 			return err
 		}
 		for _, id := range ids {
 			after = id
-			if err := e.db.RefundIfSettled(ctx, id, now); err != nil {
+			if err := s.db.RefundIfSettled(ctx, id, now); err != nil {
 				return err
 			}
-			e.log.InfoContext(ctx, "closed packet refunded after its settlement", "packet_id", id)
+			s.log.InfoContext(ctx, "closed packet refunded after its settlement", "packet_id", id)
 		}
 		if len(ids) < refundBatch {
 			return nil
@@ -117,24 +119,9 @@ func (e *Engine) refundSettled(ctx context.Context, now time.Time) error {
 }
 
 // RunRefunder runs CloseExpired every RefundInterval until ctx ends.
-func (e *Engine) RunRefunder(ctx context.Context) error {
-	return e.every(ctx, e.cfg.RefundInterval, "refund pass", func(ctx context.Context) error {
-		_, err := e.CloseExpired(ctx)
+func (s *Service) RunRefunder(ctx context.Context) error {
+	return s.core.Every(ctx, s.cfg.RefundInterval, "refund pass", func(ctx context.Context) error {
+		_, err := s.CloseExpired(ctx)
 		return err
 	})
-}
-
-// every runs pass, then waits interval, until ctx ends; a failed pass is
-// logged and the next one tries again.
-func (e *Engine) every(ctx context.Context, interval time.Duration, name string, pass func(context.Context) error) error {
-	for {
-		if err := pass(ctx); err != nil && ctx.Err() == nil {
-			e.log.WarnContext(ctx, name+" failed", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(interval):
-		}
-	}
 }

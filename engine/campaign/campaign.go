@@ -1,4 +1,4 @@
-package engine
+package campaign
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/money"
 	"github.com/grab-engine/grab/lua"
 	"github.com/grab-engine/grab/store"
 )
@@ -17,20 +19,20 @@ import (
 // Campaign bounds. A campaign's awards sit in one Redis list, so their
 // number is bounded; the window bounds how long its keys are kept.
 const (
-	MaxCampaignAwards  = 100_000
-	MaxCampaignBudget  = 1_000_000_000 // fen: 10,000,000.00
+	MaxAwards          = 100_000
+	MaxBudget          = 1_000_000_000 // fen: 10,000,000.00
 	MaxPerUserLimit    = 100
-	MaxCampaignWindow  = 366 * 24 * time.Hour
+	MaxWindow          = 366 * 24 * time.Hour
 	maxCampaignNameLen = 64
 )
 
 // Campaign statuses as the API shows them; MySQL keeps "open" and the rest
 // follows from the clock and what is left.
 const (
-	CampaignScheduled = "scheduled" // before starts_at
-	CampaignOpen      = "open"
-	CampaignSoldOut   = "sold_out" // every award granted
-	CampaignEnded     = "ended"    // at or past ends_at
+	Scheduled = "scheduled" // before starts_at
+	Open      = "open"
+	SoldOut   = "sold_out" // every award granted
+	Ended     = "ended"    // at or past ends_at
 )
 
 // Payout statuses of an award (store's names; the API shows them as they are).
@@ -87,18 +89,18 @@ type Award struct {
 	TransferredAt *time.Time
 }
 
-// PayoutPendingError is ErrPayoutInProgress with the award it is about, so
+// PayoutPendingError is engine.ErrPayoutInProgress with the award it is about, so
 // the app can still show what was won.
 type PayoutPendingError struct {
 	Award Award
 }
 
-func (e *PayoutPendingError) Error() string {
-	return fmt.Sprintf("%v: award %d of campaign %d", ErrPayoutInProgress, e.Award.Seq, e.Award.CampaignID)
+func (pe *PayoutPendingError) Error() string {
+	return fmt.Sprintf("%v: award %d of campaign %d", engine.ErrPayoutInProgress, pe.Award.Seq, pe.Award.CampaignID)
 }
 
-// Unwrap makes errors.Is(err, ErrPayoutInProgress) hold.
-func (e *PayoutPendingError) Unwrap() error { return ErrPayoutInProgress }
+// Unwrap makes errors.Is(err, engine.ErrPayoutInProgress) hold.
+func (pe *PayoutPendingError) Unwrap() error { return engine.ErrPayoutInProgress }
 
 // refRe is the alphabet of idempotency refs, which become Redis keys.
 var refRe = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,64}$`)
@@ -107,21 +109,21 @@ func (r NewCampaign) check(now time.Time) error {
 	name := strings.TrimSpace(r.Name)
 	switch {
 	case r.Ref != "" && !refRe.MatchString(r.Ref): // as vouchers and order ids
-		return fmt.Errorf("%w: ref must be 1-64 characters of A-Z a-z 0-9 _ . : -", ErrInvalidArgument)
+		return fmt.Errorf("%w: ref must be 1-64 characters of A-Z a-z 0-9 _ . : -", engine.ErrInvalidArgument)
 	case name == "" || utf8.RuneCountInString(r.Name) > maxCampaignNameLen || !utf8.ValidString(r.Name):
-		return fmt.Errorf("%w: name must be 1-%d characters", ErrInvalidArgument, maxCampaignNameLen)
-	case r.Budget < 1 || r.Budget > MaxCampaignBudget:
-		return fmt.Errorf("%w: budget must be 0.01..%s", ErrInvalidArgument, FormatAmount(MaxCampaignBudget))
+		return fmt.Errorf("%w: name must be 1-%d characters", engine.ErrInvalidArgument, maxCampaignNameLen)
+	case r.Budget < 1 || r.Budget > MaxBudget:
+		return fmt.Errorf("%w: budget must be 0.01..%s", engine.ErrInvalidArgument, money.Format(MaxBudget))
 	case r.PerUserLimit < 0 || r.PerUserLimit > MaxPerUserLimit:
-		return fmt.Errorf("%w: per_user_limit must be 1..%d", ErrInvalidArgument, MaxPerUserLimit)
+		return fmt.Errorf("%w: per_user_limit must be 1..%d", engine.ErrInvalidArgument, MaxPerUserLimit)
 	case r.StartsAt.IsZero() || r.EndsAt.IsZero():
-		return fmt.Errorf("%w: starts_at and ends_at are required", ErrInvalidArgument)
+		return fmt.Errorf("%w: starts_at and ends_at are required", engine.ErrInvalidArgument)
 	case !r.EndsAt.After(r.StartsAt):
-		return fmt.Errorf("%w: ends_at must be after starts_at", ErrInvalidArgument)
+		return fmt.Errorf("%w: ends_at must be after starts_at", engine.ErrInvalidArgument)
 	case !r.EndsAt.After(now):
-		return fmt.Errorf("%w: ends_at must be in the future", ErrInvalidArgument)
-	case r.EndsAt.Sub(r.StartsAt) > MaxCampaignWindow:
-		return fmt.Errorf("%w: a campaign runs at most %d days", ErrInvalidArgument, MaxCampaignWindow/(24*time.Hour))
+		return fmt.Errorf("%w: ends_at must be in the future", engine.ErrInvalidArgument)
+	case r.EndsAt.Sub(r.StartsAt) > MaxWindow:
+		return fmt.Errorf("%w: a campaign runs at most %d days", engine.ErrInvalidArgument, MaxWindow/(24*time.Hour))
 	}
 	return nil
 }
@@ -129,9 +131,9 @@ func (r NewCampaign) check(now time.Time) error {
 // CreateCampaign splits the budget into awards within the rule, stores the
 // campaign and loads it into Redis. With a ref, a repeat of the same request
 // returns the first campaign (created false); the same ref with other content
-// is ErrIdempotencyConflict.
-func (e *Engine) CreateCampaign(ctx context.Context, req NewCampaign) (Campaign, bool, error) {
-	now := e.clock.Now().UTC()
+// is engine.ErrIdempotencyConflict.
+func (s *Service) CreateCampaign(ctx context.Context, req NewCampaign) (Campaign, bool, error) {
+	now := s.clock.Now().UTC()
 	if req.PerUserLimit == 0 {
 		req.PerUserLimit = 1
 	}
@@ -141,24 +143,24 @@ func (e *Engine) CreateCampaign(ctx context.Context, req NewCampaign) (Campaign,
 		return Campaign{}, false, err
 	}
 	if req.Ref != "" {
-		if c, err := e.campaignByRef(ctx, req); !errors.Is(err, ErrNotFound) {
+		if c, err := s.campaignByRef(ctx, req); !errors.Is(err, engine.ErrNotFound) {
 			return c, false, err
 		}
 	}
-	amounts, err := SplitCampaign(e.rand, req.Budget, req.AwardCount, req.AwardMin, req.AwardMax)
+	amounts, err := Split(s.rand, req.Budget, req.AwardCount, req.AwardMin, req.AwardMax)
 	if err != nil {
 		return Campaign{}, false, err
 	}
 	row := store.Campaign{Name: req.Name, Budget: store.Fen(req.Budget), AwardCount: len(amounts),
-		StartsAt: req.StartsAt, EndsAt: req.EndsAt, Status: CampaignOpen, CreatedAt: now,
+		StartsAt: req.StartsAt, EndsAt: req.EndsAt, Status: Open, CreatedAt: now,
 		AwardMin: store.Fen(req.AwardMin), AwardMax: store.Fen(req.AwardMax), PerUserLimit: req.PerUserLimit}
 	if req.Ref != "" {
 		row.Ref = sql.NullString{String: req.Ref, Valid: true}
 	}
-	id, err := e.db.CreateCampaign(ctx, row, amounts)
+	id, err := s.db.CreateCampaign(ctx, row, amounts)
 	if errors.Is(err, store.ErrDuplicate) {
 		// Another request with this ref won the race.
-		c, err := e.campaignByRef(ctx, req)
+		c, err := s.campaignByRef(ctx, req)
 		return c, false, err
 	}
 	if err != nil {
@@ -170,26 +172,26 @@ func (e *Engine) CreateCampaign(ctx context.Context, req NewCampaign) (Campaign,
 		shares[i] = lua.Share{Seq: i + 1, Amount: a}
 	}
 	// Committed. If Redis fails now, the first grab rebuilds it from MySQL.
-	if _, err := e.loadCampaign(ctx, row, shares, nil, ""); err != nil {
-		e.log.WarnContext(ctx, "campaign created but not loaded into redis; grabs will rebuild it", "campaign_id", id, "err", err)
+	if _, err := s.loadCampaign(ctx, row, shares, nil, ""); err != nil {
+		s.log.WarnContext(ctx, "campaign created but not loaded into redis; grabs will rebuild it", "campaign_id", id, "err", err)
 	}
-	c, err := e.GetCampaign(ctx, id)
+	c, err := s.GetCampaign(ctx, id)
 	return c, true, err
 }
 
 // campaignByRef returns the campaign created under req.Ref if it was
 // created with the same content.
-func (e *Engine) campaignByRef(ctx context.Context, req NewCampaign) (Campaign, error) {
-	c, err := e.db.CampaignByRef(ctx, req.Ref)
+func (s *Service) campaignByRef(ctx context.Context, req NewCampaign) (Campaign, error) {
+	c, err := s.db.CampaignByRef(ctx, req.Ref)
 	if err != nil {
-		return Campaign{}, storeErr(err)
+		return Campaign{}, engine.FromStore(err)
 	}
 	if c.Name != req.Name || int64(c.Budget) != req.Budget || c.AwardCount != req.AwardCount ||
 		int64(c.AwardMin) != req.AwardMin || int64(c.AwardMax) != req.AwardMax || c.PerUserLimit != req.PerUserLimit ||
 		!c.StartsAt.Equal(req.StartsAt) || !c.EndsAt.Equal(req.EndsAt) {
-		return Campaign{}, fmt.Errorf("%w: ref %q was used for another campaign", ErrIdempotencyConflict, req.Ref)
+		return Campaign{}, fmt.Errorf("%w: ref %q was used for another campaign", engine.ErrIdempotencyConflict, req.Ref)
 	}
-	return e.GetCampaign(ctx, c.ID)
+	return s.GetCampaign(ctx, c.ID)
 }
 
 // loadCampaign writes a campaign's state into Redis: the awards not yet
@@ -197,41 +199,41 @@ func (e *Engine) campaignByRef(ctx context.Context, req NewCampaign) (Campaign, 
 // left alone; one loaded under another epoch is verified (campaign_load.lua).
 // epoch is the dataset epoch MySQL was read under (adoptEpoch), "" for a
 // campaign just created.
-func (e *Engine) loadCampaign(ctx context.Context, c store.Campaign, awards []lua.Share, granted []lua.Award, epoch string) (lua.LoadResult, error) {
+func (s *Service) loadCampaign(ctx context.Context, c store.Campaign, awards []lua.Share, granted []lua.Award, epoch string) (lua.LoadResult, error) {
 	st := lua.CampaignState{Status: c.Status, StartsAtMs: c.StartsAt.UnixMilli(), EndsAtMs: c.EndsAt.UnixMilli(),
 		PerUserLimit: c.PerUserLimit, Awards: awards, Granted: granted, Epoch: epoch}
 	// Kept past the end so holders still see their award; at least a minute,
 	// so a state rebuilt for an ended campaign answers before it goes.
-	st.KeepUntilMs = max(st.EndsAtMs+e.cfg.KeyGrace.Milliseconds(), e.nowMs()+time.Minute.Milliseconds())
-	return lua.LoadCampaign(ctx, e.rdb, e.keys.Campaign(c.ID), st)
+	st.KeepUntilMs = max(st.EndsAtMs+s.cfg.KeyGrace.Milliseconds(), s.nowMs()+time.Minute.Milliseconds())
+	return lua.LoadCampaign(ctx, s.rdb, s.keys.Campaign(c.ID), st)
 }
 
 // rebuildCampaign loads a campaign's state from MySQL after Redis lost it
 // (or never had it), or verifies a state loaded under another dataset epoch,
 // under its load lock.
-func (e *Engine) rebuildCampaign(ctx context.Context, campaignID int64) error {
-	keys := e.keys.Campaign(campaignID)
-	unlock, err := e.lockLoad(ctx, keys.LoadLock, fmt.Sprintf("campaign %d", campaignID))
+func (s *Service) rebuildCampaign(ctx context.Context, campaignID int64) error {
+	keys := s.keys.Campaign(campaignID)
+	unlock, err := s.core.LockLoad(ctx, keys.LoadLock, fmt.Sprintf("campaign %d", campaignID))
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	if _, fresh, err := lua.StateEpoch(ctx, e.rdb, keys.State, keys.Epoch); err != nil || fresh {
+	if _, fresh, err := lua.StateEpoch(ctx, s.rdb, keys.State, keys.Epoch); err != nil || fresh {
 		return err // done by whoever held the lock before us
 	}
-	epoch, err := e.adoptEpoch(ctx, keys.Epoch)
+	epoch, err := s.core.AdoptEpoch(ctx, keys.Epoch)
 	if err != nil {
 		return err
 	}
-	c, err := e.db.Campaign(ctx, campaignID)
+	c, err := s.db.Campaign(ctx, campaignID)
 	if err != nil {
-		return storeErr(err)
+		return engine.FromStore(err)
 	}
-	shares, err := e.db.CampaignShares(ctx, campaignID)
+	shares, err := s.db.CampaignShares(ctx, campaignID)
 	if err != nil {
 		return err
 	}
-	rows, err := e.db.CampaignAwards(ctx, campaignID)
+	rows, err := s.db.CampaignAwards(ctx, campaignID)
 	if err != nil {
 		return err
 	}
@@ -247,13 +249,13 @@ func (e *Engine) rebuildCampaign(ctx context.Context, campaignID int64) error {
 			left = append(left, lua.Share{Seq: s.Seq, Amount: int64(s.Amount)})
 		}
 	}
-	res, err := e.loadCampaign(ctx, c, left, granted, epoch)
+	res, err := s.loadCampaign(ctx, c, left, granted, epoch)
 	if err != nil {
 		return err
 	}
-	e.countLoad(ctx, res, "campaign", campaignID, c.Status)
+	s.core.CountLoad(ctx, res, "campaign", campaignID, c.Status)
 	if res == lua.Loaded || res == lua.Verified {
-		return e.countOrphanAwards(ctx, campaignID)
+		return s.countOrphanAwards(ctx, campaignID)
 	}
 	return nil
 }
@@ -263,8 +265,8 @@ func (e *Engine) rebuildCampaign(ctx context.Context, campaignID int64) error {
 // writer's event counts an award against the budget, and such an event will
 // never come. Counting one whose event is still in the stream is harmless:
 // the award is counted once, by whichever comes first.
-func (e *Engine) countOrphanAwards(ctx context.Context, campaignID int64) error {
-	awards, err := e.db.UncountedAwards(ctx, campaignID)
+func (s *Service) countOrphanAwards(ctx context.Context, campaignID int64) error {
+	awards, err := s.db.UncountedAwards(ctx, campaignID)
 	if err != nil || len(awards) == 0 {
 		return err
 	}
@@ -272,27 +274,27 @@ func (e *Engine) countOrphanAwards(ctx context.Context, campaignID int64) error 
 	for i, a := range awards {
 		events[i] = store.Event{Kind: store.EventAward, Award: a}
 	}
-	rejected, err := e.db.ApplyEvents(ctx, events)
+	rejected, err := s.db.ApplyEvents(ctx, events)
 	if err != nil {
 		return err
 	}
 	for _, i := range rejected {
-		e.log.ErrorContext(ctx, "campaign award recorded but cannot be counted (over the budget?); needs attention",
+		s.log.ErrorContext(ctx, "campaign award recorded but cannot be counted (over the budget?); needs attention",
 			"campaign_id", campaignID, "seq", awards[i].Seq, "user_id", awards[i].UserID)
 	}
-	e.log.InfoContext(ctx, "campaign awards counted after a Redis dataset change", "campaign_id", campaignID,
+	s.log.InfoContext(ctx, "campaign awards counted after a Redis dataset change", "campaign_id", campaignID,
 		"counted", len(awards)-len(rejected))
 	return nil
 }
 
 // GetCampaign shows a campaign to an admin: budget, what is used, and its
 // awards by payout status.
-func (e *Engine) GetCampaign(ctx context.Context, campaignID int64) (Campaign, error) {
-	c, err := e.db.Campaign(ctx, campaignID)
+func (s *Service) GetCampaign(ctx context.Context, campaignID int64) (Campaign, error) {
+	c, err := s.db.Campaign(ctx, campaignID)
 	if err != nil {
-		return Campaign{}, storeErr(err)
+		return Campaign{}, engine.FromStore(err)
 	}
-	payouts, err := e.db.PayoutCounts(ctx, campaignID)
+	payouts, err := s.db.PayoutCounts(ctx, campaignID)
 	if err != nil {
 		return Campaign{}, err
 	}
@@ -301,22 +303,22 @@ func (e *Engine) GetCampaign(ctx context.Context, campaignID int64) (Campaign, e
 		PerUserLimit: c.PerUserLimit, StartsAt: c.StartsAt, EndsAt: c.EndsAt, CreatedAt: c.CreatedAt,
 		Awarded: c.AwardedCount, Remaining: c.AwardCount - c.AwardedCount, Payouts: payouts}
 	// Redis is ahead of MySQL on what is left.
-	keys := e.keys.Campaign(campaignID)
-	if n, err := e.rdb.Exists(ctx, keys.State).Result(); err == nil && n == 1 {
-		if left, err := e.rdb.LLen(ctx, keys.Awards).Result(); err == nil {
+	keys := s.keys.Campaign(campaignID)
+	if n, err := s.rdb.Exists(ctx, keys.State).Result(); err == nil && n == 1 {
+		if left, err := s.rdb.LLen(ctx, keys.Awards).Result(); err == nil {
 			v.Remaining = int(left)
 		}
 	}
-	now := e.clock.Now()
+	now := s.clock.Now()
 	switch {
 	case now.Before(c.StartsAt):
-		v.Status = CampaignScheduled
+		v.Status = Scheduled
 	case !now.Before(c.EndsAt):
-		v.Status = CampaignEnded
+		v.Status = Ended
 	case v.Remaining == 0:
-		v.Status = CampaignSoldOut
+		v.Status = SoldOut
 	default:
-		v.Status = CampaignOpen
+		v.Status = Open
 	}
 	return v, nil
 }
@@ -326,71 +328,71 @@ func (e *Engine) GetCampaign(ctx context.Context, campaignID int64) (Campaign, e
 // transfer service is called, and 4 when it answers success. When the
 // transfer fails or its outcome is unknown, the answer is a
 // *PayoutPendingError: the award is the user's and the sweeper finishes it.
-func (e *Engine) GrabCampaign(ctx context.Context, campaignID, userID int64) (Award, error) {
+func (s *Service) GrabCampaign(ctx context.Context, campaignID, userID int64) (Award, error) {
 	if campaignID <= 0 {
-		return Award{}, ErrNotFound
+		return Award{}, engine.ErrNotFound
 	}
-	if e.WriterLag() > e.cfg.LagLimit {
-		return Award{}, ErrBusy
+	if s.core.Lagging() {
+		return Award{}, engine.ErrBusy
 	}
-	keys := e.keys.Campaign(campaignID)
-	request := requestID()
+	keys := s.keys.Campaign(campaignID)
+	request := engine.RequestID()
 	for attempt := 0; attempt < 3; attempt++ {
-		r, err := lua.CampaignGrab(ctx, e.rdb, keys, campaignID, userID, e.nowMs(), request)
+		r, err := lua.CampaignGrab(ctx, s.rdb, keys, campaignID, userID, s.nowMs(), request)
 		if err != nil {
 			return Award{}, err
 		}
 		switch r.Code {
 		case lua.GrabGranted:
 			ev := store.AwardEvent{CampaignID: campaignID, Seq: r.Seq, UserID: userID, Amount: r.Amount, At: time.UnixMilli(r.AtMs).UTC()}
-			return e.payGrab(ctx, ev, r.Repeat)
+			return s.payGrab(ctx, ev, r.Repeat)
 		case lua.GrabNotLoaded, lua.GrabVerify:
-			if err := e.rebuildCampaign(ctx, campaignID); err != nil {
+			if err := s.rebuildCampaign(ctx, campaignID); err != nil {
 				return Award{}, err
 			}
 		case lua.GrabNotOpen:
-			return Award{}, fmt.Errorf("%w: the campaign has not started", ErrNotOpen)
+			return Award{}, fmt.Errorf("%w: the campaign has not started", engine.ErrNotOpen)
 		case lua.GrabExpired:
-			return Award{}, fmt.Errorf("%w: the campaign has ended", ErrExpired)
+			return Award{}, fmt.Errorf("%w: the campaign has ended", engine.ErrExpired)
 		case lua.GrabSoldOut:
-			return Award{}, ErrSoldOut
+			return Award{}, engine.ErrSoldOut
 		default:
 			return Award{}, fmt.Errorf("%w: campaign grab code %d", lua.ErrUnexpectedReply, r.Code)
 		}
 	}
-	return Award{}, fmt.Errorf("%w: campaign %d could not be loaded", ErrBusy, campaignID)
+	return Award{}, fmt.Errorf("%w: campaign %d could not be loaded", engine.ErrBusy, campaignID)
 }
 
 // payGrab pays out an award just granted (or granted before, for a repeat):
 // an award already paid is a success here, one whose payout is under way is
 // a *PayoutPendingError, and so is any failure once Redis has granted it —
 // the award is the user's, and the writer and the sweeper carry it on.
-func (e *Engine) payGrab(ctx context.Context, ev store.AwardEvent, repeat bool) (Award, error) {
-	a, err := e.receive(ctx, ev)
+func (s *Service) payGrab(ctx context.Context, ev store.AwardEvent, repeat bool) (Award, error) {
+	a, err := s.receive(ctx, ev)
 	a.Repeat = repeat
 	switch {
 	case err == nil:
 		return a, nil
-	case errors.Is(err, ErrAwardReceived):
+	case errors.Is(err, engine.ErrAwardReceived):
 		return a, nil
-	case errors.Is(err, ErrPayoutInProgress):
+	case errors.Is(err, engine.ErrPayoutInProgress):
 		return a, &PayoutPendingError{Award: a}
-	case e.xfer == nil && store.Transient(err):
+	case s.xfer == nil && store.Transient(err):
 		// No transfer service: nothing would be paid now anyway, and the
 		// writer records the award from the stream once the store is back.
-		e.log.WarnContext(ctx, "campaign award granted while the store is unavailable; the writer records it",
+		s.log.WarnContext(ctx, "campaign award granted while the store is unavailable; the writer records it",
 			"campaign_id", ev.CampaignID, "seq", ev.Seq, "user_id", ev.UserID, "err", err)
 		return a, nil
-	case errors.Is(err, ErrForbidden):
+	case errors.Is(err, engine.ErrForbidden):
 		// Redis granted this user an award MySQL gives another: a contradiction,
 		// not the user's doing (so INTERNAL, not FORBIDDEN).
-		e.log.ErrorContext(ctx, "campaign award contradicts the store; needs attention", "campaign_id", ev.CampaignID,
+		s.log.ErrorContext(ctx, "campaign award contradicts the store; needs attention", "campaign_id", ev.CampaignID,
 			"seq", ev.Seq, "user_id", ev.UserID)
 		return Award{}, fmt.Errorf("campaign %d award %d: redis and the store disagree on its owner", ev.CampaignID, ev.Seq)
 	}
-	level := e.log.WarnContext
+	level := s.log.WarnContext
 	if errors.Is(err, store.ErrConflict) {
-		level = e.log.ErrorContext // the writer parks the event too: a person must look
+		level = s.log.ErrorContext // the writer parks the event too: a person must look
 	}
 	level(ctx, "campaign award granted but its payout could not begin; the sweeper retries", "campaign_id", ev.CampaignID,
 		"seq", ev.Seq, "user_id", ev.UserID, "err", err)
@@ -398,36 +400,36 @@ func (e *Engine) payGrab(ctx context.Context, ev store.AwardEvent, repeat bool) 
 }
 
 // Receive drives the payout of one of the user's awards (docs/glossary.md):
-// a received award is paid now; ErrAwardReceived when it was paid already,
+// a received award is paid now; engine.ErrAwardReceived when it was paid already,
 // a *PayoutPendingError when its transfer is under way or the transfer
-// fails; ErrForbidden for another user's award.
-func (e *Engine) Receive(ctx context.Context, campaignID int64, seq int, userID int64) (Award, error) {
+// fails; engine.ErrForbidden for another user's award.
+func (s *Service) Receive(ctx context.Context, campaignID int64, seq int, userID int64) (Award, error) {
 	if campaignID <= 0 || seq <= 0 {
-		return Award{}, ErrNotFound
+		return Award{}, engine.ErrNotFound
 	}
 	var ev store.AwardEvent
-	row, err := e.db.Award(ctx, campaignID, seq)
+	row, err := s.db.Award(ctx, campaignID, seq)
 	switch {
 	case err == nil:
 		ev = store.AwardEvent{CampaignID: campaignID, Seq: seq, UserID: row.UserID, Amount: int64(row.Amount), At: row.AwardedAt}
 	case errors.Is(err, store.ErrNotFound):
 		// The writer may not have applied the grab yet: Redis knows it.
-		ra, ok, err := lua.CampaignAward(ctx, e.rdb, e.keys.Campaign(campaignID), seq)
+		ra, ok, err := lua.CampaignAward(ctx, s.rdb, s.keys.Campaign(campaignID), seq)
 		if err != nil {
 			return Award{}, err
 		}
 		if !ok {
-			return Award{}, fmt.Errorf("%w: no award %d in campaign %d", ErrNotFound, seq, campaignID)
+			return Award{}, fmt.Errorf("%w: no award %d in campaign %d", engine.ErrNotFound, seq, campaignID)
 		}
 		ev = store.AwardEvent{CampaignID: campaignID, Seq: seq, UserID: ra.UserID, Amount: ra.Amount, At: time.UnixMilli(ra.AtMs).UTC()}
 	default:
 		return Award{}, err
 	}
 	if ev.UserID != userID {
-		return Award{}, fmt.Errorf("%w: not your award", ErrForbidden)
+		return Award{}, fmt.Errorf("%w: not your award", engine.ErrForbidden)
 	}
-	a, err := e.receive(ctx, ev)
-	if errors.Is(err, ErrPayoutInProgress) {
+	a, err := s.receive(ctx, ev)
+	if errors.Is(err, engine.ErrPayoutInProgress) {
 		return a, &PayoutPendingError{Award: a}
 	}
 	return a, err
@@ -438,31 +440,31 @@ func (e *Engine) Receive(ctx context.Context, campaignID int64, seq int, userID 
 // (creating its row if the writer has not; the writer counts it against the
 // budget) and moves it to transferring, committed; then, outside any
 // transaction, the transfer.
-func (e *Engine) receive(ctx context.Context, ev store.AwardEvent) (Award, error) {
+func (s *Service) receive(ctx context.Context, ev store.AwardEvent) (Award, error) {
 	a := Award{CampaignID: ev.CampaignID, Seq: ev.Seq, UserID: ev.UserID, Amount: ev.Amount, Payout: PayoutReceived, AwardedAt: ev.At}
-	row, started, err := e.db.BeginPayout(ctx, ev, e.xfer != nil, e.clock.Now().UTC())
+	row, started, err := s.db.BeginPayout(ctx, ev, s.xfer != nil, s.clock.Now().UTC())
 	if err != nil {
 		return a, err
 	}
 	a = awardView(row)
 	if row.UserID != ev.UserID {
-		return Award{}, fmt.Errorf("%w: not your award", ErrForbidden)
+		return Award{}, fmt.Errorf("%w: not your award", engine.ErrForbidden)
 	}
 	if !started {
 		switch row.Status {
 		case PayoutTransferred:
-			return a, ErrAwardReceived
+			return a, engine.ErrAwardReceived
 		case PayoutTransferring, PayoutNeedsAttention:
-			return a, ErrPayoutInProgress
+			return a, engine.ErrPayoutInProgress
 		}
 		return a, nil // received, and no transfer service to pay it
 	}
-	if h := e.hooks.afterTransferring; h != nil {
+	if h := s.hooks.afterTransferring; h != nil {
 		if err := h(ctx, row); err != nil {
 			return a, err
 		}
 	}
-	return e.transferAward(ctx, row)
+	return s.transferAward(ctx, row)
 }
 
 func awardView(r store.Award) Award {
@@ -476,11 +478,11 @@ func awardView(r store.Award) Award {
 
 // MyAwards lists the user's awards of a campaign with their payout status,
 // including one Redis has granted that MySQL has not seen yet.
-func (e *Engine) MyAwards(ctx context.Context, campaignID, userID int64) ([]Award, error) {
-	if _, err := e.db.Campaign(ctx, campaignID); err != nil {
-		return nil, storeErr(err)
+func (s *Service) MyAwards(ctx context.Context, campaignID, userID int64) ([]Award, error) {
+	if _, err := s.db.Campaign(ctx, campaignID); err != nil {
+		return nil, engine.FromStore(err)
 	}
-	rows, err := e.db.UserAwards(ctx, campaignID, userID)
+	rows, err := s.db.UserAwards(ctx, campaignID, userID)
 	if err != nil {
 		return nil, err
 	}
@@ -492,7 +494,7 @@ func (e *Engine) MyAwards(ctx context.Context, campaignID, userID int64) ([]Awar
 	}
 	// The users hash holds the latest award; the receive path writes the row
 	// at grab time, so only that one can be missing from MySQL.
-	u, ok, err := lua.CampaignUserOf(ctx, e.rdb, e.keys.Campaign(campaignID), userID)
+	u, ok, err := lua.CampaignUserOf(ctx, s.rdb, s.keys.Campaign(campaignID), userID)
 	if err != nil {
 		return nil, err
 	}

@@ -1,4 +1,4 @@
-package engine_test
+package campaign_test
 
 import (
 	"context"
@@ -11,10 +11,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/grab-engine/grab"
+	"github.com/grab-engine/grab/engine/campaign"
+	"github.com/grab-engine/grab/engine/enginetest"
+
 	"github.com/redis/go-redis/v9"
 
 	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/money"
 	"github.com/grab-engine/grab/engine/transfer"
 	"github.com/grab-engine/grab/engine/transfersim"
 	"github.com/grab-engine/grab/store"
@@ -22,7 +26,7 @@ import (
 
 // startSim serves a transfer service simulator on loopback and returns it
 // with the production client of it, as grabd wires them.
-func startSim(tb testing.TB, f transfersim.Faults) (*transfersim.Sim, engine.TransferService) {
+func startSim(tb testing.TB, f transfersim.Faults) (*transfersim.Sim, transfer.Service) {
 	tb.Helper()
 	secret := []byte("transfer-test-secret")
 	sim := transfersim.New(secret, f, 1)
@@ -33,40 +37,21 @@ func startSim(tb testing.TB, f transfersim.Faults) (*transfersim.Sim, engine.Tra
 	return sim, transfer.NewClient(srv.URL, secret, 5*time.Second, hc)
 }
 
-// withTransfer is the env's engine rebuilt with a transfer service (and a
-// metrics registry of its own).
-func (e *env) withTransfer(x engine.TransferService, mutate ...func(*engine.Config)) (*env, *prometheus.Registry) {
-	reg := prometheus.NewRegistry()
-	return e.another(func(d *engine.Deps) { d.Transfer, d.Metrics = x, reg }, mutate...), reg
-}
-
-// newCampaign creates a campaign open from a minute ago for an hour.
-func (e *env) newCampaign(tb testing.TB, budget int64, count int, awardMin, awardMax int64, limit int) engine.Campaign {
-	tb.Helper()
-	now := e.clock.Now()
-	c, created, err := e.eng.CreateCampaign(context.Background(), engine.NewCampaign{Name: "test", Budget: budget, AwardCount: count,
-		AwardMin: awardMin, AwardMax: awardMax, PerUserLimit: limit, StartsAt: now.Add(-time.Minute), EndsAt: now.Add(time.Hour)})
-	if err != nil || !created {
-		tb.Fatalf("create campaign: %v, %v", created, err)
-	}
-	return c
-}
-
 // grabOutcomes grabs campaign cp once for each user, all at once, and
 // returns the awards won (paid or pending) by user and the error codes.
-func (e *env) grabOutcomes(t *testing.T, cp int64, users []int64) (won map[int64]engine.Award, pending int, other map[string]int) {
+func grabOutcomes(e *enginetest.Env, t *testing.T, cp int64, users []int64) (won map[int64]campaign.Award, pending int, other map[string]int) {
 	t.Helper()
 	var mu sync.Mutex
-	won, other = map[int64]engine.Award{}, map[string]int{}
+	won, other = map[int64]campaign.Award{}, map[string]int{}
 	var wg sync.WaitGroup
 	for _, u := range users {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			a, err := e.eng.GrabCampaign(context.Background(), cp, u)
+			a, err := e.Campaigns.GrabCampaign(context.Background(), cp, u)
 			mu.Lock()
 			defer mu.Unlock()
-			var pe *engine.PayoutPendingError
+			var pe *campaign.PayoutPendingError
 			switch {
 			case err == nil:
 				won[u] = a
@@ -84,29 +69,21 @@ func (e *env) grabOutcomes(t *testing.T, cp int64, users []int64) (won map[int64
 	return won, pending, other
 }
 
-func userRange(from, n int) []int64 {
-	u := make([]int64, n)
-	for i := range u {
-		u[i] = int64(from + i)
-	}
-	return u
-}
-
 // settlePayouts advances the clock past the retry threshold and sweeps
 // until no award of cp is received or transferring; it returns the sweeps run.
-func (e *env) settlePayouts(t *testing.T, cp int64) int {
+func settlePayouts(e *enginetest.Env, t *testing.T, cp int64) int {
 	t.Helper()
 	ctx := context.Background()
 	for sweeps := 1; sweeps <= 200; sweeps++ {
-		e.clock.Add(e.cfg.PayoutRetryAfter + time.Second)
-		if _, err := e.eng.SweepPayouts(ctx); err != nil {
+		e.Clock.Add(e.Cfg.PayoutRetryAfter + time.Second)
+		if _, err := e.Campaigns.SweepPayouts(ctx); err != nil {
 			t.Fatal(err)
 		}
-		counts, err := e.db.PayoutCounts(ctx, cp)
+		counts, err := e.DB.PayoutCounts(ctx, cp)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if counts[engine.PayoutReceived]+counts[engine.PayoutTransferring] == 0 {
+		if counts[campaign.PayoutReceived]+counts[campaign.PayoutTransferring] == 0 {
 			return sweeps
 		}
 	}
@@ -119,11 +96,11 @@ func (e *env) settlePayouts(t *testing.T, cp int64) int {
 // service with the award's user and amount (the simulator's ledger), and
 // MySQL's used and accumulated amounts both the sum of the awards. It
 // returns that sum.
-func (e *env) auditPayouts(t *testing.T, sim *transfersim.Sim, cp int64, want int) int64 {
+func auditPayouts(e *enginetest.Env, t *testing.T, sim *transfersim.Sim, cp int64, want int) int64 {
 	t.Helper()
 	ctx := context.Background()
-	e.runWriter()() // the writer counts the awards against the budget
-	rows, err := e.db.CampaignAwards(ctx, cp)
+	e.RunWriter()() // the writer counts the awards against the budget
+	rows, err := e.DB.CampaignAwards(ctx, cp)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +124,7 @@ func (e *env) auditPayouts(t *testing.T, sim *transfersim.Sim, cp int64, want in
 		sum += int64(r.Amount)
 		rec, ok := held[r.OutTradeNo]
 		switch {
-		case r.Status != engine.PayoutTransferred:
+		case r.Status != campaign.PayoutTransferred:
 			t.Errorf("award %d is %s (attempts %d, %q)", r.Seq, r.Status, r.Attempts, r.LastError)
 		case !ok:
 			t.Errorf("award %d is transferred but the service never applied %s", r.Seq, r.OutTradeNo)
@@ -159,7 +136,7 @@ func (e *env) auditPayouts(t *testing.T, sim *transfersim.Sim, cp int64, want in
 		t.Errorf("service applied %d numbers, %d fen, at most %d times each; want %d numbers, %d fen, once each",
 			numbers, paid, sim.MaxApplications(), want, sum)
 	}
-	c, err := e.db.Campaign(ctx, cp)
+	c, err := e.DB.Campaign(ctx, cp)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,15 +154,15 @@ func (e *env) auditPayouts(t *testing.T, sim *transfersim.Sim, cp int64, want in
 // MySQL's used and accumulated amounts.
 func TestCampaignPayoutUnderFaults(t *testing.T) {
 	sim, x := startSim(t, transfersim.Faults{ErrorRate: 0.5, LoseReplyRate: 0.1, DuplicateRate: 0.05})
-	base := setupReal(t)
+	base := enginetest.Real(t)
 	// Attempts are unbounded here (a 1-in-2^1000 chance of parking): this
 	// test is about settling, TestPayoutParksAfterMaxAttempts about parking.
-	e, _ := base.withTransfer(x, func(c *engine.Config) { c.PayoutMaxAttempts = 1000; c.PayoutWorkers = 16 })
+	e, _ := base.WithTransfer(x, func(c *engine.Config) { c.PayoutMaxAttempts = 1000; c.PayoutWorkers = 16 })
 	const budget, awards, users = 100_000, 2_000, 10_000 // 1000.00 in 2,000 awards of 0.01..1.00
-	c := e.newCampaign(t, budget, awards, 1, 100, 1)
-	stop := e.runWriter()
+	c := e.NewCampaign(t, budget, awards, 1, 100, 1)
+	stop := e.RunWriter()
 
-	won, pending, other := e.grabOutcomes(t, c.ID, userRange(1, users))
+	won, pending, other := grabOutcomes(e, t, c.ID, enginetest.Users(1, users))
 	if len(won) != awards || other["SOLD_OUT"] != users-awards || len(other) != 1 {
 		t.Fatalf("%d won (%d pending), others %v", len(won), pending, other)
 	}
@@ -202,23 +179,23 @@ func TestCampaignPayoutUnderFaults(t *testing.T) {
 		seqs[a.Seq] = true
 	}
 	stop() // the writer drains every award event: none may count twice
-	if n := e.rdb.XLen(context.Background(), e.keys.DeadLetters(e.keys.Shard(c.ID))).Val(); n != 0 {
+	if n := e.Redis.XLen(context.Background(), e.Keys.DeadLetters(e.Keys.Shard(c.ID))).Val(); n != 0 {
 		t.Fatalf("the writer parked %d award events", n)
 	}
-	sweeps := e.settlePayouts(t, c.ID)
-	sum := e.auditPayouts(t, sim, c.ID, awards)
+	sweeps := settlePayouts(e, t, c.ID)
+	sum := auditPayouts(e, t, sim, c.ID, awards)
 	if n, fen := sim.TotalApplied(); sum != budget || won64 != budget || n != awards || fen != budget {
 		t.Fatalf("Σ transferred %d, Σ won %d, service moved %d fen in %d transfers; budget %d", sum, won64, fen, n, budget)
 	}
 	t.Logf("%d awards, %d pending after the grab, settled in %d sweeps; %d applied once each, Σ = %s",
-		awards, pending, sweeps, awards, engine.FormatAmount(sum))
+		awards, pending, sweeps, awards, money.Format(sum))
 
 	// A winner's second grab is their award again, paid. (A fresh engine: the
 	// stopped writer's last lag measurement is stale.)
-	e = e.another(func(d *engine.Deps) { d.Transfer = x })
+	e = e.Another(func(d *grab.Deps) { d.Campaigns.Transfer = x })
 	for u := range won {
-		a, err := e.eng.GrabCampaign(context.Background(), c.ID, u)
-		if err != nil || !a.Repeat || a.Payout != engine.PayoutTransferred || a.Seq != won[u].Seq {
+		a, err := e.Campaigns.GrabCampaign(context.Background(), c.ID, u)
+		if err != nil || !a.Repeat || a.Payout != campaign.PayoutTransferred || a.Seq != won[u].Seq {
 			t.Fatalf("repeat grab: %+v, %v", a, err)
 		}
 		break
@@ -232,10 +209,10 @@ var errCrash = errors.New("crash injected")
 // the sweeper, without a second transfer.
 func TestCampaignPayoutCrashPoints(t *testing.T) {
 	sim, x := startSim(t, transfersim.Faults{})
-	e, _ := setupReal(t).withTransfer(x)
-	c := e.newCampaign(t, 300, 3, 100, 100, 1)
+	e, _ := enginetest.Real(t).WithTransfer(x)
+	c := e.NewCampaign(t, 300, 3, 100, 100, 1)
 	ctx := context.Background()
-	engine.SetPayoutHooks(e.eng,
+	campaign.SetPayoutHooks(e.Campaigns,
 		func(_ context.Context, a store.Award) error { // user 1: dies before the call
 			if a.UserID == 1 {
 				return errCrash
@@ -248,13 +225,13 @@ func TestCampaignPayoutCrashPoints(t *testing.T) {
 			}
 			return nil
 		})
-	awards := map[int64]engine.Award{}
+	awards := map[int64]campaign.Award{}
 	for u := int64(1); u <= 3; u++ {
-		a, err := e.eng.GrabCampaign(ctx, c.ID, u)
-		var pe *engine.PayoutPendingError
+		a, err := e.Campaigns.GrabCampaign(ctx, c.ID, u)
+		var pe *campaign.PayoutPendingError
 		switch {
-		case u == 3 && err == nil && a.Payout == engine.PayoutTransferred:
-		case u < 3 && errors.As(err, &pe) && pe.Award.Payout == engine.PayoutTransferring:
+		case u == 3 && err == nil && a.Payout == campaign.PayoutTransferred:
+		case u < 3 && errors.As(err, &pe) && pe.Award.Payout == campaign.PayoutTransferring:
 			a = pe.Award
 		default:
 			t.Fatalf("user %d: %+v, %v", u, a, err)
@@ -268,26 +245,26 @@ func TestCampaignPayoutCrashPoints(t *testing.T) {
 	if sim.Applied(no(2)) != 1 {
 		t.Fatal("user 2's transfer was not applied before the crash point")
 	}
-	engine.SetPayoutHooks(e.eng, nil, nil) // the process restarted
+	campaign.SetPayoutHooks(e.Campaigns, nil, nil) // the process restarted
 
 	// Both stay 7 until the threshold; the user is told the payout is under way.
-	if s, err := e.eng.SweepPayouts(ctx); err != nil || s.Claimed != 0 {
+	if s, err := e.Campaigns.SweepPayouts(ctx); err != nil || s.Claimed != 0 {
 		t.Fatalf("sweep before the threshold: %+v, %v", s, err)
 	}
-	if _, err := e.eng.Receive(ctx, c.ID, awards[2].Seq, 2); !errors.Is(err, engine.ErrPayoutInProgress) {
+	if _, err := e.Campaigns.Receive(ctx, c.ID, awards[2].Seq, 2); !errors.Is(err, engine.ErrPayoutInProgress) {
 		t.Fatalf("receive of an award in 7: %v", err)
 	}
-	e.clock.Add(e.cfg.PayoutRetryAfter + time.Second)
-	if s, err := e.eng.SweepPayouts(ctx); err != nil || s != (engine.PayoutSweep{Claimed: 2, Transferred: 2}) {
+	e.Clock.Add(e.Cfg.PayoutRetryAfter + time.Second)
+	if s, err := e.Campaigns.SweepPayouts(ctx); err != nil || s != (campaign.PayoutSweep{Claimed: 2, Transferred: 2}) {
 		t.Fatalf("sweep: %+v, %v", s, err)
 	}
-	e.auditPayouts(t, sim, c.ID, 3)
+	auditPayouts(e, t, sim, c.ID, 3)
 	// User 1's number: one transfer, the sweeper's. User 2's: only the first;
 	// the sweeper's query found it applied.
 	if n1, n2 := sim.Attempts(no(1)), sim.Attempts(no(2)); n1 != 1 || n2 != 1 {
 		t.Fatalf("transfer calls: user 1 %d, user 2 %d; want 1 and 1", n1, n2)
 	}
-	if _, err := e.eng.Receive(ctx, c.ID, awards[1].Seq, 1); !errors.Is(err, engine.ErrAwardReceived) {
+	if _, err := e.Campaigns.Receive(ctx, c.ID, awards[1].Seq, 1); !errors.Is(err, engine.ErrAwardReceived) {
 		t.Fatalf("receive of a transferred award: %v", err)
 	}
 }
@@ -296,23 +273,23 @@ func TestCampaignPayoutCrashPoints(t *testing.T) {
 // driven by one of them, the service applies no number twice, all end 4.
 func TestTwoPayoutSweepers(t *testing.T) {
 	sim, x := startSim(t, transfersim.Faults{ErrorRate: 1}) // down: every payout is left in 7
-	e, _ := setupReal(t).withTransfer(x)
+	e, _ := enginetest.Real(t).WithTransfer(x)
 	const n = 300
-	c := e.newCampaign(t, 3_000, n, 1, 100, 1)
-	won, pending, other := e.grabOutcomes(t, c.ID, userRange(1, n))
+	c := e.NewCampaign(t, 3_000, n, 1, 100, 1)
+	won, pending, other := grabOutcomes(e, t, c.ID, enginetest.Users(1, n))
 	if len(won) != n || pending != n || len(other) != 0 {
 		t.Fatalf("%d won, %d pending, %v", len(won), pending, other)
 	}
 	sim.SetFaults(transfersim.Faults{Latency: 2 * time.Millisecond}) // up, slow enough for the sweepers to overlap
-	e2 := e.another(func(d *engine.Deps) { d.Transfer = x })
-	e.clock.Add(e.cfg.PayoutRetryAfter + time.Second)
+	e2 := e.Another(func(d *grab.Deps) { d.Campaigns.Transfer = x })
+	e.Clock.Add(e.Cfg.PayoutRetryAfter + time.Second)
 	var wg sync.WaitGroup
-	sweeps := make([]engine.PayoutSweep, 2)
-	for i, eng := range []*engine.Engine{e.eng, e2.eng} {
+	sweeps := make([]campaign.PayoutSweep, 2)
+	for i, svc := range []*campaign.Service{e.Campaigns, e2.Campaigns} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s, err := eng.SweepPayouts(context.Background())
+			s, err := svc.SweepPayouts(context.Background())
 			if err != nil {
 				t.Error(err)
 			}
@@ -323,7 +300,7 @@ func TestTwoPayoutSweepers(t *testing.T) {
 	if sweeps[0].Claimed+sweeps[1].Claimed != n || sweeps[0].Transferred+sweeps[1].Transferred != n {
 		t.Fatalf("sweeps %+v", sweeps)
 	}
-	e.auditPayouts(t, sim, c.ID, n)
+	auditPayouts(e, t, sim, c.ID, n)
 	for _, a := range won {
 		// The failed call never reached the ledger: one sweeper's call did.
 		if calls := sim.Attempts(store.OutTradeNo(c.ID, a.Seq)); calls != 1 {
@@ -339,12 +316,12 @@ func TestTwoPayoutSweepers(t *testing.T) {
 // parked by the writer without counting.
 func TestCampaignBudgetExhaustion(t *testing.T) {
 	sim, x := startSim(t, transfersim.Faults{})
-	e, _ := setupReal(t).withTransfer(x)
+	e, _ := enginetest.Real(t).WithTransfer(x)
 	const budget, awards = 12_345, 500
-	c := e.newCampaign(t, budget, awards, 1, 100, 1)
-	stop := e.runWriter()
-	users := append(userRange(1, 3_000), userRange(1, 200)...) // users 1..200 grab twice at once
-	won, _, other := e.grabOutcomes(t, c.ID, users)
+	c := e.NewCampaign(t, budget, awards, 1, 100, 1)
+	stop := e.RunWriter()
+	users := append(enginetest.Users(1, 3_000), enginetest.Users(1, 200)...) // users 1..200 grab twice at once
+	won, _, other := grabOutcomes(e, t, c.ID, users)
 	// A user who grabs twice and wins gets the same award on both calls (the
 	// second a repeat, or PAYOUT_IN_PROGRESS while the first call transfers).
 	twice := 0
@@ -363,28 +340,28 @@ func TestCampaignBudgetExhaustion(t *testing.T) {
 	if sum != budget {
 		t.Fatalf("Σ won %d, budget %d", sum, budget)
 	}
-	if _, err := e.eng.GrabCampaign(context.Background(), c.ID, 99_999); !errors.Is(err, engine.ErrSoldOut) {
+	if _, err := e.Campaigns.GrabCampaign(context.Background(), c.ID, 99_999); !errors.Is(err, engine.ErrSoldOut) {
 		t.Fatalf("grab after the last award: %v", err)
 	}
 	// A forged award: a real share, another user. The writer parks it.
 	ctx := context.Background()
-	keys := e.keys.Campaign(c.ID)
-	if err := e.rdb.XAdd(ctx, &redis.XAddArgs{Stream: keys.Events, Values: map[string]any{"t": "award", "cp": c.ID, "u": 77_777,
-		"seq": 1, "amt": 1, "at": e.clock.Now().UnixMilli()}}).Err(); err != nil {
+	keys := e.Keys.Campaign(c.ID)
+	if err := e.Redis.XAdd(ctx, &redis.XAddArgs{Stream: keys.Events, Values: map[string]any{"t": "award", "cp": c.ID, "u": 77_777,
+		"seq": 1, "amt": 1, "at": e.Clock.Now().UnixMilli()}}).Err(); err != nil {
 		t.Fatal(err)
 	}
 	stop()
-	if n := e.rdb.XLen(ctx, e.keys.DeadLetters(e.keys.Shard(c.ID))).Val(); n != 1 {
+	if n := e.Redis.XLen(ctx, e.Keys.DeadLetters(e.Keys.Shard(c.ID))).Val(); n != 1 {
 		t.Fatalf("%d dead letters, want the forged award", n)
 	}
 	// Nearly every payout completes inline; under a loaded machine a call can
 	// outlast its timeout, and the sweeper finishes those, as in production.
-	e.settlePayouts(t, c.ID)
-	if got := e.auditPayouts(t, sim, c.ID, awards); got != budget {
+	settlePayouts(e, t, c.ID)
+	if got := auditPayouts(e, t, sim, c.ID, awards); got != budget {
 		t.Fatalf("Σ %d", got)
 	}
-	v, err := e.eng.GetCampaign(ctx, c.ID)
-	if err != nil || v.Status != engine.CampaignSoldOut || v.Remaining != 0 || v.UsedAmount != budget || v.Payouts[engine.PayoutTransferred] != awards {
+	v, err := e.Campaigns.GetCampaign(ctx, c.ID)
+	if err != nil || v.Status != campaign.SoldOut || v.Remaining != 0 || v.UsedAmount != budget || v.Payouts[campaign.PayoutTransferred] != awards {
 		t.Fatalf("campaign %+v, %v", v, err)
 	}
 }

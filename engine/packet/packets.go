@@ -1,17 +1,15 @@
-package engine
+package packet
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
-	"sync/atomic"
 	"time"
 	"unicode/utf8"
+
+	"github.com/grab-engine/grab/engine"
 
 	"github.com/grab-engine/grab/lua"
 	"github.com/grab-engine/grab/store"
@@ -104,118 +102,118 @@ type GrabResult struct {
 }
 
 // CreatePacket splits the amount and stores an unpaid packet.
-func (e *Engine) CreatePacket(ctx context.Context, req NewPacket) (Packet, error) {
+func (s *Service) CreatePacket(ctx context.Context, req NewPacket) (Packet, error) {
 	if req.SenderID <= 0 {
-		return Packet{}, fmt.Errorf("%w: bad sender", ErrInvalidArgument)
+		return Packet{}, fmt.Errorf("%w: bad sender", engine.ErrInvalidArgument)
 	}
 	if req.Greeting == "" {
 		req.Greeting = DefaultGreeting
 	}
 	if utf8.RuneCountInString(req.Greeting) > maxGreetingRunes {
-		return Packet{}, fmt.Errorf("%w: greeting is longer than %d characters", ErrInvalidArgument, maxGreetingRunes)
+		return Packet{}, fmt.Errorf("%w: greeting is longer than %d characters", engine.ErrInvalidArgument, maxGreetingRunes)
 	}
 	row := store.Packet{Kind: req.Kind, SenderID: req.SenderID, Greeting: req.Greeting,
-		Status: StatusUnpaid, PayStatus: "unpaid", CreatedAt: e.clock.Now().UTC()}
+		Status: StatusUnpaid, PayStatus: "unpaid", CreatedAt: s.clock.Now().UTC()}
 	var shares []int64
 	var err error
 	switch req.Kind {
 	case KindGroupLucky, KindGroupEqual:
 		if req.GroupID <= 0 {
-			return Packet{}, fmt.Errorf("%w: group_id is required", ErrInvalidArgument)
+			return Packet{}, fmt.Errorf("%w: group_id is required", engine.ErrInvalidArgument)
 		}
 		if req.ToUserID != 0 {
-			return Packet{}, fmt.Errorf("%w: to_user_id is only for single packets", ErrInvalidArgument)
+			return Packet{}, fmt.Errorf("%w: to_user_id is only for single packets", engine.ErrInvalidArgument)
 		}
 		if req.Kind == KindGroupLucky {
-			shares, err = SplitLucky(e.rand, req.Amount, req.Count, e.cfg.Limits)
+			shares, err = engine.SplitLucky(s.rand, req.Amount, req.Count, s.cfg.Limits)
 		} else {
-			shares, err = SplitEqual(req.Amount, req.Count, e.cfg.Limits)
+			shares, err = engine.SplitEqual(req.Amount, req.Count, s.cfg.Limits)
 		}
 		if err != nil {
 			return Packet{}, err
 		}
-		member, err := e.db.IsGroupMember(ctx, req.GroupID, req.SenderID)
+		member, err := s.db.IsGroupMember(ctx, req.GroupID, req.SenderID)
 		if err != nil {
 			return Packet{}, err
 		}
 		if !member {
-			return Packet{}, fmt.Errorf("%w: the sender is not a member of group %d", ErrForbidden, req.GroupID)
+			return Packet{}, fmt.Errorf("%w: the sender is not a member of group %d", engine.ErrForbidden, req.GroupID)
 		}
 		row.GroupID = sql.NullInt64{Int64: req.GroupID, Valid: true}
 	case KindSingle:
 		if req.ToUserID <= 0 {
-			return Packet{}, fmt.Errorf("%w: to_user_id is required", ErrInvalidArgument)
+			return Packet{}, fmt.Errorf("%w: to_user_id is required", engine.ErrInvalidArgument)
 		}
 		if req.ToUserID == req.SenderID {
-			return Packet{}, fmt.Errorf("%w: a packet cannot be sent to oneself", ErrInvalidArgument)
+			return Packet{}, fmt.Errorf("%w: a packet cannot be sent to oneself", engine.ErrInvalidArgument)
 		}
 		if req.GroupID != 0 || (req.Count != 0 && req.Count != 1) {
-			return Packet{}, fmt.Errorf("%w: single packets take neither group_id nor count", ErrInvalidArgument)
+			return Packet{}, fmt.Errorf("%w: single packets take neither group_id nor count", engine.ErrInvalidArgument)
 		}
-		if shares, err = SplitEqual(req.Amount, 1, e.cfg.Limits); err != nil {
+		if shares, err = engine.SplitEqual(req.Amount, 1, s.cfg.Limits); err != nil {
 			return Packet{}, err
 		}
 		row.ToUserID = sql.NullInt64{Int64: req.ToUserID, Valid: true}
 	default:
-		return Packet{}, fmt.Errorf("%w: kind must be group_lucky, group_equal or single", ErrInvalidArgument)
+		return Packet{}, fmt.Errorf("%w: kind must be group_lucky, group_equal or single", engine.ErrInvalidArgument)
 	}
 	row.Count = len(shares)
 	for _, s := range shares {
 		row.Total += store.Fen(s)
 	}
-	id, err := e.db.CreatePacket(ctx, row, shares)
+	id, err := s.db.CreatePacket(ctx, row, shares)
 	if err != nil {
 		return Packet{}, err
 	}
 	row.ID = id
-	return e.view(row, nil, lua.HotPacket{}, req.SenderID), nil
+	return s.view(row, nil, lua.HotPacket{}, req.SenderID), nil
 }
 
 // PayByBalance debits the sender and opens the packet for grabs.
-func (e *Engine) PayByBalance(ctx context.Context, packetID, senderID int64) (Packet, error) {
-	p, err := e.db.Packet(ctx, packetID)
+func (s *Service) PayByBalance(ctx context.Context, packetID, senderID int64) (Packet, error) {
+	p, err := s.db.Packet(ctx, packetID)
 	if err != nil {
-		return Packet{}, storeErr(err)
+		return Packet{}, engine.FromStore(err)
 	}
 	if p.SenderID != senderID {
-		return Packet{}, fmt.Errorf("%w: only the sender pays", ErrForbidden)
+		return Packet{}, fmt.Errorf("%w: only the sender pays", engine.ErrForbidden)
 	}
-	now := e.clock.Now().UTC()
-	paid, err := e.db.PayByBalance(ctx, packetID, now, now.Add(e.cfg.PacketTTL))
+	now := s.clock.Now().UTC()
+	paid, err := s.db.PayByBalance(ctx, packetID, now, now.Add(s.cfg.PacketTTL))
 	switch {
 	case errors.Is(err, store.ErrWrongState):
 		// p is the packet as read before the call; the call answers nothing on refusal.
-		return Packet{}, fmt.Errorf("%w: it is %s", ErrNotPayable, p.Status)
+		return Packet{}, fmt.Errorf("%w: it is %s", engine.ErrNotPayable, p.Status)
 	case errors.Is(err, store.ErrNoFunds):
-		return Packet{}, ErrInsufficientBalance
+		return Packet{}, engine.ErrInsufficientBalance
 	case err != nil:
-		return Packet{}, storeErr(err)
+		return Packet{}, engine.FromStore(err)
 	}
 	p = paid
 	// The payment is committed. If Redis fails now, the first grab rebuilds
 	// the packet from the store, so this is logged, not returned.
-	if _, err := e.load(ctx, p, ""); err != nil {
-		e.log.WarnContext(ctx, "packet paid but not loaded into redis; grabs will rebuild it", "packet_id", packetID, "err", err)
+	if _, err := s.load(ctx, p, ""); err != nil {
+		s.log.WarnContext(ctx, "packet paid but not loaded into redis; grabs will rebuild it", "packet_id", packetID, "err", err)
 	}
-	shares, err := e.db.Shares(ctx, packetID)
+	shares, err := s.db.Shares(ctx, packetID)
 	if err != nil {
 		return Packet{}, err
 	}
-	return e.view(p, shares, lua.HotPacket{}, senderID), nil
+	return s.view(p, shares, lua.HotPacket{}, senderID), nil
 }
 
 // Grab hands the user one share, or the share they already hold.
-func (e *Engine) Grab(ctx context.Context, packetID, userID int64) (GrabResult, error) {
+func (s *Service) Grab(ctx context.Context, packetID, userID int64) (GrabResult, error) {
 	if packetID <= 0 {
-		return GrabResult{}, ErrNotFound
+		return GrabResult{}, engine.ErrNotFound
 	}
-	if e.WriterLag() > e.cfg.LagLimit {
-		return GrabResult{}, ErrBusy
+	if s.core.Lagging() {
+		return GrabResult{}, engine.ErrBusy
 	}
-	keys := e.keys.Packet(packetID)
-	request := requestID()
+	keys := s.keys.Packet(packetID)
+	request := engine.RequestID()
 	for attempt := 0; attempt < 3; attempt++ {
-		r, err := e.grabScript(ctx, keys, packetID, userID, request)
+		r, err := s.grabScript(ctx, keys, packetID, userID, request)
 		if err != nil {
 			return GrabResult{}, err
 		}
@@ -223,126 +221,74 @@ func (e *Engine) Grab(ctx context.Context, packetID, userID int64) (GrabResult, 
 		case lua.GrabGranted:
 			return GrabResult{PacketID: packetID, Amount: r.Amount, Seq: r.Seq, Repeat: r.Repeat, Credited: r.Credited}, nil
 		case lua.GrabNotLoaded, lua.GrabVerify:
-			if err := e.rebuild(ctx, packetID, userID); err != nil {
+			if err := s.rebuild(ctx, packetID, userID); err != nil {
 				return GrabResult{}, err
 			}
 		case lua.GrabNotOpen:
-			return GrabResult{}, ErrNotOpen
+			return GrabResult{}, engine.ErrNotOpen
 		case lua.GrabExpired:
-			return GrabResult{}, ErrExpired
+			return GrabResult{}, engine.ErrExpired
 		case lua.GrabNotEligible:
-			return GrabResult{}, fmt.Errorf("%w: not eligible for this packet", ErrForbidden)
+			return GrabResult{}, fmt.Errorf("%w: not eligible for this packet", engine.ErrForbidden)
 		case lua.GrabSoldOut:
-			return GrabResult{}, ErrSoldOut
+			return GrabResult{}, engine.ErrSoldOut
 		default:
 			return GrabResult{}, fmt.Errorf("%w: grab code %d", lua.ErrUnexpectedReply, r.Code)
 		}
 	}
-	return GrabResult{}, fmt.Errorf("%w: packet %d could not be loaded", ErrBusy, packetID)
+	return GrabResult{}, fmt.Errorf("%w: packet %d could not be loaded", engine.ErrBusy, packetID)
 }
 
-func (e *Engine) grabScript(ctx context.Context, keys lua.PacketKeys, packetID, userID int64, request string) (lua.GrabReply, error) {
-	if e.pipe != nil {
-		return e.pipe.Grab(ctx, keys, packetID, userID, e.nowMs(), request)
+func (s *Service) grabScript(ctx context.Context, keys lua.PacketKeys, packetID, userID int64, request string) (lua.GrabReply, error) {
+	if s.pipe != nil {
+		return s.pipe.Grab(ctx, keys, packetID, userID, s.nowMs(), request)
 	}
-	return lua.Grab(ctx, e.rdb, keys, packetID, userID, e.nowMs(), request)
+	return lua.Grab(ctx, s.rdb, keys, packetID, userID, s.nowMs(), request)
 }
-
-// requestID tells one grab call from another, so that a re-sent script after
-// a lost reply is answered as the original, not as a repeat.
-func requestID() string {
-	return requestPrefix + strconv.FormatUint(requestSeq.Add(1), 36)
-}
-
-// Request ids are a random per-process prefix and a counter: unique without
-// asking the system for randomness on every grab.
-var (
-	requestPrefix = func() string {
-		var b [6]byte
-		rand.Read(b[:])
-		return hex.EncodeToString(b[:]) + "-"
-	}()
-	requestSeq atomic.Uint64
-)
 
 // rebuild loads a packet's state from the store after Redis lost it (or
 // never had it), and verifies a state loaded under another dataset epoch
 // (Redis restarted, or came back older than MySQL): see load.lua. One caller
 // does it under the packet's load lock; the others wait and find it done.
-func (e *Engine) rebuild(ctx context.Context, packetID, userID int64) error {
-	unlock, err := e.lockPacket(ctx, packetID)
+func (s *Service) rebuild(ctx context.Context, packetID, userID int64) error {
+	unlock, err := s.lockPacket(ctx, packetID)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	keys := e.keys.Packet(packetID)
-	exists, fresh, err := lua.StateEpoch(ctx, e.rdb, keys.State, keys.Epoch)
+	keys := s.keys.Packet(packetID)
+	exists, fresh, err := lua.StateEpoch(ctx, s.rdb, keys.State, keys.Epoch)
 	if err != nil || fresh {
 		return err // done by whoever held the lock before us
 	}
-	epoch, err := e.adoptEpoch(ctx, keys.Epoch)
+	epoch, err := s.core.AdoptEpoch(ctx, keys.Epoch)
 	if err != nil {
 		return err
 	}
-	p, err := e.db.Packet(ctx, packetID)
+	p, err := s.db.Packet(ctx, packetID)
 	if err != nil {
-		return storeErr(err)
+		return engine.FromStore(err)
 	}
 	if !exists && (p.Status == StatusUnpaid || p.Status == StatusPayFailed) {
 		// Only those who could grab it learn that it is not open.
-		if err := e.canView(ctx, p, nil, lua.HotPacket{}, userID); err != nil {
+		if err := s.canView(ctx, p, nil, lua.HotPacket{}, userID); err != nil {
 			return err
 		}
-		return ErrNotOpen
+		return engine.ErrNotOpen
 	}
-	res, err := e.load(ctx, p, epoch)
+	res, err := s.load(ctx, p, epoch)
 	if err != nil {
 		return err
 	}
-	e.countLoad(ctx, res, "packet", packetID, p.Status)
+	s.core.CountLoad(ctx, res, "packet", packetID, p.Status)
 	return nil // Moved: Redis changed again; the caller's next try verifies anew
-}
-
-// countLoad logs and counts what a load under the load lock did.
-func (e *Engine) countLoad(ctx context.Context, res lua.LoadResult, what string, id int64, status string) {
-	switch res {
-	case lua.Loaded:
-		e.m.rebuilds.Inc()
-		e.log.InfoContext(ctx, what+" state rebuilt from the store", "id", id, "status", status)
-	case lua.Verified:
-		e.m.verified.Inc()
-		e.log.InfoContext(ctx, what+" state verified against the store after a Redis dataset change", "id", id, "status", status)
-	}
 }
 
 // lockPacket takes the packet's load lock, waiting for another holder. Every
 // write of a packet's Redis state from the store (rebuild, settlement) holds
 // it, so none of them can put back a state another has just moved past.
-func (e *Engine) lockPacket(ctx context.Context, packetID int64) (unlock func(), err error) {
-	return e.lockLoad(ctx, e.keys.Packet(packetID).LoadLock, fmt.Sprintf("packet %d", packetID))
-}
-
-// lockLoad takes a load lock, waiting for another holder; what names the
-// locked thing in the BUSY answer when the wait is too long.
-func (e *Engine) lockLoad(ctx context.Context, key, what string) (unlock func(), err error) {
-	token := requestID()
-	for wait := 0; ; wait++ {
-		ok, err := lua.Lock(ctx, e.rdb, key, token, 10*time.Second)
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			return func() { lua.Unlock(context.WithoutCancel(ctx), e.rdb, key, token) }, nil
-		}
-		if wait > 300 {
-			return nil, fmt.Errorf("%w: %s is being loaded", ErrBusy, what)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
+func (s *Service) lockPacket(ctx context.Context, packetID int64) (unlock func(), err error) {
+	return s.core.LockLoad(ctx, s.keys.Packet(packetID).LoadLock, fmt.Sprintf("packet %d", packetID))
 }
 
 // load writes a packet's state into Redis from the store: the shares nobody
@@ -352,8 +298,8 @@ func (e *Engine) lockLoad(ctx context.Context, key, what string) (unlock func(),
 //
 // epoch is the dataset epoch MySQL was read under (adoptEpoch), "" for a
 // packet just paid: none of its grabs can be in an older dataset.
-func (e *Engine) load(ctx context.Context, p store.Packet, epoch string) (lua.LoadResult, error) {
-	shares, err := e.db.Shares(ctx, p.ID)
+func (s *Service) load(ctx context.Context, p store.Packet, epoch string) (lua.LoadResult, error) {
+	shares, err := s.db.Shares(ctx, p.ID)
 	if err != nil {
 		return 0, err
 	}
@@ -363,7 +309,7 @@ func (e *Engine) load(ctx context.Context, p store.Packet, epoch string) (lua.Lo
 	}
 	// Keys live until expiry plus a grace, and at least a minute so a state
 	// loaded for a closed packet is not gone before it answers.
-	st.KeepUntilMs = max(st.ExpiresAtMs+e.cfg.KeyGrace.Milliseconds(), e.nowMs()+time.Minute.Milliseconds())
+	st.KeepUntilMs = max(st.ExpiresAtMs+s.cfg.KeyGrace.Milliseconds(), s.nowMs()+time.Minute.Milliseconds())
 	owners := map[int64]bool{}
 	for _, s := range shares {
 		if !s.UserID.Valid {
@@ -379,7 +325,7 @@ func (e *Engine) load(ctx context.Context, p store.Packet, epoch string) (lua.Lo
 	} else {
 		// The eligibility snapshot: the group as it is now. After a rebuild,
 		// users who already own a share stay eligible to see it.
-		members, err := e.db.GroupMembers(ctx, p.GroupID.Int64)
+		members, err := s.db.GroupMembers(ctx, p.GroupID.Int64)
 		if err != nil {
 			return 0, err
 		}
@@ -390,34 +336,34 @@ func (e *Engine) load(ctx context.Context, p store.Packet, epoch string) (lua.Lo
 			}
 		}
 	}
-	return lua.Load(ctx, e.rdb, e.keys.Packet(p.ID), st)
+	return lua.Load(ctx, s.rdb, s.keys.Packet(p.ID), st)
 }
 
 // GetPacket shows a packet to its sender or an eligible user. While the packet
 // is hot in Redis, grabs the store has not seen yet are included, so a
 // grabber always sees its own grab.
-func (e *Engine) GetPacket(ctx context.Context, packetID, viewerID int64) (Packet, error) {
-	p, err := e.db.Packet(ctx, packetID)
+func (s *Service) GetPacket(ctx context.Context, packetID, viewerID int64) (Packet, error) {
+	p, err := s.db.Packet(ctx, packetID)
 	if err != nil {
-		return Packet{}, storeErr(err)
+		return Packet{}, engine.FromStore(err)
 	}
-	shares, err := e.db.Shares(ctx, packetID)
-	if err != nil {
-		return Packet{}, err
-	}
-	hot, err := lua.ReadPacket(ctx, e.rdb, e.keys.Packet(packetID))
+	shares, err := s.db.Shares(ctx, packetID)
 	if err != nil {
 		return Packet{}, err
 	}
-	if err := e.canView(ctx, p, shares, hot, viewerID); err != nil {
+	hot, err := lua.ReadPacket(ctx, s.rdb, s.keys.Packet(packetID))
+	if err != nil {
 		return Packet{}, err
 	}
-	return e.view(p, shares, hot, viewerID), nil
+	if err := s.canView(ctx, p, shares, hot, viewerID); err != nil {
+		return Packet{}, err
+	}
+	return s.view(p, shares, hot, viewerID), nil
 }
 
 // canView: the sender, the recipient, a member of the group, or anyone who
 // holds a share (even after leaving the group).
-func (e *Engine) canView(ctx context.Context, p store.Packet, shares []store.Share, hot lua.HotPacket, viewerID int64) error {
+func (s *Service) canView(ctx context.Context, p store.Packet, shares []store.Share, hot lua.HotPacket, viewerID int64) error {
 	if viewerID == p.SenderID || (p.ToUserID.Valid && p.ToUserID.Int64 == viewerID) {
 		return nil
 	}
@@ -432,16 +378,16 @@ func (e *Engine) canView(ctx context.Context, p store.Packet, shares []store.Sha
 		}
 	}
 	if p.GroupID.Valid {
-		member, err := e.db.IsGroupMember(ctx, p.GroupID.Int64, viewerID)
+		member, err := s.db.IsGroupMember(ctx, p.GroupID.Int64, viewerID)
 		if err != nil || member {
 			return err
 		}
 	}
-	return fmt.Errorf("%w: not the sender or a recipient of this packet", ErrForbidden)
+	return fmt.Errorf("%w: not the sender or a recipient of this packet", engine.ErrForbidden)
 }
 
 // view merges the store's record with the hot Redis state, if any.
-func (e *Engine) view(p store.Packet, shares []store.Share, hot lua.HotPacket, viewerID int64) Packet {
+func (s *Service) view(p store.Packet, shares []store.Share, hot lua.HotPacket, viewerID int64) Packet {
 	v := Packet{ID: p.ID, Kind: p.Kind, SenderID: p.SenderID, GroupID: p.GroupID.Int64, ToUserID: p.ToUserID.Int64,
 		Count: p.Count, Total: int64(p.Total), Greeting: p.Greeting, Status: p.Status, PayStatus: p.PayStatus,
 		CreatedAt: p.CreatedAt, RefundedAmount: int64(p.RefundedAmount)}
@@ -482,7 +428,7 @@ func (e *Engine) view(p store.Packet, shares []store.Share, hot lua.HotPacket, v
 	}
 	// A packet past its expiry takes no grabs, whether or not the refund job
 	// has closed it yet.
-	if (v.Status == StatusOpen || v.Status == StatusAwaitingSettlement) && v.ExpiresAt != nil && !e.clock.Now().Before(*v.ExpiresAt) {
+	if (v.Status == StatusOpen || v.Status == StatusAwaitingSettlement) && v.ExpiresAt != nil && !s.clock.Now().Before(*v.ExpiresAt) {
 		v.Status = StatusExpired
 	}
 	v.RemainingCount, v.RemainingAmount = v.Count, v.Total
@@ -506,11 +452,4 @@ func (e *Engine) view(p store.Packet, shares []store.Share, hot lua.HotPacket, v
 		v.Grabs[best].Best = true
 	}
 	return v
-}
-
-func storeErr(err error) error {
-	if errors.Is(err, store.ErrNotFound) {
-		return ErrNotFound
-	}
-	return err
 }

@@ -1,4 +1,4 @@
-package engine
+package campaign
 
 import (
 	"context"
@@ -9,6 +9,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/money"
+	"github.com/grab-engine/grab/engine/transfer"
 	"github.com/grab-engine/grab/store"
 )
 
@@ -56,70 +59,70 @@ const recordTimeout = 10 * time.Second
 
 // transferAward calls the service for an award that is transferring, outside
 // any transaction, and records what it answered.
-func (e *Engine) transferAward(ctx context.Context, row store.Award) (Award, error) {
+func (s *Service) transferAward(ctx context.Context, row store.Award) (Award, error) {
 	// The award is 7 now: finish the call and its record even if the caller goes away.
 	ctx = context.WithoutCancel(ctx)
-	callCtx, cancel := context.WithTimeout(ctx, e.cfg.TransferTimeout)
-	e.m.payout.attempts.Inc()
-	res, err := e.xfer.Transfer(callCtx, Transfer{OutTradeNo: row.OutTradeNo, UserID: row.UserID, Amount: int64(row.Amount),
+	callCtx, cancel := context.WithTimeout(ctx, s.cfg.TransferTimeout)
+	s.m.attempts.Inc()
+	res, err := s.xfer.Transfer(callCtx, transfer.Transfer{OutTradeNo: row.OutTradeNo, UserID: row.UserID, Amount: int64(row.Amount),
 		Memo: fmt.Sprintf("campaign %d award %d", row.CampaignID, row.Seq)})
 	cancel()
-	if err == nil && res.Outcome != TransferSucceeded {
+	if err == nil && res.Outcome != transfer.Succeeded {
 		err = errors.New("transfer answered without success")
 	}
 	recCtx, cancel := context.WithTimeout(ctx, recordTimeout)
 	defer cancel()
-	return e.settlePayout(recCtx, row, res, err)
+	return s.settlePayout(recCtx, row, res, err)
 }
 
 // settlePayout records the outcome of a transfer or query for an award this
 // caller holds in transferring with row.Attempts: success moves it to
 // transferred (from 7 only); an unknown outcome leaves it 7 for the sweeper
 // unless its attempts are spent; a conflict parks it at once. Anything but
-// success answers ErrPayoutInProgress.
-func (e *Engine) settlePayout(ctx context.Context, row store.Award, res TransferResult, err error) (Award, error) {
+// success answers engine.ErrPayoutInProgress.
+func (s *Service) settlePayout(ctx context.Context, row store.Award, res transfer.Result, err error) (Award, error) {
 	a := awardView(row)
-	now := e.clock.Now().UTC()
+	now := s.clock.Now().UTC()
 	// A zero amount is the service not saying; no award is zero.
 	if err == nil && res.Amount != 0 && res.Amount != int64(row.Amount) {
-		err = fmt.Errorf("%w: the service applied %s, the award is %s", ErrTransferConflict,
-			FormatAmount(res.Amount), FormatAmount(int64(row.Amount)))
+		err = fmt.Errorf("%w: the service applied %s, the award is %s", transfer.ErrConflict,
+			money.Format(res.Amount), money.Format(int64(row.Amount)))
 	}
 	switch {
-	case errors.Is(err, ErrTransferConflict):
+	case errors.Is(err, transfer.ErrConflict):
 		a.Payout = PayoutNeedsAttention
-		return a, e.park(ctx, row, err.Error(), now)
+		return a, s.park(ctx, row, err.Error(), now)
 	case err != nil:
-		e.m.payout.failed.Inc()
-		if row.Attempts >= e.cfg.PayoutMaxAttempts {
+		s.m.failed.Inc()
+		if row.Attempts >= s.cfg.PayoutMaxAttempts {
 			a.Payout = PayoutNeedsAttention
-			return a, e.park(ctx, row, fmt.Sprintf("%d attempts; last: %v", row.Attempts, err), now)
+			return a, s.park(ctx, row, fmt.Sprintf("%d attempts; last: %v", row.Attempts, err), now)
 		}
-		if err := e.db.NotePayoutError(ctx, row.CampaignID, row.Seq, row.Attempts, err.Error(), now); err != nil {
-			e.log.WarnContext(ctx, "payout: cannot record a failed attempt", "out_trade_no", row.OutTradeNo, "err", err)
+		if err := s.db.NotePayoutError(ctx, row.CampaignID, row.Seq, row.Attempts, err.Error(), now); err != nil {
+			s.log.WarnContext(ctx, "payout: cannot record a failed attempt", "out_trade_no", row.OutTradeNo, "err", err)
 		}
-		e.log.InfoContext(ctx, "payout: transfer failed or unknown; the sweeper retries", "out_trade_no", row.OutTradeNo,
+		s.log.InfoContext(ctx, "payout: transfer failed or unknown; the sweeper retries", "out_trade_no", row.OutTradeNo,
 			"attempts", row.Attempts, "err", err)
-		return a, ErrPayoutInProgress
+		return a, engine.ErrPayoutInProgress
 	}
-	if h := e.hooks.beforeTransferred; h != nil {
+	if h := s.hooks.beforeTransferred; h != nil {
 		if err := h(ctx, row); err != nil {
 			return a, err
 		}
 	}
-	moved, err := e.db.MarkTransferred(ctx, row.CampaignID, row.Seq, res.TransferID, now)
+	moved, err := s.db.MarkTransferred(ctx, row.CampaignID, row.Seq, res.TransferID, now)
 	if err != nil {
 		// The money moved; the row stays 7 and the sweeper's query settles it.
-		e.log.WarnContext(ctx, "payout: transferred but not recorded; the sweeper settles it", "out_trade_no", row.OutTradeNo, "err", err)
-		return a, fmt.Errorf("%w: transferred, not yet recorded: %v", ErrPayoutInProgress, err)
+		s.log.WarnContext(ctx, "payout: transferred but not recorded; the sweeper settles it", "out_trade_no", row.OutTradeNo, "err", err)
+		return a, fmt.Errorf("%w: transferred, not yet recorded: %v", engine.ErrPayoutInProgress, err)
 	}
 	if moved {
-		e.m.payout.succeeded.Inc()
+		s.m.succeeded.Inc()
 	}
 	a.Payout, a.TransferredAt = PayoutTransferred, &now
 	if !moved {
 		// Someone else recorded it first; show what the store holds.
-		if cur, err := e.db.Award(ctx, row.CampaignID, row.Seq); err == nil {
+		if cur, err := s.db.Award(ctx, row.CampaignID, row.Seq); err == nil {
 			a = awardView(cur)
 		}
 	}
@@ -127,21 +130,21 @@ func (e *Engine) settlePayout(ctx context.Context, row store.Award, res Transfer
 }
 
 // park moves an award a caller holds in transferring to needs_attention and
-// raises the alert. It answers ErrPayoutInProgress: to the user the payout
+// raises the alert. It answers engine.ErrPayoutInProgress: to the user the payout
 // is still under way, now in a person's hands.
-func (e *Engine) park(ctx context.Context, row store.Award, reason string, now time.Time) error {
-	parked, err := e.db.ParkPayout(ctx, row.CampaignID, row.Seq, row.Attempts, reason, now)
+func (s *Service) park(ctx context.Context, row store.Award, reason string, now time.Time) error {
+	parked, err := s.db.ParkPayout(ctx, row.CampaignID, row.Seq, row.Attempts, reason, now)
 	if err != nil {
-		e.log.WarnContext(ctx, "payout: cannot park an award; it stays transferring", "out_trade_no", row.OutTradeNo, "err", err)
-		return ErrPayoutInProgress
+		s.log.WarnContext(ctx, "payout: cannot park an award; it stays transferring", "out_trade_no", row.OutTradeNo, "err", err)
+		return engine.ErrPayoutInProgress
 	}
 	if parked {
-		e.m.payout.needsAttention.Inc()
-		e.log.ErrorContext(ctx, "payout: award parked as needs_attention; a person must settle it", "campaign_id", row.CampaignID,
-			"seq", row.Seq, "user_id", row.UserID, "amount", FormatAmount(int64(row.Amount)), "out_trade_no", row.OutTradeNo,
+		s.m.needsAttention.Inc()
+		s.log.ErrorContext(ctx, "payout: award parked as needs_attention; a person must settle it", "campaign_id", row.CampaignID,
+			"seq", row.Seq, "user_id", row.UserID, "amount", money.Format(int64(row.Amount)), "out_trade_no", row.OutTradeNo,
 			"attempts", row.Attempts, "reason", reason)
 	}
-	return ErrPayoutInProgress
+	return engine.ErrPayoutInProgress
 }
 
 // PayoutSweep says what one payout sweep did.
@@ -164,30 +167,30 @@ const sweepPage = 200
 // so of several sweepers (or grabd processes) only one drives it at a time.
 // That only saves work: the service applies an out-trade-no at most once, so
 // money moves at most once even when two drivers race.
-func (e *Engine) SweepPayouts(ctx context.Context) (PayoutSweep, error) {
+func (s *Service) SweepPayouts(ctx context.Context) (PayoutSweep, error) {
 	var sweep PayoutSweep
-	if e.xfer == nil {
+	if s.xfer == nil {
 		return sweep, nil
 	}
-	before := e.clock.Now().UTC().Add(-e.cfg.PayoutRetryAfter)
-	if n, err := e.db.CountOverdue(ctx, before); err == nil {
-		e.m.payout.overdue.Set(float64(n))
+	before := s.clock.Now().UTC().Add(-s.cfg.PayoutRetryAfter)
+	if n, err := s.db.CountOverdue(ctx, before); err == nil {
+		s.m.overdue.Set(float64(n))
 	}
 	var mu sync.Mutex
 	for ctx.Err() == nil {
-		rows, err := e.db.DuePayouts(ctx, before, sweepPage)
+		rows, err := s.db.DuePayouts(ctx, before, sweepPage)
 		if err != nil {
 			return sweep, err
 		}
 		claimed := 0
 		work := make(chan store.Award)
 		var wg sync.WaitGroup
-		for range min(e.cfg.PayoutWorkers, len(rows)) {
+		for range min(s.cfg.PayoutWorkers, len(rows)) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				for row := range work {
-					outcome, ok := e.drivePayout(ctx, row)
+					outcome, ok := s.drivePayout(ctx, row)
 					mu.Lock()
 					if ok {
 						claimed++
@@ -216,8 +219,8 @@ func (e *Engine) SweepPayouts(ctx context.Context) (PayoutSweep, error) {
 			break
 		}
 	}
-	if n, err := e.db.CountAwards(ctx, PayoutNeedsAttention); err == nil {
-		e.m.payout.parked.Set(float64(n))
+	if n, err := s.db.CountAwards(ctx, PayoutNeedsAttention); err == nil {
+		s.m.parked.Set(float64(n))
 	}
 	return sweep, ctx.Err()
 }
@@ -225,43 +228,43 @@ func (e *Engine) SweepPayouts(ctx context.Context) (PayoutSweep, error) {
 // drivePayout claims one overdue award and drives it: query, then transfer
 // with the same number. It reports the award's payout status after, and
 // whether this sweeper claimed it.
-func (e *Engine) drivePayout(ctx context.Context, row store.Award) (string, bool) {
-	now := e.clock.Now().UTC()
-	ok, err := e.db.ClaimPayout(ctx, row.CampaignID, row.Seq, row.Status, row.Attempts, now)
+func (s *Service) drivePayout(ctx context.Context, row store.Award) (string, bool) {
+	now := s.clock.Now().UTC()
+	ok, err := s.db.ClaimPayout(ctx, row.CampaignID, row.Seq, row.Status, row.Attempts, now)
 	if err != nil || !ok {
 		if err != nil {
-			e.log.WarnContext(ctx, "payout sweep: claim failed", "out_trade_no", row.OutTradeNo, "err", err)
+			s.log.WarnContext(ctx, "payout sweep: claim failed", "out_trade_no", row.OutTradeNo, "err", err)
 		}
 		return "", false
 	}
 	row.Status, row.Attempts = PayoutTransferring, row.Attempts+1
-	qctx, cancel := context.WithTimeout(ctx, e.cfg.TransferTimeout)
-	q, qerr := e.xfer.QueryTransfer(qctx, row.OutTradeNo)
+	qctx, cancel := context.WithTimeout(ctx, s.cfg.TransferTimeout)
+	q, qerr := s.xfer.QueryTransfer(qctx, row.OutTradeNo)
 	cancel()
 	var a Award
-	if qerr == nil && q.Outcome == TransferSucceeded {
+	if qerr == nil && q.Outcome == transfer.Succeeded {
 		// Applied by an earlier attempt whose reply (or 7 -> 4 update) was lost.
-		a, err = e.settlePayout(ctx, row, q, nil)
+		a, err = s.settlePayout(ctx, row, q, nil)
 	} else {
 		// Never applied, or the query failed: a transfer with the same number
 		// is safe either way.
-		a, err = e.transferAward(ctx, row)
+		a, err = s.transferAward(ctx, row)
 	}
-	if err != nil && !errors.Is(err, ErrPayoutInProgress) {
-		e.log.WarnContext(ctx, "payout sweep: award left transferring", "out_trade_no", row.OutTradeNo, "err", err)
+	if err != nil && !errors.Is(err, engine.ErrPayoutInProgress) {
+		s.log.WarnContext(ctx, "payout sweep: award left transferring", "out_trade_no", row.OutTradeNo, "err", err)
 	}
 	return a.Payout, true
 }
 
 // RunPayoutSweeper runs SweepPayouts every PayoutSweepInterval until ctx
 // ends. Without a transfer service it returns at once.
-func (e *Engine) RunPayoutSweeper(ctx context.Context) error {
-	if e.xfer == nil {
-		e.log.InfoContext(ctx, "payout sweeper: no transfer service; campaign awards stay received")
+func (s *Service) RunPayoutSweeper(ctx context.Context) error {
+	if s.xfer == nil {
+		s.log.InfoContext(ctx, "payout sweeper: no transfer service; campaign awards stay received")
 		return nil
 	}
-	return e.every(ctx, e.cfg.PayoutSweepInterval, "payout sweep", func(ctx context.Context) error {
-		_, err := e.SweepPayouts(ctx)
+	return s.core.Every(ctx, s.cfg.PayoutSweepInterval, "payout sweep", func(ctx context.Context) error {
+		_, err := s.SweepPayouts(ctx)
 		return err
 	})
 }
@@ -269,30 +272,30 @@ func (e *Engine) RunPayoutSweeper(ctx context.Context) error {
 // RetryPayout is a person's retry of an award parked in needs_attention:
 // one more attempt as the sweeper makes it (query the service first, then
 // transfer with the same number). It answers the award as it stands after;
-// a failure parks it again. ErrAwardReceived when it was transferred, and
-// ErrPayoutInProgress when it is not parked (the sweeper has it).
-func (e *Engine) RetryPayout(ctx context.Context, campaignID int64, seq int) (Award, error) {
+// a failure parks it again. engine.ErrAwardReceived when it was transferred, and
+// engine.ErrPayoutInProgress when it is not parked (the sweeper has it).
+func (s *Service) RetryPayout(ctx context.Context, campaignID int64, seq int) (Award, error) {
 	if campaignID <= 0 || seq <= 0 {
-		return Award{}, ErrNotFound
+		return Award{}, engine.ErrNotFound
 	}
-	if e.xfer == nil {
-		return Award{}, fmt.Errorf("%w: no transfer service is configured", ErrPayoutInProgress)
+	if s.xfer == nil {
+		return Award{}, fmt.Errorf("%w: no transfer service is configured", engine.ErrPayoutInProgress)
 	}
-	row, err := e.db.Award(ctx, campaignID, seq)
+	row, err := s.db.Award(ctx, campaignID, seq)
 	if err != nil {
-		return Award{}, storeErr(err)
+		return Award{}, engine.FromStore(err)
 	}
 	switch row.Status {
 	case PayoutTransferred:
-		return awardView(row), ErrAwardReceived
+		return awardView(row), engine.ErrAwardReceived
 	case PayoutNeedsAttention:
 	default:
-		return awardView(row), ErrPayoutInProgress
+		return awardView(row), engine.ErrPayoutInProgress
 	}
-	if _, claimed := e.drivePayout(ctx, row); !claimed {
-		return awardView(row), fmt.Errorf("%w: another retry has it", ErrPayoutInProgress)
+	if _, claimed := s.drivePayout(ctx, row); !claimed {
+		return awardView(row), fmt.Errorf("%w: another retry has it", engine.ErrPayoutInProgress)
 	}
-	row, err = e.db.Award(ctx, campaignID, seq)
+	row, err = s.db.Award(ctx, campaignID, seq)
 	if err != nil {
 		return Award{}, err
 	}

@@ -1,10 +1,13 @@
-package engine_test
+package packet_test
 
 import (
 	"context"
 	"errors"
 	"sync"
 	"testing"
+
+	"github.com/grab-engine/grab/engine/enginetest"
+	"github.com/grab-engine/grab/engine/packet"
 
 	"github.com/grab-engine/grab/engine"
 )
@@ -14,12 +17,12 @@ import (
 // answered.
 func TestThousandGrabbersOneLuckyPacket(t *testing.T) {
 	const users, shares, total, sender, deposit = 1000, 100, 10000, 5000, 1_000_000
-	e := setupReal(t, func(c *engine.Config) { c.MaxGroupMembers = 2000 })
-	e.startWriter(t)
+	e := enginetest.Real(t, func(c *engine.Config) { c.MaxGroupMembers = 2000 })
+	e.StartWriter(t)
 	ctx := context.Background()
-	p := e.sendPacket(t, sender, engine.KindGroupLucky, users, shares, total, deposit)
+	p := e.SendPacket(t, sender, packet.KindGroupLucky, users, shares, total, deposit)
 
-	results := make([]engine.GrabResult, users+1)
+	results := make([]packet.GrabResult, users+1)
 	errs := make([]error, users+1)
 	start := make(chan struct{})
 	var wg sync.WaitGroup
@@ -28,13 +31,13 @@ func TestThousandGrabbersOneLuckyPacket(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			<-start
-			results[u], errs[u] = e.eng.Grab(ctx, p.ID, int64(u))
+			results[u], errs[u] = e.Packets.Grab(ctx, p.ID, int64(u))
 		}()
 	}
 	close(start)
 	wg.Wait()
 
-	winners := map[int64]engine.GrabResult{} // user -> share
+	winners := map[int64]packet.GrabResult{} // user -> share
 	bySeq := map[int]int64{}                 // seq -> user
 	var sum int64
 	soldOut := 0
@@ -72,10 +75,10 @@ func TestThousandGrabbersOneLuckyPacket(t *testing.T) {
 	// Every user asks again: winners get their share back as a repeat, the
 	// others are still sold out.
 	for u := int64(1); u <= users; u++ {
-		r, err := e.eng.Grab(ctx, p.ID, u)
+		r, err := e.Packets.Grab(ctx, p.ID, u)
 		w, won := winners[u]
 		switch {
-		case won && (err != nil || r != engine.GrabResult{PacketID: p.ID, Amount: w.Amount, Seq: w.Seq, Repeat: true, Credited: true}):
+		case won && (err != nil || r != packet.GrabResult{PacketID: p.ID, Amount: w.Amount, Seq: w.Seq, Repeat: true, Credited: true}):
 			t.Fatalf("repeat by winner %d = %+v, %v; first answer %+v", u, r, err, w)
 		case !won && !errors.Is(err, engine.ErrSoldOut):
 			t.Fatalf("repeat by loser %d: %+v, %v", u, r, err)
@@ -83,13 +86,13 @@ func TestThousandGrabbersOneLuckyPacket(t *testing.T) {
 	}
 
 	// The grabbed hash expires with the packet rather than living forever.
-	k := e.keys.Packet(p.ID)
-	if ttl := e.rdb.PTTL(ctx, k.Grabbed).Val(); ttl <= 0 {
+	k := e.Keys.Packet(p.ID)
+	if ttl := e.Redis.PTTL(ctx, k.Grabbed).Val(); ttl <= 0 {
 		t.Fatalf("grabbed hash ttl = %v", ttl)
 	}
 
-	e.drain(t, p.ID, shares)
-	rows, err := e.db.Shares(ctx, p.ID)
+	e.Drain(t, p.ID, shares)
+	rows, err := e.DB.Shares(ctx, p.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,15 +109,15 @@ func TestThousandGrabbersOneLuckyPacket(t *testing.T) {
 	}
 	// The last share's event finished the packet in the same transaction
 	// that gave the share its owner; best luck is the first of the largest.
-	row, err := e.db.Packet(ctx, p.ID)
+	row, err := e.DB.Packet(ctx, p.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if row.Status != engine.StatusFinished || row.BestSeq != best || !row.FinishedAt.Valid {
+	if row.Status != packet.StatusFinished || row.BestSeq != best || !row.FinishedAt.Valid {
 		t.Fatalf("packet row: status %s, best_seq %d (want %d), finished_at %v", row.Status, row.BestSeq, best, row.FinishedAt)
 	}
 	for u := int64(1); u <= users; u++ {
-		b, err := e.eng.Balance(ctx, u)
+		b, err := e.Packets.Balance(ctx, u)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -122,10 +125,10 @@ func TestThousandGrabbersOneLuckyPacket(t *testing.T) {
 			t.Fatalf("user %d balance %d, won %d", u, b, winners[u].Amount)
 		}
 	}
-	if b, _ := e.eng.Balance(ctx, sender); b != deposit-total {
+	if b, _ := e.Packets.Balance(ctx, sender); b != deposit-total {
 		t.Fatalf("sender balance %d, want %d", b, deposit-total)
 	}
-	tot, err := e.db.MoneyTotals(ctx)
+	tot, err := e.DB.MoneyTotals(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

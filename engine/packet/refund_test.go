@@ -1,4 +1,4 @@
-package engine_test
+package packet_test
 
 import (
 	"context"
@@ -8,29 +8,33 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grab-engine/grab"
+	"github.com/grab-engine/grab/engine/packet"
+
 	"github.com/redis/go-redis/v9"
 
 	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/channel"
 	"github.com/grab-engine/grab/engine/enginetest"
 	"github.com/grab-engine/grab/store"
 )
 
 // atExpiry moves the clock to the packet's expiry instant, plus d.
-func atExpiry(t *testing.T, e *env, p engine.Packet, d time.Duration) {
+func atExpiry(t *testing.T, e *enginetest.Env, p packet.Packet, d time.Duration) {
 	t.Helper()
 	if p.ExpiresAt == nil {
 		t.Fatal("packet has no expiry")
 	}
-	e.clock.Add(p.ExpiresAt.Add(d).Sub(e.clock.Now()))
+	e.Clock.Add(p.ExpiresAt.Add(d).Sub(e.Clock.Now()))
 }
 
 // waitStatus waits until the store shows the packet in status.
-func waitStatus(t *testing.T, e *env, packetID int64, status string) store.Packet {
+func waitStatus(t *testing.T, e *enginetest.Env, packetID int64, status string) store.Packet {
 	t.Helper()
 	var p store.Packet
-	waitFor(t, "packet "+status+" in the store", func() bool {
+	enginetest.WaitFor(t, "packet "+status+" in the store", func() bool {
 		var err error
-		if p, err = e.db.Packet(context.Background(), packetID); err != nil {
+		if p, err = e.DB.Packet(context.Background(), packetID); err != nil {
 			t.Fatal(err)
 		}
 		return p.Status == status
@@ -39,9 +43,9 @@ func waitStatus(t *testing.T, e *env, packetID int64, status string) store.Packe
 }
 
 // refundEntries lists the sender's ledger entries of kind refund.
-func refundEntries(t *testing.T, e *env, sender int64) []store.LedgerEntry {
+func refundEntries(t *testing.T, e *enginetest.Env, sender int64) []store.LedgerEntry {
 	t.Helper()
-	es, err := e.db.Ledger(context.Background(), sender)
+	es, err := e.DB.Ledger(context.Background(), sender)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,9 +59,9 @@ func refundEntries(t *testing.T, e *env, sender int64) []store.LedgerEntry {
 }
 
 // closeEvents counts the close events of a packet still in its stream.
-func closeEvents(t *testing.T, e *env, packetID int64) []redis.XMessage {
+func closeEvents(t *testing.T, e *enginetest.Env, packetID int64) []redis.XMessage {
 	t.Helper()
-	msgs, err := e.rdb.XRange(context.Background(), e.keys.Packet(packetID).Events, "-", "+").Result()
+	msgs, err := e.Redis.XRange(context.Background(), e.Keys.Packet(packetID).Events, "-", "+").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,16 +78,16 @@ func closeEvents(t *testing.T, e *env, packetID int64) []redis.XMessage {
 // answers, equal to the shares the store gives owners) plus the refund is
 // the total; grabbers and sender hold exactly their money, refunded once;
 // balances, ledger and deposits agree.
-func assertRefunded(t *testing.T, e *env, p engine.Packet, won map[int64]int64, deposit int64) {
+func assertRefunded(t *testing.T, e *enginetest.Env, p packet.Packet, won map[int64]int64, deposit int64) {
 	t.Helper()
 	ctx := context.Background()
-	row := waitStatus(t, e, p.ID, engine.StatusRefunded)
-	e.drain(t, p.ID, len(won))
+	row := waitStatus(t, e, p.ID, packet.StatusRefunded)
+	e.Drain(t, p.ID, len(won))
 	var grabbed int64
 	for _, a := range won {
 		grabbed += a
 	}
-	shares, err := e.db.Shares(ctx, p.ID)
+	shares, err := e.DB.Shares(ctx, p.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,20 +111,20 @@ func assertRefunded(t *testing.T, e *env, p engine.Packet, won map[int64]int64, 
 	for u := range won {
 		users = append(users, u)
 	}
-	m := readMoney(t, e, users...)
-	if want := deposit - p.Total + refunded; m.balances[p.SenderID] != want {
-		t.Fatalf("sender balance %d, want %d - %d + %d = %d", m.balances[p.SenderID], deposit, p.Total, refunded, want)
+	m := e.ReadMoney(t, users...)
+	if want := deposit - p.Total + refunded; m.Balances[p.SenderID] != want {
+		t.Fatalf("sender balance %d, want %d - %d + %d = %d", m.Balances[p.SenderID], deposit, p.Total, refunded, want)
 	}
 	for u, a := range won {
-		if m.balances[u] != a {
-			t.Fatalf("grabber %d balance %d, won %d", u, m.balances[u], a)
+		if m.Balances[u] != a {
+			t.Fatalf("grabber %d balance %d, won %d", u, m.Balances[u], a)
 		}
 	}
-	if int64(m.totals.Balances) != deposit || int64(m.totals.Ledger) != deposit {
-		t.Fatalf("totals %+v, want %d each: money was made or lost", m.totals, deposit)
+	if int64(m.Totals.Balances) != deposit || int64(m.Totals.Ledger) != deposit {
+		t.Fatalf("totals %+v, want %d each: money was made or lost", m.Totals, deposit)
 	}
-	v, err := e.eng.GetPacket(ctx, p.ID, p.SenderID)
-	if err != nil || v.Status != engine.StatusRefunded || v.RefundedAmount != refunded {
+	v, err := e.Packets.GetPacket(ctx, p.ID, p.SenderID)
+	if err != nil || v.Status != packet.StatusRefunded || v.RefundedAmount != refunded {
 		t.Fatalf("view = %s, refunded %d, %v", v.Status, v.RefundedAmount, err)
 	}
 }
@@ -133,19 +137,19 @@ func assertRefunded(t *testing.T, e *env, p engine.Packet, won map[int64]int64, 
 func TestCloseAtExpiryAfterGrabs(t *testing.T) {
 	const sender, users, count, total, deposit = 1000, 200, 100, 50_000, 1_000_000
 	const before = 10 // grabs answered before the close
-	e := setupReal(t)
-	e.startWriter(t)
+	e := enginetest.Real(t)
+	e.StartWriter(t)
 	ctx := context.Background()
-	p := e.sendPacket(t, sender, engine.KindGroupLucky, users, count, total, deposit)
+	p := e.SendPacket(t, sender, packet.KindGroupLucky, users, count, total, deposit)
 	// The grabbers' clock is a moment before the expiry; the closer's is at it.
 	atExpiry(t, e, p, -time.Millisecond)
-	closer := e.another(func(d *engine.Deps) { d.Clock = enginetest.NewClock(*p.ExpiresAt) })
+	closer := e.Another(func(d *grab.Deps) { d.Clock = enginetest.NewClock(*p.ExpiresAt) })
 
 	won, errs := grabTogether(e, p.ID, 1, before)
 	if len(won) != before || len(errs) != 0 {
 		t.Fatalf("before the close: %d grabs won, errors %v; want %d won", len(won), errs, before)
 	}
-	if closed, err := closer.eng.CloseExpired(ctx); err != nil || closed != 1 {
+	if closed, err := closer.Packets.CloseExpired(ctx); err != nil || closed != 1 {
 		t.Fatalf("close = %d, %v; want 1 packet closed", closed, err)
 	}
 	late, errs := grabTogether(e, p.ID, before+1, users)
@@ -162,13 +166,13 @@ func TestCloseAtExpiryAfterGrabs(t *testing.T) {
 
 // grabTogether has users from..to grab the packet at once and returns the
 // amounts won and the errors, by user.
-func grabTogether(e *env, packetID, from, to int64) (won map[int64]int64, errs map[int64]error) {
+func grabTogether(e *enginetest.Env, packetID, from, to int64) (won map[int64]int64, errs map[int64]error) {
 	won, errs = map[int64]int64{}, map[int64]error{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for u := from; u <= to; u++ {
 		wg.Go(func() {
-			r, err := e.eng.Grab(context.Background(), packetID, u)
+			r, err := e.Packets.Grab(context.Background(), packetID, u)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -187,25 +191,25 @@ func grabTogether(e *env, packetID, from, to int64) (won map[int64]int64, errs m
 // writer refunds it once when it comes back; a replayed close changes nothing.
 func TestRefundOnceAcrossWorkersAndCrash(t *testing.T) {
 	const sender, deposit = 2000, 10_000
-	e := setupReal(t)
+	e := enginetest.Real(t)
 	ctx := context.Background()
-	p := e.sendPacket(t, sender, engine.KindGroupLucky, 10, 5, 1000, deposit)
+	p := e.SendPacket(t, sender, packet.KindGroupLucky, 10, 5, 1000, deposit)
 	won := map[int64]int64{}
-	for u, r := range grabAll(t, e, p.ID, 1, 2) {
+	for u, r := range e.GrabAll(t, p.ID, 1, 2) {
 		won[u] = r.Amount
 	}
 	atExpiry(t, e, p, 0)
-	second := e.another(nil)
+	second := e.Another(nil)
 
 	// No writer runs: as if it crashed, or the store is down.
 	var n [2]int
 	var wg sync.WaitGroup
-	for i, w := range []*env{e, second} {
+	for i, w := range []*enginetest.Env{e, second} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			var err error
-			if n[i], err = w.eng.CloseExpired(ctx); err != nil {
+			if n[i], err = w.Packets.CloseExpired(ctx); err != nil {
 				t.Error(err)
 			}
 		}()
@@ -214,8 +218,8 @@ func TestRefundOnceAcrossWorkersAndCrash(t *testing.T) {
 	if n[0]+n[1] != 1 {
 		t.Fatalf("closed %v times, want once", n)
 	}
-	for _, w := range []*env{e, second} { // later passes find it closed
-		if n, err := w.eng.CloseExpired(ctx); err != nil || n != 0 {
+	for _, w := range []*enginetest.Env{e, second} { // later passes find it closed
+		if n, err := w.Packets.CloseExpired(ctx); err != nil || n != 0 {
 			t.Fatalf("another pass closed %d, %v", n, err)
 		}
 	}
@@ -224,34 +228,34 @@ func TestRefundOnceAcrossWorkersAndCrash(t *testing.T) {
 		t.Fatalf("%d close events in the stream, want 1", len(events))
 	}
 	// Closed in Redis, not refunded yet.
-	if v, err := e.eng.GetPacket(ctx, p.ID, sender); err != nil || v.Status != engine.StatusExpired || v.RefundedAmount != 0 {
+	if v, err := e.Packets.GetPacket(ctx, p.ID, sender); err != nil || v.Status != packet.StatusExpired || v.RefundedAmount != 0 {
 		t.Fatalf("view before the refund = %s, refunded %d, %v", v.Status, v.RefundedAmount, err)
 	}
-	if _, err := e.eng.Grab(ctx, p.ID, 3); !errors.Is(err, engine.ErrExpired) {
+	if _, err := e.Packets.Grab(ctx, p.ID, 3); !errors.Is(err, engine.ErrExpired) {
 		t.Fatalf("grab after the close: err = %v, want ErrExpired", err)
 	}
 	if r := refundEntries(t, e, sender); len(r) != 0 {
 		t.Fatalf("refunded before the writer ran: %+v", r)
 	}
 
-	e.startWriter(t)
+	e.StartWriter(t)
 	assertRefunded(t, e, p, won, deposit)
-	before := readMoney(t, e, sender, 1, 2)
+	before := e.ReadMoney(t, sender, 1, 2)
 
 	// The same close event again, as a redelivery would bring it.
-	stream := e.keys.Packet(p.ID).Events
-	id, err := e.rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: events[0].Values}).Result()
+	stream := e.Keys.Packet(p.ID).Events
+	id, err := e.Redis.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: events[0].Values}).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the replayed close to be applied", func() bool {
-		groups, err := e.rdb.XInfoGroups(ctx, stream).Result()
-		return err == nil && len(groups) == 1 && groups[0].LastDeliveredID == id && pendingCount(t, e, stream) == 0
+	enginetest.WaitFor(t, "the replayed close to be applied", func() bool {
+		groups, err := e.Redis.XInfoGroups(ctx, stream).Result()
+		return err == nil && len(groups) == 1 && groups[0].LastDeliveredID == id && e.Pending(t, stream) == 0
 	})
-	if after := readMoney(t, e, sender, 1, 2); !after.equal(before) {
+	if after := e.ReadMoney(t, sender, 1, 2); !after.Equal(before) {
 		t.Fatalf("a replayed close moved money: %+v, was %+v", after, before)
 	}
-	if dead := e.rdb.XLen(ctx, e.keys.DeadLetters(e.keys.Shard(p.ID))).Val(); dead != 0 {
+	if dead := e.Redis.XLen(ctx, e.Keys.DeadLetters(e.Keys.Shard(p.ID))).Val(); dead != 0 {
 		t.Fatalf("%d events parked; a replay is not a contradiction", dead)
 	}
 	assertRefunded(t, e, p, won, deposit)
@@ -261,35 +265,35 @@ func TestRefundOnceAcrossWorkersAndCrash(t *testing.T) {
 // its refund is exact.
 func TestCloseRebuildsLostState(t *testing.T) {
 	const sender, deposit = 3000, 10_000
-	e := setupReal(t)
+	e := enginetest.Real(t)
 	ctx := context.Background()
-	p := e.sendPacket(t, sender, engine.KindGroupEqual, 10, 6, 150, deposit)
+	p := e.SendPacket(t, sender, packet.KindGroupEqual, 10, 6, 150, deposit)
 	won := map[int64]int64{}
-	for u, r := range grabAll(t, e, p.ID, 1, 3) {
+	for u, r := range e.GrabAll(t, p.ID, 1, 3) {
 		won[u] = r.Amount
 	}
-	stop := e.runWriter()
-	e.drain(t, p.ID, 3)
+	stop := e.RunWriter()
+	e.Drain(t, p.ID, 3)
 	stop()
 	// Redis loses everything of this test: packet keys and streams.
-	iter := e.rdb.Scan(ctx, 0, e.keys.NS+":*", 1000).Iterator()
+	iter := e.Redis.Scan(ctx, 0, e.Keys.NS+":*", 1000).Iterator()
 	for iter.Next(ctx) {
-		e.rdb.Del(ctx, iter.Val())
+		e.Redis.Del(ctx, iter.Val())
 	}
 	if err := iter.Err(); err != nil {
 		t.Fatal(err)
 	}
 	atExpiry(t, e, p, time.Second)
-	if n, err := e.eng.CloseExpired(ctx); err != nil || n != 1 {
+	if n, err := e.Packets.CloseExpired(ctx); err != nil || n != 1 {
 		t.Fatalf("close after the loss = %d, %v; want 1", n, err)
 	}
-	if st := e.rdb.HGet(ctx, e.keys.Packet(p.ID).State, "status").Val(); st != engine.StatusExpired {
+	if st := e.Redis.HGet(ctx, e.Keys.Packet(p.ID).State, "status").Val(); st != packet.StatusExpired {
 		t.Fatalf("rebuilt state is %q, want expired", st)
 	}
 	if ev := closeEvents(t, e, p.ID); len(ev) != 1 || ev[0].Values["rem"] != "450" || ev[0].Values["n"] != "3" {
 		t.Fatalf("close events = %v, want one of 450 fen in 3 shares", ev)
 	}
-	e.startWriter(t)
+	e.StartWriter(t)
 	assertRefunded(t, e, p, won, deposit)
 }
 
@@ -299,57 +303,57 @@ func TestCloseRebuildsLostState(t *testing.T) {
 func TestRefundWaitsForSettlement(t *testing.T) {
 	const sender = 4000
 	e, _ := payEnv(t)
-	e.startWriter(t)
+	e.StartWriter(t)
 	ctx := context.Background()
 	p, pay := providerPacket(t, e, sender, 4, 4, 400)
-	if _, err := e.eng.PaymentReturn(ctx, pay.TradeNo, sender); err != nil {
+	if _, err := e.Packets.PaymentReturn(ctx, pay.TradeNo, sender); err != nil {
 		t.Fatal(err)
 	}
 	won := map[int64]int64{}
 	var grabbed int64
-	for u, r := range grabAll(t, e, p.ID, sender+1, sender+2) {
+	for u, r := range e.GrabAll(t, p.ID, sender+1, sender+2) {
 		won[u] = r.Amount
 		grabbed += r.Amount
 	}
-	row, err := e.db.Packet(ctx, p.ID)
+	row, err := e.DB.Packet(ctx, p.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.clock.Add(row.ExpiresAt.Time.Sub(e.clock.Now()))
-	if n, err := e.eng.CloseExpired(ctx); err != nil || n != 1 {
+	e.Clock.Add(row.ExpiresAt.Time.Sub(e.Clock.Now()))
+	if n, err := e.Packets.CloseExpired(ctx); err != nil || n != 1 {
 		t.Fatalf("close = %d, %v", n, err)
 	}
-	row = waitStatus(t, e, p.ID, engine.StatusExpired)
+	row = waitStatus(t, e, p.ID, packet.StatusExpired)
 	if !row.ClosedRemainder.Valid || int64(row.ClosedRemainder.V) != 400-grabbed || row.RefundedAmount != 0 {
 		t.Fatalf("closed remainder %+v, refunded %d; want %d, 0", row.ClosedRemainder, row.RefundedAmount, 400-grabbed)
 	}
-	if err := e.db.RefundIfSettled(ctx, p.ID, e.clock.Now()); err != nil {
+	if err := e.DB.RefundIfSettled(ctx, p.ID, e.Clock.Now()); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := e.eng.CloseExpired(ctx); err != nil || n != 0 {
+	if n, err := e.Packets.CloseExpired(ctx); err != nil || n != 0 {
 		t.Fatalf("second pass = %d, %v", n, err)
 	}
 	if r := refundEntries(t, e, sender); len(r) != 0 {
 		t.Fatalf("refunded before the payment settled: %+v", r)
 	}
-	if v, _ := e.eng.GetPacket(ctx, p.ID, sender); v.Status != engine.StatusExpired {
+	if v, _ := e.Packets.GetPacket(ctx, p.ID, sender); v.Status != packet.StatusExpired {
 		t.Fatalf("view = %s, want expired", v.Status)
 	}
 
-	if err := e.eng.Notify(ctx, engine.Notification{Channel: engine.ChannelAlipay, TradeNo: pay.TradeNo, Amount: 400, Success: true}); err != nil {
+	if err := e.Packets.Notify(ctx, channel.Notification{Channel: channel.Alipay, TradeNo: pay.TradeNo, Amount: 400, Success: true}); err != nil {
 		t.Fatal(err)
 	}
 	// Whether or not the settlement refunded it, refunding again and the
 	// job's sweep change nothing.
 	for range 2 {
-		if err := e.db.RefundIfSettled(ctx, p.ID, e.clock.Now()); err != nil {
+		if err := e.DB.RefundIfSettled(ctx, p.ID, e.Clock.Now()); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := e.eng.CloseExpired(ctx); err != nil {
+		if _, err := e.Packets.CloseExpired(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
-	row = waitStatus(t, e, p.ID, engine.StatusRefunded)
+	row = waitStatus(t, e, p.ID, packet.StatusRefunded)
 	if int64(row.RefundedAmount) != 400-grabbed {
 		t.Fatalf("refunded %d, want %d", row.RefundedAmount, 400-grabbed)
 	}
@@ -360,29 +364,29 @@ func TestRefundWaitsForSettlement(t *testing.T) {
 	for u := range won {
 		users = append(users, u)
 	}
-	m := readMoney(t, e, users...)
+	m := e.ReadMoney(t, users...)
 	for u, a := range won {
-		if m.balances[u] != a {
-			t.Fatalf("grabber %d balance %d, won %d", u, m.balances[u], a)
+		if m.Balances[u] != a {
+			t.Fatalf("grabber %d balance %d, won %d", u, m.Balances[u], a)
 		}
 	}
 	// The provider paid 400: the grabs and the refund, nothing more.
-	if m.balances[sender] != 400-grabbed || m.totals.Balances != 400 || m.totals.Ledger != 400 {
-		t.Fatalf("sender %d, totals %+v", m.balances[sender], m.totals)
+	if m.Balances[sender] != 400-grabbed || m.Totals.Balances != 400 || m.Totals.Ledger != 400 {
+		t.Fatalf("sender %d, totals %+v", m.Balances[sender], m.Totals)
 	}
 }
 
 // The refunder runs its passes on its own, on the unit stack too.
 func TestRunRefunder(t *testing.T) {
 	const sender, deposit = 5000, 10_000
-	e := setupUnit(t, func(c *engine.Config) { c.RefundInterval = 20 * time.Millisecond })
-	e.startWriter(t)
+	e := enginetest.Unit(t, func(c *engine.Config) { c.RefundInterval = 20 * time.Millisecond })
+	e.StartWriter(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- e.eng.RunRefunder(ctx) }()
-	p := e.sendPacket(t, sender, engine.KindGroupLucky, 5, 3, 300, deposit)
+	go func() { done <- e.Packets.RunRefunder(ctx) }()
+	p := e.SendPacket(t, sender, packet.KindGroupLucky, 5, 3, 300, deposit)
 	won := map[int64]int64{}
-	for u, r := range grabAll(t, e, p.ID, 1, 1) {
+	for u, r := range e.GrabAll(t, p.ID, 1, 1) {
 		won[u] = r.Amount
 	}
 	atExpiry(t, e, p, 0)

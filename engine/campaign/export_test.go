@@ -1,4 +1,4 @@
-package engine
+package campaign
 
 import (
 	"context"
@@ -10,6 +10,6 @@ import (
 // once an award is 7 in MySQL, before the transfer call; beforeTransferred
 // after the service confirmed, before 7 -> 4. An error returned by a hook
 // ends the payout there, as if the process had died.
-func SetPayoutHooks(e *Engine, afterTransferring, beforeTransferred func(context.Context, store.Award) error) {
-	e.hooks = payoutHooks{afterTransferring: afterTransferring, beforeTransferred: beforeTransferred}
+func SetPayoutHooks(s *Service, afterTransferring, beforeTransferred func(context.Context, store.Award) error) {
+	s.hooks = payoutHooks{afterTransferring: afterTransferring, beforeTransferred: beforeTransferred}
 }

@@ -1,28 +1,31 @@
-package engine_test
+package packet_test
 
 import (
 	"context"
 	"errors"
 	"testing"
 
+	"github.com/grab-engine/grab/engine/enginetest"
+	"github.com/grab-engine/grab/engine/packet"
+
 	"github.com/grab-engine/grab/engine"
 )
 
 func TestGrabLifecycle(t *testing.T) {
-	for name, setup := range map[string]func(testing.TB, ...func(*engine.Config)) *env{
-		"unit": setupUnit, "real": setupReal,
+	for name, setup := range map[string]func(testing.TB, ...func(*engine.Config)) *enginetest.Env{
+		"unit": enginetest.Unit, "real": enginetest.Real,
 	} {
 		t.Run(name, func(t *testing.T) {
 			e := setup(t)
-			e.startWriter(t)
+			e.StartWriter(t)
 			ctx := context.Background()
-			p := e.groupPacket(t, engine.KindGroupLucky, 5, 3, 1000)
-			if p.Status != engine.StatusOpen {
+			p := e.GroupPacket(t, packet.KindGroupLucky, 5, 3, 1000)
+			if p.Status != packet.StatusOpen {
 				t.Fatalf("status after pay = %q", p.Status)
 			}
 			var sum int64
 			for u := int64(1); u <= 3; u++ {
-				r, err := e.eng.Grab(ctx, p.ID, u)
+				r, err := e.Packets.Grab(ctx, p.ID, u)
 				if err != nil {
 					t.Fatalf("grab by %d: %v", u, err)
 				}
@@ -30,7 +33,7 @@ func TestGrabLifecycle(t *testing.T) {
 					t.Fatalf("grab by %d = %+v", u, r)
 				}
 				sum += r.Amount
-				again, err := e.eng.Grab(ctx, p.ID, u)
+				again, err := e.Packets.Grab(ctx, p.ID, u)
 				if err != nil || !again.Repeat || again.Amount != r.Amount || again.Seq != r.Seq {
 					t.Fatalf("repeat by %d = %+v, %v", u, again, err)
 				}
@@ -38,26 +41,26 @@ func TestGrabLifecycle(t *testing.T) {
 			if sum != 1000 {
 				t.Fatalf("sum = %d", sum)
 			}
-			if _, err := e.eng.Grab(ctx, p.ID, 4); !errors.Is(err, engine.ErrSoldOut) {
+			if _, err := e.Packets.Grab(ctx, p.ID, 4); !errors.Is(err, engine.ErrSoldOut) {
 				t.Fatalf("4th grab: %v", err)
 			}
-			if _, err := e.eng.Grab(ctx, p.ID, 99); !errors.Is(err, engine.ErrForbidden) {
+			if _, err := e.Packets.Grab(ctx, p.ID, 99); !errors.Is(err, engine.ErrForbidden) {
 				t.Fatalf("outsider grab: %v", err)
 			}
-			view, err := e.eng.GetPacket(ctx, p.ID, 2)
+			view, err := e.Packets.GetPacket(ctx, p.ID, 2)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if view.Status != engine.StatusFinished || len(view.Grabs) != 3 || view.MyGrab == nil || view.RemainingCount != 0 {
+			if view.Status != packet.StatusFinished || len(view.Grabs) != 3 || view.MyGrab == nil || view.RemainingCount != 0 {
 				t.Fatalf("view = %+v", view)
 			}
-			e.drain(t, p.ID, 3)
+			e.Drain(t, p.ID, 3)
 			var credited int64
 			for u := int64(2); u <= 3; u++ {
-				b, _ := e.eng.Balance(ctx, u)
+				b, _ := e.Packets.Balance(ctx, u)
 				credited += b
 			}
-			b1, _ := e.eng.Balance(ctx, 1)
+			b1, _ := e.Packets.Balance(ctx, 1)
 			if b1+credited != 10_000_000 {
 				t.Fatalf("money not conserved: sender %d + others %d", b1, credited)
 			}
