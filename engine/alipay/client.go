@@ -24,9 +24,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/grab-engine/grab/engine/errs"
+
 	"github.com/grab-engine/grab/engine/money"
 
-	"github.com/grab-engine/grab/engine"
 	"github.com/grab-engine/grab/engine/channel"
 )
 
@@ -180,13 +181,13 @@ func (c *Client) StartTrade(_ context.Context, t channel.Trade) (map[string]stri
 
 func check(t channel.Trade) error {
 	if t.Channel != "" && t.Channel != channel.Alipay {
-		return fmt.Errorf("%w: alipay: trade %s is on channel %s", engine.ErrInvalidArgument, t.TradeNo, t.Channel)
+		return fmt.Errorf("%w: alipay: trade %s is on channel %s", errs.ErrInvalidArgument, t.TradeNo, t.Channel)
 	}
 	if !outTradeNo.MatchString(t.TradeNo) {
-		return fmt.Errorf("%w: alipay: trade number %q must be 1 to 64 letters, digits, '_' or '-'", engine.ErrInvalidArgument, t.TradeNo)
+		return fmt.Errorf("%w: alipay: trade number %q must be 1 to 64 letters, digits, '_' or '-'", errs.ErrInvalidArgument, t.TradeNo)
 	}
 	if t.Amount <= 0 || t.Amount > maxAmount {
-		return fmt.Errorf("%w: alipay: amount %s must be 0.01 to 100000000.00", engine.ErrInvalidArgument, money.Format(t.Amount))
+		return fmt.Errorf("%w: alipay: amount %s must be 0.01 to 100000000.00", errs.ErrInvalidArgument, money.Format(t.Amount))
 	}
 	return nil
 }

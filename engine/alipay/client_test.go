@@ -21,7 +21,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/errs"
+
 	"github.com/grab-engine/grab/engine/alipay"
 	"github.com/grab-engine/grab/engine/alipaysim"
 	"github.com/grab-engine/grab/engine/channel"
@@ -184,7 +185,7 @@ func TestCreateTradeOnlyChecks(t *testing.T) {
 		{TradeNo: strings.Repeat("x", 65), Channel: channel.Alipay, Amount: 1},
 		{TradeNo: "T1-ab", Channel: channel.Alipay, Amount: 0},
 	} {
-		if err := c.CreateTrade(ctx, bad); !errors.Is(err, engine.ErrInvalidArgument) {
+		if err := c.CreateTrade(ctx, bad); !errors.Is(err, errs.ErrInvalidArgument) {
 			t.Errorf("CreateTrade(%+v) = %v, want ErrInvalidArgument", bad, err)
 		}
 	}
@@ -297,8 +298,8 @@ func TestVerifyNotification(t *testing.T) {
 		"sign_type RSA":     {md5, alipay.ErrBadSignature},
 		"another app":       {notification(t, alipayKey, map[string]string{"app_id": "2021999999999999"}), alipay.ErrWrongApp},
 		"not final":         {notification(t, alipayKey, map[string]string{"trade_status": "WAIT_BUYER_PAY"}), alipay.ErrNotFinal},
-		"unknown status":    {notification(t, alipayKey, map[string]string{"trade_status": "PAID"}), engine.ErrInvalidArgument},
-		"bad amount":        {notification(t, alipayKey, map[string]string{"total_amount": "1.234"}), engine.ErrInvalidArgument},
+		"unknown status":    {notification(t, alipayKey, map[string]string{"trade_status": "PAID"}), errs.ErrInvalidArgument},
+		"bad amount":        {notification(t, alipayKey, map[string]string{"total_amount": "1.234"}), errs.ErrInvalidArgument},
 	} {
 		_, err := c.VerifyNotification(c2.form)
 		if !errors.Is(err, c2.want) {

@@ -5,9 +5,10 @@ import (
 	"fmt"
 	"net/url"
 
+	"github.com/grab-engine/grab/engine/errs"
+
 	"github.com/grab-engine/grab/engine/money"
 
-	"github.com/grab-engine/grab/engine"
 	"github.com/grab-engine/grab/engine/channel"
 )
 
@@ -30,14 +31,14 @@ var ErrWrongApp = errors.New("alipay: the notification is for another app")
 // and turns it into grab's: the sign must verify with Alipay's public key
 // over the sorted parameters without sign and sign_type, app_id must be ours,
 // and trade_status final. A refusal wraps ErrBadSignature, ErrWrongApp,
-// ErrNotFinal or engine.ErrInvalidArgument.
+// ErrNotFinal or errs.ErrInvalidArgument.
 func (c *Client) VerifyNotification(form url.Values) (channel.Notification, error) {
 	if st := form.Get("sign_type"); st != "" && st != SignType {
 		return channel.Notification{}, fmt.Errorf("%w: sign_type %q, only %s is accepted", ErrBadSignature, st, SignType)
 	}
 	for k, v := range form {
 		if len(v) > 1 {
-			return channel.Notification{}, fmt.Errorf("%w: alipay notification: parameter %s repeated", engine.ErrInvalidArgument, k)
+			return channel.Notification{}, fmt.Errorf("%w: alipay notification: parameter %s repeated", errs.ErrInvalidArgument, k)
 		}
 	}
 	if err := Verify(c.alipay, []byte(SignContent(form, "sign", "sign_type")), form.Get("sign")); err != nil {
@@ -48,7 +49,7 @@ func (c *Client) VerifyNotification(form url.Values) (channel.Notification, erro
 	}
 	tradeNo := form.Get("out_trade_no")
 	if tradeNo == "" {
-		return channel.Notification{}, fmt.Errorf("%w: alipay notification without out_trade_no", engine.ErrInvalidArgument)
+		return channel.Notification{}, fmt.Errorf("%w: alipay notification without out_trade_no", errs.ErrInvalidArgument)
 	}
 	n := channel.Notification{Channel: channel.Alipay, TradeNo: tradeNo, ProviderTxn: form.Get("trade_no")}
 	switch st := form.Get("trade_status"); st {
@@ -59,7 +60,7 @@ func (c *Client) VerifyNotification(form url.Values) (channel.Notification, erro
 	case StatusWaitBuyerPay:
 		return channel.Notification{}, fmt.Errorf("%w: trade %s is %s (the payer has not paid yet)", ErrNotFinal, tradeNo, st)
 	default:
-		return channel.Notification{}, fmt.Errorf("%w: alipay notification for %s: unknown trade_status %q", engine.ErrInvalidArgument, tradeNo, st)
+		return channel.Notification{}, fmt.Errorf("%w: alipay notification for %s: unknown trade_status %q", errs.ErrInvalidArgument, tradeNo, st)
 	}
 	amount, err := money.Parse(form.Get("total_amount"))
 	if err != nil {
