@@ -15,7 +15,7 @@ import (
 	"github.com/grab-engine/grab/lua"
 )
 
-// BenchmarkGrab measures Engine.Grab on the real Redis: goroutines grab
+// BenchmarkGrab measures packet.Service.Grab on the real Redis: goroutines grab
 // shared packets of 100 shares, each grab by a user who has not grabbed
 // that packet, and a packet sold out is replaced by a fresh one. Packets are
 // loaded straight into Redis, and the writer is off: this measures the hot

@@ -1,5 +1,3 @@
-// Package engine is the domain of grab: money, the split, packets and the
-// services the API calls, and the background writer that makes grabs durable.
 package engine
 
 import (

@@ -1,5 +1,6 @@
 // Package enginetest holds what tests of the engine and its domain packages
-// share: a settable clock, a quiet logger, waiting for a condition, and
+// share: an Env (grab's domains on a test's own Redis namespace and
+// database), a settable clock, a quiet logger, waiting for a condition, and
 // reading a metric.
 package enginetest
 

@@ -24,7 +24,7 @@ import (
 )
 
 // payEnv is an engine on the real servers with a simulated provider whose
-// notifications reach Engine.Notify directly.
+// notifications reach packet.Service.Notify directly.
 func payEnv(t *testing.T, faults ...paysim.Faults) (*enginetest.Env, *paysim.Sim) {
 	t.Helper()
 	e := enginetest.Real(t)

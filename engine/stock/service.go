@@ -8,8 +8,8 @@
 // (which verifies the product from MySQL first) and a return Redis knows
 // nothing about.
 //
-// Build one with New, or take the engine's (engine.Engine.Stock), which
-// shares its Redis, store, writer lag and load locks.
+// Build one with New on an engine.Engine, whose Redis, store, writer and
+// load locks it shares (grab.New does).
 package stock
 
 import (

@@ -139,7 +139,7 @@ func WriteNotifyFail(w http.ResponseWriter, status int, message string) {
 }
 
 // NotifyHandler serves WeChat Pay's notify URL: it verifies each
-// notification and hands it to apply (e.g. engine.Engine.Notify). A
+// notification and hands it to apply (e.g. packet.Service.Notify). A
 // notification that does not verify is answered 401, one apply refuses 500
 // (WeChat Pay sends it again later), a good one 204. The messages name what
 // failed, never key material.
