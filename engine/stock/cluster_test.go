@@ -32,8 +32,8 @@ func TestStockOnRedisCluster(t *testing.T) {
 	if err := lua.Preload(ctx, rdb); err != nil {
 		t.Fatal(err)
 	}
-	e := newEnv(t, rdb, lua.NewKeys("grab", 16), storetest.MySQL(t))
-	e.startWriter(t)
+	e := enginetest.NewEnv(t, rdb, lua.NewKeys("grab", 16), storetest.MySQL(t))
+	e.StartWriter(t)
 	hs := stock.ScopeHighSeas
 
 	master := func(key string) string {
@@ -49,7 +49,7 @@ func TestStockOnRedisCluster(t *testing.T) {
 	var prods []int64
 	seen := map[string]bool{}
 	for p := int64(2); p < 200 && len(prods) < 3; p++ {
-		if m := master(e.keys.Stock(act, p).Record); !seen[m] {
+		if m := master(e.Keys.Stock(act, p).Record); !seen[m] {
 			seen[m] = true
 			prods = append(prods, p)
 		}
@@ -60,15 +60,15 @@ func TestStockOnRedisCluster(t *testing.T) {
 	pa, pb, pc := prods[0], prods[1], prods[2]
 	masters := map[string]bool{}
 	for _, p := range prods {
-		masters[master(e.keys.Stock(act, p).Record)] = true
+		masters[master(e.Keys.Stock(act, p).Record)] = true
 	}
 	if len(masters) != 3 {
 		t.Fatalf("products %v on masters %v; want three apart", prods, masters)
 	}
 	// The shards' order indexes, read and closed in one pipeline, span nodes too.
 	indexNodes := map[string]bool{}
-	for s := range e.keys.Shards {
-		indexNodes[master(e.keys.StockOrders(s))] = true
+	for s := range e.Keys.Shards {
+		indexNodes[master(e.Keys.StockOrders(s))] = true
 	}
 	if len(indexNodes) < 2 {
 		t.Fatalf("every shard's order index on one master: %v", indexNodes)
@@ -115,58 +115,58 @@ func TestStockOnRedisCluster(t *testing.T) {
 	}
 
 	step("Vouchers", func(t *testing.T) {
-		mustOK(t, e.stock.Submit(ctx, "sub-a", act, pa, []stock.SKUStock{{SKU: 10, Stock: 100}, {SKU: 11, Stock: 50},
+		mustOK(t, e.Stock.Submit(ctx, "sub-a", act, pa, []stock.SKUStock{{SKU: 10, Stock: 100}, {SKU: 11, Stock: 50},
 			{SKU: 12, Stock: 20}, {SKU: 13, Stock: 20}})) // a replay
-		wantErr(t, "resubmit", e.stock.Submit(ctx, "sub-a2", act, pa, []stock.SKUStock{{SKU: 10, Stock: 1}}), stock.ErrAlreadySubmitted)
+		wantErr(t, "resubmit", e.Stock.Submit(ctx, "sub-a2", act, pa, []stock.SKUStock{{SKU: 10, Stock: 1}}), stock.ErrAlreadySubmitted)
 		want(t, vouch, c(100, 100, 0, 0), nil)
 
-		mustOK(t, e.stock.Edit(ctx, "ed-1", act, pa, 10, 20))
+		mustOK(t, e.Stock.Edit(ctx, "ed-1", act, pa, 10, 20))
 		want(t, vouch, c(120, 120, 0, 0), nil)
 		salvageAll(t, e, "salv-7", 7, vouch, 30)
 		want(t, vouch, c(90, 90, 0, 0), map[string]stock.Counters{"7": c(30, 30, 0, 0)})
-		res, err := e.stock.MovePool(ctx, false, "rel-7", 7, []stock.Item{vouch.item("", 10)})
+		res, err := e.Stock.MovePool(ctx, false, "rel-7", 7, []stock.Item{vouch.item("", 10)})
 		mustOK(t, err)
 		mustOK(t, res[0].Err)
 		want(t, vouch, c(100, 100, 0, 0), map[string]stock.Counters{"7": c(20, 20, 0, 0)})
-		mustOK(t, e.stock.RollbackVoucher(ctx, "rel-7"))
+		mustOK(t, e.Stock.RollbackVoucher(ctx, "rel-7"))
 		want(t, vouch, c(90, 90, 0, 0), map[string]stock.Counters{"7": c(30, 30, 0, 0)})
 
 		// One voucher over two products on two masters, and its rollback.
-		res, err = e.stock.MovePool(ctx, true, "salv-x", 8, []stock.Item{vouch.item("", 5), vouchB.item("", 15)})
+		res, err = e.Stock.MovePool(ctx, true, "salv-x", 8, []stock.Item{vouch.item("", 5), vouchB.item("", 15)})
 		mustOK(t, err)
 		mustOK(t, errors.Join(res[0].Err, res[1].Err))
 		want(t, vouch, c(85, 85, 0, 0), map[string]stock.Counters{"7": c(30, 30, 0, 0), "8": c(5, 5, 0, 0)})
 		want(t, vouchB, c(25, 25, 0, 0), map[string]stock.Counters{"8": c(15, 15, 0, 0)})
-		mustOK(t, e.stock.RollbackVoucher(ctx, "salv-x"))
-		mustOK(t, e.stock.RollbackVoucher(ctx, "salv-x"))
+		mustOK(t, e.Stock.RollbackVoucher(ctx, "salv-x"))
+		mustOK(t, e.Stock.RollbackVoucher(ctx, "salv-x"))
 		want(t, vouch, c(90, 90, 0, 0), map[string]stock.Counters{"7": c(30, 30, 0, 0)})
 		want(t, vouchB, c(40, 40, 0, 0), nil)
-		_, err = e.stock.MovePool(ctx, true, "salv-x", 8, []stock.Item{vouch.item("", 5), vouchB.item("", 15)})
+		_, err = e.Stock.MovePool(ctx, true, "salv-x", 8, []stock.Item{vouch.item("", 5), vouchB.item("", 15)})
 		wantErr(t, "salvage after its rollback", err, stock.ErrRolledBack)
 
-		mustOK(t, e.stock.Edit(ctx, "ed-2", act, pa, 10, -5))
+		mustOK(t, e.Stock.Edit(ctx, "ed-2", act, pa, 10, -5))
 		want(t, vouch, c(85, 85, 0, 0), map[string]stock.Counters{"7": c(30, 30, 0, 0)})
-		mustOK(t, e.stock.RollbackVoucher(ctx, "ed-2"))
+		mustOK(t, e.Stock.RollbackVoucher(ctx, "ed-2"))
 		want(t, vouch, c(90, 90, 0, 0), map[string]stock.Counters{"7": c(30, 30, 0, 0)})
-		wantErr(t, "edit after its rollback", e.stock.Edit(ctx, "ed-2", act, pa, 10, -5), stock.ErrRolledBack)
+		wantErr(t, "edit after its rollback", e.Stock.Edit(ctx, "ed-2", act, pa, 10, -5), stock.ErrRolledBack)
 
 		// Revoke: the pool's available back to the high seas, all of that withdrawn; the sold unit stays.
 		salvageAll(t, e, "salv-9", 9, revoked, 10)
-		mustOK(t, e.stock.Deduct(ctx, "o-11", []stock.Item{revoked.item(stock.PoolScope(9), 1)}))
-		w, err := e.stock.Revoke(ctx, "rev-11", act, pa, 11)
+		mustOK(t, e.Stock.Deduct(ctx, "o-11", []stock.Item{revoked.item(stock.PoolScope(9), 1)}))
+		w, err := e.Stock.Revoke(ctx, "rev-11", act, pa, 11)
 		mustOK(t, err)
 		if w != 49 {
 			t.Fatalf("revoke withdrew %d, want 49", w)
 		}
-		if w, err := e.stock.Revoke(ctx, "rev-11", act, pa, 11); err != nil || w != 49 {
+		if w, err := e.Stock.Revoke(ctx, "rev-11", act, pa, 11); err != nil || w != 49 {
 			t.Fatalf("revoke replayed: %d, %v", w, err)
 		}
 		v := skuView(t, e, revoked)
 		if !v.Revoked || v.ForSale || v.HighSeas != (stock.Counters{}) || fmt.Sprint(v.Pools) != fmt.Sprint(map[string]stock.Counters{"9": c(1, 0, 0, 1)}) {
 			t.Fatalf("after revoke %+v", v)
 		}
-		wantErr(t, "rollback of a revoke", e.stock.RollbackVoucher(ctx, "rev-11"), stock.ErrNotForSale)
-		wantErr(t, "deduct after revoke", e.stock.Deduct(ctx, "o-11b", []stock.Item{revoked.item(hs, 1)}), errs.ErrNotFound)
+		wantErr(t, "rollback of a revoke", e.Stock.RollbackVoucher(ctx, "rev-11"), stock.ErrNotForSale)
+		wantErr(t, "deduct after revoke", e.Stock.Deduct(ctx, "o-11b", []stock.Item{revoked.item(hs, 1)}), errs.ErrNotFound)
 	})
 
 	// The outcome of each flash-sale order, for replays and returns.
@@ -195,7 +195,7 @@ func TestStockOnRedisCluster(t *testing.T) {
 			close(start)
 			wg.Wait()
 		}
-		run(func(i int) { sales[i].err = e.stock.Deduct(ctx, sales[i].id, []stock.Item{sales[i].item}) })
+		run(func(i int) { sales[i].err = e.Stock.Deduct(ctx, sales[i].id, []stock.Item{sales[i].item}) })
 		ok := map[int64]int{}
 		for _, o := range sales {
 			switch {
@@ -213,7 +213,7 @@ func TestStockOnRedisCluster(t *testing.T) {
 
 		// Every order replayed, concurrently again, answers as it first did.
 		replays := make([]error, len(sales))
-		run(func(i int) { replays[i] = e.stock.Deduct(ctx, sales[i].id, []stock.Item{sales[i].item}) })
+		run(func(i int) { replays[i] = e.Stock.Deduct(ctx, sales[i].id, []stock.Item{sales[i].item}) })
 		for i, o := range sales {
 			if fmt.Sprint(replays[i]) != fmt.Sprint(o.err) {
 				t.Fatalf("deduct %s replayed: %v, first %v", o.id, replays[i], o.err)
@@ -230,10 +230,10 @@ func TestStockOnRedisCluster(t *testing.T) {
 		var refusedID string
 		for _, o := range sales {
 			if o.err == nil && returned[o.item.ProductID] < 10 {
-				mustOK(t, e.stock.Return(ctx, o.id))
-				mustOK(t, e.stock.Return(ctx, o.id))
+				mustOK(t, e.Stock.Return(ctx, o.id))
+				mustOK(t, e.Stock.Return(ctx, o.id))
 				returned[o.item.ProductID]++
-				wantErr(t, "deduct after its return", e.stock.Deduct(ctx, o.id, []stock.Item{o.item}), stock.ErrOrderClosed)
+				wantErr(t, "deduct after its return", e.Stock.Deduct(ctx, o.id, []stock.Item{o.item}), stock.ErrOrderClosed)
 			}
 			if o.err != nil && refusedID == "" {
 				refusedID = o.id
@@ -241,53 +241,53 @@ func TestStockOnRedisCluster(t *testing.T) {
 		}
 		want(t, saleB, c(50, 10, 0, 40), nil)
 		want(t, saleC, c(50, 10, 0, 40), nil)
-		mustOK(t, e.stock.Return(ctx, refusedID))
+		mustOK(t, e.Stock.Return(ctx, refusedID))
 		want(t, saleB, c(50, 10, 0, 40), nil)
 		want(t, saleC, c(50, 10, 0, 40), nil)
 
 		// A return before any deduct closes the order in every shard's index,
 		// across the nodes: its late deduct on any product is refused.
-		mustOK(t, e.stock.Return(ctx, "early-1"))
-		for s := range e.keys.Shards {
-			if v, err := rdb.HGet(ctx, e.keys.StockOrders(s), "o:early-1").Result(); err != nil || v != "!" {
+		mustOK(t, e.Stock.Return(ctx, "early-1"))
+		for s := range e.Keys.Shards {
+			if v, err := rdb.HGet(ctx, e.Keys.StockOrders(s), "o:early-1").Result(); err != nil || v != "!" {
 				t.Fatalf("shard %d's index holds %q, %v for the early return; want \"!\"", s, v, err)
 			}
 		}
 		before := stockSnapshot(t, e, all...)
 		for _, r := range []skuRef{saleB, saleC, acrossA} {
-			wantErr(t, fmt.Sprintf("late deduct on %v", r), e.stock.Deduct(ctx, "early-1", []stock.Item{r.item(hs, 1)}), stock.ErrOrderClosed)
+			wantErr(t, fmt.Sprintf("late deduct on %v", r), e.Stock.Deduct(ctx, "early-1", []stock.Item{r.item(hs, 1)}), stock.ErrOrderClosed)
 		}
-		mustOK(t, e.stock.Return(ctx, "early-1"))
-		mustOK(t, e.stock.Return(ctx, "early-2"))
-		wantErr(t, "late deduct across products", e.stock.Deduct(ctx, "early-2",
+		mustOK(t, e.Stock.Return(ctx, "early-1"))
+		mustOK(t, e.Stock.Return(ctx, "early-2"))
+		wantErr(t, "late deduct across products", e.Stock.Deduct(ctx, "early-2",
 			[]stock.Item{acrossA.item(hs, 1), acrossB.item(hs, 1)}), stock.ErrOrderClosed)
 		stockUnchanged(t, e, "late deducts of orders returned first", before, all...)
 	})
 
 	step("OrderAcrossProducts", func(t *testing.T) {
 		x1 := []stock.Item{acrossA.item(hs, 2), acrossB.item(hs, 3)}
-		mustOK(t, e.stock.Deduct(ctx, "x-1", x1))
-		mustOK(t, e.stock.Deduct(ctx, "x-1", x1))
+		mustOK(t, e.Stock.Deduct(ctx, "x-1", x1))
+		mustOK(t, e.Stock.Deduct(ctx, "x-1", x1))
 		want(t, acrossA, c(20, 18, 0, 2), nil)
 		want(t, acrossB, c(20, 17, 0, 3), nil)
 
 		// Refused by its second product: nothing taken from the first.
 		x2 := []stock.Item{acrossA.item(hs, 1), acrossB.item(hs, 99)}
-		wantErr(t, "order over stock", e.stock.Deduct(ctx, "x-2", x2), stock.ErrOutOfStock)
-		wantErr(t, "order over stock replayed", e.stock.Deduct(ctx, "x-2", x2), stock.ErrOutOfStock)
+		wantErr(t, "order over stock", e.Stock.Deduct(ctx, "x-2", x2), stock.ErrOutOfStock)
+		wantErr(t, "order over stock replayed", e.Stock.Deduct(ctx, "x-2", x2), stock.ErrOutOfStock)
 		want(t, acrossA, c(20, 18, 0, 2), nil)
 		want(t, acrossB, c(20, 17, 0, 3), nil)
 
-		mustOK(t, e.stock.Return(ctx, "x-1"))
-		mustOK(t, e.stock.Return(ctx, "x-1"))
+		mustOK(t, e.Stock.Return(ctx, "x-1"))
+		mustOK(t, e.Stock.Return(ctx, "x-1"))
 		want(t, acrossA, c(20, 20, 0, 0), nil)
 		want(t, acrossB, c(20, 20, 0, 0), nil)
-		wantErr(t, "order after its return", e.stock.Deduct(ctx, "x-1", x1), stock.ErrOrderClosed)
+		wantErr(t, "order after its return", e.Stock.Deduct(ctx, "x-1", x1), stock.ErrOrderClosed)
 
-		mustOK(t, e.stock.Deduct(ctx, "x-3", []stock.Item{acrossA.item(hs, 4), acrossB.item(hs, 5)}))
+		mustOK(t, e.Stock.Deduct(ctx, "x-3", []stock.Item{acrossA.item(hs, 4), acrossB.item(hs, 5)}))
 		want(t, acrossA, c(20, 16, 0, 4), nil)
 		want(t, acrossB, c(20, 15, 0, 5), nil)
-		if n := rdb.ZCard(ctx, e.keys.StockPending()).Val(); n != 0 {
+		if n := rdb.ZCard(ctx, e.Keys.StockPending()).Val(); n != 0 {
 			t.Fatalf("%d orders still noted pending", n)
 		}
 	})
@@ -295,7 +295,7 @@ func TestStockOnRedisCluster(t *testing.T) {
 	step("TCCAcrossProducts", func(t *testing.T) {
 		items := func(qa, qc int64) []stock.Item { return []stock.Item{tccA.item(hs, qa), tccC.item(hs, qc)} }
 		tcc := func(phase stock.TCCPhase, gid string, it []stock.Item) error {
-			return e.stock.TCC(ctx, phase, gid, "b1", it)
+			return e.Stock.TCC(ctx, phase, gid, "b1", it)
 		}
 		mustOK(t, tcc(stock.TCCTry, "g1", items(2, 3)))
 		mustOK(t, tcc(stock.TCCTry, "g1", items(2, 3)))
@@ -348,7 +348,7 @@ func TestStockOnRedisCluster(t *testing.T) {
 		waitDurable(t, e, all...)
 		for _, r := range all {
 			gaplessChanges(t, e, r)
-			if ver, err := rdb.HGet(ctx, e.keys.Stock(r.a, r.p).SKU(r.sku), "ver").Int64(); err != nil || ver != versions[r] {
+			if ver, err := rdb.HGet(ctx, e.Keys.Stock(r.a, r.p).SKU(r.sku), "ver").Int64(); err != nil || ver != versions[r] {
 				t.Fatalf("SKU %v at version %d, %v; want %d", r, ver, err, versions[r])
 			}
 		}
@@ -390,25 +390,25 @@ func TestStockOnRedisCluster(t *testing.T) {
 				sold = o // the last sold one of pb: still sold
 			}
 		}
-		mustOK(t, e.stock.Deduct(ctx, sold.id, []stock.Item{sold.item}))
-		wantErr(t, "refused order replayed", e.stock.Deduct(ctx, refused.id, []stock.Item{refused.item}), stock.ErrOutOfStock)
-		wantErr(t, "returned order replayed", e.stock.Deduct(ctx, returned.id, []stock.Item{returned.item}), stock.ErrOrderClosed)
-		wantErr(t, "early-returned order", e.stock.Deduct(ctx, "early-1", []stock.Item{saleB.item(hs, 1)}), stock.ErrOrderClosed)
-		mustOK(t, e.stock.Deduct(ctx, "x-3", []stock.Item{acrossA.item(hs, 4), acrossB.item(hs, 5)}))
-		wantErr(t, "returned order across products replayed", e.stock.Deduct(ctx, "x-1",
+		mustOK(t, e.Stock.Deduct(ctx, sold.id, []stock.Item{sold.item}))
+		wantErr(t, "refused order replayed", e.Stock.Deduct(ctx, refused.id, []stock.Item{refused.item}), stock.ErrOutOfStock)
+		wantErr(t, "returned order replayed", e.Stock.Deduct(ctx, returned.id, []stock.Item{returned.item}), stock.ErrOrderClosed)
+		wantErr(t, "early-returned order", e.Stock.Deduct(ctx, "early-1", []stock.Item{saleB.item(hs, 1)}), stock.ErrOrderClosed)
+		mustOK(t, e.Stock.Deduct(ctx, "x-3", []stock.Item{acrossA.item(hs, 4), acrossB.item(hs, 5)}))
+		wantErr(t, "returned order across products replayed", e.Stock.Deduct(ctx, "x-1",
 			[]stock.Item{acrossA.item(hs, 2), acrossB.item(hs, 3)}), stock.ErrOrderClosed)
-		mustOK(t, e.stock.TCC(ctx, stock.TCCConfirm, "g1", "b1", []stock.Item{tccA.item(hs, 2), tccC.item(hs, 3)}))
-		wantErr(t, "try after its cancel", e.stock.TCC(ctx, stock.TCCTry, "g3", "b1", []stock.Item{tccA.item(hs, 1), tccC.item(hs, 1)}), stock.ErrTCCRefused)
-		mustOK(t, e.stock.Submit(ctx, "sub-b", act, pb, []stock.SKUStock{{SKU: 20, Stock: 50}, {SKU: 21, Stock: 20}, {SKU: 22, Stock: 40}}))
+		mustOK(t, e.Stock.TCC(ctx, stock.TCCConfirm, "g1", "b1", []stock.Item{tccA.item(hs, 2), tccC.item(hs, 3)}))
+		wantErr(t, "try after its cancel", e.Stock.TCC(ctx, stock.TCCTry, "g3", "b1", []stock.Item{tccA.item(hs, 1), tccC.item(hs, 1)}), stock.ErrTCCRefused)
+		mustOK(t, e.Stock.Submit(ctx, "sub-b", act, pb, []stock.SKUStock{{SKU: 20, Stock: 50}, {SKU: 21, Stock: 20}, {SKU: 22, Stock: 40}}))
 		// The voucher's own index is lost; each product's tombstone (from MySQL) refuses it.
-		res, err := e.stock.MovePool(ctx, true, "salv-x", 8, []stock.Item{vouch.item("", 5), vouchB.item("", 15)})
+		res, err := e.Stock.MovePool(ctx, true, "salv-x", 8, []stock.Item{vouch.item("", 5), vouchB.item("", 15)})
 		mustOK(t, err)
 		wantErr(t, "salvage after its rollback, first product", res[0].Err, stock.ErrRolledBack)
 		wantErr(t, "salvage after its rollback, second product", res[1].Err, stock.ErrRolledBack)
 		stockUnchanged(t, e, "replays after the loss", before, all...)
 
 		// A sold order's return finds it in MySQL's markers.
-		mustOK(t, e.stock.Return(ctx, sold.id))
+		mustOK(t, e.Stock.Return(ctx, sold.id))
 		want(t, saleB, c(50, 11, 0, 39), nil)
 
 		// New sales go on, through pipelines that meet NOSCRIPT on every node:
@@ -422,7 +422,7 @@ func TestStockOnRedisCluster(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				err := e.stock.Deduct(ctx, fmt.Sprintf("after-loss-%d", i), []stock.Item{r.item(hs, 1)})
+				err := e.Stock.Deduct(ctx, fmt.Sprintf("after-loss-%d", i), []stock.Item{r.item(hs, 1)})
 				mu.Lock()
 				defer mu.Unlock()
 				switch {
@@ -443,14 +443,14 @@ func TestStockOnRedisCluster(t *testing.T) {
 		// And an order across products and a return before its deduct (which
 		// closes the order in every shard's index), both meeting NOSCRIPT.
 		mustOK(t, rdb.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return c.ScriptFlush(ctx).Err() }))
-		mustOK(t, e.stock.Return(ctx, "early-3"))
-		for s := range e.keys.Shards {
-			if v, err := rdb.HGet(ctx, e.keys.StockOrders(s), "o:early-3").Result(); err != nil || v != "!" {
+		mustOK(t, e.Stock.Return(ctx, "early-3"))
+		for s := range e.Keys.Shards {
+			if v, err := rdb.HGet(ctx, e.Keys.StockOrders(s), "o:early-3").Result(); err != nil || v != "!" {
 				t.Fatalf("shard %d's index holds %q, %v for the early return; want \"!\"", s, v, err)
 			}
 		}
-		wantErr(t, "late deduct", e.stock.Deduct(ctx, "early-3", []stock.Item{acrossB.item(hs, 1)}), stock.ErrOrderClosed)
-		mustOK(t, e.stock.Deduct(ctx, "x-4", []stock.Item{acrossA.item(hs, 1), acrossB.item(hs, 1)}))
+		wantErr(t, "late deduct", e.Stock.Deduct(ctx, "early-3", []stock.Item{acrossB.item(hs, 1)}), stock.ErrOrderClosed)
+		mustOK(t, e.Stock.Deduct(ctx, "x-4", []stock.Item{acrossA.item(hs, 1), acrossB.item(hs, 1)}))
 		want(t, acrossA, c(20, 15, 0, 5), nil)
 		want(t, acrossB, c(20, 14, 0, 6), nil)
 		// Versions go on from MySQL's.
@@ -464,7 +464,7 @@ func TestStockOnRedisCluster(t *testing.T) {
 
 // waitRecords waits until MySQL holds record ref on exactly products (of
 // activity 1), each with Redis's value.
-func waitRecords(t *testing.T, e *env, ref string, products []int64) {
+func waitRecords(t *testing.T, e *enginetest.Env, ref string, products []int64) {
 	t.Helper()
 	ctx := context.Background()
 	var diffs []string
@@ -475,7 +475,7 @@ func waitRecords(t *testing.T, e *env, ref string, products []int64) {
 	}()
 	enginetest.WaitFor(t, "record "+ref+" in MySQL as in Redis", func() bool {
 		diffs = nil
-		got, err := e.db.StockRecordProducts(ctx, ref)
+		got, err := e.DB.StockRecordProducts(ctx, ref)
 		mustOK(t, err)
 		var want [][2]int64
 		for _, p := range products {
@@ -485,10 +485,10 @@ func waitRecords(t *testing.T, e *env, ref string, products []int64) {
 			diffs = append(diffs, fmt.Sprintf("on products %v, want %v", got, want))
 		}
 		for _, p := range products {
-			inRedis, err := e.rdb.HGet(ctx, e.keys.Stock(1, p).Record, ref).Result()
+			inRedis, err := e.Redis.HGet(ctx, e.Keys.Stock(1, p).Record, ref).Result()
 			mustOK(t, err)
 			inMySQL := ""
-			recs, err := e.db.StockRecords(ctx, 1, p, "", 100000)
+			recs, err := e.DB.StockRecords(ctx, 1, p, "", 100000)
 			mustOK(t, err)
 			for _, r := range recs {
 				if r.Ref == ref {

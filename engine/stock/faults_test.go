@@ -17,13 +17,14 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/grab-engine/grab"
+
 	"github.com/grab-engine/grab/engine/enginetest"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/grab-engine/grab/engine"
 	"github.com/grab-engine/grab/engine/stock"
 	"github.com/grab-engine/grab/lua"
 	"github.com/grab-engine/grab/lua/redistest"
@@ -32,27 +33,27 @@ import (
 )
 
 // stockFaultEnv is an engine on rdb and db whose metrics the test reads.
-func stockFaultEnv(t *testing.T, rdb redis.UniversalClient, keys lua.Keys, db *store.DB) (*env, *prometheus.Registry) {
+func stockFaultEnv(t *testing.T, rdb redis.UniversalClient, keys lua.Keys, db *store.DB) (*enginetest.Env, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	return newEnv(t, rdb, keys, db).another(func(d *engine.Deps) { d.Metrics = reg }), reg
+	return enginetest.NewEnv(t, rdb, keys, db).Another(func(d *grab.Deps) { d.Metrics = reg }), reg
 }
 
 // productRecords is a product's record hash in Redis, without its epoch mark.
-func productRecords(t testing.TB, e *env, a, p int64) map[string]string {
+func productRecords(t testing.TB, e *enginetest.Env, a, p int64) map[string]string {
 	t.Helper()
-	h, err := e.rdb.HGetAll(context.Background(), e.keys.Stock(a, p).Record).Result()
+	h, err := e.Redis.HGetAll(context.Background(), e.Keys.Stock(a, p).Record).Result()
 	mustOK(t, err)
 	delete(h, "ep")
 	return h
 }
 
 // durableRecords is a product's records as MySQL has them.
-func durableRecords(t testing.TB, e *env, a, p int64) map[string]string {
+func durableRecords(t testing.TB, e *enginetest.Env, a, p int64) map[string]string {
 	t.Helper()
 	out := map[string]string{}
 	for after := ""; ; {
-		page, err := e.db.StockRecords(context.Background(), a, p, after, 100)
+		page, err := e.DB.StockRecords(context.Background(), a, p, after, 100)
 		mustOK(t, err)
 		for _, r := range page {
 			out[r.Ref] = r.Value
@@ -65,21 +66,21 @@ func durableRecords(t testing.TB, e *env, a, p int64) map[string]string {
 }
 
 // waitRecordsDurable waits until MySQL has exactly Redis's records of a product.
-func waitRecordsDurable(t *testing.T, e *env, a, p int64) {
+func waitRecordsDurable(t *testing.T, e *enginetest.Env, a, p int64) {
 	t.Helper()
 	enginetest.WaitFor(t, fmt.Sprintf("the records of product %d/%d in MySQL", a, p), func() bool {
 		return maps.Equal(productRecords(t, e, a, p), durableRecords(t, e, a, p))
 	})
 }
 
-func wantDeadLetters(t *testing.T, e *env, reg *prometheus.Registry, want int) {
+func wantDeadLetters(t *testing.T, e *enginetest.Env, reg *prometheus.Registry, want int) {
 	t.Helper()
 	if n := enginetest.Metric(t, reg, "grab_writer_dead_letters_total"); n != float64(want) {
 		t.Fatalf("%v events parked, want %d", n, want)
 	}
 }
 
-func wantCounters(t *testing.T, e *env, r skuRef, want stock.Counters) {
+func wantCounters(t *testing.T, e *enginetest.Env, r skuRef, want stock.Counters) {
 	t.Helper()
 	if got := skuView(t, e, r).HighSeas; got != want {
 		t.Fatalf("SKU %v high seas %+v, want %+v", r, got, want)
@@ -103,22 +104,22 @@ func TestStockRedisRestartedEmptyKeepsCountersVersionsAndReplays(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	t.Cleanup(func() { rdb.Close() })
 	e, reg := stockFaultEnv(t, rdb, lua.NewKeys("grab", 4), storetest.MySQL(t))
-	e.startWriter(t)
+	e.StartWriter(t)
 	ctx := context.Background()
 	s1, s2 := ref(1), ref(2)
 	submit := []stock.SKUStock{{SKU: 1, Stock: 10}, {SKU: 2, Stock: 5}}
 
-	mustOK(t, e.stock.Submit(ctx, "sub", 1, 2, submit))
-	wantErr(t, "submit under another voucher", e.stock.Submit(ctx, "sub-again", 1, 2, submit[:1]), stock.ErrAlreadySubmitted)
+	mustOK(t, e.Stock.Submit(ctx, "sub", 1, 2, submit))
+	wantErr(t, "submit under another voucher", e.Stock.Submit(ctx, "sub-again", 1, 2, submit[:1]), stock.ErrAlreadySubmitted)
 	for _, o := range []struct {
 		id  string
 		qty int64
 	}{{"o1", 3}, {"o2", 1}, {"o3", 1}} {
-		mustOK(t, e.stock.Deduct(ctx, o.id, deduct(s1, o.qty)))
+		mustOK(t, e.Stock.Deduct(ctx, o.id, deduct(s1, o.qty)))
 	}
-	wantErr(t, "deduct of more than there is", e.stock.Deduct(ctx, "big", deduct(s1, 100)), stock.ErrOutOfStock)
-	mustOK(t, e.stock.TCC(ctx, stock.TCCTry, "g1", "b1", deduct(s2, 2)))
-	mustOK(t, e.stock.TCC(ctx, stock.TCCCancel, "g2", "b1", deduct(s2, 1))) // before its try: the late try is refused
+	wantErr(t, "deduct of more than there is", e.Stock.Deduct(ctx, "big", deduct(s1, 100)), stock.ErrOutOfStock)
+	mustOK(t, e.Stock.TCC(ctx, stock.TCCTry, "g1", "b1", deduct(s2, 2)))
+	mustOK(t, e.Stock.TCC(ctx, stock.TCCCancel, "g2", "b1", deduct(s2, 1))) // before its try: the late try is refused
 	salvageAll(t, e, "sal", 7, s2, 1)
 	wantCounters(t, e, s1, stock.Counters{Total: 10, Available: 5, Sold: 5})
 	waitDurable(t, e, s1, s2)
@@ -144,29 +145,29 @@ func TestStockRedisRestartedEmptyKeepsCountersVersionsAndReplays(t *testing.T) {
 	}
 
 	// Replays answer as they first did and change nothing.
-	mustOK(t, e.stock.Submit(ctx, "sub", 1, 2, submit))
-	wantErr(t, "replayed submit under another voucher", e.stock.Submit(ctx, "sub-again", 1, 2, submit[:1]), stock.ErrAlreadySubmitted)
-	wantErr(t, "a new voucher's submit", e.stock.Submit(ctx, "sub-new", 1, 2, submit[:1]), stock.ErrAlreadySubmitted)
-	mustOK(t, e.stock.Deduct(ctx, "o1", deduct(s1, 3)))
-	wantErr(t, "replayed refusal", e.stock.Deduct(ctx, "big", deduct(s1, 100)), stock.ErrOutOfStock)
-	mustOK(t, e.stock.TCC(ctx, stock.TCCTry, "g1", "b1", deduct(s2, 2)))
-	wantErr(t, "late try after its cancel", e.stock.TCC(ctx, stock.TCCTry, "g2", "b1", deduct(s2, 1)), stock.ErrTCCRefused)
+	mustOK(t, e.Stock.Submit(ctx, "sub", 1, 2, submit))
+	wantErr(t, "replayed submit under another voucher", e.Stock.Submit(ctx, "sub-again", 1, 2, submit[:1]), stock.ErrAlreadySubmitted)
+	wantErr(t, "a new voucher's submit", e.Stock.Submit(ctx, "sub-new", 1, 2, submit[:1]), stock.ErrAlreadySubmitted)
+	mustOK(t, e.Stock.Deduct(ctx, "o1", deduct(s1, 3)))
+	wantErr(t, "replayed refusal", e.Stock.Deduct(ctx, "big", deduct(s1, 100)), stock.ErrOutOfStock)
+	mustOK(t, e.Stock.TCC(ctx, stock.TCCTry, "g1", "b1", deduct(s2, 2)))
+	wantErr(t, "late try after its cancel", e.Stock.TCC(ctx, stock.TCCTry, "g2", "b1", deduct(s2, 1)), stock.ErrTCCRefused)
 	stockUnchanged(t, e, "replays after the restart", before, s1, s2)
 
 	// What came before settles on the records MySQL gave back. o2's order
 	// record and sal's voucher index were lost with Redis: MySQL names
 	// their products.
-	mustOK(t, e.stock.TCC(ctx, stock.TCCConfirm, "g1", "b1", deduct(s2, 2)))
-	mustOK(t, e.stock.Return(ctx, "o2"))
-	mustOK(t, e.stock.RollbackVoucher(ctx, "sal"))
+	mustOK(t, e.Stock.TCC(ctx, stock.TCCConfirm, "g1", "b1", deduct(s2, 2)))
+	mustOK(t, e.Stock.Return(ctx, "o2"))
+	mustOK(t, e.Stock.RollbackVoucher(ctx, "sal"))
 	wantCounters(t, e, s1, stock.Counters{Total: 10, Available: 6, Sold: 4})
 	if v := skuView(t, e, s2); v.HighSeas != (stock.Counters{Total: 5, Available: 3, Sold: 2}) || len(v.Pools) != 0 {
 		t.Fatalf("SKU 2 after confirm and rollback: %+v", v)
 	}
-	wantErr(t, "deduct of the returned o2", e.stock.Deduct(ctx, "o2", deduct(s1, 1)), stock.ErrOrderClosed)
+	wantErr(t, "deduct of the returned o2", e.Stock.Deduct(ctx, "o2", deduct(s1, 1)), stock.ErrOrderClosed)
 
 	// New changes go on from MySQL's versions: 5 was the return, 6 is o4.
-	mustOK(t, e.stock.Deduct(ctx, "o4", deduct(s1, 2)))
+	mustOK(t, e.Stock.Deduct(ctx, "o4", deduct(s1, 2)))
 	if got := redisStock(t, e, s1); got != "st=on ver=6 high_seas=10,4,0,6" {
 		t.Fatalf("SKU 1 after a new deduct: %s", got)
 	}
@@ -184,29 +185,29 @@ func TestStockRedisRestartedEmptyKeepsCountersVersionsAndReplays(t *testing.T) {
 // the same SQLite file) must bring the stock back, replays included.
 func TestStockEmbeddedModeKeepsStockAcrossARestart(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "grab.db")
+	path := filepath.Join(t.TempDir(), "grab.DB")
 	open := func() *store.DB {
 		db, err := store.OpenSQLite(ctx, path)
 		mustOK(t, err)
 		mustOK(t, db.Migrate(ctx))
 		return db
 	}
-	start := func() (*env, *prometheus.Registry, func()) {
+	start := func() (*enginetest.Env, *prometheus.Registry, func()) {
 		m := miniredis.RunT(t)
 		c := redis.NewClient(&redis.Options{Addr: m.Addr()})
 		db := open()
 		e, reg := stockFaultEnv(t, c, lua.NewKeys("grab", 4), db)
-		stopWriter := e.runWriter()
+		stopWriter := e.RunWriter()
 		return e, reg, func() { stopWriter(); c.Close(); m.Close(); db.Close() }
 	}
 	s1 := ref(1)
 
 	e, _, stop := start()
-	mustOK(t, e.stock.Submit(ctx, "sub", 1, 2, []stock.SKUStock{{SKU: 1, Stock: 10}}))
-	mustOK(t, e.stock.Deduct(ctx, "o1", deduct(s1, 3)))
-	mustOK(t, e.stock.Deduct(ctx, "o2", deduct(s1, 2)))
-	wantErr(t, "deduct of more than there is", e.stock.Deduct(ctx, "big", deduct(s1, 100)), stock.ErrOutOfStock)
-	mustOK(t, e.stock.TCC(ctx, stock.TCCTry, "g", "b", deduct(s1, 1)))
+	mustOK(t, e.Stock.Submit(ctx, "sub", 1, 2, []stock.SKUStock{{SKU: 1, Stock: 10}}))
+	mustOK(t, e.Stock.Deduct(ctx, "o1", deduct(s1, 3)))
+	mustOK(t, e.Stock.Deduct(ctx, "o2", deduct(s1, 2)))
+	wantErr(t, "deduct of more than there is", e.Stock.Deduct(ctx, "big", deduct(s1, 100)), stock.ErrOutOfStock)
+	mustOK(t, e.Stock.TCC(ctx, stock.TCCTry, "g", "b", deduct(s1, 1)))
 	waitDurable(t, e, s1)
 	waitRecordsDurable(t, e, 1, 2)
 	before := stockSnapshot(t, e, s1)
@@ -217,14 +218,14 @@ func TestStockEmbeddedModeKeepsStockAcrossARestart(t *testing.T) {
 	if after := stockSnapshot(t, e, s1); after != before {
 		t.Fatalf("stock after the restart\n%s\nbefore\n%s", after, before)
 	}
-	mustOK(t, e.stock.Submit(ctx, "sub", 1, 2, []stock.SKUStock{{SKU: 1, Stock: 10}}))
-	mustOK(t, e.stock.Deduct(ctx, "o1", deduct(s1, 3)))
-	wantErr(t, "replayed refusal", e.stock.Deduct(ctx, "big", deduct(s1, 100)), stock.ErrOutOfStock)
-	mustOK(t, e.stock.TCC(ctx, stock.TCCTry, "g", "b", deduct(s1, 1)))
+	mustOK(t, e.Stock.Submit(ctx, "sub", 1, 2, []stock.SKUStock{{SKU: 1, Stock: 10}}))
+	mustOK(t, e.Stock.Deduct(ctx, "o1", deduct(s1, 3)))
+	wantErr(t, "replayed refusal", e.Stock.Deduct(ctx, "big", deduct(s1, 100)), stock.ErrOutOfStock)
+	mustOK(t, e.Stock.TCC(ctx, stock.TCCTry, "g", "b", deduct(s1, 1)))
 	stockUnchanged(t, e, "replays after the restart", before, s1)
-	mustOK(t, e.stock.TCC(ctx, stock.TCCConfirm, "g", "b", deduct(s1, 1)))
-	mustOK(t, e.stock.Return(ctx, "o2"))
-	mustOK(t, e.stock.Deduct(ctx, "o3", deduct(s1, 4)))
+	mustOK(t, e.Stock.TCC(ctx, stock.TCCConfirm, "g", "b", deduct(s1, 1)))
+	mustOK(t, e.Stock.Return(ctx, "o2"))
+	mustOK(t, e.Stock.Deduct(ctx, "o3", deduct(s1, 4)))
 	wantCounters(t, e, s1, stock.Counters{Total: 10, Available: 2, Sold: 8})
 	waitDurable(t, e, s1)
 	waitRecordsDurable(t, e, 1, 2)
@@ -242,11 +243,11 @@ func TestStockRedisRollbackSellsNothingTwice(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: 64})
 	t.Cleanup(func() { rdb.Close() })
 	e, reg := stockFaultEnv(t, rdb, lua.NewKeys("grab", 4), storetest.MySQL(t))
-	e.startWriter(t)
+	e.StartWriter(t)
 	ctx := context.Background()
 	s := ref(1)
 	const units = 100
-	mustOK(t, e.stock.Submit(ctx, "sub", 1, 2, []stock.SKUStock{{SKU: 1, Stock: units}}))
+	mustOK(t, e.Stock.Submit(ctx, "sub", 1, 2, []stock.SKUStock{{SKU: 1, Stock: units}}))
 
 	// deductAll deducts one unit for each order at once and answers their errors.
 	deductAll := func(ids []string) map[string]error {
@@ -257,7 +258,7 @@ func TestStockRedisRollbackSellsNothingTwice(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				err := e.stock.Deduct(ctx, id, deduct(s, 1))
+				err := e.Stock.Deduct(ctx, id, deduct(s, 1))
 				mu.Lock()
 				out[id] = err
 				mu.Unlock()
@@ -287,10 +288,10 @@ func TestStockRedisRollbackSellsNothingTwice(t *testing.T) {
 	atCut := redisStock(t, e, s)
 	cut := srv.AOFSize()
 	allOK("second sale", deductAll(second))
-	mustOK(t, e.stock.Return(ctx, "p1-0"))
-	mustOK(t, e.stock.Return(ctx, "p2-0"))
-	mustOK(t, e.stock.TCC(ctx, stock.TCCTry, "g", "b", deduct(s, 2)))
-	mustOK(t, e.stock.TCC(ctx, stock.TCCConfirm, "g", "b", deduct(s, 2)))
+	mustOK(t, e.Stock.Return(ctx, "p1-0"))
+	mustOK(t, e.Stock.Return(ctx, "p2-0"))
+	mustOK(t, e.Stock.TCC(ctx, stock.TCCTry, "g", "b", deduct(s, 2)))
+	mustOK(t, e.Stock.TCC(ctx, stock.TCCConfirm, "g", "b", deduct(s, 2)))
 	waitDurable(t, e, s)
 	waitRecordsDurable(t, e, 1, 2)
 	// MySQL now holds every one of those; the last few may or may not reach it.
@@ -309,7 +310,7 @@ func TestStockRedisRollbackSellsNothingTwice(t *testing.T) {
 	var retErr error
 	var wg sync.WaitGroup
 	wg.Add(1)
-	go func() { defer wg.Done(); retErr = e.stock.Return(ctx, "p2-1") }()
+	go func() { defer wg.Done(); retErr = e.Stock.Return(ctx, "p2-1") }()
 	res := deductAll(append(append(append(append([]string{}, first...), second...), inFlight...), fresh...))
 	wg.Wait()
 	mustOK(t, retErr)
@@ -339,7 +340,7 @@ func TestStockRedisRollbackSellsNothingTwice(t *testing.T) {
 	// A unit the concurrent return gave back after the last of them was
 	// refused is there for the next buyer: none is stuck.
 	for i := 0; ; i++ {
-		err := e.stock.Deduct(ctx, fmt.Sprintf("late-%d", i), deduct(s, 1))
+		err := e.Stock.Deduct(ctx, fmt.Sprintf("late-%d", i), deduct(s, 1))
 		if errors.Is(err, stock.ErrOutOfStock) {
 			break
 		}
@@ -377,11 +378,11 @@ func TestStockRedisRollbackSellsNothingTwice(t *testing.T) {
 func TestStockWriterParksAVersionThatGoesBack(t *testing.T) {
 	rdb, keys := redistest.Real(t, 4)
 	e, reg := stockFaultEnv(t, rdb, keys, storetest.MySQL(t))
-	e.startWriter(t)
+	e.StartWriter(t)
 	ctx := context.Background()
 	s := ref(1)
-	mustOK(t, e.stock.Submit(ctx, "sub", 1, 2, []stock.SKUStock{{SKU: 1, Stock: 10}}))
-	mustOK(t, e.stock.Deduct(ctx, "o1", deduct(s, 3)))
+	mustOK(t, e.Stock.Submit(ctx, "sub", 1, 2, []stock.SKUStock{{SKU: 1, Stock: 10}}))
+	mustOK(t, e.Stock.Deduct(ctx, "o1", deduct(s, 3)))
 	waitDurable(t, e, s)
 	stream := keys.Events(keys.StockShard(1, 2))
 	entries, err := rdb.XRange(ctx, stream, "-", "+").Result()
@@ -415,7 +416,7 @@ func TestStockWriterParksAVersionThatGoesBack(t *testing.T) {
 	if after := mysqlStock(t, e, s); after != before {
 		t.Fatalf("MySQL moved: %s -> %s", before, after)
 	}
-	changes, err := e.db.StockChanges(ctx, 1, 2, 1)
+	changes, err := e.DB.StockChanges(ctx, 1, 2, 1)
 	mustOK(t, err)
 	if len(changes) != 2 || changes[1].Ref != "o:o1" {
 		t.Fatalf("change log %+v", changes)

@@ -23,11 +23,12 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/grab-engine/grab"
+
 	"github.com/grab-engine/grab/engine/enginetest"
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/grab-engine/grab/engine"
 	"github.com/grab-engine/grab/engine/errs"
 	"github.com/grab-engine/grab/engine/stock"
 	"github.com/grab-engine/grab/lua"
@@ -158,20 +159,20 @@ func asSaleCall(cmd redis.Cmder) (saleCall, bool) {
 
 // spied builds a second engine on a Redis client of its own that spy
 // watches; addr is Redis's address (or a proxy's in front of it).
-func spied(t *testing.T, e *env, spy *scriptSpy, addr string) *env {
+func spied(t *testing.T, e *enginetest.Env, spy *scriptSpy, addr string) *enginetest.Env {
 	t.Helper()
 	c := redis.NewClient(&redis.Options{Addr: addr, PoolSize: 64})
 	c.AddHook(spy)
 	t.Cleanup(func() { c.Close() })
-	return e.another(func(d *engine.Deps) { d.Redis = c })
+	return e.Another(func(d *grab.Deps) { d.Redis = c })
 }
 
 const hs = stock.ScopeHighSeas
 
 // record is what an order left on a product ("" for nothing).
-func record(t testing.TB, e *env, a, p int64, orderID string) string {
+func record(t testing.TB, e *enginetest.Env, a, p int64, orderID string) string {
 	t.Helper()
-	v, err := e.rdb.HGet(context.Background(), e.keys.Stock(a, p).Record, "o:"+orderID).Result()
+	v, err := e.Redis.HGet(context.Background(), e.Keys.Stock(a, p).Record, "o:"+orderID).Result()
 	if err == redis.Nil {
 		return ""
 	}
@@ -180,9 +181,9 @@ func record(t testing.TB, e *env, a, p int64, orderID string) string {
 }
 
 // indexed is an order's entry in a shard's order index ("" for none).
-func indexed(t testing.TB, e *env, shard int, orderID string) string {
+func indexed(t testing.TB, e *enginetest.Env, shard int, orderID string) string {
 	t.Helper()
-	v, err := e.rdb.HGet(context.Background(), e.keys.StockOrders(shard), "o:"+orderID).Result()
+	v, err := e.Redis.HGet(context.Background(), e.Keys.StockOrders(shard), "o:"+orderID).Result()
 	if err == redis.Nil {
 		return ""
 	}
@@ -190,7 +191,7 @@ func indexed(t testing.TB, e *env, shard int, orderID string) string {
 	return v
 }
 
-func wantCountersOf(t testing.TB, e *env, r skuRef, want stock.Counters) {
+func wantCountersOf(t testing.TB, e *enginetest.Env, r skuRef, want stock.Counters) {
 	t.Helper()
 	if got := skuView(t, e, r).HighSeas; got != want {
 		t.Fatalf("SKU %v: %+v, want %+v", r, got, want)
@@ -206,7 +207,7 @@ func wantCountersOf(t testing.TB, e *env, r skuRef, want stock.Counters) {
 // moment: X is refused OUT_OF_STOCK having taken nothing, Y gets SKU 1, in
 // every round, whichever of them reaches Redis first.
 func TestStockOrderAcrossProductsNeverCostsAnotherBuyerAUnit(t *testing.T) {
-	e := setupReal(t)
+	e := enginetest.Real(t)
 	ctx := context.Background()
 	spy := &scriptSpy{}
 	xProc := spied(t, e, spy, redistest.Addr()) // X's process; Y's is e
@@ -217,7 +218,7 @@ func TestStockOrderAcrossProductsNeverCostsAnotherBuyerAUnit(t *testing.T) {
 		s1, s2 := skuRef{1, 1, int64(1000 + round)}, skuRef{1, 2, int64(2000 + round)}
 		submitSKUs(t, e, fmt.Sprintf("sub1-%d", round), 1, 1, stock.SKUStock{SKU: s1.sku, Stock: 1})
 		submitSKUs(t, e, fmt.Sprintf("sub2-%d", round), 1, 2, stock.SKUStock{SKU: s2.sku, Stock: 1})
-		mustOK(t, e.stock.Deduct(ctx, fmt.Sprintf("first-%d", round), []stock.Item{s2.item(hs, 1)}))
+		mustOK(t, e.Stock.Deduct(ctx, fmt.Sprintf("first-%d", round), []stock.Item{s2.item(hs, 1)}))
 		soldOut := stockSnapshot(t, e, s2)
 
 		x, y := fmt.Sprintf("x-%d", round), fmt.Sprintf("y-%d", round)
@@ -226,8 +227,8 @@ func TestStockOrderAcrossProductsNeverCostsAnotherBuyerAUnit(t *testing.T) {
 		var xErr, yErr error
 		var wg sync.WaitGroup
 		wg.Add(2)
-		go func() { defer wg.Done(); <-start; xErr = xProc.stock.Deduct(ctx, x, xItems) }()
-		go func() { defer wg.Done(); <-start; yErr = e.stock.Deduct(ctx, y, []stock.Item{s1.item(hs, 1)}) }()
+		go func() { defer wg.Done(); <-start; xErr = xProc.Stock.Deduct(ctx, x, xItems) }()
+		go func() { defer wg.Done(); <-start; yErr = e.Stock.Deduct(ctx, y, []stock.Item{s1.item(hs, 1)}) }()
 		close(start)
 		wg.Wait()
 
@@ -253,12 +254,12 @@ func TestStockOrderAcrossProductsNeverCostsAnotherBuyerAUnit(t *testing.T) {
 		if r1, r2 := record(t, e, 1, 1, x), record(t, e, 1, 2, x); r1 != "" || r2 != "" {
 			t.Fatalf("round %d: order X left markers %q and %q", round, r1, r2)
 		}
-		st, err := e.rdb.HGetAll(ctx, e.keys.StockOrder(x)).Result()
+		st, err := e.Redis.HGetAll(ctx, e.Keys.StockOrder(x)).Result()
 		mustOK(t, err)
 		if st["s"] != "failed" || st["code"] != "OUT_OF_STOCK" || st["products"] != "1:1;1:2" {
 			t.Fatalf("round %d: order X's record %v", round, st)
 		}
-		wantErr(t, fmt.Sprintf("round %d: order X replayed", round), xProc.stock.Deduct(ctx, x, xItems), stock.ErrOutOfStock)
+		wantErr(t, fmt.Sprintf("round %d: order X replayed", round), xProc.Stock.Deduct(ctx, x, xItems), stock.ErrOutOfStock)
 		wantCountersOf(t, e, s1, stock.Counters{Total: 1, Sold: 1})
 
 		// Which came first: X's check of SKU 1 saw it available (before Y
@@ -288,10 +289,10 @@ func TestStockOrderAcrossProductsNeverCostsAnotherBuyerAUnit(t *testing.T) {
 // most of them sharing pipelines; replays answer as first; MySQL ends equal
 // to Redis.
 func TestStockFlashSaleDeductsThroughThePipeline(t *testing.T) {
-	e := setupReal(t)
+	e := enginetest.Real(t)
 	ctx := context.Background()
-	if e.cfg.GrabPipelines <= 0 {
-		t.Fatalf("the engine's default config sends deducts one by one (GrabPipelines %d)", e.cfg.GrabPipelines)
+	if e.Cfg.GrabPipelines <= 0 {
+		t.Fatalf("the engine's default config sends deducts one by one (GrabPipelines %d)", e.Cfg.GrabPipelines)
 	}
 	spy := &scriptSpy{}
 	buyers := spied(t, e, spy, redistest.Addr())
@@ -322,7 +323,7 @@ func TestStockFlashSaleDeductsThroughThePipeline(t *testing.T) {
 				defer wg.Done()
 				<-start
 				id, items := orderOf(i)
-				answers[i] = buyers.stock.Deduct(ctx, id, items)
+				answers[i] = buyers.Stock.Deduct(ctx, id, items)
 			}()
 		}
 		close(start)
@@ -373,9 +374,9 @@ func TestStockFlashSaleDeductsThroughThePipeline(t *testing.T) {
 			t.Fatalf("deducts of one product sent %d %s commands; want only the deduct script (%v)", n, name, names)
 		}
 	}
-	if names["eval"] != e.keys.Shards*names["info"] {
+	if names["eval"] != e.Keys.Shards*names["info"] {
 		t.Fatalf("%d scripts besides the deducts, want %d connections × %d shards' epoch stamps (%v)",
-			names["eval"], names["info"], e.keys.Shards, names)
+			names["eval"], names["info"], e.Keys.Shards, names)
 	}
 	t.Logf("the buyers' client also set up %d connections (%v)", names["info"], names)
 	answered := map[string]int{}
@@ -405,7 +406,7 @@ func TestStockFlashSaleDeductsThroughThePipeline(t *testing.T) {
 		}
 	}
 	t.Logf("%d of %d deducts shared a pipeline with others (largest batch %d, at most %d)",
-		batched, nBuyers, maxBatch, e.cfg.GrabBatch)
+		batched, nBuyers, maxBatch, e.Cfg.GrabBatch)
 	if batched == 0 || maxBatch < 2 {
 		t.Fatalf("no deduct shared a pipeline (%d batched, largest batch %d)", batched, maxBatch)
 	}
@@ -427,7 +428,7 @@ func TestStockFlashSaleDeductsThroughThePipeline(t *testing.T) {
 		}
 	}
 
-	e.startWriter(t)
+	e.StartWriter(t)
 	waitDurable(t, e, refs...)
 	for _, r := range refs {
 		gaplessChanges(t, e, r)
@@ -441,56 +442,56 @@ func TestStockFlashSaleDeductsThroughThePipeline(t *testing.T) {
 // order returned before its deduct is closed everywhere; a return racing
 // its deduct leaves the unit available whichever runs first.
 func TestStockReturnOfAOneProductOrder(t *testing.T) {
-	e := setupReal(t)
+	e := enginetest.Real(t)
 	ctx := context.Background()
 
 	t.Run("DeductThenReturnFindsTheProductThroughTheShardIndex", func(t *testing.T) {
 		s := skuRef{1, 2, 10}
 		submitSKUs(t, e, "sub-a", 1, 2, stock.SKUStock{SKU: 10, Stock: 5})
-		mustOK(t, e.stock.Deduct(ctx, "o-a1", []stock.Item{s.item(hs, 2)}))
+		mustOK(t, e.Stock.Deduct(ctx, "o-a1", []stock.Item{s.item(hs, 2)}))
 		wantCountersOf(t, e, s, stock.Counters{Total: 5, Available: 3, Sold: 2})
 		// The deduct noted the order in its product's shard, and nowhere else
 		// knows it: no order record, nothing in MySQL (no writer runs).
-		shard := e.keys.StockShard(1, 2)
+		shard := e.Keys.StockShard(1, 2)
 		if v := indexed(t, e, shard, "o-a1"); v != "1:2" {
 			t.Fatalf("shard %d's index has %q for the order, want 1:2", shard, v)
 		}
-		if n := e.rdb.Exists(ctx, e.keys.StockOrder("o-a1")).Val(); n != 0 {
+		if n := e.Redis.Exists(ctx, e.Keys.StockOrder("o-a1")).Val(); n != 0 {
 			t.Fatal("a one-product deduct wrote an order record")
 		}
-		if ps, err := e.db.StockRecordProducts(ctx, "o:o-a1"); err != nil || len(ps) != 0 {
+		if ps, err := e.DB.StockRecordProducts(ctx, "o:o-a1"); err != nil || len(ps) != 0 {
 			t.Fatalf("MySQL knows the order: %v, %v", ps, err)
 		}
 
-		mustOK(t, e.stock.Return(ctx, "o-a1"))
+		mustOK(t, e.Stock.Return(ctx, "o-a1"))
 		wantCountersOf(t, e, s, stock.Counters{Total: 5, Available: 5})
 		if r := record(t, e, 1, 2, "o-a1"); r != "r#10|high_seas|2" {
 			t.Fatalf("marker after the return %q", r)
 		}
 		before := stockSnapshot(t, e, s)
-		mustOK(t, e.stock.Return(ctx, "o-a1"))
-		wantErr(t, "the deduct replayed after its return", e.stock.Deduct(ctx, "o-a1", []stock.Item{s.item(hs, 2)}), stock.ErrOrderClosed)
+		mustOK(t, e.Stock.Return(ctx, "o-a1"))
+		wantErr(t, "the deduct replayed after its return", e.Stock.Deduct(ctx, "o-a1", []stock.Item{s.item(hs, 2)}), stock.ErrOrderClosed)
 		stockUnchanged(t, e, "a second return and a replayed deduct", before, s)
 
 		// Another process, with a Service of its own, returns an order this
 		// one deducted, and the other way round.
-		other := e.another(nil)
-		mustOK(t, e.stock.Deduct(ctx, "o-a2", []stock.Item{s.item(hs, 1)}))
-		mustOK(t, other.stock.Deduct(ctx, "o-a3", []stock.Item{s.item(hs, 3)}))
+		other := e.Another(nil)
+		mustOK(t, e.Stock.Deduct(ctx, "o-a2", []stock.Item{s.item(hs, 1)}))
+		mustOK(t, other.Stock.Deduct(ctx, "o-a3", []stock.Item{s.item(hs, 3)}))
 		wantCountersOf(t, e, s, stock.Counters{Total: 5, Available: 1, Sold: 4})
-		mustOK(t, other.stock.Return(ctx, "o-a2"))
+		mustOK(t, other.Stock.Return(ctx, "o-a2"))
 		wantCountersOf(t, e, s, stock.Counters{Total: 5, Available: 2, Sold: 3})
-		mustOK(t, e.stock.Return(ctx, "o-a3"))
+		mustOK(t, e.Stock.Return(ctx, "o-a3"))
 		wantCountersOf(t, e, s, stock.Counters{Total: 5, Available: 5})
-		wantErr(t, "o-a2 replayed", other.stock.Deduct(ctx, "o-a2", []stock.Item{s.item(hs, 1)}), stock.ErrOrderClosed)
-		wantErr(t, "o-a3 replayed", e.stock.Deduct(ctx, "o-a3", []stock.Item{s.item(hs, 3)}), stock.ErrOrderClosed)
+		wantErr(t, "o-a2 replayed", other.Stock.Deduct(ctx, "o-a2", []stock.Item{s.item(hs, 1)}), stock.ErrOrderClosed)
+		wantErr(t, "o-a3 replayed", e.Stock.Deduct(ctx, "o-a3", []stock.Item{s.item(hs, 3)}), stock.ErrOrderClosed)
 		wantCountersOf(t, e, s, stock.Counters{Total: 5, Available: 5})
 	})
 
 	t.Run("ReturnBeforeAnyDeductClosesTheOrderOnEveryProduct", func(t *testing.T) {
 		// Two products on different shards.
 		pa, pb := int64(3), int64(4)
-		for e.keys.StockShard(1, pb) == e.keys.StockShard(1, pa) {
+		for e.Keys.StockShard(1, pb) == e.Keys.StockShard(1, pa) {
 			pb++
 		}
 		sa, sb := skuRef{1, pa, 30}, skuRef{1, pb, 40}
@@ -498,8 +499,8 @@ func TestStockReturnOfAOneProductOrder(t *testing.T) {
 		submitSKUs(t, e, "sub-b2", 1, pb, stock.SKUStock{SKU: 40, Stock: 5})
 		before := stockSnapshot(t, e, sa, sb)
 
-		mustOK(t, e.stock.Return(ctx, "o-b"))
-		for s := range e.keys.Shards {
+		mustOK(t, e.Stock.Return(ctx, "o-b"))
+		for s := range e.Keys.Shards {
 			if v := indexed(t, e, s, "o-b"); v != "!" {
 				t.Fatalf("shard %d's index has %q for the returned order, want !", s, v)
 			}
@@ -507,22 +508,22 @@ func TestStockReturnOfAOneProductOrder(t *testing.T) {
 		for _, r := range []skuRef{sa, sb} {
 			for range 2 { // the deduct, then its replay
 				wantErr(t, fmt.Sprintf("deduct on product %d after the return", r.p),
-					e.stock.Deduct(ctx, "o-b", []stock.Item{r.item(hs, 1)}), stock.ErrOrderClosed)
+					e.Stock.Deduct(ctx, "o-b", []stock.Item{r.item(hs, 1)}), stock.ErrOrderClosed)
 			}
 			if m := record(t, e, r.a, r.p, "o-b"); m != "r#" {
 				t.Fatalf("product %d's marker %q, want r#", r.p, m)
 			}
 		}
 		wantErr(t, "deduct across both products after the return",
-			e.stock.Deduct(ctx, "o-b", []stock.Item{sa.item(hs, 1), sb.item(hs, 1)}), stock.ErrOrderClosed)
-		mustOK(t, e.stock.Return(ctx, "o-b"))
+			e.Stock.Deduct(ctx, "o-b", []stock.Item{sa.item(hs, 1), sb.item(hs, 1)}), stock.ErrOrderClosed)
+		mustOK(t, e.Stock.Return(ctx, "o-b"))
 		stockUnchanged(t, e, "deducts after the order's return", before, sa, sb)
 	})
 
 	t.Run("ReturnRacingItsDeductLeavesTheUnitAvailable", func(t *testing.T) {
 		s := skuRef{1, 5, 50}
 		submitSKUs(t, e, "sub-c", 1, 5, stock.SKUStock{SKU: 50, Stock: 1})
-		other := e.another(nil)
+		other := e.Another(nil)
 		var deducted, closed int
 		for round := range 200 {
 			id := fmt.Sprintf("o-c%d", round)
@@ -551,13 +552,15 @@ func TestStockReturnOfAOneProductOrder(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				<-start
-				for round%4 == 2 && waiting(func() bool { return e.rdb.Exists(ctx, e.keys.StockOrder(id)).Val() == 0 }) {
+				for round%4 == 2 && waiting(func() bool { return e.Redis.Exists(ctx, e.Keys.StockOrder(id)).Val() == 0 }) {
 				}
-				for round%4 == 3 && waiting(func() bool { return e.rdb.HGet(ctx, e.keys.StockOrders(e.keys.StockShard(1, 5)), "o:"+id).Val() != "!" }) {
+				for round%4 == 3 && waiting(func() bool {
+					return e.Redis.HGet(ctx, e.Keys.StockOrders(e.Keys.StockShard(1, 5)), "o:"+id).Val() != "!"
+				}) {
 				}
-				dErr = e.stock.Deduct(ctx, id, []stock.Item{s.item(hs, 1)})
+				dErr = e.Stock.Deduct(ctx, id, []stock.Item{s.item(hs, 1)})
 			}()
-			go func() { defer wg.Done(); defer close(returned); <-start; rErr = returner.stock.Return(ctx, id) }()
+			go func() { defer wg.Done(); defer close(returned); <-start; rErr = returner.Stock.Return(ctx, id) }()
 			close(start)
 			wg.Wait()
 			wantErr(t, fmt.Sprintf("round %d: return", round), rErr, nil)
@@ -571,7 +574,7 @@ func TestStockReturnOfAOneProductOrder(t *testing.T) {
 				t.Fatalf("round %d: deduct answered %v, marker %q", round, dErr, marker)
 			}
 			wantCountersOf(t, e, s, stock.Counters{Total: 1, Available: 1})
-			wantErr(t, fmt.Sprintf("round %d: the deduct replayed", round), e.stock.Deduct(ctx, id, []stock.Item{s.item(hs, 1)}), stock.ErrOrderClosed)
+			wantErr(t, fmt.Sprintf("round %d: the deduct replayed", round), e.Stock.Deduct(ctx, id, []stock.Item{s.item(hs, 1)}), stock.ErrOrderClosed)
 			wantCountersOf(t, e, s, stock.Counters{Total: 1, Available: 1})
 		}
 		t.Logf("200 rounds: the deduct ran first in %d, the return in %d", deducted, closed)
@@ -582,32 +585,32 @@ func TestStockReturnOfAOneProductOrder(t *testing.T) {
 	t.Run("ShardIndexLostTheReturnFindsTheProductInMySQL", func(t *testing.T) {
 		s := skuRef{1, 6, 60}
 		submitSKUs(t, e, "sub-d", 1, 6, stock.SKUStock{SKU: 60, Stock: 3})
-		mustOK(t, e.stock.Deduct(ctx, "o-d", []stock.Item{s.item(hs, 2)}))
-		stop := e.runWriter()
+		mustOK(t, e.Stock.Deduct(ctx, "o-d", []stock.Item{s.item(hs, 2)}))
+		stop := e.RunWriter()
 		t.Cleanup(stop)
 		waitDurable(t, e, s)
 		enginetest.WaitFor(t, "the order's marker in MySQL", func() bool {
-			ps, err := e.db.StockRecordProducts(ctx, "o:o-d")
+			ps, err := e.DB.StockRecordProducts(ctx, "o:o-d")
 			mustOK(t, err)
 			return slices.Equal(ps, [][2]int64{{1, 6}})
 		})
 
 		// Redis loses every shard's order index.
-		for sh := range e.keys.Shards {
-			mustOK(t, e.rdb.Del(ctx, e.keys.StockOrders(sh)).Err())
+		for sh := range e.Keys.Shards {
+			mustOK(t, e.Redis.Del(ctx, e.Keys.StockOrders(sh)).Err())
 		}
-		if found, _, err := lua.FindStockOrder(ctx, e.rdb, e.keys, "o-d"); err != nil || len(found) != 0 {
+		if found, _, err := lua.FindStockOrder(ctx, e.Redis, e.Keys, "o-d"); err != nil || len(found) != 0 {
 			t.Fatalf("the index still finds the order: %v, %v", found, err)
 		}
 
-		mustOK(t, e.stock.Return(ctx, "o-d"))
+		mustOK(t, e.Stock.Return(ctx, "o-d"))
 		wantCountersOf(t, e, s, stock.Counters{Total: 3, Available: 3})
 		if m := record(t, e, 1, 6, "o-d"); m != "r#60|high_seas|2" {
 			t.Fatalf("marker after the return %q", m)
 		}
 		before := stockSnapshot(t, e, s)
-		mustOK(t, e.stock.Return(ctx, "o-d"))
-		wantErr(t, "the deduct replayed after its return", e.stock.Deduct(ctx, "o-d", []stock.Item{s.item(hs, 2)}), stock.ErrOrderClosed)
+		mustOK(t, e.Stock.Return(ctx, "o-d"))
+		wantErr(t, "the deduct replayed after its return", e.Stock.Deduct(ctx, "o-d", []stock.Item{s.item(hs, 2)}), stock.ErrOrderClosed)
 		stockUnchanged(t, e, "a second return and a replayed deduct", before, s)
 		waitDurable(t, e, s)
 	})
@@ -623,12 +626,12 @@ func TestStockReturnOfAOneProductOrder(t *testing.T) {
 // shard than A, or B after A refused the order, sells B under an order id
 // that already answered on A.
 func TestStockOrderIDReusedOnAnotherProductIsAConflict(t *testing.T) {
-	e := setupReal(t)
+	e := enginetest.Real(t)
 	ctx := context.Background()
 	pa := int64(7)
 	var pSame, pOther int64 // a product on A's shard, and one on another shard
 	for p := pa + 1; pSame == 0 || pOther == 0; p++ {
-		if e.keys.StockShard(1, p) == e.keys.StockShard(1, pa) {
+		if e.Keys.StockShard(1, p) == e.Keys.StockShard(1, pa) {
 			pSame = cmp.Or(pSame, p)
 		} else {
 			pOther = cmp.Or(pOther, p)
@@ -639,7 +642,7 @@ func TestStockOrderIDReusedOnAnotherProductIsAConflict(t *testing.T) {
 		submitSKUs(t, e, fmt.Sprintf("sub-%d", r.p), 1, r.p, stock.SKUStock{SKU: r.sku, Stock: 10})
 	}
 	t.Logf("product A %d on shard %d; B %d on the same shard, B' %d on shard %d",
-		pa, e.keys.StockShard(1, pa), pSame, pOther, e.keys.StockShard(1, pOther))
+		pa, e.Keys.StockShard(1, pa), pSame, pOther, e.Keys.StockShard(1, pOther))
 
 	for _, tc := range []struct {
 		name  string
@@ -655,21 +658,21 @@ func TestStockOrderIDReusedOnAnotherProductIsAConflict(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			id := "o-" + tc.name
-			wantErr(t, "on A", e.stock.Deduct(ctx, id, []stock.Item{a.item(hs, tc.first)}), tc.want)
+			wantErr(t, "on A", e.Stock.Deduct(ctx, id, []stock.Item{a.item(hs, tc.first)}), tc.want)
 			before := stockSnapshot(t, e, a, tc.b)
-			err := e.stock.Deduct(ctx, id, []stock.Item{tc.b.item(hs, 1)})
+			err := e.Stock.Deduct(ctx, id, []stock.Item{tc.b.item(hs, 1)})
 			after := stockSnapshot(t, e, a, tc.b)
 			if !errors.Is(err, errs.ErrIdempotencyConflict) || after != before {
 				t.Fatalf("the order %s, answered %v on product %d (shard %d), then on product %d (shard %d) answered %v, want %v;\n"+
 					"stock before %safter  %s(marker on B: %q, B's shard index: %q)",
-					id, tc.want, a.p, e.keys.StockShard(1, a.p), tc.b.p, e.keys.StockShard(1, tc.b.p), err, errs.ErrIdempotencyConflict,
-					before, after, record(t, e, 1, tc.b.p, id), indexed(t, e, e.keys.StockShard(1, tc.b.p), id))
+					id, tc.want, a.p, e.Keys.StockShard(1, a.p), tc.b.p, e.Keys.StockShard(1, tc.b.p), err, errs.ErrIdempotencyConflict,
+					before, after, record(t, e, 1, tc.b.p, id), indexed(t, e, e.Keys.StockShard(1, tc.b.p), id))
 			}
 			if m := record(t, e, 1, tc.b.p, id); m != "" {
 				t.Fatalf("the conflict left a marker on B: %q", m)
 			}
 			// A still answers the order's first result.
-			wantErr(t, "replayed on A", e.stock.Deduct(ctx, id, []stock.Item{a.item(hs, tc.first)}), tc.want)
+			wantErr(t, "replayed on A", e.Stock.Deduct(ctx, id, []stock.Item{a.item(hs, tc.first)}), tc.want)
 		})
 	}
 	// An order of one product, asked again as an order across products, is a
@@ -677,11 +680,11 @@ func TestStockOrderIDReusedOnAnotherProductIsAConflict(t *testing.T) {
 	// alone, and nothing is taken anywhere.
 	t.Run("OneProductThenAcrossProducts", func(t *testing.T) {
 		id := "o-then-across"
-		mustOK(t, e.stock.Deduct(ctx, id, []stock.Item{a.item(hs, 1)}))
+		mustOK(t, e.Stock.Deduct(ctx, id, []stock.Item{a.item(hs, 1)}))
 		before := stockSnapshot(t, e, a, other)
-		wantErr(t, "across products", e.stock.Deduct(ctx, id, []stock.Item{a.item(hs, 1), other.item(hs, 1)}), errs.ErrIdempotencyConflict)
+		wantErr(t, "across products", e.Stock.Deduct(ctx, id, []stock.Item{a.item(hs, 1), other.item(hs, 1)}), errs.ErrIdempotencyConflict)
 		stockUnchanged(t, e, "the conflicting order across products", before, a, other)
-		mustOK(t, e.stock.Deduct(ctx, id, []stock.Item{a.item(hs, 1)}))
+		mustOK(t, e.Stock.Deduct(ctx, id, []stock.Item{a.item(hs, 1)}))
 		stockUnchanged(t, e, "the replay on A", before, a, other)
 	})
 }
@@ -699,7 +702,7 @@ func TestStockLostReplyOfAPipelinedBatchSellsOnce(t *testing.T) {
 	// then asserts: every deduct answered (after retry, if retry is given),
 	// exactly units sold once each, each answer the one its marker records,
 	// and a replay answers the same.
-	check := func(t *testing.T, e, proc *env, r skuRef, retry bool) (answers []error) {
+	check := func(t *testing.T, e, proc *enginetest.Env, r skuRef, retry bool) (answers []error) {
 		t.Helper()
 		ctx := context.Background()
 		answers = make([]error, buyers)
@@ -712,10 +715,10 @@ func TestStockLostReplyOfAPipelinedBatchSellsOnce(t *testing.T) {
 				defer wg.Done()
 				<-start
 				id := fmt.Sprintf("lr-%d", i)
-				err := proc.stock.Deduct(ctx, id, []stock.Item{r.item(hs, 1)})
+				err := proc.Stock.Deduct(ctx, id, []stock.Item{r.item(hs, 1)})
 				if retry && errors.Is(err, errReplyLost) {
 					failed.Add(1)
-					err = proc.stock.Deduct(ctx, id, []stock.Item{r.item(hs, 1)})
+					err = proc.Stock.Deduct(ctx, id, []stock.Item{r.item(hs, 1)})
 				}
 				answers[i] = err
 			}()
@@ -746,7 +749,7 @@ func TestStockLostReplyOfAPipelinedBatchSellsOnce(t *testing.T) {
 		wantCountersOf(t, e, r, stock.Counters{Total: units, Sold: units})
 		before := stockSnapshot(t, e, r)
 		for i := range answers {
-			err := e.stock.Deduct(ctx, fmt.Sprintf("lr-%d", i), []stock.Item{r.item(hs, 1)})
+			err := e.Stock.Deduct(ctx, fmt.Sprintf("lr-%d", i), []stock.Item{r.item(hs, 1)})
 			if fmt.Sprint(err) != fmt.Sprint(answers[i]) {
 				t.Fatalf("order lr-%d replayed: %v, first %v", i, err, answers[i])
 			}
@@ -758,7 +761,7 @@ func TestStockLostReplyOfAPipelinedBatchSellsOnce(t *testing.T) {
 	// A proxy drops the reply to the 100th deduct script and closes the
 	// connection after Redis ran it: go-redis re-sends the batch.
 	t.Run("GoRedisResendsTheBatch", func(t *testing.T) {
-		e := setupReal(t)
+		e := enginetest.Real(t)
 		r := ref(10)
 		submitSKUs(t, e, "sub", 1, 2, stock.SKUStock{SKU: r.sku, Stock: units})
 		proxy := redistest.StartProxy(t, redistest.Addr())
@@ -810,7 +813,7 @@ func TestStockLostReplyOfAPipelinedBatchSellsOnce(t *testing.T) {
 	// A hook fails one pipelined batch after Redis ran it: its deducts
 	// answer an error and their callers retry them.
 	t.Run("CallersRetryAfterTheError", func(t *testing.T) {
-		e := setupReal(t)
+		e := enginetest.Real(t)
 		r := ref(10)
 		submitSKUs(t, e, "sub", 1, 2, stock.SKUStock{SKU: r.sku, Stock: units})
 		var once atomic.Bool

@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grab-engine/grab/engine/enginetest"
+
 	"github.com/redis/go-redis/v9"
 
 	"github.com/grab-engine/grab/engine/errs"
@@ -56,22 +58,22 @@ func wantErr(t testing.TB, what string, err, target error) {
 	}
 }
 
-func submitSKUs(t testing.TB, e *env, voucher string, a, p int64, skus ...stock.SKUStock) {
+func submitSKUs(t testing.TB, e *enginetest.Env, voucher string, a, p int64, skus ...stock.SKUStock) {
 	t.Helper()
-	mustOK(t, e.stock.Submit(context.Background(), voucher, a, p, skus))
+	mustOK(t, e.Stock.Submit(context.Background(), voucher, a, p, skus))
 }
 
 // salvage moves qty of r into pool, failing the test unless it all moved.
-func salvageAll(t testing.TB, e *env, voucher string, pool int64, r skuRef, qty int64) {
+func salvageAll(t testing.TB, e *enginetest.Env, voucher string, pool int64, r skuRef, qty int64) {
 	t.Helper()
-	res, err := e.stock.MovePool(context.Background(), true, voucher, pool, []stock.Item{r.item("", qty)})
+	res, err := e.Stock.MovePool(context.Background(), true, voucher, pool, []stock.Item{r.item("", qty)})
 	mustOK(t, err)
 	mustOK(t, res[0].Err)
 }
 
-func skuView(t testing.TB, e *env, r skuRef) stock.SKUView {
+func skuView(t testing.TB, e *enginetest.Env, r skuRef) stock.SKUView {
 	t.Helper()
-	v, err := e.stock.SKU(context.Background(), r.a, r.p, r.sku)
+	v, err := e.Stock.SKU(context.Background(), r.a, r.p, r.sku)
 	mustOK(t, err)
 	if err := invariant(v); err != nil {
 		t.Fatalf("SKU %v: %v", r, err)
@@ -81,7 +83,7 @@ func skuView(t testing.TB, e *env, r skuRef) stock.SKUView {
 
 // wantView fails unless the SKU's view is exactly want (Pools empty, not
 // nil, when it has none).
-func wantView(t testing.TB, e *env, r skuRef, want stock.SKUView) {
+func wantView(t testing.TB, e *enginetest.Env, r skuRef, want stock.SKUView) {
 	t.Helper()
 	if got := skuView(t, e, r); !reflect.DeepEqual(got, want) {
 		t.Fatalf("SKU %v: %+v, want %+v", r, got, want)
@@ -133,10 +135,10 @@ func viewOf(h map[string]string) stock.SKUView {
 // its own (so it never waits behind the load for a pooled one), checking the
 // invariant at every read. stop ends it and answers how many samples it
 // took, failing the test on the first broken one.
-func sampleInvariant(t testing.TB, e *env, r skuRef) (stop func() int64) {
+func sampleInvariant(t testing.TB, e *enginetest.Env, r skuRef) (stop func() int64) {
 	t.Helper()
 	c := redis.NewClient(&redis.Options{Addr: redistest.Addr(), PoolSize: 1})
-	key := e.keys.Stock(r.a, r.p).SKU(r.sku)
+	key := e.Keys.Stock(r.a, r.p).SKU(r.sku)
 	quit, done := make(chan struct{}), make(chan struct{})
 	var samples int64
 	var bad error
@@ -185,11 +187,11 @@ func sumScopes(v stock.SKUView) stock.Counters {
 
 // snapshot is every named SKU's state as SKUStock reads it (a SKU that is
 // not there reads as its error), for before/after comparisons.
-func stockSnapshot(t testing.TB, e *env, refs ...skuRef) string {
+func stockSnapshot(t testing.TB, e *enginetest.Env, refs ...skuRef) string {
 	t.Helper()
 	var b strings.Builder
 	for _, r := range refs {
-		v, err := e.stock.SKU(context.Background(), r.a, r.p, r.sku)
+		v, err := e.Stock.SKU(context.Background(), r.a, r.p, r.sku)
 		if err != nil {
 			fmt.Fprintf(&b, "%v: %v\n", r, err)
 			continue
@@ -203,7 +205,7 @@ func stockSnapshot(t testing.TB, e *env, refs ...skuRef) string {
 }
 
 // unchanged fails when the SKUs' snapshot differs from before.
-func stockUnchanged(t testing.TB, e *env, what, before string, refs ...skuRef) {
+func stockUnchanged(t testing.TB, e *enginetest.Env, what, before string, refs ...skuRef) {
 	t.Helper()
 	if after := stockSnapshot(t, e, refs...); after != before {
 		t.Fatalf("%s changed the stock:\nbefore %s\nafter  %s", what, before, after)
@@ -221,27 +223,29 @@ func resultsString(res []stock.ItemResult) string {
 func (r skuRef) ref() stocktest.SKU { return stocktest.SKU{Activity: r.a, Product: r.p, SKU: r.sku} }
 
 // redisStock is a SKU's hash in Redis in a canonical form (stocktest.InRedis).
-func redisStock(t testing.TB, e *env, r skuRef) string {
-	return stocktest.InRedis(t, e.rdb, e.keys, r.ref())
+func redisStock(t testing.TB, e *enginetest.Env, r skuRef) string {
+	return stocktest.InRedis(t, e.Redis, e.Keys, r.ref())
 }
 
 // mysqlStock is the SKU as MySQL has it, in redisStock's form.
-func mysqlStock(t testing.TB, e *env, r skuRef) string { return stocktest.InMySQL(t, e.db, r.ref()) }
+func mysqlStock(t testing.TB, e *enginetest.Env, r skuRef) string {
+	return stocktest.InMySQL(t, e.DB, r.ref())
+}
 
 // waitDurable waits until MySQL has exactly Redis's state of every SKU.
-func waitDurable(t testing.TB, e *env, refs ...skuRef) {
+func waitDurable(t testing.TB, e *enginetest.Env, refs ...skuRef) {
 	t.Helper()
 	list := make([]stocktest.SKU, len(refs))
 	for i, r := range refs {
 		list[i] = r.ref()
 	}
-	stocktest.WaitDurable(t, e.rdb, e.keys, e.db, list...)
+	stocktest.WaitDurable(t, e.Redis, e.Keys, e.DB, list...)
 }
 
 // gaplessChanges checks MySQL's change log of a SKU holds versions 1..N.
-func gaplessChanges(t testing.TB, e *env, r skuRef) {
+func gaplessChanges(t testing.TB, e *enginetest.Env, r skuRef) {
 	t.Helper()
-	stocktest.GaplessChanges(t, e.rdb, e.keys, e.db, r.ref())
+	stocktest.GaplessChanges(t, e.Redis, e.Keys, e.DB, r.ref())
 }
 
 // ---------------------------------------------------------------------------
@@ -252,7 +256,7 @@ func TestStockConcurrentDeductsSellExactlyTheAvailableStock(t *testing.T) {
 		scope string
 	}{{"high_seas", stock.ScopeHighSeas}, {"pool", stock.PoolScope(9)}} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := setupReal(t)
+			e := enginetest.Real(t)
 			ctx := context.Background()
 			sku := ref(10)
 			const units, buyers = 500, 2000
@@ -277,7 +281,7 @@ func TestStockConcurrentDeductsSellExactlyTheAvailableStock(t *testing.T) {
 				go func() {
 					defer buyersWG.Done()
 					<-start
-					err := e.stock.Deduct(ctx, fmt.Sprintf("order-%d", i), []stock.Item{sku.item(tc.scope, 1)})
+					err := e.Stock.Deduct(ctx, fmt.Sprintf("order-%d", i), []stock.Item{sku.item(tc.scope, 1)})
 					switch {
 					case err == nil:
 						ok.Add(1)
@@ -316,7 +320,7 @@ func TestStockConcurrentDeductsSellExactlyTheAvailableStock(t *testing.T) {
 				t.Fatalf("%s counters %+v, want %+v", tc.scope, got, want)
 			}
 
-			stop := e.runWriter()
+			stop := e.RunWriter()
 			defer stop()
 			waitDurable(t, e, sku)
 			gaplessChanges(t, e, sku)
@@ -327,7 +331,7 @@ func TestStockConcurrentDeductsSellExactlyTheAvailableStock(t *testing.T) {
 // ---------------------------------------------------------------------------
 
 func TestStockTCCBarrierUnderDisorder(t *testing.T) {
-	e := setupReal(t)
+	e := enginetest.Real(t)
 	ctx := context.Background()
 	const units = 100
 	skus := make([]stock.SKUStock, 0, 8)
@@ -340,24 +344,24 @@ func TestStockTCCBarrierUnderDisorder(t *testing.T) {
 	t.Run("CancelBeforeTryIsANullCompensationAndRefusesTheLateTry", func(t *testing.T) {
 		sku := ref(10)
 		items := []stock.Item{sku.item(stock.ScopeHighSeas, 5)}
-		wantErr(t, "cancel first", e.stock.TCC(ctx, stock.TCCCancel, "g-a", "b1", items), nil)
+		wantErr(t, "cancel first", e.Stock.TCC(ctx, stock.TCCCancel, "g-a", "b1", items), nil)
 		before := stockSnapshot(t, e, sku)
-		wantErr(t, "late try", e.stock.TCC(ctx, stock.TCCTry, "g-a", "b1", items), stock.ErrTCCRefused)
+		wantErr(t, "late try", e.Stock.TCC(ctx, stock.TCCTry, "g-a", "b1", items), stock.ErrTCCRefused)
 		stockUnchanged(t, e, "a late try", before, sku)
 		if v := skuView(t, e, sku); v.HighSeas != initial {
 			t.Fatalf("counters %+v, want %+v", v.HighSeas, initial)
 		}
 		// The branch stays cancelled: a confirm (which dtm would retry until it
 		// succeeds) and another cancel succeed and change nothing.
-		wantErr(t, "confirm after cancel", e.stock.TCC(ctx, stock.TCCConfirm, "g-a", "b1", items), nil)
-		wantErr(t, "cancel again", e.stock.TCC(ctx, stock.TCCCancel, "g-a", "b1", items), nil)
+		wantErr(t, "confirm after cancel", e.Stock.TCC(ctx, stock.TCCConfirm, "g-a", "b1", items), nil)
+		wantErr(t, "cancel again", e.Stock.TCC(ctx, stock.TCCCancel, "g-a", "b1", items), nil)
 		stockUnchanged(t, e, "confirm and cancel of a cancelled branch", before, sku)
 	})
 
 	t.Run("ConcurrentDuplicateCancelsReleaseOnce", func(t *testing.T) {
 		sku := ref(11)
 		items := []stock.Item{sku.item(stock.ScopeHighSeas, 7)}
-		mustOK(t, e.stock.TCC(ctx, stock.TCCTry, "g-b", "b1", items))
+		mustOK(t, e.Stock.TCC(ctx, stock.TCCTry, "g-b", "b1", items))
 		if v := skuView(t, e, sku); v.HighSeas != (stock.Counters{Total: units, Available: units - 7, Reserved: 7}) {
 			t.Fatalf("after try %+v", v.HighSeas)
 		}
@@ -365,7 +369,7 @@ func TestStockTCCBarrierUnderDisorder(t *testing.T) {
 		errs := make([]error, 20)
 		for i := range errs {
 			wg.Add(1)
-			go func() { defer wg.Done(); errs[i] = e.stock.TCC(ctx, stock.TCCCancel, "g-b", "b1", items) }()
+			go func() { defer wg.Done(); errs[i] = e.Stock.TCC(ctx, stock.TCCCancel, "g-b", "b1", items) }()
 		}
 		wg.Wait()
 		for i, err := range errs {
@@ -379,33 +383,33 @@ func TestStockTCCBarrierUnderDisorder(t *testing.T) {
 	t.Run("ConfirmTwiceSellsOnce", func(t *testing.T) {
 		sku := ref(12)
 		items := []stock.Item{sku.item(stock.ScopeHighSeas, 3)}
-		mustOK(t, e.stock.TCC(ctx, stock.TCCTry, "g-c", "b1", items))
-		mustOK(t, e.stock.TCC(ctx, stock.TCCConfirm, "g-c", "b1", items))
+		mustOK(t, e.Stock.TCC(ctx, stock.TCCTry, "g-c", "b1", items))
+		mustOK(t, e.Stock.TCC(ctx, stock.TCCConfirm, "g-c", "b1", items))
 		before := stockSnapshot(t, e, sku)
-		mustOK(t, e.stock.TCC(ctx, stock.TCCConfirm, "g-c", "b1", items))
+		mustOK(t, e.Stock.TCC(ctx, stock.TCCConfirm, "g-c", "b1", items))
 		stockUnchanged(t, e, "a second confirm", before, sku)
 		if v := skuView(t, e, sku); v.HighSeas != (stock.Counters{Total: units, Available: units - 3, Sold: 3}) {
 			t.Fatalf("after confirm %+v", v.HighSeas)
 		}
 		// A cancel after the confirm succeeds (dtm retries anything else) and
 		// gives nothing back; a late try is a no-op.
-		wantErr(t, "cancel after confirm", e.stock.TCC(ctx, stock.TCCCancel, "g-c", "b1", items), nil)
-		wantErr(t, "try after confirm", e.stock.TCC(ctx, stock.TCCTry, "g-c", "b1", items), nil)
+		wantErr(t, "cancel after confirm", e.Stock.TCC(ctx, stock.TCCCancel, "g-c", "b1", items), nil)
+		wantErr(t, "try after confirm", e.Stock.TCC(ctx, stock.TCCTry, "g-c", "b1", items), nil)
 		stockUnchanged(t, e, "cancel and try of a confirmed branch", before, sku)
 	})
 
 	t.Run("TryTwiceReservesOnce", func(t *testing.T) {
 		sku := ref(13)
 		items := []stock.Item{sku.item(stock.ScopeHighSeas, 4)}
-		mustOK(t, e.stock.TCC(ctx, stock.TCCTry, "g-d", "b1", items))
+		mustOK(t, e.Stock.TCC(ctx, stock.TCCTry, "g-d", "b1", items))
 		before := stockSnapshot(t, e, sku)
-		mustOK(t, e.stock.TCC(ctx, stock.TCCTry, "g-d", "b1", items))
+		mustOK(t, e.Stock.TCC(ctx, stock.TCCTry, "g-d", "b1", items))
 		stockUnchanged(t, e, "a second try", before, sku)
 		if v := skuView(t, e, sku); v.HighSeas != (stock.Counters{Total: units, Available: units - 4, Reserved: 4}) {
 			t.Fatalf("after two tries %+v", v.HighSeas)
 		}
 		// A branch id is per gid: another global transaction reserves again.
-		mustOK(t, e.stock.TCC(ctx, stock.TCCTry, "g-d2", "b1", items))
+		mustOK(t, e.Stock.TCC(ctx, stock.TCCTry, "g-d2", "b1", items))
 		if v := skuView(t, e, sku); v.HighSeas.Reserved != 8 {
 			t.Fatalf("two gids reserved %d, want 8", v.HighSeas.Reserved)
 		}
@@ -416,10 +420,10 @@ func TestStockTCCBarrierUnderDisorder(t *testing.T) {
 		items := []stock.Item{sku.item(stock.ScopeHighSeas, 2)}
 		before := stockSnapshot(t, e, sku)
 		// Success, so dtm ends the transaction; nothing was reserved, so nothing is sold.
-		wantErr(t, "confirm without try", e.stock.TCC(ctx, stock.TCCConfirm, "g-e", "b1", items), nil)
-		wantErr(t, "confirm again", e.stock.TCC(ctx, stock.TCCConfirm, "g-e", "b1", items), nil)
-		wantErr(t, "late try", e.stock.TCC(ctx, stock.TCCTry, "g-e", "b1", items), stock.ErrTCCRefused)
-		wantErr(t, "cancel after it", e.stock.TCC(ctx, stock.TCCCancel, "g-e", "b1", items), nil)
+		wantErr(t, "confirm without try", e.Stock.TCC(ctx, stock.TCCConfirm, "g-e", "b1", items), nil)
+		wantErr(t, "confirm again", e.Stock.TCC(ctx, stock.TCCConfirm, "g-e", "b1", items), nil)
+		wantErr(t, "late try", e.Stock.TCC(ctx, stock.TCCTry, "g-e", "b1", items), stock.ErrTCCRefused)
+		wantErr(t, "cancel after it", e.Stock.TCC(ctx, stock.TCCCancel, "g-e", "b1", items), nil)
 		stockUnchanged(t, e, "a confirm without try, its late try and a cancel", before, sku)
 	})
 
@@ -431,8 +435,8 @@ func TestStockTCCBarrierUnderDisorder(t *testing.T) {
 			var wg sync.WaitGroup
 			var tryErr, cancelErr error
 			wg.Add(2)
-			go func() { defer wg.Done(); tryErr = e.stock.TCC(ctx, stock.TCCTry, gid, "b1", items) }()
-			go func() { defer wg.Done(); cancelErr = e.stock.TCC(ctx, stock.TCCCancel, gid, "b1", items) }()
+			go func() { defer wg.Done(); tryErr = e.Stock.TCC(ctx, stock.TCCTry, gid, "b1", items) }()
+			go func() { defer wg.Done(); cancelErr = e.Stock.TCC(ctx, stock.TCCCancel, gid, "b1", items) }()
 			wg.Wait()
 			wantErr(t, "cancel", cancelErr, nil)
 			if tryErr != nil && !errors.Is(tryErr, stock.ErrTCCRefused) {
@@ -452,15 +456,15 @@ func TestStockTCCBarrierUnderDisorder(t *testing.T) {
 		submitSKUs(t, e, "sub-p4", 1, 4, stock.SKUStock{SKU: 40, Stock: 1})
 		before := stockSnapshot(t, e, p3, p4)
 		items := []stock.Item{p4.item(stock.ScopeHighSeas, 2), p3.item(stock.ScopeHighSeas, 4)}
-		wantErr(t, "try", e.stock.TCC(ctx, stock.TCCTry, "g-f", "b1", items), stock.ErrOutOfStock)
+		wantErr(t, "try", e.Stock.TCC(ctx, stock.TCCTry, "g-f", "b1", items), stock.ErrOutOfStock)
 		// Product 3 may hold its part until dtm cancels the branch, or none of it.
 		if r := skuView(t, e, p3).HighSeas.Reserved; r != 4 && r != 0 {
 			t.Fatalf("product 3 reserved %d after the failed try, want 4 or 0", r)
 		}
-		wantErr(t, "cancel", e.stock.TCC(ctx, stock.TCCCancel, "g-f", "b1", items), nil)
+		wantErr(t, "cancel", e.Stock.TCC(ctx, stock.TCCCancel, "g-f", "b1", items), nil)
 		stockUnchanged(t, e, "a failed try and its cancel", before, p3, p4)
 		// The late retry of that try is refused in both products.
-		wantErr(t, "try after cancel", e.stock.TCC(ctx, stock.TCCTry, "g-f", "b1", items), stock.ErrTCCRefused)
+		wantErr(t, "try after cancel", e.Stock.TCC(ctx, stock.TCCTry, "g-f", "b1", items), stock.ErrTCCRefused)
 		stockUnchanged(t, e, "a try after the cancel", before, p3, p4)
 	})
 }
@@ -468,7 +472,7 @@ func TestStockTCCBarrierUnderDisorder(t *testing.T) {
 // ---------------------------------------------------------------------------
 
 func TestStockRevokeRacingSalvagesDeductsAndTriesConservesStock(t *testing.T) {
-	e := setupReal(t)
+	e := enginetest.Real(t)
 	ctx := context.Background()
 	sku := ref(10)
 	const N = 2000
@@ -508,7 +512,7 @@ func TestStockRevokeRacingSalvagesDeductsAndTriesConservesStock(t *testing.T) {
 	var ops []func()
 	for i := range 60 {
 		ops = append(ops, func() {
-			res, err := e.stock.MovePool(ctx, true, fmt.Sprintf("salv-%d", i), int64(1+i%5), []stock.Item{sku.item("", int64(5+i%7))})
+			res, err := e.Stock.MovePool(ctx, true, fmt.Sprintf("salv-%d", i), int64(1+i%5), []stock.Item{sku.item("", int64(5+i%7))})
 			if err == nil {
 				err = res[0].Err
 			}
@@ -518,7 +522,7 @@ func TestStockRevokeRacingSalvagesDeductsAndTriesConservesStock(t *testing.T) {
 	for i := range 400 {
 		o := order{fmt.Sprintf("o-%d", i), sku.item(scopeOf(i), int64(1+i%3))}
 		ops = append(ops, func() {
-			err := e.stock.Deduct(ctx, o.id, []stock.Item{o.item})
+			err := e.Stock.Deduct(ctx, o.id, []stock.Item{o.item})
 			expected("deduct", err)
 			if err == nil {
 				mu.Lock()
@@ -530,7 +534,7 @@ func TestStockRevokeRacingSalvagesDeductsAndTriesConservesStock(t *testing.T) {
 	for i := range 100 {
 		o := order{fmt.Sprintf("g-%d", i), sku.item(scopeOf(i+1), int64(1+i%2))}
 		ops = append(ops, func() {
-			err := e.stock.TCC(ctx, stock.TCCTry, o.id, "b1", []stock.Item{o.item})
+			err := e.Stock.TCC(ctx, stock.TCCTry, o.id, "b1", []stock.Item{o.item})
 			expected("try", err)
 			if err == nil {
 				mu.Lock()
@@ -570,7 +574,7 @@ func TestStockRevokeRacingSalvagesDeductsAndTriesConservesStock(t *testing.T) {
 		defer wg.Done()
 		<-halfway
 		close(revoking)
-		w, err := e.stock.Revoke(ctx, "revoke", 1, 2, sku.sku)
+		w, err := e.Stock.Revoke(ctx, "revoke", 1, 2, sku.sku)
 		mu.Lock()
 		defer mu.Unlock()
 		if err != nil {
@@ -609,33 +613,33 @@ func TestStockRevokeRacingSalvagesDeductsAndTriesConservesStock(t *testing.T) {
 	if N != withdraw+all.Total {
 		t.Fatalf("conservation: %d submitted != %d withdrawn + %d left", N, withdraw, all.Total)
 	}
-	w, err := e.stock.Revoke(ctx, "revoke", 1, 2, sku.sku)
+	w, err := e.Stock.Revoke(ctx, "revoke", 1, 2, sku.sku)
 	if err != nil || w != withdraw {
 		t.Fatalf("revoke replay: %d, %v; want %d, nil", w, err, withdraw)
 	}
 
 	// After the revoke nothing can take or move its stock.
 	before := stockSnapshot(t, e, sku)
-	res, err := e.stock.MovePool(ctx, true, "late-salv", 1, []stock.Item{sku.item("", 1)})
+	res, err := e.Stock.MovePool(ctx, true, "late-salv", 1, []stock.Item{sku.item("", 1)})
 	mustOK(t, err)
 	wantErr(t, "salvage after revoke", res[0].Err, errs.ErrNotFound)
-	res, err = e.stock.MovePool(ctx, false, "late-rel", 1, []stock.Item{sku.item("", 1)})
+	res, err = e.Stock.MovePool(ctx, false, "late-rel", 1, []stock.Item{sku.item("", 1)})
 	mustOK(t, err)
 	wantErr(t, "release after revoke", res[0].Err, errs.ErrNotFound)
-	wantErr(t, "deduct after revoke", e.stock.Deduct(ctx, "late-1", []stock.Item{sku.item(stock.ScopeHighSeas, 1)}), errs.ErrNotFound)
-	wantErr(t, "pool deduct after revoke", e.stock.Deduct(ctx, "late-2", []stock.Item{sku.item(stock.PoolScope(2), 1)}), errs.ErrNotFound)
-	wantErr(t, "try after revoke", e.stock.TCC(ctx, stock.TCCTry, "late-g", "b1", []stock.Item{sku.item(stock.ScopeHighSeas, 1)}), errs.ErrNotFound)
-	wantErr(t, "edit after revoke", e.stock.Edit(ctx, "late-edit", 1, 2, sku.sku, 5), errs.ErrNotFound)
+	wantErr(t, "deduct after revoke", e.Stock.Deduct(ctx, "late-1", []stock.Item{sku.item(stock.ScopeHighSeas, 1)}), errs.ErrNotFound)
+	wantErr(t, "pool deduct after revoke", e.Stock.Deduct(ctx, "late-2", []stock.Item{sku.item(stock.PoolScope(2), 1)}), errs.ErrNotFound)
+	wantErr(t, "try after revoke", e.Stock.TCC(ctx, stock.TCCTry, "late-g", "b1", []stock.Item{sku.item(stock.ScopeHighSeas, 1)}), errs.ErrNotFound)
+	wantErr(t, "edit after revoke", e.Stock.Edit(ctx, "late-edit", 1, 2, sku.sku, 5), errs.ErrNotFound)
 	stockUnchanged(t, e, "operations after the revoke", before, sku)
 
 	// Branches settle: confirms sell, cancels leave the activity.
 	var confirmed, cancelled int64
 	for i, o := range tried {
 		if i%2 == 0 {
-			mustOK(t, e.stock.TCC(ctx, stock.TCCConfirm, o.id, "b1", []stock.Item{o.item}))
+			mustOK(t, e.Stock.TCC(ctx, stock.TCCConfirm, o.id, "b1", []stock.Item{o.item}))
 			confirmed += o.item.Qty
 		} else {
-			mustOK(t, e.stock.TCC(ctx, stock.TCCCancel, o.id, "b1", []stock.Item{o.item}))
+			mustOK(t, e.Stock.TCC(ctx, stock.TCCCancel, o.id, "b1", []stock.Item{o.item}))
 			cancelled += o.item.Qty
 		}
 	}
@@ -651,7 +655,7 @@ func TestStockRevokeRacingSalvagesDeductsAndTriesConservesStock(t *testing.T) {
 	var returned int64
 	for i, o := range deducted {
 		before := skuView(t, e, sku)
-		mustOK(t, e.stock.Return(ctx, o.id))
+		mustOK(t, e.Stock.Return(ctx, o.id))
 		returned += o.item.Qty
 		after := skuView(t, e, sku)
 		if b, a := scopes(before)[o.item.Scope], scopes(after)[o.item.Scope]; a.Total != b.Total-o.item.Qty || a.Sold != b.Sold-o.item.Qty || a.Available != 0 {
@@ -670,7 +674,7 @@ func TestStockRevokeRacingSalvagesDeductsAndTriesConservesStock(t *testing.T) {
 // ---------------------------------------------------------------------------
 
 func TestStockReplaysChangeNothing(t *testing.T) {
-	e := setupReal(t)
+	e := enginetest.Real(t)
 	ctx := context.Background()
 	s10, s11, s12 := ref(10), ref(11), ref(12)
 	refs := []skuRef{s10, s11, s12}
@@ -690,30 +694,30 @@ func TestStockReplaysChangeNothing(t *testing.T) {
 
 	t.Run("Submit", func(t *testing.T) {
 		subOp := func() error {
-			return e.stock.Submit(ctx, "v-sub", 1, 2, []stock.SKUStock{{SKU: 10, Stock: 100}, {SKU: 11, Stock: 50}})
+			return e.Stock.Submit(ctx, "v-sub", 1, 2, []stock.SKUStock{{SKU: 10, Stock: 100}, {SKU: 11, Stock: 50}})
 		}
 		mustOK(t, subOp())
 		replay("submit", nil, subOp)
 		badOp := func() error {
-			return e.stock.Submit(ctx, "v-sub-bad", 1, 2, []stock.SKUStock{{SKU: 12, Stock: 9}, {SKU: 10, Stock: 1}})
+			return e.Stock.Submit(ctx, "v-sub-bad", 1, 2, []stock.SKUStock{{SKU: 12, Stock: 9}, {SKU: 10, Stock: 1}})
 		}
 		err := badOp()
 		wantErr(t, "submit of a submitted SKU", err, stock.ErrAlreadySubmitted)
 		replay("failed submit", err, badOp)
-		if _, err := e.stock.SKU(ctx, 1, 2, 12); !errors.Is(err, errs.ErrNotFound) {
+		if _, err := e.Stock.SKU(ctx, 1, 2, 12); !errors.Is(err, errs.ErrNotFound) {
 			t.Fatalf("a failed submit is all or nothing; SKU 12: %v", err)
 		}
 		// A voucher names one operation: reusing it for another is a conflict.
 		before := snap()
-		wantErr(t, "edit under a submit's voucher", e.stock.Edit(ctx, "v-sub", 1, 2, 10, 5), errs.ErrIdempotencyConflict)
+		wantErr(t, "edit under a submit's voucher", e.Stock.Edit(ctx, "v-sub", 1, 2, 10, 5), errs.ErrIdempotencyConflict)
 		stockUnchanged(t, e, "an edit under a submit's voucher", before, refs...)
 	})
 
 	t.Run("Edit", func(t *testing.T) {
-		mustOK(t, e.stock.Edit(ctx, "v-edit", 1, 2, 10, 20))
-		replay("edit", nil, func() error { return e.stock.Edit(ctx, "v-edit", 1, 2, 10, 20) })
+		mustOK(t, e.Stock.Edit(ctx, "v-edit", 1, 2, 10, 20))
+		replay("edit", nil, func() error { return e.Stock.Edit(ctx, "v-edit", 1, 2, 10, 20) })
 		// The same voucher with another delta still answers the first result only.
-		replay("edit with another delta", nil, func() error { return e.stock.Edit(ctx, "v-edit", 1, 2, 10, 999) })
+		replay("edit with another delta", nil, func() error { return e.Stock.Edit(ctx, "v-edit", 1, 2, 10, 999) })
 		if v := skuView(t, e, s10); v.HighSeas != (stock.Counters{Total: 120, Available: 120}) {
 			t.Fatalf("after edit %+v", v.HighSeas)
 		}
@@ -721,7 +725,7 @@ func TestStockReplaysChangeNothing(t *testing.T) {
 
 	t.Run("SalvageAndRelease", func(t *testing.T) {
 		salv := func() ([]stock.ItemResult, error) {
-			return e.stock.MovePool(ctx, true, "v-salv", 7, []stock.Item{s10.item("", 30), s11.item("", 60), s12.item("", 1)})
+			return e.Stock.MovePool(ctx, true, "v-salv", 7, []stock.Item{s10.item("", 30), s11.item("", 60), s12.item("", 1)})
 		}
 		first, err := salv()
 		mustOK(t, err)
@@ -736,7 +740,7 @@ func TestStockReplaysChangeNothing(t *testing.T) {
 			return err
 		})
 		rel := func() ([]stock.ItemResult, error) {
-			return e.stock.MovePool(ctx, false, "v-rel", 7, []stock.Item{s10.item("", 5), s11.item("", 1)})
+			return e.Stock.MovePool(ctx, false, "v-rel", 7, []stock.Item{s10.item("", 5), s11.item("", 1)})
 		}
 		first, err = rel()
 		mustOK(t, err)
@@ -752,7 +756,7 @@ func TestStockReplaysChangeNothing(t *testing.T) {
 		})
 		// The voucher with an item its first call did not have: that item did not run.
 		replay("release with an added item", nil, func() error {
-			res, err := e.stock.MovePool(ctx, false, "v-rel", 7, []stock.Item{s10.item("", 5), s11.item("", 1), s12.item("", 1)})
+			res, err := e.Stock.MovePool(ctx, false, "v-rel", 7, []stock.Item{s10.item("", 5), s11.item("", 1), s12.item("", 1)})
 			if err == nil && !errors.Is(res[2].Err, errs.ErrIdempotencyConflict) {
 				return fmt.Errorf("results %s, want the added item refused", resultsString(res))
 			}
@@ -765,15 +769,15 @@ func TestStockReplaysChangeNothing(t *testing.T) {
 
 	t.Run("DeductAndReturn", func(t *testing.T) {
 		items := []stock.Item{s10.item(stock.ScopeHighSeas, 3), s10.item(stock.PoolScope(7), 2), s11.item(stock.ScopeHighSeas, 1)}
-		mustOK(t, e.stock.Deduct(ctx, "o-1", items))
-		replay("deduct", nil, func() error { return e.stock.Deduct(ctx, "o-1", items) })
+		mustOK(t, e.Stock.Deduct(ctx, "o-1", items))
+		replay("deduct", nil, func() error { return e.Stock.Deduct(ctx, "o-1", items) })
 		big := []stock.Item{s11.item(stock.ScopeHighSeas, 1000)}
-		err := e.stock.Deduct(ctx, "o-2", big)
+		err := e.Stock.Deduct(ctx, "o-2", big)
 		wantErr(t, "deduct over stock", err, stock.ErrOutOfStock)
-		replay("failed deduct", err, func() error { return e.stock.Deduct(ctx, "o-2", big) })
+		replay("failed deduct", err, func() error { return e.Stock.Deduct(ctx, "o-2", big) })
 
 		before := snap()
-		mustOK(t, e.stock.Return(ctx, "o-1"))
+		mustOK(t, e.Stock.Return(ctx, "o-1"))
 		if after := snap(); after == before {
 			t.Fatal("return changed nothing")
 		}
@@ -781,24 +785,24 @@ func TestStockReplaysChangeNothing(t *testing.T) {
 		if v.HighSeas != (stock.Counters{Total: 95, Available: 95}) || v.Pools["7"] != (stock.Counters{Total: 25, Available: 25}) {
 			t.Fatalf("after return %+v", v)
 		}
-		replay("return", nil, func() error { return e.stock.Return(ctx, "o-1") })
+		replay("return", nil, func() error { return e.Stock.Return(ctx, "o-1") })
 		// The order is closed: its deduct, replayed after the return, takes nothing.
-		replay("deduct after its return", stock.ErrOrderClosed, func() error { return e.stock.Deduct(ctx, "o-1", items) })
+		replay("deduct after its return", stock.ErrOrderClosed, func() error { return e.Stock.Deduct(ctx, "o-1", items) })
 
 		// A return that arrives before its deduct blocks the deduct.
-		replay("return before deduct", nil, func() error { return e.stock.Return(ctx, "o-3") })
-		replay("deduct after an early return", stock.ErrOrderClosed, func() error { return e.stock.Deduct(ctx, "o-3", items) })
+		replay("return before deduct", nil, func() error { return e.Stock.Return(ctx, "o-3") })
+		replay("deduct after an early return", stock.ErrOrderClosed, func() error { return e.Stock.Deduct(ctx, "o-3", items) })
 	})
 
 	t.Run("TCC", func(t *testing.T) {
 		items := []stock.Item{s10.item(stock.ScopeHighSeas, 4)}
-		mustOK(t, e.stock.TCC(ctx, stock.TCCTry, "g1", "b1", items))
-		replay("try", nil, func() error { return e.stock.TCC(ctx, stock.TCCTry, "g1", "b1", items) })
-		mustOK(t, e.stock.TCC(ctx, stock.TCCConfirm, "g1", "b1", items))
-		replay("confirm", nil, func() error { return e.stock.TCC(ctx, stock.TCCConfirm, "g1", "b1", items) })
-		mustOK(t, e.stock.TCC(ctx, stock.TCCTry, "g1", "b2", items))
-		mustOK(t, e.stock.TCC(ctx, stock.TCCCancel, "g1", "b2", items))
-		replay("cancel", nil, func() error { return e.stock.TCC(ctx, stock.TCCCancel, "g1", "b2", items) })
+		mustOK(t, e.Stock.TCC(ctx, stock.TCCTry, "g1", "b1", items))
+		replay("try", nil, func() error { return e.Stock.TCC(ctx, stock.TCCTry, "g1", "b1", items) })
+		mustOK(t, e.Stock.TCC(ctx, stock.TCCConfirm, "g1", "b1", items))
+		replay("confirm", nil, func() error { return e.Stock.TCC(ctx, stock.TCCConfirm, "g1", "b1", items) })
+		mustOK(t, e.Stock.TCC(ctx, stock.TCCTry, "g1", "b2", items))
+		mustOK(t, e.Stock.TCC(ctx, stock.TCCCancel, "g1", "b2", items))
+		replay("cancel", nil, func() error { return e.Stock.TCC(ctx, stock.TCCCancel, "g1", "b2", items) })
 		if v := skuView(t, e, s10); v.HighSeas != (stock.Counters{Total: 95, Available: 91, Sold: 4}) {
 			t.Fatalf("after TCC %+v", v.HighSeas)
 		}
@@ -806,79 +810,79 @@ func TestStockReplaysChangeNothing(t *testing.T) {
 
 	t.Run("Rollback", func(t *testing.T) {
 		before := snap()
-		mustOK(t, e.stock.Edit(ctx, "v-edit2", 1, 2, 10, 7))
-		mustOK(t, e.stock.RollbackVoucher(ctx, "v-edit2"))
+		mustOK(t, e.Stock.Edit(ctx, "v-edit2", 1, 2, 10, 7))
+		mustOK(t, e.Stock.RollbackVoucher(ctx, "v-edit2"))
 		stockUnchanged(t, e, "an edit and its rollback", before, refs...)
-		replay("rollback of an edit", nil, func() error { return e.stock.RollbackVoucher(ctx, "v-edit2") })
-		replay("edit after its rollback", stock.ErrRolledBack, func() error { return e.stock.Edit(ctx, "v-edit2", 1, 2, 10, 7) })
+		replay("rollback of an edit", nil, func() error { return e.Stock.RollbackVoucher(ctx, "v-edit2") })
+		replay("edit after its rollback", stock.ErrRolledBack, func() error { return e.Stock.Edit(ctx, "v-edit2", 1, 2, 10, 7) })
 
-		res, err := e.stock.MovePool(ctx, true, "v-salv2", 8, []stock.Item{s10.item("", 10), s11.item("", 5)})
+		res, err := e.Stock.MovePool(ctx, true, "v-salv2", 8, []stock.Item{s10.item("", 10), s11.item("", 5)})
 		mustOK(t, err)
 		mustOK(t, errors.Join(res[0].Err, res[1].Err))
-		mustOK(t, e.stock.RollbackVoucher(ctx, "v-salv2"))
+		mustOK(t, e.Stock.RollbackVoucher(ctx, "v-salv2"))
 		stockUnchanged(t, e, "a salvage and its rollback", before, refs...)
-		replay("rollback of a salvage", nil, func() error { return e.stock.RollbackVoucher(ctx, "v-salv2") })
+		replay("rollback of a salvage", nil, func() error { return e.Stock.RollbackVoucher(ctx, "v-salv2") })
 		replay("salvage after its rollback", stock.ErrRolledBack, func() error {
-			_, err := e.stock.MovePool(ctx, true, "v-salv2", 8, []stock.Item{s10.item("", 10), s11.item("", 5)})
+			_, err := e.Stock.MovePool(ctx, true, "v-salv2", 8, []stock.Item{s10.item("", 10), s11.item("", 5)})
 			return err
 		})
 
 		// Submit and its rollback: the SKU is gone and can be submitted again.
-		mustOK(t, e.stock.Submit(ctx, "v-sub12", 1, 2, []stock.SKUStock{{SKU: 12, Stock: 6}}))
-		mustOK(t, e.stock.RollbackVoucher(ctx, "v-sub12"))
+		mustOK(t, e.Stock.Submit(ctx, "v-sub12", 1, 2, []stock.SKUStock{{SKU: 12, Stock: 6}}))
+		mustOK(t, e.Stock.RollbackVoucher(ctx, "v-sub12"))
 		stockUnchanged(t, e, "a submit and its rollback", before, refs...)
-		replay("rollback of a submit", nil, func() error { return e.stock.RollbackVoucher(ctx, "v-sub12") })
+		replay("rollback of a submit", nil, func() error { return e.Stock.RollbackVoucher(ctx, "v-sub12") })
 		replay("submit after its rollback", stock.ErrRolledBack, func() error {
-			return e.stock.Submit(ctx, "v-sub12", 1, 2, []stock.SKUStock{{SKU: 12, Stock: 6}})
+			return e.Stock.Submit(ctx, "v-sub12", 1, 2, []stock.SKUStock{{SKU: 12, Stock: 6}})
 		})
 
 		// A rollback that overtakes its operation: the operation's index step
 		// ran (the caller timed out) but not its script. The rollback marks
 		// the voucher, and the operation, arriving late, changes nothing.
-		mustOK(t, e.rdb.SAdd(ctx, e.keys.StockVoucher("v-early"), "1:2").Err())
-		replay("rollback before its operation", nil, func() error { return e.stock.RollbackVoucher(ctx, "v-early") })
+		mustOK(t, e.Redis.SAdd(ctx, e.Keys.StockVoucher("v-early"), "1:2").Err())
+		replay("rollback before its operation", nil, func() error { return e.Stock.RollbackVoucher(ctx, "v-early") })
 		replay("salvage after its early rollback", stock.ErrRolledBack, func() error {
-			_, err := e.stock.MovePool(ctx, true, "v-early", 8, []stock.Item{s10.item("", 10)})
+			_, err := e.Stock.MovePool(ctx, true, "v-early", 8, []stock.Item{s10.item("", 10)})
 			return err
 		})
 		// A rollback that comes before its operation was even indexed (the
 		// caller gave up on a request still in flight) kills the voucher too.
-		replay("rollback of a voucher never seen", nil, func() error { return e.stock.RollbackVoucher(ctx, "v-never") })
+		replay("rollback of a voucher never seen", nil, func() error { return e.Stock.RollbackVoucher(ctx, "v-never") })
 		replay("edit after its rollback came first", stock.ErrRolledBack, func() error {
-			return e.stock.Edit(ctx, "v-never", 1, 2, 10, 7)
+			return e.Stock.Edit(ctx, "v-never", 1, 2, 10, 7)
 		})
 	})
 
 	t.Run("Revoke", func(t *testing.T) {
-		w, err := e.stock.Revoke(ctx, "v-rev", 1, 2, 11)
+		w, err := e.Stock.Revoke(ctx, "v-rev", 1, 2, 11)
 		mustOK(t, err)
 		v := skuView(t, e, s11)
 		if !v.Revoked || sumScopes(v).Available != 0 || w != 50 {
 			t.Fatalf("revoke withdrew %d: %+v", w, v)
 		}
 		replay("revoke", nil, func() error {
-			again, err := e.stock.Revoke(ctx, "v-rev", 1, 2, 11)
+			again, err := e.Stock.Revoke(ctx, "v-rev", 1, 2, 11)
 			if err == nil && again != w {
 				return fmt.Errorf("withdrew %d, first %d", again, w)
 			}
 			return err
 		})
 		// A revoke is not undone, and its rollback changes nothing.
-		replay("rollback of a revoke", stock.ErrNotForSale, func() error { return e.stock.RollbackVoucher(ctx, "v-rev") })
+		replay("rollback of a revoke", stock.ErrNotForSale, func() error { return e.Stock.RollbackVoucher(ctx, "v-rev") })
 	})
 }
 
 // ---------------------------------------------------------------------------
 
 func TestStockBadInputChangesNothing(t *testing.T) {
-	e := setupReal(t)
+	e := enginetest.Real(t)
 	ctx := context.Background()
 	s10, p3 := ref(10), skuRef{1, 3, 30}
 	submitSKUs(t, e, "sub", 1, 2, stock.SKUStock{SKU: 10, Stock: 100})
 	submitSKUs(t, e, "sub-p3", 1, 3, stock.SKUStock{SKU: 30, Stock: 5})
 	salvageAll(t, e, "salv", 7, s10, 20)
-	mustOK(t, e.stock.Deduct(ctx, "sold", []stock.Item{s10.item(stock.ScopeHighSeas, 10)}))
-	mustOK(t, e.stock.TCC(ctx, stock.TCCTry, "g", "b", []stock.Item{s10.item(stock.ScopeHighSeas, 5)}))
+	mustOK(t, e.Stock.Deduct(ctx, "sold", []stock.Item{s10.item(stock.ScopeHighSeas, 10)}))
+	mustOK(t, e.Stock.TCC(ctx, stock.TCCTry, "g", "b", []stock.Item{s10.item(stock.ScopeHighSeas, 5)}))
 	// High seas: total 80 = available 65 + reserved 5 + sold 10; pool 7: 20 available.
 	refs := []skuRef{s10, p3}
 	before := stockSnapshot(t, e, refs...)
@@ -890,14 +894,14 @@ func TestStockBadInputChangesNothing(t *testing.T) {
 	n := 0 // a fresh order id or gid per case, so no case replays another
 	deduct := func(items ...stock.Item) error {
 		n++
-		return e.stock.Deduct(ctx, fmt.Sprintf("bad-order-%d", n), items)
+		return e.Stock.Deduct(ctx, fmt.Sprintf("bad-order-%d", n), items)
 	}
 	try := func(items ...stock.Item) error {
 		n++
-		return e.stock.TCC(ctx, stock.TCCTry, fmt.Sprintf("bad-g-%d", n), "b", items)
+		return e.Stock.TCC(ctx, stock.TCCTry, fmt.Sprintf("bad-g-%d", n), "b", items)
 	}
 	move := func(salvage bool, voucher string, pool int64, items ...stock.Item) error {
-		res, err := e.stock.MovePool(ctx, salvage, voucher, pool, items)
+		res, err := e.Stock.MovePool(ctx, salvage, voucher, pool, items)
 		if err != nil {
 			return err
 		}
@@ -923,32 +927,32 @@ func TestStockBadInputChangesNothing(t *testing.T) {
 		{"deduct from scope pool:-7", errs.ErrInvalidArgument, func() error { return deduct(s10.item("pool:-7", 1)) }},
 		{"deduct from scope HIGH_SEAS", errs.ErrInvalidArgument, func() error { return deduct(s10.item("HIGH_SEAS", 1)) }},
 		{"deduct from no scope", errs.ErrInvalidArgument, func() error { return deduct(s10.item("", 1)) }},
-		{"deduct over available", stock.ErrOutOfStock, func() error { return e.stock.Deduct(ctx, "over-1", []stock.Item{s10.item(hs, 66)}) }},
+		{"deduct over available", stock.ErrOutOfStock, func() error { return e.Stock.Deduct(ctx, "over-1", []stock.Item{s10.item(hs, 66)}) }},
 		{"deduct over a pool's available", stock.ErrOutOfStock, func() error {
-			return e.stock.Deduct(ctx, "over-2", []stock.Item{s10.item(stock.PoolScope(7), 21)})
+			return e.Stock.Deduct(ctx, "over-2", []stock.Item{s10.item(stock.PoolScope(7), 21)})
 		}},
 		{"deduct from an empty pool", stock.ErrOutOfStock, func() error {
-			return e.stock.Deduct(ctx, "over-3", []stock.Item{s10.item(stock.PoolScope(8), 1)})
+			return e.Stock.Deduct(ctx, "over-3", []stock.Item{s10.item(stock.PoolScope(8), 1)})
 		}},
 		{"deduct whose repeated lines add up over available", stock.ErrOutOfStock, func() error {
-			return e.stock.Deduct(ctx, "over-4", []stock.Item{s10.item(hs, 40), s10.item(hs, 30)})
+			return e.Stock.Deduct(ctx, "over-4", []stock.Item{s10.item(hs, 40), s10.item(hs, 30)})
 		}},
 		{"deduct across products, the second out of stock", stock.ErrOutOfStock, func() error {
-			return e.stock.Deduct(ctx, "over-5", []stock.Item{s10.item(hs, 5), p3.item(hs, 6)})
+			return e.Stock.Deduct(ctx, "over-5", []stock.Item{s10.item(hs, 5), p3.item(hs, 6)})
 		}},
-		{"deduct with an empty order id", errs.ErrInvalidArgument, func() error { return e.stock.Deduct(ctx, "", []stock.Item{s10.item(hs, 1)}) }},
-		{"deduct with a spaced order id", errs.ErrInvalidArgument, func() error { return e.stock.Deduct(ctx, "o 1", []stock.Item{s10.item(hs, 1)}) }},
-		{"deduct with a braced order id", errs.ErrInvalidArgument, func() error { return e.stock.Deduct(ctx, "o{1}", []stock.Item{s10.item(hs, 1)}) }},
-		{"return with a braced order id", errs.ErrInvalidArgument, func() error { return e.stock.Return(ctx, "{sold}") }},
+		{"deduct with an empty order id", errs.ErrInvalidArgument, func() error { return e.Stock.Deduct(ctx, "", []stock.Item{s10.item(hs, 1)}) }},
+		{"deduct with a spaced order id", errs.ErrInvalidArgument, func() error { return e.Stock.Deduct(ctx, "o 1", []stock.Item{s10.item(hs, 1)}) }},
+		{"deduct with a braced order id", errs.ErrInvalidArgument, func() error { return e.Stock.Deduct(ctx, "o{1}", []stock.Item{s10.item(hs, 1)}) }},
+		{"return with a braced order id", errs.ErrInvalidArgument, func() error { return e.Stock.Return(ctx, "{sold}") }},
 		{"try of qty 0", errs.ErrInvalidArgument, func() error { return try(s10.item(hs, 0)) }},
 		{"try from scope pool:x", errs.ErrInvalidArgument, func() error { return try(s10.item("pool:x", 1)) }},
 		{"try of an unknown SKU", errs.ErrNotFound, func() error { return try(ref(99).item(hs, 1)) }},
 		{"try over available", stock.ErrOutOfStock, func() error { return try(s10.item(hs, 66)) }},
 		{"try with a spaced gid", errs.ErrInvalidArgument, func() error {
-			return e.stock.TCC(ctx, stock.TCCTry, "g 1", "b", []stock.Item{s10.item(hs, 1)})
+			return e.Stock.TCC(ctx, stock.TCCTry, "g 1", "b", []stock.Item{s10.item(hs, 1)})
 		}},
 		{"try with a braced branch", errs.ErrInvalidArgument, func() error {
-			return e.stock.TCC(ctx, stock.TCCTry, "g", "{b}", []stock.Item{s10.item(hs, 1)})
+			return e.Stock.TCC(ctx, stock.TCCTry, "g", "{b}", []stock.Item{s10.item(hs, 1)})
 		}},
 		{"salvage of a negative qty", errs.ErrInvalidArgument, func() error { return move(true, "bad-1", 7, s10.item("", -5)) }},
 		{"salvage of qty 0", errs.ErrInvalidArgument, func() error { return move(true, "bad-2", 7, s10.item("", 0)) }},
@@ -962,23 +966,23 @@ func TestStockBadInputChangesNothing(t *testing.T) {
 		{"salvage with a spaced voucher", errs.ErrInvalidArgument, func() error { return move(true, "v 1", 7, s10.item("", 1)) }},
 		{"salvage with a braced voucher", errs.ErrInvalidArgument, func() error { return move(true, "v{1}", 7, s10.item("", 1)) }},
 		{"submit with an empty voucher", errs.ErrInvalidArgument, func() error {
-			return e.stock.Submit(ctx, "", 1, 2, []stock.SKUStock{{SKU: 50, Stock: 1}})
+			return e.Stock.Submit(ctx, "", 1, 2, []stock.SKUStock{{SKU: 50, Stock: 1}})
 		}},
 		{"submit of a negative stock", errs.ErrInvalidArgument, func() error {
-			return e.stock.Submit(ctx, "bad-sub-1", 1, 2, []stock.SKUStock{{SKU: 50, Stock: -1}})
+			return e.Stock.Submit(ctx, "bad-sub-1", 1, 2, []stock.SKUStock{{SKU: 50, Stock: -1}})
 		}},
 		{"submit of a SKU twice", errs.ErrInvalidArgument, func() error {
-			return e.stock.Submit(ctx, "bad-sub-2", 1, 2, []stock.SKUStock{{SKU: 50, Stock: 1}, {SKU: 50, Stock: 2}})
+			return e.Stock.Submit(ctx, "bad-sub-2", 1, 2, []stock.SKUStock{{SKU: 50, Stock: 1}, {SKU: 50, Stock: 2}})
 		}},
-		{"submit of no SKUs", errs.ErrInvalidArgument, func() error { return e.stock.Submit(ctx, "bad-sub-3", 1, 2, nil) }},
-		{"edit by 0", errs.ErrInvalidArgument, func() error { return e.stock.Edit(ctx, "bad-edit-1", 1, 2, 10, 0) }},
-		{"edit with a braced voucher", errs.ErrInvalidArgument, func() error { return e.stock.Edit(ctx, "}{", 1, 2, 10, 1) }},
-		{"edit of an unknown SKU", errs.ErrNotFound, func() error { return e.stock.Edit(ctx, "bad-edit-2", 1, 2, 99, 1) }},
-		{"edit below reserved + sold", stock.ErrOutOfStock, func() error { return e.stock.Edit(ctx, "bad-edit-3", 1, 2, 10, -66) }},
-		{"revoke of an unknown SKU", errs.ErrNotFound, func() error { _, err := e.stock.Revoke(ctx, "bad-rev-1", 1, 2, 99); return err }},
-		{"revoke with a spaced voucher", errs.ErrInvalidArgument, func() error { _, err := e.stock.Revoke(ctx, " ", 1, 2, 10); return err }},
-		{"rollback with a braced voucher", errs.ErrInvalidArgument, func() error { return e.stock.RollbackVoucher(ctx, "{sub}") }},
-		{"read of an unknown SKU", errs.ErrNotFound, func() error { _, err := e.stock.SKU(ctx, 1, 2, 99); return err }},
+		{"submit of no SKUs", errs.ErrInvalidArgument, func() error { return e.Stock.Submit(ctx, "bad-sub-3", 1, 2, nil) }},
+		{"edit by 0", errs.ErrInvalidArgument, func() error { return e.Stock.Edit(ctx, "bad-edit-1", 1, 2, 10, 0) }},
+		{"edit with a braced voucher", errs.ErrInvalidArgument, func() error { return e.Stock.Edit(ctx, "}{", 1, 2, 10, 1) }},
+		{"edit of an unknown SKU", errs.ErrNotFound, func() error { return e.Stock.Edit(ctx, "bad-edit-2", 1, 2, 99, 1) }},
+		{"edit below reserved + sold", stock.ErrOutOfStock, func() error { return e.Stock.Edit(ctx, "bad-edit-3", 1, 2, 10, -66) }},
+		{"revoke of an unknown SKU", errs.ErrNotFound, func() error { _, err := e.Stock.Revoke(ctx, "bad-rev-1", 1, 2, 99); return err }},
+		{"revoke with a spaced voucher", errs.ErrInvalidArgument, func() error { _, err := e.Stock.Revoke(ctx, " ", 1, 2, 10); return err }},
+		{"rollback with a braced voucher", errs.ErrInvalidArgument, func() error { return e.Stock.RollbackVoucher(ctx, "{sub}") }},
+		{"read of an unknown SKU", errs.ErrNotFound, func() error { _, err := e.Stock.SKU(ctx, 1, 2, 99); return err }},
 	}
 	for _, c := range cases {
 		err := c.op()
@@ -989,11 +993,11 @@ func TestStockBadInputChangesNothing(t *testing.T) {
 			t.Fatalf("%s changed the stock:\nbefore %s\nafter  %s", c.name, before, after)
 		}
 	}
-	if _, err := e.stock.SKU(ctx, 1, 2, 50); !errors.Is(err, errs.ErrNotFound) {
+	if _, err := e.Stock.SKU(ctx, 1, 2, 50); !errors.Is(err, errs.ErrNotFound) {
 		t.Fatalf("a refused submit created SKU 50: %v", err)
 	}
 	// The boundary: the high seas can be cut to exactly its reserved + sold.
-	mustOK(t, e.stock.Edit(ctx, "edit-to-floor", 1, 2, 10, -65))
+	mustOK(t, e.Stock.Edit(ctx, "edit-to-floor", 1, 2, 10, -65))
 	if v := skuView(t, e, s10); v.HighSeas != (stock.Counters{Total: 15, Available: 0, Reserved: 5, Sold: 10}) {
 		t.Fatalf("after cutting to the floor %+v", v.HighSeas)
 	}
@@ -1002,16 +1006,16 @@ func TestStockBadInputChangesNothing(t *testing.T) {
 // ---------------------------------------------------------------------------
 
 func TestStockForceExitTakesTheSKUOut(t *testing.T) {
-	e := setupReal(t)
+	e := enginetest.Real(t)
 	ctx := context.Background()
 	sku := ref(10)
 	submitSKUs(t, e, "sub", 1, 2, stock.SKUStock{SKU: 10, Stock: 100}, stock.SKUStock{SKU: 11, Stock: 100})
 	salvageAll(t, e, "salv", 7, sku, 30)
-	mustOK(t, e.stock.Deduct(ctx, "o-hs", []stock.Item{sku.item(stock.ScopeHighSeas, 4)}))
-	mustOK(t, e.stock.Deduct(ctx, "o-pool", []stock.Item{sku.item(stock.PoolScope(7), 6)}))
+	mustOK(t, e.Stock.Deduct(ctx, "o-hs", []stock.Item{sku.item(stock.ScopeHighSeas, 4)}))
+	mustOK(t, e.Stock.Deduct(ctx, "o-pool", []stock.Item{sku.item(stock.PoolScope(7), 6)}))
 	sibling := stockSnapshot(t, e, ref(11))
 
-	mustOK(t, e.stock.ForceExit(ctx, 1, 2, 10))
+	mustOK(t, e.Stock.ForceExit(ctx, 1, 2, 10))
 	v := skuView(t, e, sku)
 	want := stock.SKUView{Revoked: true, HighSeas: stock.Counters{Total: 4, Sold: 4},
 		Pools: map[string]stock.Counters{"7": {Total: 6, Sold: 6}}}
@@ -1019,65 +1023,65 @@ func TestStockForceExitTakesTheSKUOut(t *testing.T) {
 		t.Fatalf("after forced exit %+v, want %+v", v, want)
 	}
 	stockUnchanged(t, e, "another SKU's forced exit", sibling, ref(11))
-	wantErr(t, "deduct after exit", e.stock.Deduct(ctx, "o-late", []stock.Item{sku.item(stock.ScopeHighSeas, 1)}), errs.ErrNotFound)
-	wantErr(t, "pool deduct after exit", e.stock.Deduct(ctx, "o-late2", []stock.Item{sku.item(stock.PoolScope(7), 1)}), errs.ErrNotFound)
+	wantErr(t, "deduct after exit", e.Stock.Deduct(ctx, "o-late", []stock.Item{sku.item(stock.ScopeHighSeas, 1)}), errs.ErrNotFound)
+	wantErr(t, "pool deduct after exit", e.Stock.Deduct(ctx, "o-late2", []stock.Item{sku.item(stock.PoolScope(7), 1)}), errs.ErrNotFound)
 
 	before := stockSnapshot(t, e, sku, ref(11))
-	mustOK(t, e.stock.ForceExit(ctx, 1, 2, 10))
+	mustOK(t, e.Stock.ForceExit(ctx, 1, 2, 10))
 	stockUnchanged(t, e, "a second forced exit", before, sku, ref(11))
 
 	// What was sold comes back out of the activity.
-	mustOK(t, e.stock.Return(ctx, "o-pool"))
+	mustOK(t, e.Stock.Return(ctx, "o-pool"))
 	if v := skuView(t, e, sku); len(v.Pools) != 0 || v.HighSeas != (stock.Counters{Total: 4, Sold: 4}) {
 		t.Fatalf("after returning the pool order %+v", v)
 	}
-	wantErr(t, "forced exit of an unknown SKU", e.stock.ForceExit(ctx, 1, 2, 99), errs.ErrNotFound)
+	wantErr(t, "forced exit of an unknown SKU", e.Stock.ForceExit(ctx, 1, 2, 99), errs.ErrNotFound)
 }
 
 func TestStockForceExitKeepsNoVoucher(t *testing.T) {
-	e := setupReal(t)
+	e := enginetest.Real(t)
 	ctx := context.Background()
 	submitSKUs(t, e, "sub", 1, 2, stock.SKUStock{SKU: 10, Stock: 100})
 
 	// A client voucher that looks like anything a forced exit might use is the client's.
-	mustOK(t, e.stock.Edit(ctx, "exit-10", 1, 2, 10, 5))
-	mustOK(t, e.stock.Edit(ctx, "exit-10-halt", 1, 2, 10, 5))
-	mustOK(t, e.stock.ForceExit(ctx, 1, 2, 10))
+	mustOK(t, e.Stock.Edit(ctx, "exit-10", 1, 2, 10, 5))
+	mustOK(t, e.Stock.Edit(ctx, "exit-10-halt", 1, 2, 10, 5))
+	mustOK(t, e.Stock.ForceExit(ctx, 1, 2, 10))
 	if v := skuView(t, e, ref(10)); !v.Revoked || v.HighSeas != (stock.Counters{}) {
 		t.Fatalf("after forced exit %+v", v)
 	}
 
 	// Revoked already, by an ordinary revoke: a forced exit is then a no-op success.
 	submitSKUs(t, e, "sub-11", 1, 2, stock.SKUStock{SKU: 11, Stock: 10})
-	if _, err := e.stock.Revoke(ctx, "rev-11", 1, 2, 11); err != nil {
+	if _, err := e.Stock.Revoke(ctx, "rev-11", 1, 2, 11); err != nil {
 		t.Fatal(err)
 	}
-	mustOK(t, e.stock.ForceExit(ctx, 1, 2, 11))
+	mustOK(t, e.Stock.ForceExit(ctx, 1, 2, 11))
 
 	// An exited SKU whose submit is rolled back may come back, and exit again.
 	submitSKUs(t, e, "sub-12", 1, 2, stock.SKUStock{SKU: 12, Stock: 10})
-	mustOK(t, e.stock.RollbackVoucher(ctx, "sub-12"))
-	wantErr(t, "forced exit after its submit was rolled back", e.stock.ForceExit(ctx, 1, 2, 12), errs.ErrNotFound)
+	mustOK(t, e.Stock.RollbackVoucher(ctx, "sub-12"))
+	wantErr(t, "forced exit after its submit was rolled back", e.Stock.ForceExit(ctx, 1, 2, 12), errs.ErrNotFound)
 	submitSKUs(t, e, "sub-12-again", 1, 2, stock.SKUStock{SKU: 12, Stock: 10})
-	mustOK(t, e.stock.ForceExit(ctx, 1, 2, 12))
+	mustOK(t, e.Stock.ForceExit(ctx, 1, 2, 12))
 	if v := skuView(t, e, ref(12)); !v.Revoked || v.HighSeas != (stock.Counters{}) {
 		t.Fatalf("the resubmitted SKU after its forced exit %+v", v)
 	}
 }
 
 func TestStockTCCBranchIDsNeverShareARecord(t *testing.T) {
-	e := setupReal(t)
+	e := enginetest.Real(t)
 	ctx := context.Background()
 	submitSKUs(t, e, "sub", 1, 2, stock.SKUStock{SKU: 10, Stock: 10})
 	item := []stock.Item{ref(10).item(stock.ScopeHighSeas, 1)}
 	// "a:b" + "c" and "a" + "b:c" are different branches that once joined to the same id.
-	mustOK(t, e.stock.TCC(ctx, stock.TCCTry, "a:b", "c", item))
-	mustOK(t, e.stock.TCC(ctx, stock.TCCTry, "a", "b:c", item))
+	mustOK(t, e.Stock.TCC(ctx, stock.TCCTry, "a:b", "c", item))
+	mustOK(t, e.Stock.TCC(ctx, stock.TCCTry, "a", "b:c", item))
 	if v := skuView(t, e, ref(10)); v.HighSeas.Reserved != 2 {
 		t.Fatalf("two branches reserved %d, want 2", v.HighSeas.Reserved)
 	}
-	mustOK(t, e.stock.TCC(ctx, stock.TCCCancel, "a", "b:c", item))
-	mustOK(t, e.stock.TCC(ctx, stock.TCCConfirm, "a:b", "c", item))
+	mustOK(t, e.Stock.TCC(ctx, stock.TCCCancel, "a", "b:c", item))
+	mustOK(t, e.Stock.TCC(ctx, stock.TCCConfirm, "a:b", "c", item))
 	if v := skuView(t, e, ref(10)); v.HighSeas != (stock.Counters{Total: 10, Available: 9, Sold: 1}) {
 		t.Fatalf("after one cancel and one confirm %+v", v.HighSeas)
 	}
@@ -1086,7 +1090,7 @@ func TestStockTCCBranchIDsNeverShareARecord(t *testing.T) {
 // ---------------------------------------------------------------------------
 
 func TestStockMySQLAgreesWithRedisAfterDrain(t *testing.T) {
-	e := setupReal(t)
+	e := enginetest.Real(t)
 	ctx := context.Background()
 	s10, s11, s20 := ref(10), ref(11), skuRef{1, 3, 20}
 	refs := []skuRef{s10, s11, s20}
@@ -1094,25 +1098,25 @@ func TestStockMySQLAgreesWithRedisAfterDrain(t *testing.T) {
 
 	submitSKUs(t, e, "sub", 1, 2, stock.SKUStock{SKU: 10, Stock: 100}, stock.SKUStock{SKU: 11, Stock: 40})
 	submitSKUs(t, e, "sub-p3", 1, 3, stock.SKUStock{SKU: 20, Stock: 30})
-	mustOK(t, e.stock.Edit(ctx, "edit", 1, 2, 10, 25))
-	mustOK(t, e.stock.Edit(ctx, "edit-down", 1, 2, 11, -5))
+	mustOK(t, e.Stock.Edit(ctx, "edit", 1, 2, 10, 25))
+	mustOK(t, e.Stock.Edit(ctx, "edit-down", 1, 2, 11, -5))
 	salvageAll(t, e, "salv-7", 7, s10, 30)
 	salvageAll(t, e, "salv-8", 8, s10, 10)
 	salvageAll(t, e, "salv-8b", 8, s11, 10)
 	// Pool 8 of SKU 10 empties again: Redis drops the scope, MySQL must too.
-	res, err := e.stock.MovePool(ctx, false, "rel-8", 8, []stock.Item{s10.item("", 10)})
+	res, err := e.Stock.MovePool(ctx, false, "rel-8", 8, []stock.Item{s10.item("", 10)})
 	mustOK(t, err)
 	mustOK(t, res[0].Err)
-	mustOK(t, e.stock.Deduct(ctx, "o-1", []stock.Item{s10.item(hs, 3), s10.item(stock.PoolScope(7), 2), s20.item(hs, 4)}))
-	mustOK(t, e.stock.Deduct(ctx, "o-2", []stock.Item{s11.item(stock.PoolScope(8), 1)}))
-	wantErr(t, "deduct over stock", e.stock.Deduct(ctx, "o-3", []stock.Item{s10.item(hs, 1), s20.item(hs, 99)}), stock.ErrOutOfStock)
-	mustOK(t, e.stock.Return(ctx, "o-2"))
-	mustOK(t, e.stock.TCC(ctx, stock.TCCTry, "g1", "b1", []stock.Item{s10.item(hs, 5), s20.item(hs, 2)}))
-	mustOK(t, e.stock.TCC(ctx, stock.TCCConfirm, "g1", "b1", []stock.Item{s10.item(hs, 5), s20.item(hs, 2)}))
-	mustOK(t, e.stock.TCC(ctx, stock.TCCTry, "g2", "b1", []stock.Item{s10.item(stock.PoolScope(7), 3)}))
-	mustOK(t, e.stock.TCC(ctx, stock.TCCCancel, "g2", "b1", []stock.Item{s10.item(stock.PoolScope(7), 3)}))
-	mustOK(t, e.stock.TCC(ctx, stock.TCCTry, "g3", "b1", []stock.Item{s11.item(hs, 2)})) // stays reserved
-	w, err := e.stock.Revoke(ctx, "rev", 1, 2, 11)
+	mustOK(t, e.Stock.Deduct(ctx, "o-1", []stock.Item{s10.item(hs, 3), s10.item(stock.PoolScope(7), 2), s20.item(hs, 4)}))
+	mustOK(t, e.Stock.Deduct(ctx, "o-2", []stock.Item{s11.item(stock.PoolScope(8), 1)}))
+	wantErr(t, "deduct over stock", e.Stock.Deduct(ctx, "o-3", []stock.Item{s10.item(hs, 1), s20.item(hs, 99)}), stock.ErrOutOfStock)
+	mustOK(t, e.Stock.Return(ctx, "o-2"))
+	mustOK(t, e.Stock.TCC(ctx, stock.TCCTry, "g1", "b1", []stock.Item{s10.item(hs, 5), s20.item(hs, 2)}))
+	mustOK(t, e.Stock.TCC(ctx, stock.TCCConfirm, "g1", "b1", []stock.Item{s10.item(hs, 5), s20.item(hs, 2)}))
+	mustOK(t, e.Stock.TCC(ctx, stock.TCCTry, "g2", "b1", []stock.Item{s10.item(stock.PoolScope(7), 3)}))
+	mustOK(t, e.Stock.TCC(ctx, stock.TCCCancel, "g2", "b1", []stock.Item{s10.item(stock.PoolScope(7), 3)}))
+	mustOK(t, e.Stock.TCC(ctx, stock.TCCTry, "g3", "b1", []stock.Item{s11.item(hs, 2)})) // stays reserved
+	w, err := e.Stock.Revoke(ctx, "rev", 1, 2, 11)
 	mustOK(t, err)
 	// SKU 11: 40 - 5, pool 8's 10 back from the salvage, o-2 returned, g3's 2
 	// reserved: the revoke withdraws the other 33.
@@ -1125,7 +1129,7 @@ func TestStockMySQLAgreesWithRedisAfterDrain(t *testing.T) {
 	wantView(t, e, s11, stock.SKUView{Revoked: true, HighSeas: stock.Counters{Total: 2, Reserved: 2}, Pools: none})
 	wantView(t, e, s20, stock.SKUView{ForSale: true, HighSeas: stock.Counters{Total: 30, Available: 24, Sold: 6}, Pools: none})
 
-	stop := e.runWriter()
+	stop := e.RunWriter()
 	defer stop()
 	waitDurable(t, e, refs...)
 	for _, r := range refs {
@@ -1133,8 +1137,8 @@ func TestStockMySQLAgreesWithRedisAfterDrain(t *testing.T) {
 	}
 
 	// More changes while the writer runs are caught up with too.
-	mustOK(t, e.stock.TCC(ctx, stock.TCCConfirm, "g3", "b1", []stock.Item{s11.item(hs, 2)}))
-	mustOK(t, e.stock.Return(ctx, "o-1"))
+	mustOK(t, e.Stock.TCC(ctx, stock.TCCConfirm, "g3", "b1", []stock.Item{s11.item(hs, 2)}))
+	mustOK(t, e.Stock.Return(ctx, "o-1"))
 	wantView(t, e, s10, stock.SKUView{ForSale: true, HighSeas: stock.Counters{Total: 95, Available: 90, Sold: 5},
 		Pools: map[string]stock.Counters{"7": {Total: 30, Available: 30}}})
 	wantView(t, e, s11, stock.SKUView{Revoked: true, HighSeas: stock.Counters{Total: 2, Sold: 2}, Pools: none})
@@ -1145,9 +1149,9 @@ func TestStockMySQLAgreesWithRedisAfterDrain(t *testing.T) {
 	}
 	// The versions in MySQL are Redis's: one per change.
 	for _, r := range refs {
-		s, err := e.db.Stock(ctx, r.a, r.p, r.sku)
+		s, err := e.DB.Stock(ctx, r.a, r.p, r.sku)
 		mustOK(t, err)
-		ver, err := e.rdb.HGet(ctx, e.keys.Stock(r.a, r.p).SKU(r.sku), "ver").Result()
+		ver, err := e.Redis.HGet(ctx, e.Keys.Stock(r.a, r.p).SKU(r.sku), "ver").Result()
 		mustOK(t, err)
 		if strconv.FormatInt(s.Version, 10) != ver {
 			t.Fatalf("SKU %v: MySQL version %d, Redis %s", r, s.Version, ver)
@@ -1158,7 +1162,7 @@ func TestStockMySQLAgreesWithRedisAfterDrain(t *testing.T) {
 // ---------------------------------------------------------------------------
 
 func TestStockReturnRacingItsDeductLeavesNothingTaken(t *testing.T) {
-	e := setupReal(t)
+	e := enginetest.Real(t)
 	ctx := context.Background()
 	s10, p3 := ref(10), skuRef{1, 3, 30}
 	submitSKUs(t, e, "sub", 1, 2, stock.SKUStock{SKU: 10, Stock: 300})
@@ -1182,7 +1186,7 @@ func TestStockReturnRacingItsDeductLeavesNothingTaken(t *testing.T) {
 		wg.Add(2)
 		go func() {
 			defer wg.Done()
-			err := e.stock.Deduct(ctx, id, items)
+			err := e.Stock.Deduct(ctx, id, items)
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
@@ -1196,7 +1200,7 @@ func TestStockReturnRacingItsDeductLeavesNothingTaken(t *testing.T) {
 		}()
 		go func() {
 			defer wg.Done()
-			if err := e.stock.Return(ctx, id); err != nil {
+			if err := e.Stock.Return(ctx, id); err != nil {
 				mu.Lock()
 				bad = append(bad, fmt.Errorf("return %s: %w", id, err))
 				mu.Unlock()
@@ -1211,14 +1215,14 @@ func TestStockReturnRacingItsDeductLeavesNothingTaken(t *testing.T) {
 	// Whichever ran first, every order ends returned: nothing sold, nothing lost.
 	stockUnchanged(t, e, "deducts raced by their returns", before, s10, p3)
 	for i := range orders {
-		wantErr(t, "deduct replayed after its return", e.stock.Deduct(ctx, fmt.Sprintf("o-%d", i),
+		wantErr(t, "deduct replayed after its return", e.Stock.Deduct(ctx, fmt.Sprintf("o-%d", i),
 			[]stock.Item{s10.item(stock.ScopeHighSeas, 1), p3.item(stock.ScopeHighSeas, 1)}), stock.ErrOrderClosed)
 	}
 	stockUnchanged(t, e, "replayed deducts", before, s10, p3)
 }
 
 func TestStockRollbackRacingItsOperationLeavesNothingBehind(t *testing.T) {
-	e := setupReal(t)
+	e := enginetest.Real(t)
 	ctx := context.Background()
 	submitSKUs(t, e, "sub", 1, 2, stock.SKUStock{SKU: 10, Stock: 1000})
 	const n = 200
@@ -1229,7 +1233,7 @@ func TestStockRollbackRacingItsOperationLeavesNothingBehind(t *testing.T) {
 		wg.Add(2)
 		go func() {
 			defer wg.Done()
-			switch err := e.stock.Edit(ctx, voucher, 1, 2, 10, 1); {
+			switch err := e.Stock.Edit(ctx, voucher, 1, 2, 10, 1); {
 			case err == nil:
 				ran.Add(1)
 			case errors.Is(err, stock.ErrRolledBack):
@@ -1240,7 +1244,7 @@ func TestStockRollbackRacingItsOperationLeavesNothingBehind(t *testing.T) {
 		}()
 		go func() {
 			defer wg.Done()
-			if err := e.stock.RollbackVoucher(ctx, voucher); err != nil {
+			if err := e.Stock.RollbackVoucher(ctx, voucher); err != nil {
 				t.Errorf("rollback %s: %v", voucher, err)
 			}
 		}()
@@ -1257,26 +1261,26 @@ func TestStockRollbackRacingItsOperationLeavesNothingBehind(t *testing.T) {
 }
 
 func TestStockRefusedDeductReplaysItsRefusal(t *testing.T) {
-	e := setupReal(t)
+	e := enginetest.Real(t)
 	ctx := context.Background()
 	submitSKUs(t, e, "sub", 1, 2, stock.SKUStock{SKU: 10, Stock: 5})
 	submitSKUs(t, e, "sub-p3", 1, 3, stock.SKUStock{SKU: 20, Stock: 5})
 	one := []stock.Item{ref(10).item(stock.ScopeHighSeas, 6)}
 	two := []stock.Item{ref(10).item(stock.ScopeHighSeas, 1), skuRef{1, 3, 20}.item(stock.ScopeHighSeas, 6)}
-	wantErr(t, "deduct over available", e.stock.Deduct(ctx, "o-1", one), stock.ErrOutOfStock)
-	wantErr(t, "deduct over available on a second product", e.stock.Deduct(ctx, "o-2", two), stock.ErrOutOfStock)
+	wantErr(t, "deduct over available", e.Stock.Deduct(ctx, "o-1", one), stock.ErrOutOfStock)
+	wantErr(t, "deduct over available on a second product", e.Stock.Deduct(ctx, "o-2", two), stock.ErrOutOfStock)
 
 	// Enough stock now; the orders still answer what they answered first, and take nothing.
-	mustOK(t, e.stock.Edit(ctx, "more", 1, 2, 10, 10))
-	mustOK(t, e.stock.Edit(ctx, "more-p3", 1, 3, 20, 10))
+	mustOK(t, e.Stock.Edit(ctx, "more", 1, 2, 10, 10))
+	mustOK(t, e.Stock.Edit(ctx, "more-p3", 1, 3, 20, 10))
 	before := stockSnapshot(t, e, ref(10), skuRef{1, 3, 20})
 	for range 2 {
-		wantErr(t, "replayed refusal", e.stock.Deduct(ctx, "o-1", one), stock.ErrOutOfStock)
-		wantErr(t, "replayed refusal on a second product", e.stock.Deduct(ctx, "o-2", two), stock.ErrOutOfStock)
+		wantErr(t, "replayed refusal", e.Stock.Deduct(ctx, "o-1", one), stock.ErrOutOfStock)
+		wantErr(t, "replayed refusal on a second product", e.Stock.Deduct(ctx, "o-2", two), stock.ErrOutOfStock)
 	}
 	stockUnchanged(t, e, "replayed refusals", before, ref(10), skuRef{1, 3, 20})
 	// A return of a refused order gives nothing back and closes it.
-	mustOK(t, e.stock.Return(ctx, "o-1"))
+	mustOK(t, e.Stock.Return(ctx, "o-1"))
 	stockUnchanged(t, e, "the return of a refused order", before, ref(10), skuRef{1, 3, 20})
 }
 
@@ -1284,67 +1288,67 @@ func TestStockRefusedDeductReplaysItsRefusal(t *testing.T) {
 // half done; the sweep returns what it took, once the order is stale. An
 // order that took everything stays sold.
 func TestStockSweepSettlesAnOrderADeadProcessLeftHalfDone(t *testing.T) {
-	e := setupReal(t)
+	e := enginetest.Real(t)
 	ctx := context.Background()
 	p2, p3 := ref(10), skuRef{1, 3, 20}
 	submitSKUs(t, e, "sub", 1, 2, stock.SKUStock{SKU: 10, Stock: 10})
 	submitSKUs(t, e, "sub-p3", 1, 3, stock.SKUStock{SKU: 20, Stock: 10})
 	items := []stock.Item{p2.item(stock.ScopeHighSeas, 2), p3.item(stock.ScopeHighSeas, 3)}
-	pending := func() int64 { return e.rdb.ZCard(ctx, e.keys.StockPending()).Val() }
+	pending := func() int64 { return e.Redis.ZCard(ctx, e.Keys.StockPending()).Val() }
 
 	// Answered orders take their note back.
-	mustOK(t, e.stock.Deduct(ctx, "whole", items))
-	wantErr(t, "an order over stock", e.stock.Deduct(ctx, "too-much", []stock.Item{p2.item(stock.ScopeHighSeas, 1),
+	mustOK(t, e.Stock.Deduct(ctx, "whole", items))
+	wantErr(t, "an order over stock", e.Stock.Deduct(ctx, "too-much", []stock.Item{p2.item(stock.ScopeHighSeas, 1),
 		p3.item(stock.ScopeHighSeas, 99)}), stock.ErrOutOfStock)
 	if n := pending(); n != 0 {
 		t.Fatalf("%d orders noted pending after their answers", n)
 	}
 
 	// The dead process: noted, begun, the first product deducted, then nothing.
-	mustOK(t, e.rdb.ZAdd(ctx, e.keys.StockPending(), redis.Z{Score: float64(e.clock.Now().UnixMilli()), Member: "half"}).Err())
-	if _, err := lua.StockOrder(ctx, e.rdb, e.keys.StockOrder("half"), "begin", "1:2;1:3", time.Hour); err != nil {
+	mustOK(t, e.Redis.ZAdd(ctx, e.Keys.StockPending(), redis.Z{Score: float64(e.Clock.Now().UnixMilli()), Member: "half"}).Err())
+	if _, err := lua.StockOrder(ctx, e.Redis, e.Keys.StockOrder("half"), "begin", "1:2;1:3", time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	r, err := lua.Stock(ctx, lua.Direct(e.rdb), e.keys.Stock(1, 2), lua.StockOp{Op: "deduct", ID: "o:half", NowMs: e.clock.Now().UnixMilli(),
+	r, err := lua.Stock(ctx, lua.Direct(e.Redis), e.Keys.Stock(1, 2), lua.StockOp{Op: "deduct", ID: "o:half", NowMs: e.Clock.Now().UnixMilli(),
 		ActivityID: 1, ProductID: 2, Items: []lua.StockItem{{SKU: 10, Scope: stock.ScopeHighSeas, Qty: 2}}, Across: true})
 	if err != nil || r.Code != lua.StockOK {
 		t.Fatalf("first product: %+v, %v", r, err)
 	}
 	// One that died before any product took anything: nothing to give back.
-	mustOK(t, e.rdb.ZAdd(ctx, e.keys.StockPending(), redis.Z{Score: float64(e.clock.Now().UnixMilli()), Member: "none"}).Err())
-	if _, err := lua.StockOrder(ctx, e.rdb, e.keys.StockOrder("none"), "begin", "1:2;1:3", time.Hour); err != nil {
+	mustOK(t, e.Redis.ZAdd(ctx, e.Keys.StockPending(), redis.Z{Score: float64(e.Clock.Now().UnixMilli()), Member: "none"}).Err())
+	if _, err := lua.StockOrder(ctx, e.Redis, e.Keys.StockOrder("none"), "begin", "1:2;1:3", time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	// And one whose answer was lost after every product took its items.
-	mustOK(t, e.rdb.ZAdd(ctx, e.keys.StockPending(), redis.Z{Score: float64(e.clock.Now().UnixMilli()), Member: "whole"}).Err())
+	mustOK(t, e.Redis.ZAdd(ctx, e.Keys.StockPending(), redis.Z{Score: float64(e.Clock.Now().UnixMilli()), Member: "whole"}).Err())
 	held := stockSnapshot(t, e, p2, p3)
 	if v := skuView(t, e, p2); v.HighSeas.Sold != 4 {
 		t.Fatalf("before the sweep %+v", v.HighSeas)
 	}
 
-	if n, err := e.stock.SweepOrders(ctx); err != nil || n != 0 {
+	if n, err := e.Stock.SweepOrders(ctx); err != nil || n != 0 {
 		t.Fatalf("sweep before the orders are stale: %d, %v", n, err)
 	}
 	stockUnchanged(t, e, "a sweep before the orders are stale", held, p2, p3)
-	e.clock.Add(e.cfg.StockOrderStale + time.Second)
-	if n, err := e.stock.SweepOrders(ctx); err != nil || n != 1 {
+	e.Clock.Add(e.Cfg.StockOrderStale + time.Second)
+	if n, err := e.Stock.SweepOrders(ctx); err != nil || n != 1 {
 		t.Fatalf("sweep: returned %d, %v; want 1", n, err)
 	}
 	if v2, v3 := skuView(t, e, p2), skuView(t, e, p3); v2.HighSeas != (stock.Counters{Total: 10, Available: 8, Sold: 2}) ||
 		v3.HighSeas != (stock.Counters{Total: 10, Available: 7, Sold: 3}) {
 		t.Fatalf("after the sweep: %+v, %+v", v2.HighSeas, v3.HighSeas)
 	}
-	wantErr(t, "the half order's late replay", e.stock.Deduct(ctx, "half", []stock.Item{p2.item(stock.ScopeHighSeas, 2),
+	wantErr(t, "the half order's late replay", e.Stock.Deduct(ctx, "half", []stock.Item{p2.item(stock.ScopeHighSeas, 2),
 		p3.item(stock.ScopeHighSeas, 3)}), stock.ErrOrderClosed)
-	mustOK(t, e.stock.Deduct(ctx, "whole", items))
+	mustOK(t, e.Stock.Deduct(ctx, "whole", items))
 	if n := pending(); n != 0 {
 		t.Fatalf("%d orders still noted pending", n)
 	}
 	// The order that took nothing runs when it is replayed.
-	mustOK(t, e.stock.Deduct(ctx, "none", []stock.Item{p2.item(stock.ScopeHighSeas, 1), p3.item(stock.ScopeHighSeas, 1)}))
-	mustOK(t, e.stock.Return(ctx, "none"))
+	mustOK(t, e.Stock.Deduct(ctx, "none", []stock.Item{p2.item(stock.ScopeHighSeas, 1), p3.item(stock.ScopeHighSeas, 1)}))
+	mustOK(t, e.Stock.Return(ctx, "none"))
 	after := stockSnapshot(t, e, p2, p3)
-	if n, err := e.stock.SweepOrders(ctx); err != nil || n != 0 {
+	if n, err := e.Stock.SweepOrders(ctx); err != nil || n != 0 {
 		t.Fatalf("second sweep: %d, %v", n, err)
 	}
 	stockUnchanged(t, e, "a second sweep", after, p2, p3)
