@@ -226,10 +226,11 @@ func BenchmarkGrab(b *testing.B) {
 			ecfg.Keys = cfg.Keys
 			eng := engine.New(engine.Deps{Redis: cfg.Redis, DB: cfg.DB, Log: log}, ecfg)
 			env := &bench.Env{Redis: cfg.Redis, Keys: cfg.Keys, DB: cfg.DB, Engine: eng, Setup: bench.EngineSetup{E: eng}}
-			plan, err := cfg.Scenario.Prepare(ctx, env, name)
+			trial, err := cfg.Scenario.Prepare(ctx, env, name)
 			if err != nil {
 				b.Fatal(err)
 			}
+			plan := trial.Plan()
 			var g bench.Grabber = bench.Raw{Redis: cfg.Redis, Keys: cfg.Keys}
 			switch name {
 			case bench.EngineEngine:

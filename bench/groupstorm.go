@@ -1,7 +1,3 @@
-// Package bench is the load harness behind cmd/grabbench: scenarios, the
-// engines under test and their baselines (the raw probe script, the naive
-// MySQL-lock scheme), the load loop with its histograms, the invariant audit
-// of MySQL after each run, and the reports (table, JSON, PNG).
 package bench
 
 import (
@@ -10,120 +6,11 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/grab-engine/grab/engine"
 	"github.com/grab-engine/grab/lua"
 )
-
-// Op is one request of a workload: user User grabs from Target (a packet id
-// for packet scenarios, a campaign id for campaign; for flash-sale, buyer
-// User orders one of SKU Target).
-type Op struct {
-	Target int64
-	User   int64
-}
-
-// Plan is what a scenario prepared for one engine run.
-type Plan struct {
-	Ops         int64
-	Op          func(i int64) Op // the i-th request of the run
-	Concurrency int
-	// Packets are the packets the run grabs from, for the drain check; empty
-	// for the raw probe, which has no durable record.
-	Packets []int64
-	// Capacity is how many grabs can succeed at most; more OKs is an oversell.
-	Capacity int64
-	// Unit is what the report calls the requests, plural ("" is "grabs").
-	Unit string
-
-	// Hooks of a scenario whose requests are not packet grabs (flash-sale,
-	// campaign); packet scenarios leave them nil and the harness serves them
-	// itself.
-
-	// Grabber makes the engine under test. For the http engine, api is
-	// grabd's API (its handler in-process on loopback) with an admin token.
-	Grabber func(engineName string, api HTTPSetup) (Grabber, error)
-	// Drain waits, for the engines with a writer, until the requests
-	// answered OK (accepted) are durable in MySQL; in place of the packet
-	// check.
-	Drain func(ctx context.Context, accepted int64, timeout time.Duration) error
-	// Settle, after the drain, finishes what the run's requests left
-	// unfinished (campaign: payouts whose transfer failed or went
-	// unanswered) and reports how many sweeps that took; the harness times
-	// it. Nil: nothing is left to finish.
-	Settle func(ctx context.Context) (sweeps int, err error)
-	// Check audits the run's own records after the drain (counters in
-	// Redis and MySQL against the answers of load) and returns the
-	// violations; with it, the answers' count against Capacity is its job.
-	Check func(ctx context.Context, engineName string, load Load) ([]string, error)
-}
-
-// unit is what reports call the plan's requests.
-func (p Plan) unit() string {
-	if p.Unit == "" {
-		return "grabs"
-	}
-	return p.Unit
-}
-
-// Scenario is a workload. Prepare sets up what one engine's run needs (a
-// fresh set of packets, so runs never see each other's grabs) and returns
-// its plan. Scenarios whose requests are not packet grabs (flash-sale,
-// campaign) bring the engines that serve them, their drain and their audit
-// in the plan's hooks.
-type Scenario interface {
-	Name() string
-	// Params describe the scenario in the report.
-	Params() map[string]any
-	Prepare(ctx context.Context, env *Env, engineName string) (Plan, error)
-}
-
-// engineConfigurer is a scenario whose engine needs what the harness does
-// not give it (campaign: a transfer service, and a payout sweeper that
-// drives an award again at once). Run calls it before it makes the engine.
-type engineConfigurer interface {
-	configureEngine(*engine.Deps, *engine.Config)
-}
-
-// Setup is how a scenario makes accounts, groups and paid packets: through
-// the engine in-process, or through grabd's admin and user API.
-type Setup interface {
-	Deposit(ctx context.Context, userID, fen int64, ref string) error
-	SetGroupMembers(ctx context.Context, groupID int64, users []int64) error
-	// SendAndPay creates a group_lucky packet and pays it by balance.
-	SendAndPay(ctx context.Context, senderID, groupID int64, count int, fen int64) (int64, error)
-}
-
-// EngineSetup sets up through the engine in-process.
-type EngineSetup struct{ E *engine.Engine }
-
-// Deposit implements Setup.
-func (s EngineSetup) Deposit(ctx context.Context, userID, fen int64, ref string) error {
-	_, err := s.E.Deposit(ctx, userID, fen, ref)
-	return err
-}
-
-// SetGroupMembers implements Setup.
-func (s EngineSetup) SetGroupMembers(ctx context.Context, groupID int64, users []int64) error {
-	_, err := s.E.SetGroupMembers(ctx, groupID, users)
-	return err
-}
-
-// SendAndPay implements Setup.
-func (s EngineSetup) SendAndPay(ctx context.Context, senderID, groupID int64, count int, fen int64) (int64, error) {
-	p, err := s.E.CreatePacket(ctx, engine.NewPacket{SenderID: senderID, Kind: engine.KindGroupLucky,
-		GroupID: groupID, Count: count, Amount: fen})
-	if err != nil {
-		return 0, err
-	}
-	if _, err := s.E.PayByBalance(ctx, p.ID, senderID); err != nil {
-		return 0, err
-	}
-	return p.ID, nil
-}
 
 // GroupStorm is P packets of N shares, each grabbed by G members of its group
 // at once, from C concurrent clients: the group chat the moment a packet
@@ -150,17 +37,13 @@ type GroupStorm struct {
 // paysThroughChannel reports whether the packets are paid through a channel.
 func (s *GroupStorm) paysThroughChannel() bool { return s.Pay != "" && s.Pay != "balance" }
 
-// configureEngine implements engineConfigurer: with a channel to pay
-// through, the engine's provider for it is the run's simulated channel.
-func (s *GroupStorm) configureEngine(d *engine.Deps, _ *engine.Config) {
+// Configure implements Scenario: with a channel to pay through, the
+// engine's provider for it is the run's simulated channel.
+func (s *GroupStorm) Configure(d *engine.Deps, _ *engine.Config) {
 	if s.paysThroughChannel() {
 		s.payThrough(d)
 	}
 }
-
-// prepared numbers the runs a process prepares, so each has users and a
-// group of its own.
-var prepared atomic.Int64
 
 // DefaultGroupStorm finishes every engine in seconds on a 2-core machine.
 func DefaultGroupStorm() *GroupStorm {
@@ -201,92 +84,167 @@ func (s *GroupStorm) Validate() error {
 	return nil
 }
 
-func (s *GroupStorm) plan(targets []int64, users []int64) Plan {
-	g := int64(s.Grabbers)
+// stormTrial is one engine's group storm: the packets (probe ids for raw)
+// each grabbed by every user, in order.
+type stormTrial struct {
+	s        *GroupStorm
+	env      *Env
+	engine   string
+	targets  []int64
+	users    []int64
+	packets  []int64  // the packets in MySQL, for the drain; none for raw
+	trades   []string // paid through a channel: the packets' trades, to settle
+	external bool     // set up through an external grabd, whose Redis is not ours
+}
+
+// Plan implements Trial: every user grabs from each target in turn.
+func (t *stormTrial) Plan() Plan {
+	g := int64(len(t.users))
 	return Plan{
-		Ops:         int64(len(targets)) * g,
-		Op:          func(i int64) Op { return Op{Target: targets[i/g], User: users[i%g]} },
-		Concurrency: s.Concurrency,
-		Capacity:    int64(len(targets)) * int64(s.Shares),
+		Ops:         int64(len(t.targets)) * g,
+		Op:          func(i int64) Op { return Op{Target: t.targets[i/g], User: t.users[i%g]} },
+		Concurrency: t.s.Concurrency,
 	}
 }
 
-// Prepare implements Scenario.
-func (s *GroupStorm) Prepare(ctx context.Context, env *Env, engineName string) (Plan, error) {
+// Report implements Trial: the Redis bytes of an open packet, measured on
+// the first run with packets in this process's Redis.
+func (t *stormTrial) Report(ctx context.Context) map[string]any {
+	if len(t.packets) == 0 || t.external {
+		return nil
+	}
+	b, err := packetMemory(ctx, t.env.Redis, t.env.Keys, t.packets)
+	if err != nil {
+		return nil
+	}
+	return map[string]any{"redis_bytes_per_open_packet": b}
+}
+
+// Grabber implements Trial: the packet engines.
+func (t *stormTrial) Grabber(api HTTPSetup) (Grabber, error) {
+	switch t.engine {
+	case EngineRaw:
+		return Raw{Redis: t.env.Redis, Keys: t.env.Keys}, nil
+	case EngineEngine:
+		return Engine{E: t.env.Engine}, nil
+	case EngineMySQLLock:
+		return MySQLLock{DB: t.env.DB.SQL()}, nil
+	case EngineHTTP:
+		return api.HTTP, nil
+	}
+	return nil, fmt.Errorf("group-storm: no engine %q", t.engine)
+}
+
+// Drain implements Trial: MySQL shows at least `accepted` owned shares
+// among the packets.
+func (t *stormTrial) Drain(ctx context.Context, accepted int64, timeout time.Duration) error {
+	return waitDrained(ctx, t.env.DB, t.packets, accepted, timeout)
+}
+
+// Settle implements Trial: packets paid through a channel wait for every
+// notification and credit what was grabbed meanwhile.
+func (t *stormTrial) Settle(ctx context.Context) (int, error) {
+	if t.trades == nil {
+		return 0, ErrNothingToSettle
+	}
+	return settlePayments(ctx, t.env.Engine, t.env.DB, t.trades, t.packets)
+}
+
+// Audit implements Trial: no more grabs answered OK than there are shares.
+// The packets' records are the database's, which Run audits.
+func (t *stormTrial) Audit(_ context.Context, load Load) ([]string, bool, error) {
+	a := &auditor{counts: map[string]int{}}
+	if ok, shares := load.Codes[CodeOK], int64(len(t.targets))*int64(t.s.Shares); ok > shares {
+		a.add("oversold", "%d grabs answered OK for %d shares", ok, shares)
+	}
+	return a.violations, false, nil
+}
+
+// Prepare implements Scenario: the group and its members, the senders'
+// deposits and the paid packets; for raw, a probe list of N shares for
+// each of P probe ids.
+func (s *GroupStorm) Prepare(ctx context.Context, env *Env, engineName string) (Trial, error) {
 	if err := s.Validate(); err != nil {
-		return Plan{}, err
+		return nil, err
 	}
 	base := s.UserBase + prepared.Add(1)*1000
-	users := make([]int64, s.Grabbers)
-	for i := range users {
-		users[i] = base + senders + 1 + int64(i)
+	t := &stormTrial{s: s, env: env, engine: engineName, users: make([]int64, s.Grabbers)}
+	_, t.external = env.Setup.(HTTPSetup)
+	for i := range t.users {
+		t.users[i] = base + senders + 1 + int64(i)
 	}
 	if engineName == EngineRaw {
-		ids := make([]int64, s.Packets)
-		for i := range ids {
-			ids[i] = base + int64(i) // probe ids: keys of their own
+		t.targets = make([]int64, s.Packets)
+		for i := range t.targets {
+			t.targets[i] = base + int64(i) // probe ids: keys of their own
 		}
-		if err := loadProbes(ctx, env, ids, s.Shares); err != nil {
-			return Plan{}, err
+		if err := loadProbes(ctx, env, t.targets, s.Shares); err != nil {
+			return nil, err
 		}
-		return s.plan(ids, users), nil
+		return t, nil
 	}
+	if err := s.preparePackets(ctx, t, base); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// preparePackets makes the run's group and its paid packets.
+func (s *GroupStorm) preparePackets(ctx context.Context, t *stormTrial, base int64) error {
+	env := t.env
 	group := base
-	members := append([]int64{}, users...)
+	members := append([]int64{}, t.users...)
 	for i := int64(1); i <= senders; i++ {
 		members = append(members, base+i)
 	}
 	if err := env.Setup.SetGroupMembers(ctx, group, members); err != nil {
-		return Plan{}, fmt.Errorf("group: %w", err)
+		return fmt.Errorf("group: %w", err)
 	}
 	perSender := int64((s.Packets + senders - 1) / senders)
 	amount := int64(s.Shares) * shareFen
 	for i := int64(1); i <= senders; i++ {
 		ref := fmt.Sprintf("bench-%d-%d", base, i)
 		if err := env.Setup.Deposit(ctx, base+i, perSender*amount, ref); err != nil {
-			return Plan{}, fmt.Errorf("deposit: %w", err)
+			return fmt.Errorf("deposit: %w", err)
 		}
 	}
-	ids := make([]int64, s.Packets)
-	if s.paysThroughChannel() && engineName != EngineMySQLLock {
-		return s.prepareChannel(ctx, env, ids, users, group, base, amount)
+	t.targets = make([]int64, s.Packets)
+	t.packets = t.targets
+	if s.paysThroughChannel() && t.engine != EngineMySQLLock {
+		return s.prepareChannel(ctx, t, group, base, amount)
 	}
 	err := parallel(ctx, s.Packets, 16, func(ctx context.Context, i int) error {
 		id, err := env.Setup.SendAndPay(ctx, base+1+int64(i%senders), group, s.Shares, amount)
-		ids[i] = id
+		t.targets[i] = id
 		return err
 	})
 	if err != nil {
-		return Plan{}, fmt.Errorf("packets: %w", err)
+		return fmt.Errorf("packets: %w", err)
 	}
-	p := s.plan(ids, users)
-	p.Packets = ids
-	return p, nil
+	return nil
 }
 
 // prepareChannel pays the run's packets through the simulated channel:
-// each opens at its sender's return, and the plan's Settle waits for every
+// each opens at its sender's return, and the trial's Settle waits for every
 // notification and credits what was grabbed meanwhile.
-func (s *GroupStorm) prepareChannel(ctx context.Context, env *Env, ids, users []int64, group, base, amount int64) (Plan, error) {
+func (s *GroupStorm) prepareChannel(ctx context.Context, t *stormTrial, group, base, amount int64) error {
+	env := t.env
 	if _, ok := env.Setup.(EngineSetup); !ok || s.payer == nil {
-		return Plan{}, errors.New("group-storm: paying through a channel needs grabd in-process (no -url)")
+		return errors.New("group-storm: paying through a channel needs grabd in-process (no -url)")
 	}
 	if err := s.startChannel(ctx, env.Engine); err != nil {
-		return Plan{}, fmt.Errorf("%s simulator: %w", s.Pay, err)
+		return fmt.Errorf("%s simulator: %w", s.Pay, err)
 	}
-	trades := make([]string, len(ids))
+	t.trades = make([]string, len(t.targets))
 	err := parallel(ctx, s.Packets, 16, func(ctx context.Context, i int) error {
 		var err error
-		ids[i], trades[i], err = sendAndPayThrough(ctx, env.Engine, s.Pay, base+1+int64(i%senders), group, s.Shares, amount)
+		t.targets[i], t.trades[i], err = sendAndPayThrough(ctx, env.Engine, s.Pay, base+1+int64(i%senders), group, s.Shares, amount)
 		return err
 	})
 	if err != nil {
-		return Plan{}, fmt.Errorf("packets: %w", err)
+		return fmt.Errorf("packets: %w", err)
 	}
-	p := s.plan(ids, users)
-	p.Packets = ids
-	p.Settle = func(ctx context.Context) (int, error) { return settlePayments(ctx, env.Engine, env.DB, trades, ids) }
-	return p, nil
+	return nil
 }
 
 // loadProbes puts a list of n shares per probe id for the raw probe script.
@@ -307,30 +265,4 @@ func pushProbe(ctx context.Context, env *Env, k lua.ProbeKeys, shares []any) err
 	pipe.Expire(ctx, k.Shares, time.Hour) // an interrupted run leaves nothing for long
 	_, err := pipe.Exec(ctx)
 	return err
-}
-
-// parallel calls fn for 0..n-1 from `workers` goroutines; the first error wins.
-func parallel(ctx context.Context, n, workers int, fn func(context.Context, int) error) error {
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	var once sync.Once
-	var first error
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := next.Add(1) - 1; i < int64(n) && ctx.Err() == nil; i = next.Add(1) - 1 {
-				if err := fn(ctx, int(i)); err != nil {
-					once.Do(func() { first = err })
-					next.Store(int64(n))
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	if first == nil {
-		first = ctx.Err()
-	}
-	return first
 }
