@@ -142,6 +142,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if o.picked, err = scenarios[i].pick(&o); err != nil {
 		return o, err
 	}
+	if scenarios[i].inProcess && o.url != "" {
+		return o, fmt.Errorf("%s runs grabd in-process: -url is for %s", o.scenario, names[0])
+	}
 	for _, e := range strings.Split(engines, ",") {
 		if e = strings.TrimSpace(e); e != "" {
 			o.engines = append(o.engines, e)
@@ -210,17 +213,20 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (bool, error)
 }
 
 // scenarioEntry is a scenario -scenario names: pick checks the flags it
-// reads and returns the scenario they configured.
+// reads and returns the scenario they configured. A scenario that sets up
+// what the API cannot (stock, a transfer service) runs grabd in-process
+// only, not against -url.
 type scenarioEntry struct {
-	name string
-	pick func(o *options) (bench.Scenario, error)
+	name      string
+	pick      func(o *options) (bench.Scenario, error)
+	inProcess bool
 }
 
 // scenarios are every scenario grabbench runs, the default first.
 var scenarios = []scenarioEntry{
-	{"group-storm", pickGroupStorm},
-	{"flash-sale", pickFlashSale},
-	{"campaign", pickCampaign},
+	{"group-storm", pickGroupStorm, false},
+	{"flash-sale", pickFlashSale, true},
+	{"campaign", pickCampaign, true},
 }
 
 // scenarioNames are the scenarios' names, in order.
@@ -248,9 +254,6 @@ func pickFlashSale(o *options) (bench.Scenario, error) {
 	if err := o.flash.Validate(); err != nil {
 		return nil, err
 	}
-	if o.url != "" {
-		return nil, errors.New("flash-sale runs grabd in-process: -url is for group-storm")
-	}
 	flash := o.flash
 	return &flash, nil
 }
@@ -263,9 +266,6 @@ func pickCampaign(o *options) (bench.Scenario, error) {
 	o.campaign.Budget = fen
 	if err := o.campaign.Validate(); err != nil {
 		return nil, err
-	}
-	if o.url != "" {
-		return nil, errors.New("campaign runs grabd in-process: -url is for group-storm")
 	}
 	c := o.campaign
 	return &c, nil
