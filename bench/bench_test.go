@@ -15,11 +15,12 @@ import (
 
 	"github.com/grab-engine/grab"
 
+	"github.com/grab-engine/grab/engine/channel"
+
 	"github.com/jmoiron/sqlx"
 
 	"github.com/grab-engine/grab/bench"
 	"github.com/grab-engine/grab/engine"
-	"github.com/grab-engine/grab/engine/channel"
 	grabhttp "github.com/grab-engine/grab/http"
 	"github.com/grab-engine/grab/lua/redistest"
 	"github.com/grab-engine/grab/store"
@@ -122,15 +123,15 @@ func TestEveryEngineRunsAndAuditPasses(t *testing.T) {
 // them: exactly N winners a packet, every grab credited once the payments
 // settle, and money conserved with what the channel brought in.
 func TestGroupStormPaidThroughEachChannel(t *testing.T) {
-	for _, ch := range []string{channel.Alipay, channel.Wechat, channel.Unionpay} {
-		t.Run(ch, func(t *testing.T) {
+	for _, channel := range []string{channel.Alipay, channel.Wechat, channel.Unionpay} {
+		t.Run(channel, func(t *testing.T) {
 			s := tiny()
-			s.Pay = ch
+			s.Pay = channel
 			cfg := config(t, s)
 			cfg.Engines = []string{bench.EngineEngine, bench.EngineHTTP}
 			rep := runClean(t, cfg)
-			if rep.Scenario["pay"] != ch {
-				t.Errorf("scenario %v, want pay=%s", rep.Scenario, ch)
+			if rep.Scenario["pay"] != channel {
+				t.Errorf("scenario %v, want pay=%s", rep.Scenario, channel)
 			}
 			for _, run := range rep.Runs {
 				if run.Codes[bench.CodeOK] != 40 || run.Codes[bench.CodeSoldOut] != 20 || run.SettleSweeps == nil {
@@ -138,8 +139,8 @@ func TestGroupStormPaidThroughEachChannel(t *testing.T) {
 				}
 			}
 			var paid int
-			if err := cfg.DB.SQL().Get(&paid, "SELECT COUNT(*) FROM payment WHERE channel = ? AND status = 'paid'", ch); err != nil || paid != 8 {
-				t.Fatalf("%d trades paid through %s (%v), want 8: 4 packets for each of 2 engines", paid, ch, err)
+			if err := cfg.DB.SQL().Get(&paid, "SELECT COUNT(*) FROM payment WHERE channel = ? AND status = 'paid'", channel); err != nil || paid != 8 {
+				t.Fatalf("%d trades paid through %s (%v), want 8: 4 packets for each of 2 engines", paid, channel, err)
 			}
 		})
 	}
@@ -229,10 +230,11 @@ func BenchmarkGrab(b *testing.B) {
 			ecfg.Keys = cfg.Keys
 			eng := grab.New(grab.Deps{Deps: engine.Deps{Redis: cfg.Redis, DB: cfg.DB, Log: log}}, ecfg)
 			env := &bench.Env{Redis: cfg.Redis, Keys: cfg.Keys, DB: cfg.DB, Engine: eng, Setup: bench.EngineSetup{E: eng.Packets}}
-			plan, err := cfg.Scenario.Prepare(ctx, env, name)
+			trial, err := cfg.Scenario.Prepare(ctx, env, name)
 			if err != nil {
 				b.Fatal(err)
 			}
+			plan := trial.Plan()
 			var g bench.Grabber = bench.Raw{Redis: cfg.Redis, Keys: cfg.Keys}
 			switch name {
 			case bench.EngineEngine:

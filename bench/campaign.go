@@ -13,12 +13,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/grab-engine/grab"
+
 	"github.com/grab-engine/grab/engine/campaign"
 	"github.com/grab-engine/grab/engine/money"
 
 	"github.com/jmoiron/sqlx"
 
-	"github.com/grab-engine/grab"
 	"github.com/grab-engine/grab/engine"
 	"github.com/grab-engine/grab/engine/transfer"
 	"github.com/grab-engine/grab/engine/transfersim"
@@ -107,13 +108,13 @@ func (s *Campaign) awardMax() int64 { return 2 * ((s.Budget + int64(s.Awards) - 
 // default, for the naive scheme too.
 var transferTimeout = engine.DefaultConfig().TransferTimeout
 
-// configureEngine implements engineConfigurer: the engine pays through the
+// Configure implements Scenario: the engine pays through the
 // simulator of the run in progress, and its sweeper takes an award again as
 // soon as it is asked to. Attempts are all but unbounded: this measures
 // settling under faults, not parking (engine tests cover that; with the
 // default 10 attempts and half the calls failing, a few awards in 2,000
 // would park for a person).
-func (s *Campaign) configureEngine(d *grab.Deps, c *engine.Config) {
+func (s *Campaign) Configure(d *grab.Deps, c *engine.Config) {
 	d.Campaigns.Transfer = s.service()
 	c.PayoutRetryAfter = time.Millisecond
 	c.PayoutMaxAttempts = 1000
@@ -164,27 +165,27 @@ type campaignRun struct {
 	probe  lua.ProbeKeys // raw
 	sim    *transfersim.Sim
 	xfer   *transfer.Client // the production client of sim
-	load   Load             // set by check
+	load   Load             // set by Audit
 }
 
 // Prepare implements Scenario: the awards for the engine (a campaign created
 // through the engine, or the probe's list) and, but for raw, a transfer
 // simulator to pay them.
-func (s *Campaign) Prepare(ctx context.Context, env *Env, engineName string) (Plan, error) {
+func (s *Campaign) Prepare(ctx context.Context, env *Env, engineName string) (Trial, error) {
 	if err := s.Validate(); err != nil {
-		return Plan{}, err
+		return nil, err
 	}
 	if _, external := env.Setup.(HTTPSetup); external {
-		return Plan{}, errors.New("campaign: cannot pay out through an external grabd (-url); it runs grabd in-process")
+		return nil, errors.New("campaign: cannot pay out through an external grabd (-url); it runs grabd in-process")
 	}
 	r := &campaignRun{s: s, env: env, engine: engineName}
 	if engineName == EngineRaw {
 		if err := r.loadProbe(ctx); err != nil {
-			return Plan{}, fmt.Errorf("awards: %w", err)
+			return nil, fmt.Errorf("awards: %w", err)
 		}
 	} else {
 		if err := r.startService(ctx); err != nil {
-			return Plan{}, fmt.Errorf("transfer simulator: %w", err)
+			return nil, fmt.Errorf("transfer simulator: %w", err)
 		}
 		s.service().use(r.xfer)
 		// Through the engine for mysql-lock too: the naive scheme works on
@@ -194,7 +195,7 @@ func (s *Campaign) Prepare(ctx context.Context, env *Env, engineName string) (Pl
 			AwardCount: s.Awards, AwardMin: 1, AwardMax: s.awardMax(), PerUserLimit: 1,
 			StartsAt: now.Add(-time.Minute), EndsAt: now.Add(time.Hour)})
 		if err != nil {
-			return Plan{}, fmt.Errorf("campaign: %w", err)
+			return nil, fmt.Errorf("campaign: %w", err)
 		}
 		r.id = c.ID
 	}
@@ -202,20 +203,17 @@ func (s *Campaign) Prepare(ctx context.Context, env *Env, engineName string) (Pl
 		s.runs = map[string]*campaignRun{}
 	}
 	s.runs[engineName] = r
-	p := Plan{
-		Ops:         int64(s.Users),
-		Op:          func(i int64) Op { return Op{Target: r.id, User: i + 1} },
-		Concurrency: s.Concurrency,
-		Capacity:    int64(s.Awards),
-		Grabber:     r.grabber,
-		Drain:       r.drain,
-		Check:       r.check,
-	}
-	if engineName != EngineRaw {
-		p.Settle = r.settle
-	}
-	return p, nil
+	return r, nil
 }
+
+// Plan implements Trial: user i+1 grabs once.
+func (r *campaignRun) Plan() Plan {
+	return Plan{Ops: int64(r.s.Users), Op: func(i int64) Op { return Op{Target: r.id, User: i + 1} },
+		Concurrency: r.s.Concurrency}
+}
+
+// Report implements Trial: the params say it all.
+func (*campaignRun) Report(context.Context) map[string]any { return nil }
 
 // CampaignID is the campaign of the last run on engineName.
 func (s *Campaign) CampaignID(engineName string) (int64, bool) {
@@ -248,7 +246,7 @@ func (s *Campaign) Settle(ctx context.Context, engineName string) (sweeps int, e
 	if r == nil || r.engine == EngineRaw {
 		return 0, fmt.Errorf("campaign: no run on %s that pays out", engineName)
 	}
-	return r.settle(ctx)
+	return r.Settle(ctx)
 }
 
 // startService serves a transfer simulator on a loopback listener until ctx
@@ -268,8 +266,9 @@ func (r *campaignRun) startService(ctx context.Context) error {
 	return nil
 }
 
-func (r *campaignRun) grabber(name string, api HTTPSetup) (Grabber, error) {
-	switch name {
+// Grabber implements Trial: the campaign's engines.
+func (r *campaignRun) Grabber(api HTTPSetup) (Grabber, error) {
+	switch r.engine {
 	case EngineRaw:
 		// The probe script on the awards' list: a per-user check, an LPOP, a
 		// record and an XADD on one hash tag, with no window and no payout.
@@ -281,7 +280,7 @@ func (r *campaignRun) grabber(name string, api HTTPSetup) (Grabber, error) {
 	case EngineMySQLLock:
 		return campaignLock{r.env.DB.SQL(), r}, nil
 	}
-	return nil, fmt.Errorf("campaign: no engine %q", name)
+	return nil, fmt.Errorf("campaign: no engine %q", r.engine)
 }
 
 // --- raw: the probe script on the awards -------------------------------
@@ -466,9 +465,9 @@ func (g campaignLock) pay(ctx context.Context, a store.Award, again bool) (strin
 
 // --- drain, settle and audit --------------------------------------------------
 
-// drain waits until MySQL has a row for every award Redis granted; most
-// were written by the grab itself, which pays at once.
-func (r *campaignRun) drain(ctx context.Context, accepted int64, timeout time.Duration) error {
+// Drain implements Trial: MySQL has a row for every award Redis granted;
+// most were written by the grab itself, which pays at once.
+func (r *campaignRun) Drain(ctx context.Context, accepted int64, timeout time.Duration) error {
 	var c campaign.Campaign
 	err := poll(ctx, timeout, func() (bool, error) {
 		var err error
@@ -482,11 +481,15 @@ func (r *campaignRun) drain(ctx context.Context, accepted int64, timeout time.Du
 	return err
 }
 
-// settle drives every award left received or transferring until none is:
-// engine.SweepPayouts for the engine (its retry threshold is a millisecond
-// here), the naive scheme's re-drive loop for mysql-lock. It counts the
-// sweeps that found work.
-func (r *campaignRun) settle(ctx context.Context) (int, error) {
+// Settle implements Trial: it drives every award left received or
+// transferring until none is: engine.SweepPayouts for the engine (its
+// retry threshold is a millisecond here), the naive scheme's re-drive loop
+// for mysql-lock. It counts the sweeps that found work. The raw probe pays
+// nothing out: ErrNothingToSettle.
+func (r *campaignRun) Settle(ctx context.Context) (int, error) {
+	if r.engine == EngineRaw {
+		return 0, ErrNothingToSettle
+	}
 	sweeps := 0
 	for {
 		// Counted even when time is up, for the message.
@@ -529,10 +532,12 @@ func (r *campaignRun) unpaid(ctx context.Context) ([]store.Award, error) {
 	return due, err
 }
 
-// check is the plan's audit hook: it keeps the run's answers for Audit.
-func (r *campaignRun) check(ctx context.Context, _ string, load Load) ([]string, error) {
+// Audit implements Trial: it keeps the run's answers for Campaign.Audit
+// and checks the run's awards against them.
+func (r *campaignRun) Audit(ctx context.Context, load Load) ([]string, bool, error) {
 	r.load = load
-	return r.audit(ctx)
+	vs, err := r.audit(ctx)
+	return vs, true, err
 }
 
 // audit checks the run's awards against its answers and its budget:

@@ -11,11 +11,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/grab-engine/grab"
+
 	"github.com/jmoiron/sqlx"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/grab-engine/grab/engine"
 	"github.com/grab-engine/grab/engine/stock"
+	"github.com/grab-engine/grab/lua"
 	"github.com/grab-engine/grab/store"
 )
 
@@ -40,7 +43,7 @@ const (
 // orders succeed and the rest are answered OUT_OF_STOCK.
 //
 // Its engines deduct stock rather than grab packets: raw is a deduct-shaped
-// probe script (flashProbe), engine is stock.Service.Deduct as grabd's
+// probe script (lua.FlashProbe), engine is engine.Stock().Deduct as grabd's
 // handler calls it (a one-product order through the shared pipelines),
 // http is POST /v1/stock/deduct, mysql-lock a transaction that locks the
 // SKU's row in a scratch table. Each engine run gets an activity of its own.
@@ -71,6 +74,10 @@ const flashProduct = 1
 
 // Name implements Scenario.
 func (*FlashSale) Name() string { return "flash-sale" }
+
+// Configure implements Scenario: the engine needs nothing the harness does
+// not give it.
+func (*FlashSale) Configure(*grab.Deps, *engine.Config) {}
 
 // Params implements Scenario.
 func (s *FlashSale) Params() map[string]any {
@@ -111,21 +118,21 @@ type flashRun struct {
 	engine            string
 	activity, product int64
 	ops               int64
-	picks             []int64        // SKU of order i; SKUs are 1..S
-	buyers            []int64        // orders per SKU (index SKU-1)
-	ok                []atomic.Int64 // OK answers per SKU
-	probe             [][2]string    // raw: each SKU's hash and event stream
-	load              Load           // set by check
+	picks             []int64              // SKU of order i; SKUs are 1..S
+	buyers            []int64              // orders per SKU (index SKU-1)
+	ok                []atomic.Int64       // OK answers per SKU
+	probe             []lua.FlashProbeKeys // raw: each SKU's keys (index SKU-1)
+	load              Load                 // set by Audit
 }
 
 // Prepare implements Scenario: the SKUs' stock for the engine (a submit
 // through the engine, the probe's hashes, or rows of the scratch table).
-func (s *FlashSale) Prepare(ctx context.Context, env *Env, engineName string) (Plan, error) {
+func (s *FlashSale) Prepare(ctx context.Context, env *Env, engineName string) (Trial, error) {
 	if err := s.Validate(); err != nil {
-		return Plan{}, err
+		return nil, err
 	}
 	if _, external := env.Setup.(HTTPSetup); external {
-		return Plan{}, errors.New("flash-sale: cannot set up the stock of an external grabd (-url); it runs grabd in-process")
+		return nil, errors.New("flash-sale: cannot set up the stock of an external grabd (-url); it runs grabd in-process")
 	}
 	r := &flashRun{s: s, env: env, engine: engineName, activity: s.ActivityBase + prepared.Add(1), product: flashProduct,
 		ops: int64(s.Buyers), picks: make([]int64, s.Buyers), buyers: make([]int64, s.SKUs), ok: make([]atomic.Int64, s.SKUs)}
@@ -152,23 +159,26 @@ func (s *FlashSale) Prepare(ctx context.Context, env *Env, engineName string) (P
 		err = env.Engine.Stock.Submit(ctx, fmt.Sprintf("fs-%d", r.activity), r.activity, r.product, skus)
 	}
 	if err != nil {
-		return Plan{}, fmt.Errorf("stock: %w", err)
+		return nil, fmt.Errorf("stock: %w", err)
 	}
 	if s.runs == nil {
 		s.runs = map[string]*flashRun{}
 	}
 	s.runs[engineName] = r
-	return Plan{
-		Ops:         r.ops,
-		Op:          func(i int64) Op { return Op{Target: r.picks[i], User: i + 1} },
-		Concurrency: s.Concurrency,
-		Capacity:    int64(s.SKUs) * int64(s.Stock),
-		Unit:        "deducts",
-		Grabber:     r.grabber,
-		Drain:       r.drain,
-		Check:       r.check,
-	}, nil
+	return r, nil
 }
+
+// Plan implements Trial: buyer i+1 orders one of the SKU picked for it.
+func (r *flashRun) Plan() Plan {
+	return Plan{Ops: r.ops, Op: func(i int64) Op { return Op{Target: r.picks[i], User: i + 1} },
+		Concurrency: r.s.Concurrency, Unit: "deducts"}
+}
+
+// Report implements Trial: the params say it all.
+func (*flashRun) Report(context.Context) map[string]any { return nil }
+
+// Settle implements Trial: a deduct leaves nothing to finish.
+func (*flashRun) Settle(context.Context) (int, error) { return 0, ErrNothingToSettle }
 
 // Product is where the last run on engineName put its stock: SKUs 1..S of
 // this activity product.
@@ -203,9 +213,11 @@ func (r *flashRun) order(n int64) string {
 	return string(strconv.AppendInt(b, n, 10))
 }
 
-func (r *flashRun) grabber(name string, api HTTPSetup) (Grabber, error) {
+// Grabber implements Trial: the deducting engines, each counting the OK
+// answers per SKU for the audit.
+func (r *flashRun) Grabber(api HTTPSetup) (Grabber, error) {
 	var g Grabber
-	switch name {
+	switch r.engine {
 	case EngineRaw:
 		g = flashRaw{rdb: r.env.Redis, r: r}
 	case EngineEngine:
@@ -215,7 +227,7 @@ func (r *flashRun) grabber(name string, api HTTPSetup) (Grabber, error) {
 	case EngineMySQLLock:
 		g = flashLock{db: r.env.DB.SQL(), r: r}
 	default:
-		return nil, fmt.Errorf("flash-sale: no engine %q", name)
+		return nil, fmt.Errorf("flash-sale: no engine %q", r.engine)
 	}
 	return tally{Grabber: g, ok: r.ok}, nil
 }
@@ -236,44 +248,23 @@ func (t tally) Grab(ctx context.Context, op Op) (string, error) {
 
 // --- raw: the probe script ---------------------------------------------
 
-// flashProbe is the raw engine of flash-sale: the smallest deduct-shaped
-// script — a check, two counters and an event — with no order record and
-// no business rules: what Redis itself can do for a deduct. Each SKU's keys
-// have a hash tag of their own. Each call is a round trip of its own
-// (Script.Run), as the group-storm probe's are; the engine shares round trips.
-//
-// KEYS[1] the SKU's hash: t, a, r, s = total, available, reserved, sold
-// KEYS[2] the SKU's event stream
-// ARGV[1] order id   ARGV[2] qty   ARGV[3] now, unix ms
-//
-// Returns 1 when deducted, 0 when out of stock.
-var flashProbe = redis.NewScript(`
-local qty = tonumber(ARGV[2])
-if tonumber(redis.call('HGET', KEYS[1], 'a') or '0') < qty then
-  return 0
-end
-redis.call('HINCRBY', KEYS[1], 'a', -qty)
-redis.call('HINCRBY', KEYS[1], 's', qty)
-redis.call('XADD', KEYS[2], '*', 'o', ARGV[1], 'q', ARGV[2], 'at', ARGV[3])
-return 1
-`)
-
+// loadProbe opens each SKU's probe (lua.OpenFlashProbe) with K available;
+// an interrupted run leaves nothing for long.
 func (r *flashRun) loadProbe(ctx context.Context) error {
-	r.probe = make([][2]string, r.s.SKUs)
+	r.probe = make([]lua.FlashProbeKeys, r.s.SKUs)
 	pipe := r.env.Redis.Pipeline()
 	for i := range r.probe {
-		base := fmt.Sprintf("%s:{fs:%d:%d}", r.env.Keys.NS, r.activity, i+1)
-		r.probe[i] = [2]string{base, base + ":events"}
-		pipe.HSet(ctx, base, "t", r.s.Stock, "a", r.s.Stock, "r", 0, "s", 0)
-		pipe.XAdd(ctx, &redis.XAddArgs{Stream: base + ":events", Values: []any{"op", "open"}})
-		for _, k := range r.probe[i] {
-			pipe.Expire(ctx, k, time.Hour) // an interrupted run leaves nothing for long
-		}
+		r.probe[i] = r.env.Keys.FlashProbe(r.activity, int64(i)+1)
+		lua.OpenFlashProbe(ctx, pipe, r.probe[i], int64(r.s.Stock), time.Hour)
 	}
 	_, err := pipe.Exec(ctx)
 	return err
 }
 
+// flashRaw is the raw engine of flash-sale: the smallest deduct-shaped
+// script (lua/flashsale_probe.lua) with no order record and no business
+// rules, what Redis itself can do for a deduct. Each call is a round trip
+// of its own, as the group-storm probe's are; the engine shares round trips.
 type flashRaw struct {
 	rdb redis.Scripter
 	r   *flashRun
@@ -282,18 +273,17 @@ type flashRaw struct {
 func (flashRaw) Name() string { return EngineRaw }
 
 func (g flashRaw) Grab(ctx context.Context, op Op) (string, error) {
-	k := g.r.probe[op.Target-1]
-	n, err := flashProbe.Run(ctx, g.rdb, k[:], g.r.order(op.User), 1, time.Now().UnixMilli()).Int()
+	ok, err := lua.FlashProbe(ctx, g.rdb, g.r.probe[op.Target-1], g.r.order(op.User), 1, time.Now().UnixMilli())
 	switch {
 	case err != nil:
 		return CodeInternal, err
-	case n == 1:
+	case ok:
 		return CodeOK, nil
 	}
 	return CodeOutOfStock, nil
 }
 
-// --- engine: stock.Service.Deduct in-process ----------------------------
+// --- engine: engine.Stock().Deduct in-process ----------------------------
 
 type flashEngine struct {
 	e *stock.Service
@@ -450,8 +440,9 @@ func (g flashLock) try(ctx context.Context, op Op) (string, error) {
 
 // --- drain and audit ---------------------------------------------------------
 
-// drain waits until MySQL's snapshot of every SKU has sold what Redis has.
-func (r *flashRun) drain(ctx context.Context, accepted int64, timeout time.Duration) error {
+// Drain implements Trial: MySQL's snapshot of every SKU has sold what Redis
+// has.
+func (r *flashRun) Drain(ctx context.Context, accepted int64, timeout time.Duration) error {
 	pending := map[int64]int64{} // SKU -> Redis sold
 	for sku := int64(1); sku <= int64(r.s.SKUs); sku++ {
 		v, err := r.env.Engine.Stock.SKU(ctx, r.activity, r.product, sku)
@@ -479,10 +470,12 @@ func (r *flashRun) drain(ctx context.Context, accepted int64, timeout time.Durat
 	return err
 }
 
-// check is the plan's audit hook: it keeps the run's answers for Audit.
-func (r *flashRun) check(ctx context.Context, _ string, load Load) ([]string, error) {
+// Audit implements Trial: it keeps the run's answers for FlashSale.Audit
+// and checks the run's stock against them.
+func (r *flashRun) Audit(ctx context.Context, load Load) ([]string, bool, error) {
 	r.load = load
-	return r.audit(ctx)
+	vs, err := r.audit(ctx)
+	return vs, true, err
 }
 
 // audit checks the run's stock against its answers:
@@ -564,12 +557,8 @@ func (r *flashRun) audit(ctx context.Context) ([]string, error) {
 func (r *flashRun) counters(ctx context.Context, sku int64) (stock.Counters, error) {
 	switch r.engine {
 	case EngineRaw:
-		v, err := r.env.Redis.HMGet(ctx, r.probe[sku-1][0], "t", "a", "r", "s").Result()
-		if err != nil {
-			return stock.Counters{}, err
-		}
-		n := func(i int) int64 { s, _ := v[i].(string); x, _ := strconv.ParseInt(s, 10, 64); return x }
-		return stock.Counters{Total: n(0), Available: n(1), Reserved: n(2), Sold: n(3)}, nil
+		c, err := lua.ReadFlashProbe(ctx, r.env.Redis, r.probe[sku-1])
+		return stock.Counters(c), err
 	case EngineMySQLLock:
 		var c struct {
 			Total     int64 `db:"total"`

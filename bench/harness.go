@@ -15,10 +15,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/grab-engine/grab"
+
 	"github.com/HdrHistogram/hdrhistogram-go"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/grab-engine/grab"
 	"github.com/grab-engine/grab/engine"
 	grabhttp "github.com/grab-engine/grab/http"
 	"github.com/grab-engine/grab/lua"
@@ -85,9 +86,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	// Lag is sampled during the run: measure it often enough to see it move.
 	ecfg.Writer.MonitorEvery = 50 * time.Millisecond
 	deps := grab.Deps{Deps: engine.Deps{Redis: cfg.Redis, WriterRedis: cfg.WriterRedis, DB: cfg.DB, Log: cfg.Log}}
-	if c, ok := cfg.Scenario.(engineConfigurer); ok {
-		c.configureEngine(&deps, &ecfg)
-	}
+	cfg.Scenario.Configure(&deps, &ecfg)
 	eng := grab.New(deps, ecfg)
 	env := &Env{Redis: cfg.Redis, Keys: cfg.Keys, DB: cfg.DB, Engine: eng, Setup: EngineSetup{eng.Packets}}
 
@@ -103,28 +102,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		rep.Scenario["rate"] = cfg.Load.Rate
 	}
 
-	var conc int
 	for _, name := range cfg.Engines {
-		plan, err := prepare(ctx, cfg, env, name)
+		run, err := runEngine(ctx, cfg, env, name, rep)
 		if err != nil {
-			return nil, fmt.Errorf("%s: prepare: %w", name, err)
-		}
-		conc = max(conc, plan.Concurrency)
-		rep.Unit = plan.unit()
-		external := name == EngineHTTP && cfg.URL != ""
-		if _, ok := rep.Scenario["redis_bytes_per_open_packet"]; !ok && len(plan.Packets) > 0 && !external {
-			if b, err := packetMemory(ctx, cfg.Redis, cfg.Keys, plan.Packets); err == nil {
-				rep.Scenario["redis_bytes_per_open_packet"] = b
-			}
-		}
-		g, closeG, err := grabber(ctx, cfg, env, name, plan)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
-		}
-		run := measure(ctx, cfg, env, g, plan)
-		closeG()
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, err
 		}
 		rep.Runs = append(rep.Runs, run)
 		for _, v := range run.Audit.Violations {
@@ -139,7 +120,32 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	return rep, nil
 }
 
-func prepare(ctx context.Context, cfg Config, env *Env, name string) (Plan, error) {
+// runEngine prepares the scenario's trial on one engine, adds its params to
+// rep, loads it and measures it.
+func runEngine(ctx context.Context, cfg Config, env *Env, name string, rep *Report) (RunReport, error) {
+	t, err := prepare(ctx, cfg, env, name)
+	if err != nil {
+		return RunReport{}, fmt.Errorf("%s: prepare: %w", name, err)
+	}
+	plan := t.Plan()
+	rep.Unit = plan.unit()
+	for k, v := range t.Report(ctx) {
+		if _, ok := rep.Scenario[k]; !ok {
+			rep.Scenario[k] = v
+		}
+	}
+	g, closeG, err := grabber(ctx, cfg, env, name, t, plan.Concurrency)
+	if err != nil {
+		return RunReport{}, fmt.Errorf("%s: %w", name, err)
+	}
+	run := measure(ctx, cfg, env, g, t, plan)
+	closeG()
+	return run, ctx.Err()
+}
+
+// prepare prepares the trial of engine name; an external grabd's trial sets
+// up through its API.
+func prepare(ctx context.Context, cfg Config, env *Env, name string) (Trial, error) {
 	if name == EngineHTTP && cfg.URL != "" {
 		ext := *env
 		ext.Setup = HTTPSetup{HTTP: HTTP{URL: cfg.URL, Client: http.DefaultClient}, AdminToken: cfg.AdminToken}
@@ -148,35 +154,22 @@ func prepare(ctx context.Context, cfg Config, env *Env, name string) (Plan, erro
 	return cfg.Scenario.Prepare(ctx, env, name)
 }
 
-// grabber builds the engine under test: the plan's, when it brings its own,
-// or the packet engines. For http it starts grabd's handler on a loopback
-// listener unless an external URL was given.
-func grabber(ctx context.Context, cfg Config, env *Env, name string, plan Plan) (Grabber, func(), error) {
+// grabber builds the trial's engine under test, until stop. For http it
+// starts grabd's handler on a loopback listener, with a client for conc
+// clients, unless an external URL was given.
+func grabber(ctx context.Context, cfg Config, env *Env, name string, t Trial, conc int) (g Grabber, stop func(), err error) {
 	var api HTTPSetup
-	stop := func() {}
+	stop = func() {}
 	if name == EngineHTTP {
-		var err error
-		if api, stop, err = serveAPI(ctx, cfg, env, plan.Concurrency); err != nil {
+		if api, stop, err = serveAPI(ctx, cfg, env, conc); err != nil {
 			return nil, nil, err
 		}
 	}
-	if plan.Grabber != nil {
-		g, err := plan.Grabber(name, api)
-		if err != nil {
-			stop()
-			return nil, nil, err
-		}
-		return g, stop, nil
+	if g, err = t.Grabber(api); err != nil {
+		stop()
+		return nil, nil, err
 	}
-	switch name {
-	case EngineRaw:
-		return Raw{Redis: env.Redis, Keys: env.Keys}, stop, nil
-	case EngineEngine:
-		return Engine{E: env.Engine.Packets}, stop, nil
-	case EngineMySQLLock:
-		return MySQLLock{DB: env.DB.SQL()}, stop, nil
-	}
-	return api.HTTP, stop, nil
+	return g, stop, nil
 }
 
 // serveAPI is grabd's API for the http engine, with a client for conc
@@ -206,8 +199,9 @@ func serveAPI(ctx context.Context, cfg Config, env *Env, conc int) (api HTTPSetu
 }
 
 // measure runs one engine's load, samples the writer lag, waits for the
-// writer to drain, settles what the plan leaves unfinished and audits MySQL.
-func measure(ctx context.Context, cfg Config, env *Env, g Grabber, plan Plan) RunReport {
+// writer to drain, settles what the trial leaves unfinished and audits it
+// and MySQL.
+func measure(ctx context.Context, cfg Config, env *Env, g Grabber, t Trial, plan Plan) RunReport {
 	name := g.Name()
 	inProcess := name == EngineEngine || (name == EngineHTTP && cfg.URL == "")
 	lag := hdrhistogram.New(1, 3_600_000, 3) // ms
@@ -226,56 +220,66 @@ func measure(ctx context.Context, cfg Config, env *Env, g Grabber, plan Plan) Ru
 	}
 	run.P50, run.P90, run.P99, run.P999 = ms(load.Latency, 50), ms(load.Latency, 90), ms(load.Latency, 99), ms(load.Latency, 99.9)
 	a := &auditor{counts: map[string]int{}}
-	if ok := load.Codes[CodeOK]; ok > plan.Capacity && plan.Check == nil {
-		a.add("oversold", "%d grabs answered OK for %d shares", ok, plan.Capacity)
-	}
 	if inProcess {
-		start := time.Now()
-		var err error
-		if plan.Drain != nil {
-			err = plan.Drain(ctx, load.Codes[CodeOK], cfg.DrainTimeout)
-		} else {
-			err = waitDrained(ctx, env.DB, plan.Packets, load.Codes[CodeOK], cfg.DrainTimeout)
-		}
-		d := float64(time.Since(start).Microseconds()) / 1000
-		run.DrainMs = &d
+		measureDrain(ctx, cfg, t, load, a, &run)
 		stopLag()
 		p99, worst := float64(lag.ValueAtQuantile(99)), float64(lag.Max())
 		run.WriterLagP99, run.WriterLagMax = &p99, &worst
-		if err != nil {
-			a.add("not durable", "%v", err)
-		}
 	}
-	if plan.Settle != nil {
-		start := time.Now()
-		sctx, cancel := context.WithTimeout(ctx, cfg.DrainTimeout)
-		sweeps, err := plan.Settle(sctx)
-		cancel()
-		d := float64(time.Since(start).Microseconds()) / 1000
-		run.SettleMs, run.SettleSweeps = &d, &sweeps
-		if err != nil {
-			a.add("not settled", "%v", err)
-		}
-	}
-	if plan.Check != nil {
-		run.Audited = true
-		vs, err := plan.Check(ctx, name, load)
-		if err != nil {
-			a.add("audit failed", "%v", err)
-		}
-		a.violations = append(a.violations, vs...)
-	}
-	if name != EngineRaw && !(name == EngineHTTP && cfg.URL != "") {
-		run.Audited = true
-		res, err := Audit(ctx, env.DB)
-		if err != nil {
-			a.add("audit failed", "%v", err)
-		} else {
-			a.violations = append(a.violations, res.Violations...)
-		}
-	}
+	measureSettle(ctx, cfg, t, a, &run)
+	measureAudit(ctx, cfg, env, t, load, a, &run)
 	run.Audit = AuditResult{OK: len(a.violations) == 0, Violations: a.violations}
 	return run
+}
+
+// measureDrain waits for the trial's accepted requests to be durable, timed in run.
+func measureDrain(ctx context.Context, cfg Config, t Trial, load Load, a *auditor, run *RunReport) {
+	start := time.Now()
+	err := t.Drain(ctx, load.Codes[CodeOK], cfg.DrainTimeout)
+	d := float64(time.Since(start).Microseconds()) / 1000
+	run.DrainMs = &d
+	if err != nil {
+		a.add("not durable", "%v", err)
+	}
+}
+
+// measureSettle finishes what the trial left unfinished, timed in run unless it
+// left nothing.
+func measureSettle(ctx context.Context, cfg Config, t Trial, a *auditor, run *RunReport) {
+	start := time.Now()
+	sctx, cancel := context.WithTimeout(ctx, cfg.DrainTimeout)
+	sweeps, err := t.Settle(sctx)
+	cancel()
+	if errors.Is(err, ErrNothingToSettle) {
+		return
+	}
+	d := float64(time.Since(start).Microseconds()) / 1000
+	run.SettleMs, run.SettleSweeps = &d, &sweeps
+	if err != nil {
+		a.add("not settled", "%v", err)
+	}
+}
+
+// measureAudit runs the trial's audit, then the audit of the whole database for
+// the engines that write to the bench's own (not raw, which writes none,
+// nor an external grabd, which writes its own).
+func measureAudit(ctx context.Context, cfg Config, env *Env, t Trial, load Load, a *auditor, run *RunReport) {
+	vs, audited, err := t.Audit(ctx, load)
+	if err != nil {
+		a.add("audit failed", "%v", err)
+	}
+	a.violations = append(a.violations, vs...)
+	run.Audited = audited
+	if run.Engine == EngineRaw || (run.Engine == EngineHTTP && cfg.URL != "") {
+		return
+	}
+	run.Audited = true
+	res, err := Audit(ctx, env.DB)
+	if err != nil {
+		a.add("audit failed", "%v", err)
+		return
+	}
+	a.violations = append(a.violations, res.Violations...)
 }
 
 // redisCPU is the CPU time the Redis server has used since it started.

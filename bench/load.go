@@ -61,13 +61,13 @@ func RunLoad(ctx context.Context, g Grabber, plan Plan, opt LoadOptions) Load {
 	}
 	workers := make([]*worker, plan.Concurrency)
 	var done atomic.Int64
-	stopBar := progress(opt.Progress, g.Name(), plan.unit(), plan.Ops, &done)
 
 	// jobs hands out request indexes; in an open loop with their due time.
 	type job struct {
 		i   int64
 		due time.Time
 	}
+	stopBar := progress(opt.Progress, g.Name(), plan.unit(), plan.Ops, &done)
 	start := time.Now()
 	var next atomic.Int64
 	var jobs chan job
@@ -149,7 +149,10 @@ func RunLoad(ctx context.Context, g Grabber, plan Plan, opt LoadOptions) Load {
 	return l
 }
 
-// progress shows a bar of done out of total (in unit) on w until the returned stop.
+// progress shows a bar of done out of total (in unit) on w until the
+// returned stop. Its clock starts now, as the load does: left to itself the
+// bar starts it at its first render, a tick into the load, and divides the
+// requests made until then by a few microseconds.
 func progress(w io.Writer, name, unit string, total int64, done *atomic.Int64) (stop func()) {
 	if w == nil {
 		return func() {}
@@ -164,6 +167,7 @@ func progress(w io.Writer, name, unit string, total int64, done *atomic.Int64) (
 		progressbar.OptionThrottle(100*time.Millisecond),
 		progressbar.OptionClearOnFinish(),
 	)
+	bar.StartWithoutRender()
 	// A ticker, not a call per grab: the bar must not cost the clients.
 	stopTicks := every(100*time.Millisecond, func() { bar.Set64(done.Load()) })
 	return func() {

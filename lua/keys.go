@@ -171,3 +171,17 @@ func (k Keys) StockVoucher(voucher string) string { return k.NS + ":{sv:" + vouc
 // begun and not ended (score: begin time, unix ms), for the sweep that
 // settles the ones a dead process left half done.
 func (k Keys) StockPending() string { return k.NS + ":{so}:pending" }
+
+// FlashProbeKeys are the keys of the flash-sale probe script for one SKU.
+type FlashProbeKeys struct {
+	SKU    string // hash: t, a, r, s = total, available, reserved, sold
+	Events string // the SKU's event stream
+}
+
+// FlashProbe returns the keys of the flash-sale probe for a SKU of an
+// activity: a hash tag of the SKU's own, so the probe's SKUs spread over
+// the slots as independent products would.
+func (k Keys) FlashProbe(activityID, skuID int64) FlashProbeKeys {
+	base := k.NS + ":{fs:" + strconv.FormatInt(activityID, 10) + ":" + strconv.FormatInt(skuID, 10) + "}"
+	return FlashProbeKeys{SKU: base, Events: base + ":events"}
+}

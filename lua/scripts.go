@@ -320,7 +320,7 @@ func Probe(ctx context.Context, c redis.Scripter, k ProbeKeys, userID, nowMs int
 // Preload loads every script into the script cache, so the first grab does
 // not pay for an EVAL fallback.
 func Preload(ctx context.Context, c redis.Scripter) error {
-	for _, s := range []*redis.Script{grabScript, loadScript, probeScript, unlockScript, closeScript,
+	for _, s := range []*redis.Script{grabScript, loadScript, probeScript, flashProbeScript, unlockScript, closeScript,
 		campaignGrabScript, campaignLoadScript, settleScript,
 		stockSaleScript, stockTCCScript, stockVoucherScript, stockOrderScript, stockVoucherIndexScript, stockIndexScript, stockLoadScript} {
 		if err := s.Load(ctx, c).Err(); err != nil {

@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -59,17 +60,20 @@ func main() {
 
 type options struct {
 	redisAddr, mysqlDSN string
-	scenario            string
+	scenario            string // a name in scenarios
 	storm               bench.GroupStorm
 	flash               bench.FlashSale
 	campaign            bench.Campaign
-	engines             []string
-	url, adminToken     string
-	load                bench.LoadOptions
-	jsonPath, pngPath   string
-	cpuProfile          string
-	keepDB, quiet       bool
-	pipelines, batch    int
+	budget              string // -budget, yuan
+	// picked is the scenario the flags configured, checked.
+	picked            bench.Scenario
+	engines           []string
+	url, adminToken   string
+	load              bench.LoadOptions
+	jsonPath, pngPath string
+	cpuProfile        string
+	keepDB, quiet     bool
+	pipelines, batch  int
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -79,11 +83,12 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	defFlash := bench.DefaultFlashSale()
 	defCampaign := bench.DefaultCampaign()
 	var o options
-	var engines, budget string
+	var engines string
 	fs.StringVar(&o.redisAddr, "redis", envOr("REDIS_ADDR", "127.0.0.1:6379"), "Redis address (env REDIS_ADDR)")
 	fs.StringVar(&o.mysqlDSN, "mysql", envOr("MYSQL_DSN", "root@tcp(127.0.0.1:3306)/test"),
 		"MySQL DSN (env MYSQL_DSN); the bench creates a database of its own on that server and drops it after")
-	fs.StringVar(&o.scenario, "scenario", "group-storm", "scenario: group-storm, flash-sale or campaign")
+	names := scenarioNames()
+	fs.StringVar(&o.scenario, "scenario", names[0], "scenario: "+strings.Join(names[:len(names)-1], ", ")+" or "+names[len(names)-1])
 	fs.IntVar(&o.storm.Packets, "packets", def.Packets, "group-storm: packets per engine (P)")
 	fs.IntVar(&o.storm.Shares, "shares", def.Shares, "group-storm: shares per packet (N)")
 	fs.IntVar(&o.storm.Grabbers, "grabbers", def.Grabbers, "group-storm: grabbers per packet (G)")
@@ -96,7 +101,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.Uint64Var(&o.flash.Seed, "seed", defFlash.Seed, "flash-sale: seed of -pick random; campaign: seed of the transfer faults")
 	fs.IntVar(&o.campaign.Awards, "awards", defCampaign.Awards, "campaign: awards (A)")
 	fs.IntVar(&o.campaign.Users, "users", defCampaign.Users, "campaign: users, one grab each (U)")
-	fs.StringVar(&budget, "budget", money.Format(defCampaign.Budget),
+	fs.StringVar(&o.budget, "budget", money.Format(defCampaign.Budget),
 		"campaign: budget in yuan, a decimal string (1000.00), split into the awards (each 0.01 to twice the mean)")
 	fs.Float64Var(&o.campaign.Faults.ErrorRate, "transfer-errors", defCampaign.Faults.ErrorRate,
 		"campaign: share of transfer service calls that fail (503) before anything is applied")
@@ -130,35 +135,16 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if o.storm.Pay != "balance" && o.scenario != "group-storm" {
 		return o, fmt.Errorf("-pay is for group-storm; %s pays no packets", o.scenario)
 	}
-	switch o.scenario {
-	case "group-storm":
-		if err := o.storm.Validate(); err != nil {
-			return o, err
-		}
-		if o.storm.Pay != "balance" && o.url != "" {
-			return o, errors.New("-pay with a channel runs grabd in-process: not with -url")
-		}
-	case "flash-sale":
-		if err := o.flash.Validate(); err != nil {
-			return o, err
-		}
-		if o.url != "" {
-			return o, errors.New("flash-sale runs grabd in-process: -url is for group-storm")
-		}
-	case "campaign":
-		fen, err := money.Parse(budget)
-		if err != nil {
-			return o, fmt.Errorf("-budget: %w", err)
-		}
-		o.campaign.Budget = fen
-		if err := o.campaign.Validate(); err != nil {
-			return o, err
-		}
-		if o.url != "" {
-			return o, errors.New("campaign runs grabd in-process: -url is for group-storm")
-		}
-	default:
-		return o, fmt.Errorf("unknown scenario %q (have group-storm, flash-sale, campaign)", o.scenario)
+	i := slices.IndexFunc(scenarios, func(e scenarioEntry) bool { return e.name == o.scenario })
+	if i < 0 {
+		return o, fmt.Errorf("unknown scenario %q (have %s)", o.scenario, strings.Join(names, ", "))
+	}
+	var err error
+	if o.picked, err = scenarios[i].pick(&o); err != nil {
+		return o, err
+	}
+	if scenarios[i].inProcess && o.url != "" {
+		return o, fmt.Errorf("%s runs grabd in-process: -url is for %s", o.scenario, names[0])
 	}
 	for _, e := range strings.Split(engines, ",") {
 		if e = strings.TrimSpace(e); e != "" {
@@ -193,20 +179,7 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (bool, error)
 	keys := lua.NewKeys(fmt.Sprintf("grabbench%d", time.Now().UnixNano()), 16)
 	defer deleteKeys(context.WithoutCancel(ctx), rdb, keys)
 
-	var scenario bench.Scenario
-	switch o.scenario {
-	case "flash-sale":
-		flash := o.flash
-		scenario = &flash
-	case "campaign":
-		c := o.campaign
-		scenario = &c
-	default:
-		storm := o.storm
-		storm.UserBase = time.Now().Unix() % 1_000_000 * 1_000_000 // fresh users against a long-lived grabd
-		scenario = &storm
-	}
-	cfg := bench.Config{Scenario: scenario, Engines: o.engines, Redis: rdb, WriterRedis: wrdb, Keys: keys, DB: db,
+	cfg := bench.Config{Scenario: o.picked, Engines: o.engines, Redis: rdb, WriterRedis: wrdb, Keys: keys, DB: db,
 		URL: strings.TrimSuffix(o.url, "/"), AdminToken: o.adminToken, Load: o.load,
 		GrabPipelines: o.pipelines, GrabBatch: o.batch,
 		Log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}))}
@@ -238,6 +211,65 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (bool, error)
 		}
 	}
 	return rep.Audit.OK, nil
+}
+
+// scenarioEntry is a scenario -scenario names: pick checks the flags it
+// reads and returns the scenario they configured. A scenario that sets up
+// what the API cannot (stock, a transfer service) runs grabd in-process
+// only, not against -url.
+type scenarioEntry struct {
+	name      string
+	pick      func(o *options) (bench.Scenario, error)
+	inProcess bool
+}
+
+// scenarios are every scenario grabbench runs, the default first.
+var scenarios = []scenarioEntry{
+	{"group-storm", pickGroupStorm, false},
+	{"flash-sale", pickFlashSale, true},
+	{"campaign", pickCampaign, true},
+}
+
+// scenarioNames are the scenarios' names, in order.
+func scenarioNames() []string {
+	names := make([]string, len(scenarios))
+	for i, e := range scenarios {
+		names[i] = e.name
+	}
+	return names
+}
+
+func pickGroupStorm(o *options) (bench.Scenario, error) {
+	if err := o.storm.Validate(); err != nil {
+		return nil, err
+	}
+	if o.storm.Pay != "balance" && o.url != "" {
+		return nil, errors.New("-pay with a channel runs grabd in-process: not with -url")
+	}
+	storm := o.storm
+	storm.UserBase = time.Now().Unix() % 1_000_000 * 1_000_000 // fresh users against a long-lived grabd
+	return &storm, nil
+}
+
+func pickFlashSale(o *options) (bench.Scenario, error) {
+	if err := o.flash.Validate(); err != nil {
+		return nil, err
+	}
+	flash := o.flash
+	return &flash, nil
+}
+
+func pickCampaign(o *options) (bench.Scenario, error) {
+	fen, err := money.Parse(o.budget)
+	if err != nil {
+		return nil, fmt.Errorf("-budget: %w", err)
+	}
+	o.campaign.Budget = fen
+	if err := o.campaign.Validate(); err != nil {
+		return nil, err
+	}
+	c := o.campaign
+	return &c, nil
 }
 
 func startCPUProfile(path string) (stop func(), err error) {

@@ -215,3 +215,13 @@ func TestRunWritesTableJSONAndPNG(t *testing.T) {
 		t.Errorf("png: %v", err)
 	}
 }
+
+// Every -scenario name picks the scenario of that name, with the flags' settings.
+func TestEachScenarioNamePicksItsScenario(t *testing.T) {
+	for _, name := range scenarioNames() {
+		o, err := parseFlags([]string{"-scenario", name, "-c", "3"}, io.Discard)
+		if err != nil || o.picked == nil || o.picked.Name() != name || o.picked.Params()["concurrency"] != 3 {
+			t.Errorf("-scenario %s picked %v (%v)", name, o.picked, err)
+		}
+	}
+}
