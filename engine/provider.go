@@ -2,14 +2,16 @@ package engine
 
 import (
 	"context"
-	"errors"
 	"slices"
+
+	"github.com/grab-engine/grab/engine/errs"
 )
 
 // ErrTradeUnknown is what a Provider's QueryTrade wraps when the provider
 // does not know the trade (never created there, or past its retention): no
-// outcome will come, so the reconciler ends the trade as failed.
-var ErrTradeUnknown = errors.New("engine: the provider does not know the trade")
+// outcome will come, so the reconciler ends the trade as failed. It never
+// reaches a client: its code is INTERNAL.
+var ErrTradeUnknown error = errs.New(errs.CodeInternal, "engine: the provider does not know the trade")
 
 // Payment channels a packet can be paid through besides the balance.
 const (

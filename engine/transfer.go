@@ -2,7 +2,8 @@ package engine
 
 import (
 	"context"
-	"errors"
+
+	"github.com/grab-engine/grab/engine/errs"
 )
 
 // TransferService is the external wallet service that pays campaign awards
@@ -46,5 +47,6 @@ type TransferResult struct {
 }
 
 // ErrTransferConflict: the service holds the out-trade-no with another user or
-// amount. Never retried; the payout is parked for a person.
-var ErrTransferConflict = errors.New("engine: transfer service holds this out-trade-no with other details")
+// amount. Never retried; the payout is parked for a person (INTERNAL, were it
+// ever to reach a client).
+var ErrTransferConflict error = errs.New(errs.CodeInternal, "engine: transfer service holds this out-trade-no with other details")
