@@ -78,8 +78,12 @@ func (g *Grab) Run(ctx context.Context) error {
 	writerDone := make(chan error, 1)
 	go func() { writerDone <- g.Engine.RunWriter(writerCtx) }()
 	var jobs sync.WaitGroup
-	for _, run := range g.Jobs() {
-		jobs.Go(func() { run(jobsCtx) })
+	for name, run := range g.Jobs() {
+		jobs.Go(func() {
+			if err := run(jobsCtx); err != nil {
+				g.Engine.Log().Error(name+" stopped", "err", err)
+			}
+		})
 	}
 	<-ctx.Done()
 	stopJobs()

@@ -21,6 +21,7 @@ import (
 
 	"github.com/grab-engine/grab/bench"
 	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/errs"
 	grabhttp "github.com/grab-engine/grab/http"
 	"github.com/grab-engine/grab/lua/redistest"
 	"github.com/grab-engine/grab/store"
@@ -98,7 +99,7 @@ func tiny() *bench.GroupStorm {
 func TestEveryEngineRunsAndAuditPasses(t *testing.T) {
 	rep := runClean(t, config(t, tiny()))
 	for _, run := range rep.Runs {
-		if run.Ops != 60 || run.Codes[bench.CodeOK] != 40 || run.Codes[bench.CodeSoldOut] != 20 || run.Errors != 0 {
+		if run.Ops != 60 || run.Codes[bench.CodeOK] != 40 || run.Codes[errs.CodeSoldOut] != 20 || run.Errors != 0 {
 			t.Errorf("%s: %d grabs, answers %v, %d errors (%v); want 60: 40 OK, 20 SOLD_OUT",
 				run.Engine, run.Ops, run.Codes, run.Errors, run.FirstErr)
 		}
@@ -134,7 +135,7 @@ func TestGroupStormPaidThroughEachChannel(t *testing.T) {
 				t.Errorf("scenario %v, want pay=%s", rep.Scenario, channel)
 			}
 			for _, run := range rep.Runs {
-				if run.Codes[bench.CodeOK] != 40 || run.Codes[bench.CodeSoldOut] != 20 || run.SettleSweeps == nil {
+				if run.Codes[bench.CodeOK] != 40 || run.Codes[errs.CodeSoldOut] != 20 || run.SettleSweeps == nil {
 					t.Errorf("%s: answers %v, settle sweeps %v; want 40 OK, 20 SOLD_OUT, settled", run.Engine, run.Codes, run.SettleSweeps)
 				}
 			}

@@ -21,16 +21,12 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/errs"
 	"github.com/grab-engine/grab/engine/transfer"
 	"github.com/grab-engine/grab/engine/transfersim"
 	"github.com/grab-engine/grab/lua"
 	"github.com/grab-engine/grab/store"
 )
-
-// CodePayoutInProgress answers a campaign grab that won an award whose
-// transfer failed or went unanswered: the award is the user's, and the
-// payout is finished later. It counts as an award won.
-const CodePayoutInProgress = "PAYOUT_IN_PROGRESS"
 
 // Campaign is one campaign of A awards pre-split from a budget, grabbed
 // once by each of U users from C concurrent clients: the platform's red
@@ -309,16 +305,7 @@ func (campaignEngine) Name() string { return EngineEngine }
 
 func (g campaignEngine) Grab(ctx context.Context, op Op) (string, error) {
 	_, err := g.r.env.Engine.Campaigns.GrabCampaign(ctx, op.Target, op.User)
-	return campaignAnswer(err)
-}
-
-// campaignAnswer is the API code of a campaign grab's error, as the HTTP
-// layer maps it.
-func campaignAnswer(err error) (string, error) {
-	if errors.Is(err, engine.ErrPayoutInProgress) {
-		return CodePayoutInProgress, nil
-	}
-	return engineCode(err)
+	return engineAnswer(err)
 }
 
 // --- http: POST /v1/campaigns/{id}/grab ------------------------------------
@@ -361,7 +348,7 @@ func (g campaignLock) take(ctx context.Context, op Op, a *store.Award) (string, 
 	*a = store.Award{}
 	tx, err := g.db.BeginTxx(ctx, nil)
 	if err != nil {
-		return CodeInternal, err
+		return errs.CodeInternal, err
 	}
 	defer tx.Rollback()
 	var c struct {
@@ -376,53 +363,53 @@ func (g campaignLock) take(ctx context.Context, op Op, a *store.Award) (string, 
 	err = tx.GetContext(ctx, &c, `SELECT c.budget, c.used_amount, c.award_count, c.awarded_count, c.starts_at, c.ends_at,
 		r.per_user_limit FROM campaign c JOIN campaign_rule r ON r.campaign_id = c.id WHERE c.id = ? FOR UPDATE`, op.Target)
 	if errors.Is(err, sql.ErrNoRows) {
-		return CodeNotFound, nil
+		return errs.CodeNotFound, nil
 	}
 	if err != nil {
-		return CodeInternal, err
+		return errs.CodeInternal, err
 	}
 	var held []string // the user's awards' payout statuses, latest first
 	if err := tx.SelectContext(ctx, &held, "SELECT status FROM campaign_award WHERE campaign_id = ? AND user_id = ? ORDER BY seq DESC",
 		op.Target, op.User); err != nil {
-		return CodeInternal, err
+		return errs.CodeInternal, err
 	}
 	now := time.Now().UTC()
 	switch {
 	case len(held) >= c.Limit && held[0] == store.AwardTransferred:
 		return CodeOK, nil // at the limit: the latest award again
 	case len(held) >= c.Limit:
-		return CodePayoutInProgress, nil
+		return errs.CodePayoutInProgress, nil
 	case now.Before(c.StartsAt):
-		return CodeNotOpen, nil
+		return errs.CodeNotOpen, nil
 	case !now.Before(c.EndsAt):
-		return CodeExpired, nil
+		return errs.CodeExpired, nil
 	case c.Awarded >= c.Count:
-		return CodeSoldOut, nil
+		return errs.CodeSoldOut, nil
 	}
 	seq := c.Awarded + 1
 	var amount store.Fen
 	if err := tx.GetContext(ctx, &amount, "SELECT amount FROM campaign_share WHERE campaign_id = ? AND seq = ?", op.Target, seq); err != nil {
-		return CodeInternal, err
+		return errs.CodeInternal, err
 	}
 	if c.Used+amount > c.Budget {
-		return CodeSoldOut, nil
+		return errs.CodeSoldOut, nil
 	}
 	no := store.OutTradeNo(op.Target, seq)
 	if _, err := tx.ExecContext(ctx, `INSERT INTO campaign_award (campaign_id, seq, user_id, amount, status, out_trade_no,
 		attempts, awarded_at, updated_at, transferring_at) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?)`,
 		op.Target, seq, op.User, money.Format(int64(amount)), store.AwardTransferring, no, now, now, now); err != nil {
-		return CodeInternal, err
+		return errs.CodeInternal, err
 	}
 	if _, err := tx.ExecContext(ctx, "UPDATE campaign SET used_amount = used_amount + ?, awarded_count = awarded_count + 1 WHERE id = ?",
 		money.Format(int64(amount)), op.Target); err != nil {
-		return CodeInternal, err
+		return errs.CodeInternal, err
 	}
 	if _, err := tx.ExecContext(ctx, "UPDATE campaign_rule SET acc_amount = acc_amount + ? WHERE campaign_id = ?",
 		money.Format(int64(amount)), op.Target); err != nil {
-		return CodeInternal, err
+		return errs.CodeInternal, err
 	}
 	if err := tx.Commit(); err != nil {
-		return CodeInternal, err
+		return errs.CodeInternal, err
 	}
 	*a = store.Award{CampaignID: op.Target, Seq: seq, UserID: op.User, Amount: amount, Status: store.AwardTransferring, OutTradeNo: no}
 	return CodeOK, nil
@@ -451,14 +438,14 @@ func (g campaignLock) pay(ctx context.Context, a store.Award, again bool) (strin
 	case errors.Is(err, transfer.ErrConflict) || (err == nil && res.Amount != int64(a.Amount)):
 		_, err := g.db.ExecContext(ctx, `UPDATE campaign_award SET status = ?, updated_at = ?
 			WHERE campaign_id = ? AND seq = ? AND status = ?`, store.AwardNeedsAttention, now, a.CampaignID, a.Seq, store.AwardTransferring)
-		return CodePayoutInProgress, err
+		return errs.CodePayoutInProgress, err
 	case err != nil || res.Outcome != transfer.Succeeded:
-		return CodePayoutInProgress, nil
+		return errs.CodePayoutInProgress, nil
 	}
 	if _, err := g.db.ExecContext(ctx, `UPDATE campaign_award SET status = ?, transfer_id = ?, transferred_at = ?, updated_at = ?
 		WHERE campaign_id = ? AND seq = ? AND status = ?`, store.AwardTransferred, res.TransferID, now, now,
 		a.CampaignID, a.Seq, store.AwardTransferring); err != nil {
-		return CodePayoutInProgress, err
+		return errs.CodePayoutInProgress, err
 	}
 	return CodeOK, nil
 }
@@ -557,7 +544,7 @@ func (r *campaignRun) audit(ctx context.Context) ([]string, error) {
 	a := &auditor{counts: map[string]int{}}
 	s := r.s
 	want := int64(min(s.Users, s.Awards))
-	won, soldOut := r.load.Codes[CodeOK]+r.load.Codes[CodePayoutInProgress], r.load.Codes[CodeSoldOut]
+	won, soldOut := r.load.Codes[CodeOK]+r.load.Codes[errs.CodePayoutInProgress], r.load.Codes[errs.CodeSoldOut]
 	exact := r.load.Ops == int64(s.Users) && won+soldOut == r.load.Ops
 	switch {
 	case won > int64(s.Awards):

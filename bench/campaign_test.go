@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/grab-engine/grab/bench"
+	"github.com/grab-engine/grab/engine/errs"
 	"github.com/grab-engine/grab/engine/transfersim"
 )
 
@@ -25,8 +26,8 @@ func tinyCampaign() *bench.Campaign {
 func TestCampaignEveryEngineSpendsExactlyTheBudget(t *testing.T) {
 	rep := runClean(t, config(t, tinyCampaign()))
 	for _, run := range rep.Runs {
-		won := run.Codes[bench.CodeOK] + run.Codes[bench.CodePayoutInProgress]
-		if run.Ops != 50 || won != 20 || run.Codes[bench.CodeSoldOut] != 30 || run.Errors != 0 {
+		won := run.Codes[bench.CodeOK] + run.Codes[errs.CodePayoutInProgress]
+		if run.Ops != 50 || won != 20 || run.Codes[errs.CodeSoldOut] != 30 || run.Errors != 0 {
 			t.Errorf("%s: %d grabs, answers %v, %d errors (%v); want 50: 20 won, 30 SOLD_OUT",
 				run.Engine, run.Ops, run.Codes, run.Errors, run.FirstErr)
 		}
@@ -38,7 +39,7 @@ func TestCampaignEveryEngineSpendsExactlyTheBudget(t *testing.T) {
 			t.Fatalf("%s: settle %v in %v sweeps; want them exactly for the engines that pay out", run.Engine, run.SettleMs, run.SettleSweeps)
 		}
 		// Half the calls fail: some payouts were left to the settle, which needed a sweep at least.
-		if pays && (run.Codes[bench.CodePayoutInProgress] == 0 || *run.SettleSweeps == 0) {
+		if pays && (run.Codes[errs.CodePayoutInProgress] == 0 || *run.SettleSweeps == 0) {
 			t.Errorf("%s: answers %v, %d sweeps; want payouts pending after the load, and swept", run.Engine, run.Codes, *run.SettleSweeps)
 		}
 	}
@@ -80,8 +81,8 @@ func TestCampaignFewerUsersAndAFaultlessService(t *testing.T) {
 			rep := runClean(t, cfg)
 			want := int64(min(c.s.Users, c.s.Awards))
 			for _, run := range rep.Runs {
-				pending := run.Codes[bench.CodePayoutInProgress]
-				if run.Codes[bench.CodeOK]+pending != want || run.Codes[bench.CodeSoldOut] != int64(c.s.Users)-want ||
+				pending := run.Codes[errs.CodePayoutInProgress]
+				if run.Codes[bench.CodeOK]+pending != want || run.Codes[errs.CodeSoldOut] != int64(c.s.Users)-want ||
 					(run.Engine != bench.EngineRaw && !c.pending(pending)) {
 					t.Errorf("%s: answers %v; want %d won", run.Engine, run.Codes, want)
 				}

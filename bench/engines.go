@@ -21,6 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/errs"
 	"github.com/grab-engine/grab/lua"
 	"github.com/grab-engine/grab/store"
 )
@@ -36,16 +37,10 @@ const (
 // AllEngines is the default comparison.
 var AllEngines = []string{EngineRaw, EngineEngine, EngineHTTP, EngineMySQLLock}
 
-// API codes a grab is answered with; CodeOK covers repeats too, as the API does.
+// Outcomes of a request beside the API codes (package errs).
 const (
-	CodeOK       = "OK"
-	CodeSoldOut  = "SOLD_OUT"
-	CodeNotOpen  = "NOT_OPEN"
-	CodeExpired  = "EXPIRED"
-	CodeForbid   = "FORBIDDEN"
-	CodeNotFound = "NOT_FOUND"
-	CodeBusy     = "BUSY"
-	CodeInternal = "INTERNAL"
+	// CodeOK is a success, repeats too, as the API answers them.
+	CodeOK = "OK"
 	// CodeError is a request that got no API answer at all (a transport error).
 	CodeError = "ERROR"
 )
@@ -73,11 +68,11 @@ func (r Raw) Grab(ctx context.Context, op Op) (string, error) {
 	ok, err := lua.Probe(ctx, r.Redis, r.Keys.Probe(op.Target), op.User, time.Now().UnixMilli())
 	switch {
 	case err != nil:
-		return CodeInternal, err
+		return errs.CodeInternal, err
 	case ok:
 		return CodeOK, nil
 	}
-	return CodeSoldOut, nil
+	return errs.CodeSoldOut, nil
 }
 
 // Engine grabs through the engine in-process, on real Redis.
@@ -89,28 +84,20 @@ func (Engine) Name() string { return EngineEngine }
 // Grab implements Grabber.
 func (e Engine) Grab(ctx context.Context, op Op) (string, error) {
 	_, err := e.E.Grab(ctx, op.Target, op.User)
-	return engineCode(err)
+	return engineAnswer(err)
 }
 
-// engineCode is the API code of an engine error, as the HTTP layer maps it.
-func engineCode(err error) (string, error) {
-	switch {
-	case err == nil:
+// engineAnswer is the API code of an engine call's error, as the HTTP layer
+// answers it (engine.ErrorCode), CodeOK for none; the error only with
+// INTERNAL.
+func engineAnswer(err error) (string, error) {
+	if err == nil {
 		return CodeOK, nil
-	case errors.Is(err, engine.ErrSoldOut):
-		return CodeSoldOut, nil
-	case errors.Is(err, engine.ErrNotOpen):
-		return CodeNotOpen, nil
-	case errors.Is(err, engine.ErrExpired):
-		return CodeExpired, nil
-	case errors.Is(err, engine.ErrForbidden):
-		return CodeForbid, nil
-	case errors.Is(err, engine.ErrNotFound):
-		return CodeNotFound, nil
-	case errors.Is(err, engine.ErrBusy):
-		return CodeBusy, nil
 	}
-	return CodeInternal, err
+	if code := engine.ErrorCode(err); code != errs.CodeInternal {
+		return code, nil
+	}
+	return errs.CodeInternal, err
 }
 
 // HTTP grabs through grabd's API with a plain HTTP client. The server must
@@ -142,7 +129,7 @@ func answer(code string, err error) (string, error) {
 	switch code {
 	case "":
 		return CodeError, err
-	case CodeInternal:
+	case errs.CodeInternal:
 		return code, err
 	}
 	return code, nil
@@ -266,7 +253,7 @@ func retryLockRace(try func() (string, error)) (string, error) {
 func (m MySQLLock) try(ctx context.Context, op Op) (string, error) {
 	tx, err := m.DB.BeginTxx(ctx, nil)
 	if err != nil {
-		return CodeInternal, err
+		return errs.CodeInternal, err
 	}
 	defer tx.Rollback()
 	var p struct {
@@ -275,18 +262,18 @@ func (m MySQLLock) try(ctx context.Context, op Op) (string, error) {
 	}
 	err = tx.GetContext(ctx, &p, "SELECT status, group_id FROM packet WHERE id = ? FOR UPDATE", op.Target)
 	if errors.Is(err, sql.ErrNoRows) {
-		return CodeNotFound, nil
+		return errs.CodeNotFound, nil
 	}
 	if err != nil {
-		return CodeInternal, err
+		return errs.CodeInternal, err
 	}
 	var member int
 	if err := tx.GetContext(ctx, &member, "SELECT COUNT(*) FROM group_member WHERE group_id = ? AND user_id = ?",
 		p.GroupID.Int64, op.User); err != nil {
-		return CodeInternal, err
+		return errs.CodeInternal, err
 	}
 	if member == 0 {
-		return CodeForbid, nil
+		return errs.CodeForbidden, nil
 	}
 	var shares []struct {
 		Seq    int           `db:"seq"`
@@ -294,7 +281,7 @@ func (m MySQLLock) try(ctx context.Context, op Op) (string, error) {
 		UserID sql.NullInt64 `db:"user_id"`
 	}
 	if err := tx.SelectContext(ctx, &shares, "SELECT seq, amount, user_id FROM packet_share WHERE packet_id = ? ORDER BY seq", op.Target); err != nil {
-		return CodeInternal, err
+		return errs.CodeInternal, err
 	}
 	pick, unowned := -1, 0
 	for i, s := range shares {
@@ -310,31 +297,31 @@ func (m MySQLLock) try(ctx context.Context, op Op) (string, error) {
 	}
 	switch {
 	case p.Status == packet.StatusFinished || pick < 0:
-		return CodeSoldOut, nil
+		return errs.CodeSoldOut, nil
 	case p.Status != packet.StatusOpen:
-		return CodeNotOpen, nil
+		return errs.CodeNotOpen, nil
 	}
 	s, now := shares[pick], time.Now().UTC()
 	if _, err := tx.ExecContext(ctx, "UPDATE packet_share SET user_id = ?, grabbed_at = ?, credited = 1 WHERE packet_id = ? AND seq = ?",
 		op.User, now, op.Target, s.Seq); err != nil {
-		return CodeInternal, err
+		return errs.CodeInternal, err
 	}
 	if _, err := tx.ExecContext(ctx, "INSERT INTO ledger (kind, ref, user_id, amount, created_at) VALUES (?, ?, ?, ?, ?)",
 		store.KindGrab, fmt.Sprintf("pk:%d:%d", op.Target, s.Seq), op.User, money.Format(int64(s.Amount)), now); err != nil {
-		return CodeInternal, err
+		return errs.CodeInternal, err
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO account (user_id, balance, updated_at) VALUES (?, ?, ?)
 		ON DUPLICATE KEY UPDATE balance = balance + VALUES(balance), updated_at = VALUES(updated_at)`,
 		op.User, money.Format(int64(s.Amount)), now); err != nil {
-		return CodeInternal, err
+		return errs.CodeInternal, err
 	}
 	if unowned == 1 {
 		if _, err := tx.ExecContext(ctx, "UPDATE packet SET status = 'finished', finished_at = ? WHERE id = ?", now, op.Target); err != nil {
-			return CodeInternal, err
+			return errs.CodeInternal, err
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		return CodeInternal, err
+		return errs.CodeInternal, err
 	}
 	return CodeOK, nil
 }

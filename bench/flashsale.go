@@ -17,17 +17,10 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/errs"
 	"github.com/grab-engine/grab/engine/stock"
 	"github.com/grab-engine/grab/lua"
 	"github.com/grab-engine/grab/store"
-)
-
-// Answers of a stock deduct, beside the packet codes (CodeOK, CodeNotFound,
-// CodeBusy, CodeInternal, CodeError).
-const (
-	CodeOutOfStock  = "OUT_OF_STOCK"
-	CodeNotForSale  = "NOT_FOR_SALE"
-	CodeOrderClosed = "ORDER_CLOSED"
 )
 
 // How flash-sale buyers pick their SKU.
@@ -276,14 +269,14 @@ func (g flashRaw) Grab(ctx context.Context, op Op) (string, error) {
 	ok, err := lua.FlashProbe(ctx, g.rdb, g.r.probe[op.Target-1], g.r.order(op.User), 1, time.Now().UnixMilli())
 	switch {
 	case err != nil:
-		return CodeInternal, err
+		return errs.CodeInternal, err
 	case ok:
 		return CodeOK, nil
 	}
-	return CodeOutOfStock, nil
+	return errs.CodeOutOfStock, nil
 }
 
-// --- engine: engine.Stock().Deduct in-process ----------------------------
+// --- engine: stock.Service.Deduct in-process ----------------------------
 
 type flashEngine struct {
 	e *stock.Service
@@ -293,27 +286,8 @@ type flashEngine struct {
 func (flashEngine) Name() string { return EngineEngine }
 
 func (g flashEngine) Grab(ctx context.Context, op Op) (string, error) {
-	return stockAnswer(g.e.Deduct(ctx, g.r.order(op.User), []stock.Item{{Scope: stock.ScopeHighSeas,
+	return engineAnswer(g.e.Deduct(ctx, g.r.order(op.User), []stock.Item{{Scope: stock.ScopeHighSeas,
 		ActivityID: g.r.activity, ProductID: g.r.product, SKU: op.Target, Qty: 1}}))
-}
-
-// stockAnswer is the API code of a stock error, as the HTTP layer maps it.
-func stockAnswer(err error) (string, error) {
-	switch {
-	case err == nil:
-		return CodeOK, nil
-	case errors.Is(err, stock.ErrOutOfStock):
-		return CodeOutOfStock, nil
-	case errors.Is(err, stock.ErrNotForSale):
-		return CodeNotForSale, nil
-	case errors.Is(err, stock.ErrOrderClosed):
-		return CodeOrderClosed, nil
-	case errors.Is(err, engine.ErrNotFound):
-		return CodeNotFound, nil
-	case errors.Is(err, engine.ErrBusy):
-		return CodeBusy, nil
-	}
-	return CodeInternal, err
 }
 
 // --- http: POST /v1/stock/deduct ------------------------------------------
@@ -408,7 +382,7 @@ func (g flashLock) Grab(ctx context.Context, op Op) (string, error) {
 func (g flashLock) try(ctx context.Context, op Op) (string, error) {
 	tx, err := g.db.BeginTxx(ctx, nil)
 	if err != nil {
-		return CodeInternal, err
+		return errs.CodeInternal, err
 	}
 	defer tx.Rollback()
 	const qty = 1
@@ -416,24 +390,24 @@ func (g flashLock) try(ctx context.Context, op Op) (string, error) {
 	err = tx.GetContext(ctx, &available, `SELECT available FROM bench_flash_sku
 		WHERE activity_id = ? AND product_id = ? AND sku_id = ? FOR UPDATE`, g.r.activity, g.r.product, op.Target)
 	if errors.Is(err, sql.ErrNoRows) {
-		return CodeNotFound, nil
+		return errs.CodeNotFound, nil
 	}
 	if err != nil {
-		return CodeInternal, err
+		return errs.CodeInternal, err
 	}
 	if available < qty {
-		return CodeOutOfStock, nil
+		return errs.CodeOutOfStock, nil
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE bench_flash_sku SET available = available - ?, sold = sold + ?
 		WHERE activity_id = ? AND product_id = ? AND sku_id = ?`, qty, qty, g.r.activity, g.r.product, op.Target); err != nil {
-		return CodeInternal, err
+		return errs.CodeInternal, err
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO bench_flash_order (order_id, activity_id, product_id, sku_id, qty, created_at)
 		VALUES (?, ?, ?, ?, ?, ?)`, g.r.order(op.User), g.r.activity, g.r.product, op.Target, qty, time.Now().UTC()); err != nil {
-		return CodeInternal, err
+		return errs.CodeInternal, err
 	}
 	if err := tx.Commit(); err != nil {
-		return CodeInternal, err
+		return errs.CodeInternal, err
 	}
 	return CodeOK, nil
 }
@@ -493,7 +467,7 @@ func (r *flashRun) Audit(ctx context.Context, load Load) ([]string, bool, error)
 func (r *flashRun) audit(ctx context.Context) ([]string, error) {
 	a := &auditor{counts: map[string]int{}}
 	k := int64(r.s.Stock)
-	okAll, oos := r.load.Codes[CodeOK], r.load.Codes[CodeOutOfStock]
+	okAll, oos := r.load.Codes[CodeOK], r.load.Codes[errs.CodeOutOfStock]
 	exact := r.load.Ops == r.ops && okAll+oos == r.load.Ops
 	var want int64
 	for i := range r.s.SKUs {

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/grab-engine/grab/bench"
+	"github.com/grab-engine/grab/engine/errs"
 )
 
 // 3 SKUs of 5, 20 buyers: 15 orders succeed, 5 find their SKU sold out.
@@ -21,7 +22,7 @@ func tinyFlash() *bench.FlashSale {
 func TestFlashSaleEveryEngineSellsExactlyTheStock(t *testing.T) {
 	rep := runClean(t, config(t, tinyFlash()))
 	for _, run := range rep.Runs {
-		if run.Ops != 20 || run.Codes[bench.CodeOK] != 15 || run.Codes[bench.CodeOutOfStock] != 5 || run.Errors != 0 {
+		if run.Ops != 20 || run.Codes[bench.CodeOK] != 15 || run.Codes[errs.CodeOutOfStock] != 5 || run.Errors != 0 {
 			t.Errorf("%s: %d deducts, answers %v, %d errors (%v); want 20: 15 OK, 5 OUT_OF_STOCK",
 				run.Engine, run.Ops, run.Codes, run.Errors, run.FirstErr)
 		}
@@ -65,7 +66,7 @@ func TestFlashSaleUnevenDemand(t *testing.T) {
 			rep := runClean(t, cfg)
 			for _, run := range rep.Runs {
 				ok := run.Codes[bench.CodeOK]
-				if !c.ok(ok) || ok != rep.Runs[0].Codes[bench.CodeOK] || ok+run.Codes[bench.CodeOutOfStock] != int64(c.s.Buyers) {
+				if !c.ok(ok) || ok != rep.Runs[0].Codes[bench.CodeOK] || ok+run.Codes[errs.CodeOutOfStock] != int64(c.s.Buyers) {
 					t.Errorf("%s: answers %v (%s: %v)", run.Engine, run.Codes, rep.Runs[0].Engine, rep.Runs[0].Codes)
 				}
 			}

@@ -20,7 +20,7 @@ type Load struct {
 	Elapsed time.Duration
 	Latency *hdrhistogram.Histogram // µs
 	Codes   map[string]int64
-	// Errors counts answers with an error (CodeError, CodeInternal); FirstErr is one of them.
+	// Errors counts answers with an error (CodeError, errs.CodeInternal); FirstErr is one of them.
 	Errors   int64
 	FirstErr error
 }

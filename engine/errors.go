@@ -9,36 +9,38 @@ import (
 	"github.com/grab-engine/grab/store"
 )
 
-// Sentinel errors. The HTTP layer maps each to one API code; wrap them with
-// fmt.Errorf("%w: detail", ...) to say what exactly was wrong.
+// Sentinel errors, defined with their API codes in package errs; wrap them
+// with fmt.Errorf("%w: detail", ...) to say what exactly was wrong.
 var (
 	ErrInvalidArgument     = errs.ErrInvalidArgument
-	ErrForbidden           = errors.New("engine: forbidden")
+	ErrForbidden           = errs.ErrForbidden
 	ErrNotFound            = errs.ErrNotFound
-	ErrInsufficientBalance = errors.New("engine: insufficient balance")
-	ErrNotPayable          = errors.New("engine: packet is not payable")
-	ErrNotOpen             = errors.New("engine: packet is not open")
-	ErrSoldOut             = errors.New("engine: sold out")
-	ErrExpired             = errors.New("engine: packet expired")
+	ErrInsufficientBalance = errs.ErrInsufficientBalance
+	ErrNotPayable          = errs.ErrNotPayable
+	ErrNotOpen             = errs.ErrNotOpen
+	ErrSoldOut             = errs.ErrSoldOut
+	ErrExpired             = errs.ErrExpired
 	ErrBusy                = errs.ErrBusy
 	ErrIdempotencyConflict = errs.ErrIdempotencyConflict
+	ErrAwardReceived       = errs.ErrAwardReceived
+	ErrPayoutInProgress    = errs.ErrPayoutInProgress
+	ErrAmountMismatch      = errs.ErrAmountMismatch
+	ErrProviderUnavailable = errs.ErrProviderUnavailable
 )
 
-// Campaign payouts have their own codes, so the app can tell a user whose
-// award is already paid (the payout's status 3, docs/glossary.md) from one whose transfer is
-// under way (status 7).
-var (
-	ErrAwardReceived    = errors.New("engine: award already received")
-	ErrPayoutInProgress = errors.New("engine: payout in progress; it completes by itself")
-)
-
-// ErrAmountMismatch: a payment notification's amount differs from its trade's.
-var ErrAmountMismatch = errors.New("engine: amount does not match the trade")
-
-// ErrProviderUnavailable: a payment channel did not take or answer a call
-// (down, timed out, refused it); the sender asks to pay again, which is
-// idempotent by the trade.
-var ErrProviderUnavailable = errors.New("engine: the payment channel is unavailable")
+// ErrorCode is err's API code (errs.ErrorCode): "" for nil, the code of its
+// sentinel, errs.CodeBusy when the engine cannot serve now (Unavailable),
+// and errs.CodeInternal for anything else.
+func ErrorCode(err error) string {
+	code := errs.ErrorCode(err)
+	switch {
+	case code == errs.CodeInternal && Unavailable(err):
+		return errs.CodeBusy
+	case code == errs.CodeBusy && !Unavailable(err):
+		return errs.CodeInternal // a caller that cancelled is not unavailability
+	}
+	return code
+}
 
 // Unavailable reports whether err means the engine cannot serve the call now
 // but may in a moment: it sheds load (ErrBusy), Redis is unreachable,

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -49,54 +48,6 @@ type WriterConfig struct {
 	ApplyTimeout time.Duration
 	MonitorEvery time.Duration // how often lag is measured and acked events trimmed
 	DrainTimeout time.Duration // how long a stop may take to drain what is left
-}
-
-// DefaultWriterConfig is the production writer configuration.
-func DefaultWriterConfig() WriterConfig {
-	return WriterConfig{Group: "writer", Batch: 256, Block: 500 * time.Millisecond,
-		ClaimIdle: 3 * time.Second, ClaimEvery: time.Second,
-		RetryMin: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond, ApplyTimeout: 30 * time.Second,
-		MonitorEvery: 250 * time.Millisecond, DrainTimeout: 30 * time.Second}
-}
-
-func (c WriterConfig) withDefaults() WriterConfig {
-	d := DefaultWriterConfig()
-	if c.Group == "" {
-		c.Group = d.Group
-	}
-	if c.Consumer == "" {
-		host, _ := os.Hostname()
-		c.Consumer = fmt.Sprintf("%s-%d", host, os.Getpid())
-	}
-	if c.Batch <= 0 {
-		c.Batch = d.Batch
-	}
-	if c.Block <= 0 {
-		c.Block = d.Block
-	}
-	if c.ClaimIdle <= 0 {
-		c.ClaimIdle = d.ClaimIdle
-	}
-	if c.ClaimEvery <= 0 {
-		c.ClaimEvery = d.ClaimEvery
-	}
-	if c.RetryMin <= 0 {
-		c.RetryMin = d.RetryMin
-	}
-	if c.RetryMax <= 0 {
-		c.RetryMax = d.RetryMax
-	}
-	c.RetryMax = max(c.RetryMax, c.RetryMin)
-	if c.ApplyTimeout <= 0 {
-		c.ApplyTimeout = d.ApplyTimeout
-	}
-	if c.MonitorEvery <= 0 {
-		c.MonitorEvery = d.MonitorEvery
-	}
-	if c.DrainTimeout <= 0 {
-		c.DrainTimeout = d.DrainTimeout
-	}
-	return c
 }
 
 // Writer makes accepted grabs and closes durable: it consumes every shard's

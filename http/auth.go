@@ -9,6 +9,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/grab-engine/grab/engine/errs"
 )
 
 // Keys of values stored on the gin context.
@@ -17,7 +18,7 @@ const (
 	ctxErrorCode = "grab.error_code"
 )
 
-var errUnauthenticated = newError(nethttp.StatusUnauthorized, CodeUnauthenticated, "missing or invalid credentials")
+var errUnauthenticated = errs.Errorf(errs.CodeUnauthenticated, "missing or invalid credentials")
 
 // authUser admits a request that carries a valid user JWT, or, in dev
 // mode, an X-User-Id header; it stores the user id on the context.
@@ -43,7 +44,7 @@ func (s *server) authAdmin(c *gin.Context) {
 	}
 	if uid, err := s.userFromRequest(c.Request); err == nil {
 		c.Set(ctxUserID, uid)
-		s.fail(c, newError(nethttp.StatusForbidden, CodeForbidden, "not admin"))
+		s.fail(c, errs.Errorf(errs.CodeForbidden, "not admin"))
 		return
 	}
 	s.fail(c, errUnauthenticated)
@@ -61,7 +62,7 @@ func (s *server) userFromRequest(r *nethttp.Request) (int64, error) {
 		if v := r.Header.Get("X-User-Id"); v != "" {
 			uid, err := positiveID(v)
 			if err != nil {
-				return 0, newError(nethttp.StatusUnauthorized, CodeUnauthenticated, "X-User-Id must be a positive integer")
+				return 0, errs.Errorf(errs.CodeUnauthenticated, "X-User-Id must be a positive integer")
 			}
 			return uid, nil
 		}
@@ -79,13 +80,13 @@ func (s *server) parseJWT(token string) (int64, error) {
 		jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired())
 	if err != nil {
 		if errors.Is(err, jwt.ErrTokenExpired) {
-			return 0, newError(nethttp.StatusUnauthorized, CodeUnauthenticated, "token expired")
+			return 0, errs.Errorf(errs.CodeUnauthenticated, "token expired")
 		}
 		return 0, errUnauthenticated
 	}
 	uid, err := positiveID(claims.Subject)
 	if err != nil {
-		return 0, newError(nethttp.StatusUnauthorized, CodeUnauthenticated, "token subject must be a positive user id")
+		return 0, errs.Errorf(errs.CodeUnauthenticated, "token subject must be a positive user id")
 	}
 	return uid, nil
 }

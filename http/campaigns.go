@@ -9,6 +9,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/errs"
 )
 
 type createCampaignRequest struct {
@@ -178,12 +179,12 @@ func (s *server) getCampaign(c *gin.Context) {
 }
 
 func (s *server) grabCampaign(c *gin.Context) {
-	code := CodeInternal // what a panic would have answered
+	code := errs.CodeInternal // what a panic would have answered
 	defer func() { s.m.campaignGrabs.WithLabelValues(code).Inc() }()
 	// The grab takes no body; whatever is sent is ignored.
 	id, err := pathID(c, "id")
 	if err != nil {
-		code = CodeInvalidArgument
+		code = errs.CodeInvalidArgument
 		s.fail(c, err)
 		return
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/grab-engine/grab/engine/channel"
 
 	"github.com/grab-engine/grab/engine/alipay"
+	"github.com/grab-engine/grab/engine/errs"
 	"github.com/grab-engine/grab/engine/wechatpay"
 )
 
@@ -47,7 +48,7 @@ func (a alipayNotifier) Notification(_ nethttp.Header, body []byte) (channel.Not
 	case errors.Is(err, alipay.ErrNotFinal):
 		return n, false, nil
 	case errors.Is(err, alipay.ErrBadSignature), errors.Is(err, alipay.ErrWrongApp):
-		return n, false, newError(nethttp.StatusUnauthorized, CodeUnauthenticated, "%v", err)
+		return n, false, errs.Errorf(errs.CodeUnauthenticated, "%v", err)
 	case err != nil:
 		return n, false, invalid("%v", err)
 	}
@@ -90,7 +91,7 @@ func (wn wechatNotifier) Notification(h nethttp.Header, body []byte) (channel.No
 		return n, false, invalid("%v", err)
 	case err != nil:
 		// A signature, serial, timestamp, APIv3 key or merchant that is not ours.
-		return n, false, newError(nethttp.StatusUnauthorized, CodeUnauthenticated, "%v", err)
+		return n, false, errs.Errorf(errs.CodeUnauthenticated, "%v", err)
 	}
 	return n, true, nil
 }

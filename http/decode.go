@@ -12,6 +12,7 @@ import (
 	"github.com/grab-engine/grab/engine/money"
 
 	"github.com/gin-gonic/gin"
+	"github.com/grab-engine/grab/engine/errs"
 )
 
 // MaxBodyBytes bounds every request body (docs/api.md: bodies over 64 KiB are rejected).
@@ -34,7 +35,7 @@ func readBody(c *gin.Context) ([]byte, error) {
 	if err != nil {
 		var tooBig *nethttp.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return nil, newError(nethttp.StatusRequestEntityTooLarge, CodePayloadTooLarge, "request body is larger than %d bytes", MaxBodyBytes)
+			return nil, errs.Errorf(errs.CodePayloadTooLarge, "request body is larger than %d bytes", MaxBodyBytes)
 		}
 		return nil, invalid("cannot read request body")
 	}
@@ -110,7 +111,7 @@ func jsonError(err error) error {
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		return invalid("unknown field %s", strings.TrimPrefix(err.Error(), "json: unknown field "))
 	}
-	var ae *apiError
+	var ae *errs.Error
 	if errors.As(err, &ae) {
 		return ae
 	}
@@ -133,7 +134,7 @@ func (m *Money) UnmarshalJSON(b []byte) error {
 	fen, err := money.Parse(s)
 	if err != nil {
 		ae, _ := toAPIError(err)
-		return ae
+		return errs.New(ae.Code, ae.Message)
 	}
 	*m = Money(fen)
 	return nil

@@ -3,7 +3,6 @@ package http
 import (
 	"context"
 	"errors"
-	"fmt"
 	nethttp "net/http"
 	"strings"
 	"sync/atomic"
@@ -14,109 +13,67 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/grab-engine/grab/engine"
-	"github.com/grab-engine/grab/engine/stock"
+	"github.com/grab-engine/grab/engine/errs"
 )
 
-// API error codes (docs/api.md). The first block is the original contract's;
-// the second adds codes it leaves open (documented in openapi.json).
-const (
-	CodeInvalidArgument     = "INVALID_ARGUMENT"
-	CodeUnauthenticated     = "UNAUTHENTICATED"
-	CodeForbidden           = "FORBIDDEN"
-	CodeNotFound            = "NOT_FOUND"
-	CodeInsufficientBalance = "INSUFFICIENT_BALANCE"
-	CodeNotPayable          = "NOT_PAYABLE"
-	CodeNotOpen             = "NOT_OPEN"
-	CodeSoldOut             = "SOLD_OUT"
-	CodeExpired             = "EXPIRED"
-	CodeBusy                = "BUSY"
-	CodeInternal            = "INTERNAL"
-
-	CodeIdempotencyConflict = "IDEMPOTENCY_CONFLICT"
-	CodePayloadTooLarge     = "PAYLOAD_TOO_LARGE"
-	CodeMethodNotAllowed    = "METHOD_NOT_ALLOWED"
-	CodeAmountMismatch      = "AMOUNT_MISMATCH"
-
-	// Stock (docs/api.md "Stock (activity SKUs)"), and two codes added to it.
-	CodeOutOfStock       = "OUT_OF_STOCK"
-	CodeAlreadySubmitted = "ALREADY_SUBMITTED"
-	CodeNotForSale       = "NOT_FOR_SALE"
-	CodeOrderClosed      = "ORDER_CLOSED"
-	CodeTCCRefused       = "TCC_REFUSED"
-	CodeRolledBack       = "ROLLED_BACK"
-
-	// Campaign payouts: status 3 (already received) and 7 (transferring)
-	// each have their own code, so the app can say the right thing
-	// (docs/glossary.md).
-	CodeAwardReceived    = "AWARD_RECEIVED"
-	CodePayoutInProgress = "PAYOUT_IN_PROGRESS"
-)
-
-// apiError is an error with its API code and HTTP status.
+// apiError is how the API answers an error: its HTTP status, code and message.
 type apiError struct {
 	Status  int
 	Code    string
 	Message string
 }
 
-func (e *apiError) Error() string { return e.Code + ": " + e.Message }
-
-func newError(status int, code, format string, args ...any) *apiError {
-	return &apiError{Status: status, Code: code, Message: fmt.Sprintf(format, args...)}
+// invalid is an INVALID_ARGUMENT error with a formatted message.
+func invalid(format string, args ...any) *errs.Error {
+	return errs.Errorf(errs.CodeInvalidArgument, format, args...)
 }
 
-func invalid(format string, args ...any) *apiError {
-	return newError(nethttp.StatusBadRequest, CodeInvalidArgument, format, args...)
+// statusOf is the HTTP status of every API code (docs/api.md). It is the
+// only place where that mapping lives; the codes live with their errors
+// (package errs).
+var statusOf = map[string]int{
+	errs.CodeInvalidArgument:     nethttp.StatusBadRequest,
+	errs.CodeUnauthenticated:     nethttp.StatusUnauthorized,
+	errs.CodeForbidden:           nethttp.StatusForbidden,
+	errs.CodeNotFound:            nethttp.StatusNotFound,
+	errs.CodeMethodNotAllowed:    nethttp.StatusMethodNotAllowed,
+	errs.CodeInsufficientBalance: nethttp.StatusConflict,
+	errs.CodeNotPayable:          nethttp.StatusConflict,
+	errs.CodeNotOpen:             nethttp.StatusConflict,
+	errs.CodeSoldOut:             nethttp.StatusConflict,
+	errs.CodeIdempotencyConflict: nethttp.StatusConflict,
+	errs.CodeAmountMismatch:      nethttp.StatusConflict,
+	errs.CodeOutOfStock:          nethttp.StatusConflict,
+	errs.CodeAlreadySubmitted:    nethttp.StatusConflict,
+	errs.CodeNotForSale:          nethttp.StatusConflict,
+	errs.CodeOrderClosed:         nethttp.StatusConflict,
+	errs.CodeTCCRefused:          nethttp.StatusConflict,
+	errs.CodeRolledBack:          nethttp.StatusConflict,
+	errs.CodeAwardReceived:       nethttp.StatusConflict,
+	errs.CodePayoutInProgress:    nethttp.StatusConflict,
+	errs.CodeExpired:             nethttp.StatusGone,
+	errs.CodePayloadTooLarge:     nethttp.StatusRequestEntityTooLarge,
+	errs.CodeInternal:            nethttp.StatusInternalServerError,
+	errs.CodeBusy:                nethttp.StatusServiceUnavailable,
 }
 
-// errorTable maps every engine sentinel to its API code and status. It is the
-// only place where that mapping lives.
-var errorTable = []struct {
-	err    error
-	status int
-	code   string
-}{
-	{engine.ErrInvalidArgument, nethttp.StatusBadRequest, CodeInvalidArgument},
-	{engine.ErrForbidden, nethttp.StatusForbidden, CodeForbidden},
-	{engine.ErrNotFound, nethttp.StatusNotFound, CodeNotFound},
-	{engine.ErrInsufficientBalance, nethttp.StatusConflict, CodeInsufficientBalance},
-	{engine.ErrNotPayable, nethttp.StatusConflict, CodeNotPayable},
-	{engine.ErrNotOpen, nethttp.StatusConflict, CodeNotOpen},
-	{engine.ErrSoldOut, nethttp.StatusConflict, CodeSoldOut},
-	{engine.ErrExpired, nethttp.StatusGone, CodeExpired},
-	{engine.ErrBusy, nethttp.StatusServiceUnavailable, CodeBusy},
-	{engine.ErrIdempotencyConflict, nethttp.StatusConflict, CodeIdempotencyConflict},
-	{engine.ErrAmountMismatch, nethttp.StatusConflict, CodeAmountMismatch},
-	{stock.ErrOutOfStock, nethttp.StatusConflict, CodeOutOfStock},
-	{stock.ErrAlreadySubmitted, nethttp.StatusConflict, CodeAlreadySubmitted},
-	{stock.ErrNotForSale, nethttp.StatusConflict, CodeNotForSale},
-	{stock.ErrOrderClosed, nethttp.StatusConflict, CodeOrderClosed},
-	{stock.ErrTCCRefused, nethttp.StatusConflict, CodeTCCRefused},
-	{stock.ErrRolledBack, nethttp.StatusConflict, CodeRolledBack},
-	{engine.ErrAwardReceived, nethttp.StatusConflict, CodeAwardReceived},
-	{engine.ErrPayoutInProgress, nethttp.StatusConflict, CodePayoutInProgress},
-}
-
-// toAPIError classifies err. The boolean is false for errors that are not
-// part of the contract: they become INTERNAL and must be logged.
-func toAPIError(err error) (*apiError, bool) {
-	var ae *apiError
-	if errors.As(err, &ae) {
-		return ae, true
+// toAPIError classifies err by its code (engine.ErrorCode). The boolean is
+// false for errors that are not part of the contract: they become INTERNAL
+// and must be logged.
+func toAPIError(err error) (apiError, bool) {
+	code := engine.ErrorCode(err)
+	status, ok := statusOf[code]
+	switch {
+	case !ok || code == errs.CodeInternal:
+		return apiError{Status: nethttp.StatusInternalServerError, Code: errs.CodeInternal, Message: "internal error"}, false
+	case code == errs.CodeBusy && !errors.Is(err, errs.ErrBusy):
+		// Redis, the store or a payment channel cannot serve now (down,
+		// restarting, loading, failing over, out of connections): the
+		// client retries, as for load shed. The message names no dependency.
+		return apiError{Status: status, Code: code, Message: msgUnavailable}, true
 	}
-	for _, row := range errorTable {
-		if errors.Is(err, row.err) {
-			// Engine errors are written for people: keep the detail, drop the package prefix.
-			return &apiError{Status: row.status, Code: row.code, Message: strings.TrimPrefix(err.Error(), "engine: ")}, true
-		}
-	}
-	if engine.Unavailable(err) {
-		// Redis or the store cannot serve now (down, restarting, loading,
-		// failing over, out of connections): the client retries, as for
-		// load shed. Never INTERNAL; the message names no dependency.
-		return &apiError{Status: nethttp.StatusServiceUnavailable, Code: CodeBusy, Message: msgUnavailable}, true
-	}
-	return &apiError{Status: nethttp.StatusInternalServerError, Code: CodeInternal, Message: "internal error"}, false
+	// Errors are written for people: keep the detail, drop the package prefix.
+	return apiError{Status: status, Code: code, Message: strings.TrimPrefix(err.Error(), "engine: ")}, true
 }
 
 // msgUnavailable is BUSY's message when a dependency, not the writer's lag,
@@ -160,7 +117,7 @@ func (s *server) fail(c *gin.Context, err error) {
 		}
 		level(c.Request.Context(), "request failed", "method", c.Request.Method, "route", routeOf(c), "err", err)
 	}
-	if ae.Code == CodeBusy {
+	if ae.Code == errs.CodeBusy {
 		c.Header("Retry-After", "1")
 		if !errors.Is(err, engine.ErrBusy) {
 			s.logUnavailable(c, err)

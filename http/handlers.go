@@ -7,6 +7,7 @@ import (
 	"github.com/grab-engine/grab/engine/packet"
 
 	"github.com/gin-gonic/gin"
+	"github.com/grab-engine/grab/engine/errs"
 )
 
 // Request bodies. Pointers tell a missing field from a zero one.
@@ -294,7 +295,7 @@ func (s *server) payPacket(c *gin.Context) {
 
 func (s *server) grab(c *gin.Context) {
 	start := time.Now()
-	code := CodeInternal // what a panic would have answered
+	code := errs.CodeInternal // what a panic would have answered
 	defer func() {
 		s.m.grabs.WithLabelValues(code).Inc()
 		s.m.grabLatency.Observe(time.Since(start).Seconds())
@@ -302,7 +303,7 @@ func (s *server) grab(c *gin.Context) {
 	// The grab takes no body; whatever is sent is ignored.
 	id, err := pathID(c, "id")
 	if err != nil {
-		code = CodeInvalidArgument
+		code = errs.CodeInvalidArgument
 		s.fail(c, err)
 		return
 	}

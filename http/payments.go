@@ -8,6 +8,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/grab-engine/grab/engine/errs"
 	"github.com/grab-engine/grab/engine/gateway"
 )
 
@@ -82,7 +83,7 @@ func (s *server) notify(c *gin.Context) {
 		if r := []rune(ch); len(r) > 16 {
 			ch = string(r[:16]) + "…"
 		}
-		s.fail(c, newError(nethttp.StatusNotFound, CodeNotFound, "no payment channel %q", ch))
+		s.fail(c, errs.Errorf(errs.CodeNotFound, "no payment channel %q", ch))
 		return
 	}
 	nt := s.cfg.Notifiers[c.Param("channel")]
@@ -101,7 +102,7 @@ func (s *server) notify(c *gin.Context) {
 	// Signed as the gateway signs: lowercase hex HMAC-SHA256 of the raw
 	// body with the pay secret; an empty secret verifies nothing.
 	if !gateway.Verify(s.cfg.PaySecret, body, c.GetHeader(gateway.HeaderSignature)) {
-		s.fail(c, newError(nethttp.StatusUnauthorized, CodeUnauthenticated, "missing or wrong X-Grab-Signature"))
+		s.fail(c, errs.Errorf(errs.CodeUnauthenticated, "missing or wrong X-Grab-Signature"))
 		return
 	}
 	var req notifyRequest
@@ -156,7 +157,7 @@ func (s *server) notifyNative(c *gin.Context, nt Notifier, body []byte) {
 	case err == nil && apply && (len(n.TradeNo) > maxTradeNoLen || len(n.ProviderTxn) > maxTradeNoLen):
 		err = invalid("out_trade_no and the channel's transaction id are at most %d bytes", maxTradeNoLen)
 	case err == nil && apply && n.Channel != ch:
-		err = newError(nethttp.StatusNotFound, CodeNotFound, "a %s notification at the %s notify URL", n.Channel, ch)
+		err = errs.Errorf(errs.CodeNotFound, "a %s notification at the %s notify URL", n.Channel, ch)
 	case err == nil && apply:
 		err = s.packets.Notify(c.Request.Context(), n)
 	}
@@ -176,7 +177,7 @@ func (s *server) refuseNative(c *gin.Context, nt Notifier, n channel.Notificatio
 	switch {
 	case !known:
 		s.log.ErrorContext(c.Request.Context(), "payment notification failed", "channel", ch, "trade_no", n.TradeNo, "err", err)
-	case ae.Code == CodeBusy:
+	case ae.Code == errs.CodeBusy:
 		c.Header("Retry-After", "1")
 		s.logUnavailable(c, err)
 	default:

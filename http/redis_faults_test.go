@@ -20,6 +20,7 @@ import (
 
 	"github.com/grab-engine/grab/engine"
 	"github.com/grab-engine/grab/engine/enginetest"
+	"github.com/grab-engine/grab/engine/errs"
 	"github.com/grab-engine/grab/engine/transfer"
 	"github.com/grab-engine/grab/engine/transfersim"
 	grabhttp "github.com/grab-engine/grab/http"
@@ -221,7 +222,7 @@ func checkAnswer(t *testing.T, what string, r response) {
 		var body struct {
 			Error struct{ Code, Message string } `json:"error"`
 		}
-		if err := json.Unmarshal(r.body, &body); err != nil || body.Error.Code != grabhttp.CodeBusy || body.Error.Message == "" {
+		if err := json.Unmarshal(r.body, &body); err != nil || body.Error.Code != errs.CodeBusy || body.Error.Message == "" {
 			t.Errorf("%s: 503 that is not BUSY: %s", what, r.body)
 		}
 		if ra := r.header.Get("Retry-After"); ra != "1" {

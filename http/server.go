@@ -21,6 +21,7 @@ import (
 
 	"github.com/grab-engine/grab"
 	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/engine/errs"
 	"github.com/grab-engine/grab/engine/stock"
 )
 
@@ -75,9 +76,9 @@ func New(g *grab.Grab, cfg Config, log *slog.Logger, reg *prometheus.Registry) n
 	r.RedirectFixedPath = false
 	r.HandleMethodNotAllowed = true
 	r.Use(s.accessLog, s.recovery)
-	r.NoRoute(func(c *gin.Context) { s.fail(c, newError(nethttp.StatusNotFound, CodeNotFound, "no such endpoint")) })
+	r.NoRoute(func(c *gin.Context) { s.fail(c, errs.Errorf(errs.CodeNotFound, "no such endpoint")) })
 	r.NoMethod(func(c *gin.Context) {
-		s.fail(c, newError(nethttp.StatusMethodNotAllowed, CodeMethodNotAllowed, "method %s is not allowed here", c.Request.Method))
+		s.fail(c, errs.Errorf(errs.CodeMethodNotAllowed, "method %s is not allowed here", c.Request.Method))
 	})
 
 	admin := r.Group("/v1/admin", s.authAdmin)
@@ -213,9 +214,9 @@ func (s *server) recovery(c *gin.Context) {
 			c.Abort()
 			return
 		}
-		c.Set(ctxErrorCode, CodeInternal)
+		c.Set(ctxErrorCode, errs.CodeInternal)
 		c.AbortWithStatusJSON(nethttp.StatusInternalServerError,
-			errorBody{Error: errorDetail{Code: CodeInternal, Message: "internal error"}})
+			errorBody{Error: errorDetail{Code: errs.CodeInternal, Message: "internal error"}})
 	}()
 	c.Next()
 }

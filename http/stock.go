@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/grab-engine/grab/engine/errs"
 	"github.com/grab-engine/grab/engine/stock"
 )
 
@@ -530,7 +531,7 @@ func (s *server) tcc(c *gin.Context, phase stock.TCCPhase) {
 	if err == nil {
 		err = s.stock.TCC(c.Request.Context(), phase, c.Query("gid"), c.Query("branch_id"), items)
 	}
-	if ae, _ := toAPIError(err); err != nil && phase != stock.TCCTry && (ae.Code == CodeInvalidArgument || ae.Code == CodePayloadTooLarge) {
+	if ae, _ := toAPIError(err); err != nil && phase != stock.TCCTry && (ae.Code == errs.CodeInvalidArgument || ae.Code == errs.CodePayloadTooLarge) {
 		s.log.WarnContext(c.Request.Context(), "stock: TCC "+string(phase)+" of an invalid request answered success; its try was refused",
 			"gid", c.Query("gid"), "branch_id", c.Query("branch_id"), "err", err)
 		err = nil
@@ -552,7 +553,7 @@ func (s *server) failTCC(c *gin.Context, err error) {
 		return
 	}
 	status := ae.Status
-	if ae.Code == CodeNotFound {
+	if ae.Code == errs.CodeNotFound {
 		status = nethttp.StatusConflict
 	}
 	c.Set(ctxErrorCode, ae.Code)

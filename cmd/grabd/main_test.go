@@ -12,12 +12,16 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/grab-engine/grab/engine"
 	"github.com/grab-engine/grab/engine/enginetest"
 	"github.com/grab-engine/grab/engine/gatewaysim"
+	"github.com/grab-engine/grab/lua"
 	"github.com/grab-engine/grab/store"
 )
 
@@ -250,8 +254,10 @@ func TestParseConfig(t *testing.T) {
 		{"bad ttl", with("GRAB_PACKET_TTL", "1 day"), nil, "GRAB_PACKET_TTL"},
 		{"negative ttl", with("GRAB_PACKET_TTL", "-1h"), nil, "GRAB_PACKET_TTL"},
 		{"bad shards", with("GRAB_SHARDS", "0"), nil, "GRAB_SHARDS"},
-		{"pipelines off", with("GRAB_GRAB_PIPELINES", "0"), nil, ""},
-		{"bad pipelines", with("GRAB_GRAB_PIPELINES", "-1"), nil, "GRAB_GRAB_PIPELINES"},
+		{"pipelines off", with("GRAB_GRAB_PIPELINES", "-1"), nil, ""},
+		{"pipelines default", with("GRAB_GRAB_PIPELINES", "0"), nil, ""},
+		{"bad pipelines", with("GRAB_GRAB_PIPELINES", "-2"), nil, "GRAB_GRAB_PIPELINES"},
+		{"bad env, good flag", with("GRAB_SHARDS", "many"), []string{"-shards", "8"}, ""},
 		{"bad lag", with("GRAB_LAG_LIMIT", "fast"), nil, "GRAB_LAG_LIMIT"},
 		{"bad refund interval", with("GRAB_REFUND_INTERVAL", "0s"), nil, "GRAB_REFUND_INTERVAL"},
 		{"refund interval flag", prod, []string{"-refund-interval", "soon"}, "GRAB_REFUND_INTERVAL"},
@@ -307,19 +313,51 @@ func TestParseConfig(t *testing.T) {
 		})
 	}
 	cfg, err := ParseConfig(nil, envOf(nil))
-	if err != nil || cfg.Addr != ":8080" || cfg.Shards != 16 || cfg.PacketTTL != 24*time.Hour || cfg.LagLimit != 5*time.Second ||
-		cfg.RefundInterval != time.Minute || cfg.DataDir != "./data" || !cfg.Embedded() {
+	if err != nil || cfg.Addr != ":8080" || cfg.DataDir != "./data" || cfg.LogLevel != slog.LevelInfo || !cfg.Embedded() ||
+		!slices.Equal(cfg.PayProviders, []string{providerSim}) {
 		t.Fatalf("defaults = %+v, %v", cfg, err)
 	}
-	if cfg.TransferURL != "" || cfg.TransferTimeout != 3*time.Second || cfg.PayoutSweepInterval != 10*time.Second ||
-		cfg.PayoutRetryAfter != 30*time.Second || cfg.PayoutMaxAttempts != 10 {
-		t.Fatalf("payout defaults = %+v", cfg)
+	if cfg.TransferURL != "" || !reflect.DeepEqual(cfg.Engine, engine.DefaultConfig()) {
+		t.Fatalf("engine settings = %+v, want engine.DefaultConfig() %+v", cfg.Engine, engine.DefaultConfig())
 	}
 	cfg, err = ParseConfig([]string{"-payout-retry-after", "2m", "-payout-max-attempts", "25", "-payout-sweep-interval", "1s"},
 		envOf(with2("GRAB_TRANSFER_URL", "http://127.0.0.1:9000", "GRAB_TRANSFER_SECRET", "s3cret")))
-	if err != nil || cfg.TransferURL != "http://127.0.0.1:9000" || cfg.TransferSecret != "s3cret" || cfg.PayoutRetryAfter != 2*time.Minute ||
-		cfg.PayoutMaxAttempts != 25 || cfg.PayoutSweepInterval != time.Second {
+	e := cfg.Engine
+	if err != nil || cfg.TransferURL != "http://127.0.0.1:9000" || cfg.TransferSecret != "s3cret" || e.PayoutRetryAfter != 2*time.Minute ||
+		e.PayoutMaxAttempts != 25 || e.PayoutSweepInterval != time.Second {
 		t.Fatalf("payout settings = %+v, %v", cfg, err)
+	}
+	cfg, err = ParseConfig([]string{"-shards", "8", "-grab-pipelines", "-1"}, envOf(map[string]string{"GRAB_PACKET_TTL": "1h"}))
+	if e := cfg.Engine; err != nil || e.Keys != lua.NewKeys("grab", 8) || e.GrabPipelines != -1 || e.PacketTTL != time.Hour {
+		t.Fatalf("engine settings = %+v, %v", cfg.Engine, err)
+	}
+}
+
+// Every flag's default is its field's default as text (the engine's from
+// engine.DefaultConfig): given back as flags, they change nothing.
+func TestFlagDefaults(t *testing.T) {
+	c := defaultConfig()
+	var providers string
+	var args []string
+	want := map[string]string{"packet-ttl": "24h", "lag-limit": "5s", "refund-interval": "1m", "reconcile-interval": "5s",
+		"settle-timeout": "2m", "settle-give-up": "24h", "shards": "16", "grab-pipelines": "4", "transfer-timeout": "3s",
+		"payout-sweep-interval": "10s", "payout-retry-after": "30s", "payout-max-attempts": "10", "addr": ":8080",
+		"data-dir": "./data", "log-level": "info"}
+	for _, o := range c.settings(&providers) {
+		def := o.val.String()
+		if w, ok := want[o.flag]; ok && def != w {
+			t.Errorf("-%s defaults to %q, want %q (README)", o.flag, def, w)
+		}
+		args = append(args, "-"+o.flag+"="+def)
+	}
+	got, err := ParseConfig(args, envOf(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, _ := ParseConfig(nil, envOf(nil))
+	if !reflect.DeepEqual(got.Engine, engine.DefaultConfig()) || got.Addr != base.Addr || got.LogLevel != base.LogLevel ||
+		got.DataDir != base.DataDir || got.DevAuth || len(got.RedisAddrs) != 0 {
+		t.Fatalf("the defaults given as flags = %+v, want %+v", got, base)
 	}
 }
 

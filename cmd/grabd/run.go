@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/grab-engine/grab/engine/campaign"
@@ -38,131 +37,180 @@ const shutdownTimeout = 15 * time.Second
 // Run serves until ctx is cancelled, then stops accepting requests, lets the
 // writer drain every accepted grab into the store, and returns nil.
 func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
-	var closers []func()
-	defer func() {
-		for i := len(closers) - 1; i >= 0; i-- {
-			closers[i]()
-		}
-	}()
-
-	var apiRedis, writerRedis redis.UniversalClient
-	var db *store.DB
-	var err error
-	if cfg.Embedded() {
-		log.Warn("embedded mode: in-process Redis (miniredis) and SQLite; NOT FOR PRODUCTION",
-			"data_dir", cfg.DataDir)
-		mr, stopClock, err := startMiniredis()
-		if err != nil {
-			return err
-		}
-		closers = append(closers, mr.Close, stopClock)
-		apiRedis = redis.NewClient(&redis.Options{Addr: mr.Addr(), PoolSize: 64})
-		writerRedis = redis.NewClient(&redis.Options{Addr: mr.Addr(), PoolSize: cfg.Shards + 8})
-		closers = append(closers, func() { apiRedis.Close() }, func() { writerRedis.Close() })
-		if db, err = store.OpenSQLite(ctx, filepath.Join(cfg.DataDir, "grab.db")); err != nil {
-			return err
-		}
-		cfg.DevAuth = true
-		if cfg.AdminToken == "" {
-			cfg.AdminToken = "dev-admin"
-			log.Warn("embedded mode: admin token is dev-admin", "header", "Authorization: Bearer dev-admin")
-		}
-		if cfg.JWTSecret == "" {
-			cfg.JWTSecret = randomSecret()
-			log.Info("embedded mode: generated a random JWT secret; use X-User-Id for users")
-		}
-		if cfg.PaySecret == "" {
-			cfg.PaySecret = randomSecret()
-		}
-	} else {
-		// Two pools: the writer's blocking stream reads must never hold the
-		// connections grabs need.
-		keys := lua.NewKeys("grab", cfg.Shards)
-		apiRedis = newRedis(cfg.RedisAddrs, max(256, 20*runtime.GOMAXPROCS(0)), keys)
-		writerRedis = newRedis(cfg.RedisAddrs, cfg.Shards+8, keys)
-		closers = append(closers, func() { apiRedis.Close() }, func() { writerRedis.Close() })
-		if err := apiRedis.Ping(ctx).Err(); err != nil {
-			return fmt.Errorf("redis %v: %w", cfg.RedisAddrs, err)
-		}
-		checkEviction(ctx, apiRedis, log)
-		if err := lua.Preload(ctx, apiRedis); err != nil {
-			return fmt.Errorf("redis: loading scripts: %w", err)
-		}
-		if db, err = store.OpenMySQL(ctx, cfg.MySQLDSN); err != nil {
-			return err
-		}
-		if cfg.DevAuth {
-			log.Warn("GRAB_AUTH=dev: X-User-Id is accepted without a token; never use this in production")
-		}
-		if cfg.AdminToken == "" {
-			log.Warn("GRAB_ADMIN_TOKEN is not set: admin endpoints answer 401")
-		}
-		if cfg.JWTSecret != "" && len(cfg.JWTSecret) < 32 {
-			log.Warn("GRAB_JWT_SECRET is shorter than 32 bytes")
-		}
+	var cl closers
+	defer cl.close()
+	st, err := openStores(ctx, &cfg, log, &cl)
+	if err != nil {
+		return err
 	}
-	closers = append(closers, func() { db.Close() })
-	if err := db.Migrate(ctx); err != nil {
-		return fmt.Errorf("migrations: %w", err)
-	}
-
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	ecfg := engine.DefaultConfig()
-	ecfg.Keys = lua.NewKeys("grab", cfg.Shards)
-	ecfg.PacketTTL = cfg.PacketTTL
-	ecfg.LagLimit = cfg.LagLimit
-	ecfg.GrabPipelines = cfg.GrabPipelines
-	if cfg.GrabPipelines == 0 {
-		ecfg.GrabPipelines = -1 // the engine's "off"
-	}
-	ecfg.RefundInterval = cfg.RefundInterval
-	ecfg.ReconcileInterval = cfg.ReconcileInterval
-	ecfg.SettleTimeout = cfg.SettleTimeout
-	ecfg.SettleGiveUp = cfg.SettleGiveUp
 	// Listening before the payment providers start: the embedded simulators
 	// notify grabd's own address.
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return err
 	}
-	closers = append(closers, func() { ln.Close() })
-	self := selfURL(ln.Addr().(*net.TCPAddr))
+	cl.add(func() { ln.Close() })
+	svc, err := newServices(ctx, cfg, st, selfURL(ln.Addr().(*net.TCPAddr)), log, &cl)
+	if err != nil {
+		return err
+	}
+	stop := startLoops(ctx, svc.grab, log)
+	err = serve(ctx, cfg, ln, svc.handler, log)
+	// The loops outlive the HTTP server: the writer stops only after the
+	// last request is answered, and drains what those requests accepted.
+	stop()
+	return err
+}
+
+// closers are what Run opened, closed last first.
+type closers []func()
+
+func (c *closers) add(f ...func()) { *c = append(*c, f...) }
+
+func (c closers) close() {
+	for i := len(c) - 1; i >= 0; i-- {
+		c[i]()
+	}
+}
+
+// stores are grabd's connections: two Redis pools (the writer's blocking
+// stream reads must never hold the connections grabs need) and the store.
+type stores struct {
+	apiRedis, writerRedis redis.UniversalClient
+	db                    *store.DB
+}
+
+// openStores connects to Redis and the store, in-process in the embedded
+// mode (which also fills cfg's missing secrets), and migrates the store.
+func openStores(ctx context.Context, cfg *Config, log *slog.Logger, cl *closers) (stores, error) {
+	open := openProduction
+	if cfg.Embedded() {
+		open = openEmbedded
+	}
+	st, err := open(ctx, cfg, log, cl)
+	if err != nil {
+		return stores{}, err
+	}
+	if err := st.db.Migrate(ctx); err != nil {
+		return stores{}, fmt.Errorf("migrations: %w", err)
+	}
+	return st, nil
+}
+
+// openEmbedded runs miniredis and opens SQLite in cfg.DataDir; the mode
+// takes dev auth, and a dev admin token and random secrets where unset.
+func openEmbedded(ctx context.Context, cfg *Config, log *slog.Logger, cl *closers) (stores, error) {
+	log.Warn("embedded mode: in-process Redis (miniredis) and SQLite; NOT FOR PRODUCTION", "data_dir", cfg.DataDir)
+	mr, stopClock, err := startMiniredis()
+	if err != nil {
+		return stores{}, err
+	}
+	cl.add(mr.Close, stopClock)
+	st := stores{apiRedis: redis.NewClient(&redis.Options{Addr: mr.Addr(), PoolSize: 64}),
+		writerRedis: redis.NewClient(&redis.Options{Addr: mr.Addr(), PoolSize: cfg.Engine.Keys.Shards + 8})}
+	cl.add(func() { st.apiRedis.Close() }, func() { st.writerRedis.Close() })
+	if st.db, err = store.OpenSQLite(ctx, filepath.Join(cfg.DataDir, "grab.db")); err != nil {
+		return stores{}, err
+	}
+	cl.add(func() { st.db.Close() })
+	cfg.DevAuth = true
+	if cfg.AdminToken == "" {
+		cfg.AdminToken = "dev-admin"
+		log.Warn("embedded mode: admin token is dev-admin", "header", "Authorization: Bearer dev-admin")
+	}
+	if cfg.JWTSecret == "" {
+		cfg.JWTSecret = randomSecret()
+		log.Info("embedded mode: generated a random JWT secret; use X-User-Id for users")
+	}
+	if cfg.PaySecret == "" {
+		cfg.PaySecret = randomSecret()
+	}
+	return st, nil
+}
+
+// openProduction connects to Redis (its scripts preloaded) and MySQL, and
+// warns of risky settings.
+func openProduction(ctx context.Context, cfg *Config, log *slog.Logger, cl *closers) (stores, error) {
+	keys := cfg.Engine.Keys
+	st := stores{apiRedis: newRedis(cfg.RedisAddrs, max(256, 20*runtime.GOMAXPROCS(0)), keys),
+		writerRedis: newRedis(cfg.RedisAddrs, keys.Shards+8, keys)}
+	cl.add(func() { st.apiRedis.Close() }, func() { st.writerRedis.Close() })
+	if err := st.apiRedis.Ping(ctx).Err(); err != nil {
+		return stores{}, fmt.Errorf("redis %v: %w", cfg.RedisAddrs, err)
+	}
+	checkEviction(ctx, st.apiRedis, log)
+	if err := lua.Preload(ctx, st.apiRedis); err != nil {
+		return stores{}, fmt.Errorf("redis: loading scripts: %w", err)
+	}
+	var err error
+	if st.db, err = store.OpenMySQL(ctx, cfg.MySQLDSN); err != nil {
+		return stores{}, err
+	}
+	cl.add(func() { st.db.Close() })
+	if cfg.DevAuth {
+		log.Warn("GRAB_AUTH=dev: X-User-Id is accepted without a token; never use this in production")
+	}
+	if cfg.AdminToken == "" {
+		log.Warn("GRAB_ADMIN_TOKEN is not set: admin endpoints answer 401")
+	}
+	if cfg.JWTSecret != "" && len(cfg.JWTSecret) < 32 {
+		log.Warn("GRAB_JWT_SECRET is shorter than 32 bytes")
+	}
+	return st, nil
+}
+
+// services are what grabd serves: every domain on one engine, and the HTTP
+// API over them.
+type services struct {
+	grab    *grab.Grab
+	handler nethttp.Handler
+}
+
+// newServices wires the domain: payment providers (self is grabd's own
+// base URL, which the embedded simulators notify), the transfer service,
+// the domains and the HTTP API, with their metrics in one registry.
+func newServices(ctx context.Context, cfg Config, st stores, self string, log *slog.Logger, cl *closers) (services, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	pay, err := startPayments(ctx, cfg, self, log)
 	if err != nil {
-		return err
+		return services{}, err
 	}
-	closers = append(closers, pay.stop)
-	ecfg.TransferTimeout = cfg.TransferTimeout
-	ecfg.PayoutSweepInterval = cfg.PayoutSweepInterval
-	ecfg.PayoutRetryAfter = cfg.PayoutRetryAfter
-	ecfg.PayoutMaxAttempts = cfg.PayoutMaxAttempts
+	cl.add(pay.stop)
 	xfer, stopSim, err := transferService(ctx, cfg, log)
 	if err != nil {
-		return err
+		return services{}, err
 	}
-	closers = append(closers, stopSim)
-	g := grab.New(grab.Deps{Deps: engine.Deps{Redis: apiRedis, WriterRedis: writerRedis, DB: db, Log: log, Metrics: reg},
-		Payments: packet.Deps{Provider: pay.shared, Providers: pay.natives}, Campaigns: campaign.Deps{Transfer: xfer}}, ecfg)
+	cl.add(stopSim)
+	g := grab.New(grab.Deps{Deps: engine.Deps{Redis: st.apiRedis, WriterRedis: st.writerRedis, DB: st.db, Log: log, Metrics: reg},
+		Payments: packet.Deps{Provider: pay.shared, Providers: pay.natives}, Campaigns: campaign.Deps{Transfer: xfer}}, cfg.Engine)
+	handler := grabhttp.New(g, grabhttp.Config{JWTSecret: []byte(cfg.JWTSecret), AdminToken: cfg.AdminToken,
+		DevAuth: cfg.DevAuth, PaySecret: []byte(cfg.PaySecret), Notifiers: pay.notifiers}, log, reg)
+	return services{grab: g, handler: handler}, nil
+}
 
-	// The writer outlives the HTTP server: it stops only after the last
-	// request is answered, and drains what those requests accepted.
-	writerCtx, stopWriter := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopWriter()
-	writerDone := make(chan struct{})
+// startLoops runs g's writer and background jobs (grab.Grab.Run) until the
+// returned stop is called; stop ends the jobs first, so the writer drains
+// the events of their last pass, then the writer, and waits for both.
+func startLoops(ctx context.Context, g *grab.Grab, log *slog.Logger) (stop func()) {
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
 	go func() {
-		defer close(writerDone)
-		if err := g.Engine.RunWriter(writerCtx); err != nil {
+		defer close(done)
+		if err := g.Run(runCtx); err != nil {
 			log.Error("writer stopped", "err", err)
 		}
 	}()
+	return func() {
+		cancel()
+		<-done
+		log.Info("stopped: the writer drained")
+	}
+}
 
-	// The refund and reconciliation jobs stop before the writer, so the writer
-	// drains the events of their last pass.
-	stopJobs := startJobs(ctx, log, g.Jobs())
-
-	handler := grabhttp.New(g, grabhttp.Config{JWTSecret: []byte(cfg.JWTSecret), AdminToken: cfg.AdminToken,
-		DevAuth: cfg.DevAuth, PaySecret: []byte(cfg.PaySecret), Notifiers: pay.notifiers}, log, reg)
+// serve answers requests on ln until ctx is cancelled or serving fails,
+// then lets requests in flight finish (up to shutdownTimeout).
+func serve(ctx context.Context, cfg Config, ln net.Listener, handler nethttp.Handler, log *slog.Logger) error {
 	srv := &nethttp.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 5 * time.Second,
@@ -175,31 +223,26 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if cfg.onListen != nil {
 		cfg.onListen(ln.Addr())
 	}
-	log.Info("grabd listening", "addr", ln.Addr().String(), "embedded", cfg.Embedded(), "shards", cfg.Shards,
+	log.Info("grabd listening", "addr", ln.Addr().String(), "embedded", cfg.Embedded(), "shards", cfg.Engine.Keys.Shards,
 		"dev_auth", cfg.DevAuth)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 
-	var runErr error
+	var err error
 	select {
 	case <-ctx.Done():
 		log.Info("stopping: no new requests; draining")
-	case err := <-serveErr:
-		runErr = err
+	case err = <-serveErr:
 	}
 	shCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(shCtx); err != nil {
 		log.Warn("shutdown: requests still running were cut", "err", err)
 	}
-	stopJobs()
-	stopWriter()
-	<-writerDone
-	log.Info("stopped: the writer drained")
-	if errors.Is(runErr, nethttp.ErrServerClosed) {
-		runErr = nil
+	if errors.Is(err, nethttp.ErrServerClosed) {
+		err = nil
 	}
-	return runErr
+	return err
 }
 
 // transferService is the client of the transfer service that pays campaign
@@ -209,8 +252,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 func transferService(ctx context.Context, cfg Config, log *slog.Logger) (xfer transfer.Service, stop func(), err error) {
 	switch {
 	case cfg.TransferURL != "":
-		log.Info("transfer service", "url", cfg.TransferURL, "timeout", cfg.TransferTimeout)
-		return transfer.NewClient(cfg.TransferURL, []byte(cfg.TransferSecret), cfg.TransferTimeout, nil), func() {}, nil
+		log.Info("transfer service", "url", cfg.TransferURL, "timeout", cfg.Engine.TransferTimeout)
+		return transfer.NewClient(cfg.TransferURL, []byte(cfg.TransferSecret), cfg.Engine.TransferTimeout, nil), func() {}, nil
 	case !cfg.Embedded():
 		log.Warn("GRAB_TRANSFER_URL is not set: campaign awards are granted but stay received until a transfer service pays them")
 		return nil, func() {}, nil
@@ -231,7 +274,7 @@ func transferService(ctx context.Context, cfg Config, log *slog.Logger) (xfer tr
 	}()
 	log.Warn("transfer service: the built-in simulator; campaign payouts succeed in-process, no money moves",
 		"addr", ln.Addr().String())
-	client := transfer.NewClient("http://"+ln.Addr().String(), secret, cfg.TransferTimeout, nil)
+	client := transfer.NewClient("http://"+ln.Addr().String(), secret, cfg.Engine.TransferTimeout, nil)
 	return client, func() { cancel(); <-done }, nil
 }
 
@@ -305,21 +348,4 @@ func randomSecret() string {
 	var b [32]byte
 	rand.Read(b[:])
 	return hex.EncodeToString(b[:])
-}
-
-// startJobs runs background jobs until the returned stop is called; stop
-// waits for them to return.
-func startJobs(ctx context.Context, log *slog.Logger, jobs map[string]func(context.Context) error) (stop func()) {
-	jobCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	var wg sync.WaitGroup
-	for name, run := range jobs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := run(jobCtx); err != nil {
-				log.Error(name+" stopped", "err", err)
-			}
-		}()
-	}
-	return func() { cancel(); wg.Wait() }
 }

@@ -31,23 +31,21 @@ import (
 	"github.com/grab-engine/grab/store"
 )
 
-// Stock errors, beside errs.ErrInvalidArgument, ErrNotFound, ErrBusy and
-// ErrIdempotencyConflict. Exclusion between a product's operations needs no
-// lock: every operation is one script over that product's keys (one hash
-// tag), so submit, edit and revoke of a product (the LOCK_SUBMIT of the original stock design),
+// Stock errors (defined with their codes in package errs), beside
+// errs.ErrInvalidArgument, ErrNotFound, ErrBusy and ErrIdempotencyConflict.
+// Exclusion between a product's operations needs no lock: every operation is
+// one script over that product's keys (one hash tag), so submit, edit and
+// revoke of a product (the LOCK_SUBMIT of the original stock design),
 // salvage and deducts never interleave. An order or TCC branch that spans
 // products is one call per product, made idempotent and ordered by a
 // record per product, so it needs none either.
 var (
-	ErrOutOfStock       = errors.New("engine: out of stock")
-	ErrAlreadySubmitted = errors.New("engine: SKU already submitted")
-	ErrNotForSale       = errors.New("engine: not for sale")
-	ErrOrderClosed      = errors.New("engine: order already returned or cancelled")
-	// ErrTCCRefused: a try after its branch was cancelled (no hanging
-	// reservation) or ended.
-	ErrTCCRefused = errors.New("engine: TCC branch refused")
-	// ErrRolledBack: the voucher was rolled back; its operation cannot run now.
-	ErrRolledBack = errors.New("engine: voucher rolled back")
+	ErrOutOfStock       = errs.ErrOutOfStock
+	ErrAlreadySubmitted = errs.ErrAlreadySubmitted
+	ErrNotForSale       = errs.ErrNotForSale
+	ErrOrderClosed      = errs.ErrOrderClosed
+	ErrTCCRefused       = errs.ErrTCCRefused
+	ErrRolledBack       = errs.ErrRolledBack
 )
 
 // ScopeHighSeas is the shared scope; PoolScope(id) is one pool's exclusive stock.
