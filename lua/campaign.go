@@ -2,7 +2,6 @@ package lua
 
 import (
 	"context"
-	_ "embed"
 	"fmt"
 	"strconv"
 	"strings"
@@ -11,13 +10,8 @@ import (
 )
 
 var (
-	//go:embed campaign_grab.lua
-	campaignGrabSource string
-	//go:embed campaign_load.lua
-	campaignLoadSource string
-
-	campaignGrabScript = redis.NewScript(campaignGrabSource)
-	campaignLoadScript = redis.NewScript(campaignLoadSource)
+	campaignGrabScript = register("campaign_grab.lua")
+	campaignLoadScript = register("campaign_load.lua")
 )
 
 // CampaignGrabReply is what campaign_grab.lua answered. Seq, Amount, AtMs

@@ -1,10 +1,7 @@
-// Package lua holds the Redis scripts of the engine, one typed wrapper per
-// script, and the builders of every key they touch.
 package lua
 
 import (
 	"context"
-	_ "embed"
 	"errors"
 	"fmt"
 	"strconv"
@@ -14,22 +11,11 @@ import (
 )
 
 var (
-	//go:embed grab.lua
-	grabSource string
-	//go:embed load.lua
-	loadSource string
-	//go:embed probe.lua
-	probeSource string
-	//go:embed unlock.lua
-	unlockSource string
-	//go:embed close.lua
-	closeSource string
-
-	grabScript   = redis.NewScript(grabSource)
-	loadScript   = redis.NewScript(loadSource)
-	probeScript  = redis.NewScript(probeSource)
-	unlockScript = redis.NewScript(unlockSource)
-	closeScript  = redis.NewScript(closeSource)
+	grabScript   = register("grab.lua")
+	loadScript   = register("load.lua")
+	probeScript  = register("probe.lua")
+	unlockScript = register("unlock.lua")
+	closeScript  = register("close.lua")
 )
 
 // ErrUnexpectedReply means a script answered in a shape its wrapper does not know.
@@ -315,19 +301,6 @@ func Probe(ctx context.Context, c redis.Scripter, k ProbeKeys, userID, nowMs int
 		return false, fmt.Errorf("%w: probe code %T", ErrUnexpectedReply, v[0])
 	}
 	return code == 0, nil
-}
-
-// Preload loads every script into the script cache, so the first grab does
-// not pay for an EVAL fallback.
-func Preload(ctx context.Context, c redis.Scripter) error {
-	for _, s := range []*redis.Script{grabScript, loadScript, probeScript, unlockScript, closeScript,
-		campaignGrabScript, campaignLoadScript, settleScript,
-		stockSaleScript, stockTCCScript, stockVoucherScript, stockOrderScript, stockVoucherIndexScript, stockIndexScript, stockLoadScript} {
-		if err := s.Load(ctx, c).Err(); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // Lock takes key for ttl with a token; it reports whether it was obtained.

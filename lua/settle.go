@@ -2,16 +2,11 @@ package lua
 
 import (
 	"context"
-	_ "embed"
 
 	"github.com/redis/go-redis/v9"
 )
 
-var (
-	//go:embed settle.lua
-	settleSource string
-	settleScript = redis.NewScript(settleSource)
-)
+var settleScript = register("settle.lua")
 
 // Settle runs settle.lua: paid opens a packet that awaited settlement and
 // credits its later grabs; failed stops its grabs. It reports whether the

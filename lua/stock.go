@@ -2,7 +2,6 @@ package lua
 
 import (
 	"context"
-	_ "embed"
 	"fmt"
 	"strconv"
 	"strings"
@@ -12,29 +11,14 @@ import (
 )
 
 var (
-	//go:embed stock_lib.lua
-	stockLibSource string
-	//go:embed stock_sale.lua
-	stockSaleSource string
-	//go:embed stock_tcc.lua
-	stockTCCSource string
-	//go:embed stock_voucher.lua
-	stockVoucherSource string
-	//go:embed stock_order.lua
-	stockOrderSource string
-	//go:embed stock_voucher_index.lua
-	stockVoucherIndexSource string
-	//go:embed stock_index.lua
-	stockIndexSource string
-
 	// Each stock script is stock_lib.lua followed by its own ops: one chunk.
-	stockSaleScript    = redis.NewScript(stockLibSource + stockSaleSource)
-	stockTCCScript     = redis.NewScript(stockLibSource + stockTCCSource)
-	stockVoucherScript = redis.NewScript(stockLibSource + stockVoucherSource)
+	stockSaleScript    = register("stock_lib.lua", "stock_sale.lua")
+	stockTCCScript     = register("stock_lib.lua", "stock_tcc.lua")
+	stockVoucherScript = register("stock_lib.lua", "stock_voucher.lua")
 
-	stockOrderScript        = redis.NewScript(stockOrderSource)
-	stockVoucherIndexScript = redis.NewScript(stockVoucherIndexSource)
-	stockIndexScript        = redis.NewScript(stockIndexSource)
+	stockOrderScript        = register("stock_order.lua")
+	stockVoucherIndexScript = register("stock_voucher_index.lua")
+	stockIndexScript        = register("stock_index.lua")
 )
 
 // StockItem is one line of a stock op: a SKU, its scope ("high_seas" or

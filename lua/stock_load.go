@@ -2,7 +2,6 @@ package lua
 
 import (
 	"context"
-	_ "embed"
 	"fmt"
 	"slices"
 	"strconv"
@@ -11,12 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-var (
-	//go:embed stock_load.lua
-	stockLoadSource string
-
-	stockLoadScript = redis.NewScript(stockLoadSource)
-)
+var stockLoadScript = register("stock_load.lua")
 
 // StockRecordEntry is one record of an activity product as MySQL keeps it:
 // the op id ("v:<voucher>", "o:<order>", "t:<gid>/<branch>"), the value
