@@ -28,8 +28,7 @@ type CampaignGrabReply struct {
 // CampaignGrab runs campaign_grab.lua for one user. requestID must be the
 // same for every re-send of one logical call.
 func CampaignGrab(ctx context.Context, c redis.Scripter, k CampaignKeys, campaignID, userID, nowMs int64, requestID string) (CampaignGrabReply, error) {
-	v, err := campaignGrabScript.Run(ctx, c, []string{k.State, k.Awards, k.Users, k.Awarded, k.Events, k.Epoch},
-		userID, nowMs, campaignID, requestID).Slice()
+	v, err := campaignGrabScript.Run(ctx, c, campaignGrabKeys(k), userID, nowMs, campaignID, requestID).Slice()
 	if err != nil {
 		return CampaignGrabReply{}, err
 	}
@@ -59,6 +58,10 @@ func CampaignGrab(ctx context.Context, c redis.Scripter, k CampaignKeys, campaig
 		return CampaignGrabReply{}, fmt.Errorf("%w: campaign grab code %d", ErrUnexpectedReply, code)
 	}
 	return r, nil
+}
+
+func campaignGrabKeys(k CampaignKeys) []string {
+	return []string{k.State, k.Awards, k.Users, k.Awarded, k.Events, k.Epoch}
 }
 
 // CampaignState is everything campaign_load.lua writes for one campaign.
@@ -120,7 +123,11 @@ func LoadCampaign(ctx context.Context, c redis.Cmdable, k CampaignKeys, st Campa
 	for _, g := range st.Granted {
 		args = append(args, g.Seq, fmt.Sprintf("%d:%d:%d", g.UserID, g.Amount, g.AtMs))
 	}
-	return runLoad(ctx, c, campaignLoadScript, []string{k.State, k.Awards, k.Users, k.Awarded, k.Epoch}, k.Epoch, args)
+	return runLoad(ctx, c, campaignLoadScript, campaignLoadKeys(k), k.Epoch, args)
+}
+
+func campaignLoadKeys(k CampaignKeys) []string {
+	return []string{k.State, k.Awards, k.Users, k.Awarded, k.Epoch}
 }
 
 // CampaignUser is a value of a campaign's users hash: how many awards the

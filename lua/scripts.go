@@ -133,12 +133,14 @@ type CloseReply struct {
 // nowMs is at or past its expiry, it is marked expired, its remaining shares
 // are taken back and a close event is appended to the shard's stream.
 func Close(ctx context.Context, c redis.Scripter, k PacketKeys, packetID, nowMs int64) (CloseReply, error) {
-	v, err := closeScript.Run(ctx, c, []string{k.State, k.Shares, k.Events, k.Epoch}, packetID, nowMs).Slice()
+	v, err := closeScript.Run(ctx, c, closeKeys(k), packetID, nowMs).Slice()
 	if err != nil {
 		return CloseReply{}, err
 	}
 	return parseCloseReply(v)
 }
+
+func closeKeys(k PacketKeys) []string { return []string{k.State, k.Shares, k.Events, k.Epoch} }
 
 func parseCloseReply(v []any) (CloseReply, error) {
 	code, err := replyCode(v, "close")
@@ -259,7 +261,11 @@ func Load(ctx context.Context, c redis.Cmdable, k PacketKeys, st PacketState) (L
 	for _, g := range st.Grabbed {
 		args = append(args, g.UserID, encodeGrabbed(g))
 	}
-	return runLoad(ctx, c, loadScript, []string{k.State, k.Shares, k.Grabbed, k.Eligible, k.Epoch}, k.Epoch, args)
+	return runLoad(ctx, c, loadScript, loadKeys(k), k.Epoch, args)
+}
+
+func loadKeys(k PacketKeys) []string {
+	return []string{k.State, k.Shares, k.Grabbed, k.Eligible, k.Epoch}
 }
 
 // runLoad runs a load script, stamping the epoch key once if it is missing.
@@ -289,7 +295,7 @@ type ProbeKeys struct {
 
 // Probe runs probe.lua; it reports whether a share was handed out.
 func Probe(ctx context.Context, c redis.Scripter, k ProbeKeys, userID, nowMs int64) (bool, error) {
-	v, err := probeScript.Run(ctx, c, []string{k.Shares, k.Grabbed, k.Events}, userID, nowMs).Slice()
+	v, err := probeScript.Run(ctx, c, probeKeys(k), userID, nowMs).Slice()
 	if err != nil {
 		return false, err
 	}
@@ -302,6 +308,8 @@ func Probe(ctx context.Context, c redis.Scripter, k ProbeKeys, userID, nowMs int
 	}
 	return code == 0, nil
 }
+
+func probeKeys(k ProbeKeys) []string { return []string{k.Shares, k.Grabbed, k.Events} }
 
 // Lock takes key for ttl with a token; it reports whether it was obtained.
 func Lock(ctx context.Context, c redis.Cmdable, key, token string, ttl time.Duration) (bool, error) {

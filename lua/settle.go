@@ -16,6 +16,8 @@ func Settle(ctx context.Context, c redis.Scripter, k PacketKeys, paid bool) (boo
 	if paid {
 		outcome = "paid"
 	}
-	n, err := settleScript.Run(ctx, c, []string{k.State}, outcome).Int64()
+	n, err := settleScript.Run(ctx, c, settleKeys(k), outcome).Int64()
 	return n == 1, err
 }
+
+func settleKeys(k PacketKeys) []string { return []string{k.State} }
