@@ -18,9 +18,6 @@ var (
 	closeScript  = register("close.lua")
 )
 
-// ErrUnexpectedReply means a script answered in a shape its wrapper does not know.
-var ErrUnexpectedReply = errors.New("lua: unexpected script reply")
-
 // GrabCode is the outcome code of grab.lua.
 type GrabCode int
 
@@ -86,26 +83,6 @@ func parseGrabReply(v []any) (GrabReply, error) {
 		return GrabReply{}, fmt.Errorf("%w: grab code %d", ErrUnexpectedReply, code)
 	}
 	return r, nil
-}
-
-// replyCode is the integer code that starts a script's reply.
-func replyCode(v []any, script string) (int64, error) {
-	if len(v) == 0 {
-		return 0, fmt.Errorf("%w: empty %s reply", ErrUnexpectedReply, script)
-	}
-	code, ok := v[0].(int64)
-	if !ok {
-		return 0, fmt.Errorf("%w: %s code %T", ErrUnexpectedReply, script, v[0])
-	}
-	return code, nil
-}
-
-func intString(v any) (int64, error) {
-	s, ok := v.(string)
-	if !ok {
-		return 0, fmt.Errorf("%w: %T is not an integer string", ErrUnexpectedReply, v)
-	}
-	return strconv.ParseInt(s, 10, 64)
 }
 
 // CloseCode is the outcome code of close.lua.
@@ -271,19 +248,22 @@ func loadKeys(k PacketKeys) []string {
 // runLoad runs a load script, stamping the epoch key once if it is missing.
 func runLoad(ctx context.Context, c redis.Cmdable, s *redis.Script, keys []string, epochKey string, args []any) (LoadResult, error) {
 	for attempt := 0; ; attempt++ {
-		n, err := s.Run(ctx, c, keys, args...).Int64()
+		v, err := s.Run(ctx, c, keys, args...).Slice()
 		if err != nil {
 			return 0, err
 		}
-		switch {
-		case n == -2 && attempt == 0:
-			if err := stampKey(ctx, c, epochKey); err != nil {
-				return 0, err
-			}
-		case n == 0 || n == 1 || n == 2 || n == -3:
+		n, err := onlyCode(v, "load", int64(Loaded), int64(Fresh), int64(Verified), int64(Moved), -2)
+		if err != nil {
+			return 0, err
+		}
+		if n != -2 {
 			return LoadResult(n), nil
-		default:
-			return 0, fmt.Errorf("%w: load answered %d", ErrUnexpectedReply, n)
+		}
+		if attempt > 0 {
+			return 0, fmt.Errorf("%w: load: epoch key still missing after stamping", ErrUnexpectedReply)
+		}
+		if err := stampKey(ctx, c, epochKey); err != nil {
+			return 0, err
 		}
 	}
 }
@@ -318,7 +298,12 @@ func Lock(ctx context.Context, c redis.Cmdable, key, token string, ttl time.Dura
 
 // Unlock releases key if it is still held with token.
 func Unlock(ctx context.Context, c redis.Scripter, key, token string) error {
-	return unlockScript.Run(ctx, c, []string{key}, token).Err()
+	v, err := unlockScript.Run(ctx, c, []string{key}, token).Slice()
+	if err != nil {
+		return err
+	}
+	_, err = onlyCode(v, "unlock", 0, 1) // 1: expired or taken over; nothing to release
+	return err
 }
 
 // HotPacket is what Redis holds of a packet, which may be ahead of MySQL:

@@ -16,8 +16,12 @@ func Settle(ctx context.Context, c redis.Scripter, k PacketKeys, paid bool) (boo
 	if paid {
 		outcome = "paid"
 	}
-	n, err := settleScript.Run(ctx, c, settleKeys(k), outcome).Int64()
-	return n == 1, err
+	v, err := settleScript.Run(ctx, c, settleKeys(k), outcome).Slice()
+	if err != nil {
+		return false, err
+	}
+	code, err := onlyCode(v, "settle", 0, -1)
+	return code == 0, err
 }
 
 func settleKeys(k PacketKeys) []string { return []string{k.State} }

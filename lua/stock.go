@@ -258,16 +258,19 @@ func CloseStockOrder(ctx context.Context, c redis.Cmdable, keys Keys, orderID st
 	}
 	var products []string
 	for s, cmd := range cmds {
-		v, err := cmd.Text()
+		v, err := cmd.Slice()
 		if redis.HasErrorPrefix(err, "NOSCRIPT") {
-			v, err = stockIndexScript.Run(ctx, c, []string{keys.StockOrders(s)}, "o:"+orderID).Text()
+			v, err = stockIndexScript.Run(ctx, c, []string{keys.StockOrders(s)}, "o:"+orderID).Slice()
 		}
-		switch {
-		case err == redis.Nil:
-		case err != nil:
+		if err != nil {
 			return nil, err
-		case v != "*" && v != "!":
-			products = append(products, v)
+		}
+		entry, err := doneStrings(v, "stock_index", 1)
+		if err != nil {
+			return nil, err
+		}
+		if e := entry[0]; e != "" && e != "*" && e != "!" {
+			products = append(products, e)
 		}
 	}
 	return products, nil
@@ -411,12 +414,13 @@ func StockOrderCmd(ctx context.Context, p redis.Pipeliner, orderKey, op, arg str
 func ParseStockOrder(cmd *redis.Cmd) (StockOrderState, error) { return readStockOrder(cmd) }
 
 func readStockOrder(cmd *redis.Cmd) (StockOrderState, error) {
-	v, err := cmd.StringSlice()
+	reply, err := cmd.Slice()
 	if err != nil {
 		return StockOrderState{}, err
 	}
-	if len(v) != 3 {
-		return StockOrderState{}, fmt.Errorf("%w: stock order reply %v", ErrUnexpectedReply, v)
+	v, err := doneStrings(reply, "stock_order", 3)
+	if err != nil {
+		return StockOrderState{}, err
 	}
 	return StockOrderState{State: v[0], Code: v[1], Products: v[2]}, nil
 }
@@ -435,14 +439,22 @@ func StockCodeOf(name string) StockCode {
 // IndexStockVoucher notes, before a voucher's op touches product ("a:p"),
 // that it does; false when the voucher was rolled back and must not run.
 func IndexStockVoucher(ctx context.Context, c redis.Scripter, voucherKey, product string, ttl time.Duration) (bool, error) {
-	n, err := stockVoucherIndexScript.Run(ctx, c, []string{voucherKey}, "index", product, int64(ttl/time.Second)).Int()
-	return n == 1, err
+	v, err := stockVoucherIndexScript.Run(ctx, c, []string{voucherKey}, "index", product, int64(ttl/time.Second)).Slice()
+	if err != nil {
+		return false, err
+	}
+	code, err := onlyCode(v, "stock_voucher_index", 0, 1)
+	return code == 0, err
 }
 
 // RollbackStockVoucher marks a voucher rolled back, so no op of it starts
 // after, and lists the products its ops touched before.
 func RollbackStockVoucher(ctx context.Context, c redis.Scripter, voucherKey string, ttl time.Duration) ([]string, error) {
-	return stockVoucherIndexScript.Run(ctx, c, []string{voucherKey}, "rollback", "", int64(ttl/time.Second)).StringSlice()
+	v, err := stockVoucherIndexScript.Run(ctx, c, []string{voucherKey}, "rollback", "", int64(ttl/time.Second)).Slice()
+	if err != nil {
+		return nil, err
+	}
+	return doneStrings(v, "stock_voucher_index", -1)
 }
 
 // StockRecordRank is a record's rank, which is how a verification tells
