@@ -301,11 +301,8 @@ func (e *Engine) GetCampaign(ctx context.Context, campaignID int64) (Campaign, e
 		PerUserLimit: c.PerUserLimit, StartsAt: c.StartsAt, EndsAt: c.EndsAt, CreatedAt: c.CreatedAt,
 		Awarded: c.AwardedCount, Remaining: c.AwardCount - c.AwardedCount, Payouts: payouts}
 	// Redis is ahead of MySQL on what is left.
-	keys := e.keys.Campaign(campaignID)
-	if n, err := e.rdb.Exists(ctx, keys.State).Result(); err == nil && n == 1 {
-		if left, err := e.rdb.LLen(ctx, keys.Awards).Result(); err == nil {
-			v.Remaining = int(left)
-		}
+	if hot, err := lua.ReadCampaign(ctx, e.rdb, e.keys.Campaign(campaignID)); err == nil && hot.Loaded {
+		v.Remaining = hot.Remaining
 	}
 	now := e.clock.Now()
 	switch {

@@ -149,7 +149,7 @@ func StateEpoch(ctx context.Context, c redis.Cmdable, stateKey, epochKey string)
 	var ep *redis.SliceCmd
 	var cur *redis.StringCmd
 	if _, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
-		ep = p.HMGet(ctx, stateKey, "ep", "status")
+		ep = p.HMGet(ctx, stateKey, stateEpoch, stateStatus)
 		cur = p.Get(ctx, epochKey)
 		return nil
 	}); err != nil && !errors.Is(err, redis.Nil) {

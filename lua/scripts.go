@@ -2,9 +2,7 @@ package lua
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -192,17 +190,6 @@ func encodeGrabbed(g Grabbed) string {
 	return fmt.Sprintf("%d:%d:%d:%d:", g.Seq, g.Amount, g.AtMs, boolInt(g.Credited))
 }
 
-// DecodeGrabbed parses a value of the grabbed hash.
-func DecodeGrabbed(userID int64, v string) (Grabbed, error) {
-	var g Grabbed
-	var credit int
-	if _, err := fmt.Sscanf(v, "%d:%d:%d:%d:", &g.Seq, &g.Amount, &g.AtMs, &credit); err != nil {
-		return Grabbed{}, fmt.Errorf("%w: grabbed value %q", ErrUnexpectedReply, v)
-	}
-	g.UserID, g.Credited = userID, credit == 1
-	return g, nil
-}
-
 func boolInt(b bool) int {
 	if b {
 		return 1
@@ -304,51 +291,4 @@ func Unlock(ctx context.Context, c redis.Scripter, key, token string) error {
 	}
 	_, err = onlyCode(v, "unlock", 0, 1) // 1: expired or taken over; nothing to release
 	return err
-}
-
-// HotPacket is what Redis holds of a packet, which may be ahead of MySQL:
-// grabs the writer has not applied yet, a finish or a close.
-type HotPacket struct {
-	Loaded       bool   // Redis has the packet's state
-	Status       string // as grab.lua, close.lua and settle.lua left it
-	FinishedAtMs int64  // when grab.lua took the last share; 0 if not finished
-	Grabbed      []Grabbed
-}
-
-// ReadPacket reads a packet's hot state: the state hash written by
-// load.lua, grab.lua and close.lua, and the grabbed hash.
-func ReadPacket(ctx context.Context, c redis.Cmdable, k PacketKeys) (HotPacket, error) {
-	var state *redis.SliceCmd
-	var grabbed *redis.MapStringStringCmd
-	if _, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
-		state = p.HMGet(ctx, k.State, "status", "finished_at")
-		grabbed = p.HGetAll(ctx, k.Grabbed)
-		return nil
-	}); err != nil && !errors.Is(err, redis.Nil) {
-		return HotPacket{}, err
-	}
-	v := state.Val()
-	status, _ := v[0].(string)
-	if status == "" {
-		return HotPacket{}, nil
-	}
-	h := HotPacket{Loaded: true, Status: status}
-	if s, ok := v[1].(string); ok {
-		h.FinishedAtMs, _ = strconv.ParseInt(s, 10, 64)
-	}
-	for user, val := range grabbed.Val() {
-		if user == GrabbedPlaceholder {
-			continue
-		}
-		uid, err := strconv.ParseInt(user, 10, 64)
-		if err != nil {
-			return HotPacket{}, fmt.Errorf("%w: grabbed user %q", ErrUnexpectedReply, user)
-		}
-		g, err := DecodeGrabbed(uid, val)
-		if err != nil {
-			return HotPacket{}, err
-		}
-		h.Grabbed = append(h.Grabbed, g)
-	}
-	return h, nil
 }
