@@ -134,7 +134,7 @@ func stockCall(k StockKeys, op StockOp) (*redis.Script, []string, []any) {
 	script, arg := stockVoucherScript, op.Seen
 	switch op.Op {
 	case "deduct", "check":
-		script, arg = stockSaleScript, fmt.Sprintf("%d:%d", op.ActivityID, op.ProductID)
+		script, arg = stockSaleScript, StockProduct(op.ActivityID, op.ProductID)
 		if op.Across {
 			arg = "*"
 		}
@@ -294,7 +294,7 @@ func ReadStockRecord(ctx context.Context, c redis.Cmdable, k StockKeys, id strin
 	var epoch, ep, value *redis.StringCmd
 	_, err = c.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		epoch = p.Get(ctx, k.Epoch)
-		ep = p.HGet(ctx, k.Record, "ep")
+		ep = p.HGet(ctx, k.Record, stateEpoch)
 		value = p.HGet(ctx, k.Record, id)
 		return nil
 	})
@@ -352,7 +352,7 @@ func ReadStockSKU(ctx context.Context, c redis.Cmdable, k StockKeys, sku int64) 
 	var all *redis.MapStringStringCmd
 	_, err = c.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		epoch = p.Get(ctx, k.Epoch)
-		ep = p.HGet(ctx, k.Record, "ep")
+		ep = p.HGet(ctx, k.Record, stateEpoch)
 		all = p.HGetAll(ctx, k.SKU(sku))
 		return nil
 	})
@@ -363,39 +363,29 @@ func ReadStockSKU(ctx context.Context, c redis.Cmdable, k StockKeys, sku int64) 
 	return st, !verified(epoch, ep), err
 }
 
-// parseStockSKU reads a SKU hash written by the stock scripts or stock_load.lua.
-func parseStockSKU(h map[string]string) (StockSKUState, error) {
-	st := StockSKUState{Status: h["st"], Scopes: map[string]StockCounters{}}
-	if v, ok := h["ver"]; ok {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil {
-			return StockSKUState{}, fmt.Errorf("%w: SKU version %q", ErrUnexpectedReply, v)
-		}
-		st.Version = n
+// StockSKU reads a SKU's hash as Redis has it, verified or not (ReadStockSKU
+// says which); a SKU Redis has no hash for is the zero StockSKUState.
+func StockSKU(ctx context.Context, c redis.Cmdable, k StockKeys, sku int64) (StockSKUState, error) {
+	h, err := c.HGetAll(ctx, k.SKU(sku)).Result()
+	if err != nil {
+		return StockSKUState{}, err
 	}
-	for f := range h {
-		scope, ok := strings.CutSuffix(f, ":t")
-		if !ok {
-			continue
-		}
-		var c [4]int64
-		for i, x := range []string{"t", "a", "r", "s"} {
-			n, err := strconv.ParseInt(h[scope+":"+x], 10, 64)
-			if err != nil {
-				return StockSKUState{}, fmt.Errorf("%w: SKU counter %s:%s = %q", ErrUnexpectedReply, scope, x, h[scope+":"+x])
-			}
-			c[i] = n
-		}
-		st.Scopes[scope] = StockCounters{Total: c[0], Available: c[1], Reserved: c[2], Sold: c[3]}
-	}
-	return st, nil
+	return parseStockSKU(h)
 }
 
 // StockOrderState is an order's state across products, as stock_order.lua keeps it.
 type StockOrderState struct {
 	State    string // "" unknown, pending, failed, returned — before the call
 	Code     string // the deduct's answer once finished
-	Products string // "a:p;a:p"
+	Products string // "a:p;a:p" (StockProduct), as begin was given it
+}
+
+// ProductList is the order's products, each "a:p" (ParseStockProduct).
+func (s StockOrderState) ProductList() []string {
+	if s.Products == "" {
+		return nil
+	}
+	return strings.Split(s.Products, orderProductSep)
 }
 
 // StockOrder runs stock_order.lua: op begin (arg: the products), finish
