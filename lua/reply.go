@@ -1,10 +1,13 @@
 package lua
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
 	"strconv"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // ErrUnexpectedReply means a script answered in a shape its wrapper does not know.
@@ -28,6 +31,19 @@ func intString(v any) (int64, error) {
 		return 0, fmt.Errorf("%w: %T is not an integer string", ErrUnexpectedReply, v)
 	}
 	return strconv.ParseInt(s, 10, 64)
+}
+
+// pipelined runs fn's commands in one round trip; a missing key or field
+// (redis.Nil) is not an error: the commands answer their zero values.
+func pipelined(ctx context.Context, c redis.Cmdable, fn func(redis.Pipeliner)) error {
+	_, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		fn(p)
+		return nil
+	})
+	if errors.Is(err, redis.Nil) {
+		return nil
+	}
+	return err
 }
 
 // doneStrings is the payload of a reply {0, s…} of script: n strings, or
