@@ -1,8 +1,9 @@
 // Package lua holds the Redis scripts of the engine, one typed wrapper per
 // script, the builders of every key they touch (Keys), and the typed readers
 // of every hash and record they write. It is the only package that knows
-// how data is laid out in Redis: field names are constants next to their
-// reader, and callers get Go values, never Redis strings.
+// how data is laid out in Redis: field names and value forms are in
+// layout.go, next to the typed readers and decoders callers use instead of
+// reading fields or splitting values themselves.
 //
 // # Scripts
 //

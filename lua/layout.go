@@ -67,6 +67,19 @@ func intFields(h map[string]string, dst map[string]*int64) error {
 	return nil
 }
 
+// EncodeShare is the list entry of a share; the final share of a list is
+// marked, so grab.lua knows the packet is finished when it takes it.
+func EncodeShare(s Share, final bool) string {
+	if final {
+		return fmt.Sprintf("%d:%d:last", s.Seq, s.Amount)
+	}
+	return fmt.Sprintf("%d:%d", s.Seq, s.Amount)
+}
+
+func encodeGrabbed(g Grabbed) string {
+	return fmt.Sprintf("%d:%d:%d:%d:", g.Seq, g.Amount, g.AtMs, boolInt(g.Credited))
+}
+
 // DecodeShare parses an entry of a share or award list, "seq:amount" or,
 // for a packet's final share, "seq:amount:last" (EncodeShare).
 func DecodeShare(v string) (s Share, final bool, err error) {

@@ -177,19 +177,6 @@ type Grabbed struct {
 	Credited bool
 }
 
-// EncodeShare is the list entry of a share; the final share of a list is
-// marked, so grab.lua knows the packet is finished when it takes it.
-func EncodeShare(s Share, final bool) string {
-	if final {
-		return fmt.Sprintf("%d:%d:last", s.Seq, s.Amount)
-	}
-	return fmt.Sprintf("%d:%d", s.Seq, s.Amount)
-}
-
-func encodeGrabbed(g Grabbed) string {
-	return fmt.Sprintf("%d:%d:%d:%d:", g.Seq, g.Amount, g.AtMs, boolInt(g.Credited))
-}
-
 func boolInt(b bool) int {
 	if b {
 		return 1
