@@ -1147,10 +1147,10 @@ func TestStockMySQLAgreesWithRedisAfterDrain(t *testing.T) {
 	for _, r := range refs {
 		s, err := e.db.Stock(ctx, r.a, r.p, r.sku)
 		mustOK(t, err)
-		ver, err := e.rdb.HGet(ctx, e.keys.Stock(r.a, r.p).SKU(r.sku), "ver").Result()
+		hot, err := lua.StockSKU(ctx, e.rdb, e.keys.Stock(r.a, r.p), r.sku)
 		mustOK(t, err)
-		if strconv.FormatInt(s.Version, 10) != ver {
-			t.Fatalf("SKU %v: MySQL version %d, Redis %s", r, s.Version, ver)
+		if s.Version != hot.Version {
+			t.Fatalf("SKU %v: MySQL version %d, Redis %d", r, s.Version, hot.Version)
 		}
 	}
 }
