@@ -2,22 +2,14 @@ package lua
 
 import (
 	"context"
-	_ "embed"
 	"fmt"
-	"strconv"
-	"strings"
 
 	"github.com/redis/go-redis/v9"
 )
 
 var (
-	//go:embed campaign_grab.lua
-	campaignGrabSource string
-	//go:embed campaign_load.lua
-	campaignLoadSource string
-
-	campaignGrabScript = redis.NewScript(campaignGrabSource)
-	campaignLoadScript = redis.NewScript(campaignLoadSource)
+	campaignGrabScript = register("campaign_grab.lua")
+	campaignLoadScript = register("campaign_load.lua")
 )
 
 // CampaignGrabReply is what campaign_grab.lua answered. Seq, Amount, AtMs
@@ -34,8 +26,7 @@ type CampaignGrabReply struct {
 // CampaignGrab runs campaign_grab.lua for one user. requestID must be the
 // same for every re-send of one logical call.
 func CampaignGrab(ctx context.Context, c redis.Scripter, k CampaignKeys, campaignID, userID, nowMs int64, requestID string) (CampaignGrabReply, error) {
-	v, err := campaignGrabScript.Run(ctx, c, []string{k.State, k.Awards, k.Users, k.Awarded, k.Events, k.Epoch},
-		userID, nowMs, campaignID, requestID).Slice()
+	v, err := campaignGrabScript.Run(ctx, c, campaignGrabKeys(k), userID, nowMs, campaignID, requestID).Slice()
 	if err != nil {
 		return CampaignGrabReply{}, err
 	}
@@ -65,6 +56,10 @@ func CampaignGrab(ctx context.Context, c redis.Scripter, k CampaignKeys, campaig
 		return CampaignGrabReply{}, fmt.Errorf("%w: campaign grab code %d", ErrUnexpectedReply, code)
 	}
 	return r, nil
+}
+
+func campaignGrabKeys(k CampaignKeys) []string {
+	return []string{k.State, k.Awards, k.Users, k.Awarded, k.Events, k.Epoch}
 }
 
 // CampaignState is everything campaign_load.lua writes for one campaign.
@@ -124,75 +119,11 @@ func LoadCampaign(ctx context.Context, c redis.Cmdable, k CampaignKeys, st Campa
 		args = append(args, u, encodeCampaignUser(CampaignUser{Count: h.n, Award: h.latest}))
 	}
 	for _, g := range st.Granted {
-		args = append(args, g.Seq, fmt.Sprintf("%d:%d:%d", g.UserID, g.Amount, g.AtMs))
+		args = append(args, g.Seq, encodeAward(g))
 	}
-	return runLoad(ctx, c, campaignLoadScript, []string{k.State, k.Awards, k.Users, k.Awarded, k.Epoch}, k.Epoch, args)
+	return runLoad(ctx, c, campaignLoadScript, campaignLoadKeys(k), k.Epoch, args)
 }
 
-// CampaignUser is a value of a campaign's users hash: how many awards the
-// user holds and the latest of them.
-type CampaignUser struct {
-	Count int
-	Award Award
-}
-
-// No request id: a loaded award is never a re-send of a call.
-func encodeCampaignUser(u CampaignUser) string {
-	return fmt.Sprintf("%d:%d:%d:%d:", u.Count, u.Award.Seq, u.Award.Amount, u.Award.AtMs)
-}
-
-// CampaignUserOf reads what the users hash holds for a user; ok is false
-// when Redis holds nothing for them (no award, or the state is gone).
-func CampaignUserOf(ctx context.Context, c redis.Cmdable, k CampaignKeys, userID int64) (u CampaignUser, ok bool, err error) {
-	v, err := c.HGet(ctx, k.Users, strconv.FormatInt(userID, 10)).Result()
-	if err == redis.Nil {
-		return CampaignUser{}, false, nil
-	}
-	if err != nil {
-		return CampaignUser{}, false, err
-	}
-	u, err = decodeCampaignUser(userID, v)
-	return u, err == nil, err
-}
-
-// decodeCampaignUser parses "count:seq:amount:at_ms:request" (campaign_grab.lua).
-func decodeCampaignUser(userID int64, v string) (CampaignUser, error) {
-	f := strings.SplitN(v, ":", 5)
-	if len(f) != 5 {
-		return CampaignUser{}, fmt.Errorf("%w: users value %q", ErrUnexpectedReply, v)
-	}
-	var n [4]int64
-	for i := range n {
-		x, err := strconv.ParseInt(f[i], 10, 64)
-		if err != nil {
-			return CampaignUser{}, fmt.Errorf("%w: users value %q", ErrUnexpectedReply, v)
-		}
-		n[i] = x
-	}
-	return CampaignUser{Count: int(n[0]), Award: Award{UserID: userID, Seq: int(n[1]), Amount: n[2], AtMs: n[3]}}, nil
-}
-
-// CampaignAward looks an award up by its seq in the awarded hash; ok is
-// false when Redis has no such award (never granted, or the state is gone).
-func CampaignAward(ctx context.Context, c redis.Cmdable, k CampaignKeys, seq int) (Award, bool, error) {
-	v, err := c.HGet(ctx, k.Awarded, strconv.Itoa(seq)).Result()
-	if err == redis.Nil {
-		return Award{}, false, nil
-	}
-	if err != nil {
-		return Award{}, false, err
-	}
-	f := strings.Split(v, ":")
-	if len(f) != 3 {
-		return Award{}, false, fmt.Errorf("%w: awarded value %q", ErrUnexpectedReply, v)
-	}
-	a := Award{Seq: seq}
-	var e1, e2, e3 error
-	a.UserID, e1 = strconv.ParseInt(f[0], 10, 64)
-	a.Amount, e2 = strconv.ParseInt(f[1], 10, 64)
-	a.AtMs, e3 = strconv.ParseInt(f[2], 10, 64)
-	if e1 != nil || e2 != nil || e3 != nil {
-		return Award{}, false, fmt.Errorf("%w: awarded value %q", ErrUnexpectedReply, v)
-	}
-	return a, true, nil
+func campaignLoadKeys(k CampaignKeys) []string {
+	return []string{k.State, k.Awards, k.Users, k.Awarded, k.Epoch}
 }

@@ -22,15 +22,15 @@
 --         now, Redis changed again meanwhile and nothing is written
 -- ARGV[10 ..] A awards, then U pairs (user id, users value), then G pairs (seq, awarded value)
 --
--- Returns 1 when loaded, 0 when the state was there under this epoch (nothing changed), 2 when it
--- was verified and brought in line with MySQL, -2 when the epoch key is missing (stamp it first),
--- -3 when the epoch is not ARGV[9] (read MySQL again under the new one).
+-- Returns {code}: {1} loaded, {0} the state was there under this epoch (nothing changed), {2}
+-- verified and brought in line with MySQL, {-2} the epoch key is missing (stamp it first), {-3}
+-- the epoch is not ARGV[9] (read MySQL again under the new one).
 local epoch = redis.call('GET', KEYS[5])
 if not epoch then
-  return -2
+  return {-2}
 end
 if ARGV[9] ~= '' and ARGV[9] ~= epoch then
-  return -3
+  return {-3}
 end
 local a, u, g = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local first_user = 10 + a
@@ -38,7 +38,7 @@ local first_awarded = first_user + 2 * u
 
 if redis.call('EXISTS', KEYS[1]) == 1 then
   if redis.call('HGET', KEYS[1], 'ep') == epoch then
-    return 0
+    return {0}
   end
   local awarded = {}
   for i = first_awarded, first_awarded + 2 * g - 1, 2 do
@@ -71,7 +71,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
     end
   end
   redis.call('HSET', KEYS[1], 'ep', epoch)
-  return 2
+  return {2}
 end
 
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
@@ -92,4 +92,4 @@ push('HSET', KEYS[4], first_awarded, first_awarded + 2 * g - 1)
 for k = 1, 4 do
   redis.call('PEXPIREAT', KEYS[k], ARGV[5])
 end
-return 1
+return {1}

@@ -3,7 +3,6 @@ package lua
 import (
 	"context"
 	"crypto/rand"
-	_ "embed"
 	"encoding/hex"
 	"errors"
 	"strings"
@@ -141,10 +140,7 @@ func newToken() string {
 	return hex.EncodeToString(b[:])
 }
 
-//go:embed epoch.lua
-var epochSource string
-
-var epochScript = redis.NewScript(epochSource)
+var epochScript = register("epoch.lua")
 
 // StateEpoch reports whether an object's state hash exists and, if so,
 // whether it was loaded or verified under the shard's current epoch (its
@@ -153,7 +149,7 @@ func StateEpoch(ctx context.Context, c redis.Cmdable, stateKey, epochKey string)
 	var ep *redis.SliceCmd
 	var cur *redis.StringCmd
 	if _, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
-		ep = p.HMGet(ctx, stateKey, "ep", "status")
+		ep = p.HMGet(ctx, stateKey, stateEpoch, stateStatus)
 		cur = p.Get(ctx, epochKey)
 		return nil
 	}); err != nil && !errors.Is(err, redis.Nil) {

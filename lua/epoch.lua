@@ -8,11 +8,11 @@
 -- (the dataset was flushed or lost in place, run id unchanged) or names another run id (a restart,
 -- a failover, an older AOF or RDB): a new token makes every object's recorded epoch stale.
 --
--- Returns the epoch now in force.
+-- Returns {0, the epoch now in force}.
 local v = redis.call('GET', KEYS[1])
 if v and string.sub(v, 1, #ARGV[1] + 1) == ARGV[1] .. ':' then
-  return v
+  return {0, v}
 end
 v = ARGV[1] .. ':' .. ARGV[2]
 redis.call('SET', KEYS[1], v)
-return v
+return {0, v}

@@ -10,11 +10,12 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-var (
-	//go:embed flashsale_probe.lua
-	flashProbeSource string
+var flashProbeScript = register("flashsale_probe.lua")
 
-	flashProbeScript = redis.NewScript(flashProbeSource)
+// Flash-sale probe codes.
+const (
+	flashProbeDeducted   = 0
+	flashProbeOutOfStock = 1
 )
 
 // OpenFlashProbe queues on p what the flash-sale probe needs of a SKU: its
@@ -28,18 +29,18 @@ func OpenFlashProbe(ctx context.Context, p redis.Pipeliner, k FlashProbeKeys, st
 	p.Expire(ctx, k.Events, ttl)
 }
 
+func flashProbeKeys(k FlashProbeKeys) []string { return []string{k.SKU, k.Events} }
+
 // FlashProbe runs flashsale_probe.lua: it deducts qty of the SKU for
 // orderID and reports whether it did (false: out of stock). Each call is a
 // round trip of its own (Script.Run).
 func FlashProbe(ctx context.Context, c redis.Scripter, k FlashProbeKeys, orderID string, qty, nowMs int64) (bool, error) {
-	n, err := flashProbeScript.Run(ctx, c, []string{k.SKU, k.Events}, orderID, qty, nowMs).Int64()
-	switch {
-	case err != nil:
+	v, err := flashProbeScript.Run(ctx, c, flashProbeKeys(k), orderID, qty, nowMs).Slice()
+	if err != nil {
 		return false, err
-	case n != 0 && n != 1:
-		return false, fmt.Errorf("%w: flash-sale probe answered %d", ErrUnexpectedReply, n)
 	}
-	return n == 1, nil
+	code, err := onlyCode(v, "flash-sale probe", flashProbeDeducted, flashProbeOutOfStock)
+	return code == flashProbeDeducted, err
 }
 
 // ReadFlashProbe reads a SKU's counters as the flash-sale probe keeps

@@ -6,12 +6,12 @@
 -- KEYS[1] the SKU's hash: t, a, r, s = total, available, reserved, sold   KEYS[2] the SKU's event stream
 -- ARGV[1] order id   ARGV[2] qty   ARGV[3] now, unix ms
 --
--- Returns 1 when deducted, 0 when out of stock.
+-- Returns {0} when deducted, {1} when out of stock.
 local qty = tonumber(ARGV[2])
 if tonumber(redis.call('HGET', KEYS[1], 'a') or '0') < qty then
-  return 0
+  return {1}
 end
 redis.call('HINCRBY', KEYS[1], 'a', -qty)
 redis.call('HINCRBY', KEYS[1], 's', qty)
 redis.call('XADD', KEYS[2], '*', 'o', ARGV[1], 'q', ARGV[2], 'at', ARGV[3])
-return 1
+return {0}

@@ -56,7 +56,7 @@ func (k Keys) packetBase(packetID int64) string {
 
 // PacketKeys are the keys of one packet, in the order the scripts take them.
 type PacketKeys struct {
-	State    string // hash: status, expiry, credit, remaining count
+	State    string // hash: status, expires_at, credit, finished_at, closed_at, ep (PacketHash)
 	Shares   string // list of "seq:amount" not yet grabbed
 	Grabbed  string // hash: user id -> "seq:amount:at_ms:credited:request"
 	Eligible string // set of user ids allowed to grab

@@ -27,15 +27,15 @@
 --         now, Redis changed again meanwhile and nothing is written
 -- ARGV[9 ..] S shares, then E user ids, then G pairs (user id, grabbed value)
 --
--- Returns 1 when loaded, 0 when the state was there under this epoch (nothing changed), 2 when it
--- was verified and brought in line with MySQL, -2 when the epoch key is missing (stamp it first),
--- -3 when the epoch is not ARGV[8] (read MySQL again under the new one).
+-- Returns {code}: {1} loaded, {0} the state was there under this epoch (nothing changed), {2}
+-- verified and brought in line with MySQL, {-2} the epoch key is missing (stamp it first), {-3}
+-- the epoch is not ARGV[8] (read MySQL again under the new one).
 local epoch = redis.call('GET', KEYS[5])
 if not epoch then
-  return -2
+  return {-2}
 end
 if ARGV[8] ~= '' and ARGV[8] ~= epoch then
-  return -3
+  return {-3}
 end
 local s, e, g = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local first_grabbed = 9 + s + e
@@ -43,7 +43,7 @@ local first_grabbed = 9 + s + e
 if redis.call('EXISTS', KEYS[1]) == 1 then
   local cur = redis.call('HMGET', KEYS[1], 'status', 'ep')
   if cur[2] == epoch then
-    return 0
+    return {0}
   end
   local owned = {}
   for i = first_grabbed, first_grabbed + 2 * g - 1, 2 do
@@ -92,7 +92,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   if ARGV[3] == '1' then
     redis.call('HSET', KEYS[1], 'credit', '1')
   end
-  return 2
+  return {2}
 end
 
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
@@ -114,4 +114,4 @@ end
 for k = 1, 4 do
   redis.call('PEXPIREAT', KEYS[k], ARGV[4])
 end
-return 1
+return {1}

@@ -140,8 +140,10 @@ func TestReadPacketRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !h.Loaded || h.Status != "finished" || h.FinishedAtMs != testNow+1 {
-		t.Fatalf("hot packet = %+v", h)
+	epoch, _ := c.Get(ctx, k.Epoch).Result()
+	wantHash := PacketHash{Status: "finished", ExpiresAtMs: testExpires, Credit: true, FinishedAtMs: testNow + 1, Epoch: epoch}
+	if !h.Loaded || h.PacketHash != wantHash {
+		t.Fatalf("hot packet = %+v, want %+v", h.PacketHash, wantHash)
 	}
 	got := map[int64]Grabbed{}
 	for _, g := range h.Grabbed {

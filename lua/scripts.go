@@ -1,39 +1,20 @@
-// Package lua holds the Redis scripts of the engine, one typed wrapper per
-// script, and the builders of every key they touch.
 package lua
 
 import (
 	"context"
-	_ "embed"
-	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
 var (
-	//go:embed grab.lua
-	grabSource string
-	//go:embed load.lua
-	loadSource string
-	//go:embed probe.lua
-	probeSource string
-	//go:embed unlock.lua
-	unlockSource string
-	//go:embed close.lua
-	closeSource string
-
-	grabScript   = redis.NewScript(grabSource)
-	loadScript   = redis.NewScript(loadSource)
-	probeScript  = redis.NewScript(probeSource)
-	unlockScript = redis.NewScript(unlockSource)
-	closeScript  = redis.NewScript(closeSource)
+	grabScript   = register("grab.lua")
+	loadScript   = register("load.lua")
+	probeScript  = register("probe.lua")
+	unlockScript = register("unlock.lua")
+	closeScript  = register("close.lua")
 )
-
-// ErrUnexpectedReply means a script answered in a shape its wrapper does not know.
-var ErrUnexpectedReply = errors.New("lua: unexpected script reply")
 
 // GrabCode is the outcome code of grab.lua.
 type GrabCode int
@@ -102,26 +83,6 @@ func parseGrabReply(v []any) (GrabReply, error) {
 	return r, nil
 }
 
-// replyCode is the integer code that starts a script's reply.
-func replyCode(v []any, script string) (int64, error) {
-	if len(v) == 0 {
-		return 0, fmt.Errorf("%w: empty %s reply", ErrUnexpectedReply, script)
-	}
-	code, ok := v[0].(int64)
-	if !ok {
-		return 0, fmt.Errorf("%w: %s code %T", ErrUnexpectedReply, script, v[0])
-	}
-	return code, nil
-}
-
-func intString(v any) (int64, error) {
-	s, ok := v.(string)
-	if !ok {
-		return 0, fmt.Errorf("%w: %T is not an integer string", ErrUnexpectedReply, v)
-	}
-	return strconv.ParseInt(s, 10, 64)
-}
-
 // CloseCode is the outcome code of close.lua.
 type CloseCode int
 
@@ -147,12 +108,14 @@ type CloseReply struct {
 // nowMs is at or past its expiry, it is marked expired, its remaining shares
 // are taken back and a close event is appended to the shard's stream.
 func Close(ctx context.Context, c redis.Scripter, k PacketKeys, packetID, nowMs int64) (CloseReply, error) {
-	v, err := closeScript.Run(ctx, c, []string{k.State, k.Shares, k.Events, k.Epoch}, packetID, nowMs).Slice()
+	v, err := closeScript.Run(ctx, c, closeKeys(k), packetID, nowMs).Slice()
 	if err != nil {
 		return CloseReply{}, err
 	}
 	return parseCloseReply(v)
 }
+
+func closeKeys(k PacketKeys) []string { return []string{k.State, k.Shares, k.Events, k.Epoch} }
 
 func parseCloseReply(v []any) (CloseReply, error) {
 	code, err := replyCode(v, "close")
@@ -214,30 +177,6 @@ type Grabbed struct {
 	Credited bool
 }
 
-// EncodeShare is the list entry of a share; the final share of a list is
-// marked, so grab.lua knows the packet is finished when it takes it.
-func EncodeShare(s Share, final bool) string {
-	if final {
-		return fmt.Sprintf("%d:%d:last", s.Seq, s.Amount)
-	}
-	return fmt.Sprintf("%d:%d", s.Seq, s.Amount)
-}
-
-func encodeGrabbed(g Grabbed) string {
-	return fmt.Sprintf("%d:%d:%d:%d:", g.Seq, g.Amount, g.AtMs, boolInt(g.Credited))
-}
-
-// DecodeGrabbed parses a value of the grabbed hash.
-func DecodeGrabbed(userID int64, v string) (Grabbed, error) {
-	var g Grabbed
-	var credit int
-	if _, err := fmt.Sscanf(v, "%d:%d:%d:%d:", &g.Seq, &g.Amount, &g.AtMs, &credit); err != nil {
-		return Grabbed{}, fmt.Errorf("%w: grabbed value %q", ErrUnexpectedReply, v)
-	}
-	g.UserID, g.Credited = userID, credit == 1
-	return g, nil
-}
-
 func boolInt(b bool) int {
 	if b {
 		return 1
@@ -273,25 +212,32 @@ func Load(ctx context.Context, c redis.Cmdable, k PacketKeys, st PacketState) (L
 	for _, g := range st.Grabbed {
 		args = append(args, g.UserID, encodeGrabbed(g))
 	}
-	return runLoad(ctx, c, loadScript, []string{k.State, k.Shares, k.Grabbed, k.Eligible, k.Epoch}, k.Epoch, args)
+	return runLoad(ctx, c, loadScript, loadKeys(k), k.Epoch, args)
+}
+
+func loadKeys(k PacketKeys) []string {
+	return []string{k.State, k.Shares, k.Grabbed, k.Eligible, k.Epoch}
 }
 
 // runLoad runs a load script, stamping the epoch key once if it is missing.
 func runLoad(ctx context.Context, c redis.Cmdable, s *redis.Script, keys []string, epochKey string, args []any) (LoadResult, error) {
 	for attempt := 0; ; attempt++ {
-		n, err := s.Run(ctx, c, keys, args...).Int64()
+		v, err := s.Run(ctx, c, keys, args...).Slice()
 		if err != nil {
 			return 0, err
 		}
-		switch {
-		case n == -2 && attempt == 0:
-			if err := stampKey(ctx, c, epochKey); err != nil {
-				return 0, err
-			}
-		case n == 0 || n == 1 || n == 2 || n == -3:
+		n, err := onlyCode(v, "load", int64(Loaded), int64(Fresh), int64(Verified), int64(Moved), -2)
+		if err != nil {
+			return 0, err
+		}
+		if n != -2 {
 			return LoadResult(n), nil
-		default:
-			return 0, fmt.Errorf("%w: load answered %d", ErrUnexpectedReply, n)
+		}
+		if attempt > 0 {
+			return 0, fmt.Errorf("%w: load: epoch key still missing after stamping", ErrUnexpectedReply)
+		}
+		if err := stampKey(ctx, c, epochKey); err != nil {
+			return 0, err
 		}
 	}
 }
@@ -303,7 +249,7 @@ type ProbeKeys struct {
 
 // Probe runs probe.lua; it reports whether a share was handed out.
 func Probe(ctx context.Context, c redis.Scripter, k ProbeKeys, userID, nowMs int64) (bool, error) {
-	v, err := probeScript.Run(ctx, c, []string{k.Shares, k.Grabbed, k.Events}, userID, nowMs).Slice()
+	v, err := probeScript.Run(ctx, c, probeKeys(k), userID, nowMs).Slice()
 	if err != nil {
 		return false, err
 	}
@@ -317,18 +263,7 @@ func Probe(ctx context.Context, c redis.Scripter, k ProbeKeys, userID, nowMs int
 	return code == 0, nil
 }
 
-// Preload loads every script into the script cache, so the first grab does
-// not pay for an EVAL fallback.
-func Preload(ctx context.Context, c redis.Scripter) error {
-	for _, s := range []*redis.Script{grabScript, loadScript, probeScript, flashProbeScript, unlockScript, closeScript,
-		campaignGrabScript, campaignLoadScript, settleScript,
-		stockSaleScript, stockTCCScript, stockVoucherScript, stockOrderScript, stockVoucherIndexScript, stockIndexScript, stockLoadScript} {
-		if err := s.Load(ctx, c).Err(); err != nil {
-			return err
-		}
-	}
-	return nil
-}
+func probeKeys(k ProbeKeys) []string { return []string{k.Shares, k.Grabbed, k.Events} }
 
 // Lock takes key for ttl with a token; it reports whether it was obtained.
 func Lock(ctx context.Context, c redis.Cmdable, key, token string, ttl time.Duration) (bool, error) {
@@ -337,52 +272,10 @@ func Lock(ctx context.Context, c redis.Cmdable, key, token string, ttl time.Dura
 
 // Unlock releases key if it is still held with token.
 func Unlock(ctx context.Context, c redis.Scripter, key, token string) error {
-	return unlockScript.Run(ctx, c, []string{key}, token).Err()
-}
-
-// HotPacket is what Redis holds of a packet, which may be ahead of MySQL:
-// grabs the writer has not applied yet, a finish or a close.
-type HotPacket struct {
-	Loaded       bool   // Redis has the packet's state
-	Status       string // as grab.lua, close.lua and settle.lua left it
-	FinishedAtMs int64  // when grab.lua took the last share; 0 if not finished
-	Grabbed      []Grabbed
-}
-
-// ReadPacket reads a packet's hot state: the state hash written by
-// load.lua, grab.lua and close.lua, and the grabbed hash.
-func ReadPacket(ctx context.Context, c redis.Cmdable, k PacketKeys) (HotPacket, error) {
-	var state *redis.SliceCmd
-	var grabbed *redis.MapStringStringCmd
-	if _, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
-		state = p.HMGet(ctx, k.State, "status", "finished_at")
-		grabbed = p.HGetAll(ctx, k.Grabbed)
-		return nil
-	}); err != nil && !errors.Is(err, redis.Nil) {
-		return HotPacket{}, err
+	v, err := unlockScript.Run(ctx, c, []string{key}, token).Slice()
+	if err != nil {
+		return err
 	}
-	v := state.Val()
-	status, _ := v[0].(string)
-	if status == "" {
-		return HotPacket{}, nil
-	}
-	h := HotPacket{Loaded: true, Status: status}
-	if s, ok := v[1].(string); ok {
-		h.FinishedAtMs, _ = strconv.ParseInt(s, 10, 64)
-	}
-	for user, val := range grabbed.Val() {
-		if user == GrabbedPlaceholder {
-			continue
-		}
-		uid, err := strconv.ParseInt(user, 10, 64)
-		if err != nil {
-			return HotPacket{}, fmt.Errorf("%w: grabbed user %q", ErrUnexpectedReply, user)
-		}
-		g, err := DecodeGrabbed(uid, val)
-		if err != nil {
-			return HotPacket{}, err
-		}
-		h.Grabbed = append(h.Grabbed, g)
-	}
-	return h, nil
+	_, err = onlyCode(v, "unlock", 0, 1) // 1: expired or taken over; nothing to release
+	return err
 }

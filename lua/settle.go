@@ -2,16 +2,11 @@ package lua
 
 import (
 	"context"
-	_ "embed"
 
 	"github.com/redis/go-redis/v9"
 )
 
-var (
-	//go:embed settle.lua
-	settleSource string
-	settleScript = redis.NewScript(settleSource)
-)
+var settleScript = register("settle.lua")
 
 // Settle runs settle.lua: paid opens a packet that awaited settlement and
 // credits its later grabs; failed stops its grabs. It reports whether the
@@ -21,6 +16,12 @@ func Settle(ctx context.Context, c redis.Scripter, k PacketKeys, paid bool) (boo
 	if paid {
 		outcome = "paid"
 	}
-	n, err := settleScript.Run(ctx, c, []string{k.State}, outcome).Int64()
-	return n == 1, err
+	v, err := settleScript.Run(ctx, c, settleKeys(k), outcome).Slice()
+	if err != nil {
+		return false, err
+	}
+	code, err := onlyCode(v, "settle", 0, -1)
+	return code == 0, err
 }
+
+func settleKeys(k PacketKeys) []string { return []string{k.State} }

@@ -5,11 +5,11 @@
 -- KEYS[1] packet state hash
 -- ARGV[1] 'paid' or 'failed'
 --
--- Returns 1 when the state was updated, -1 when it is not in Redis (nothing to do: a rebuild
+-- Returns {0} when the state was updated, {-1} when it is not in Redis (nothing to do: a rebuild
 -- reads the settled state from MySQL).
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then
-  return -1
+  return {-1}
 end
 if ARGV[1] == 'paid' then
   redis.call('HSET', KEYS[1], 'credit', '1')
@@ -19,4 +19,4 @@ if ARGV[1] == 'paid' then
 else
   redis.call('HSET', KEYS[1], 'status', 'pay_failed')
 end
-return 1
+return {0}

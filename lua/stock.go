@@ -2,7 +2,6 @@ package lua
 
 import (
 	"context"
-	_ "embed"
 	"fmt"
 	"strconv"
 	"strings"
@@ -12,29 +11,14 @@ import (
 )
 
 var (
-	//go:embed stock_lib.lua
-	stockLibSource string
-	//go:embed stock_sale.lua
-	stockSaleSource string
-	//go:embed stock_tcc.lua
-	stockTCCSource string
-	//go:embed stock_voucher.lua
-	stockVoucherSource string
-	//go:embed stock_order.lua
-	stockOrderSource string
-	//go:embed stock_voucher_index.lua
-	stockVoucherIndexSource string
-	//go:embed stock_index.lua
-	stockIndexSource string
-
 	// Each stock script is stock_lib.lua followed by its own ops: one chunk.
-	stockSaleScript    = redis.NewScript(stockLibSource + stockSaleSource)
-	stockTCCScript     = redis.NewScript(stockLibSource + stockTCCSource)
-	stockVoucherScript = redis.NewScript(stockLibSource + stockVoucherSource)
+	stockSaleScript    = register("stock_lib.lua", "stock_sale.lua")
+	stockTCCScript     = register("stock_lib.lua", "stock_tcc.lua")
+	stockVoucherScript = register("stock_lib.lua", "stock_voucher.lua")
 
-	stockOrderScript        = redis.NewScript(stockOrderSource)
-	stockVoucherIndexScript = redis.NewScript(stockVoucherIndexSource)
-	stockIndexScript        = redis.NewScript(stockIndexSource)
+	stockOrderScript        = register("stock_order.lua")
+	stockVoucherIndexScript = register("stock_voucher_index.lua")
+	stockIndexScript        = register("stock_index.lua")
 )
 
 // StockItem is one line of a stock op: a SKU, its scope ("high_seas" or
@@ -150,7 +134,7 @@ func stockCall(k StockKeys, op StockOp) (*redis.Script, []string, []any) {
 	script, arg := stockVoucherScript, op.Seen
 	switch op.Op {
 	case "deduct", "check":
-		script, arg = stockSaleScript, fmt.Sprintf("%d:%d", op.ActivityID, op.ProductID)
+		script, arg = stockSaleScript, StockProduct(op.ActivityID, op.ProductID)
 		if op.Across {
 			arg = "*"
 		}
@@ -274,16 +258,19 @@ func CloseStockOrder(ctx context.Context, c redis.Cmdable, keys Keys, orderID st
 	}
 	var products []string
 	for s, cmd := range cmds {
-		v, err := cmd.Text()
+		v, err := cmd.Slice()
 		if redis.HasErrorPrefix(err, "NOSCRIPT") {
-			v, err = stockIndexScript.Run(ctx, c, []string{keys.StockOrders(s)}, "o:"+orderID).Text()
+			v, err = stockIndexScript.Run(ctx, c, []string{keys.StockOrders(s)}, "o:"+orderID).Slice()
 		}
-		switch {
-		case err == redis.Nil:
-		case err != nil:
+		if err != nil {
 			return nil, err
-		case v != "*" && v != "!":
-			products = append(products, v)
+		}
+		entry, err := doneStrings(v, "stock_index", 1)
+		if err != nil {
+			return nil, err
+		}
+		if e := entry[0]; e != "" && e != "*" && e != "!" {
+			products = append(products, e)
 		}
 	}
 	return products, nil
@@ -307,7 +294,7 @@ func ReadStockRecord(ctx context.Context, c redis.Cmdable, k StockKeys, id strin
 	var epoch, ep, value *redis.StringCmd
 	_, err = c.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		epoch = p.Get(ctx, k.Epoch)
-		ep = p.HGet(ctx, k.Record, "ep")
+		ep = p.HGet(ctx, k.Record, stateEpoch)
 		value = p.HGet(ctx, k.Record, id)
 		return nil
 	})
@@ -365,7 +352,7 @@ func ReadStockSKU(ctx context.Context, c redis.Cmdable, k StockKeys, sku int64) 
 	var all *redis.MapStringStringCmd
 	_, err = c.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		epoch = p.Get(ctx, k.Epoch)
-		ep = p.HGet(ctx, k.Record, "ep")
+		ep = p.HGet(ctx, k.Record, stateEpoch)
 		all = p.HGetAll(ctx, k.SKU(sku))
 		return nil
 	})
@@ -376,39 +363,29 @@ func ReadStockSKU(ctx context.Context, c redis.Cmdable, k StockKeys, sku int64) 
 	return st, !verified(epoch, ep), err
 }
 
-// parseStockSKU reads a SKU hash written by the stock scripts or stock_load.lua.
-func parseStockSKU(h map[string]string) (StockSKUState, error) {
-	st := StockSKUState{Status: h["st"], Scopes: map[string]StockCounters{}}
-	if v, ok := h["ver"]; ok {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil {
-			return StockSKUState{}, fmt.Errorf("%w: SKU version %q", ErrUnexpectedReply, v)
-		}
-		st.Version = n
+// StockSKU reads a SKU's hash as Redis has it, verified or not (ReadStockSKU
+// says which); a SKU Redis has no hash for is the zero StockSKUState.
+func StockSKU(ctx context.Context, c redis.Cmdable, k StockKeys, sku int64) (StockSKUState, error) {
+	h, err := c.HGetAll(ctx, k.SKU(sku)).Result()
+	if err != nil {
+		return StockSKUState{}, err
 	}
-	for f := range h {
-		scope, ok := strings.CutSuffix(f, ":t")
-		if !ok {
-			continue
-		}
-		var c [4]int64
-		for i, x := range []string{"t", "a", "r", "s"} {
-			n, err := strconv.ParseInt(h[scope+":"+x], 10, 64)
-			if err != nil {
-				return StockSKUState{}, fmt.Errorf("%w: SKU counter %s:%s = %q", ErrUnexpectedReply, scope, x, h[scope+":"+x])
-			}
-			c[i] = n
-		}
-		st.Scopes[scope] = StockCounters{Total: c[0], Available: c[1], Reserved: c[2], Sold: c[3]}
-	}
-	return st, nil
+	return parseStockSKU(h)
 }
 
 // StockOrderState is an order's state across products, as stock_order.lua keeps it.
 type StockOrderState struct {
 	State    string // "" unknown, pending, failed, returned — before the call
 	Code     string // the deduct's answer once finished
-	Products string // "a:p;a:p"
+	Products string // "a:p;a:p" (StockProduct), as begin was given it
+}
+
+// ProductList is the order's products, each "a:p" (ParseStockProduct).
+func (s StockOrderState) ProductList() []string {
+	if s.Products == "" {
+		return nil
+	}
+	return strings.Split(s.Products, orderProductSep)
 }
 
 // StockOrder runs stock_order.lua: op begin (arg: the products), finish
@@ -427,12 +404,13 @@ func StockOrderCmd(ctx context.Context, p redis.Pipeliner, orderKey, op, arg str
 func ParseStockOrder(cmd *redis.Cmd) (StockOrderState, error) { return readStockOrder(cmd) }
 
 func readStockOrder(cmd *redis.Cmd) (StockOrderState, error) {
-	v, err := cmd.StringSlice()
+	reply, err := cmd.Slice()
 	if err != nil {
 		return StockOrderState{}, err
 	}
-	if len(v) != 3 {
-		return StockOrderState{}, fmt.Errorf("%w: stock order reply %v", ErrUnexpectedReply, v)
+	v, err := doneStrings(reply, "stock_order", 3)
+	if err != nil {
+		return StockOrderState{}, err
 	}
 	return StockOrderState{State: v[0], Code: v[1], Products: v[2]}, nil
 }
@@ -451,14 +429,22 @@ func StockCodeOf(name string) StockCode {
 // IndexStockVoucher notes, before a voucher's op touches product ("a:p"),
 // that it does; false when the voucher was rolled back and must not run.
 func IndexStockVoucher(ctx context.Context, c redis.Scripter, voucherKey, product string, ttl time.Duration) (bool, error) {
-	n, err := stockVoucherIndexScript.Run(ctx, c, []string{voucherKey}, "index", product, int64(ttl/time.Second)).Int()
-	return n == 1, err
+	v, err := stockVoucherIndexScript.Run(ctx, c, []string{voucherKey}, "index", product, int64(ttl/time.Second)).Slice()
+	if err != nil {
+		return false, err
+	}
+	code, err := onlyCode(v, "stock_voucher_index", 0, 1)
+	return code == 0, err
 }
 
 // RollbackStockVoucher marks a voucher rolled back, so no op of it starts
 // after, and lists the products its ops touched before.
 func RollbackStockVoucher(ctx context.Context, c redis.Scripter, voucherKey string, ttl time.Duration) ([]string, error) {
-	return stockVoucherIndexScript.Run(ctx, c, []string{voucherKey}, "rollback", "", int64(ttl/time.Second)).StringSlice()
+	v, err := stockVoucherIndexScript.Run(ctx, c, []string{voucherKey}, "rollback", "", int64(ttl/time.Second)).Slice()
+	if err != nil {
+		return nil, err
+	}
+	return doneStrings(v, "stock_voucher_index", -1)
 }
 
 // StockRecordRank is a record's rank, which is how a verification tells

@@ -5,10 +5,10 @@
 -- KEYS[1] the shard's order index
 -- ARGV[1] "o:<order id>"
 --
--- Returns the order's entry as it was: "<a>:<p>" (a deduct reached the product meanwhile: return
--- it there), "*" (an order across products), "!" (closed before), or false (closed now).
+-- Returns {0, the order's entry as it was}: "<a>:<p>" (a deduct reached the product meanwhile:
+-- return it there), "*" (an order across products), "!" (closed before), or "" (closed now).
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if not cur then
   redis.call('HSET', KEYS[1], ARGV[1], '!')
 end
-return cur
+return {0, cur or ''}

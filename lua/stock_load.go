@@ -2,7 +2,6 @@ package lua
 
 import (
 	"context"
-	_ "embed"
 	"fmt"
 	"slices"
 	"strconv"
@@ -11,12 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-var (
-	//go:embed stock_load.lua
-	stockLoadSource string
-
-	stockLoadScript = redis.NewScript(stockLoadSource)
-)
+var stockLoadScript = register("stock_load.lua")
 
 // StockRecordEntry is one record of an activity product as MySQL keeps it:
 // the op id ("v:<voucher>", "o:<order>", "t:<gid>/<branch>"), the value
@@ -53,7 +47,7 @@ func LoadStockRecords(ctx context.Context, c redis.Scripter, k StockKeys, epoch 
 	for _, r := range recs {
 		args = append(args, r.Ref, r.Value, r.Rank)
 	}
-	return runStockLoad(ctx, c, []string{k.Record, k.Epoch}, args)
+	return runStockLoad(ctx, c, stockLoadKeys(k, nil), args)
 }
 
 // FinishStockLoad runs stock_load.lua's finish step: every SKU MySQL has at
@@ -63,15 +57,23 @@ func LoadStockRecords(ctx context.Context, c redis.Scripter, k StockKeys, epoch 
 // with the number of SKUs taken from MySQL; Fresh or Moved as
 // LoadStockRecords does. Run it under the load lock, after every record.
 func FinishStockLoad(ctx context.Context, c redis.Scripter, k StockKeys, epoch string, skus []StockSnapshot) (LoadResult, int, error) {
-	keys := make([]string, 0, 2+len(skus))
-	keys = append(keys, k.Record, k.Epoch)
 	args := make([]any, 0, 2+3*len(skus))
 	args = append(args, "finish", epoch)
 	for _, s := range skus {
-		keys = append(keys, k.SKU(s.SKU))
 		args = append(args, s.Status, s.Version, EncodeStockScopes(s.Scopes))
 	}
-	return runStockLoad(ctx, c, keys, args)
+	return runStockLoad(ctx, c, stockLoadKeys(k, skus), args)
+}
+
+// stockLoadKeys are stock_load.lua's keys: the record hash, the epoch, and
+// (finish) each SKU's hash.
+func stockLoadKeys(k StockKeys, skus []StockSnapshot) []string {
+	keys := make([]string, 0, 2+len(skus))
+	keys = append(keys, k.Record, k.Epoch)
+	for _, s := range skus {
+		keys = append(keys, k.SKU(s.SKU))
+	}
+	return keys
 }
 
 func runStockLoad(ctx context.Context, c redis.Scripter, keys []string, args []any) (LoadResult, int, error) {

@@ -10,7 +10,7 @@
 --         replays, and the order stays pending.
 -- ARGV[3] seconds the record is kept after its last change (replays and returns come within it)
 --
--- Returns {state before, code, products}; state "" when the order was unknown.
+-- Returns {0, state before, code, products}; state "" when the order was unknown.
 local cur = redis.call('HMGET', KEYS[1], 's', 'code', 'products')
 local s, code, products = cur[1] or '', cur[2] or '', cur[3] or ''
 local op = ARGV[1]
@@ -30,4 +30,4 @@ else
   return redis.error_reply('stock_order.lua: unknown op ' .. tostring(op))
 end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-return {s, code, products}
+return {0, s, code, products}

@@ -6,25 +6,25 @@
 -- ARGV[2] index: the product "a:p" about to be touched
 -- ARGV[3] seconds the set is kept after its last change
 --
--- Returns index: 1 noted, 0 refused (rolled back: the op must not run);
---         rollback: the products touched so far (the set is marked rolled back first).
+-- Returns index: {0} noted, {1} refused (rolled back: the op must not run);
+--         rollback: {0, product…}, the products touched so far (the set is marked rolled back first).
 local k, op = KEYS[1], ARGV[1]
 if op == 'index' then
   if redis.call('SISMEMBER', k, '!') == 1 then
-    return 0
+    return {1}
   end
   redis.call('SADD', k, ARGV[2])
   redis.call('EXPIRE', k, ARGV[3])
-  return 1
+  return {0}
 elseif op == 'rollback' then
   redis.call('SADD', k, '!')
   redis.call('EXPIRE', k, ARGV[3])
-  local products = {}
+  local reply = {0}
   for _, m in ipairs(redis.call('SMEMBERS', k)) do
     if m ~= '!' then
-      products[#products + 1] = m
+      reply[#reply + 1] = m
     end
   end
-  return products
+  return reply
 end
 return redis.error_reply('stock_voucher_index.lua: unknown op ' .. tostring(op))

@@ -3,8 +3,9 @@
 -- KEYS[1] the lock key
 -- ARGV[1] the token the lock was taken with
 --
--- Returns 1 when released, 0 when the lock had expired or belongs to someone else.
+-- Returns {0} when released, {1} when the lock had expired or belongs to someone else.
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
+  redis.call('DEL', KEYS[1])
+  return {0}
 end
-return 0
+return {1}

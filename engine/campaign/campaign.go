@@ -303,11 +303,8 @@ func (s *Service) GetCampaign(ctx context.Context, campaignID int64) (Campaign, 
 		PerUserLimit: c.PerUserLimit, StartsAt: c.StartsAt, EndsAt: c.EndsAt, CreatedAt: c.CreatedAt,
 		Awarded: c.AwardedCount, Remaining: c.AwardCount - c.AwardedCount, Payouts: payouts}
 	// Redis is ahead of MySQL on what is left.
-	keys := s.keys.Campaign(campaignID)
-	if n, err := s.rdb.Exists(ctx, keys.State).Result(); err == nil && n == 1 {
-		if left, err := s.rdb.LLen(ctx, keys.Awards).Result(); err == nil {
-			v.Remaining = int(left)
-		}
+	if hot, err := lua.ReadCampaign(ctx, s.rdb, s.keys.Campaign(campaignID)); err == nil && hot.Loaded {
+		v.Remaining = hot.Remaining
 	}
 	now := s.clock.Now()
 	switch {

@@ -386,8 +386,25 @@ func (s *Service) canView(ctx context.Context, p store.Packet, shares []store.Sh
 	return fmt.Errorf("%w: not the sender or a recipient of this packet", engine.ErrForbidden)
 }
 
-// view merges the store's record with the hot Redis state, if any.
+// view merges the store's record with the hot Redis state, if any, as
+// viewerID sees it.
 func (s *Service) view(p store.Packet, shares []store.Share, hot lua.HotPacket, viewerID int64) Packet {
+	v := packetOf(p)
+	v.Grabs = mergeGrabs(shares, hot)
+	if hot.Loaded {
+		v.Status, v.FinishedAt = aheadStatus(v, hot)
+	}
+	// A packet past its expiry takes no grabs, whether or not the refund job
+	// has closed it yet.
+	if (v.Status == StatusOpen || v.Status == StatusAwaitingSettlement) && v.ExpiresAt != nil && !s.clock.Now().Before(*v.ExpiresAt) {
+		v.Status = StatusExpired
+	}
+	tally(&v, viewerID)
+	return v
+}
+
+// packetOf is the store's record of a packet, without its grabs.
+func packetOf(p store.Packet) Packet {
 	v := Packet{ID: p.ID, Kind: p.Kind, SenderID: p.SenderID, GroupID: p.GroupID.Int64, ToUserID: p.ToUserID.Int64,
 		Count: p.Count, Total: int64(p.Total), Greeting: p.Greeting, Status: p.Status, PayStatus: p.PayStatus,
 		CreatedAt: p.CreatedAt, RefundedAmount: int64(p.RefundedAmount)}
@@ -399,6 +416,12 @@ func (s *Service) view(p store.Packet, shares []store.Share, hot lua.HotPacket, 
 		t := p.FinishedAt.Time
 		v.FinishedAt = &t
 	}
+	return v
+}
+
+// mergeGrabs is every grab the store or Redis knows, by seq: the store's
+// where both know one. Redis holds grabs the writer has not applied yet.
+func mergeGrabs(shares []store.Share, hot lua.HotPacket) []Grab {
 	bySeq := map[int]Grab{}
 	for _, s := range shares {
 		if s.UserID.Valid {
@@ -406,39 +429,45 @@ func (s *Service) view(p store.Packet, shares []store.Share, hot lua.HotPacket, 
 				GrabbedAt: s.GrabbedAt.Time, Credited: s.Credited}
 		}
 	}
-	if hot.Loaded {
-		for _, g := range hot.Grabbed {
-			if _, known := bySeq[g.Seq]; !known {
-				bySeq[g.Seq] = Grab{UserID: g.UserID, Amount: g.Amount, Seq: g.Seq, GrabbedAt: time.UnixMilli(g.AtMs).UTC(), Credited: g.Credited}
-			}
-		}
-		// Redis is ahead of the store: finished or closed there already.
-		if v.Status == StatusOpen || v.Status == StatusAwaitingSettlement {
-			switch hot.Status {
-			case StatusFinished:
-				v.Status = StatusFinished
-				if hot.FinishedAtMs > 0 {
-					t := time.UnixMilli(hot.FinishedAtMs).UTC()
-					v.FinishedAt = &t
-				}
-			case StatusExpired:
-				v.Status = StatusExpired
-			}
+	for _, g := range hot.Grabbed {
+		if _, known := bySeq[g.Seq]; !known {
+			bySeq[g.Seq] = Grab{UserID: g.UserID, Amount: g.Amount, Seq: g.Seq, GrabbedAt: time.UnixMilli(g.AtMs).UTC(), Credited: g.Credited}
 		}
 	}
-	// A packet past its expiry takes no grabs, whether or not the refund job
-	// has closed it yet.
-	if (v.Status == StatusOpen || v.Status == StatusAwaitingSettlement) && v.ExpiresAt != nil && !s.clock.Now().Before(*v.ExpiresAt) {
-		v.Status = StatusExpired
-	}
-	v.RemainingCount, v.RemainingAmount = v.Count, v.Total
-	best := -1
+	var grabs []Grab // nil when none
 	for _, g := range bySeq {
-		v.Grabs = append(v.Grabs, g)
+		grabs = append(grabs, g)
 	}
-	slices.SortFunc(v.Grabs, func(a, b Grab) int { return a.Seq - b.Seq })
+	slices.SortFunc(grabs, func(a, b Grab) int { return a.Seq - b.Seq })
+	return grabs
+}
+
+// aheadStatus is v's status and finish time once Redis's is taken where it
+// is ahead of the store's: an open packet finished or closed there already.
+func aheadStatus(v Packet, hot lua.HotPacket) (string, *time.Time) {
+	if v.Status != StatusOpen && v.Status != StatusAwaitingSettlement {
+		return v.Status, v.FinishedAt
+	}
+	switch hot.Status {
+	case StatusFinished:
+		if hot.FinishedAtMs > 0 {
+			t := time.UnixMilli(hot.FinishedAtMs).UTC()
+			return StatusFinished, &t
+		}
+		return StatusFinished, v.FinishedAt
+	case StatusExpired:
+		return StatusExpired, v.FinishedAt
+	}
+	return v.Status, v.FinishedAt
+}
+
+// tally sets what follows from v's grabs: the remaining count and amount,
+// the viewer's own grab, and best luck (the first to draw the largest
+// amount, shown once all is grabbed).
+func tally(v *Packet, viewerID int64) {
+	v.RemainingCount, v.RemainingAmount = v.Count-len(v.Grabs), v.Total
+	best := -1
 	for i, g := range v.Grabs {
-		v.RemainingCount--
 		v.RemainingAmount -= g.Amount
 		if best < 0 || g.Amount > v.Grabs[best].Amount {
 			best = i
@@ -447,9 +476,7 @@ func (s *Service) view(p store.Packet, shares []store.Share, hot lua.HotPacket, 
 			v.MyGrab = &MyGrab{Amount: g.Amount, Seq: g.Seq, Credited: g.Credited}
 		}
 	}
-	// Best luck: the first to draw the largest amount, shown once all is grabbed.
 	if v.Kind == KindGroupLucky && v.Status == StatusFinished && best >= 0 {
 		v.Grabs[best].Best = true
 	}
-	return v
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/grab-engine/grab/engine"
 	"github.com/grab-engine/grab/engine/channel"
 	"github.com/grab-engine/grab/engine/enginetest"
+	"github.com/grab-engine/grab/lua"
 	"github.com/grab-engine/grab/store"
 )
 
@@ -287,8 +288,8 @@ func TestCloseRebuildsLostState(t *testing.T) {
 	if n, err := e.Packets.CloseExpired(ctx); err != nil || n != 1 {
 		t.Fatalf("close after the loss = %d, %v; want 1", n, err)
 	}
-	if st := e.Redis.HGet(ctx, e.Keys.Packet(p.ID).State, "status").Val(); st != packet.StatusExpired {
-		t.Fatalf("rebuilt state is %q, want expired", st)
+	if hot, err := lua.ReadPacket(ctx, e.Redis, e.Keys.Packet(p.ID)); err != nil || hot.Status != packet.StatusExpired {
+		t.Fatalf("rebuilt state is %q, %v; want expired", hot.Status, err)
 	}
 	if ev := closeEvents(t, e, p.ID); len(ev) != 1 || ev[0].Values["rem"] != "450" || ev[0].Values["n"] != "3" {
 		t.Fatalf("close events = %v, want one of 450 fen in 3 shares", ev)

@@ -348,8 +348,8 @@ func TestStockOnRedisCluster(t *testing.T) {
 		waitDurable(t, e, all...)
 		for _, r := range all {
 			gaplessChanges(t, e, r)
-			if ver, err := rdb.HGet(ctx, e.Keys.Stock(r.a, r.p).SKU(r.sku), "ver").Int64(); err != nil || ver != versions[r] {
-				t.Fatalf("SKU %v at version %d, %v; want %d", r, ver, err, versions[r])
+			if st, err := lua.StockSKU(ctx, rdb, e.Keys.Stock(r.a, r.p), r.sku); err != nil || st.Version != versions[r] {
+				t.Fatalf("SKU %v at version %d, %v; want %d", r, st.Version, err, versions[r])
 			}
 		}
 	}

@@ -26,7 +26,7 @@ type Item struct {
 // product is an activity product: activity id, product id.
 type product [2]int64
 
-func (p product) String() string { return fmt.Sprintf("%d:%d", p[0], p[1]) }
+func (p product) String() string { return lua.StockProduct(p[0], p[1]) }
 
 // Deduct takes an order's items from their scopes (available → sold): all
 // or nothing, idempotent by order id. A replay answers the first result; a
@@ -240,7 +240,7 @@ func (s *Service) Return(ctx context.Context, orderID string) error {
 	}
 	var found []string
 	if st.Products != "" {
-		found = strings.Split(st.Products, ";")
+		found = st.ProductList()
 	} else if found, _, err = lua.FindStockOrder(ctx, s.rdb, s.keys, orderID); err != nil {
 		return err
 	}
@@ -307,17 +307,15 @@ func (s *Service) SweepOrders(ctx context.Context) (int, error) {
 // some products holding its items and some not. Finished, returned or
 // forgotten orders are not: their answer stands.
 func (s *Service) halfDeducted(ctx context.Context, orderID string) (bool, error) {
-	st, err := s.rdb.HMGet(ctx, s.keys.StockOrder(orderID), "s", "products").Result()
+	st, err := lua.ReadStockOrder(ctx, s.rdb, s.keys.StockOrder(orderID))
 	if err != nil {
 		return false, err
 	}
-	state, _ := st[0].(string)
-	products, _ := st[1].(string)
-	if state != "pending" || products == "" {
+	list := st.ProductList()
+	if st.State != "pending" || len(list) == 0 {
 		return false, nil
 	}
 	held := 0
-	list := strings.Split(products, ";")
 	for _, ap := range list {
 		p, err := parseProduct(ap)
 		if err != nil {
@@ -327,7 +325,9 @@ func (s *Service) halfDeducted(ctx context.Context, orderID string) (bool, error
 		if err != nil {
 			return false, err
 		}
-		if strings.HasPrefix(rec, "d#") {
+		if state, _, err := lua.ParseStockRecord(rec); err != nil {
+			return false, err
+		} else if state == lua.StockMarkDeducted {
 			held++
 		}
 	}
@@ -405,7 +405,7 @@ func encodeProducts(products []product) string {
 	for i, p := range products {
 		s[i] = p.String()
 	}
-	return strings.Join(s, ";")
+	return lua.JoinStockProducts(s)
 }
 
 // unionProducts merges products as Redis lists them ("a:p") with products
@@ -427,11 +427,6 @@ func unionProducts(redisList []string, durable [][2]int64) ([]product, error) {
 }
 
 func parseProduct(s string) (product, error) {
-	a, p, ok := strings.Cut(s, ":")
-	ai, err1 := strconv.ParseInt(a, 10, 64)
-	pi, err2 := strconv.ParseInt(p, 10, 64)
-	if !ok || err1 != nil || err2 != nil {
-		return product{}, fmt.Errorf("engine: bad product %q in a stock record", s)
-	}
-	return product{ai, pi}, nil
+	a, p, err := lua.ParseStockProduct(s)
+	return product{a, p}, err
 }

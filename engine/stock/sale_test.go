@@ -254,10 +254,10 @@ func TestStockOrderAcrossProductsNeverCostsAnotherBuyerAUnit(t *testing.T) {
 		if r1, r2 := record(t, e, 1, 1, x), record(t, e, 1, 2, x); r1 != "" || r2 != "" {
 			t.Fatalf("round %d: order X left markers %q and %q", round, r1, r2)
 		}
-		st, err := e.Redis.HGetAll(ctx, e.Keys.StockOrder(x)).Result()
+		st, err := lua.ReadStockOrder(ctx, e.Redis, e.Keys.StockOrder(x))
 		mustOK(t, err)
-		if st["s"] != "failed" || st["code"] != "OUT_OF_STOCK" || st["products"] != "1:1;1:2" {
-			t.Fatalf("round %d: order X's record %v", round, st)
+		if st != (lua.StockOrderState{State: "failed", Code: "OUT_OF_STOCK", Products: "1:1;1:2"}) {
+			t.Fatalf("round %d: order X's record %+v", round, st)
 		}
 		wantErr(t, fmt.Sprintf("round %d: order X replayed", round), xProc.Stock.Deduct(ctx, x, xItems), stock.ErrOutOfStock)
 		wantCountersOf(t, e, s1, stock.Counters{Total: 1, Sold: 1})

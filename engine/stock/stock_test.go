@@ -1151,10 +1151,10 @@ func TestStockMySQLAgreesWithRedisAfterDrain(t *testing.T) {
 	for _, r := range refs {
 		s, err := e.DB.Stock(ctx, r.a, r.p, r.sku)
 		mustOK(t, err)
-		ver, err := e.Redis.HGet(ctx, e.Keys.Stock(r.a, r.p).SKU(r.sku), "ver").Result()
+		hot, err := lua.StockSKU(ctx, e.Redis, e.Keys.Stock(r.a, r.p), r.sku)
 		mustOK(t, err)
-		if strconv.FormatInt(s.Version, 10) != ver {
-			t.Fatalf("SKU %v: MySQL version %d, Redis %s", r, s.Version, ver)
+		if s.Version != hot.Version {
+			t.Fatalf("SKU %v: MySQL version %d, Redis %d", r, s.Version, hot.Version)
 		}
 	}
 }

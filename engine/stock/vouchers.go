@@ -217,7 +217,7 @@ func (s *Service) MovePool(ctx context.Context, salvage bool, voucher string, po
 // of it goes on to answer the op's first result.
 func (s *Service) indexVoucher(ctx context.Context, voucher string, activityID, productID int64) error {
 	ok, err := lua.IndexStockVoucher(ctx, s.rdb, s.keys.StockVoucher(voucher),
-		fmt.Sprintf("%d:%d", activityID, productID), s.cfg.VoucherTTL)
+		lua.StockProduct(activityID, productID), s.cfg.VoucherTTL)
 	if err != nil || ok {
 		return err
 	}

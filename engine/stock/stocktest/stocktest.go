@@ -33,18 +33,16 @@ func (r SKU) String() string { return fmt.Sprintf("%d/%d/%d", r.Activity, r.Prod
 // and every scope's t,a,r,s.
 func InRedis(t testing.TB, rdb redis.Cmdable, keys lua.Keys, r SKU) string {
 	t.Helper()
-	h, err := rdb.HGetAll(context.Background(), keys.Stock(r.Activity, r.Product).SKU(r.SKU)).Result()
+	st, err := lua.StockSKU(context.Background(), rdb, keys.Stock(r.Activity, r.Product), r.SKU)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var parts []string
-	for f := range h {
-		if scope, ok := strings.CutSuffix(f, ":t"); ok {
-			parts = append(parts, fmt.Sprintf("%s=%s,%s,%s,%s", scope, h[scope+":t"], h[scope+":a"], h[scope+":r"], h[scope+":s"]))
-		}
+	for scope, c := range st.Scopes {
+		parts = append(parts, fmt.Sprintf("%s=%d,%d,%d,%d", scope, c.Total, c.Available, c.Reserved, c.Sold))
 	}
 	slices.Sort(parts)
-	return fmt.Sprintf("st=%s ver=%s %s", h["st"], h["ver"], strings.Join(parts, " "))
+	return fmt.Sprintf("st=%s ver=%d %s", st.Status, st.Version, strings.Join(parts, " "))
 }
 
 // InMySQL is the SKU as MySQL has it, in InRedis's form; "absent" when
@@ -92,10 +90,11 @@ func WaitDurable(t testing.TB, rdb redis.Cmdable, keys lua.Keys, db *store.DB, r
 // being the SKU's version in Redis.
 func GaplessChanges(t testing.TB, rdb redis.Cmdable, keys lua.Keys, db *store.DB, r SKU) {
 	t.Helper()
-	ver, err := rdb.HGet(context.Background(), keys.Stock(r.Activity, r.Product).SKU(r.SKU), "ver").Int64()
-	if err != nil {
-		t.Fatal(err)
+	st, err := lua.StockSKU(context.Background(), rdb, keys.Stock(r.Activity, r.Product), r.SKU)
+	if err != nil || st.Version == 0 {
+		t.Fatalf("SKU %v in Redis: %+v, %v", r, st, err)
 	}
+	ver := st.Version
 	changes, err := db.StockChanges(context.Background(), r.Activity, r.Product, r.SKU)
 	if err != nil {
 		t.Fatal(err)
