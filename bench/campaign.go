@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -288,13 +287,13 @@ func (r *campaignRun) loadProbe(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	awards := make([]any, len(amounts))
+	awards := make([]lua.Share, len(amounts))
 	for i, a := range amounts {
-		awards[i] = lua.EncodeShare(lua.Share{Seq: i + 1, Amount: a}, false)
+		awards[i] = lua.Share{Seq: i + 1, Amount: a}
 	}
 	r.id = prepared.Add(1)
 	r.probe = r.env.Keys.Probe(r.id)
-	return pushProbe(ctx, r.env, r.probe, awards)
+	return pushProbe(ctx, r.env, r.probe, awards, false)
 }
 
 // --- engine: engine.GrabCampaign in-process ------------------------------
@@ -604,27 +603,16 @@ func (r *campaignRun) audit(ctx context.Context) ([]string, error) {
 // probeAwards reads the raw probe's record as awards, and checks that its
 // list holds the rest.
 func (r *campaignRun) probeAwards(ctx context.Context, a *auditor) ([]store.Award, error) {
-	held, err := r.env.Redis.HGetAll(ctx, r.probe.Grabbed).Result()
+	st, err := lua.ReadProbe(ctx, r.env.Redis, r.probe)
 	if err != nil {
 		return nil, err
 	}
-	left, err := r.env.Redis.LLen(ctx, r.probe.Shares).Result()
-	if err != nil {
-		return nil, err
+	if st.Left+len(st.Held) != r.s.Awards {
+		a.add("awards lost", "%d granted and %d left of %d", len(st.Held), st.Left, r.s.Awards)
 	}
-	if int(left)+len(held) != r.s.Awards {
-		a.add("awards lost", "%d granted and %d left of %d", len(held), left, r.s.Awards)
-	}
-	awards := make([]store.Award, 0, len(held))
-	for u, v := range held {
-		user, err1 := strconv.ParseInt(u, 10, 64)
-		seq, amount, _ := strings.Cut(v, ":")
-		n, err2 := strconv.Atoi(seq)
-		fen, err3 := strconv.ParseInt(amount, 10, 64)
-		if err := errors.Join(err1, err2, err3); err != nil {
-			return nil, fmt.Errorf("probe record %s=%q: %w", u, v, err)
-		}
-		awards = append(awards, store.Award{Seq: n, UserID: user, Amount: store.Fen(fen)})
+	awards := make([]store.Award, 0, len(st.Held))
+	for user, s := range st.Held {
+		awards = append(awards, store.Award{Seq: s.Seq, UserID: user, Amount: store.Fen(s.Amount)})
 	}
 	return awards, nil
 }

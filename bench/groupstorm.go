@@ -251,20 +251,20 @@ func (s *GroupStorm) prepareChannel(ctx context.Context, t *stormTrial, group, b
 
 // loadProbes puts a list of n shares per probe id for the raw probe script.
 func loadProbes(ctx context.Context, env *Env, ids []int64, n int) error {
-	shares := make([]any, n)
+	shares := make([]lua.Share, n)
 	for i := range shares {
-		shares[i] = lua.EncodeShare(lua.Share{Seq: i + 1, Amount: shareFen}, i == n-1)
+		shares[i] = lua.Share{Seq: i + 1, Amount: shareFen}
 	}
 	return parallel(ctx, len(ids), 16, func(ctx context.Context, i int) error {
-		return pushProbe(ctx, env, env.Keys.Probe(ids[i]), shares)
+		return pushProbe(ctx, env, env.Keys.Probe(ids[i]), shares, true)
 	})
 }
 
-// pushProbe puts shares (list entries) on a probe's list.
-func pushProbe(ctx context.Context, env *Env, k lua.ProbeKeys, shares []any) error {
+// pushProbe puts shares on a probe's list (the last one final when
+// lastFinal), for an hour.
+func pushProbe(ctx context.Context, env *Env, k lua.ProbeKeys, shares []lua.Share, lastFinal bool) error {
 	pipe := env.Redis.Pipeline()
-	pipe.RPush(ctx, k.Shares, shares...)
-	pipe.Expire(ctx, k.Shares, time.Hour) // an interrupted run leaves nothing for long
+	lua.OpenProbe(ctx, pipe, k, shares, lastFinal, time.Hour)
 	_, err := pipe.Exec(ctx)
 	return err
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -434,4 +435,48 @@ func ParseStockProduct(s string) (activityID, productID int64, err error) {
 		return 0, 0, fmt.Errorf("%w: stock product %q", ErrUnexpectedReply, s)
 	}
 	return ai, pi, nil
+}
+
+// OpenProbe queues on p a probe's list of shares (probe.lua pops them), the
+// last one marked final when lastFinal; the list expires after ttl, so an
+// interrupted run leaves nothing for long. The caller runs p.Exec.
+func OpenProbe(ctx context.Context, p redis.Pipeliner, k ProbeKeys, shares []Share, lastFinal bool, ttl time.Duration) {
+	entries := make([]any, len(shares))
+	for i, s := range shares {
+		entries[i] = EncodeShare(s, lastFinal && i == len(shares)-1)
+	}
+	p.RPush(ctx, k.Shares, entries...)
+	p.Expire(ctx, k.Shares, ttl)
+}
+
+// ProbeState is what probe.lua has handed out and what is left.
+type ProbeState struct {
+	Held map[int64]Share // by user
+	Left int             // shares still on the list
+}
+
+// ReadProbe reads a probe's record of grants (its grabbed hash, as probe.lua
+// writes it: user → share entry) and the length of its list.
+func ReadProbe(ctx context.Context, c redis.Cmdable, k ProbeKeys) (ProbeState, error) {
+	held, err := c.HGetAll(ctx, k.Grabbed).Result()
+	if err != nil {
+		return ProbeState{}, err
+	}
+	left, err := c.LLen(ctx, k.Shares).Result()
+	if err != nil {
+		return ProbeState{}, err
+	}
+	st := ProbeState{Held: make(map[int64]Share, len(held)), Left: int(left)}
+	for u, v := range held {
+		user, err := strconv.ParseInt(u, 10, 64)
+		if err != nil {
+			return ProbeState{}, fmt.Errorf("%w: probe grant of user %q", ErrUnexpectedReply, u)
+		}
+		s, _, err := DecodeShare(v)
+		if err != nil {
+			return ProbeState{}, err
+		}
+		st.Held[user] = s
+	}
+	return st, nil
 }
