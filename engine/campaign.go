@@ -10,6 +10,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/grab-engine/grab/event"
 	"github.com/grab-engine/grab/lua"
 	"github.com/grab-engine/grab/store"
 )
@@ -268,9 +269,9 @@ func (e *Engine) countOrphanAwards(ctx context.Context, campaignID int64) error 
 	if err != nil || len(awards) == 0 {
 		return err
 	}
-	events := make([]store.Event, len(awards))
+	events := make([]event.Event, len(awards))
 	for i, a := range awards {
-		events[i] = store.Event{Kind: store.EventAward, Award: a}
+		events[i] = a
 	}
 	rejected, err := e.db.ApplyEvents(ctx, events)
 	if err != nil {
@@ -342,7 +343,7 @@ func (e *Engine) GrabCampaign(ctx context.Context, campaignID, userID int64) (Aw
 		}
 		switch r.Code {
 		case lua.GrabGranted:
-			ev := store.AwardEvent{CampaignID: campaignID, Seq: r.Seq, UserID: userID, Amount: r.Amount, At: time.UnixMilli(r.AtMs).UTC()}
+			ev := event.Award{CampaignID: campaignID, Seq: r.Seq, UserID: userID, Amount: r.Amount, At: time.UnixMilli(r.AtMs).UTC()}
 			return e.payGrab(ctx, ev, r.Repeat)
 		case lua.GrabNotLoaded, lua.GrabVerify:
 			if err := e.rebuildCampaign(ctx, campaignID); err != nil {
@@ -365,7 +366,7 @@ func (e *Engine) GrabCampaign(ctx context.Context, campaignID, userID int64) (Aw
 // an award already paid is a success here, one whose payout is under way is
 // a *PayoutPendingError, and so is any failure once Redis has granted it —
 // the award is the user's, and the writer and the sweeper carry it on.
-func (e *Engine) payGrab(ctx context.Context, ev store.AwardEvent, repeat bool) (Award, error) {
+func (e *Engine) payGrab(ctx context.Context, ev event.Award, repeat bool) (Award, error) {
 	a, err := e.receive(ctx, ev)
 	a.Repeat = repeat
 	switch {
@@ -405,11 +406,11 @@ func (e *Engine) Receive(ctx context.Context, campaignID int64, seq int, userID 
 	if campaignID <= 0 || seq <= 0 {
 		return Award{}, ErrNotFound
 	}
-	var ev store.AwardEvent
+	var ev event.Award
 	row, err := e.db.Award(ctx, campaignID, seq)
 	switch {
 	case err == nil:
-		ev = store.AwardEvent{CampaignID: campaignID, Seq: seq, UserID: row.UserID, Amount: int64(row.Amount), At: row.AwardedAt}
+		ev = event.Award{CampaignID: campaignID, Seq: seq, UserID: row.UserID, Amount: int64(row.Amount), At: row.AwardedAt}
 	case errors.Is(err, store.ErrNotFound):
 		// The writer may not have applied the grab yet: Redis knows it.
 		ra, ok, err := lua.CampaignAward(ctx, e.rdb, e.keys.Campaign(campaignID), seq)
@@ -419,7 +420,7 @@ func (e *Engine) Receive(ctx context.Context, campaignID int64, seq int, userID 
 		if !ok {
 			return Award{}, fmt.Errorf("%w: no award %d in campaign %d", ErrNotFound, seq, campaignID)
 		}
-		ev = store.AwardEvent{CampaignID: campaignID, Seq: seq, UserID: ra.UserID, Amount: ra.Amount, At: time.UnixMilli(ra.AtMs).UTC()}
+		ev = event.Award{CampaignID: campaignID, Seq: seq, UserID: ra.UserID, Amount: ra.Amount, At: time.UnixMilli(ra.AtMs).UTC()}
 	default:
 		return Award{}, err
 	}
@@ -438,7 +439,7 @@ func (e *Engine) Receive(ctx context.Context, campaignID int64, seq int, userID 
 // (creating its row if the writer has not; the writer counts it against the
 // budget) and moves it to transferring, committed; then, outside any
 // transaction, the transfer.
-func (e *Engine) receive(ctx context.Context, ev store.AwardEvent) (Award, error) {
+func (e *Engine) receive(ctx context.Context, ev event.Award) (Award, error) {
 	a := Award{CampaignID: ev.CampaignID, Seq: ev.Seq, UserID: ev.UserID, Amount: ev.Amount, Payout: PayoutReceived, AwardedAt: ev.At}
 	row, started, err := e.db.BeginPayout(ctx, ev, e.xfer != nil, e.clock.Now().UTC())
 	if err != nil {
