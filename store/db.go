@@ -304,9 +304,9 @@ const lockRaceBudget = 3 * time.Second
 // account rows in user id order with their ledger rows (creditMany), then
 // the packets it refunds, then stock_record rows. The campaign receive path
 // (BeginPayout) locks one award row and nothing else, so it cannot close a
-// cycle with the writer. Settle and ReconcilePacket lock a packet row before its shares,
-// the reverse of the writer's shares-then-packet: InnoDB sees such a cycle
-// at once (1213) and the loser is re-run here. A cycle that runs through a
+// cycle with the writer. Settle and ReconcilePacket lock a packet row before
+// its shares, the reverse of the writer's shares-then-packet: InnoDB sees
+// such a cycle at once (1213) and the loser is re-run here. A cycle that runs through a
 // metadata lock (SET GLOBAL read_only waiting for a running statement, a
 // DDL) is invisible to the deadlock detector: the session timeouts set by
 // OpenMySQL end it, and the loser gets 1205.
