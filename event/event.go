@@ -52,7 +52,8 @@ func (k Kind) String() string {
 	return "unknown"
 }
 
-// Event is one entry of a shard's stream, as the engine accepted it.
+// Event is one entry of a shard's stream, as the engine accepted it: a
+// value of one of this package's types (a Grab, not a *Grab).
 type Event interface {
 	Kind() Kind
 }

@@ -15,7 +15,8 @@ import (
 // a batch is replayed whole after a crash between commit and ack, so an
 // event already applied applies again as a no-op (and is not rejected).
 type applier interface {
-	kind() event.Kind
+	// accepts reports whether ev is of the applier's kind and type.
+	accepts(ev event.Event) bool
 	// apply applies the batch's events of the applier's kind, in stream
 	// order, in b's transaction; ok[i] is false for an event that
 	// contradicts MySQL and was left unapplied.
@@ -50,7 +51,8 @@ type kindApplier[T event.Event] struct {
 	why       string // what a rejected event contradicts
 }
 
-func (a kindApplier[T]) kind() event.Kind { var zero T; return zero.Kind() }
+// accepts takes only a T: a *T is of T's kind too, but no applier's type.
+func (a kindApplier[T]) accepts(ev event.Event) bool { _, ok := ev.(T); return ok }
 
 func (a kindApplier[T]) apply(ctx context.Context, b *batch, evs []event.Event) ([]bool, error) {
 	typed := make([]T, len(evs))
@@ -62,8 +64,9 @@ func (a kindApplier[T]) apply(ctx context.Context, b *batch, evs []event.Event) 
 
 func (a kindApplier[T]) contradiction() error { return errors.New("contradicts the store: " + a.why) }
 
-func applierOf(k event.Kind) (applier, bool) {
-	i := slices.IndexFunc(appliers, func(a applier) bool { return a.kind() == k })
+// applierOf is ev's applier; false for an event no applier accepts.
+func applierOf(ev event.Event) (applier, bool) {
+	i := slices.IndexFunc(appliers, func(a applier) bool { return a.accepts(ev) })
 	if i < 0 {
 		return nil, false
 	}
@@ -73,10 +76,10 @@ func applierOf(k event.Kind) (applier, bool) {
 // Contradiction says why ApplyEvents rejected ev, for the person who reads
 // the parked event.
 func Contradiction(ev event.Event) error {
-	if a, ok := applierOf(ev.Kind()); ok {
+	if a, ok := applierOf(ev); ok {
 		return a.contradiction()
 	}
-	return fmt.Errorf("contradicts the store: no applier for %s events", ev.Kind())
+	return fmt.Errorf("contradicts the store: no applier for %s events of type %T", ev.Kind(), ev)
 }
 
 // batch is one ApplyEventsUnder transaction, as its appliers share it.
@@ -134,14 +137,14 @@ func (db *DB) ApplyEventsUnder(ctx context.Context, g *EpochGuard, events []even
 		b := &batch{db: db, tx: tx}
 		bad := make([]bool, len(events))
 		for i, ev := range events {
-			_, known := applierOf(ev.Kind())
+			_, known := applierOf(ev)
 			bad[i] = !known
 		}
 		for _, a := range appliers {
 			var evs []event.Event
 			var at []int // evs[j] is events[at[j]]
 			for i, ev := range events {
-				if ev.Kind() == a.kind() {
+				if a.accepts(ev) {
 					evs, at = append(evs, ev), append(at, i)
 				}
 			}

@@ -30,10 +30,11 @@ func TestApplyEventsRejectsEachKindInStreamOrder(t *testing.T) {
 			awardEvent(cp, 2, 31, 41), // not the share's amount
 			closeEv(id, 300, 1),
 			unknownEvent{},
+			&event.Grab{PacketID: id, UserID: 22, Seq: 2, Amount: 300, At: now}, // a grab, but not an event.Grab
 		}
 		rejected, err := db.ApplyEvents(ctx, events)
-		if err != nil || !reflect.DeepEqual(rejected, []int{1, 3, 5, 6, 8}) {
-			t.Fatalf("rejected %v, %v; want [1 3 5 6 8]", rejected, err)
+		if err != nil || !reflect.DeepEqual(rejected, []int{1, 3, 5, 6, 8, 9}) {
+			t.Fatalf("rejected %v, %v; want [1 3 5 6 8 9]", rejected, err)
 		}
 		if p, _ := db.Packet(ctx, id); p.Status != "refunded" || p.RefundedAmount != 300 {
 			t.Fatalf("packet %s, refunded %d; want refunded 300", p.Status, p.RefundedAmount)
@@ -47,7 +48,8 @@ func TestApplyEventsRejectsEachKindInStreamOrder(t *testing.T) {
 			3: "contradicts the store: no such packet, or the remainder is more than its unowned shares",
 			5: "contradicts the store: the share is someone else's, the user holds another, or the amount differs",
 			6: "contradicts the store: not the campaign's share, another user's award, or over the budget",
-			8: "contradicts the store: no applier for unknown events",
+			8: "contradicts the store: no applier for unknown events of type store_test.unknownEvent",
+			9: "contradicts the store: no applier for grab events of type *event.Grab",
 		}
 		for i, msg := range want {
 			if got := store.Contradiction(events[i]).Error(); got != msg {
