@@ -293,6 +293,10 @@ func (db *DB) countRow(ctx context.Context, tx *sqlx.Tx, a event.Award) (bool, e
 	return n == 1, err
 }
 
+// awardApplier applies awards (applyAwards).
+var awardApplier = kindApplier[event.Award]{applyAwardEvents,
+	"not the campaign's share, another user's award, or over the budget"}
+
 // applyAwardEvents is the award applier (applyAwards).
 func applyAwardEvents(ctx context.Context, b *batch, awards []event.Award) ([]bool, error) {
 	return b.db.applyAwards(ctx, b.tx, awards)

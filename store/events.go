@@ -31,18 +31,7 @@ type applier interface {
 // stream order where it matters; campaigns and stock live in tables of
 // their own, so their order against the others does not. t=srec records go
 // before the records stock events carry, as ApplyEvents always wrote them.
-var appliers = []applier{
-	kindApplier[event.Grab]{applyGrabs,
-		"the share is someone else's, the user holds another, or the amount differs"},
-	kindApplier[event.Close]{applyCloses,
-		"no such packet, or the remainder is more than its unowned shares"},
-	kindApplier[event.Award]{applyAwardEvents,
-		"not the campaign's share, another user's award, or over the budget"},
-	kindApplier[event.StockRecord]{applyStockRecordEvents,
-		"never: the higher rank of a record is kept"},
-	kindApplier[event.Stock]{applyStockEvents,
-		"the SKU's version is at or below MySQL's but its change log records another change there"},
-}
+var appliers = []applier{grabApplier, closeApplier, awardApplier, stockRecordApplier, stockApplier}
 
 // kindApplier is the applier of the events of type T, which apply takes
 // already typed.

@@ -149,6 +149,10 @@ func packetRef(packetID int64) string { return fmt.Sprintf("pk:%d", packetID) }
 
 func shareRef(packetID int64, seq int) string { return fmt.Sprintf("pk:%d:%d", packetID, seq) }
 
+// grabApplier applies grabs (applyGrabs).
+var grabApplier = kindApplier[event.Grab]{applyGrabs,
+	"the share is someone else's, the user holds another, or the amount differs"}
+
 // applyGrabs is the grab applier: it claims each grab's share (claimShares)
 // and marks finished the packets whose last share a grab took; credited
 // grabs reach the balance, through the ledger, once the batch settles. A
@@ -176,6 +180,10 @@ func applyGrabs(ctx context.Context, b *batch, grabs []event.Grab) (ok []bool, e
 	b.settle = append(b.settle, func(ctx context.Context) error { return b.db.creditMany(ctx, b.tx, KindGrab, credits) })
 	return ok, nil
 }
+
+// closeApplier applies closes (applyCloses).
+var closeApplier = kindApplier[event.Close]{applyCloses,
+	"no such packet, or the remainder is more than its unowned shares"}
 
 // applyCloses is the close applier: each close marks its packet expired
 // with the remainder taken back (closePacket); once the batch settles, the

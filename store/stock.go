@@ -35,6 +35,10 @@ type StockChange struct {
 
 type skuKey struct{ a, p, sku int64 }
 
+// stockApplier applies stock changes (applyStock).
+var stockApplier = kindApplier[event.Stock]{applyStockEvents,
+	"the SKU's version is at or below MySQL's but its change log records another change there"}
+
 // applyStockEvents is the stock applier (applyStock); the records the
 // applied events carry are upserted with the batch's others.
 func applyStockEvents(ctx context.Context, b *batch, events []event.Stock) ([]bool, error) {
@@ -49,6 +53,10 @@ func applyStockEvents(ctx context.Context, b *batch, events []event.Stock) ([]bo
 	}
 	return ok, nil
 }
+
+// stockRecordApplier applies t=srec records, which it never rejects.
+var stockRecordApplier = kindApplier[event.StockRecord]{applyStockRecordEvents,
+	"never: the higher rank of a record is kept"}
 
 // applyStockRecordEvents is the t=srec applier: its records are upserted
 // with the batch's others (applyStockRecords), which keeps the higher rank
