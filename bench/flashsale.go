@@ -19,6 +19,7 @@ import (
 	"github.com/grab-engine/grab/engine"
 	"github.com/grab-engine/grab/engine/errs"
 	"github.com/grab-engine/grab/engine/stock"
+	"github.com/grab-engine/grab/event"
 	"github.com/grab-engine/grab/lua"
 	"github.com/grab-engine/grab/store"
 )
@@ -566,11 +567,11 @@ func checkStock(a *auditor, where string, c stock.Counters, k int64) {
 }
 
 // highSeas is the high-seas scope of a MySQL snapshot (zero when absent).
-func highSeas(scopes []store.StockScope) store.StockScope {
+func highSeas(scopes []event.StockScope) event.StockScope {
 	for _, sc := range scopes {
 		if sc.Scope == stock.ScopeHighSeas {
 			return sc
 		}
 	}
-	return store.StockScope{}
+	return event.StockScope{}
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/grab-engine/grab/engine"
 	"github.com/grab-engine/grab/engine/stock"
 	"github.com/grab-engine/grab/engine/stock/stocktest"
+	"github.com/grab-engine/grab/event"
 	"github.com/grab-engine/grab/lua/redistest"
 	"github.com/grab-engine/grab/store"
 	"github.com/grab-engine/grab/store/storetest"
@@ -441,7 +442,7 @@ func (l *mixedLoad) verify(t *testing.T, f *faultEnv) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		i := slices.IndexFunc(st.Scopes, func(c store.StockScope) bool { return c.Scope == stock.ScopeHighSeas })
+		i := slices.IndexFunc(st.Scopes, func(c event.StockScope) bool { return c.Scope == stock.ScopeHighSeas })
 		if i < 0 || st.Scopes[i].Sold != sold[s] {
 			t.Fatalf("SKU %v: MySQL %+v; %d sales answered", s, st.Scopes, sold[s])
 		}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/grab-engine/grab/engine"
 	"github.com/grab-engine/grab/engine/enginetest"
+	"github.com/grab-engine/grab/event"
 	"github.com/grab-engine/grab/lua"
 	"github.com/grab-engine/grab/lua/redistest"
 	"github.com/grab-engine/grab/store"
@@ -80,9 +81,9 @@ func TestRedeliveryIsHarmless(t *testing.T) {
 	}
 
 	// Applying the same events again through the store changes nothing.
-	var events []store.GrabEvent
+	var events []event.Grab
 	for u, r := range answers {
-		events = append(events, store.GrabEvent{PacketID: p.ID, UserID: u, Seq: r.Seq, Amount: r.Amount,
+		events = append(events, event.Grab{PacketID: p.ID, UserID: u, Seq: r.Seq, Amount: r.Amount,
 			At: e.Clock.Now(), Credit: true, Finished: r.Seq == 10})
 	}
 	for i := 0; i < 2; i++ {

@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"errors"
-	"fmt"
 	"math/rand/v2"
 	"strconv"
 	"strings"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/grab-engine/grab/event"
 	"github.com/grab-engine/grab/lua"
 	"github.com/grab-engine/grab/store"
 )
@@ -287,10 +287,10 @@ func (w *Writer) claim(ctx context.Context, stream string) {
 // neither applied, parked nor acknowledged: it is read again from the
 // current dataset, which has it still or lost it (see store.EpochGuard).
 func (w *Writer) apply(ctx context.Context, stream, epoch string, msgs []redis.XMessage) {
-	events := make([]store.Event, 0, len(msgs))
+	events := make([]event.Event, 0, len(msgs))
 	kept := make([]redis.XMessage, 0, len(msgs))
 	for _, m := range msgs {
-		ev, err := decodeEvent(m.Values)
+		ev, err := lua.ReadEvent(m.Values)
 		if err != nil {
 			w.deadLetter(ctx, stream, m, err)
 			continue
@@ -307,7 +307,7 @@ func (w *Writer) apply(ctx context.Context, stream, epoch string, msgs []redis.X
 const retryLogEvery = 10 * time.Second
 
 // applyEvents is apply for decoded events; msgs[i] carries events[i].
-func (w *Writer) applyEvents(ctx context.Context, stream, epoch string, msgs []redis.XMessage, events []store.Event) {
+func (w *Writer) applyEvents(ctx context.Context, stream, epoch string, msgs []redis.XMessage, events []event.Event) {
 	var failingSince, logged time.Time
 	for attempt := 1; ; attempt++ {
 		rejected, err := w.tryApply(ctx, stream, epoch, events)
@@ -366,7 +366,7 @@ func (w *Writer) applyEvents(ctx context.Context, stream, epoch string, msgs []r
 }
 
 // tryApply is one attempt at a batch, bounded by ApplyTimeout.
-func (w *Writer) tryApply(ctx context.Context, stream, epoch string, events []store.Event) ([]int, error) {
+func (w *Writer) tryApply(ctx context.Context, stream, epoch string, events []event.Event) ([]int, error) {
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.ApplyTimeout)
 	defer cancel()
 	key := w.shards[stream].epochKey
@@ -377,12 +377,12 @@ func (w *Writer) tryApply(ctx context.Context, stream, epoch string, events []st
 }
 
 // applied parks a committed batch's contradictions and acknowledges the rest.
-func (w *Writer) applied(ctx context.Context, stream string, msgs []redis.XMessage, events []store.Event, rejected []int) {
+func (w *Writer) applied(ctx context.Context, stream string, msgs []redis.XMessage, events []event.Event, rejected []int) {
 	// A rejected event that could not be parked stays pending (it is
 	// redelivered and parked later), so it must not be acked with the rest.
 	unparked := map[int]bool{}
 	for _, i := range rejected {
-		if !w.deadLetter(ctx, stream, msgs[i], contradiction(events[i])) {
+		if !w.deadLetter(ctx, stream, msgs[i], store.Contradiction(events[i])) {
 			unparked[i] = true
 		}
 	}
@@ -428,118 +428,6 @@ func (w *Writer) deadLetter(ctx context.Context, stream string, m redis.XMessage
 	w.e.log.ErrorContext(ctx, "writer: event parked in dead letters; needs attention", "stream", stream, "id", m.ID, "cause", cause)
 	w.ack(ctx, stream, []redis.XMessage{m})
 	return true
-}
-
-func contradiction(ev store.Event) error {
-	switch ev.Kind {
-	case store.EventClose:
-		return errors.New("contradicts the store: no such packet, or the remainder is more than its unowned shares")
-	case store.EventAward:
-		return errors.New("contradicts the store: not the campaign's share, another user's award, or over the budget")
-	case store.EventStock:
-		return errors.New("contradicts the store: the SKU's version is at or below MySQL's but its change log records another change there")
-	}
-	return errors.New("contradicts the store: the share is someone else's, the user holds another, or the amount differs")
-}
-
-// decodeEvent reads a stream entry written by grab.lua (t=grab), close.lua
-// (t=close), the stock scripts (t=stock, t=srec) or campaign_grab.lua (t=award).
-func decodeEvent(v map[string]any) (store.Event, error) {
-	f := fields{v: v}
-	var ev store.Event
-	switch t := f.str("t"); t {
-	case "grab":
-		g := store.GrabEvent{PacketID: f.num("pk"), UserID: f.num("u"), Seq: int(f.num("seq")), Amount: f.num("amt"),
-			At: time.UnixMilli(f.num("at")).UTC(), Credit: f.str("cr") == "1", Finished: f.str("fin") == "1"}
-		if f.err == nil && (g.PacketID <= 0 || g.UserID <= 0 || g.Seq <= 0 || g.Amount <= 0) {
-			f.err = errors.New("packet, user, seq and amount must be positive")
-		}
-		ev = store.Event{Kind: store.EventGrab, Grab: g}
-	case "close":
-		c := store.CloseEvent{PacketID: f.num("pk"), Remainder: f.num("rem"), Count: int(f.num("n")),
-			At: time.UnixMilli(f.num("at")).UTC()}
-		// Every share is at least a fen, so n shares are at least n fen.
-		if f.err == nil && (c.PacketID <= 0 || c.Count < 0 || c.Remainder < int64(c.Count) || (c.Count == 0) != (c.Remainder == 0)) {
-			f.err = errors.New("packet must be positive, and the remainder at least a fen a share (0 for none)")
-		}
-		ev = store.Event{Kind: store.EventClose, Close: c}
-	case "stock":
-		ev = store.Event{Kind: store.EventStock, Stock: decodeStock(&f)}
-	case "srec":
-		ev = store.Event{Kind: store.EventStockRecord, StockRecord: decodeStockRecord(&f)}
-	case "award":
-		a := store.AwardEvent{CampaignID: f.num("cp"), UserID: f.num("u"), Seq: int(f.num("seq")), Amount: f.num("amt"),
-			At: time.UnixMilli(f.num("at")).UTC()}
-		if f.err == nil && (a.CampaignID <= 0 || a.UserID <= 0 || a.Seq <= 0 || a.Amount <= 0) {
-			f.err = errors.New("campaign, user, seq and amount must be positive")
-		}
-		ev = store.Event{Kind: store.EventAward, Award: a}
-	default:
-		return store.Event{}, fmt.Errorf("unknown event type %q", t)
-	}
-	return ev, f.err
-}
-
-// decodeStock reads a t=stock entry of a stock script: the SKU's state after the
-// change, its scopes as "scope=t,a,r,s;...".
-func decodeStock(f *fields) store.StockEvent {
-	s := store.StockEvent{ActivityID: f.num("a"), ProductID: f.num("p"), SKU: f.num("sku"), Version: f.num("ver"),
-		Status: f.str("st"), Op: f.str("op"), Ref: f.str("ref"), Change: f.str("chg"), At: time.UnixMilli(f.num("at")).UTC()}
-	if snap := f.str("snap"); snap != "" {
-		for _, part := range strings.Split(snap, ";") {
-			scope, counts, _ := strings.Cut(part, "=")
-			var c [4]int64
-			n, err := fmt.Sscanf(counts, "%d,%d,%d,%d", &c[0], &c[1], &c[2], &c[3])
-			if (err != nil || n != 4) && f.err == nil {
-				f.err = fmt.Errorf("stock snapshot %q", part)
-			}
-			s.Scopes = append(s.Scopes, store.StockScope{Scope: scope, Total: c[0], Available: c[1], Reserved: c[2], Sold: c[3]})
-		}
-	}
-	if f.err == nil && (s.ActivityID <= 0 || s.ProductID <= 0 || s.SKU <= 0 || s.Version <= 0) {
-		f.err = errors.New("activity, product, SKU and version must be positive")
-	}
-	if _, ok := f.v["rv"]; ok {
-		// The record the op set rides on its last event, as a t=srec entry's val.
-		rf := fields{v: map[string]any{"a": f.v["a"], "p": f.v["p"], "ref": f.v["ref"], "val": f.v["rv"], "at": f.v["at"]}}
-		r := decodeStockRecord(&rf)
-		if f.err == nil {
-			f.err = rf.err
-		}
-		s.Record = &r
-	}
-	return s
-}
-
-// decodeStockRecord reads a t=srec entry of a stock script: a record it
-// set. Its rank follows from its value (lua.StockRecordRank); entries
-// written before the scripts stopped sending it carry it as rk.
-func decodeStockRecord(f *fields) store.StockRecordEvent {
-	r := store.StockRecordEvent{ActivityID: f.num("a"), ProductID: f.num("p"), Ref: f.str("ref"), Value: f.str("val"),
-		Rank: lua.StockRecordRank(f.str("val")), At: time.UnixMilli(f.num("at")).UTC()}
-	if _, ok := f.v["rk"]; ok {
-		r.Rank = int(f.num("rk"))
-	}
-	if f.err == nil && (r.ActivityID <= 0 || r.ProductID <= 0 || r.Ref == "" || r.Value == "" || r.Rank < 1 || r.Rank > 2) {
-		f.err = errors.New("activity and product must be positive, ref and value set, rank 1 or 2")
-	}
-	return r
-}
-
-// fields reads a stream entry's values; the first bad number is kept in err.
-type fields struct {
-	v   map[string]any
-	err error
-}
-
-func (f *fields) str(k string) string { s, _ := f.v[k].(string); return s }
-
-func (f *fields) num(k string) int64 {
-	n, err := strconv.ParseInt(f.str(k), 10, 64)
-	if err != nil && f.err == nil {
-		f.err = fmt.Errorf("field %q: %w", k, err)
-	}
-	return n
 }
 
 // RunMonitor measures the writer lag and trims acknowledged events until ctx

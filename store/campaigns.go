@@ -11,6 +11,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/jmoiron/sqlx"
+
+	"github.com/grab-engine/grab/event"
 )
 
 // Payout statuses of a campaign award. They only move forward:
@@ -72,15 +74,6 @@ type Award struct {
 
 const awardColumns = `campaign_id, seq, user_id, amount, status, out_trade_no, attempts, transfer_id, last_error,
 	awarded_at, updated_at, transferring_at, transferred_at`
-
-// AwardEvent is one award as campaign_grab.lua granted it.
-type AwardEvent struct {
-	CampaignID int64
-	Seq        int
-	UserID     int64
-	Amount     int64 // fen
-	At         time.Time
-}
 
 // OutTradeNo is the number an award is paid out under: one per award, the
 // same on every attempt, so the transfer service applies it at most once.
@@ -165,15 +158,15 @@ func (db *DB) CampaignAwards(ctx context.Context, campaignID int64) ([]Award, er
 
 // UncountedAwards lists a campaign's awards the receive path recorded that
 // no writer batch has counted yet, as the award events that count them.
-func (db *DB) UncountedAwards(ctx context.Context, campaignID int64) ([]AwardEvent, error) {
+func (db *DB) UncountedAwards(ctx context.Context, campaignID int64) ([]event.Award, error) {
 	var rows []Award
 	if err := db.x.SelectContext(ctx, &rows, "SELECT "+awardColumns+" FROM campaign_award WHERE campaign_id = ? AND counted = 0 ORDER BY seq",
 		campaignID); err != nil {
 		return nil, err
 	}
-	out := make([]AwardEvent, len(rows))
+	out := make([]event.Award, len(rows))
 	for i, r := range rows {
-		out[i] = AwardEvent{CampaignID: r.CampaignID, Seq: r.Seq, UserID: r.UserID, Amount: int64(r.Amount), At: r.AwardedAt}
+		out[i] = event.Award{CampaignID: r.CampaignID, Seq: r.Seq, UserID: r.UserID, Amount: int64(r.Amount), At: r.AwardedAt}
 	}
 	return out, nil
 }
@@ -226,14 +219,14 @@ func (db *DB) moneyArg() string {
 // the campaign's pre-split share; it reports whether this call created it.
 // counted: the writer creates rows it counts at once; the receive path
 // leaves its rows for the writer to count.
-func (db *DB) insertAward(ctx context.Context, tx *sqlx.Tx, a AwardEvent, status string, attempts int, transferringAt sql.NullTime, now time.Time, counted bool) (bool, error) {
+func (db *DB) insertAward(ctx context.Context, tx *sqlx.Tx, a event.Award, status string, attempts int, transferringAt sql.NullTime, now time.Time, counted bool) (bool, error) {
 	n, err := db.writeAward(ctx, tx, db.insertIgnore(), "", a, status, attempts, transferringAt, now, counted)
 	return n == 1, err
 }
 
 // writeAward is insertAward's statement, with an optional upsert clause;
 // it answers the rows affected.
-func (db *DB) writeAward(ctx context.Context, tx *sqlx.Tx, insert, onDuplicate string, a AwardEvent, status string, attempts int,
+func (db *DB) writeAward(ctx context.Context, tx *sqlx.Tx, insert, onDuplicate string, a event.Award, status string, attempts int,
 	transferringAt sql.NullTime, now time.Time, counted bool) (int64, error) {
 	res, err := tx.ExecContext(ctx, insert+` INTO campaign_award (campaign_id, seq, user_id, amount, status, out_trade_no,
 		attempts, awarded_at, updated_at, transferring_at, counted)
@@ -250,7 +243,7 @@ func (db *DB) writeAward(ctx context.Context, tx *sqlx.Tx, insert, onDuplicate s
 // countAwardRow is the writer's step for one award: create its row counted,
 // or mark the receive path's row (same user and amount) counted. It reports
 // whether this call created the row, and whether it counted the award.
-func (db *DB) countAwardRow(ctx context.Context, tx *sqlx.Tx, a AwardEvent) (created, counted bool, err error) {
+func (db *DB) countAwardRow(ctx context.Context, tx *sqlx.Tx, a event.Award) (created, counted bool, err error) {
 	if db.dialect == dialectSQLite {
 		// One writer at a time: no lock to upgrade.
 		if created, err = db.insertAward(ctx, tx, a, AwardReceived, 0, sql.NullTime{}, a.At, true); err != nil || created {
@@ -289,7 +282,7 @@ func (db *DB) countAward(ctx context.Context, tx *sqlx.Tx, campaignID int64, fen
 
 // countRow marks an award's row counted if the receive path created it and
 // the writer has not counted it yet; it reports whether this call did.
-func (db *DB) countRow(ctx context.Context, tx *sqlx.Tx, a AwardEvent) (bool, error) {
+func (db *DB) countRow(ctx context.Context, tx *sqlx.Tx, a event.Award) (bool, error) {
 	res, err := tx.ExecContext(ctx, `UPDATE campaign_award SET counted = 1
 		WHERE campaign_id = ? AND seq = ? AND user_id = ? AND amount = `+db.moneyArg()+` AND counted = 0`,
 		a.CampaignID, a.Seq, a.UserID, db.money(a.Amount))
@@ -298,6 +291,15 @@ func (db *DB) countRow(ctx context.Context, tx *sqlx.Tx, a AwardEvent) (bool, er
 	}
 	n, err := res.RowsAffected()
 	return n == 1, err
+}
+
+// awardApplier applies awards (applyAwards).
+var awardApplier = kindApplier[event.Award]{applyAwardEvents,
+	"not the campaign's share, another user's award, or over the budget"}
+
+// applyAwardEvents is the award applier (applyAwards).
+func applyAwardEvents(ctx context.Context, b *batch, awards []event.Award) ([]bool, error) {
+	return b.db.applyAwards(ctx, b.tx, awards)
 }
 
 // applyAwards makes a batch's award events durable and counts them: each
@@ -311,7 +313,7 @@ func (db *DB) countRow(ctx context.Context, tx *sqlx.Tx, a AwardEvent) (bool, er
 //
 // Award rows are locked before campaigns, and the receive path locks no
 // campaign, so the two cannot deadlock on each other.
-func (db *DB) applyAwards(ctx context.Context, tx *sqlx.Tx, awards []AwardEvent) (ok []bool, err error) {
+func (db *DB) applyAwards(ctx context.Context, tx *sqlx.Tx, awards []event.Award) (ok []bool, err error) {
 	ok = make([]bool, len(awards))
 	created := make([]bool, len(awards)) // this batch created the row
 	counted := make([]bool, len(awards)) // this batch counts the award
@@ -390,7 +392,7 @@ func (db *DB) applyAwards(ctx context.Context, tx *sqlx.Tx, awards []AwardEvent)
 //
 // transfer false (no transfer service) creates the row as received and moves
 // nothing. ErrConflict: a does not match the campaign's split.
-func (db *DB) BeginPayout(ctx context.Context, a AwardEvent, transfer bool, now time.Time) (row Award, started bool, err error) {
+func (db *DB) BeginPayout(ctx context.Context, a event.Award, transfer bool, now time.Time) (row Award, started bool, err error) {
 	// A lost insert race starts over: the fresh transaction sees the row and
 	// locks it at once, rather than upgrading the shared lock the failed
 	// insert holds, which deadlocks against another receive of the same award.
@@ -406,7 +408,7 @@ func (db *DB) BeginPayout(ctx context.Context, a AwardEvent, transfer bool, now 
 // errLostInsert: another transaction created the row between our read and our insert.
 var errLostInsert = errors.New("store: award row created concurrently")
 
-func (db *DB) beginPayout(ctx context.Context, a AwardEvent, transfer bool, now time.Time) (Award, bool, error) {
+func (db *DB) beginPayout(ctx context.Context, a event.Award, transfer bool, now time.Time) (Award, bool, error) {
 	var row Award
 	started := false
 	err := db.inTx(ctx, func(tx *sqlx.Tx) error {

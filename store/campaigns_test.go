@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grab-engine/grab/event"
 	"github.com/grab-engine/grab/store"
 )
 
@@ -22,8 +23,8 @@ func newCampaign(t *testing.T, db *store.DB, budget int64, shares ...int64) int6
 	return id
 }
 
-func awardEvent(cp int64, seq int, user, amount int64) store.Event {
-	return store.Event{Kind: store.EventAward, Award: store.AwardEvent{CampaignID: cp, Seq: seq, UserID: user, Amount: amount, At: now}}
+func awardEvent(cp int64, seq int, user, amount int64) event.Event {
+	return event.Award{CampaignID: cp, Seq: seq, UserID: user, Amount: amount, At: now}
 }
 
 func wantUsed(t *testing.T, db *store.DB, cp, used int64, awarded int) {
@@ -44,7 +45,7 @@ func TestApplyAwards(t *testing.T) {
 	dialects(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		cp := newCampaign(t, db, 150, 60, 50, 60) // the third share contradicts the budget
-		rejected, err := db.ApplyEvents(ctx, []store.Event{
+		rejected, err := db.ApplyEvents(ctx, []event.Event{
 			awardEvent(cp, 1, 10, 60),
 			awardEvent(cp, 1, 10, 60), // replay in the same batch
 			awardEvent(cp, 2, 11, 49), // not the share's amount
@@ -55,7 +56,7 @@ func TestApplyAwards(t *testing.T) {
 		}
 		wantUsed(t, db, cp, 60, 1)
 		// Replayed in a later batch; another user on a taken award; then the rest.
-		rejected, err = db.ApplyEvents(ctx, []store.Event{awardEvent(cp, 1, 10, 60), awardEvent(cp, 1, 12, 60),
+		rejected, err = db.ApplyEvents(ctx, []event.Event{awardEvent(cp, 1, 10, 60), awardEvent(cp, 1, 12, 60),
 			awardEvent(cp, 2, 11, 50), awardEvent(cp, 3, 13, 60)})
 		if err != nil || len(rejected) != 2 || rejected[0] != 1 || rejected[1] != 3 {
 			t.Fatalf("rejected %v, %v", rejected, err)
@@ -78,13 +79,13 @@ func TestBeginPayout(t *testing.T) {
 	dialects(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		cp := newCampaign(t, db, 100, 30, 70)
-		ev1 := store.AwardEvent{CampaignID: cp, Seq: 1, UserID: 10, Amount: 30, At: now}
+		ev1 := event.Award{CampaignID: cp, Seq: 1, UserID: 10, Amount: 30, At: now}
 		// Receive first: the row is created transferring and counted.
 		row, started, err := db.BeginPayout(ctx, ev1, true, now)
 		if err != nil || !started || row.Status != store.AwardTransferring || row.Attempts != 1 || !row.TransferringAt.Valid {
 			t.Fatalf("first receive: %+v, %v, %v", row, started, err)
 		}
-		if rejected, err := db.ApplyEvents(ctx, []store.Event{{Kind: store.EventAward, Award: ev1}}); err != nil || len(rejected) != 0 {
+		if rejected, err := db.ApplyEvents(ctx, []event.Event{ev1}); err != nil || len(rejected) != 0 {
 			t.Fatalf("writer after receive: %v, %v", rejected, err)
 		}
 		wantUsed(t, db, cp, 30, 1)
@@ -92,11 +93,11 @@ func TestBeginPayout(t *testing.T) {
 			t.Fatalf("second receive: %+v, %v, %v", row, started, err)
 		}
 		// Writer first: received, then the receive moves it.
-		ev2 := store.AwardEvent{CampaignID: cp, Seq: 2, UserID: 11, Amount: 70, At: now}
-		if rejected, err := db.ApplyEvents(ctx, []store.Event{{Kind: store.EventAward, Award: ev2}}); err != nil || len(rejected) != 0 {
+		ev2 := event.Award{CampaignID: cp, Seq: 2, UserID: 11, Amount: 70, At: now}
+		if rejected, err := db.ApplyEvents(ctx, []event.Event{ev2}); err != nil || len(rejected) != 0 {
 			t.Fatalf("writer: %v, %v", rejected, err)
 		}
-		if row, started, err = db.BeginPayout(ctx, store.AwardEvent{CampaignID: cp, Seq: 2, UserID: 12, Amount: 70, At: now}, true, now); err != nil || started || row.UserID != 11 {
+		if row, started, err = db.BeginPayout(ctx, event.Award{CampaignID: cp, Seq: 2, UserID: 12, Amount: 70, At: now}, true, now); err != nil || started || row.UserID != 11 {
 			t.Fatalf("another user's receive: %+v, %v, %v", row, started, err)
 		}
 		if row, started, err = db.BeginPayout(ctx, ev2, true, now); err != nil || !started || row.Attempts != 1 {
@@ -110,7 +111,7 @@ func TestBeginPayout(t *testing.T) {
 			t.Fatalf("second mark: %v, %v", ok, err)
 		}
 		// An award that is not the campaign's share is a conflict, with nothing written.
-		if _, _, err := db.BeginPayout(ctx, store.AwardEvent{CampaignID: cp, Seq: 3, UserID: 13, Amount: 1, At: now}, true, now); !errors.Is(err, store.ErrConflict) {
+		if _, _, err := db.BeginPayout(ctx, event.Award{CampaignID: cp, Seq: 3, UserID: 13, Amount: 1, At: now}, true, now); !errors.Is(err, store.ErrConflict) {
 			t.Fatalf("unknown share: %v", err)
 		}
 		wantUsed(t, db, cp, 100, 2)
@@ -123,7 +124,7 @@ func TestClaimPayout(t *testing.T) {
 	dialects(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		cp := newCampaign(t, db, 10, 10)
-		ev := store.AwardEvent{CampaignID: cp, Seq: 1, UserID: 10, Amount: 10, At: now}
+		ev := event.Award{CampaignID: cp, Seq: 1, UserID: 10, Amount: 10, At: now}
 		if _, _, err := db.BeginPayout(ctx, ev, true, now); err != nil {
 			t.Fatal(err)
 		}
@@ -165,8 +166,8 @@ func TestBeginPayoutRaces(t *testing.T) {
 			shares[i] = int64(i + 1)
 		}
 		cp := newCampaign(t, db, n*(n+1)/2, shares...)
-		ev := func(seq int) store.AwardEvent {
-			return store.AwardEvent{CampaignID: cp, Seq: seq, UserID: int64(100 + seq), Amount: int64(seq), At: now}
+		ev := func(seq int) event.Award {
+			return event.Award{CampaignID: cp, Seq: seq, UserID: int64(100 + seq), Amount: int64(seq), At: now}
 		}
 		var wg sync.WaitGroup
 		var mu sync.Mutex
@@ -196,9 +197,9 @@ func TestBeginPayoutRaces(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				var batch []store.Event
+				var batch []event.Event
 				for seq := from; seq < from+10; seq++ {
-					batch = append(batch, store.Event{Kind: store.EventAward, Award: ev(seq)})
+					batch = append(batch, ev(seq))
 				}
 				if rejected, err := db.ApplyEvents(ctx, batch); err != nil || len(rejected) != 0 {
 					t.Errorf("writer: %v, %v", rejected, err)

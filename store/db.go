@@ -295,17 +295,18 @@ const lockRaceBudget = 3 * time.Second
 // inTx runs fn in a transaction, retrying it when it lost a lock race.
 //
 // Lock order. Store transactions are short (no remote call inside one) and
-// take their row locks in a fixed order. The writer's ApplyEvents: the
-// batch's packet_share rows (claimShares, in stream order), then
-// campaign_award rows (applyAwards, in stream order), then campaign and
-// campaign_rule rows in campaign id order, then packet rows (finishPacket,
-// closePacket), then account rows in user id order with their ledger rows
-// (creditMany), then the packets it refunds, then stock_change, stock_sku and
-// stock_scope rows (applyStock). The campaign receive path (BeginPayout)
-// locks one award row and nothing else, so it cannot close a cycle with the
-// writer. Settle and ReconcilePacket lock a packet row before its shares,
-// the reverse of the writer's shares-then-packet: InnoDB sees such a cycle
-// at once (1213) and the loser is re-run here. A cycle that runs through a
+// take their row locks in a fixed order. The writer's ApplyEvents, one
+// applier after another (store/events.go): the batch's packet_share rows
+// (claimShares, in stream order), then packet rows (finishPacket, then
+// closePacket), then campaign_award rows (applyAwards, in stream order), then
+// campaign and campaign_rule rows in campaign id order, then stock_change,
+// stock_sku and stock_scope rows (applyStock); once every applier ran,
+// account rows in user id order with their ledger rows (creditMany), then
+// the packets it refunds, then stock_record rows. The campaign receive path
+// (BeginPayout) locks one award row and nothing else, so it cannot close a
+// cycle with the writer. Settle and ReconcilePacket lock a packet row before
+// its shares, the reverse of the writer's shares-then-packet: InnoDB sees
+// such a cycle at once (1213) and the loser is re-run here. A cycle that runs through a
 // metadata lock (SET GLOBAL read_only waiting for a running statement, a
 // DDL) is invisible to the deadlock detector: the session timeouts set by
 // OpenMySQL end it, and the loser gets 1205.

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
+
+	"github.com/grab-engine/grab/event"
 )
 
 // Packet is a row of the packet table.
@@ -147,178 +149,65 @@ func packetRef(packetID int64) string { return fmt.Sprintf("pk:%d", packetID) }
 
 func shareRef(packetID int64, seq int) string { return fmt.Sprintf("pk:%d:%d", packetID, seq) }
 
-// GrabEvent is one grab as the engine accepted it, to be made durable.
-type GrabEvent struct {
-	PacketID int64
-	UserID   int64
-	Seq      int
-	Amount   int64 // fen
-	At       time.Time
-	Credit   bool // credit the balance now (the packet was paid when grabbed)
-	Finished bool // this grab took the last share
-}
+// grabApplier applies grabs (applyGrabs).
+var grabApplier = kindApplier[event.Grab]{applyGrabs,
+	"the share is someone else's, the user holds another, or the amount differs"}
 
-// EventKind tells the events of a shard's stream apart.
-type EventKind int
-
-const (
-	EventGrab        EventKind = iota + 1 // a user took a share
-	EventClose                            // an expired packet was closed; its remainder goes back to the sender
-	EventStock                            // a SKU's stock changed
-	EventAward                            // a user won a campaign award
-	EventStockRecord                      // a stock op's record (a voucher's answer, an order's or branch's marker)
-)
-
-// Event is one entry of a shard's stream, as the engine accepted it.
-type Event struct {
-	Kind  EventKind
-	Grab  GrabEvent  // when Kind is EventGrab
-	Close CloseEvent // when Kind is EventClose
-	Stock StockEvent // when Kind is EventStock
-	Award AwardEvent // when Kind is EventAward
-	// StockRecord is set when Kind is EventStockRecord.
-	StockRecord StockRecordEvent
-}
-
-// CloseEvent says the close script took back what was left of an expired
-// packet. Remainder is what the sender gets back once the packet is paid.
-type CloseEvent struct {
-	PacketID  int64
-	Remainder int64 // fen
-	Count     int   // shares taken back
-	At        time.Time
-}
-
-// ApplyGrabs is ApplyEvents for a batch of grabs only.
-func (db *DB) ApplyGrabs(ctx context.Context, grabs []GrabEvent) (rejected []int, err error) {
-	events := make([]Event, len(grabs))
-	for i, g := range grabs {
-		events[i] = Event{Kind: EventGrab, Grab: g}
+// applyGrabs is the grab applier: it claims each grab's share (claimShares)
+// and marks finished the packets whose last share a grab took; credited
+// grabs reach the balance, through the ledger, once the batch settles. A
+// replayed grab finds its share its user's already and changes nothing.
+func applyGrabs(ctx context.Context, b *batch, grabs []event.Grab) (ok []bool, err error) {
+	if ok, err = b.db.claimShares(ctx, b.tx, grabs); err != nil {
+		return nil, err
 	}
-	return db.ApplyEvents(ctx, events)
-}
-
-// ApplyEvents makes a batch of a stream's events durable in one transaction,
-// in stream order: each grabbed share gets its owner, finished packets are
-// marked, closed packets are marked expired with their remainder; then
-// credited grabs reach the balance through the ledger and closed packets that
-// are paid are refunded (each once, however often the batch is replayed).
-//
-// It returns the indexes of events that contradict MySQL, left unapplied for
-// the caller to park: a grab whose share belongs to someone else, whose user
-// holds another share of the packet or whose amount is not the share's; a
-// close of an unknown packet, or of more than the packet has unowned; an
-// award that is not its campaign's share, is another user's, or would take
-// the campaign past its budget (see applyAwards).
-func (db *DB) ApplyEvents(ctx context.Context, events []Event) (rejected []int, err error) {
-	return db.ApplyEventsUnder(ctx, nil, events)
-}
-
-// ApplyEventsUnder is ApplyEvents for a batch read under a Redis dataset
-// epoch: it applies nothing and answers ErrSuperseded when Redis has moved
-// past that epoch (see EpochGuard). The epoch row is locked first, then
-// packet rows in stream order, accounts last.
-func (db *DB) ApplyEventsUnder(ctx context.Context, g *EpochGuard, events []Event) (rejected []int, err error) {
-	err = db.inTx(ctx, func(tx *sqlx.Tx) error {
-		rejected = rejected[:0]
-		if err := db.checkEpoch(ctx, tx, g); err != nil {
-			return err
+	var credits []ledgerCredit
+	for i, g := range grabs {
+		if !ok[i] {
+			continue
 		}
-		// Packet rows are locked in stream order first, accounts after in id
-		// order (creditMany sorts them), as a settlement does.
-		var credits []ledgerCredit
-		var closed []CloseEvent
-		// A packet's grabs come before its close in the stream (the close
-		// script takes back only what is still unowned), so claiming every
-		// grab of the batch first keeps stream order where it matters.
-		var grabs []GrabEvent
-		var stock []StockEvent
-		var stockAt []int // stock[j] is events[stockAt[j]]
-		var records []StockRecordEvent
-		var awards []AwardEvent
-		for i, ev := range events {
-			switch ev.Kind {
-			case EventGrab:
-				grabs = append(grabs, ev.Grab)
-			case EventStock:
-				stock = append(stock, ev.Stock)
-				stockAt = append(stockAt, i)
-			case EventStockRecord:
-				records = append(records, ev.StockRecord)
-			case EventAward:
-				awards = append(awards, ev.Award)
+		if g.Credit {
+			credits = append(credits, ledgerCredit{ref: shareRef(g.PacketID, g.Seq), userID: g.UserID, fen: g.Amount, at: g.At})
+		}
+		if g.Finished {
+			if err := b.db.finishPacket(ctx, b.tx, g.PacketID, g.At); err != nil {
+				return nil, err
 			}
 		}
-		claimed, err := db.claimShares(ctx, tx, grabs)
-		if err != nil {
-			return err
+	}
+	// The batch's credits in a fixed number of statements: the writer's
+	// throughput is bounded by MySQL round trips.
+	b.settle = append(b.settle, func(ctx context.Context) error { return b.db.creditMany(ctx, b.tx, KindGrab, credits) })
+	return ok, nil
+}
+
+// closeApplier applies closes (applyCloses).
+var closeApplier = kindApplier[event.Close]{applyCloses,
+	"no such packet, or the remainder is more than its unowned shares"}
+
+// applyCloses is the close applier: each close marks its packet expired
+// with the remainder taken back (closePacket); once the batch settles, the
+// closed packets that are paid are refunded (refundIfSettled, once each).
+func applyCloses(ctx context.Context, b *batch, closes []event.Close) (ok []bool, err error) {
+	ok = make([]bool, len(closes))
+	var closed []event.Close
+	for i, c := range closes {
+		if ok[i], err = b.db.closePacket(ctx, b.tx, c); err != nil {
+			return nil, err
 		}
-		// Campaigns live in tables of their own: their order against the
-		// other events does not matter.
-		awarded, err := db.applyAwards(ctx, tx, awards)
-		if err != nil {
-			return err
+		if ok[i] {
+			closed = append(closed, c)
 		}
-		for i, ev := range events {
-			switch ev.Kind {
-			case EventGrab:
-				g := ev.Grab
-				ok := claimed[0]
-				claimed = claimed[1:]
-				if !ok {
-					rejected = append(rejected, i)
-					continue
-				}
-				if g.Credit {
-					credits = append(credits, ledgerCredit{ref: shareRef(g.PacketID, g.Seq), userID: g.UserID, fen: g.Amount, at: g.At})
-				}
-				if g.Finished {
-					if err := db.finishPacket(ctx, tx, g.PacketID, g.At); err != nil {
-						return err
-					}
-				}
-			case EventClose:
-				ok, err := db.closePacket(ctx, tx, ev.Close)
-				if err != nil {
-					return err
-				}
-				if !ok {
-					rejected = append(rejected, i)
-					continue
-				}
-				closed = append(closed, ev.Close)
-			case EventAward:
-				ok := awarded[0]
-				awarded = awarded[1:]
-				if !ok {
-					rejected = append(rejected, i)
-				}
-			case EventStock, EventStockRecord:
-				// Applied together below.
-			default:
-				rejected = append(rejected, i)
-			}
-		}
-		// The batch's credits in a fixed number of statements: the writer's
-		// throughput is bounded by MySQL round trips.
-		if err := db.creditMany(ctx, tx, KindGrab, credits); err != nil {
-			return err
-		}
+	}
+	b.settle = append(b.settle, func(ctx context.Context) error {
 		for _, c := range closed {
-			if err := db.refundIfSettled(ctx, tx, c.PacketID, c.At); err != nil {
+			if err := b.db.refundIfSettled(ctx, b.tx, c.PacketID, c.At); err != nil {
 				return err
 			}
 		}
-		bad, err := db.applyStock(ctx, tx, stock)
-		if err != nil {
-			return err
-		}
-		for _, j := range bad {
-			rejected = append(rejected, stockAt[j])
-		}
-		return db.applyStockRecords(ctx, tx, append(records, carriedRecords(stock, bad)...))
+		return nil
 	})
-	return rejected, err
+	return ok, nil
 }
 
 // claimShares claims each grab's share; ok[i] reports claimShare for grabs[i].
@@ -327,7 +216,7 @@ func (db *DB) ApplyEventsUnder(ctx context.Context, g *EpochGuard, events []Even
 // matches; anything else (a replay, a contradiction, a user's second share)
 // falls back to claiming share by share, which tells those cases apart.
 // SQLite runs in-process: there is no round trip to save.
-func (db *DB) claimShares(ctx context.Context, tx *sqlx.Tx, grabs []GrabEvent) (ok []bool, err error) {
+func (db *DB) claimShares(ctx context.Context, tx *sqlx.Tx, grabs []event.Grab) (ok []bool, err error) {
 	ok = make([]bool, len(grabs))
 	if len(grabs) > 1 && db.dialect == dialectMySQL && independent(grabs) {
 		all, err := db.claimAllShares(ctx, tx, grabs)
@@ -351,7 +240,7 @@ func (db *DB) claimShares(ctx context.Context, tx *sqlx.Tx, grabs []GrabEvent) (
 
 // independent reports that no two grabs name the same share or the same
 // user in one packet: then the order they are claimed in cannot matter.
-func independent(grabs []GrabEvent) bool {
+func independent(grabs []event.Grab) bool {
 	type key struct{ packet, n int64 }
 	shares := make(map[key]bool, len(grabs))
 	users := make(map[key]bool, len(grabs))
@@ -368,7 +257,7 @@ func independent(grabs []GrabEvent) bool {
 // claimAllShares claims every grab's share in one statement and reports
 // whether each was claimed. When it says false some may have been: the
 // share-by-share claim that follows treats those as the user's already.
-func (db *DB) claimAllShares(ctx context.Context, tx *sqlx.Tx, grabs []GrabEvent) (bool, error) {
+func (db *DB) claimAllShares(ctx context.Context, tx *sqlx.Tx, grabs []event.Grab) (bool, error) {
 	var q strings.Builder
 	args := make([]any, 0, 6*len(grabs))
 	q.WriteString("UPDATE packet_share s JOIN (")
@@ -398,7 +287,7 @@ func (db *DB) claimAllShares(ctx context.Context, tx *sqlx.Tx, grabs []GrabEvent
 // claimShare sets the share's owner; true when it is (now or already) this
 // user's. The amount must match the share's: an event that says otherwise
 // contradicts the split, and crediting it would create or lose money.
-func (db *DB) claimShare(ctx context.Context, tx *sqlx.Tx, ev GrabEvent) (bool, error) {
+func (db *DB) claimShare(ctx context.Context, tx *sqlx.Tx, ev event.Grab) (bool, error) {
 	res, err := tx.ExecContext(ctx, `UPDATE packet_share SET user_id = ?, grabbed_at = ?, credited = ?
 		WHERE packet_id = ? AND seq = ? AND amount = ? AND user_id IS NULL`,
 		ev.UserID, ev.At, ev.Credit, ev.PacketID, ev.Seq, db.money(ev.Amount))

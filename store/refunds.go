@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
+
+	"github.com/grab-engine/grab/event"
 )
 
 // closePacket applies a close event: an open (or awaiting settlement) packet
@@ -16,7 +18,7 @@ import (
 // contradicts the store: the packet is unknown, or the remainder is more than
 // its unowned shares (grabs still on their way only lower what is unowned, so
 // a sound remainder never exceeds it).
-func (db *DB) closePacket(ctx context.Context, tx *sqlx.Tx, ev CloseEvent) (bool, error) {
+func (db *DB) closePacket(ctx context.Context, tx *sqlx.Tx, ev event.Close) (bool, error) {
 	var sender int64 // read to lock the packet row and to know it exists
 	err := tx.GetContext(ctx, &sender, "SELECT sender_id FROM packet WHERE id = ?"+db.forUpdate(), ev.PacketID)
 	if errors.Is(err, sql.ErrNoRows) {

@@ -7,15 +7,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grab-engine/grab/event"
 	"github.com/grab-engine/grab/store"
 )
 
-func grabEv(id, user int64, seq int, amount int64) store.Event {
-	return store.Event{Kind: store.EventGrab, Grab: store.GrabEvent{PacketID: id, UserID: user, Seq: seq, Amount: amount, At: now, Credit: true}}
+func grabEv(id, user int64, seq int, amount int64) event.Grab {
+	return event.Grab{PacketID: id, UserID: user, Seq: seq, Amount: amount, At: now, Credit: true}
 }
 
-func closeEv(id, rem int64, n int) store.Event {
-	return store.Event{Kind: store.EventClose, Close: store.CloseEvent{PacketID: id, Remainder: rem, Count: n, At: now.Add(time.Hour)}}
+func closeEv(id, rem int64, n int) event.Close {
+	return event.Close{PacketID: id, Remainder: rem, Count: n, At: now.Add(time.Hour)}
 }
 
 // refunds lists a user's ledger entries of kind refund.
@@ -40,7 +41,7 @@ func TestApplyCloseRefundsOnce(t *testing.T) {
 	dialects(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		id := paidPacket(t, db, 500, 300, 200)
-		events := []store.Event{grabEv(id, 20, 1, 500), closeEv(id, 500, 2)}
+		events := []event.Event{grabEv(id, 20, 1, 500), closeEv(id, 500, 2)}
 		if rejected, err := db.ApplyEvents(ctx, events); err != nil || len(rejected) != 0 {
 			t.Fatalf("apply: rejected %v, %v", rejected, err)
 		}
@@ -61,7 +62,7 @@ func TestApplyCloseRefundsOnce(t *testing.T) {
 		if r := refunds(t, db, 1); len(r) != 1 || r[0].Amount != 500 || r[0].Ref != "pk:"+strconv.FormatInt(id, 10) {
 			t.Fatalf("refund entries = %+v", r)
 		}
-		for _, replay := range [][]store.Event{events, {events[1]}, {events[1], events[0]}} {
+		for _, replay := range [][]event.Event{events, {events[1]}, {events[1], events[0]}} {
 			if rejected, err := db.ApplyEvents(ctx, replay); err != nil || len(rejected) != 0 {
 				t.Fatalf("replay: rejected %v, %v", rejected, err)
 			}
@@ -85,7 +86,7 @@ func TestApplyCloseBeforeItsGrab(t *testing.T) {
 	dialects(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		id := paidPacket(t, db, 500, 300, 200)
-		for _, batch := range [][]store.Event{{closeEv(id, 200, 1)}, {grabEv(id, 20, 1, 500), grabEv(id, 21, 2, 300)}} {
+		for _, batch := range [][]event.Event{{closeEv(id, 200, 1)}, {grabEv(id, 20, 1, 500), grabEv(id, 21, 2, 300)}} {
 			if rejected, err := db.ApplyEvents(ctx, batch); err != nil || len(rejected) != 0 {
 				t.Fatalf("apply: rejected %v, %v", rejected, err)
 			}
@@ -103,18 +104,23 @@ func TestApplyCloseBeforeItsGrab(t *testing.T) {
 	})
 }
 
+// unknownEvent is of a kind no applier knows.
+type unknownEvent struct{}
+
+func (unknownEvent) Kind() event.Kind { return 99 }
+
 // A close that contradicts the store is returned unapplied, the rest of the
 // batch is applied; a close of a finished packet changes nothing.
 func TestApplyCloseRejectsContradictions(t *testing.T) {
 	dialects(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		id := paidPacket(t, db, 500, 300, 200)
-		events := []store.Event{
+		events := []event.Event{
 			grabEv(id, 20, 1, 500),
-			closeEv(id, 501, 2),        // more than the 500 fen unowned
-			closeEv(id, 300, 3),        // more shares than the 2 unowned
-			closeEv(id+1, 100, 1),      // no such packet
-			{Kind: store.EventKind(9)}, // unknown kind
+			closeEv(id, 501, 2),   // more than the 500 fen unowned
+			closeEv(id, 300, 3),   // more shares than the 2 unowned
+			closeEv(id+1, 100, 1), // no such packet
+			unknownEvent{},
 		}
 		rejected, err := db.ApplyEvents(ctx, events)
 		if err != nil || !equalInts(rejected, []int{1, 2, 3, 4}) {
@@ -125,8 +131,9 @@ func TestApplyCloseRejectsContradictions(t *testing.T) {
 		}
 		// Finished: its last grab is applied, then a close (which the script
 		// never sends for a finished packet) cannot expire it.
-		done := []store.Event{grabEv(id, 21, 2, 300), grabEv(id, 22, 3, 200), closeEv(id, 0, 0)}
-		done[1].Grab.Finished = true
+		last := grabEv(id, 22, 3, 200)
+		last.Finished = true
+		done := []event.Event{grabEv(id, 21, 2, 300), last, closeEv(id, 0, 0)}
 		if rejected, err := db.ApplyEvents(ctx, done); err != nil || len(rejected) != 0 {
 			t.Fatalf("rejected %v, %v", rejected, err)
 		}
@@ -155,8 +162,8 @@ func TestRefundAwaitsSettlement(t *testing.T) {
 			t.Fatal(err)
 		}
 		grab := grabEv(id, 20, 1, 500)
-		grab.Grab.Credit = false
-		if rejected, err := db.ApplyEvents(ctx, []store.Event{grab, closeEv(id, 500, 2)}); err != nil || len(rejected) != 0 {
+		grab.Credit = false
+		if rejected, err := db.ApplyEvents(ctx, []event.Event{grab, closeEv(id, 500, 2)}); err != nil || len(rejected) != 0 {
 			t.Fatalf("apply: rejected %v, %v", rejected, err)
 		}
 		p, _ := db.Packet(ctx, id)
@@ -198,7 +205,7 @@ func TestRefundOfNothing(t *testing.T) {
 		ctx := context.Background()
 		id := paidPacket(t, db, 500)
 		// Whatever left the packet open with nothing unowned, the close takes nothing back.
-		if rejected, err := db.ApplyEvents(ctx, []store.Event{grabEv(id, 20, 1, 500), closeEv(id, 0, 0)}); err != nil || len(rejected) != 0 {
+		if rejected, err := db.ApplyEvents(ctx, []event.Event{grabEv(id, 20, 1, 500), closeEv(id, 0, 0)}); err != nil || len(rejected) != 0 {
 			t.Fatalf("rejected %v, %v", rejected, err)
 		}
 		p, _ := db.Packet(ctx, id)

@@ -10,30 +10,9 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
+
+	"github.com/grab-engine/grab/event"
 )
-
-// StockScope is one scope's counters of a SKU.
-type StockScope struct {
-	Scope     string `db:"scope"` // high_seas or pool:<id>
-	Total     int64  `db:"total"`
-	Available int64  `db:"available"`
-	Reserved  int64  `db:"reserved"`
-	Sold      int64  `db:"sold"`
-}
-
-// StockEvent is one change of a SKU as a stock script made it: the SKU's whole
-// state after the change (Version counts its changes) and what changed.
-type StockEvent struct {
-	ActivityID, ProductID, SKU int64
-	Version                    int64
-	Status                     string // on, off, rev; "" once a submit was rolled back
-	Scopes                     []StockScope
-	Op, Ref, Change            string
-	At                         time.Time
-	// Record is the record the op set (Ref's), carried by its last event;
-	// nil when the op set none.
-	Record *StockRecordEvent
-}
 
 // StockSKU is a SKU's stock as MySQL has it.
 type StockSKU struct {
@@ -42,7 +21,7 @@ type StockSKU struct {
 	SKU        int64  `db:"sku_id"`
 	Status     string `db:"status"`
 	Version    int64  `db:"version"`
-	Scopes     []StockScope
+	Scopes     []event.StockScope
 }
 
 // StockChange is one line of the change log.
@@ -55,6 +34,41 @@ type StockChange struct {
 }
 
 type skuKey struct{ a, p, sku int64 }
+
+// stockApplier applies stock changes (applyStock).
+var stockApplier = kindApplier[event.Stock]{applyStockEvents,
+	"the SKU's version is at or below MySQL's but its change log records another change there"}
+
+// applyStockEvents is the stock applier (applyStock); the records the
+// applied events carry are upserted with the batch's others.
+func applyStockEvents(ctx context.Context, b *batch, events []event.Stock) ([]bool, error) {
+	rejected, err := b.db.applyStock(ctx, b.tx, events)
+	if err != nil {
+		return nil, err
+	}
+	b.records = append(b.records, carriedRecords(events, rejected)...)
+	ok := make([]bool, len(events))
+	for i := range ok {
+		ok[i] = !slices.Contains(rejected, i)
+	}
+	return ok, nil
+}
+
+// stockRecordApplier applies t=srec records, which it never rejects.
+var stockRecordApplier = kindApplier[event.StockRecord]{applyStockRecordEvents,
+	"never: the higher rank of a record is kept"}
+
+// applyStockRecordEvents is the t=srec applier: its records are upserted
+// with the batch's others (applyStockRecords), which keeps the higher rank
+// and so never rejects one.
+func applyStockRecordEvents(_ context.Context, b *batch, recs []event.StockRecord) ([]bool, error) {
+	b.records = append(b.records, recs...)
+	ok := make([]bool, len(recs))
+	for i := range ok {
+		ok[i] = true
+	}
+	return ok, nil
+}
 
 // applyStock makes a batch's stock events durable: every change into the
 // log once (its SKU and version are its key), and per SKU only the newest
@@ -70,7 +84,7 @@ type skuKey struct{ a, p, sku int64 }
 // the batch with one SKU and version but another change. An event below
 // MySQL's version with no row for its version came late (another consumer
 // applied newer ones first): its row is logged, the snapshot stays.
-func (db *DB) applyStock(ctx context.Context, tx *sqlx.Tx, events []StockEvent) (rejected []int, err error) {
+func (db *DB) applyStock(ctx context.Context, tx *sqlx.Tx, events []event.Stock) (rejected []int, err error) {
 	if len(events) == 0 {
 		return nil, nil
 	}
@@ -164,7 +178,7 @@ func (db *DB) applyStock(ctx context.Context, tx *sqlx.Tx, events []StockEvent) 
 // contradict MySQL's change log at or below its version stored, or an
 // earlier event of the batch with the same version. Only a batch that
 // holds such versions (a redelivery, a replayed stream) costs a query.
-func (db *DB) checkReplays(ctx context.Context, tx *sqlx.Tx, k skuKey, stored int64, events []StockEvent, idx []int, bad []bool) error {
+func (db *DB) checkReplays(ctx context.Context, tx *sqlx.Tx, k skuKey, stored int64, events []event.Stock, idx []int, bad []bool) error {
 	low := int64(-1)
 	for _, i := range idx {
 		if v := events[i].Version; v <= stored && (low < 0 || v < low) {
@@ -194,17 +208,6 @@ func (db *DB) checkReplays(ctx context.Context, tx *sqlx.Tx, k skuKey, stored in
 	return nil
 }
 
-// StockRecordEvent is a record a stock script set on an activity product: what
-// op id Ref did (a voucher's answer and what it moved, an order's or TCC
-// branch's marker, a rollback), as Value; Rank 1 for a first record, 2 for
-// a terminal one (rollback, returned, confirmed, cancelled).
-type StockRecordEvent struct {
-	ActivityID, ProductID int64
-	Ref, Value            string
-	Rank                  int
-	At                    time.Time
-}
-
 // StockRecord is a row of stock_record.
 type StockRecord struct {
 	ActivityID int64     `db:"activity_id"`
@@ -217,8 +220,8 @@ type StockRecord struct {
 
 // carriedRecords are the records stock events carry, but for those of the
 // rejected events (indexes into events): their ops were not applied.
-func carriedRecords(events []StockEvent, rejected []int) []StockRecordEvent {
-	var out []StockRecordEvent
+func carriedRecords(events []event.Stock, rejected []int) []event.StockRecord {
+	var out []event.StockRecord
 	for i, ev := range events {
 		if ev.Record != nil && !slices.Contains(rejected, i) {
 			out = append(out, *ev.Record)
@@ -231,7 +234,7 @@ func carriedRecords(events []StockEvent, rejected []int) []StockRecordEvent {
 // each (product, ref) the value of the highest rank: the first value of it
 // seen, as a record's value changes only with its rank. Replays and
 // reordering leave the more advanced value.
-func (db *DB) applyStockRecords(ctx context.Context, tx *sqlx.Tx, recs []StockRecordEvent) error {
+func (db *DB) applyStockRecords(ctx context.Context, tx *sqlx.Tx, recs []event.StockRecord) error {
 	if len(recs) == 0 {
 		return nil
 	}
@@ -332,7 +335,7 @@ func (db *DB) StockSKUs(ctx context.Context, activityID, productID int64) ([]Sto
 		}
 		if r.Scope.Valid {
 			s := &out[len(out)-1]
-			s.Scopes = append(s.Scopes, StockScope{Scope: r.Scope.String, Total: r.Total.Int64, Available: r.Available.Int64,
+			s.Scopes = append(s.Scopes, event.StockScope{Scope: r.Scope.String, Total: r.Total.Int64, Available: r.Available.Int64,
 				Reserved: r.Reserved.Int64, Sold: r.Sold.Int64})
 		}
 	}

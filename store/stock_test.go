@@ -8,22 +8,22 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/grab-engine/grab/event"
 	"github.com/grab-engine/grab/store"
 )
 
 // stockEv is SKU 1 of activity 1, product 2 at version ver after op ref.
-func stockEv(ver, available, sold int64, op, ref string) store.Event {
-	return store.Event{Kind: store.EventStock, Stock: store.StockEvent{ActivityID: 1, ProductID: 2, SKU: 1, Version: ver, Status: "on",
-		Scopes: []store.StockScope{{Scope: "high_seas", Total: 10, Available: available, Sold: sold}},
-		Op:     op, Ref: ref, Change: fmt.Sprintf("high_seas:%s:%d", op, ver), At: now}}
+func stockEv(ver, available, sold int64, op, ref string) event.Stock {
+	return event.Stock{ActivityID: 1, ProductID: 2, SKU: 1, Version: ver, Status: "on",
+		Scopes: []event.StockScope{{Scope: "high_seas", Total: 10, Available: available, Sold: sold}},
+		Op:     op, Ref: ref, Change: fmt.Sprintf("high_seas:%s:%d", op, ver), At: now}
 }
 
-func recEv(a, p int64, ref, value string, rank int) store.Event {
-	return store.Event{Kind: store.EventStockRecord, StockRecord: store.StockRecordEvent{ActivityID: a, ProductID: p, Ref: ref,
-		Value: value, Rank: rank, At: now}}
+func recEv(a, p int64, ref, value string, rank int) event.StockRecord {
+	return event.StockRecord{ActivityID: a, ProductID: p, Ref: ref, Value: value, Rank: rank, At: now}
 }
 
-func apply(t *testing.T, db *store.DB, events ...store.Event) []int {
+func apply(t *testing.T, db *store.DB, events ...event.Event) []int {
 	t.Helper()
 	rejected, err := db.ApplyEvents(context.Background(), events)
 	if err != nil {
@@ -72,7 +72,7 @@ func TestApplyStockRejectsVersionsGoingBack(t *testing.T) {
 		// deducts at 2 and 3. Each contradicts the log; a grab in the same
 		// batch and a new version of another SKU still apply.
 		other := stockEv(1, 10, 0, "submit", "v:s")
-		other.Stock.SKU = 9
+		other.SKU = 9
 		r := apply(t, db, stockEv(1, 10, 0, "submit", "v:s2"), other, stockEv(2, 7, 3, "deduct", "o:1"),
 			stockEv(3, 6, 4, "deduct", "o:9"), stockEv(4, 5, 5, "deduct", "o:3"))
 		if !reflect.DeepEqual(r, []int{0, 3}) {
@@ -86,8 +86,8 @@ func TestApplyStockRejectsVersionsGoingBack(t *testing.T) {
 		}
 		// Two changes of one version in one batch: the second is rejected,
 		// and so is the record it carries; the first's is kept.
-		withRec := func(ev store.Event, value string) store.Event {
-			ev.Stock.Record = &store.StockRecordEvent{ActivityID: 1, ProductID: 2, Ref: ev.Stock.Ref, Value: value, Rank: 1, At: now}
+		withRec := func(ev event.Stock, value string) event.Stock {
+			ev.Record = &event.StockRecord{ActivityID: 1, ProductID: 2, Ref: ev.Ref, Value: value, Rank: 1, At: now}
 			return ev
 		}
 		r = apply(t, db, withRec(stockEv(5, 4, 6, "deduct", "o:5"), "d#1|high_seas|1"), withRec(stockEv(5, 3, 7, "deduct", "o:6"), "d#1|high_seas|1"))
@@ -158,18 +158,18 @@ func TestStockSKUs(t *testing.T) {
 	dialects(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		gone := stockEv(3, 0, 0, "rollback", "v:x")
-		gone.Stock.SKU, gone.Stock.Status, gone.Stock.Scopes = 7, "", nil
+		gone.SKU, gone.Status, gone.Scopes = 7, "", nil
 		pool := stockEv(2, 5, 0, "salvage", "v:p")
-		pool.Stock.Scopes = append(pool.Stock.Scopes, store.StockScope{Scope: "pool:3", Total: 5, Available: 4, Sold: 1})
+		pool.Scopes = append(pool.Scopes, event.StockScope{Scope: "pool:3", Total: 5, Available: 4, Sold: 1})
 		elsewhere := stockEv(1, 10, 0, "submit", "v:o")
-		elsewhere.Stock.ProductID = 3
+		elsewhere.ProductID = 3
 		apply(t, db, pool, gone, elsewhere)
 		skus, err := db.StockSKUs(ctx, 1, 2)
 		if err != nil {
 			t.Fatal(err)
 		}
 		want := []store.StockSKU{
-			{ActivityID: 1, ProductID: 2, SKU: 1, Status: "on", Version: 2, Scopes: []store.StockScope{
+			{ActivityID: 1, ProductID: 2, SKU: 1, Status: "on", Version: 2, Scopes: []event.StockScope{
 				{Scope: "high_seas", Total: 10, Available: 5}, {Scope: "pool:3", Total: 5, Available: 4, Sold: 1}}},
 			{ActivityID: 1, ProductID: 2, SKU: 7, Status: "", Version: 3},
 		}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grab-engine/grab/event"
 	"github.com/grab-engine/grab/store"
 	"github.com/grab-engine/grab/store/storetest"
 )
@@ -75,7 +76,7 @@ func TestApplyGrabsIdempotent(t *testing.T) {
 	dialects(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		id := paidPacket(t, db, 500, 300, 200)
-		events := []store.GrabEvent{
+		events := []event.Grab{
 			{PacketID: id, UserID: 20, Seq: 1, Amount: 500, At: now, Credit: true},
 			{PacketID: id, UserID: 10, Seq: 2, Amount: 300, At: now, Credit: true},
 			{PacketID: id, UserID: 30, Seq: 3, Amount: 200, At: now, Credit: true, Finished: true},
@@ -109,7 +110,7 @@ func TestApplyGrabsIdempotent(t *testing.T) {
 			t.Fatalf("doubled batch changed the store: %+v", again)
 		}
 		// A replay of part of the batch, out of order, changes nothing either.
-		if _, err := db.ApplyGrabs(ctx, []store.GrabEvent{events[2], events[0]}); err != nil {
+		if _, err := db.ApplyGrabs(ctx, []event.Grab{events[2], events[0]}); err != nil {
 			t.Fatal(err)
 		}
 		if again := snap(t, db, id, 1, 10, 20, 30); !equalSnap(again, first) {
@@ -149,8 +150,8 @@ func TestApplyGrabsDuplicateInOneBatch(t *testing.T) {
 	dialects(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		id := paidPacket(t, db, 500, 300, 200)
-		ev := store.GrabEvent{PacketID: id, UserID: 20, Seq: 1, Amount: 500, At: now, Credit: true}
-		if rejected, err := db.ApplyGrabs(ctx, []store.GrabEvent{ev, ev, ev}); err != nil || len(rejected) != 0 {
+		ev := event.Grab{PacketID: id, UserID: 20, Seq: 1, Amount: 500, At: now, Credit: true}
+		if rejected, err := db.ApplyGrabs(ctx, []event.Grab{ev, ev, ev}); err != nil || len(rejected) != 0 {
 			t.Fatalf("apply: rejected %v, %v", rejected, err)
 		}
 		if got := snap(t, db, id, 20); got.balances[20] != 500 || got.totals.Balances != got.totals.Ledger {
@@ -163,7 +164,7 @@ func TestApplyGrabsRejectsContradictions(t *testing.T) {
 	dialects(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		id := paidPacket(t, db, 500, 300, 200, 100)
-		events := []store.GrabEvent{
+		events := []event.Grab{
 			{PacketID: id, UserID: 20, Seq: 1, Amount: 500, At: now, Credit: true},     // good
 			{PacketID: id, UserID: 21, Seq: 1, Amount: 500, At: now, Credit: true},     // seq 1 is user 20's
 			{PacketID: id, UserID: 20, Seq: 2, Amount: 300, At: now, Credit: true},     // user 20 holds seq 1
@@ -202,20 +203,20 @@ func TestApplyGrabsOneBadAmongMany(t *testing.T) {
 	dialects(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		id := paidPacket(t, db, 500, 300, 200, 100, 50)
-		if _, err := db.ApplyGrabs(ctx, []store.GrabEvent{{PacketID: id, UserID: 20, Seq: 1, Amount: 500, At: now, Credit: true}}); err != nil {
+		if _, err := db.ApplyGrabs(ctx, []event.Grab{{PacketID: id, UserID: 20, Seq: 1, Amount: 500, At: now, Credit: true}}); err != nil {
 			t.Fatal(err)
 		}
 		for _, tc := range []struct {
 			name string
-			bad  store.GrabEvent
+			bad  event.Grab
 		}{
-			{"user holds another share", store.GrabEvent{PacketID: id, UserID: 20, Seq: 3, Amount: 200, At: now, Credit: true}},
-			{"share is someone else's", store.GrabEvent{PacketID: id, UserID: 21, Seq: 1, Amount: 500, At: now, Credit: true}},
-			{"amount is not the share's", store.GrabEvent{PacketID: id, UserID: 22, Seq: 3, Amount: 201, At: now, Credit: true}},
+			{"user holds another share", event.Grab{PacketID: id, UserID: 20, Seq: 3, Amount: 200, At: now, Credit: true}},
+			{"share is someone else's", event.Grab{PacketID: id, UserID: 21, Seq: 1, Amount: 500, At: now, Credit: true}},
+			{"amount is not the share's", event.Grab{PacketID: id, UserID: 22, Seq: 3, Amount: 201, At: now, Credit: true}},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				before := snap(t, db, id, 20, 21, 22)
-				rejected, err := db.ApplyGrabs(ctx, []store.GrabEvent{tc.bad})
+				rejected, err := db.ApplyGrabs(ctx, []event.Grab{tc.bad})
 				if err != nil || !equalInts(rejected, []int{0}) {
 					t.Fatalf("alone: rejected %v, %v", rejected, err)
 				}
@@ -224,7 +225,7 @@ func TestApplyGrabsOneBadAmongMany(t *testing.T) {
 				}
 			})
 		}
-		batch := []store.GrabEvent{
+		batch := []event.Grab{
 			{PacketID: id, UserID: 30, Seq: 2, Amount: 300, At: now, Credit: true},
 			{PacketID: id, UserID: 20, Seq: 3, Amount: 200, At: now, Credit: true}, // user 20 holds seq 1
 			{PacketID: id, UserID: 40, Seq: 4, Amount: 100, At: now, Credit: true},
@@ -280,9 +281,9 @@ func TestFinishSetsBestSeq(t *testing.T) {
 	dialects(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		id := paidPacket(t, db, 100, 700, 200, 700)
-		var events []store.GrabEvent
+		var events []event.Grab
 		for seq, amount := range []int64{100, 700, 200, 700} {
-			events = append(events, store.GrabEvent{PacketID: id, UserID: int64(10 + seq), Seq: seq + 1, Amount: amount,
+			events = append(events, event.Grab{PacketID: id, UserID: int64(10 + seq), Seq: seq + 1, Amount: amount,
 				At: now, Credit: true, Finished: seq == 3})
 		}
 		if _, err := db.ApplyGrabs(ctx, events); err != nil {

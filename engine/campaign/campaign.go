@@ -12,6 +12,7 @@ import (
 
 	"github.com/grab-engine/grab/engine"
 	"github.com/grab-engine/grab/engine/money"
+	"github.com/grab-engine/grab/event"
 	"github.com/grab-engine/grab/lua"
 	"github.com/grab-engine/grab/store"
 )
@@ -270,9 +271,9 @@ func (s *Service) countOrphanAwards(ctx context.Context, campaignID int64) error
 	if err != nil || len(awards) == 0 {
 		return err
 	}
-	events := make([]store.Event, len(awards))
+	events := make([]event.Event, len(awards))
 	for i, a := range awards {
-		events[i] = store.Event{Kind: store.EventAward, Award: a}
+		events[i] = a
 	}
 	rejected, err := s.db.ApplyEvents(ctx, events)
 	if err != nil {
@@ -341,7 +342,7 @@ func (s *Service) GrabCampaign(ctx context.Context, campaignID, userID int64) (A
 		}
 		switch r.Code {
 		case lua.GrabGranted:
-			ev := store.AwardEvent{CampaignID: campaignID, Seq: r.Seq, UserID: userID, Amount: r.Amount, At: time.UnixMilli(r.AtMs).UTC()}
+			ev := event.Award{CampaignID: campaignID, Seq: r.Seq, UserID: userID, Amount: r.Amount, At: time.UnixMilli(r.AtMs).UTC()}
 			return s.payGrab(ctx, ev, r.Repeat)
 		case lua.GrabNotLoaded, lua.GrabVerify:
 			if err := s.rebuildCampaign(ctx, campaignID); err != nil {
@@ -364,7 +365,7 @@ func (s *Service) GrabCampaign(ctx context.Context, campaignID, userID int64) (A
 // an award already paid is a success here, one whose payout is under way is
 // a *PayoutPendingError, and so is any failure once Redis has granted it —
 // the award is the user's, and the writer and the sweeper carry it on.
-func (s *Service) payGrab(ctx context.Context, ev store.AwardEvent, repeat bool) (Award, error) {
+func (s *Service) payGrab(ctx context.Context, ev event.Award, repeat bool) (Award, error) {
 	a, err := s.receive(ctx, ev)
 	a.Repeat = repeat
 	switch {
@@ -404,11 +405,11 @@ func (s *Service) Receive(ctx context.Context, campaignID int64, seq int, userID
 	if campaignID <= 0 || seq <= 0 {
 		return Award{}, engine.ErrNotFound
 	}
-	var ev store.AwardEvent
+	var ev event.Award
 	row, err := s.db.Award(ctx, campaignID, seq)
 	switch {
 	case err == nil:
-		ev = store.AwardEvent{CampaignID: campaignID, Seq: seq, UserID: row.UserID, Amount: int64(row.Amount), At: row.AwardedAt}
+		ev = event.Award{CampaignID: campaignID, Seq: seq, UserID: row.UserID, Amount: int64(row.Amount), At: row.AwardedAt}
 	case errors.Is(err, store.ErrNotFound):
 		// The writer may not have applied the grab yet: Redis knows it.
 		ra, ok, err := lua.CampaignAward(ctx, s.rdb, s.keys.Campaign(campaignID), seq)
@@ -418,7 +419,7 @@ func (s *Service) Receive(ctx context.Context, campaignID int64, seq int, userID
 		if !ok {
 			return Award{}, fmt.Errorf("%w: no award %d in campaign %d", engine.ErrNotFound, seq, campaignID)
 		}
-		ev = store.AwardEvent{CampaignID: campaignID, Seq: seq, UserID: ra.UserID, Amount: ra.Amount, At: time.UnixMilli(ra.AtMs).UTC()}
+		ev = event.Award{CampaignID: campaignID, Seq: seq, UserID: ra.UserID, Amount: ra.Amount, At: time.UnixMilli(ra.AtMs).UTC()}
 	default:
 		return Award{}, err
 	}
@@ -437,7 +438,7 @@ func (s *Service) Receive(ctx context.Context, campaignID int64, seq int, userID
 // (creating its row if the writer has not; the writer counts it against the
 // budget) and moves it to transferring, committed; then, outside any
 // transaction, the transfer.
-func (s *Service) receive(ctx context.Context, ev store.AwardEvent) (Award, error) {
+func (s *Service) receive(ctx context.Context, ev event.Award) (Award, error) {
 	a := Award{CampaignID: ev.CampaignID, Seq: ev.Seq, UserID: ev.UserID, Amount: ev.Amount, Payout: PayoutReceived, AwardedAt: ev.At}
 	row, started, err := s.db.BeginPayout(ctx, ev, s.xfer != nil, s.clock.Now().UTC())
 	if err != nil {
