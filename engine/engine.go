@@ -41,7 +41,7 @@ type Engine struct {
 	log    *slog.Logger
 	cfg    Config
 	keys   lua.Keys
-	writer *Writer
+	writer *writer
 	pipe   *lua.GrabPipeline // nil: each grab on its own
 	reg    prometheus.Registerer
 	m      *metrics

@@ -50,11 +50,11 @@ type WriterConfig struct {
 	DrainTimeout time.Duration // how long a stop may take to drain what is left
 }
 
-// Writer makes accepted grabs and closes durable: it consumes every shard's
+// writer makes accepted grabs and closes durable: it consumes every shard's
 // event stream through a consumer group, applies each batch to the store in one
 // transaction and acknowledges it only after the commit. Every apply is
 // idempotent, so a crash between commit and ack replays harmlessly.
-type Writer struct {
+type writer struct {
 	e       *Engine
 	rdb     redis.UniversalClient
 	cfg     WriterConfig
@@ -80,8 +80,8 @@ type shardState struct {
 	epochKey string
 }
 
-func newWriter(e *Engine, rdb redis.UniversalClient) *Writer {
-	w := &Writer{e: e, rdb: rdb, cfg: e.cfg.Writer, deadLetters: map[string]string{}, shards: map[string]*shardState{}}
+func newWriter(e *Engine, rdb redis.UniversalClient) *writer {
+	w := &writer{e: e, rdb: rdb, cfg: e.cfg.Writer, deadLetters: map[string]string{}, shards: map[string]*shardState{}}
 	for shard := 0; shard < e.keys.Shards; shard++ {
 		w.deadLetters[e.keys.Events(shard)] = e.keys.DeadLetters(shard)
 		w.shards[e.keys.Events(shard)] = &shardState{epochKey: e.keys.Epoch(shard)}
@@ -91,10 +91,10 @@ func newWriter(e *Engine, rdb redis.UniversalClient) *Writer {
 
 // RunWriter runs the writer until ctx is cancelled, then drains what is
 // left in the streams (within DrainTimeout) and returns.
-func (e *Engine) RunWriter(ctx context.Context) error { return e.writer.Run(ctx) }
+func (e *Engine) RunWriter(ctx context.Context) error { return e.writer.run(ctx) }
 
 // Run is RunWriter.
-func (w *Writer) Run(ctx context.Context) error {
+func (w *writer) run(ctx context.Context) error {
 	w.running.Store(true)
 	defer w.running.Store(false)
 	drain, cancelDrain := context.WithCancel(context.WithoutCancel(ctx))
@@ -122,7 +122,7 @@ func (w *Writer) Run(ctx context.Context) error {
 }
 
 // runShard consumes one stream. ctx ends normal work; drain bounds the final drain.
-func (w *Writer) runShard(ctx, drain context.Context, shard int) {
+func (w *writer) runShard(ctx, drain context.Context, shard int) {
 	stream := w.e.keys.Events(shard)
 	w.ensureGroup(drain, stream)
 	// Our own pending entries first: a restart with the same consumer name
@@ -156,7 +156,7 @@ func (w *Writer) runShard(ctx, drain context.Context, shard int) {
 // resumePending applies every entry this consumer read but did not
 // acknowledge. It walks the pending list by id, so an entry that stays
 // pending (its store keeps failing) cannot hold the walk forever.
-func (w *Writer) resumePending(ctx context.Context, stream string) {
+func (w *writer) resumePending(ctx context.Context, stream string) {
 	for after := "0"; ctx.Err() == nil; {
 		last, n := w.read(ctx, stream, after, -1)
 		if n == 0 {
@@ -166,7 +166,7 @@ func (w *Writer) resumePending(ctx context.Context, stream string) {
 	}
 }
 
-func (w *Writer) ensureGroup(ctx context.Context, stream string) {
+func (w *writer) ensureGroup(ctx context.Context, stream string) {
 	// "0": events added before the group existed are consumed too.
 	err := w.rdb.XGroupCreateMkStream(ctx, stream, w.cfg.Group, "0").Err()
 	if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
@@ -176,13 +176,13 @@ func (w *Writer) ensureGroup(ctx context.Context, stream string) {
 
 // consume reads one batch (id ">" for new events, "0" for our pending ones)
 // and applies it; it returns how many events it read. block < 0 means do not block.
-func (w *Writer) consume(ctx context.Context, stream, id string, block time.Duration) int {
+func (w *writer) consume(ctx context.Context, stream, id string, block time.Duration) int {
 	_, n := w.read(ctx, stream, id, block)
 	return n
 }
 
 // read is consume that also returns the id of the last entry read.
-func (w *Writer) read(ctx context.Context, stream, id string, block time.Duration) (string, int) {
+func (w *writer) read(ctx context.Context, stream, id string, block time.Duration) (string, int) {
 	if block == 0 {
 		block = -1 // go-redis sends BLOCK only for a non-negative duration
 	}
@@ -241,7 +241,7 @@ func (w *Writer) read(ctx context.Context, stream, id string, block time.Duratio
 }
 
 // claim takes over events left pending by a consumer that stopped.
-func (w *Writer) claim(ctx context.Context, stream string) {
+func (w *writer) claim(ctx context.Context, stream string) {
 	start := "0-0"
 	for ctx.Err() == nil {
 		var epoch *redis.StringCmd
@@ -286,7 +286,7 @@ func (w *Writer) claim(ctx context.Context, stream string) {
 // key was missing: no guard). A batch whose epoch Redis has moved past is
 // neither applied, parked nor acknowledged: it is read again from the
 // current dataset, which has it still or lost it (see store.EpochGuard).
-func (w *Writer) apply(ctx context.Context, stream, epoch string, msgs []redis.XMessage) {
+func (w *writer) apply(ctx context.Context, stream, epoch string, msgs []redis.XMessage) {
 	events := make([]event.Event, 0, len(msgs))
 	kept := make([]redis.XMessage, 0, len(msgs))
 	for _, m := range msgs {
@@ -307,7 +307,7 @@ func (w *Writer) apply(ctx context.Context, stream, epoch string, msgs []redis.X
 const retryLogEvery = 10 * time.Second
 
 // applyEvents is apply for decoded events; msgs[i] carries events[i].
-func (w *Writer) applyEvents(ctx context.Context, stream, epoch string, msgs []redis.XMessage, events []event.Event) {
+func (w *writer) applyEvents(ctx context.Context, stream, epoch string, msgs []redis.XMessage, events []event.Event) {
 	var failingSince, logged time.Time
 	for attempt := 1; ; attempt++ {
 		rejected, err := w.tryApply(ctx, stream, epoch, events)
@@ -366,7 +366,7 @@ func (w *Writer) applyEvents(ctx context.Context, stream, epoch string, msgs []r
 }
 
 // tryApply is one attempt at a batch, bounded by ApplyTimeout.
-func (w *Writer) tryApply(ctx context.Context, stream, epoch string, events []event.Event) ([]int, error) {
+func (w *writer) tryApply(ctx context.Context, stream, epoch string, events []event.Event) ([]int, error) {
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.ApplyTimeout)
 	defer cancel()
 	key := w.shards[stream].epochKey
@@ -377,7 +377,7 @@ func (w *Writer) tryApply(ctx context.Context, stream, epoch string, events []ev
 }
 
 // applied parks a committed batch's contradictions and acknowledges the rest.
-func (w *Writer) applied(ctx context.Context, stream string, msgs []redis.XMessage, events []event.Event, rejected []int) {
+func (w *writer) applied(ctx context.Context, stream string, msgs []redis.XMessage, events []event.Event, rejected []int) {
 	// A rejected event that could not be parked stays pending (it is
 	// redelivered and parked later), so it must not be acked with the rest.
 	unparked := map[int]bool{}
@@ -400,7 +400,7 @@ func (w *Writer) applied(ctx context.Context, stream string, msgs []redis.XMessa
 	w.e.m.applied.Add(float64(len(msgs) - len(rejected)))
 }
 
-func (w *Writer) ack(ctx context.Context, stream string, msgs []redis.XMessage) {
+func (w *writer) ack(ctx context.Context, stream string, msgs []redis.XMessage) {
 	ids := make([]string, len(msgs))
 	for i, m := range msgs {
 		ids[i] = m.ID
@@ -415,7 +415,7 @@ func (w *Writer) ack(ctx context.Context, stream string, msgs []redis.XMessage) 
 
 // deadLetter parks an event for a person and acknowledges it. It reports
 // whether the event was parked; if not, it stays pending.
-func (w *Writer) deadLetter(ctx context.Context, stream string, m redis.XMessage, cause error) bool {
+func (w *writer) deadLetter(ctx context.Context, stream string, m redis.XMessage, cause error) bool {
 	values := map[string]any{"stream": stream, "id": m.ID, "error": cause.Error()}
 	for k, v := range m.Values {
 		values["f_"+k] = v
@@ -441,7 +441,7 @@ func (e *Engine) RunMonitor(ctx context.Context) error {
 
 // monitor measures the writer lag (age of the oldest event not yet
 // acknowledged, across shards) and trims acknowledged events.
-func (w *Writer) monitor(ctx context.Context) {
+func (w *writer) monitor(ctx context.Context) {
 	t := time.NewTicker(w.cfg.MonitorEvery)
 	defer t.Stop()
 	for {
@@ -462,7 +462,7 @@ func (w *Writer) monitor(ctx context.Context) {
 	}
 }
 
-func (w *Writer) measureAndTrim(ctx context.Context) (time.Duration, error) {
+func (w *writer) measureAndTrim(ctx context.Context) (time.Duration, error) {
 	now, err := w.rdb.Time(ctx).Result()
 	if err != nil {
 		return 0, err
@@ -486,7 +486,7 @@ func (w *Writer) measureAndTrim(ctx context.Context) (time.Duration, error) {
 
 // oldestUnacked returns the id of the oldest event not yet acknowledged ("" if
 // none), and trims every event before it: those are durable already.
-func (w *Writer) oldestUnacked(ctx context.Context, stream string) (string, error) {
+func (w *writer) oldestUnacked(ctx context.Context, stream string) (string, error) {
 	groups, err := w.rdb.XInfoGroups(ctx, stream).Result()
 	if err != nil {
 		if strings.Contains(err.Error(), "no such key") || errors.Is(err, redis.Nil) {
@@ -545,7 +545,7 @@ func idMillis(id string) int64 {
 // backoff is the wait after the attempt-th failure in a row: RetryMin
 // doubling up to RetryMax, jittered to between half and all of it, so the
 // shards do not retry in step.
-func (w *Writer) backoff(attempt int) time.Duration {
+func (w *writer) backoff(attempt int) time.Duration {
 	d := w.cfg.RetryMax
 	if attempt < 30 {
 		d = min(w.cfg.RetryMin<<max(attempt-1, 0), w.cfg.RetryMax)

@@ -3,8 +3,9 @@ package lua
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/grab-engine/grab/event"
@@ -119,21 +120,18 @@ func readStock(e *entry) event.Event {
 	return s
 }
 
-// scopes reads a stock snapshot, "scope=t,a,r,s;..." ("" for none).
+// scopes reads a stock snapshot, "scope=t,a,r,s;..." sorted by scope ("" for
+// none), in EncodeStockScopes's form.
 func (e *entry) scopes(k string) []event.StockScope {
-	snap := e.str(k)
-	if snap == "" {
+	m, err := ParseStockScopes(e.str(k))
+	if err != nil {
+		e.fail(err)
 		return nil
 	}
 	var out []event.StockScope
-	for _, part := range strings.Split(snap, ";") {
-		scope, counts, _ := strings.Cut(part, "=")
-		var c [4]int64
-		n, err := fmt.Sscanf(counts, "%d,%d,%d,%d", &c[0], &c[1], &c[2], &c[3])
-		if err != nil || n != 4 {
-			e.fail(fmt.Errorf("stock snapshot %q", part))
-		}
-		out = append(out, event.StockScope{Scope: scope, Total: c[0], Available: c[1], Reserved: c[2], Sold: c[3]})
+	for _, scope := range slices.Sorted(maps.Keys(m)) {
+		c := m[scope]
+		out = append(out, event.StockScope{Scope: scope, Total: c.Total, Available: c.Available, Reserved: c.Reserved, Sold: c.Sold})
 	}
 	return out
 }

@@ -194,7 +194,7 @@ func TestReadEventRejectsMalformedEntries(t *testing.T) {
 		{"close of a negative packet", with(cls, "pk", "-1"), "packet must be positive"},
 		{"stock without version", with(stock, "ver", del), `field "ver"`},
 		{"stock of version 0", with(stock, "ver", "0"), "activity, product, SKU and version must be positive"},
-		{"stock with a short snapshot", with(stock, "snap", "high_seas=1,1,0"), `stock snapshot "high_seas=1,1,0"`},
+		{"stock with a short snapshot", with(stock, "snap", "high_seas=1,1,0"), `stock scopes "high_seas=1,1,0"`},
 		{"stock carrying an empty record", with(stock, "rv", ""), "ref and value set"},
 		{"stock carrying a record without ref", with(stock, "rv", "submit###", "ref", del), "ref and value set"},
 		{"grab with an empty amount", with(grab, "amt", ""), `field "amt"`},
