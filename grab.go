@@ -5,14 +5,17 @@
 //
 // Embedding grab in a Go service takes four steps:
 //
-//	db, _ := store.Open(ctx, "mysql", dsn)  // or "sqlite" for tests and the embedded mode
-//	_ = db.Migrate(ctx)                      // every constructor needs the schema
-//	g := grab.New(grab.Deps{Deps: engine.Deps{Redis: rdb, DB: db}}, engine.DefaultConfig())
+//	db, _ := store.OpenMySQL(ctx, dsn)      // or store.OpenSQLite(ctx, path) in tests
+//	_ = db.Migrate(ctx)                      // every call needs the schema
+//	g := grab.New(grab.Deps{Deps: engine.Deps{Redis: rdb, DB: db}}, engine.Config{})
 //	go g.Run(ctx)                            // the writer and the background jobs, until ctx ends
 //
 // then call g.Packets, g.Campaigns and g.Stock. A grab answers from Redis;
 // the writer makes it durable in the store a moment later, and
-// g.Engine.WaitDurable waits for that (a test asserts on the store after it).
+// g.Engine.WaitDurable waits for that (a test asserts on the store after it;
+// with no writer running anywhere it waits until its ctx ends). Zero fields
+// of engine.Config take engine.DefaultConfig's; Keys.NS namespaces every
+// Redis key, so tests sharing one Redis give each its own.
 // The examples run on miniredis and SQLite, as a unit test of an embedding
 // service would.
 package grab
@@ -69,8 +72,13 @@ func (g *Grab) Jobs() map[string]func(context.Context) error {
 
 // Run runs the writer and every job until ctx ends. The jobs stop first, so
 // the writer then drains what their last pass and every answered call wrote;
-// Run returns once it has.
+// Run returns once it has: nil, or engine.ErrNotDrained (or Redis's error)
+// when events it read are left for the next writer. A store not migrated
+// is store.ErrNotMigrated at once.
 func (g *Grab) Run(ctx context.Context) error {
+	if err := g.Engine.DB().Migrated(ctx); err != nil {
+		return err
+	}
 	jobsCtx, stopJobs := context.WithCancel(ctx)
 	defer stopJobs()
 	writerCtx, stopWriter := context.WithCancel(context.WithoutCancel(ctx))

@@ -36,7 +36,7 @@ import (
 //
 // Its engines: raw is the probe script on a list of the awards (a per-user
 // check, a pop, a record, an event; no payout); engine is
-// engine.GrabCampaign; http is POST /v1/campaigns/{id}/grab; mysql-lock is
+// campaign.Service.GrabCampaign; http is POST /v1/campaigns/{id}/grab; mysql-lock is
 // the payout scheme in MySQL alone (campaignLock). After the load, the
 // payouts left transferring are settled (the engine's payout sweeper, or
 // the naive scheme's re-drive loop) before the audit.
@@ -296,7 +296,7 @@ func (r *campaignRun) loadProbe(ctx context.Context) error {
 	return pushProbe(ctx, r.env, r.probe, awards, false)
 }
 
-// --- engine: engine.GrabCampaign in-process ------------------------------
+// --- engine: campaign.Service.GrabCampaign in-process ------------------------------
 
 type campaignEngine struct{ r *campaignRun }
 
@@ -468,7 +468,7 @@ func (r *campaignRun) Drain(ctx context.Context, accepted int64, timeout time.Du
 }
 
 // Settle implements Trial: it drives every award left received or
-// transferring until none is: engine.SweepPayouts for the engine (its
+// transferring until none is: campaign.Service.SweepPayouts for the engine (its
 // retry threshold is a millisecond here), the naive scheme's re-drive loop
 // for mysql-lock. It counts the sweeps that found work. The raw probe pays
 // nothing out: ErrNothingToSettle.

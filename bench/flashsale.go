@@ -37,7 +37,7 @@ const (
 // orders succeed and the rest are answered OUT_OF_STOCK.
 //
 // Its engines deduct stock rather than grab packets: raw is a deduct-shaped
-// probe script (lua.FlashProbe), engine is engine.Stock().Deduct as grabd's
+// probe script (lua.FlashProbe), engine is stock.Service.Deduct as grabd's
 // handler calls it (a one-product order through the shared pipelines),
 // http is POST /v1/stock/deduct, mysql-lock a transaction that locks the
 // SKU's row in a scratch table. Each engine run gets an activity of its own.

@@ -45,7 +45,8 @@ type Config struct {
 	// its rollback) and an order's record across products are kept.
 	StockVoucherTTL time.Duration
 	// StockOrderStale is how long an order across products may go without
-	// an answer before SweepStockOrders settles it.
+	// an answer before the stock order sweep (stock.Service.SweepOrders)
+	// settles it.
 	StockOrderStale time.Duration
 	// TransferTimeout bounds one call of the transfer service; past it the
 	// outcome is unknown and the award stays transferring for the sweeper.
@@ -62,7 +63,8 @@ type Config struct {
 	PayoutWorkers int
 }
 
-// DefaultConfig is the production configuration.
+// DefaultConfig is the production configuration; `go doc -src` shows its
+// values, and README.md the settings of grabd that change them.
 func DefaultConfig() Config {
 	return Config{
 		Keys:              lua.NewKeys("grab", 16),

@@ -56,6 +56,10 @@ type Engine struct {
 // Call RunWriter (or, in a process that leaves the writer to another,
 // RunMonitor) to make grabs durable.
 func New(d Deps, cfg Config) *Engine {
+	// Without them the first call would fail far from the cause.
+	if d.Redis == nil || d.DB == nil {
+		panic("engine.New: Deps.Redis and Deps.DB are required")
+	}
 	cfg = cfg.withDefaults()
 	if d.Clock == nil {
 		d.Clock = SystemClock{}
@@ -92,7 +96,7 @@ func (e *Engine) Ready(ctx context.Context) error {
 	if err := e.rdb.Ping(ctx).Err(); err != nil {
 		return fmt.Errorf("redis: %w", err)
 	}
-	if err := e.db.Ping(ctx); err != nil {
+	if err := e.db.Migrated(ctx); err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
 	if !e.writer.running.Load() {

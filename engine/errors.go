@@ -30,7 +30,9 @@ var (
 
 // ErrorCode is err's API code (errs.ErrorCode): "" for nil, the code of its
 // sentinel, errs.CodeBusy when the engine cannot serve now (Unavailable),
-// and errs.CodeInternal for anything else.
+// and errs.CodeInternal for anything else. A deadline that passed is BUSY
+// (the engine or a dependency was too slow: the client retries); a context
+// the caller cancelled is not unavailability, so it stays INTERNAL.
 func ErrorCode(err error) string {
 	code := errs.ErrorCode(err)
 	switch {

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"strconv"
 	"strings"
@@ -90,7 +91,9 @@ func newWriter(e *Engine, rdb redis.UniversalClient) *writer {
 }
 
 // RunWriter runs the writer until ctx is cancelled, then drains what is
-// left in the streams (within DrainTimeout) and returns.
+// left in the streams (within DrainTimeout) and returns: nil once every
+// event it read is applied, ErrNotDrained (or Redis's error) when some are
+// still pending, for the next writer to apply.
 func (e *Engine) RunWriter(ctx context.Context) error { return e.writer.run(ctx) }
 
 // Run is RunWriter.
@@ -118,6 +121,34 @@ func (w *writer) run(ctx context.Context) error {
 		w.monitor(ctx)
 	}()
 	wg.Wait()
+	return w.leftPending(context.WithoutCancel(ctx))
+}
+
+// ErrNotDrained: the writer stopped with events it had read still not
+// applied (the drain hit DrainTimeout, or the store or Redis failed it).
+// They stay pending in Redis: the next writer to start, or another one
+// running, applies them.
+var ErrNotDrained = errors.New("engine: the writer stopped before applying every event it had read")
+
+// leftPending reports what this writer leaves pending as it stops: nil when
+// it applied every event it read, ErrNotDrained with the count when not,
+// and Redis's error when it cannot tell.
+func (w *writer) leftPending(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var left int64
+	for shard := 0; shard < w.e.keys.Shards; shard++ {
+		stream := w.e.keys.Events(shard)
+		p, err := w.rdb.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: stream, Group: w.cfg.Group,
+			Consumer: w.cfg.Consumer, Start: "-", End: "+", Count: 1}).Result()
+		if err != nil && !strings.Contains(err.Error(), "NOGROUP") {
+			return fmt.Errorf("engine: the writer stopped and cannot tell whether it drained: %w", err)
+		}
+		left += int64(len(p))
+	}
+	if left > 0 {
+		return fmt.Errorf("%w: events pending on %d shard(s)", ErrNotDrained, left)
+	}
 	return nil
 }
 

@@ -135,6 +135,41 @@ func (db *DB) Close() error { return db.x.Close() }
 // Ping checks that the database answers.
 func (db *DB) Ping(ctx context.Context) error { return db.x.PingContext(ctx) }
 
+// migrationFiles are the dialect's embedded migrations, in order.
+func (db *DB) migrationFiles() ([]string, error) {
+	dir := "migrations/mysql"
+	if db.dialect == dialectSQLite {
+		dir = "migrations/sqlite"
+	}
+	names, err := fs.Glob(migrations, dir+"/*.sql")
+	sort.Strings(names)
+	return names, err
+}
+
+// ErrNotMigrated: the database lacks migrations this build embeds; run
+// Migrate first.
+var ErrNotMigrated = errors.New("store: the database is not migrated; run store.DB.Migrate first")
+
+// Migrated reports whether every embedded migration is applied: nil, or
+// ErrNotMigrated saying how many are. Other errors are the database's.
+func (db *DB) Migrated(ctx context.Context) error {
+	names, err := db.migrationFiles()
+	if err != nil {
+		return err
+	}
+	var n int
+	if err := db.x.GetContext(ctx, &n, "SELECT COUNT(*) FROM schema_migrations"); err != nil {
+		if Transient(err) {
+			return err
+		}
+		n = 0 // no such table: nothing applied
+	}
+	if n < len(names) {
+		return fmt.Errorf("%w (%d of %d applied)", ErrNotMigrated, n, len(names))
+	}
+	return nil
+}
+
 // Migrate applies, in order, every embedded migration not yet recorded in
 // schema_migrations. It is safe to run from several processes at once.
 func (db *DB) Migrate(ctx context.Context) error {
@@ -154,15 +189,10 @@ func (db *DB) Migrate(ctx context.Context) error {
 		version INT NOT NULL PRIMARY KEY, name VARCHAR(255) NOT NULL, applied_at DATETIME NOT NULL)`); err != nil {
 		return err
 	}
-	dir := "migrations/mysql"
-	if db.dialect == dialectSQLite {
-		dir = "migrations/sqlite"
-	}
-	names, err := fs.Glob(migrations, dir+"/*.sql")
+	names, err := db.migrationFiles()
 	if err != nil {
 		return err
 	}
-	sort.Strings(names)
 	for _, name := range names {
 		base := filepath.Base(name)
 		version, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])

@@ -271,7 +271,8 @@ func (s *Service) Return(ctx context.Context, orderID string) error {
 }
 
 // SweepOrders settles orders across products whose deduct began more than
-// OrderStale ago and never answered (its process died between products).
+// engine.Config.StockOrderStale ago and never answered (its process died
+// between products).
 // One that some but not all of its products hold is returned, so what they
 // took comes back and a late replay answers ErrOrderClosed; one every
 // product holds is done, and one none holds took nothing (a replay of
@@ -334,7 +335,7 @@ func (s *Service) halfDeducted(ctx context.Context, orderID string) (bool, error
 	return held > 0 && held < len(list), nil
 }
 
-// RunSweeper runs SweepOrders every SweepInterval until ctx ends.
+// RunSweeper runs SweepOrders every engine.Config.ReconcileInterval until ctx ends.
 func (s *Service) RunSweeper(ctx context.Context) error {
 	return s.core.Every(ctx, s.cfg.SweepInterval, "stock order sweep", func(ctx context.Context) error {
 		_, err := s.SweepOrders(ctx)
