@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"github.com/grab-engine/grab/engine/internal/jsonreply"
+
 	"bytes"
 	"context"
 	"encoding/json"
@@ -100,7 +102,7 @@ func (c *Client) CreateTrade(ctx context.Context, t channel.Trade) error {
 		return fmt.Errorf("gateway: create trade %s: %w", t.TradeNo, err)
 	}
 	if status != http.StatusOK {
-		return fmt.Errorf("gateway: create trade %s: %w", t.TradeNo, unexpected(status, reply))
+		return fmt.Errorf("gateway: create trade %s: %w", t.TradeNo, jsonreply.Unexpected(status, reply))
 	}
 	res, err := readReply(t.TradeNo, reply)
 	if err != nil {
@@ -134,10 +136,10 @@ func (c *Client) QueryTrade(ctx context.Context, tradeNo string) (channel.TradeR
 			return channel.TradeResult{}, fmt.Errorf("gateway: query trade %s: %w", tradeNo, err)
 		}
 		return res, nil
-	case status == http.StatusNotFound && errorCode(reply) == CodeNotFound:
+	case status == http.StatusNotFound && jsonreply.Code(reply) == CodeNotFound:
 		return channel.TradeResult{}, fmt.Errorf("gateway: query trade %s: %w", tradeNo, channel.ErrTradeUnknown)
 	}
-	return channel.TradeResult{}, fmt.Errorf("gateway: query trade %s: %w", tradeNo, unexpected(status, reply))
+	return channel.TradeResult{}, fmt.Errorf("gateway: query trade %s: %w", tradeNo, jsonreply.Unexpected(status, reply))
 }
 
 // do sends one request signed over signed and returns the status and body
@@ -173,14 +175,14 @@ func (c *Client) do(ctx context.Context, method, path string, body, signed []byt
 func readReply(tradeNo string, body []byte) (channel.TradeResult, error) {
 	var rep TradeReply
 	if err := json.Unmarshal(body, &rep); err != nil {
-		return channel.TradeResult{}, unexpected(http.StatusOK, body)
+		return channel.TradeResult{}, jsonreply.Unexpected(http.StatusOK, body)
 	}
 	if rep.TradeNo != tradeNo {
 		return channel.TradeResult{}, fmt.Errorf("the answer is about trade %q", rep.TradeNo)
 	}
 	fen, err := money.Parse(rep.Amount)
 	if err != nil || fen <= 0 {
-		return channel.TradeResult{}, unexpected(http.StatusOK, body)
+		return channel.TradeResult{}, jsonreply.Unexpected(http.StatusOK, body)
 	}
 	res := channel.TradeResult{Amount: fen, ProviderTxn: rep.ProviderTxn}
 	switch rep.Status {
@@ -191,26 +193,10 @@ func readReply(tradeNo string, body []byte) (channel.TradeResult, error) {
 	case StatusFailed:
 		res.Outcome = channel.TradeFailed
 	default:
-		return channel.TradeResult{}, unexpected(http.StatusOK, body)
+		return channel.TradeResult{}, jsonreply.Unexpected(http.StatusOK, body)
 	}
 	if len(rep.ProviderTxn) > 64 {
 		return channel.TradeResult{}, fmt.Errorf("provider_txn is over 64 bytes")
 	}
 	return res, nil
-}
-
-func errorCode(body []byte) string {
-	var e ErrorReply
-	if json.Unmarshal(body, &e) != nil {
-		return ""
-	}
-	return e.Error
-}
-
-func unexpected(status int, body []byte) error {
-	const most = 200
-	if len(body) > most {
-		body = body[:most]
-	}
-	return fmt.Errorf("unexpected answer %d %q", status, body)
 }

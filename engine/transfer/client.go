@@ -1,6 +1,8 @@
 package transfer
 
 import (
+	"github.com/grab-engine/grab/engine/internal/jsonreply"
+
 	"bytes"
 	"context"
 	"encoding/json"
@@ -63,10 +65,10 @@ func (c *Client) Transfer(ctx context.Context, t Transfer) (Result, error) {
 				t.OutTradeNo, rep.UserID, rep.Amount, ErrConflict)
 		}
 		return res, nil
-	case status == http.StatusConflict && errorCode(reply) == CodeConflict:
+	case status == http.StatusConflict && jsonreply.Code(reply) == CodeConflict:
 		return Result{}, fmt.Errorf("transfer %s: %w", t.OutTradeNo, ErrConflict)
 	}
-	return Result{}, fmt.Errorf("transfer %s: %w", t.OutTradeNo, unexpected(status, reply))
+	return Result{}, fmt.Errorf("transfer %s: %w", t.OutTradeNo, jsonreply.Unexpected(status, reply))
 }
 
 // QueryTransfer implements Service. Only the service's own
@@ -85,10 +87,10 @@ func (c *Client) QueryTransfer(ctx context.Context, outTradeNo string) (Result, 
 		}
 		res.Duplicate = false // a query applies nothing
 		return res, nil
-	case status == http.StatusNotFound && errorCode(reply) == CodeNotFound:
+	case status == http.StatusNotFound && jsonreply.Code(reply) == CodeNotFound:
 		return Result{Outcome: Unknown}, nil
 	}
-	return Result{}, fmt.Errorf("query transfer %s: %w", outTradeNo, unexpected(status, reply))
+	return Result{}, fmt.Errorf("query transfer %s: %w", outTradeNo, jsonreply.Unexpected(status, reply))
 }
 
 // do sends one signed request and returns the status and body of its answer.
@@ -122,31 +124,15 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte) (int,
 func readReply(outTradeNo string, body []byte) (Reply, Result, error) {
 	var rep Reply
 	if err := json.Unmarshal(body, &rep); err != nil {
-		return Reply{}, Result{}, unexpected(http.StatusOK, body)
+		return Reply{}, Result{}, jsonreply.Unexpected(http.StatusOK, body)
 	}
 	if rep.OutTradeNo != outTradeNo || rep.Status != StatusSucceeded || rep.TransferID == "" {
-		return Reply{}, Result{}, unexpected(http.StatusOK, body)
+		return Reply{}, Result{}, jsonreply.Unexpected(http.StatusOK, body)
 	}
 	fen, err := ParseAmount(rep.Amount)
 	if err != nil {
-		return Reply{}, Result{}, unexpected(http.StatusOK, body)
+		return Reply{}, Result{}, jsonreply.Unexpected(http.StatusOK, body)
 	}
 	return rep, Result{Outcome: Succeeded, TransferID: rep.TransferID,
 		Amount: fen, Duplicate: rep.Duplicate}, nil
-}
-
-func errorCode(body []byte) string {
-	var e ErrorReply
-	if json.Unmarshal(body, &e) != nil {
-		return ""
-	}
-	return e.Error
-}
-
-func unexpected(status int, body []byte) error {
-	const most = 200
-	if len(body) > most {
-		body = body[:most]
-	}
-	return fmt.Errorf("unexpected answer %d %q", status, body)
 }
