@@ -1,5 +1,6 @@
-// Package transfer is the HTTP client of the wallet service that pays
-// campaign awards (Service), and the wire protocol it speaks.
+// Package transfer is the contract with the wallet service that pays
+// campaign awards out (Service, Transfer, Result; no Redis or MySQL), its
+// HTTP client (Client) and the wire protocol they speak.
 //
 // The simulator lives apart, in engine/transfersim, and serves this
 // package's protocol code: production code imports only the client, and the
