@@ -297,9 +297,20 @@ func (db *DB) countRow(ctx context.Context, tx *sqlx.Tx, a event.Award) (bool, e
 var awardApplier = kindApplier[event.Award]{applyAwardEvents,
 	"not the campaign's share, another user's award, or over the budget"}
 
-// applyAwardEvents is the award applier (applyAwards).
+// applyAwardEvents is the award applier (applyAwards); each award the
+// batch counted adds its campaign.awarded to the batch's outbox rows.
 func applyAwardEvents(ctx context.Context, b *batch, awards []event.Award) ([]bool, error) {
-	return b.db.applyAwards(ctx, b.tx, awards)
+	ok, counted, err := b.db.applyAwards(ctx, b.tx, awards)
+	if err != nil || !b.db.outboxOn() {
+		return ok, err
+	}
+	for i, a := range awards {
+		if ok[i] && counted[i] {
+			b.out = append(b.out, event.CampaignAwarded{CampaignID: a.CampaignID, Seq: a.Seq, UserID: a.UserID,
+				Amount: event.Yuan(a.Amount)}.Message(a.At))
+		}
+	}
+	return ok, nil
 }
 
 // applyAwards makes a batch's award events durable and counts them: each
@@ -311,16 +322,19 @@ func applyAwardEvents(ctx context.Context, b *batch, awards []event.Award) ([]bo
 // exceed the budget; such an award leaves nothing behind (or, on a row the
 // receive path created, leaves it uncounted).
 //
+// counted[i] reports that this batch counted awards[i] (with ok[i]: it is
+// new to the budget; a replay counts nothing).
+//
 // Award rows are locked before campaigns, and the receive path locks no
 // campaign, so the two cannot deadlock on each other.
-func (db *DB) applyAwards(ctx context.Context, tx *sqlx.Tx, awards []event.Award) (ok []bool, err error) {
+func (db *DB) applyAwards(ctx context.Context, tx *sqlx.Tx, awards []event.Award) (ok, counted []bool, err error) {
 	ok = make([]bool, len(awards))
 	created := make([]bool, len(awards)) // this batch created the row
-	counted := make([]bool, len(awards)) // this batch counts the award
+	counted = make([]bool, len(awards))  // this batch counts the award
 	var campaigns []int64
 	for i, a := range awards {
 		if created[i], counted[i], err = db.countAwardRow(ctx, tx, a); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if counted[i] {
 			ok[i] = true
@@ -340,7 +354,7 @@ func (db *DB) applyAwards(ctx context.Context, tx *sqlx.Tx, awards []event.Award
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 		case err != nil:
-			return nil, err
+			return nil, nil, err
 		default:
 			ok[i] = row.UserID == a.UserID && int64(row.Amount) == a.Amount
 		}
@@ -352,7 +366,7 @@ func (db *DB) applyAwards(ctx context.Context, tx *sqlx.Tx, awards []event.Award
 			Used   Fen `db:"used_amount"`
 		}
 		if err := tx.GetContext(ctx, &c, "SELECT budget, used_amount FROM campaign WHERE id = ?"+db.forUpdate(), cp); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		var add int64
 		n := 0
@@ -367,7 +381,7 @@ func (db *DB) applyAwards(ctx context.Context, tx *sqlx.Tx, awards []event.Award
 					undo = "UPDATE campaign_award SET counted = 0 WHERE campaign_id = ? AND seq = ?"
 				}
 				if _, err := tx.ExecContext(ctx, undo, cp, a.Seq); err != nil {
-					return nil, err
+					return nil, nil, err
 				}
 				continue
 			}
@@ -376,11 +390,11 @@ func (db *DB) applyAwards(ctx context.Context, tx *sqlx.Tx, awards []event.Award
 		}
 		if n > 0 {
 			if err := db.countAward(ctx, tx, cp, add, n); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 		}
 	}
-	return ok, nil
+	return ok, counted, nil
 }
 
 // BeginPayout is the receive transaction (the payout's fix, first half): it
@@ -470,10 +484,16 @@ func (db *DB) beginPayout(ctx context.Context, a event.Award, transfer bool, now
 // row the service has since confirmed) -> transferred. It reports whether
 // this call moved it; false means it was transferred already, or is not
 // in a state a success may move.
+//
+// The move writes its payout.transferred.
 func (db *DB) MarkTransferred(ctx context.Context, campaignID int64, seq int, transferID string, now time.Time) (bool, error) {
-	return db.execOne(ctx, `UPDATE campaign_award SET status = 'transferred', transfer_id = ?, transferred_at = ?,
+	transferID = truncate(transferID, 64)
+	return db.execOneWith(ctx, campaignID, seq, func(a Award) event.Message {
+		return event.PayoutTransferred{CampaignID: campaignID, Seq: seq, UserID: a.UserID, Amount: event.Yuan(int64(a.Amount)),
+			OutTradeNo: a.OutTradeNo, TransferID: transferID}.Message(now)
+	}, `UPDATE campaign_award SET status = 'transferred', transfer_id = ?, transferred_at = ?,
 		updated_at = ?, last_error = '' WHERE campaign_id = ? AND seq = ? AND status IN ('transferring', 'needs_attention')`,
-		truncate(transferID, 64), now, now, campaignID, seq)
+		transferID, now, now, campaignID, seq)
 }
 
 // ClaimPayout takes an overdue award for one more attempt: it moves it to
@@ -496,10 +516,15 @@ func (db *DB) NotePayoutError(ctx context.Context, campaignID int64, seq, attemp
 
 // ParkPayout moves an award that is still transferring with attempts as
 // claimed to needs_attention: a person takes over. It is never deleted.
+// The move writes its payout.needs_attention.
 func (db *DB) ParkPayout(ctx context.Context, campaignID int64, seq, attempts int, reason string, now time.Time) (bool, error) {
-	return db.execOne(ctx, `UPDATE campaign_award SET status = 'needs_attention', last_error = ?, updated_at = ?
+	reason = truncate(reason, 255)
+	return db.execOneWith(ctx, campaignID, seq, func(a Award) event.Message {
+		return event.PayoutNeedsAttention{CampaignID: campaignID, Seq: seq, UserID: a.UserID, Amount: event.Yuan(int64(a.Amount)),
+			OutTradeNo: a.OutTradeNo, Attempts: attempts, Reason: reason}.Message(now)
+	}, `UPDATE campaign_award SET status = 'needs_attention', last_error = ?, updated_at = ?
 		WHERE campaign_id = ? AND seq = ? AND status = 'transferring' AND attempts = ?`,
-		truncate(reason, 255), now, campaignID, seq, attempts)
+		reason, now, campaignID, seq, attempts)
 }
 
 // DuePayouts lists up to limit awards a payout sweep should drive: those
@@ -559,6 +584,28 @@ func (db *DB) execOne(ctx context.Context, query string, args ...any) (bool, err
 		}
 		n, err = res.RowsAffected()
 		return err
+	})
+	return n == 1, err
+}
+
+// execOneWith is execOne for a statement that moves one award: when it
+// moves it and the outbox is on, the message msg makes of the award's row
+// is written in the same transaction.
+func (db *DB) execOneWith(ctx context.Context, campaignID int64, seq int, msg func(Award) event.Message, query string, args ...any) (bool, error) {
+	var n int64
+	err := db.inTx(ctx, func(tx *sqlx.Tx) error {
+		res, err := tx.ExecContext(ctx, query, args...)
+		if err != nil {
+			return err
+		}
+		if n, err = res.RowsAffected(); err != nil || n != 1 || !db.outboxOn() {
+			return err
+		}
+		var a Award
+		if err := tx.GetContext(ctx, &a, "SELECT "+awardColumns+" FROM campaign_award WHERE campaign_id = ? AND seq = ?", campaignID, seq); err != nil {
+			return err
+		}
+		return db.writeOutbox(ctx, tx, outboxRows{msg(a)})
 	})
 	return n == 1, err
 }

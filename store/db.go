@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -45,6 +46,7 @@ const (
 type DB struct {
 	x       *sqlx.DB
 	dialect dialect
+	outbox  atomic.Bool // SetOutbox
 }
 
 // Session defaults OpenMySQL gives every connection, unless the DSN sets them.

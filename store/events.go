@@ -82,6 +82,9 @@ type batch struct {
 	// records are the stock records the batch's events set, upserted last
 	// in one statement (applyStockRecords).
 	records []event.StockRecord
+	// out are the messages the batch appends to the outbox, in one
+	// statement once everything else is written.
+	out outboxRows
 }
 
 // ApplyGrabs is ApplyEvents for a batch of grabs only.
@@ -154,6 +157,9 @@ func (db *DB) ApplyEventsUnder(ctx context.Context, g *EpochGuard, events []even
 			}
 		}
 		if err := db.applyStockRecords(ctx, tx, b.records); err != nil {
+			return err
+		}
+		if err := db.writeOutbox(ctx, tx, b.out); err != nil {
 			return err
 		}
 		for i := range bad {

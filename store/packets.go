@@ -99,7 +99,8 @@ func (db *DB) Shares(ctx context.Context, packetID int64) ([]Share, error) {
 	return s, err
 }
 
-// PayByBalance debits the sender and opens the packet, in one transaction.
+// PayByBalance debits the sender and opens the packet, in one transaction,
+// with its packet.paid message.
 // ErrWrongState: the packet is not unpaid. ErrNoFunds: the balance is short.
 func (db *DB) PayByBalance(ctx context.Context, packetID int64, now, expiresAt time.Time) (Packet, error) {
 	var p Packet
@@ -127,9 +128,15 @@ func (db *DB) PayByBalance(ctx context.Context, packetID int64, now, expiresAt t
 		} else if n == 0 {
 			return ErrNoFunds
 		}
-		_, err = tx.ExecContext(ctx, "INSERT INTO ledger (kind, ref, user_id, amount, created_at) VALUES (?, ?, ?, ?, ?)",
-			KindPay, packetRef(packetID), p.SenderID, db.money(-int64(p.Total)), now)
-		return err
+		if _, err = tx.ExecContext(ctx, "INSERT INTO ledger (kind, ref, user_id, amount, created_at) VALUES (?, ?, ?, ?, ?)",
+			KindPay, packetRef(packetID), p.SenderID, db.money(-int64(p.Total)), now); err != nil {
+			return err
+		}
+		if !db.outboxOn() {
+			return nil
+		}
+		return db.writeOutbox(ctx, tx, outboxRows{event.PacketPaid{PacketID: packetID, SenderID: p.SenderID,
+			Amount: event.Yuan(int64(p.Total)), Method: "balance"}.Message(now)})
 	})
 	return p, err
 }
@@ -169,9 +176,17 @@ func applyGrabs(ctx context.Context, b *batch, grabs []event.Grab) (ok []bool, e
 		if g.Credit {
 			credits = append(credits, ledgerCredit{ref: shareRef(g.PacketID, g.Seq), userID: g.UserID, fen: g.Amount, at: g.At})
 		}
+		if b.db.outboxOn() {
+			b.out = append(b.out, event.PacketGrabbed{PacketID: g.PacketID, Seq: g.Seq, UserID: g.UserID, Amount: event.Yuan(g.Amount),
+				Credited: g.Credit, Finished: g.Finished}.Message(g.At))
+		}
 		if g.Finished {
-			if err := b.db.finishPacket(ctx, b.tx, g.PacketID, g.At); err != nil {
+			best, err := b.db.finishPacket(ctx, b.tx, g.PacketID, g.At)
+			if err != nil {
 				return nil, err
+			}
+			if b.db.outboxOn() {
+				b.out = append(b.out, event.PacketFinished{PacketID: g.PacketID, BestSeq: best}.Message(g.At))
 			}
 		}
 	}
@@ -201,7 +216,7 @@ func applyCloses(ctx context.Context, b *batch, closes []event.Close) (ok []bool
 	}
 	b.settle = append(b.settle, func(ctx context.Context) error {
 		for _, c := range closed {
-			if err := b.db.refundIfSettled(ctx, b.tx, c.PacketID, c.At); err != nil {
+			if err := b.db.refundIfSettled(ctx, b.tx, c.PacketID, c.At, &b.out); err != nil {
 				return err
 			}
 		}
@@ -314,13 +329,14 @@ func (db *DB) claimShare(ctx context.Context, tx *sqlx.Tx, ev event.Grab) (bool,
 	return row.UserID.Valid && row.UserID.Int64 == ev.UserID && int64(row.Amount) == ev.Amount, nil
 }
 
-func (db *DB) finishPacket(ctx context.Context, tx *sqlx.Tx, packetID int64, at time.Time) error {
-	// Best luck: the first (lowest seq, i.e. earliest grab) of the largest amount.
-	var best int
+// finishPacket marks a packet finished, with its share of best luck (the
+// first, lowest seq, i.e. earliest grab, of the largest amount), which it
+// returns.
+func (db *DB) finishPacket(ctx context.Context, tx *sqlx.Tx, packetID int64, at time.Time) (best int, err error) {
 	if err := tx.GetContext(ctx, &best, "SELECT seq FROM packet_share WHERE packet_id = ? ORDER BY amount DESC, seq ASC LIMIT 1", packetID); err != nil {
-		return err
+		return 0, err
 	}
-	_, err := tx.ExecContext(ctx, `UPDATE packet SET status = 'finished', finished_at = ?, best_seq = ?
+	_, err = tx.ExecContext(ctx, `UPDATE packet SET status = 'finished', finished_at = ?, best_seq = ?
 		WHERE id = ? AND status IN ('open', 'awaiting_settlement')`, at, best, packetID)
-	return err
+	return best, err
 }

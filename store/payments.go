@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
+
+	"github.com/grab-engine/grab/event"
 )
 
 // Payment statuses. They only move forward: unpaid -> awaiting_settlement ->
@@ -43,7 +45,7 @@ const paymentColumns = "trade_no, packet_id, channel, amount, status, provider_t
 // trade in progress: asking again on the same channel returns that trade; on
 // another channel it supersedes a trade still unpaid (ended as failed) and is
 // ErrWrongState for one awaiting settlement, as for a packet that is not
-// unpaid.
+// unpaid. A superseded trade's payment.failed is written with it.
 func (db *DB) StartPayment(ctx context.Context, packetID int64, channel, tradeNo string, now time.Time) (Payment, bool, error) {
 	var pay Payment
 	created := false
@@ -70,6 +72,11 @@ func (db *DB) StartPayment(ctx context.Context, packetID int64, channel, tradeNo
 			if _, err := tx.ExecContext(ctx, "UPDATE payment SET status = ?, updated_at = ? WHERE trade_no = ? AND status = ?",
 				PaymentFailed, now, pay.TradeNo, PaymentUnpaid); err != nil {
 				return err
+			}
+			if db.outboxOn() {
+				if err := db.writeOutbox(ctx, tx, outboxRows{failedMessage(pay, event.FailedSuperseded, now)}); err != nil {
+					return err
+				}
 			}
 		case err == nil:
 			return ErrWrongState
@@ -165,65 +172,102 @@ func (db *DB) settle(ctx context.Context, tradeNo string, success, givenUp bool,
 	var pay Payment
 	outcome := SettleRepeat
 	err := db.inTx(ctx, func(tx *sqlx.Tx) error {
-		outcome = SettleRepeat
-		status := PaymentFailed
-		if success {
-			status = PaymentPaid
-		}
-		var moved bool
+		var out outboxRows
 		var err error
-		pay, moved, err = advancePayment(ctx, tx, tradeNo, `UPDATE payment SET status = ?, provider_txn = ?, given_up = ?, updated_at = ?
-			WHERE trade_no = ? AND status IN ('unpaid', 'awaiting_settlement')`, status, providerTxn, givenUp, now, tradeNo)
-		if err != nil {
+		if pay, outcome, err = db.settleTx(ctx, tx, tradeNo, success, givenUp, providerTxn, now, expiresAt, &out); err != nil {
 			return err
 		}
-		if !moved {
-			return db.settleFinal(ctx, tx, &pay, &outcome, success, now)
-		}
-		outcome = SettleApplied
-		var p Packet
-		if err := tx.GetContext(ctx, &p, "SELECT "+packetColumns+" FROM packet WHERE id = ?"+db.forUpdate(), pay.PacketID); err != nil {
-			return err
-		}
-		if !success {
-			if p.PayStatus == "paid" {
-				return nil // paid another way; this trade simply failed
-			}
-			_, err := tx.ExecContext(ctx, "UPDATE packet SET status = 'pay_failed', pay_status = 'failed' WHERE id = ?", p.ID)
-			return err
-		}
-		if p.PayStatus == "paid" {
-			outcome = SettleCreditedBack
-			_, err := db.credit(ctx, tx, KindOverpay, tradeNo, p.SenderID, int64(pay.Amount), now)
-			return err
-		}
-		if p.Status == "unpaid" {
-			_, err = tx.ExecContext(ctx, `UPDATE packet SET status = 'open', pay_status = 'paid', pay_method = ?,
-				paid_at = ?, expires_at = ? WHERE id = ?`, pay.Channel, now, expiresAt, p.ID)
-		} else {
-			// awaiting_settlement opens; finished or expired keep their status.
-			_, err = tx.ExecContext(ctx, `UPDATE packet SET status = CASE WHEN status = 'awaiting_settlement' THEN 'open' ELSE status END,
-				pay_status = 'paid', paid_at = ? WHERE id = ?`, now, p.ID)
-		}
-		if err != nil {
-			return err
-		}
-		if _, err := db.creditUncredited(ctx, tx, p.ID, now); err != nil {
-			return err
-		}
-		// A packet that expired while its payment awaited settlement is
-		// refunded now that the money is known to have arrived.
-		return db.refundIfSettled(ctx, tx, p.ID, now)
+		return db.writeOutbox(ctx, tx, out)
 	})
 	return pay, outcome, err
+}
+
+// settleTx is settle's transaction; the messages of what it moved go to
+// out: payment.settled or payment.failed, and for a packet the trade paid,
+// packet.paid, the packet.credited of the grabs it credited and its
+// packet.refunded.
+func (db *DB) settleTx(ctx context.Context, tx *sqlx.Tx, tradeNo string, success, givenUp bool, providerTxn string,
+	now, expiresAt time.Time, out *outboxRows) (Payment, SettleOutcome, error) {
+	status := PaymentFailed
+	if success {
+		status = PaymentPaid
+	}
+	pay, moved, err := advancePayment(ctx, tx, tradeNo, `UPDATE payment SET status = ?, provider_txn = ?, given_up = ?, updated_at = ?
+		WHERE trade_no = ? AND status IN ('unpaid', 'awaiting_settlement')`, status, providerTxn, givenUp, now, tradeNo)
+	if err != nil {
+		return pay, SettleRepeat, err
+	}
+	if !moved {
+		outcome := SettleRepeat
+		return pay, outcome, db.settleFinal(ctx, tx, &pay, &outcome, success, now, out)
+	}
+	var p Packet
+	if err := tx.GetContext(ctx, &p, "SELECT "+packetColumns+" FROM packet WHERE id = ?"+db.forUpdate(), pay.PacketID); err != nil {
+		return pay, SettleApplied, err
+	}
+	if !success {
+		reason := event.FailedByChannel
+		if givenUp {
+			reason = event.FailedGivenUp
+		}
+		if db.outboxOn() {
+			*out = append(*out, failedMessage(pay, reason, now))
+		}
+		if p.PayStatus == "paid" {
+			return pay, SettleApplied, nil // paid another way; this trade simply failed
+		}
+		_, err := tx.ExecContext(ctx, "UPDATE packet SET status = 'pay_failed', pay_status = 'failed' WHERE id = ?", p.ID)
+		return pay, SettleApplied, err
+	}
+	if p.PayStatus == "paid" {
+		if db.outboxOn() {
+			*out = append(*out, settledMessage(pay, true, now))
+		}
+		_, err := db.credit(ctx, tx, KindOverpay, tradeNo, p.SenderID, int64(pay.Amount), now)
+		return pay, SettleCreditedBack, err
+	}
+	if db.outboxOn() {
+		*out = append(*out, settledMessage(pay, false, now), event.PacketPaid{PacketID: p.ID, SenderID: p.SenderID,
+			Amount: event.Yuan(int64(pay.Amount)), Method: pay.Channel, TradeNo: pay.TradeNo}.Message(now))
+	}
+	if p.Status == "unpaid" {
+		_, err = tx.ExecContext(ctx, `UPDATE packet SET status = 'open', pay_status = 'paid', pay_method = ?,
+			paid_at = ?, expires_at = ? WHERE id = ?`, pay.Channel, now, expiresAt, p.ID)
+	} else {
+		// awaiting_settlement opens; finished or expired keep their status.
+		_, err = tx.ExecContext(ctx, `UPDATE packet SET status = CASE WHEN status = 'awaiting_settlement' THEN 'open' ELSE status END,
+			pay_status = 'paid', paid_at = ? WHERE id = ?`, now, p.ID)
+	}
+	if err != nil {
+		return pay, SettleApplied, err
+	}
+	if _, err := db.creditUncredited(ctx, tx, p.ID, now, out); err != nil {
+		return pay, SettleApplied, err
+	}
+	// A packet that expired while its payment awaited settlement is
+	// refunded now that the money is known to have arrived.
+	return pay, SettleApplied, db.refundIfSettled(ctx, tx, p.ID, now, out)
+}
+
+// settledMessage is pay's payment.settled.
+func settledMessage(pay Payment, creditedBack bool, at time.Time) event.Message {
+	return event.PaymentSettled{TradeNo: pay.TradeNo, PacketID: pay.PacketID, Channel: pay.Channel, Amount: event.Yuan(int64(pay.Amount)),
+		ProviderTxn: pay.ProviderTxn, CreditedBack: creditedBack}.Message(at)
+}
+
+// failedMessage is pay's payment.failed, for reason (an event.Failed* constant).
+func failedMessage(pay Payment, reason string, at time.Time) event.Message {
+	return event.PaymentFailed{TradeNo: pay.TradeNo, PacketID: pay.PacketID, Channel: pay.Channel, Amount: event.Yuan(int64(pay.Amount)),
+		Reason: reason}.Message(at)
 }
 
 // settleFinal handles an outcome for a trade already final (pay as it is):
 // a repeat changes nothing; a success after a failure (or a give-up) leaves
 // the trade and its packet as they are and credits the amount to the
 // sender, once (the ledger row's ref is the trade); a failure after a
-// success is a contradiction, and nothing moves.
-func (db *DB) settleFinal(ctx context.Context, tx *sqlx.Tx, pay *Payment, outcome *SettleOutcome, success bool, now time.Time) error {
+// success is a contradiction, and nothing moves. Money credited back adds
+// its payment.settled (credited_back) to out.
+func (db *DB) settleFinal(ctx context.Context, tx *sqlx.Tx, pay *Payment, outcome *SettleOutcome, success bool, now time.Time, out *outboxRows) error {
 	switch {
 	case !success && pay.Status == PaymentPaid:
 		*outcome = SettleContradicted
@@ -238,6 +282,9 @@ func (db *DB) settleFinal(ctx context.Context, tx *sqlx.Tx, pay *Payment, outcom
 	credited, err := db.credit(ctx, tx, KindOverpay, pay.TradeNo, sender, int64(pay.Amount), now)
 	if credited {
 		*outcome = SettleCreditedBack
+		if db.outboxOn() {
+			*out = append(*out, settledMessage(*pay, true, now))
+		}
 	}
 	return err
 }
@@ -266,14 +313,19 @@ func advancePayment(ctx context.Context, tx *sqlx.Tx, tradeNo, update string, ar
 func (db *DB) ReconcilePacket(ctx context.Context, packetID int64, now time.Time) (int, error) {
 	var n int
 	err := db.inTx(ctx, func(tx *sqlx.Tx) error {
+		var out outboxRows
 		var err error
-		n, err = db.creditUncredited(ctx, tx, packetID, now)
-		return err
+		if n, err = db.creditUncredited(ctx, tx, packetID, now, &out); err != nil {
+			return err
+		}
+		return db.writeOutbox(ctx, tx, out)
 	})
 	return n, err
 }
 
-func (db *DB) creditUncredited(ctx context.Context, tx *sqlx.Tx, packetID int64, now time.Time) (int, error) {
+// creditUncredited credits the grabs of a paid packet not credited yet,
+// adding each one's packet.credited to out; it returns how many.
+func (db *DB) creditUncredited(ctx context.Context, tx *sqlx.Tx, packetID int64, now time.Time, out *outboxRows) (int, error) {
 	var payStatus string
 	if err := tx.GetContext(ctx, &payStatus, "SELECT pay_status FROM packet WHERE id = ?"+db.forUpdate(), packetID); err != nil {
 		return 0, err
@@ -300,6 +352,12 @@ func (db *DB) creditUncredited(ctx context.Context, tx *sqlx.Tx, packetID int64,
 	}
 	if _, err := tx.ExecContext(ctx, "UPDATE packet_share SET credited = 1 WHERE packet_id = ? AND user_id IS NOT NULL AND credited = 0", packetID); err != nil {
 		return 0, err
+	}
+	if db.outboxOn() {
+		for _, s := range shares {
+			*out = append(*out, event.PacketCredited{PacketID: packetID, Seq: s.Seq, UserID: s.UserID.Int64,
+				Amount: event.Yuan(int64(s.Amount))}.Message(now))
+		}
 	}
 	return len(shares), nil
 }

@@ -48,8 +48,9 @@ func (db *DB) closePacket(ctx context.Context, tx *sqlx.Tx, ev event.Close) (boo
 // balance, through the ledger (kind refund, once per packet), and becomes
 // refunded. Anything else is left as it is, so it is safe to call at any
 // time and any number of times: after a close is applied, and after a late
-// payment settles a packet that had already expired.
-func (db *DB) refundIfSettled(ctx context.Context, tx *sqlx.Tx, packetID int64, now time.Time) error {
+// payment settles a packet that had already expired. A refund adds its
+// packet.refunded to out.
+func (db *DB) refundIfSettled(ctx context.Context, tx *sqlx.Tx, packetID int64, now time.Time, out *outboxRows) error {
 	var p Packet
 	err := tx.GetContext(ctx, &p, "SELECT "+packetColumns+" FROM packet WHERE id = ?"+db.forUpdate(), packetID)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -69,12 +70,22 @@ func (db *DB) refundIfSettled(ctx context.Context, tx *sqlx.Tx, packetID int64, 
 	}
 	_, err = tx.ExecContext(ctx, "UPDATE packet SET status = 'refunded', refunded_amount = ? WHERE id = ? AND status = 'expired'",
 		db.money(rem), packetID)
+	if err == nil && db.outboxOn() {
+		*out = append(*out, event.PacketRefunded{PacketID: packetID, SenderID: p.SenderID, Amount: event.Yuan(rem)}.Message(now))
+	}
 	return err
 }
 
-// RefundIfSettled is refundIfSettled in a transaction of its own.
+// RefundIfSettled is refundIfSettled in a transaction of its own, with the
+// refund's message.
 func (db *DB) RefundIfSettled(ctx context.Context, packetID int64, now time.Time) error {
-	return db.inTx(ctx, func(tx *sqlx.Tx) error { return db.refundIfSettled(ctx, tx, packetID, now) })
+	return db.inTx(ctx, func(tx *sqlx.Tx) error {
+		var out outboxRows
+		if err := db.refundIfSettled(ctx, tx, packetID, now, &out); err != nil {
+			return err
+		}
+		return db.writeOutbox(ctx, tx, out)
+	})
 }
 
 // ExpiredPackets lists, in id order after afterID, the packets the store

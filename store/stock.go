@@ -40,7 +40,9 @@ var stockApplier = kindApplier[event.Stock]{applyStockEvents,
 	"the SKU's version is at or below MySQL's but its change log records another change there"}
 
 // applyStockEvents is the stock applier (applyStock); the records the
-// applied events carry are upserted with the batch's others.
+// applied events carry are upserted with the batch's others, and each
+// applied event adds its stock.changed to the batch's outbox rows (a
+// replay's id is there already: it adds no row).
 func applyStockEvents(ctx context.Context, b *batch, events []event.Stock) ([]bool, error) {
 	rejected, err := b.db.applyStock(ctx, b.tx, events)
 	if err != nil {
@@ -48,8 +50,11 @@ func applyStockEvents(ctx context.Context, b *batch, events []event.Stock) ([]bo
 	}
 	b.records = append(b.records, carriedRecords(events, rejected)...)
 	ok := make([]bool, len(events))
-	for i := range ok {
+	for i, ev := range events {
 		ok[i] = !slices.Contains(rejected, i)
+		if ok[i] && b.db.outboxOn() {
+			b.out = append(b.out, event.StockChangedOf(ev).Message(ev.At))
+		}
 	}
 	return ok, nil
 }
