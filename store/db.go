@@ -343,9 +343,14 @@ const lockRaceBudget = 3 * time.Second
 // DDL) is invisible to the deadlock detector: the session timeouts set by
 // OpenMySQL end it, and the loser gets 1205.
 func (db *DB) inTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
+	return db.inTxWith(ctx, nil, fn)
+}
+
+// inTxWith is inTx for a transaction begun with opts (nil: the defaults).
+func (db *DB) inTxWith(ctx context.Context, opts *sql.TxOptions, fn func(tx *sqlx.Tx) error) error {
 	start := time.Now()
 	for attempt := 0; ; attempt++ {
-		err := db.tryTx(ctx, fn)
+		err := db.tryTx(ctx, opts, fn)
 		if err == nil || !isRetryable(err) || attempt >= 5 || time.Since(start) > lockRaceBudget {
 			return err
 		}
@@ -357,8 +362,8 @@ func (db *DB) inTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
 	}
 }
 
-func (db *DB) tryTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
-	tx, err := db.x.BeginTxx(ctx, nil)
+func (db *DB) tryTx(ctx context.Context, opts *sql.TxOptions, fn func(tx *sqlx.Tx) error) error {
+	tx, err := db.x.BeginTxx(ctx, opts)
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"strings"
 	"time"
 
@@ -80,7 +81,7 @@ type outboxRow struct {
 // award's or a SKU's), so they commit in seq order.
 func (db *DB) RelayOutbox(ctx context.Context, limit int, publish func(context.Context, []event.Message) (done int, err error)) (int, error) {
 	var marked int
-	err := db.inTx(ctx, func(tx *sqlx.Tx) error {
+	err := db.inTxWith(ctx, db.relayTxOptions(), func(tx *sqlx.Tx) error {
 		marked = 0
 		rows, err := db.claimOutbox(ctx, tx, limit)
 		if err != nil || len(rows) == 0 {
@@ -118,6 +119,16 @@ func (db *DB) RelayOutbox(ctx context.Context, limit int, publish func(context.C
 	return marked, nil
 }
 
+// relayTxOptions: on MySQL the relay's transaction reads committed, so
+// its claim locks the rows it returns and no gap: a writer appending rows
+// meanwhile never waits for a relay that is publishing.
+func (db *DB) relayTxOptions() *sql.TxOptions {
+	if db.dialect == dialectSQLite {
+		return nil
+	}
+	return &sql.TxOptions{Isolation: sql.LevelReadCommitted}
+}
+
 // claimOutbox locks up to limit unpublished rows (skipping rows another
 // relay holds) and returns them in seq order, less those an older
 // unpublished row of their aggregate, held elsewhere, must go before.
@@ -149,8 +160,8 @@ func (db *DB) claimOutbox(ctx context.Context, tx *sqlx.Tx, limit int) ([]outbox
 
 // oldestElsewhere is, per aggregate of the claim, the lowest seq of an
 // unpublished row the claim does not hold: one another relay has locked,
-// or one committed after the claim read. A plain read, so it sees rows
-// other relays have locked.
+// or one committed after the claim read. A plain read (of what is
+// committed now), so it sees rows other relays have locked.
 func oldestElsewhere(ctx context.Context, tx *sqlx.Tx, claim []outboxRow) (map[string]int64, error) {
 	seqs := make([]int64, len(claim))
 	var aggs []string
