@@ -25,6 +25,13 @@
 // type, its Kind constant, its reader in package lua and its applier in
 // package store: nothing that handles the other kinds changes, and no
 // struct grows a field most of its values leave empty.
+//
+// Message is the other side: an event for the rest of the company, written
+// to the store's outbox with the change it reports and relayed to NATS
+// JetStream. Its payload is one of the types of payloads.go, one per Msg*
+// kind (docs/events.md), each with a Message method giving the message its
+// deterministic id. Their money fields are decimal strings of yuan, which
+// Yuan formats from fen with strconv: the package stays a leaf.
 package event
 
 import "time"
