@@ -218,35 +218,40 @@ func (p CampaignAwarded) Message(at time.Time) Message {
 	return message(fmt.Sprintf("award:%d:%d", p.CampaignID, p.Seq), MsgCampaignAwarded, CampaignAggregate(p.CampaignID), at, p)
 }
 
-// PayoutTransferred (payout.transferred): the transfer service confirmed an
-// award's payout (status 7 -> 4); id "transferred:<campaign>:<seq>".
-type PayoutTransferred struct {
+// Payout is what every payout.* payload says of the award it pays out;
+// its fields are the payload's own in JSON.
+type Payout struct {
 	CampaignID int64  `json:"campaign_id"`
 	Seq        int    `json:"seq"`
 	UserID     int64  `json:"user_id"`
 	Amount     string `json:"amount"`
-	OutTradeNo string `json:"out_trade_no"`
+	OutTradeNo string `json:"out_trade_no"` // the number the payout runs under
+}
+
+// id is the payout's message id for prefix ("transferred", "attention").
+func (p Payout) id(prefix string) string { return fmt.Sprintf("%s:%d:%d", prefix, p.CampaignID, p.Seq) }
+
+// PayoutTransferred (payout.transferred): the transfer service confirmed an
+// award's payout (status 7 -> 4); id "transferred:<campaign>:<seq>".
+type PayoutTransferred struct {
+	Payout
 	TransferID string `json:"transfer_id"`
 }
 
 // Message is p as payout.transferred.
 func (p PayoutTransferred) Message(at time.Time) Message {
-	return message(fmt.Sprintf("transferred:%d:%d", p.CampaignID, p.Seq), MsgPayoutTransferred, CampaignAggregate(p.CampaignID), at, p)
+	return message(p.id("transferred"), MsgPayoutTransferred, CampaignAggregate(p.CampaignID), at, p)
 }
 
 // PayoutNeedsAttention (payout.needs_attention): an award's payout was
 // parked for a person; id "attention:<campaign>:<seq>".
 type PayoutNeedsAttention struct {
-	CampaignID int64  `json:"campaign_id"`
-	Seq        int    `json:"seq"`
-	UserID     int64  `json:"user_id"`
-	Amount     string `json:"amount"`
-	OutTradeNo string `json:"out_trade_no"`
-	Attempts   int    `json:"attempts"`
-	Reason     string `json:"reason"`
+	Payout
+	Attempts int    `json:"attempts"`
+	Reason   string `json:"reason"`
 }
 
 // Message is p as payout.needs_attention.
 func (p PayoutNeedsAttention) Message(at time.Time) Message {
-	return message(fmt.Sprintf("attention:%d:%d", p.CampaignID, p.Seq), MsgPayoutNeedsAttention, CampaignAggregate(p.CampaignID), at, p)
+	return message(p.id("attention"), MsgPayoutNeedsAttention, CampaignAggregate(p.CampaignID), at, p)
 }

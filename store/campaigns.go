@@ -488,9 +488,8 @@ func (db *DB) beginPayout(ctx context.Context, a event.Award, transfer bool, now
 // The move writes its payout.transferred.
 func (db *DB) MarkTransferred(ctx context.Context, campaignID int64, seq int, transferID string, now time.Time) (bool, error) {
 	transferID = truncate(transferID, 64)
-	return db.execOneWith(ctx, campaignID, seq, func(a Award) event.Message {
-		return event.PayoutTransferred{CampaignID: campaignID, Seq: seq, UserID: a.UserID, Amount: event.Yuan(int64(a.Amount)),
-			OutTradeNo: a.OutTradeNo, TransferID: transferID}.Message(now)
+	return db.execOneWith(ctx, campaignID, seq, func(p event.Payout) event.Message {
+		return event.PayoutTransferred{Payout: p, TransferID: transferID}.Message(now)
 	}, `UPDATE campaign_award SET status = 'transferred', transfer_id = ?, transferred_at = ?,
 		updated_at = ?, last_error = '' WHERE campaign_id = ? AND seq = ? AND status IN ('transferring', 'needs_attention')`,
 		transferID, now, now, campaignID, seq)
@@ -519,9 +518,8 @@ func (db *DB) NotePayoutError(ctx context.Context, campaignID int64, seq, attemp
 // The move writes its payout.needs_attention.
 func (db *DB) ParkPayout(ctx context.Context, campaignID int64, seq, attempts int, reason string, now time.Time) (bool, error) {
 	reason = truncate(reason, 255)
-	return db.execOneWith(ctx, campaignID, seq, func(a Award) event.Message {
-		return event.PayoutNeedsAttention{CampaignID: campaignID, Seq: seq, UserID: a.UserID, Amount: event.Yuan(int64(a.Amount)),
-			OutTradeNo: a.OutTradeNo, Attempts: attempts, Reason: reason}.Message(now)
+	return db.execOneWith(ctx, campaignID, seq, func(p event.Payout) event.Message {
+		return event.PayoutNeedsAttention{Payout: p, Attempts: attempts, Reason: reason}.Message(now)
 	}, `UPDATE campaign_award SET status = 'needs_attention', last_error = ?, updated_at = ?
 		WHERE campaign_id = ? AND seq = ? AND status = 'transferring' AND attempts = ?`,
 		reason, now, campaignID, seq, attempts)
@@ -589,9 +587,9 @@ func (db *DB) execOne(ctx context.Context, query string, args ...any) (bool, err
 }
 
 // execOneWith is execOne for a statement that moves one award: when it
-// moves it and the outbox is on, the message msg makes of the award's row
-// is written in the same transaction.
-func (db *DB) execOneWith(ctx context.Context, campaignID int64, seq int, msg func(Award) event.Message, query string, args ...any) (bool, error) {
+// moves it and the outbox is on, the message msg makes of the award's
+// payout (as its row now reads) is written in the same transaction.
+func (db *DB) execOneWith(ctx context.Context, campaignID int64, seq int, msg func(event.Payout) event.Message, query string, args ...any) (bool, error) {
 	var n int64
 	err := db.inTx(ctx, func(tx *sqlx.Tx) error {
 		res, err := tx.ExecContext(ctx, query, args...)
@@ -605,7 +603,8 @@ func (db *DB) execOneWith(ctx context.Context, campaignID int64, seq int, msg fu
 		if err := tx.GetContext(ctx, &a, "SELECT "+awardColumns+" FROM campaign_award WHERE campaign_id = ? AND seq = ?", campaignID, seq); err != nil {
 			return err
 		}
-		return db.writeOutbox(ctx, tx, outboxRows{msg(a)})
+		return db.writeOutbox(ctx, tx, outboxRows{msg(event.Payout{CampaignID: campaignID, Seq: seq, UserID: a.UserID,
+			Amount: event.Yuan(int64(a.Amount)), OutTradeNo: a.OutTradeNo})})
 	})
 	return n == 1, err
 }

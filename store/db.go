@@ -1,5 +1,10 @@
 // Package store is the durable record: MySQL in production, an SQLite file in
 // the embedded mode. It owns the schema, its migrations and every SQL statement.
+//
+// With SetOutbox(true) every change the rest of the company hears of also
+// writes its event.Message to the outbox table, in the change's own
+// transaction; RelayOutbox hands those rows to a publisher and marks them
+// published, PurgeOutbox deletes them after a retention (docs/events.md).
 package store
 
 import (
