@@ -65,13 +65,5 @@ func startRelay(ctx context.Context, r *outbox.Relay, log *slog.Logger) (stop fu
 	if r == nil {
 		return func() {}
 	}
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := r.Run(runCtx); err != nil {
-			log.Error("event relay stopped", "err", err)
-		}
-	}()
-	return func() { cancel(); <-done }
+	return goRun(ctx, "event relay", r.Run, log)
 }

@@ -207,19 +207,26 @@ func newServices(ctx context.Context, cfg Config, st stores, self string, log *s
 // returned stop is called; stop ends the jobs first, so the writer drains
 // the events of their last pass, then the writer, and waits for both.
 func startLoops(ctx context.Context, g *grab.Grab, log *slog.Logger) (stop func()) {
+	stopRun := goRun(ctx, "writer", g.Run, log)
+	return func() {
+		stopRun()
+		log.Info("stopped: the writer drained")
+	}
+}
+
+// goRun runs run in a goroutine, on a context ctx's cancellation does not
+// end, until the returned stop cancels it and waits; an error it ends
+// with is logged as what stopped.
+func goRun(ctx context.Context, what string, run func(context.Context) error, log *slog.Logger) (stop func()) {
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := g.Run(runCtx); err != nil {
-			log.Error("writer stopped", "err", err)
+		if err := run(runCtx); err != nil {
+			log.Error(what+" stopped", "err", err)
 		}
 	}()
-	return func() {
-		cancel()
-		<-done
-		log.Info("stopped: the writer drained")
-	}
+	return func() { cancel(); <-done }
 }
 
 // serve answers requests on ln until ctx is cancelled or serving fails,

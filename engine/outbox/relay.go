@@ -122,7 +122,10 @@ type relayMetrics struct {
 }
 
 // New returns a relay of st's outbox to js; its metrics are registered on
-// reg (nil: not registered).
+// reg (nil: not registered). js should time out async publishes
+// (jetstream.WithPublishAsyncTimeout, e.g. Config.AckTimeout): the relay
+// stops waiting for an ack after AckTimeout, but js keeps an unanswered
+// publish pending, and too many pending stall later publishes.
 func New(st Store, js jetstream.JetStream, cfg Config, log *slog.Logger, reg prometheus.Registerer) *Relay {
 	r := &Relay{st: st, js: js, cfg: cfg.withDefaults(), log: log}
 	r.m = relayMetrics{

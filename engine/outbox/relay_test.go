@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -96,6 +97,15 @@ func sharedStream(t *testing.T) (jetstream.JetStream, string, string) {
 	return js, name, prefix
 }
 
+// sharedOutbox is a sharedStream and an outbox holding grabs(0, n, packets).
+func sharedOutbox(t *testing.T, n, packets int) (js jetstream.JetStream, stream, prefix string, st *fakeStore, msgs []event.Message) {
+	t.Helper()
+	js, stream, prefix = sharedStream(t)
+	st, msgs = &fakeStore{}, grabs(0, n, packets)
+	st.add(msgs...)
+	return js, stream, prefix, st, msgs
+}
+
 // streamMessages answers the messages the stream holds, in its order.
 func streamMessages(t *testing.T, js jetstream.JetStream, name string) []event.Message {
 	t.Helper()
@@ -154,10 +164,7 @@ func pendingIs(st *fakeStore, n int64) func() bool {
 // The stream holds every message once, in the outbox's order, so each
 // packet's grabs in their seq order; the metrics count them.
 func TestRelayPublishesInOutboxOrder(t *testing.T) {
-	js, stream, prefix := sharedStream(t)
-	st := &fakeStore{}
-	want := grabs(0, 100, 3)
-	st.add(want...)
+	js, stream, prefix, st, want := sharedOutbox(t, 100, 3)
 	reg := prometheus.NewRegistry()
 	r := New(st, js, testConfig(stream, prefix), quiet, reg)
 	run(t, r)
@@ -286,10 +293,7 @@ func TestFailingRelayBacksOffAndIsStuck(t *testing.T) {
 // message unpublished; the next relay publishes them again, and the
 // stream's duplicate window keeps one copy of each.
 func TestRepublishAfterCrashKeepsOneCopy(t *testing.T) {
-	js, stream, prefix := sharedStream(t)
-	st := &fakeStore{}
-	want := grabs(0, 40, 4)
-	st.add(want...)
+	js, stream, prefix, st, want := sharedOutbox(t, 40, 4)
 	var crashed atomic.Bool
 	st.crash = func() bool { return crashed.CompareAndSwap(false, true) }
 
@@ -314,10 +318,7 @@ func TestRepublishAfterCrashKeepsOneCopy(t *testing.T) {
 
 // Relays at once publish every message, none twice in the stream.
 func TestConcurrentRelays(t *testing.T) {
-	js, stream, prefix := sharedStream(t)
-	st := &fakeStore{}
-	want := grabs(0, 300, 5)
-	st.add(want...)
+	js, stream, prefix, st, want := sharedOutbox(t, 300, 5)
 	var relays []*Relay
 	for range 3 {
 		r := New(st, js, testConfig(stream, prefix), quiet, nil)
@@ -423,7 +424,7 @@ func TestNATSDownThenDrainsInOrder(t *testing.T) {
 // EnsureStream creates the grab stream on the embedded server, then
 // updates its retention in place.
 func TestEnsureStreamOnEmbeddedNATS(t *testing.T) {
-	url, stop, err := StartEmbedded(t.TempDir())
+	url, stop, err := StartEmbedded(filepath.Join(t.TempDir(), "data", "nats"))
 	if err != nil {
 		t.Fatal(err)
 	}
