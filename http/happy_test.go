@@ -1,16 +1,20 @@
 package http_test
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
 	"slices"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/grab-engine/grab/engine/money"
+	grabhttp "github.com/grab-engine/grab/http"
 
 	"github.com/grab-engine/grab/engine/packet"
 
@@ -255,6 +259,30 @@ func TestReadyzWithoutWriter(t *testing.T) {
 	r := e.do(t, "GET", "/readyz", ``, nil)
 	if r.status != 503 || !strings.Contains(string(r.body), "writer") {
 		t.Fatalf("readyz without a writer: %d %s", r.status, r.body)
+	}
+}
+
+// A failing Config.Ready check (a stuck event relay) makes /readyz answer
+// 503 with its reason; passing ones leave it ready.
+func TestReadyzChecks(t *testing.T) {
+	stuck := errors.New("outbox: relay stuck: oldest of 3 unpublished messages waits for 2m0s")
+	var failing atomic.Bool
+	e := setup(t, func(c *grabhttp.Config) {
+		c.Ready = append(c.Ready, func(context.Context) error { return nil }, func(context.Context) error {
+			if failing.Load() {
+				return stuck
+			}
+			return nil
+		})
+	})
+	e.startWriter(t)
+	if r := e.do(t, "GET", "/readyz", ``, nil); r.status != 200 {
+		t.Fatalf("readyz %d %s", r.status, r.body)
+	}
+	failing.Store(true)
+	r := e.do(t, "GET", "/readyz", ``, nil)
+	if r.status != 503 || !strings.Contains(string(r.body), stuck.Error()) {
+		t.Fatalf("readyz with a stuck relay: %d %s", r.status, r.body)
 	}
 }
 

@@ -40,6 +40,9 @@ type Config struct {
 	// (channel.Alipay: AlipayNotifier, channel.Wechat:
 	// WechatNotifier); other channels take the JSON signed with PaySecret.
 	Notifiers map[string]Notifier
+	// Ready are more checks of /readyz, after the engine's (e.g. the event
+	// relay's); the first error answers 503 with it as the reason.
+	Ready []func(context.Context) error
 }
 
 //go:embed openapi.json
@@ -129,13 +132,26 @@ func New(g *grab.Grab, cfg Config, log *slog.Logger, reg *prometheus.Registry) n
 func (s *server) ready(c *gin.Context) {
 	ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
 	defer cancel()
-	if err := s.eng.Ready(ctx); err != nil {
+	if err := s.readyErr(ctx); err != nil {
 		// Down, loading or failing over: a probe, or a client, asks again.
 		c.Header("Retry-After", "1")
 		c.JSON(nethttp.StatusServiceUnavailable, gin.H{"status": "not ready", "reason": err.Error()})
 		return
 	}
 	c.JSON(nethttp.StatusOK, gin.H{"status": "ready", "writer_lag_seconds": s.eng.WriterLag().Seconds()})
+}
+
+// readyErr is the first failing readiness check: the engine's, then Config.Ready's.
+func (s *server) readyErr(ctx context.Context) error {
+	if err := s.eng.Ready(ctx); err != nil {
+		return err
+	}
+	for _, ready := range s.cfg.Ready {
+		if err := ready(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 type metrics struct {

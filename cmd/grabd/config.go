@@ -51,6 +51,18 @@ type Config struct {
 	TransferURL string
 	// TransferSecret signs requests to the transfer service (GRAB_TRANSFER_SECRET).
 	TransferSecret string
+	// NATSURL is the NATS server (with JetStream) the outbox's events are
+	// relayed to (GRAB_NATS_URL). Empty: the embedded mode runs one in-process
+	// under DataDir/nats; production writes no events.
+	NATSURL string
+	// NATSStream is the JetStream stream of the events (GRAB_NATS_STREAM).
+	NATSStream string
+	// EventsRetention is how long the stream, and the outbox its published
+	// rows, keep events (GRAB_EVENTS_RETENTION).
+	EventsRetention time.Duration
+	// EventsDuplicates is the stream's duplicate window: a republished event
+	// id within it is dropped (GRAB_EVENTS_DUPLICATES).
+	EventsDuplicates time.Duration
 	// Engine is the engine's configuration: engine.DefaultConfig, changed
 	// by the settings that name an engine field (settings).
 	Engine engine.Config
@@ -68,7 +80,8 @@ func (c Config) Embedded() bool { return len(c.RedisAddrs) == 0 && c.MySQLDSN ==
 
 // defaultConfig is grabd's configuration before the environment and flags.
 func defaultConfig() Config {
-	return Config{Addr: ":8080", DataDir: "./data", LogLevel: slog.LevelInfo, Engine: engine.DefaultConfig()}
+	return Config{Addr: ":8080", DataDir: "./data", LogLevel: slog.LevelInfo, Engine: engine.DefaultConfig(),
+		NATSStream: "GRAB", EventsRetention: 7 * 24 * time.Hour, EventsDuplicates: 2 * time.Minute}
 }
 
 // ParseConfig reads the environment through getenv, then flags from args
@@ -82,6 +95,9 @@ func ParseConfig(args []string, getenv func(string) string) (Config, error) {
 	c.JWTSecret, c.AdminToken = getenv("GRAB_JWT_SECRET"), getenv("GRAB_ADMIN_TOKEN")
 	c.PaySecret, c.TransferSecret = getenv("GRAB_PAY_SECRET"), getenv("GRAB_TRANSFER_SECRET")
 	if err := c.parsePayouts(); err != nil {
+		return Config{}, err
+	}
+	if err := c.checkEvents(); err != nil {
 		return Config{}, err
 	}
 	if err := c.parsePayProviders(providers, natives); err != nil {
@@ -178,6 +194,19 @@ func (c *Config) parsePayouts() error {
 	// would waste a call (money still moves once: the number is the same).
 	if e := c.Engine; e.PayoutRetryAfter <= e.TransferTimeout {
 		return fmt.Errorf("GRAB_PAYOUT_RETRY_AFTER (%v) must be longer than GRAB_TRANSFER_TIMEOUT (%v)", e.PayoutRetryAfter, e.TransferTimeout)
+	}
+	return nil
+}
+
+// checkEvents checks the event settings together.
+func (c *Config) checkEvents() error {
+	if c.NATSStream == "" || strings.ContainsAny(c.NATSStream, ".*> \t") {
+		return fmt.Errorf("GRAB_NATS_STREAM: %q is not a stream name", c.NATSStream)
+	}
+	// A duplicate window longer than the stream keeps events would track
+	// ids of events it no longer holds; JetStream refuses it.
+	if c.EventsDuplicates > c.EventsRetention {
+		return fmt.Errorf("GRAB_EVENTS_DUPLICATES (%v) must not be longer than GRAB_EVENTS_RETENTION (%v)", c.EventsDuplicates, c.EventsRetention)
 	}
 	return nil
 }

@@ -333,6 +333,26 @@ func TestParseConfig(t *testing.T) {
 	}
 }
 
+// The event settings read into the config; a duplicate window longer than
+// the retention, or a stream name NATS refuses, is an error naming its
+// variable.
+func TestEventSettings(t *testing.T) {
+	cfg, err := ParseConfig([]string{"-events-retention", "24h"}, envOf(map[string]string{
+		"GRAB_NATS_URL": "nats://127.0.0.1:4222", "GRAB_NATS_STREAM": "EVENTS", "GRAB_EVENTS_DUPLICATES": "5m"}))
+	if err != nil || cfg.NATSURL != "nats://127.0.0.1:4222" || cfg.NATSStream != "EVENTS" ||
+		cfg.EventsRetention != 24*time.Hour || cfg.EventsDuplicates != 5*time.Minute {
+		t.Fatalf("event settings = %q %q %v %v, %v", cfg.NATSURL, cfg.NATSStream, cfg.EventsRetention, cfg.EventsDuplicates, err)
+	}
+	for _, c := range []struct{ env, val, want string }{
+		{"GRAB_EVENTS_DUPLICATES", "200h", "GRAB_EVENTS_DUPLICATES (200h0m0s) must not be longer than GRAB_EVENTS_RETENTION (168h0m0s)"},
+		{"GRAB_NATS_STREAM", "a.b", `GRAB_NATS_STREAM: "a.b" is not a stream name`},
+	} {
+		if _, err := ParseConfig(nil, envOf(map[string]string{c.env: c.val})); err == nil || err.Error() != c.want {
+			t.Errorf("%s=%s: %v, want %s", c.env, c.val, err, c.want)
+		}
+	}
+}
+
 // Every flag's default is its field's default as text (the engine's from
 // engine.DefaultConfig): given back as flags, they change nothing.
 func TestFlagDefaults(t *testing.T) {
@@ -342,7 +362,8 @@ func TestFlagDefaults(t *testing.T) {
 	want := map[string]string{"packet-ttl": "24h", "lag-limit": "5s", "refund-interval": "1m", "reconcile-interval": "5s",
 		"settle-timeout": "2m", "settle-give-up": "24h", "shards": "16", "grab-pipelines": "4", "transfer-timeout": "3s",
 		"payout-sweep-interval": "10s", "payout-retry-after": "30s", "payout-max-attempts": "10", "addr": ":8080",
-		"data-dir": "./data", "log-level": "info"}
+		"data-dir": "./data", "log-level": "info", "nats-url": "", "nats-stream": "GRAB", "events-retention": "168h",
+		"events-duplicates": "2m"}
 	for _, o := range c.settings(&providers) {
 		def := o.val.String()
 		if w, ok := want[o.flag]; ok && def != w {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/grab-engine/grab/engine/campaign"
+	"github.com/grab-engine/grab/engine/outbox"
 	"github.com/grab-engine/grab/engine/packet"
 
 	"github.com/alicebob/miniredis/v2"
@@ -55,10 +56,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	stop := startLoops(ctx, svc.grab, log)
+	stopRelay := startRelay(ctx, svc.relay, log)
 	err = serve(ctx, cfg, ln, svc.handler, log)
 	// The loops outlive the HTTP server: the writer stops only after the
 	// last request is answered, and drains what those requests accepted.
+	// What the relay leaves, the next start publishes.
 	stop()
+	stopRelay()
 	return err
 }
 
@@ -159,16 +163,18 @@ func openProduction(ctx context.Context, cfg *Config, log *slog.Logger, cl *clos
 	return st, nil
 }
 
-// services are what grabd serves: every domain on one engine, and the HTTP
-// API over them.
+// services are what grabd serves: every domain on one engine, the HTTP
+// API over them, and the relay of their events (nil: none).
 type services struct {
 	grab    *grab.Grab
 	handler nethttp.Handler
+	relay   *outbox.Relay
 }
 
 // newServices wires the domain: payment providers (self is grabd's own
 // base URL, which the embedded simulators notify), the transfer service,
-// the domains and the HTTP API, with their metrics in one registry.
+// the domains, the event relay and the HTTP API, with their metrics in one
+// registry.
 func newServices(ctx context.Context, cfg Config, st stores, self string, log *slog.Logger, cl *closers) (services, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -184,28 +190,43 @@ func newServices(ctx context.Context, cfg Config, st stores, self string, log *s
 	cl.add(stopSim)
 	g := grab.New(grab.Deps{Deps: engine.Deps{Redis: st.apiRedis, WriterRedis: st.writerRedis, DB: st.db, Log: log, Metrics: reg},
 		Payments: packet.Deps{Provider: pay.shared, Providers: pay.natives}, Campaigns: campaign.Deps{Transfer: xfer}}, cfg.Engine)
-	handler := grabhttp.New(g, grabhttp.Config{JWTSecret: []byte(cfg.JWTSecret), AdminToken: cfg.AdminToken,
-		DevAuth: cfg.DevAuth, PaySecret: []byte(cfg.PaySecret), Notifiers: pay.notifiers}, log, reg)
-	return services{grab: g, handler: handler}, nil
+	relay, err := startEvents(ctx, cfg, st.db, log, reg, cl)
+	if err != nil {
+		return services{}, err
+	}
+	hcfg := grabhttp.Config{JWTSecret: []byte(cfg.JWTSecret), AdminToken: cfg.AdminToken,
+		DevAuth: cfg.DevAuth, PaySecret: []byte(cfg.PaySecret), Notifiers: pay.notifiers}
+	if relay != nil {
+		hcfg.Ready = append(hcfg.Ready, func(context.Context) error { return relay.Stuck() })
+	}
+	handler := grabhttp.New(g, hcfg, log, reg)
+	return services{grab: g, handler: handler, relay: relay}, nil
 }
 
 // startLoops runs g's writer and background jobs (grab.Grab.Run) until the
 // returned stop is called; stop ends the jobs first, so the writer drains
 // the events of their last pass, then the writer, and waits for both.
 func startLoops(ctx context.Context, g *grab.Grab, log *slog.Logger) (stop func()) {
+	stopRun := goRun(ctx, "writer", g.Run, log)
+	return func() {
+		stopRun()
+		log.Info("stopped: the writer drained")
+	}
+}
+
+// goRun runs run in a goroutine, on a context ctx's cancellation does not
+// end, until the returned stop cancels it and waits; an error it ends
+// with is logged as what stopped.
+func goRun(ctx context.Context, what string, run func(context.Context) error, log *slog.Logger) (stop func()) {
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := g.Run(runCtx); err != nil {
-			log.Error("writer stopped", "err", err)
+		if err := run(runCtx); err != nil {
+			log.Error(what+" stopped", "err", err)
 		}
 	}()
-	return func() {
-		cancel()
-		<-done
-		log.Info("stopped: the writer drained")
-	}
+	return func() { cancel(); <-done }
 }
 
 // serve answers requests on ln until ctx is cancelled or serving fails,

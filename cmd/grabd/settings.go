@@ -87,6 +87,12 @@ func (c *Config) settings(providers *string) []option {
 			duration(&e.PayoutRetryAfter)},
 		{"payout-max-attempts", "GRAB_PAYOUT_MAX_ATTEMPTS", "transfer attempts before an award is parked as needs_attention",
 			intIn(&e.PayoutMaxAttempts, 1, 1000)},
+		{"nats-url", "GRAB_NATS_URL", "NATS server with JetStream the events are relayed to; empty: in-process in the embedded mode, else no events",
+			field(&c.NATSURL, anyText, text)},
+		{"nats-stream", "GRAB_NATS_STREAM", "JetStream stream of the events", field(&c.NATSStream, anyText, text)},
+		{"events-retention", "GRAB_EVENTS_RETENTION", "how long the stream and the outbox keep events", duration(&c.EventsRetention)},
+		{"events-duplicates", "GRAB_EVENTS_DUPLICATES", "the stream's duplicate window: a republished event id within it is dropped",
+			duration(&c.EventsDuplicates)},
 	}
 }
 

@@ -1,0 +1,69 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/grab-engine/grab/engine/outbox"
+	"github.com/grab-engine/grab/store"
+)
+
+// startEvents connects to NATS (GRAB_NATS_URL, or in the embedded mode
+// without one an in-process server under GRAB_DATA_DIR/nats), sets up the
+// events' stream, turns the store's outbox on and answers its relay, not
+// yet running. Without NATS it answers nil: no outbox, no relay.
+func startEvents(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger, reg prometheus.Registerer, cl *closers) (*outbox.Relay, error) {
+	url := cfg.NATSURL
+	if url == "" && !cfg.Embedded() {
+		log.Warn("GRAB_NATS_URL is not set: no events are written for the rest of the company")
+		return nil, nil
+	}
+	st, ok := any(db).(outbox.Store)
+	outboxed, canSet := any(db).(interface{ SetOutbox(bool) })
+	if !ok || !canSet {
+		log.Warn("this store keeps no outbox: no events are written")
+		return nil, nil
+	}
+	if url == "" {
+		u, stop, err := outbox.StartEmbedded(filepath.Join(cfg.DataDir, "nats"))
+		if err != nil {
+			return nil, err
+		}
+		cl.add(stop)
+		url = u
+		log.Warn("embedded mode: in-process NATS with JetStream; NOT FOR PRODUCTION", "url", url, "stream", cfg.NATSStream)
+	}
+	rcfg := outbox.DefaultConfig()
+	rcfg.Stream, rcfg.Retention = cfg.NATSStream, cfg.EventsRetention
+	nc, err := nats.Connect(url, nats.Name("grabd"), nats.MaxReconnects(-1))
+	if err != nil {
+		return nil, fmt.Errorf("nats %s: %w", url, err)
+	}
+	cl.add(nc.Close)
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(rcfg.AckTimeout))
+	if err != nil {
+		return nil, err
+	}
+	if err := outbox.EnsureStream(ctx, js, cfg.NATSStream, cfg.EventsRetention, cfg.EventsDuplicates); err != nil {
+		return nil, err
+	}
+	outboxed.SetOutbox(true)
+	log.Info("events relayed to NATS JetStream", "url", url, "stream", cfg.NATSStream,
+		"retention", cfg.EventsRetention, "duplicates", cfg.EventsDuplicates)
+	return outbox.New(st, js, rcfg, log, reg), nil
+}
+
+// startRelay runs r (none when nil) until the returned stop is called,
+// which waits for it.
+func startRelay(ctx context.Context, r *outbox.Relay, log *slog.Logger) (stop func()) {
+	if r == nil {
+		return func() {}
+	}
+	return goRun(ctx, "event relay", r.Run, log)
+}

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/grab-engine/grab/engine/enginetest"
+	"github.com/grab-engine/grab/engine/outbox"
+	"github.com/grab-engine/grab/event"
+	"github.com/grab-engine/grab/store"
+)
+
+// The embedded mode relays the outbox to GRAB_NATS_URL: a packet's two
+// grabs reach the stream GRAB once each, on their subjects.
+func TestEmbeddedEvents(t *testing.T) {
+	if _, ok := any(&store.DB{}).(outbox.Store); !ok {
+		t.Skip("the store keeps no outbox")
+	}
+	url, stop, err := outbox.StartEmbedded(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop) // after grabd's own cleanup
+	g := startEmbedded(t, "GRAB_NATS_URL", url)
+	id := g.sendPacket(t)
+	g.call(t, "POST", "/v1/packets/"+id+"/grab", "", as(2), 200)
+	g.call(t, "POST", "/v1/packets/"+id+"/grab", "", as(3), 200)
+
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var grabbed map[string]string // subject by event id
+	enginetest.WaitFor(t, "both grabs in the stream", func() bool {
+		grabbed = map[string]string{}
+		for _, m := range streamed(t, js, "GRAB") {
+			if m.msg.Kind == event.MsgPacketGrabbed && m.msg.Aggregate == "packet:"+id {
+				if _, dup := grabbed[m.msg.ID]; dup {
+					t.Fatalf("event %s twice in the stream", m.msg.ID)
+				}
+				grabbed[m.msg.ID] = m.subject
+			}
+		}
+		return len(grabbed) == 2
+	})
+	for _, subject := range grabbed {
+		if subject != "grab.packet.grabbed."+id {
+			t.Errorf("a grab of packet %s on %s", id, subject)
+		}
+	}
+}
+
+type streamedMsg struct {
+	subject string
+	msg     event.Message
+}
+
+// streamed answers what stream holds, in its order (none before it exists).
+func streamed(t *testing.T, js jetstream.JetStream, stream string) []streamedMsg {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return nil
+	}
+	info, err := s.Info(ctx)
+	if err != nil || info.State.Msgs == 0 {
+		return nil
+	}
+	var out []streamedMsg
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+		raw, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatalf("message %d: %v", seq, err)
+		}
+		var m event.Message
+		if err := json.Unmarshal(raw.Data, &m); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, streamedMsg{raw.Subject, m})
+	}
+	return out
+}
