@@ -24,12 +24,6 @@ func startEvents(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger
 		log.Warn("GRAB_NATS_URL is not set: no events are written for the rest of the company")
 		return nil, nil
 	}
-	st, ok := any(db).(outbox.Store)
-	outboxed, canSet := any(db).(interface{ SetOutbox(bool) })
-	if !ok || !canSet {
-		log.Warn("this store keeps no outbox: no events are written")
-		return nil, nil
-	}
 	if url == "" {
 		u, stop, err := outbox.StartEmbedded(filepath.Join(cfg.DataDir, "nats"))
 		if err != nil {
@@ -53,10 +47,10 @@ func startEvents(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger
 	if err := outbox.EnsureStream(ctx, js, cfg.NATSStream, cfg.EventsRetention, cfg.EventsDuplicates); err != nil {
 		return nil, err
 	}
-	outboxed.SetOutbox(true)
+	db.SetOutbox(true)
 	log.Info("events relayed to NATS JetStream", "url", url, "stream", cfg.NATSStream,
 		"retention", cfg.EventsRetention, "duplicates", cfg.EventsDuplicates)
-	return outbox.New(st, js, rcfg, log, reg), nil
+	return outbox.New(db, js, rcfg, log, reg), nil
 }
 
 // startRelay runs r (none when nil) until the returned stop is called,
