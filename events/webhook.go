@@ -35,6 +35,10 @@ type WebhookConfig struct {
 	Stream string
 	// Durable names the webhooks' own consumer (DefaultWebhookDurable).
 	Durable string
+	// Prefix is the root of the subjects read (event.SubjectPrefix); set it
+	// when the stream holds grab's events under another root (a mirror with a
+	// subject transform, a test's own subjects).
+	Prefix string
 	// Attempts bounds the POSTs of one event (5); after the last failed one
 	// the event is dropped.
 	Attempts int
@@ -120,6 +124,9 @@ func (c WebhookConfig) withDefaults() WebhookConfig {
 	}
 	if c.Durable == "" {
 		c.Durable = DefaultWebhookDurable
+	}
+	if c.Prefix == "" {
+		c.Prefix = event.SubjectPrefix
 	}
 	if c.Attempts <= 0 {
 		c.Attempts = DefaultWebhookAttempts
@@ -210,9 +217,9 @@ func (w *Webhooks) Run(ctx context.Context, js jetstream.JetStream) error {
 // and wait of one event, so an event is not delivered again while it is
 // still being posted.
 func (w *Webhooks) consumerConfig() ConsumerConfig {
-	filter := event.SubjectPrefix + ".>"
+	filter := w.cfg.Prefix + ".>"
 	if len(w.cfg.Kinds) == 1 {
-		filter = event.SubjectPrefix + "." + w.cfg.Kinds[0] + ".>"
+		filter = w.cfg.Prefix + "." + w.cfg.Kinds[0] + ".>"
 	}
 	return ConsumerConfig{
 		Stream:  w.cfg.Stream,
