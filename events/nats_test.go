@@ -97,7 +97,8 @@ func (s *testStream) publishRaw(subject string, body []byte) {
 
 // settled waits until the durable consumer has every message of its filter
 // delivered and acked (or terminated): nothing pending, nothing awaiting an
-// ack, and its ack floor at the stream's last sequence it was given.
+// ack, and its ack floor at lastSeq (the stream's last sequence: the floor
+// passes messages outside the filter too).
 func (s *testStream) settled(durable string, lastSeq uint64) {
 	s.t.Helper()
 	enginetest.WaitFor(s.t, durable+" settled", func() bool {
