@@ -57,6 +57,9 @@ const (
 	DefaultBatch      = 100
 )
 
+// fetchPause is the wait after an error fetching from the stream.
+const fetchPause = time.Second
+
 // DefaultRetry is ConsumerConfig.Retry's default.
 var DefaultRetry = []time.Duration{time.Second, 5 * time.Second, 30 * time.Second, time.Minute}
 
@@ -151,6 +154,11 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, ha
 				return fmt.Errorf("events: consumer %s on %s: %w", cfg.Durable, cfg.Stream, err)
 			}
 			cfg.Log.Warn("events: fetching from the stream failed; retrying", "consumer", cfg.Durable, "err", err)
+			select { // the iterator recovers by itself; do not spin on its errors meanwhile
+			case <-ctx.Done():
+				return nil
+			case <-time.After(fetchPause):
+			}
 			continue
 		}
 		c.deliver(ctx, msg)
@@ -236,7 +244,7 @@ func (c *consumer) retry(ctx context.Context, msg jetstream.Msg, m event.Message
 		}
 		return
 	}
-	delay := c.cfg.Retry[min(int(n)-1, len(c.cfg.Retry)-1)]
+	delay := c.cfg.Retry[min(max(int(n)-1, 0), len(c.cfg.Retry)-1)]
 	if ctx.Err() != nil {
 		delay = 0
 	}

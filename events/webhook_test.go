@@ -159,7 +159,11 @@ func TestWebhookKinds(t *testing.T) {
 			s.publish(msg("refund:5", event.MsgPacketRefunded, "packet:5"))
 			s.publish(msg("payout:8:1", event.MsgPayoutNeedsAttention, "campaign:8"))
 			enginetest.WaitFor(t, "the refund posted", func() bool { _, a := e.counts(); return slices.Contains(a, "refund:5") })
-			s.settled(DefaultWebhookDurable, 3)
+			last := uint64(3) // payout:8:1
+			if len(kinds) == 1 {
+				last = 2 // refund:5
+			}
+			s.settled(DefaultWebhookDurable, last)
 			want := []string{"refund:5"}
 			if len(kinds) == 2 {
 				want = append(want, "payout:8:1")
