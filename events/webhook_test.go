@@ -18,6 +18,7 @@ import (
 
 	"github.com/grab-engine/grab/engine/enginetest"
 	"github.com/grab-engine/grab/event"
+	"github.com/grab-engine/grab/events/eventstest"
 )
 
 const testSecret = "whsec"
@@ -65,10 +66,10 @@ func (e *endpoint) counts() (posts int, accepted []string) {
 
 // startWebhooks serves e and runs webhooks on s's events for it until the
 // test ends.
-func startWebhooks(t *testing.T, s *testStream, e http.Handler, cfg WebhookConfig) *Webhooks {
+func startWebhooks(t *testing.T, s *eventstest.Stream, e http.Handler, cfg WebhookConfig) *Webhooks {
 	srv := httptest.NewServer(e)
 	t.Cleanup(srv.Close)
-	cfg.URL, cfg.Secret, cfg.Stream, cfg.Prefix = srv.URL, testSecret, s.name, s.prefix
+	cfg.URL, cfg.Secret, cfg.Stream, cfg.Prefix = srv.URL, testSecret, s.Name, s.Prefix
 	if cfg.Backoff == 0 {
 		cfg.Backoff, cfg.MaxBackoff = 10*time.Millisecond, 40*time.Millisecond
 	}
@@ -78,7 +79,7 @@ func startWebhooks(t *testing.T, s *testStream, e http.Handler, cfg WebhookConfi
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx, s.js) }()
+	go func() { done <- w.Run(ctx, s.JS) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -91,7 +92,7 @@ func startWebhooks(t *testing.T, s *testStream, e http.Handler, cfg WebhookConfi
 // An endpoint that fails its first two POSTs gets the event a third time,
 // signed, accepts it, and it is counted delivered once.
 func TestWebhookRetriesThenDelivers(t *testing.T) {
-	s := newStream(t, 0)
+	s := eventstest.NewStream(t, 0)
 	e := &endpoint{t: t, status: func(n int) int {
 		if n <= 2 {
 			return http.StatusServiceUnavailable
@@ -100,8 +101,8 @@ func TestWebhookRetriesThenDelivers(t *testing.T) {
 	}}
 	w := startWebhooks(t, s, e, WebhookConfig{})
 	want := msg("grab:3:0", event.MsgPacketGrabbed, "packet:3")
-	s.publish(want)
-	s.settled(DefaultWebhookDurable, 1)
+	s.Publish(want)
+	s.Settled(DefaultWebhookDurable, 1)
 
 	posts, accepted := e.counts()
 	if posts != 3 || !slices.Equal(accepted, []string{"grab:3:0"}) {
@@ -122,11 +123,11 @@ func TestWebhookRetriesThenDelivers(t *testing.T) {
 // An endpoint that always fails gets Attempts POSTs of an event, which is
 // then dropped, counted, and acked; one that refuses it (a 4xx) gets one.
 func TestWebhookDropsAfterRetries(t *testing.T) {
-	s := newStream(t, 0)
+	s := eventstest.NewStream(t, 0)
 	e := &endpoint{t: t, status: func(int) int { return http.StatusInternalServerError }}
 	w := startWebhooks(t, s, e, WebhookConfig{Attempts: 3})
-	s.publish(msg("grab:4:0", event.MsgPacketGrabbed, "packet:4"))
-	s.settled(DefaultWebhookDurable, 1)
+	s.Publish(msg("grab:4:0", event.MsgPacketGrabbed, "packet:4"))
+	s.Settled(DefaultWebhookDurable, 1)
 	if posts, accepted := e.counts(); posts != 3 || len(accepted) != 0 {
 		t.Errorf("posts %d accepted %v, want 3 and none", posts, accepted)
 	}
@@ -137,8 +138,8 @@ func TestWebhookDropsAfterRetries(t *testing.T) {
 	e.mu.Lock()
 	e.posts, e.status = 0, func(int) int { return http.StatusBadRequest }
 	e.mu.Unlock()
-	s.publish(msg("grab:4:1", event.MsgPacketGrabbed, "packet:4"))
-	s.settled(DefaultWebhookDurable, 2)
+	s.Publish(msg("grab:4:1", event.MsgPacketGrabbed, "packet:4"))
+	s.Settled(DefaultWebhookDurable, 2)
 	if posts, _ := e.counts(); posts != 1 {
 		t.Errorf("a 400 was posted %d times, want 1", posts)
 	}
@@ -152,18 +153,18 @@ func TestWebhookDropsAfterRetries(t *testing.T) {
 func TestWebhookKinds(t *testing.T) {
 	for _, kinds := range [][]string{{event.MsgPacketRefunded}, {event.MsgPacketRefunded, event.MsgPayoutNeedsAttention}} {
 		t.Run(strings.Join(kinds, ","), func(t *testing.T) {
-			s := newStream(t, 0)
+			s := eventstest.NewStream(t, 0)
 			e := &endpoint{t: t, status: func(int) int { return http.StatusOK }}
 			startWebhooks(t, s, e, WebhookConfig{Kinds: kinds})
-			s.publish(msg("grab:5:0", event.MsgPacketGrabbed, "packet:5"))
-			s.publish(msg("refund:5", event.MsgPacketRefunded, "packet:5"))
-			s.publish(msg("payout:8:1", event.MsgPayoutNeedsAttention, "campaign:8"))
+			s.Publish(msg("grab:5:0", event.MsgPacketGrabbed, "packet:5"))
+			s.Publish(msg("refund:5", event.MsgPacketRefunded, "packet:5"))
+			s.Publish(msg("payout:8:1", event.MsgPayoutNeedsAttention, "campaign:8"))
 			enginetest.WaitFor(t, "the refund posted", func() bool { _, a := e.counts(); return slices.Contains(a, "refund:5") })
 			last := uint64(3) // payout:8:1
 			if len(kinds) == 1 {
 				last = 2 // refund:5
 			}
-			s.settled(DefaultWebhookDurable, last)
+			s.Settled(DefaultWebhookDurable, last)
 			want := []string{"refund:5"}
 			if len(kinds) == 2 {
 				want = append(want, "payout:8:1")
@@ -179,7 +180,7 @@ func TestWebhookKinds(t *testing.T) {
 // consumer of the same stream handles every event meanwhile, and the
 // webhooks deliver them all once the endpoint answers.
 func TestSlowWebhookDoesNotStallOtherConsumers(t *testing.T) {
-	s := newStream(t, 0)
+	s := eventstest.NewStream(t, 0)
 	release := make(chan struct{})
 	var once sync.Once
 	t.Cleanup(func() { once.Do(func() { close(release) }) })
@@ -193,19 +194,19 @@ func TestSlowWebhookDoesNotStallOtherConsumers(t *testing.T) {
 	})
 	startWebhooks(t, s, slow, WebhookConfig{Timeout: time.Minute})
 	for i := range 5 {
-		s.publish(msg("grab:6:"+strconv.Itoa(i), event.MsgPacketGrabbed, "packet:6"))
+		s.Publish(msg("grab:6:"+strconv.Itoa(i), event.MsgPacketGrabbed, "packet:6"))
 	}
 
 	rec := newRecorder(nil)
-	run(t, s.js, ConsumerConfig{Stream: s.name, Durable: "points", Filters: []string{s.filter("grab.>")}, Log: enginetest.QuietLog()},
+	run(t, s.JS, ConsumerConfig{Stream: s.Name, Durable: "points", Filters: []string{s.Filter("grab.>")}, Log: enginetest.QuietLog()},
 		rec.handle)
-	s.settled("points", 5)
+	s.Settled("points", 5)
 	if posts, _ := e.counts(); posts != 0 {
 		t.Fatalf("the hanging endpoint answered %d posts", posts)
 	}
 
 	once.Do(func() { close(release) })
-	s.settled(DefaultWebhookDurable, 5)
+	s.Settled(DefaultWebhookDurable, 5)
 	if _, got := e.counts(); len(got) != 5 {
 		t.Errorf("webhooks delivered %v after the endpoint recovered, want all 5", got)
 	}
