@@ -24,7 +24,8 @@ type ConsumerConfig struct {
 	Stream string
 	// Durable names the consumer; required. The server keeps its position
 	// under this name, so a restarted process resumes where it stopped, and
-	// processes sharing a name share the work.
+	// processes sharing a name share the work. A new name starts at the
+	// stream's first event.
 	Durable string
 	// Filters are the subjects read, e.g. "grab.packet.>" or
 	// "grab.stock.changed.>" ("grab.>": every event). More than one needs

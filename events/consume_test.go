@@ -106,6 +106,31 @@ func TestConsumeHandlesEachEventOnce(t *testing.T) {
 	rec.check(t, map[string]int{"grab:1:0": 2, "grab:1:1": 1, "grab:1:2": 1}, "grab:1:0", "grab:1:1", "grab:1:2")
 }
 
+// A handler that outlasts the ack wait has its event delivered again while
+// it runs; the second delivery finds the id seen and is acked unhandled.
+func TestConsumeDropsRedeliveryOfAHandledEvent(t *testing.T) {
+	s := eventstest.NewStream(t, 0)
+	s.Publish(msg("grab:2:0", event.MsgPacketGrabbed, "packet:2"))
+	release := make(chan struct{})
+	rec := newRecorder(nil)
+	slow := func(ctx context.Context, m event.Message) error {
+		<-release
+		return rec.handle(ctx, m)
+	}
+	run(t, s.JS, ConsumerConfig{Stream: s.Name, Durable: "points", Filters: []string{s.Filter("grab.>")}, AckWait: 200 * time.Millisecond, Log: enginetest.QuietLog()}, slow)
+	enginetest.WaitFor(t, "the event delivered again", func() bool {
+		c, err := s.JS.Consumer(context.Background(), s.Name, "points")
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(context.Background())
+		return err == nil && info.NumRedelivered > 0
+	})
+	close(release)
+	s.Settled("points", 1)
+	rec.check(t, map[string]int{"grab:2:0": 1}, "grab:2:0")
+}
+
 // A restarted consumer resumes after the last acked event: under the same
 // durable name it handles only what was published while it was down.
 func TestConsumeResumesDurable(t *testing.T) {
@@ -242,7 +267,7 @@ func TestConsumeSurvivesNATSRestart(t *testing.T) {
 }
 
 // run runs Consume in the background until stop or the end of the test;
-// stop returns what Consume returned.
+// stop returns what Consume returned, and the test fails if it is an error.
 func run(t testing.TB, js jetstream.JetStream, cfg ConsumerConfig, h Handler) (stop func() error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -253,7 +278,11 @@ func run(t testing.TB, js jetstream.JetStream, cfg ConsumerConfig, h Handler) (s
 		once.Do(func() { cancel(); err = <-done })
 		return err
 	}
-	t.Cleanup(func() { _ = stop() })
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("Consume = %v", err)
+		}
+	})
 	return stop
 }
 
