@@ -19,8 +19,8 @@
 // consumer whose effect must happen exactly once (points credited, stock
 // moved) keeps its seen ids in its own database and marks an id in the same
 // transaction as the effect: its handler inserts the id (a unique key) and
-// applies the effect in one transaction, its Seen asks that table, and its
-// Mark does nothing. A crash between the effect and the ack then redelivers
+// applies the effect in one transaction, treating a duplicate key as done
+// (return nil), its Seen asks that table, and its Mark does nothing. A crash between the effect and the ack then redelivers
 // an event the table already holds, and it is dropped.
 //
 // Webhooks (RunWebhooks) is one such consumer: it POSTs each event of the
