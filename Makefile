@@ -3,6 +3,7 @@ GO        ?= go
 # Integration tests use these servers; .ci/services starts them if they are down.
 TEST_REDIS_ADDR ?= 127.0.0.1:6379
 TEST_MYSQL_DSN  ?= root@tcp(127.0.0.1:3306)/test
+TEST_NATS_URL   ?= nats://127.0.0.1:4222
 # A count of runs, not a duration: a duration races Go 1.26's fuzzing
 # coordinator at its deadline and can fail with "context deadline exceeded"
 # and no failing input on a loaded machine (golang/go#75804, fixed in 1.27).
@@ -21,7 +22,7 @@ build:
 
 ## test: vet, every test with the race detector against real Redis and MySQL, and a bounded fuzz
 test: services vet
-	REDIS_ADDR="$${REDIS_ADDR:-$(TEST_REDIS_ADDR)}" MYSQL_DSN="$${MYSQL_DSN:-$(TEST_MYSQL_DSN)}" \
+	REDIS_ADDR="$${REDIS_ADDR:-$(TEST_REDIS_ADDR)}" MYSQL_DSN="$${MYSQL_DSN:-$(TEST_MYSQL_DSN)}" NATS_URL="$${NATS_URL:-$(TEST_NATS_URL)}" \
 		$(GO) test -race -count=1 -timeout 15m ./...
 	$(MAKE) fuzz
 
@@ -43,7 +44,7 @@ fuzz:
 
 ## bench: grabbench's default comparison (raw probe, engine, HTTP, MySQL lock) with its audit; BENCHFLAGS adds flags
 bench: services
-	REDIS_ADDR="$${REDIS_ADDR:-$(TEST_REDIS_ADDR)}" MYSQL_DSN="$${MYSQL_DSN:-$(TEST_MYSQL_DSN)}" \
+	REDIS_ADDR="$${REDIS_ADDR:-$(TEST_REDIS_ADDR)}" MYSQL_DSN="$${MYSQL_DSN:-$(TEST_MYSQL_DSN)}" NATS_URL="$${NATS_URL:-$(TEST_NATS_URL)}" \
 		$(GO) run ./cmd/grabbench $(BENCHFLAGS)
 
 ## services: make sure the local Redis and MariaDB the tests use are up (only when not given)
