@@ -1,12 +1,10 @@
-package outbox_test
+package outbox
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"maps"
 	"os"
 	"slices"
@@ -23,7 +21,6 @@ import (
 	"github.com/grab-engine/grab/engine/campaign"
 	"github.com/grab-engine/grab/engine/enginetest"
 	"github.com/grab-engine/grab/engine/money"
-	"github.com/grab-engine/grab/engine/outbox"
 	"github.com/grab-engine/grab/engine/packet"
 	"github.com/grab-engine/grab/engine/stock"
 	"github.com/grab-engine/grab/event"
@@ -35,46 +32,12 @@ import (
 // outage.
 func soak() bool { return os.Getenv("GRAB_SOAK") == "1" }
 
-var quietLog = slog.New(slog.NewTextHandler(io.Discard, nil))
-
-// flowRelayConfig is a relay's configuration with test-sized waits, onto
-// stream under prefix.
-func flowRelayConfig(stream, prefix string) outbox.Config {
-	return outbox.Config{Stream: stream, SubjectPrefix: prefix, Batch: 256, Interval: 5 * time.Millisecond,
-		AckTimeout: time.Second, MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
-		StatsInterval: 20 * time.Millisecond}
-}
-
-// relayJS connects to url for the relay, reconnecting for ever, with async
-// publishes that time out with the relay's AckTimeout.
-func relayJS(t *testing.T, url string) jetstream.JetStream {
-	t.Helper()
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
-	if err != nil {
-		t.Fatalf("nats %s: %v", url, err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js
-}
-
-// runRelay runs a relay of env's store onto cfg's stream until the test
-// ends; its metrics are on reg.
-func runRelay(t *testing.T, env *enginetest.Env, js jetstream.JetStream, cfg outbox.Config, reg prometheus.Registerer) {
-	t.Helper()
-	r := outbox.New(env.DB, js, cfg, quietLog, reg)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("relay: %v", err)
-		}
-	})
+// relayConfig is testConfig with batches of the production size, for loads
+// of thousands of messages.
+func relayConfig(stream, prefix string) Config {
+	c := testConfig(stream, prefix)
+	c.Batch = DefaultConfig().Batch
+	return c
 }
 
 // outboxEnv is a real engine (Redis, MariaDB) whose store writes the
@@ -193,10 +156,9 @@ func idsOfKind(got map[string]event.Message, kind string) []string {
 // each of its rows must have produced, by kind (sorted), and the money of
 // the grabbed shares and of the awards.
 type storeChanges struct {
-	ids         map[string][]string
-	grabbedFen  int64
-	awardedFen  int64
-	grabbedRows int
+	ids        map[string][]string
+	grabbedFen int64
+	awardedFen int64
 }
 
 // readStore reads the owned shares of packets, the finished ones among
@@ -215,7 +177,6 @@ func readStore(t *testing.T, env *enginetest.Env, packets []int64, skus [][3]int
 		for _, s := range shares {
 			if s.UserID.Valid {
 				owned++
-				sc.grabbedRows++
 				sc.grabbedFen += int64(s.Amount)
 				add(event.MsgPacketGrabbed, fmt.Sprintf("grab:%d:%d", p, s.Seq))
 			}
@@ -365,7 +326,7 @@ func TestOutboxUnderLoad(t *testing.T) {
 	const packets, deducts, awards = 100, 5_000, 5_000 // 10,000 grabs: 20,000 changes
 	s := eventstest.NewStream(t, 0)
 	env := outboxEnv(t)
-	runRelay(t, env, relayJS(t, eventstest.URL()), flowRelayConfig(s.Name, s.Prefix), nil)
+	run(t, New(env.DB, connect(t, eventstest.URL()), relayConfig(s.Name, s.Prefix), quiet, nil))
 	ctx := context.Background()
 
 	pids := sendPackets(t, env, packets)
@@ -457,7 +418,7 @@ func consumeAll(t *testing.T, s *eventstest.Stream, want int) map[string]int {
 	done := make(chan error, 1)
 	go func() {
 		done <- events.Consume(ctx, s.JS, events.ConsumerConfig{Stream: s.Name, Durable: "load",
-			Filters: []string{s.Prefix + ".>"}, Seen: events.NewMemorySeen(2 * want), Log: quietLog},
+			Filters: []string{s.Prefix + ".>"}, Seen: events.NewMemorySeen(2 * want), Log: quiet},
 			func(_ context.Context, m event.Message) error {
 				mu.Lock()
 				defer mu.Unlock()
@@ -536,14 +497,14 @@ func TestOutboxWhileNATSDown(t *testing.T) {
 		down = 30 * time.Second
 	}
 	srv := eventstest.StartServer(t)
-	js := relayJS(t, srv.URL)
+	js := connect(t, srv.URL)
 	ctx := context.Background()
-	if err := outbox.EnsureStream(ctx, js, events.DefaultStream, time.Hour, 2*time.Minute); err != nil {
+	if err := EnsureStream(ctx, js, events.DefaultStream, time.Hour, 2*time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	env := outboxEnv(t)
 	reg := prometheus.NewRegistry()
-	runRelay(t, env, js, flowRelayConfig(events.DefaultStream, ""), reg)
+	run(t, New(env.DB, js, relayConfig(events.DefaultStream, ""), quiet, reg))
 	const packets = 20
 	pids := sendPackets(t, env, packets)
 
@@ -678,9 +639,9 @@ func TestTwoRelaysAtOnce(t *testing.T) {
 	var regs [2]*prometheus.Registry
 	for i := range regs {
 		regs[i] = prometheus.NewRegistry()
-		cfg := flowRelayConfig(s.Name, s.Prefix)
+		cfg := testConfig(s.Name, s.Prefix)
 		cfg.Batch = 32
-		runRelay(t, env, relayJS(t, eventstest.URL()), cfg, regs[i])
+		run(t, New(env.DB, connect(t, eventstest.URL()), cfg, quiet, regs[i]))
 	}
 	if err := half(51); err != nil {
 		t.Fatal(err)
