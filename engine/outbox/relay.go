@@ -113,6 +113,10 @@ type Relay struct {
 	mu      sync.Mutex
 	pending int64
 	oldest  time.Time // of the oldest unpublished message; zero: none
+
+	// afterPublish, when set, runs once a batch's acks are all in, before
+	// the store marks the batch: where a crash test kills the process.
+	afterPublish func()
 }
 
 type relayMetrics struct {
@@ -231,6 +235,9 @@ func (r *Relay) publish(ctx context.Context, msgs []event.Message) (int, error) 
 		case <-ctx.Done():
 			return i, fmt.Errorf("outbox: waiting for the ack of %s: %w", msgs[i].ID, ctx.Err())
 		}
+	}
+	if r.afterPublish != nil {
+		r.afterPublish()
 	}
 	if sendErr != nil {
 		return len(futures), fmt.Errorf("outbox: publishing %s: %w", msgs[len(futures)].ID, sendErr)
