@@ -7,11 +7,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"os"
 	"os/exec"
 	"slices"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,7 +19,6 @@ import (
 
 	"github.com/grab-engine/grab/engine/enginetest"
 	"github.com/grab-engine/grab/event"
-	"github.com/grab-engine/grab/events"
 	"github.com/grab-engine/grab/events/eventstest"
 	"github.com/grab-engine/grab/store"
 	"github.com/grab-engine/grab/store/storetest"
@@ -264,32 +261,4 @@ func relayAll(t *testing.T, db *store.DB, s *eventstest.Stream, ids []string, pe
 	if len(handled) != len(ids) {
 		t.Errorf("consumer handled %d ids, want %d", len(handled), len(ids))
 	}
-}
-
-// consumeAll runs a durable consumer with a MemorySeen over the stream until
-// it has acked all n messages, and answers how often it handled each id.
-func consumeAll(t *testing.T, s *eventstest.Stream, n int) map[string]int {
-	t.Helper()
-	var mu sync.Mutex
-	handled := map[string]int{}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- events.Consume(ctx, s.JS, events.ConsumerConfig{Stream: s.Name, Durable: "crash",
-			Filters: []string{s.Prefix + ".>"}, Seen: events.NewMemorySeen(0), Log: quiet},
-			func(_ context.Context, m event.Message) error {
-				mu.Lock()
-				defer mu.Unlock()
-				handled[m.ID]++
-				return nil
-			})
-	}()
-	s.Settled("crash", uint64(n))
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("Consume: %v", err)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	return maps.Clone(handled)
 }

@@ -406,52 +406,6 @@ func TestOutboxUnderLoad(t *testing.T) {
 	t.Logf("%d events checked after %v", len(got), time.Since(start))
 }
 
-// consumeAll runs a durable consumer (events.Consume, NewMemorySeen) over
-// every event of s until its handler has been called want times and the
-// consumer has acked everything, and answers the calls by event id.
-func consumeAll(t *testing.T, s *eventstest.Stream, want int) map[string]int {
-	t.Helper()
-	var mu sync.Mutex
-	calls := map[string]int{}
-	handled := 0
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- events.Consume(ctx, s.JS, events.ConsumerConfig{Stream: s.Name, Durable: "load",
-			Filters: []string{s.Prefix + ".>"}, Seen: events.NewMemorySeen(2 * want), Log: quiet},
-			func(_ context.Context, m event.Message) error {
-				mu.Lock()
-				defer mu.Unlock()
-				calls[m.ID]++
-				handled++
-				return nil
-			})
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Consume: %v", err)
-		}
-	}()
-	enginetest.WaitFor(t, fmt.Sprintf("the consumer to handle %d events", want), func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return handled >= want
-	})
-	info, err := s.JS.Stream(context.Background(), s.Name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	si, err := info.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Settled("load", si.State.LastSeq)
-	mu.Lock()
-	defer mu.Unlock()
-	return maps.Clone(calls)
-}
-
 // packetOrder fails the test unless each packet's events come in the
 // stream in the order of its changes: packet.paid, its grabs by seq 1, 2,
 // ... and packet.finished last when it finished.
@@ -672,4 +626,32 @@ func TestTwoRelaysAtOnce(t *testing.T) {
 		t.Errorf("the relays marked %v + %v published, want %d in all", marked[0], marked[1], sc.total())
 	}
 	t.Logf("relay 1 published %v, relay 2 %v", marked[0], marked[1])
+}
+
+// consumeAll runs a durable consumer with a MemorySeen over the stream until
+// it has acked all n messages, and answers how often it handled each id.
+func consumeAll(t *testing.T, s *eventstest.Stream, n int) map[string]int {
+	t.Helper()
+	var mu sync.Mutex
+	handled := map[string]int{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- events.Consume(ctx, s.JS, events.ConsumerConfig{Stream: s.Name, Durable: "all",
+			Filters: []string{s.Prefix + ".>"}, Seen: events.NewMemorySeen(2 * n), Log: quiet},
+			func(_ context.Context, m event.Message) error {
+				mu.Lock()
+				defer mu.Unlock()
+				handled[m.ID]++
+				return nil
+			})
+	}()
+	s.Settled("all", uint64(n))
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Consume: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return maps.Clone(handled)
 }
