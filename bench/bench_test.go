@@ -260,3 +260,26 @@ func BenchmarkGrab(b *testing.B) {
 		})
 	}
 }
+
+// With events on, the in-process runs report the outbox's age and are
+// audited against the stream; the table has its column. The mysql-lock
+// engine writes no events: it is refused.
+func TestEvents(t *testing.T) {
+	storm := &bench.GroupStorm{Packets: 3, Shares: 10, Grabbers: 20, Concurrency: 8}
+	cfg := config(t, storm)
+	cfg.Events, cfg.Engines = true, []string{bench.EngineRaw, bench.EngineEngine, bench.EngineHTTP}
+	rep := runClean(t, cfg)
+	for _, run := range rep.Runs {
+		if inProcess := run.Engine != bench.EngineRaw; inProcess != (run.OutboxAgeP99 != nil) {
+			t.Errorf("%s: outbox age %v; want one exactly for the engines with a writer", run.Engine, run.OutboxAgeP99)
+		}
+	}
+	var table bytes.Buffer
+	if err := rep.WriteTable(&table); err != nil || !strings.Contains(table.String(), "outbox p99 ms") {
+		t.Fatalf("table without the outbox column: %v\n%s", err, table.String())
+	}
+	cfg.Engines = []string{bench.EngineEngine, bench.EngineMySQLLock}
+	if _, err := bench.Run(t.Context(), cfg); err == nil || !strings.Contains(err.Error(), "not the mysql-lock engine") {
+		t.Fatalf("events with mysql-lock: %v", err)
+	}
+}

@@ -35,6 +35,8 @@ type Env struct {
 	// Setup makes accounts and packets: through the engine, or through the
 	// API of an external grabd for the http engine.
 	Setup Setup
+	// events are the run's relay and stream (nil: events off).
+	events *benchEvents
 }
 
 // Config is one comparison.
@@ -60,7 +62,12 @@ type Config struct {
 	// DrainTimeout bounds the wait for the writer after a run, and then the
 	// settling of what the run left unfinished (default 60 s each).
 	DrainTimeout time.Duration
-	Log          *slog.Logger // nil: discard
+	// Events turns the store's outbox on and relays it to an in-process NATS
+	// server: each in-process run reports the outbox's age p99 and is
+	// audited against the stream (every grab in it once). Not with the
+	// mysql-lock engine nor URL, which write no events.
+	Events bool
+	Log    *slog.Logger // nil: discard
 }
 
 // Run runs the scenario on each engine in turn, audits MySQL after each and
@@ -80,6 +87,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = time.Minute
 	}
+	if cfg.Events && (cfg.URL != "" || slices.Contains(cfg.Engines, EngineMySQLLock)) {
+		return nil, errEventsEngines
+	}
 	ecfg := engine.DefaultConfig()
 	ecfg.Keys = cfg.Keys
 	ecfg.GrabPipelines, ecfg.GrabBatch = cfg.GrabPipelines, cfg.GrabBatch
@@ -89,6 +99,14 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	cfg.Scenario.Configure(&deps, &ecfg)
 	eng := grab.New(deps, ecfg)
 	env := &Env{Redis: cfg.Redis, Keys: cfg.Keys, DB: cfg.DB, Engine: eng, Setup: EngineSetup{eng.Packets}}
+	if cfg.Events {
+		ev, err := startEvents(ctx, cfg.DB, cfg.Log)
+		if err != nil {
+			return nil, fmt.Errorf("events: %w", err)
+		}
+		defer ev.stop()
+		env.events = ev
+	}
 
 	writerCtx, stopWriter := context.WithCancel(context.WithoutCancel(ctx))
 	var writerDone sync.WaitGroup
@@ -205,9 +223,13 @@ func measure(ctx context.Context, cfg Config, env *Env, g Grabber, t Trial, plan
 	name := g.Name()
 	inProcess := name == EngineEngine || (name == EngineHTTP && cfg.URL == "")
 	lag := hdrhistogram.New(1, 3_600_000, 3) // ms
-	stopLag := func() {}
+	age := hdrhistogram.New(1, 3_600_000, 3) // ms
+	stopLag, stopAge := func() {}, func() {}
 	if inProcess {
 		stopLag = sampleLag(env.Engine.Engine, lag)
+		if env.events != nil {
+			stopAge = env.events.sampleOutboxAge(ctx, age)
+		}
 	}
 	usesRedis := name != EngineMySQLLock && !(name == EngineHTTP && cfg.URL != "")
 	cpuBefore, cpuErr := redisCPU(ctx, env.Redis)
@@ -223,11 +245,21 @@ func measure(ctx context.Context, cfg Config, env *Env, g Grabber, t Trial, plan
 	if inProcess {
 		measureDrain(ctx, cfg, t, load, a, &run)
 		stopLag()
+		stopAge()
 		p99, worst := float64(lag.ValueAtQuantile(99)), float64(lag.Max())
 		run.WriterLagP99, run.WriterLagMax = &p99, &worst
+		if env.events != nil {
+			p99 := float64(age.ValueAtQuantile(99))
+			run.OutboxAgeP99 = &p99
+		}
 	}
 	measureSettle(ctx, cfg, t, a, &run)
 	measureAudit(ctx, cfg, env, t, load, a, &run)
+	if inProcess && env.events != nil {
+		if err := env.events.auditEvents(ctx, cfg.DrainTimeout, a); err != nil {
+			a.add("events audit failed", "%v", err)
+		}
+	}
 	run.Audit = AuditResult{OK: len(a.violations) == 0, Violations: a.violations}
 	return run
 }

@@ -68,6 +68,10 @@ type RunReport struct {
 	// sweeps; null for plans with nothing to settle.
 	SettleMs     *float64 `json:"settle_ms"`
 	SettleSweeps *int     `json:"settle_sweeps"`
+	// OutboxAgeP99 is the p99 of the outbox's oldest unpublished event's
+	// age during the run, sampled every 10 ms: how far the relay to NATS
+	// lagged the writer. Only with events on (Config.Events).
+	OutboxAgeP99 *float64 `json:"outbox_age_p99_ms,omitempty"`
 
 	// Shown in the table only.
 	Ops          int64         `json:"-"`
@@ -184,11 +188,17 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if settles {
 		settleHead = "settle ms/sweeps\t"
 	}
+	// The outbox column only with events on.
+	outboxes := slices.ContainsFunc(r.Runs, func(run RunReport) bool { return run.OutboxAgeP99 != nil })
+	outboxHead := ""
+	if outboxes {
+		outboxHead = "outbox p99 ms\t"
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "engine\t%[1]s\t%[1]s/s\tp50 ms\tp90 ms\tp99 ms\tp99.9 ms\tredis µs/op\tlag p99/max ms\tdrain ms\t%[2]saudit\tanswers\t\n",
-		r.unit(), settleHead)
+	fmt.Fprintf(tw, "engine\t%[1]s\t%[1]s/s\tp50 ms\tp90 ms\tp99 ms\tp99.9 ms\tredis µs/op\tlag p99/max ms\t%[3]sdrain ms\t%[2]saudit\tanswers\t\n",
+		r.unit(), settleHead, outboxHead)
 	for _, run := range r.Runs {
-		lag, drain, rcpu, settle := "-", "-", "-", ""
+		lag, drain, rcpu, settle, outbox := "-", "-", "-", "", ""
 		if run.RedisCPUPerOp != nil {
 			rcpu = fmt.Sprintf("%.1f", *run.RedisCPUPerOp)
 		}
@@ -197,6 +207,12 @@ func (r *Report) WriteTable(w io.Writer) error {
 		}
 		if run.DrainMs != nil {
 			drain = fmt.Sprintf("%.0f", *run.DrainMs)
+		}
+		switch {
+		case run.OutboxAgeP99 != nil:
+			outbox = fmt.Sprintf("%.0f\t", *run.OutboxAgeP99)
+		case outboxes:
+			outbox = "-\t"
 		}
 		switch {
 		case run.SettleMs != nil:
@@ -211,8 +227,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 		case !run.Audited:
 			audit = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%s\t%s\t%s%s\t%s\t\n", run.Engine, run.Ops, run.OpsPerSec,
-			run.P50, run.P90, run.P99, run.P999, rcpu, lag, drain, settle, audit, codes(run.Codes))
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%s\t%s%s\t%s%s\t%s\t\n", run.Engine, run.Ops, run.OpsPerSec,
+			run.P50, run.P90, run.P99, run.P999, rcpu, lag, outbox, drain, settle, audit, codes(run.Codes))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

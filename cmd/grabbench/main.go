@@ -73,6 +73,7 @@ type options struct {
 	jsonPath, pngPath string
 	cpuProfile        string
 	keepDB, quiet     bool
+	events            bool
 	pipelines, batch  int
 }
 
@@ -124,6 +125,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
 	fs.BoolVar(&o.keepDB, "keep-db", false, "keep the bench's database after the run")
 	fs.BoolVar(&o.quiet, "quiet", false, "no progress bar")
+	fs.BoolVar(&o.events, "events", false, "turn the outbox on, relayed to an in-process NATS: report the outbox age p99 and audit every grab in the stream once (not with mysql-lock nor -url; without -engines, every other engine)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -146,10 +148,16 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if scenarios[i].inProcess && o.url != "" {
 		return o, fmt.Errorf("%s runs grabd in-process: -url is for %s", o.scenario, names[0])
 	}
+	if o.events && engines == strings.Join(bench.AllEngines, ",") {
+		engines = strings.Join(slices.DeleteFunc(slices.Clone(bench.AllEngines), func(e string) bool { return e == bench.EngineMySQLLock }), ",")
+	}
 	for _, e := range strings.Split(engines, ",") {
 		if e = strings.TrimSpace(e); e != "" {
 			o.engines = append(o.engines, e)
 		}
+	}
+	if o.events && (o.url != "" || slices.Contains(o.engines, bench.EngineMySQLLock)) {
+		return o, errors.New("-events needs grabd in-process: not with -url nor the mysql-lock engine, which write no events")
 	}
 	if o.load.Rate < 0 {
 		return o, errors.New("-rate must be positive")
@@ -181,7 +189,7 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (bool, error)
 
 	cfg := bench.Config{Scenario: o.picked, Engines: o.engines, Redis: rdb, WriterRedis: wrdb, Keys: keys, DB: db,
 		URL: strings.TrimSuffix(o.url, "/"), AdminToken: o.adminToken, Load: o.load,
-		GrabPipelines: o.pipelines, GrabBatch: o.batch,
+		GrabPipelines: o.pipelines, GrabBatch: o.batch, Events: o.events,
 		Log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}))}
 	if !o.quiet {
 		cfg.Load.Progress = stderr

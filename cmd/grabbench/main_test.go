@@ -19,6 +19,8 @@ import (
 func TestParseFlagsRefusesBadSettings(t *testing.T) {
 	for _, args := range [][]string{
 		{"-scenario", "nope"},
+		{"-events", "-url", "http://127.0.0.1:8080"},
+		{"-events", "-engines", "engine,mysql-lock"},
 		{"-shares", "101"},
 		{"-grabbers", "600"},
 		{"-c", "0"},
@@ -223,5 +225,13 @@ func TestEachScenarioNamePicksItsScenario(t *testing.T) {
 		if err != nil || o.picked == nil || o.picked.Name() != name || o.picked.Params()["concurrency"] != 3 {
 			t.Errorf("-scenario %s picked %v (%v)", name, o.picked, err)
 		}
+	}
+}
+
+// -events without -engines compares every engine that writes events.
+func TestEventsEngines(t *testing.T) {
+	o, err := parseFlags([]string{"-events"}, io.Discard)
+	if want := []string{bench.EngineRaw, bench.EngineEngine, bench.EngineHTTP}; err != nil || !o.events || !slices.Equal(o.engines, want) {
+		t.Fatalf("-events: engines %q (%v); want %q", o.engines, err, want)
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/grab-engine/grab/engine"
+	"github.com/grab-engine/grab/events"
 )
 
 // Config is grabd's configuration, from the environment; flags mirror the
@@ -63,6 +64,10 @@ type Config struct {
 	// EventsDuplicates is the stream's duplicate window: a republished event
 	// id within it is dropped (GRAB_EVENTS_DUPLICATES).
 	EventsDuplicates time.Duration
+	// Webhook posts events to one URL (GRAB_WEBHOOK_URL, GRAB_WEBHOOK_SECRET,
+	// GRAB_WEBHOOK_KINDS); not Enabled without a URL. It needs NATS: it
+	// reads the events' stream.
+	Webhook events.WebhookConfig
 	// Engine is the engine's configuration: engine.DefaultConfig, changed
 	// by the settings that name an engine field (settings).
 	Engine engine.Config
@@ -94,6 +99,7 @@ func ParseConfig(args []string, getenv func(string) string) (Config, error) {
 	}
 	c.JWTSecret, c.AdminToken = getenv("GRAB_JWT_SECRET"), getenv("GRAB_ADMIN_TOKEN")
 	c.PaySecret, c.TransferSecret = getenv("GRAB_PAY_SECRET"), getenv("GRAB_TRANSFER_SECRET")
+	c.Webhook.Secret = getenv("GRAB_WEBHOOK_SECRET")
 	if err := c.parsePayouts(); err != nil {
 		return Config{}, err
 	}
@@ -208,6 +214,24 @@ func (c *Config) checkEvents() error {
 	if c.EventsDuplicates > c.EventsRetention {
 		return fmt.Errorf("GRAB_EVENTS_DUPLICATES (%v) must not be longer than GRAB_EVENTS_RETENTION (%v)", c.EventsDuplicates, c.EventsRetention)
 	}
+	return c.checkWebhook()
+}
+
+// checkWebhook checks the webhook settings as events.WebhookConfigFromEnv
+// does, and that there is a stream to read: GRAB_NATS_URL, or the embedded
+// mode's in-process NATS.
+func (c *Config) checkWebhook() error {
+	set := map[string]string{"GRAB_WEBHOOK_URL": c.Webhook.URL, "GRAB_WEBHOOK_SECRET": c.Webhook.Secret,
+		"GRAB_WEBHOOK_KINDS": strings.Join(c.Webhook.Kinds, ",")}
+	w, err := events.WebhookConfigFromEnv(func(k string) string { return set[k] })
+	if err != nil {
+		return err
+	}
+	if w.Enabled() && c.NATSURL == "" && !c.Embedded() {
+		return errors.New("GRAB_WEBHOOK_URL needs GRAB_NATS_URL: webhooks post the events of the NATS stream, and without NATS there are none")
+	}
+	w.Stream = c.NATSStream
+	c.Webhook = w
 	return nil
 }
 

@@ -3,6 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"io"
+	nethttp "net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -12,6 +15,7 @@ import (
 	"github.com/grab-engine/grab/engine/enginetest"
 	"github.com/grab-engine/grab/engine/outbox"
 	"github.com/grab-engine/grab/event"
+	"github.com/grab-engine/grab/events"
 )
 
 // The embedded mode relays the outbox to GRAB_NATS_URL: a packet's two
@@ -87,4 +91,44 @@ func streamed(t *testing.T, js jetstream.JetStream, stream string) []streamedMsg
 		out = append(out, streamedMsg{raw.Subject, m})
 	}
 	return out
+}
+
+// The embedded mode with GRAB_WEBHOOK_URL posts a packet's grab to it,
+// signed with GRAB_WEBHOOK_SECRET and named by its headers.
+func TestEmbeddedWebhooks(t *testing.T) {
+	const secret = "hook-secret"
+	type post struct {
+		id, kind string
+		msg      event.Message
+	}
+	posts := make(chan post, 64)
+	hook := httptest.NewServer(nethttp.HandlerFunc(func(w nethttp.ResponseWriter, r *nethttp.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			w.WriteHeader(500)
+			return
+		}
+		if err := events.VerifySignature([]byte(secret), r.Header.Get(events.SignatureHeader), body, time.Now(), time.Minute); err != nil {
+			t.Errorf("a post badly signed: %v", err)
+		}
+		var m event.Message
+		if err := json.Unmarshal(body, &m); err != nil {
+			t.Errorf("a post that is not an event: %v: %s", err, body)
+		}
+		posts <- post{r.Header.Get(events.EventIDHeader), r.Header.Get(events.EventKindHeader), m}
+	}))
+	t.Cleanup(hook.Close) // after grabd's own cleanup
+	g := startEmbedded(t, "GRAB_WEBHOOK_URL", hook.URL+"/grab", "GRAB_WEBHOOK_SECRET", secret,
+		"GRAB_WEBHOOK_KINDS", event.MsgPacketGrabbed)
+	id := g.sendPacket(t)
+	g.call(t, "POST", "/v1/packets/"+id+"/grab", "", as(2), 200)
+
+	select {
+	case p := <-posts:
+		if p.kind != event.MsgPacketGrabbed || p.msg.Kind != p.kind || p.id != p.msg.ID || p.msg.Aggregate != "packet:"+id {
+			t.Fatalf("posted %s %s: %+v; want the grab of packet %s", p.kind, p.id, p.msg, id)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no webhook post for the grab")
+	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/grab-engine/grab/engine"
 	"github.com/grab-engine/grab/engine/enginetest"
 	"github.com/grab-engine/grab/engine/gatewaysim"
+	"github.com/grab-engine/grab/event"
 	"github.com/grab-engine/grab/lua"
 	"github.com/grab-engine/grab/store"
 )
@@ -291,6 +292,12 @@ func TestParseConfig(t *testing.T) {
 		{"flag overrides env", prod, []string{"-shards", "abc"}, "GRAB_SHARDS"},
 		{"transfer service", with2("GRAB_TRANSFER_URL", "https://wallet.internal/api", "GRAB_TRANSFER_SECRET", "t"), nil, ""},
 		{"transfer url without secret", with("GRAB_TRANSFER_URL", "https://wallet.internal"), nil, "GRAB_TRANSFER_SECRET"},
+		{"webhook without secret", with2("GRAB_NATS_URL", "nats://n:4222", "GRAB_WEBHOOK_URL", "https://hooks.example.com/grab"), []string{"-webhook-kinds", "packet.grabbed, packet.credited"}, "GRAB_WEBHOOK_SECRET is required"},
+		{"webhook without nats", with2("GRAB_WEBHOOK_URL", "https://hooks.example.com/grab", "GRAB_WEBHOOK_SECRET", "w"), nil, "GRAB_WEBHOOK_URL needs GRAB_NATS_URL"},
+		{"webhook in embedded mode", map[string]string{"GRAB_WEBHOOK_URL": "http://127.0.0.1:9/hook", "GRAB_WEBHOOK_SECRET": "w"}, nil, ""},
+		{"webhook url not http", map[string]string{"GRAB_WEBHOOK_URL": "hooks.example.com", "GRAB_WEBHOOK_SECRET": "w"}, nil, "GRAB_WEBHOOK_URL"},
+		{"webhook unknown kind", map[string]string{"GRAB_WEBHOOK_URL": "http://h/", "GRAB_WEBHOOK_SECRET": "w"}, []string{"-webhook-kinds", "packet.grabbed,packet.eaten"}, "GRAB_WEBHOOK_KINDS: unknown kind \"packet.eaten\""},
+		{"webhook secret without url", map[string]string{"GRAB_WEBHOOK_SECRET": "w"}, nil, "need GRAB_WEBHOOK_URL"},
 		{"transfer url not http", with2("GRAB_TRANSFER_URL", "ftp://wallet", "GRAB_TRANSFER_SECRET", "t"), nil, "GRAB_TRANSFER_URL"},
 		{"transfer url without host", with2("GRAB_TRANSFER_URL", "http://", "GRAB_TRANSFER_SECRET", "t"), nil, "GRAB_TRANSFER_URL"},
 		{"transfer url not a url", with2("GRAB_TRANSFER_URL", "wallet:8080", "GRAB_TRANSFER_SECRET", "t"), nil, "GRAB_TRANSFER_URL"},
@@ -343,6 +350,13 @@ func TestEventSettings(t *testing.T) {
 		cfg.EventsRetention != 24*time.Hour || cfg.EventsDuplicates != 5*time.Minute {
 		t.Fatalf("event settings = %q %q %v %v, %v", cfg.NATSURL, cfg.NATSStream, cfg.EventsRetention, cfg.EventsDuplicates, err)
 	}
+	cfg, err = ParseConfig([]string{"-webhook-kinds", "packet.grabbed, packet.credited"}, envOf(map[string]string{
+		"GRAB_NATS_URL": "nats://127.0.0.1:4222", "GRAB_NATS_STREAM": "EVENTS",
+		"GRAB_WEBHOOK_URL": "https://hooks.example.com/grab", "GRAB_WEBHOOK_SECRET": "w"}))
+	if w := cfg.Webhook; err != nil || w.URL != "https://hooks.example.com/grab" || w.Secret != "w" || w.Stream != "EVENTS" ||
+		!slices.Equal(w.Kinds, []string{event.MsgPacketGrabbed, event.MsgPacketCredited}) {
+		t.Fatalf("webhook settings = %+v, %v", cfg.Webhook, err)
+	}
 	for _, c := range []struct{ env, val, want string }{
 		{"GRAB_EVENTS_DUPLICATES", "200h", "GRAB_EVENTS_DUPLICATES (200h0m0s) must not be longer than GRAB_EVENTS_RETENTION (168h0m0s)"},
 		{"GRAB_NATS_STREAM", "a.b", `GRAB_NATS_STREAM: "a.b" is not a stream name`},
@@ -363,7 +377,7 @@ func TestFlagDefaults(t *testing.T) {
 		"settle-timeout": "2m", "settle-give-up": "24h", "shards": "16", "grab-pipelines": "4", "transfer-timeout": "3s",
 		"payout-sweep-interval": "10s", "payout-retry-after": "30s", "payout-max-attempts": "10", "addr": ":8080",
 		"data-dir": "./data", "log-level": "info", "nats-url": "", "nats-stream": "GRAB", "events-retention": "168h",
-		"events-duplicates": "2m"}
+		"events-duplicates": "2m", "webhook-url": "", "webhook-kinds": ""}
 	for _, o := range c.settings(&providers) {
 		def := o.val.String()
 		if w, ok := want[o.flag]; ok && def != w {

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/grab-engine/grab/engine/campaign"
-	"github.com/grab-engine/grab/engine/outbox"
 	"github.com/grab-engine/grab/engine/packet"
 
 	"github.com/alicebob/miniredis/v2"
@@ -56,13 +55,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	stop := startLoops(ctx, svc.grab, log)
-	stopRelay := startRelay(ctx, svc.relay, log)
+	stopEvents := startEventLoops(ctx, svc.events, log)
 	err = serve(ctx, cfg, ln, svc.handler, log)
 	// The loops outlive the HTTP server: the writer stops only after the
 	// last request is answered, and drains what those requests accepted.
-	// What the relay leaves, the next start publishes.
+	// What the relay leaves, the next start publishes; what the webhooks
+	// leave unacked, they post after it.
 	stop()
-	stopRelay()
+	stopEvents()
 	return err
 }
 
@@ -164,16 +164,16 @@ func openProduction(ctx context.Context, cfg *Config, log *slog.Logger, cl *clos
 }
 
 // services are what grabd serves: every domain on one engine, the HTTP
-// API over them, and the relay of their events (nil: none).
+// API over them, and the loops on their events (nil: none).
 type services struct {
 	grab    *grab.Grab
 	handler nethttp.Handler
-	relay   *outbox.Relay
+	events  *eventLoops
 }
 
 // newServices wires the domain: payment providers (self is grabd's own
 // base URL, which the embedded simulators notify), the transfer service,
-// the domains, the event relay and the HTTP API, with their metrics in one
+// the domains, the event relay and webhooks and the HTTP API, with their metrics in one
 // registry.
 func newServices(ctx context.Context, cfg Config, st stores, self string, log *slog.Logger, cl *closers) (services, error) {
 	reg := prometheus.NewRegistry()
@@ -190,17 +190,17 @@ func newServices(ctx context.Context, cfg Config, st stores, self string, log *s
 	cl.add(stopSim)
 	g := grab.New(grab.Deps{Deps: engine.Deps{Redis: st.apiRedis, WriterRedis: st.writerRedis, DB: st.db, Log: log, Metrics: reg},
 		Payments: packet.Deps{Provider: pay.shared, Providers: pay.natives}, Campaigns: campaign.Deps{Transfer: xfer}}, cfg.Engine)
-	relay, err := startEvents(ctx, cfg, st.db, log, reg, cl)
+	ev, err := startEvents(ctx, cfg, st.db, log, reg, cl)
 	if err != nil {
 		return services{}, err
 	}
 	hcfg := grabhttp.Config{JWTSecret: []byte(cfg.JWTSecret), AdminToken: cfg.AdminToken,
 		DevAuth: cfg.DevAuth, PaySecret: []byte(cfg.PaySecret), Notifiers: pay.notifiers}
-	if relay != nil {
-		hcfg.Ready = append(hcfg.Ready, func(context.Context) error { return relay.Stuck() })
+	if ev != nil {
+		hcfg.Ready = append(hcfg.Ready, func(context.Context) error { return ev.relay.Stuck() })
 	}
 	handler := grabhttp.New(g, hcfg, log, reg)
-	return services{grab: g, handler: handler, relay: relay}, nil
+	return services{grab: g, handler: handler, events: ev}, nil
 }
 
 // startLoops runs g's writer and background jobs (grab.Grab.Run) until the

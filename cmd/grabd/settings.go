@@ -93,6 +93,10 @@ func (c *Config) settings(providers *string) []option {
 		{"events-retention", "GRAB_EVENTS_RETENTION", "how long the stream and the outbox keep events", duration(&c.EventsRetention)},
 		{"events-duplicates", "GRAB_EVENTS_DUPLICATES", "the stream's duplicate window: a republished event id within it is dropped",
 			duration(&c.EventsDuplicates)},
+		{"webhook-url", "GRAB_WEBHOOK_URL", "URL every event is POSTed to, signed with GRAB_WEBHOOK_SECRET; needs NATS; empty: no webhooks",
+			field(&c.Webhook.URL, anyText, text)},
+		{"webhook-kinds", "GRAB_WEBHOOK_KINDS", "comma list of the event kinds POSTed, e.g. packet.grabbed; empty: every kind",
+			field(&c.Webhook.Kinds, textList, func(k []string) string { return strings.Join(k, ",") })},
 	}
 }
 
@@ -145,6 +149,17 @@ func hostPort(s string) (string, error) {
 		return "", fmt.Errorf("%q is not [host]:port", s)
 	}
 	return s, nil
+}
+
+// textList is a comma list, blanks dropped.
+func textList(s string) ([]string, error) {
+	var list []string
+	for v := range strings.SplitSeq(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			list = append(list, v)
+		}
+	}
+	return list, nil
 }
 
 // addrList is a comma list of host:port, blanks dropped.
