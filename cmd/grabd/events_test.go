@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	nethttp "net/http"
@@ -16,6 +15,7 @@ import (
 	"github.com/grab-engine/grab/engine/outbox"
 	"github.com/grab-engine/grab/event"
 	"github.com/grab-engine/grab/events"
+	"github.com/grab-engine/grab/events/eventstest"
 )
 
 // The embedded mode relays the outbox to GRAB_NATS_URL: a packet's two
@@ -43,12 +43,12 @@ func TestEmbeddedEvents(t *testing.T) {
 	var grabbed map[string]string // subject by event id
 	enginetest.WaitFor(t, "both grabs in the stream", func() bool {
 		grabbed = map[string]string{}
-		for _, m := range streamed(t, js, "GRAB") {
-			if m.msg.Kind == event.MsgPacketGrabbed && m.msg.Aggregate == "packet:"+id {
-				if _, dup := grabbed[m.msg.ID]; dup {
-					t.Fatalf("event %s twice in the stream", m.msg.ID)
+		for _, m := range eventstest.Read(t, js, "GRAB") {
+			if m.Message.Kind == event.MsgPacketGrabbed && m.Message.Aggregate == "packet:"+id {
+				if _, dup := grabbed[m.Message.ID]; dup {
+					t.Fatalf("event %s twice in the stream", m.Message.ID)
 				}
-				grabbed[m.msg.ID] = m.subject
+				grabbed[m.Message.ID] = m.Subject
 			}
 		}
 		return len(grabbed) == 2
@@ -58,39 +58,6 @@ func TestEmbeddedEvents(t *testing.T) {
 			t.Errorf("a grab of packet %s on %s", id, subject)
 		}
 	}
-}
-
-type streamedMsg struct {
-	subject string
-	msg     event.Message
-}
-
-// streamed answers what stream holds, in its order (none before it exists).
-func streamed(t *testing.T, js jetstream.JetStream, stream string) []streamedMsg {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	s, err := js.Stream(ctx, stream)
-	if err != nil {
-		return nil
-	}
-	info, err := s.Info(ctx)
-	if err != nil || info.State.Msgs == 0 {
-		return nil
-	}
-	var out []streamedMsg
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
-		raw, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatalf("message %d: %v", seq, err)
-		}
-		var m event.Message
-		if err := json.Unmarshal(raw.Data, &m); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, streamedMsg{raw.Subject, m})
-	}
-	return out
 }
 
 // The embedded mode with GRAB_WEBHOOK_URL posts a packet's grab to it,

@@ -65,76 +65,31 @@ func pending(t *testing.T, env *enginetest.Env) int64 {
 	return n
 }
 
-// streamed is one message of a stream: its subject, its stream sequence and
-// the event it carries.
-type streamed struct {
-	subject string
-	seq     uint64
-	msg     event.Message
-}
-
-// readStream answers every message of the stream, in its order, through an
-// ordered consumer; each must carry its id as Nats-Msg-Id.
-func readStream(t *testing.T, js jetstream.JetStream, name string) []streamed {
+// readStream answers every message of the stream, in its order; each must
+// carry its id as Nats-Msg-Id.
+func readStream(t *testing.T, js jetstream.JetStream, name string) []eventstest.Streamed {
 	t.Helper()
-	ctx := context.Background()
-	s, err := js.Stream(ctx, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	total := int(info.State.Msgs)
-	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := make([]streamed, 0, total)
-	for len(out) < total {
-		batch, err := c.Fetch(min(1000, total-len(out)), jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := 0
-		for raw := range batch.Messages() {
-			got++
-			meta, err := raw.Metadata()
-			if err != nil {
-				t.Fatal(err)
-			}
-			var m event.Message
-			if err := json.Unmarshal(raw.Data(), &m); err != nil {
-				t.Fatalf("message %d: %v", meta.Sequence.Stream, err)
-			}
-			if id := raw.Headers().Get(jetstream.MsgIDHeader); id != m.ID {
-				t.Errorf("event %s published with Nats-Msg-Id %q", m.ID, id)
-			}
-			out = append(out, streamed{subject: raw.Subject(), seq: meta.Sequence.Stream, msg: m})
-		}
-		if err := batch.Error(); err != nil {
-			t.Fatal(err)
-		}
-		if got == 0 {
-			t.Fatalf("read %d of the stream's %d messages, then nothing", len(out), total)
+	msgs := eventstest.Read(t, js, name)
+	for _, m := range msgs {
+		if m.MsgID != m.Message.ID {
+			t.Errorf("event %s published with Nats-Msg-Id %q", m.Message.ID, m.MsgID)
 		}
 	}
-	return out
+	return msgs
 }
 
 // byID indexes msgs by event id, failing the test on an id twice or a
 // message on another subject than its event's under prefix.
-func byID(t *testing.T, msgs []streamed, prefix string) map[string]event.Message {
+func byID(t *testing.T, msgs []eventstest.Streamed, prefix string) map[string]event.Message {
 	t.Helper()
 	out := make(map[string]event.Message, len(msgs))
 	for _, s := range msgs {
-		if _, dup := out[s.msg.ID]; dup {
-			t.Errorf("event %s twice in the stream (again at %d)", s.msg.ID, s.seq)
+		if _, dup := out[s.Message.ID]; dup {
+			t.Errorf("event %s twice in the stream (again at %d)", s.Message.ID, s.Seq)
 		}
-		out[s.msg.ID] = s.msg
-		if want := prefix + strings.TrimPrefix(s.msg.Subject(), event.SubjectPrefix); s.subject != want {
-			t.Errorf("event %s on %s, want %s", s.msg.ID, s.subject, want)
+		out[s.Message.ID] = s.Message
+		if want := prefix + strings.TrimPrefix(s.Message.Subject(), event.SubjectPrefix); s.Subject != want {
+			t.Errorf("event %s on %s, want %s", s.Message.ID, s.Subject, want)
 		}
 	}
 	return out
@@ -409,11 +364,11 @@ func TestOutboxUnderLoad(t *testing.T) {
 // packetOrder fails the test unless each packet's events come in the
 // stream in the order of its changes: packet.paid, its grabs by seq 1, 2,
 // ... and packet.finished last when it finished.
-func packetOrder(t *testing.T, msgs []streamed) {
+func packetOrder(t *testing.T, msgs []eventstest.Streamed) {
 	t.Helper()
 	next := map[string]int{} // by aggregate: the seq of the grab due next; 0: paid is due
 	for _, s := range msgs {
-		m := s.msg
+		m := s.Message
 		if !strings.HasPrefix(m.Aggregate, "packet:") {
 			continue
 		}
@@ -421,7 +376,7 @@ func packetOrder(t *testing.T, msgs []streamed) {
 		switch m.Kind {
 		case event.MsgPacketPaid:
 			if seen {
-				t.Errorf("%s at %d: paid again or after a grab", m.ID, s.seq)
+				t.Errorf("%s at %d: paid again or after a grab", m.ID, s.Seq)
 			}
 			next[m.Aggregate] = 1
 		case event.MsgPacketGrabbed:
@@ -432,7 +387,7 @@ func packetOrder(t *testing.T, msgs []streamed) {
 				t.Fatal(err)
 			}
 			if p.Seq != n {
-				t.Errorf("%s at %d: grab %d of %s, want grab %d next", m.ID, s.seq, p.Seq, m.Aggregate, n)
+				t.Errorf("%s at %d: grab %d of %s, want grab %d next", m.ID, s.Seq, p.Seq, m.Aggregate, n)
 			}
 			next[m.Aggregate] = p.Seq + 1
 		case event.MsgPacketFinished:

@@ -25,6 +25,7 @@ import (
 
 	"github.com/grab-engine/grab/engine/enginetest"
 	"github.com/grab-engine/grab/event"
+	"github.com/grab-engine/grab/events/eventstest"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -106,38 +107,12 @@ func sharedOutbox(t *testing.T, n, packets int) (js jetstream.JetStream, stream,
 	return js, stream, prefix, st, msgs
 }
 
-// streamMessages answers the messages the stream holds, in its order.
+// streamMessages answers the events the stream holds, in its order.
 func streamMessages(t *testing.T, js jetstream.JetStream, name string) []event.Message {
 	t.Helper()
-	ctx := context.Background()
-	s, err := js.Stream(ctx, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var msgs []event.Message
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		raw, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatalf("message %d: %v", seq, err)
-		}
-		var m event.Message
-		if err := json.Unmarshal(raw.Data, &m); err != nil {
-			t.Fatal(err)
-		}
-		if want := prefixOf(raw.Subject) + m.Subject()[len(event.SubjectPrefix):]; raw.Subject != want {
-			t.Errorf("message %s on %s, want %s", m.ID, raw.Subject, want)
-		}
-		if got := raw.Header.Get(jetstream.MsgIDHeader); got != m.ID {
-			t.Errorf("message %s has Nats-Msg-Id %q", m.ID, got)
-		}
-		msgs = append(msgs, m)
-	}
-	if uint64(len(msgs)) != info.State.Msgs {
-		t.Fatalf("read %d messages, the stream counts %d", len(msgs), info.State.Msgs)
+	for _, m := range eventstest.Read(t, js, name) {
+		msgs = append(msgs, m.Message)
 	}
 	return msgs
 }

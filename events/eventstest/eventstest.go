@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -183,4 +184,68 @@ func (s *Server) Kill() {
 		_ = s.cmd.Wait()
 		s.cmd = nil
 	}
+}
+
+// Streamed is one message a stream holds: its subject, stream sequence,
+// Nats-Msg-Id header and the event it carries.
+type Streamed struct {
+	Subject string
+	Seq     uint64
+	MsgID   string
+	Message event.Message
+}
+
+// Read answers every message the stream holds, in its order, through an
+// ordered consumer; none when the stream does not exist yet. A body that is
+// not an event fails the test.
+func Read(tb testing.TB, js jetstream.JetStream, name string) []Streamed {
+	tb.Helper()
+	ctx := context.Background()
+	s, err := js.Stream(ctx, name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	total := int(info.State.Msgs)
+	if total == 0 {
+		return nil
+	}
+	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	out := make([]Streamed, 0, total)
+	for len(out) < total {
+		batch, err := c.Fetch(min(1000, total-len(out)), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		got := 0
+		for raw := range batch.Messages() {
+			got++
+			meta, err := raw.Metadata()
+			if err != nil {
+				tb.Fatal(err)
+			}
+			var m event.Message
+			if err := json.Unmarshal(raw.Data(), &m); err != nil {
+				tb.Fatalf("message %d: %v", meta.Sequence.Stream, err)
+			}
+			out = append(out, Streamed{Subject: raw.Subject(), Seq: meta.Sequence.Stream,
+				MsgID: raw.Headers().Get(jetstream.MsgIDHeader), Message: m})
+		}
+		if err := batch.Error(); err != nil {
+			tb.Fatal(err)
+		}
+		if got == 0 {
+			tb.Fatalf("read %d of the stream's %d messages, then nothing", len(out), total)
+		}
+	}
+	return out
 }
