@@ -60,7 +60,7 @@ func startEvents(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger
 	}
 	db.SetOutbox(true)
 	log.Info("events relayed to NATS JetStream", "url", url, "stream", cfg.NATSStream,
-		"retention", cfg.EventsRetention, "duplicates", cfg.EventsDuplicates)
+		"retention", cfg.EventsRetention.String(), "duplicates", cfg.EventsDuplicates.String())
 	ev := &eventLoops{relay: outbox.New(db, js, rcfg, log, reg), js: js}
 	if cfg.Webhook.Enabled() {
 		if ev.webhooks, err = events.NewWebhooks(cfg.Webhook, log, reg); err != nil {
