@@ -19,6 +19,7 @@ build:
 	$(GO) build -o grabd ./cmd/grabd
 	$(GO) build -o grabbench ./cmd/grabbench
 	$(GO) build -o transfersim ./cmd/transfersim
+	$(GO) build -o grabevents ./cmd/grabevents
 
 ## test: vet, every test with the race detector against real Redis and MySQL, and a bounded fuzz
 test: services vet
@@ -52,4 +53,4 @@ services:
 	@if [ -z "$$REDIS_ADDR$$MYSQL_DSN" ]; then .ci/services; fi
 
 clean:
-	rm -rf data grabd grabbench transfersim
+	rm -rf data grabd grabbench transfersim grabevents
