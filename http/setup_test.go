@@ -63,6 +63,9 @@ func setupDeps(tb testing.TB, deps func(*grab.Deps), opts ...func(*grabhttp.Conf
 	cfg.Keys = lua.NewKeys("grab", 4)
 	cfg.Writer.Block = 50 * time.Millisecond
 	cfg.Writer.MonitorEvery = 50 * time.Millisecond
+	// A campaign grab's answer is its payout here; TestCampaignAsyncPayout
+	// shows the default mode.
+	cfg.PayoutMode = engine.PayoutSync
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	reg := prometheus.NewRegistry()
 	d := grab.Deps{Deps: engine.Deps{Redis: rdb, DB: db, Log: log, Metrics: reg}}
