@@ -131,3 +131,42 @@ func payRecorded(e *enginetest.Env, t *testing.T, cp int64, want int) {
 		}
 	}
 }
+
+// paidGrab is a grab as the sync mode answers it: in async mode, the grab's
+// answer, then the writer's record and the pool's payout of it, answered as
+// the award's row then reads (a *PayoutPendingError unless transferred).
+func paidGrab(e *enginetest.Env, t *testing.T, async bool, cp, user int64) (campaign.Award, error) {
+	t.Helper()
+	ctx := context.Background()
+	a, err := e.Campaigns.GrabCampaign(ctx, cp, user)
+	if !async || err != nil {
+		return a, err
+	}
+	if a.Payout != campaign.PayoutReceived {
+		t.Fatalf("async grab answered %+v", a)
+	}
+	stop := e.RunWriter()
+	enginetest.WaitFor(t, "the writer records the award", func() bool {
+		_, err := e.DB.Award(ctx, cp, a.Seq)
+		return err == nil
+	})
+	stop()
+	for {
+		n, err := e.Campaigns.PayReceived(ctx, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+	}
+	row, err := e.DB.Award(ctx, cp, a.Seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Payout = row.Status
+	if row.Status != campaign.PayoutTransferred {
+		return a, &campaign.PayoutPendingError{Award: a}
+	}
+	return a, nil
+}
