@@ -170,12 +170,25 @@ func Example_campaign() {
 			fmt.Printf("user %d: award %d, %s\n", user, a.Seq, a.Payout)
 		}
 	}
+	// The grab answered from Redis; the writer records each award and the
+	// payout pool pays it moments later.
+	for user := int64(1); user <= 4; user++ {
+		for {
+			mine := must(g.Campaigns.MyAwards(ctx, c.ID, user))
+			if len(mine) == 1 && mine[0].Payout == campaign.PayoutTransferred {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	w.mu.Lock()
 	fmt.Println("won in all:", money.Format(won), "transfers:", len(w.applied))
+	w.mu.Unlock()
 	// Output:
-	// user 1: award 1, transferred
-	// user 2: award 2, transferred
-	// user 3: award 3, transferred
-	// user 4: award 4, transferred
+	// user 1: award 1, received
+	// user 2: award 2, received
+	// user 3: award 3, received
+	// user 4: award 4, received
 	// user 5: sold out
 	// won in all: 10.00 transfers: 4
 }

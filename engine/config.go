@@ -59,9 +59,24 @@ type Config struct {
 	// PayoutMaxAttempts is how many transfer attempts an award gets before
 	// it is parked as needs_attention for a person.
 	PayoutMaxAttempts int
-	// PayoutWorkers is how many overdue awards one sweep drives at once.
+	// PayoutWorkers is how many overdue awards one sweep drives at once,
+	// and in PayoutAsync mode how many received awards the payout pool of
+	// each process drives at once.
 	PayoutWorkers int
+	// PayoutMode is PayoutAsync (a campaign grab answers from Redis and the
+	// payout pool pays the award from MySQL) or PayoutSync (the grab's
+	// answer waits for the award's row and its transfer call).
+	PayoutMode string
+	// TransferRate bounds the transfer calls of one process, per second;
+	// 0 means unlimited.
+	TransferRate float64
 }
+
+// Payout modes of Config.PayoutMode.
+const (
+	PayoutAsync = "async"
+	PayoutSync  = "sync"
+)
 
 // DefaultConfig is the production configuration; `go doc -src` shows its
 // values, and README.md the settings of grabd that change them.
@@ -88,6 +103,7 @@ func DefaultConfig() Config {
 		PayoutSweepInterval: 10 * time.Second,
 		PayoutMaxAttempts:   10,
 		PayoutWorkers:       8,
+		PayoutMode:          PayoutAsync,
 	}
 }
 

@@ -27,8 +27,8 @@ func zeroFields(v reflect.Value, prefix string, skip map[string]bool) []string {
 }
 
 // skipZero are the fields no default fills: MaxAttempts is deprecated and
-// ignored.
-var skipZero = map[string]bool{"Writer.MaxAttempts": true}
+// ignored; TransferRate's zero (unlimited) is its default.
+var skipZero = map[string]bool{"Writer.MaxAttempts": true, "TransferRate": true}
 
 // A zero Config comes out with every field set, to DefaultConfig's values.
 func TestWithDefaultsFillsEveryField(t *testing.T) {
@@ -41,7 +41,7 @@ func TestWithDefaultsFillsEveryField(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("Config{}.withDefaults() = %+v\nwant DefaultConfig() %+v", got, want)
 	}
-	if zero := zeroFields(reflect.ValueOf(DefaultConfig()), "", map[string]bool{"Writer.MaxAttempts": true, "Writer.Consumer": true}); len(zero) > 0 {
+	if zero := zeroFields(reflect.ValueOf(DefaultConfig()), "", map[string]bool{"Writer.MaxAttempts": true, "Writer.Consumer": true, "TransferRate": true}); len(zero) > 0 {
 		t.Fatalf("DefaultConfig leaves zero: %s", strings.Join(zero, ", "))
 	}
 }

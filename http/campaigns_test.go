@@ -10,6 +10,7 @@ import (
 
 	"github.com/grab-engine/grab"
 
+	"github.com/grab-engine/grab/engine"
 	"github.com/grab-engine/grab/engine/campaign"
 
 	"github.com/grab-engine/grab/engine/enginetest"
@@ -372,5 +373,42 @@ func TestOpenAPICampaigns(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("openapi.json lacks %s", want)
 		}
+	}
+}
+
+// In the default payout mode a grab answers from Redis at once, payout
+// received (pending), and the awards list shows the payout pool paying it.
+func TestCampaignAsyncPayout(t *testing.T) {
+	secret := []byte("transfer-secret")
+	sim := transfersim.New(secret, transfersim.Faults{}, 1)
+	srv := httptest.NewServer(sim)
+	t.Cleanup(srv.Close)
+	client := transfer.NewClient(srv.URL, secret, 5*time.Second, nil)
+	e := setupMode(t, engine.PayoutAsync, func(d *grab.Deps) { d.Campaigns.Transfer = client })
+	e.startWriter(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	pool := make(chan error, 1)
+	go func() { pool <- e.Campaigns.RunPayoutPool(ctx) }()
+	t.Cleanup(func() { cancel(); <-pool })
+
+	c := expect(t, e.do(t, "POST", "/v1/admin/campaigns", campaignBody(``), admin()), 201)
+	id := integer(t, "campaign_id", c["campaign_id"])
+	a := expect(t, e.do(t, "POST", fmt.Sprintf("/v1/campaigns/%d/grab", id), ``, user(5)), 200)
+	keys(t, "award", a, awardFields...)
+	if a["payout"] != "received" || a["transferred_at"] != nil || a["repeat"] != false {
+		t.Fatalf("grab %v", a)
+	}
+	var mine []any
+	enginetest.WaitFor(t, "the pool pays the award", func() bool {
+		mine = expect(t, e.do(t, "GET", fmt.Sprintf("/v1/campaigns/%d/awards", id), ``, user(5)), 200)["awards"].([]any)
+		return len(mine) == 1 && mine[0].(map[string]any)["payout"] == "transferred"
+	})
+	got := mine[0].(map[string]any)
+	if got["seq"] != a["seq"] || got["amount"] != a["amount"] {
+		t.Fatalf("award listed %v, grabbed %v", got, a)
+	}
+	timestamp(t, "transferred_at", got["transferred_at"])
+	if n, moved := sim.TotalApplied(); n != 1 || moved != fen(t, "amount", a["amount"]) {
+		t.Fatalf("the service moved %d fen in %d transfers", moved, n)
 	}
 }

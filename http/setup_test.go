@@ -57,12 +57,20 @@ func setupWith(tb testing.TB, provider channel.Provider, opts ...func(*grabhttp.
 // setupDeps is setup with the engine's collaborators adjusted by deps.
 func setupDeps(tb testing.TB, deps func(*grab.Deps), opts ...func(*grabhttp.Config)) *env {
 	tb.Helper()
+	return setupMode(tb, engine.PayoutSync, deps, opts...)
+}
+
+// setupMode is setupDeps with campaign payouts in payoutMode.
+func setupMode(tb testing.TB, payoutMode string, deps func(*grab.Deps), opts ...func(*grabhttp.Config)) *env {
+	tb.Helper()
 	_, rdb := redistest.Mini(tb)
 	db := storetest.SQLite(tb)
 	cfg := engine.DefaultConfig()
 	cfg.Keys = lua.NewKeys("grab", 4)
 	cfg.Writer.Block = 50 * time.Millisecond
 	cfg.Writer.MonitorEvery = 50 * time.Millisecond
+	// Tests but TestCampaignAsyncPayout read a campaign grab's answer as its payout (sync).
+	cfg.PayoutMode = payoutMode
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	reg := prometheus.NewRegistry()
 	d := grab.Deps{Deps: engine.Deps{Redis: rdb, DB: db, Log: log, Metrics: reg}}

@@ -546,6 +546,43 @@ func (db *DB) DuePayouts(ctx context.Context, before time.Time, limit int) ([]Aw
 	return append(a, r...), nil
 }
 
+// ClaimReceived takes up to limit received awards for a payout worker, the
+// oldest first: in one transaction it locks them, skipping rows another
+// worker or a receive holds (SKIP LOCKED), and moves each to transferring
+// with one more attempt, committed before any transfer call. It returns
+// the claimed rows as they now read; none when there is no work.
+func (db *DB) ClaimReceived(ctx context.Context, limit int, now time.Time) ([]Award, error) {
+	var rows []Award
+	err := db.inTx(ctx, func(tx *sqlx.Tx) error {
+		rows = rows[:0]
+		if err := tx.SelectContext(ctx, &rows, "SELECT "+awardColumns+` FROM campaign_award
+			WHERE status = 'received' ORDER BY awarded_at LIMIT ?`+db.forUpdateSkipLocked(), limit); err != nil {
+			return err
+		}
+		for i, r := range rows {
+			if _, err := tx.ExecContext(ctx, `UPDATE campaign_award SET status = 'transferring', attempts = attempts + 1,
+				transferring_at = ?, updated_at = ? WHERE campaign_id = ? AND seq = ? AND status = 'received'`,
+				now, now, r.CampaignID, r.Seq); err != nil {
+				return err
+			}
+			rows[i].Status, rows[i].Attempts = AwardTransferring, r.Attempts+1
+			rows[i].TransferringAt, rows[i].UpdatedAt = sql.NullTime{Time: now, Valid: true}, now
+		}
+		return nil
+	})
+	return rows, err
+}
+
+// forUpdateSkipLocked is the dialect's suffix of a SELECT that locks the
+// rows it can and skips those others hold; SQLite has one writer, so a
+// plain read is enough.
+func (db *DB) forUpdateSkipLocked() string {
+	if db.dialect == dialectSQLite {
+		return ""
+	}
+	return " FOR UPDATE SKIP LOCKED"
+}
+
 // CountOverdue counts the awards DuePayouts would list, without a limit.
 func (db *DB) CountOverdue(ctx context.Context, before time.Time) (int, error) {
 	var n int

@@ -219,3 +219,58 @@ func TestBeginPayoutRaces(t *testing.T) {
 		}
 	})
 }
+
+// Payout workers claiming received awards at once (SKIP LOCKED on MySQL)
+// each take a different award: every award is claimed exactly once, moved
+// to transferring with one attempt.
+func TestClaimReceived(t *testing.T) {
+	dialects(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		const n = 40
+		shares := make([]int64, n)
+		events := make([]event.Event, n)
+		for i := range shares {
+			shares[i] = 10
+		}
+		cp := newCampaign(t, db, 10*n, shares...)
+		for i := range events {
+			events[i] = awardEvent(cp, i+1, int64(100+i), 10)
+		}
+		if rejected, err := db.ApplyEvents(ctx, events); err != nil || len(rejected) != 0 {
+			t.Fatalf("apply: %v, %v", rejected, err)
+		}
+		var mu sync.Mutex
+		claimed := map[int]int{}
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() {
+				for {
+					rows, err := db.ClaimReceived(ctx, 3, now)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if len(rows) == 0 {
+						return
+					}
+					mu.Lock()
+					for _, r := range rows {
+						if r.CampaignID == cp {
+							claimed[r.Seq]++
+						}
+					}
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		for seq := 1; seq <= n; seq++ {
+			if claimed[seq] != 1 {
+				t.Errorf("award %d claimed %d times", seq, claimed[seq])
+			}
+			if a, err := db.Award(ctx, cp, seq); err != nil || a.Status != store.AwardTransferring || a.Attempts != 1 {
+				t.Errorf("award %d after the claims: %+v, %v", seq, a, err)
+			}
+		}
+	})
+}

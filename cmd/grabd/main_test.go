@@ -397,7 +397,8 @@ func TestFlagDefaults(t *testing.T) {
 }
 
 // The embedded mode pays campaign awards through the built-in transfer
-// simulator, over HTTP: make run works end to end.
+// simulator, over HTTP: make run works end to end. A grab answers its award
+// received (payout pending), and the payout pool transfers it moments later.
 func TestEmbeddedCampaign(t *testing.T) {
 	g := startEmbedded(t)
 	now := time.Now().UTC()
@@ -408,10 +409,16 @@ func TestEmbeddedCampaign(t *testing.T) {
 	var sum int64
 	for u := 1; u <= 3; u++ {
 		a := g.call(t, "POST", "/v1/campaigns/"+id+"/grab", "", as(u), 200)
-		if a["payout"] != "transferred" {
+		if a["payout"] != "received" {
 			t.Fatalf("grab = %v", a)
 		}
 		sum += decimalFen(t, a["amount"])
+	}
+	for u := 1; u <= 3; u++ {
+		enginetest.WaitFor(t, "the award transferred", func() bool {
+			aw := g.call(t, "GET", "/v1/campaigns/"+id+"/awards", "", as(u), 200)["awards"].([]any)
+			return len(aw) == 1 && aw[0].(map[string]any)["payout"] == "transferred"
+		})
 	}
 	g.call(t, "POST", "/v1/campaigns/"+id+"/grab", "", as(4), 409)
 	// The writer counts awards against the budget moments after the grabs.

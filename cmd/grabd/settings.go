@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/grab-engine/grab/engine"
 )
 
 // option is one setting that is not a secret: its flag, its variable and
@@ -87,6 +89,11 @@ func (c *Config) settings(providers *string) []option {
 			duration(&e.PayoutRetryAfter)},
 		{"payout-max-attempts", "GRAB_PAYOUT_MAX_ATTEMPTS", "transfer attempts before an award is parked as needs_attention",
 			intIn(&e.PayoutMaxAttempts, 1, 1000)},
+		{"payout-mode", "GRAB_PAYOUT_MODE", "async: a campaign grab answers from Redis and a payout pool pays the award; sync: the answer waits for the transfer",
+			field(&e.PayoutMode, payoutMode, text)},
+		{"payout-workers", "GRAB_PAYOUT_WORKERS", "campaign awards one process pays out at once", intIn(&e.PayoutWorkers, 1, 256)},
+		{"transfer-rate", "GRAB_TRANSFER_RATE", "transfer service calls per second of one process; 0: unlimited",
+			field(&e.TransferRate, transferRate, showRate)},
 		{"nats-url", "GRAB_NATS_URL", "NATS server with JetStream the events are relayed to; empty: in-process in the embedded mode, else no events",
 			field(&c.NATSURL, anyText, text)},
 		{"nats-stream", "GRAB_NATS_STREAM", "JetStream stream of the events", field(&c.NATSStream, anyText, text)},
@@ -200,6 +207,24 @@ func logLevel(s string) (slog.Level, error) {
 	}
 	return l, nil
 }
+
+func payoutMode(s string) (string, error) {
+	if s != engine.PayoutAsync && s != engine.PayoutSync {
+		return "", fmt.Errorf("%q must be async or sync", s)
+	}
+	return s, nil
+}
+
+// transferRate reads a rate in calls per second, 0 for unlimited.
+func transferRate(s string) (float64, error) {
+	r, err := strconv.ParseFloat(s, 64)
+	if err != nil || r < 0 || r > 1e6 {
+		return 0, fmt.Errorf("%q must be a number of calls per second in 0..1000000", s)
+	}
+	return r, nil
+}
+
+func showRate(r float64) string { return strconv.FormatFloat(r, 'g', -1, 64) }
 
 func showLevel(l slog.Level) string { return strings.ToLower(l.String()) }
 

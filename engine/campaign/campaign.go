@@ -322,7 +322,10 @@ func (s *Service) GetCampaign(ctx context.Context, campaignID int64) (Campaign, 
 }
 
 // GrabCampaign hands the user one award (or, at their limit, their latest
-// again) and pays it out at once: the award is 7 in MySQL before the
+// again). In PayoutAsync mode it answers from Redis at once, the award
+// received (its payout pending): the writer records it from its event and
+// the payout pool pays it. In PayoutSync mode it pays the award out before
+// it answers: the award is 7 in MySQL before the
 // transfer service is called, and 4 when it answers success. When the
 // transfer fails or its outcome is unknown, the answer is a
 // *PayoutPendingError: the award is the user's and the sweeper finishes it.
@@ -343,6 +346,10 @@ func (s *Service) GrabCampaign(ctx context.Context, campaignID, userID int64) (A
 		switch r.Code {
 		case lua.GrabGranted:
 			ev := event.Award{CampaignID: campaignID, Seq: r.Seq, UserID: userID, Amount: r.Amount, At: time.UnixMilli(r.AtMs).UTC()}
+			if s.async() {
+				return Award{CampaignID: campaignID, Seq: r.Seq, UserID: userID, Amount: r.Amount, Repeat: r.Repeat,
+					Payout: PayoutReceived, AwardedAt: ev.At}, nil
+			}
 			return s.payGrab(ctx, ev, r.Repeat)
 		case lua.GrabNotLoaded, lua.GrabVerify:
 			if err := s.rebuildCampaign(ctx, campaignID); err != nil {

@@ -152,12 +152,14 @@ func auditPayouts(e *enginetest.Env, t *testing.T, sim *transfersim.Sim, cp int6
 // sweeper settles, every award is transferred, the service applied each
 // out-trade-no exactly once, and Σ transferred = Σ awarded = the budget =
 // MySQL's used and accumulated amounts.
-func TestCampaignPayoutUnderFaults(t *testing.T) {
+func TestCampaignPayoutUnderFaults(t *testing.T) { inModes(t, testCampaignPayoutUnderFaults) }
+
+func testCampaignPayoutUnderFaults(t *testing.T, async bool, mode func(*engine.Config)) {
 	sim, x := startSim(t, transfersim.Faults{ErrorRate: 0.5, LoseReplyRate: 0.1, DuplicateRate: 0.05})
 	base := enginetest.Real(t)
 	// Attempts are unbounded here (a 1-in-2^1000 chance of parking): this
 	// test is about settling, TestPayoutParksAfterMaxAttempts about parking.
-	e, _ := base.WithTransfer(x, func(c *engine.Config) { c.PayoutMaxAttempts = 1000; c.PayoutWorkers = 16 })
+	e, _ := base.WithTransfer(x, mode, func(c *engine.Config) { c.PayoutMaxAttempts = 1000; c.PayoutWorkers = 16 })
 	const budget, awards, users = 100_000, 2_000, 10_000 // 1000.00 in 2,000 awards of 0.01..1.00
 	c := e.NewCampaign(t, budget, awards, 1, 100, 1)
 	stop := e.RunWriter()
@@ -165,6 +167,15 @@ func TestCampaignPayoutUnderFaults(t *testing.T) {
 	won, pending, other := grabOutcomes(e, t, c.ID, enginetest.Users(1, users))
 	if len(won) != awards || other["SOLD_OUT"] != users-awards || len(other) != 1 {
 		t.Fatalf("%d won (%d pending), others %v", len(won), pending, other)
+	}
+	if async {
+		// Every answer came from Redis; the payout pool's calls meet the faults.
+		if pending != 0 {
+			t.Fatalf("%d async grabs answered pending", pending)
+		}
+		payRecorded(e, t, c.ID, awards)
+		counts, _ := e.DB.PayoutCounts(context.Background(), c.ID)
+		pending = counts[campaign.PayoutTransferring]
 	}
 	if pending == 0 || pending == awards {
 		t.Fatalf("%d of %d payouts pending: the faults did not bite, or nothing got through", pending, awards)
@@ -192,10 +203,15 @@ func TestCampaignPayoutUnderFaults(t *testing.T) {
 
 	// A winner's second grab is their award again, paid. (A fresh engine: the
 	// stopped writer's last lag measurement is stale.)
-	e = e.Another(func(d *grab.Deps) { d.Campaigns.Transfer = x })
+	// In async mode the answer is Redis's: received, whatever MySQL holds.
+	e = e.Another(func(d *grab.Deps) { d.Campaigns.Transfer = x }, mode)
+	want := campaign.PayoutTransferred
+	if async {
+		want = campaign.PayoutReceived
+	}
 	for u := range won {
 		a, err := e.Campaigns.GrabCampaign(context.Background(), c.ID, u)
-		if err != nil || !a.Repeat || a.Payout != campaign.PayoutTransferred || a.Seq != won[u].Seq {
+		if err != nil || !a.Repeat || a.Payout != want || a.Seq != won[u].Seq {
 			t.Fatalf("repeat grab: %+v, %v", a, err)
 		}
 		break
@@ -207,9 +223,11 @@ var errCrash = errors.New("crash injected")
 // Must-show 2: a crash between "7 committed" and the transfer call, and one
 // between the service's success and the 7 -> 4 update, are both settled by
 // the sweeper, without a second transfer.
-func TestCampaignPayoutCrashPoints(t *testing.T) {
+func TestCampaignPayoutCrashPoints(t *testing.T) { inModes(t, testCampaignPayoutCrashPoints) }
+
+func testCampaignPayoutCrashPoints(t *testing.T, async bool, mode func(*engine.Config)) {
 	sim, x := startSim(t, transfersim.Faults{})
-	e, _ := enginetest.Real(t).WithTransfer(x)
+	e, _ := enginetest.Real(t).WithTransfer(x, mode)
 	c := e.NewCampaign(t, 300, 3, 100, 100, 1)
 	ctx := context.Background()
 	campaign.SetPayoutHooks(e.Campaigns,
@@ -226,10 +244,15 @@ func TestCampaignPayoutCrashPoints(t *testing.T) {
 			return nil
 		})
 	awards := map[int64]campaign.Award{}
+	var stop func()
+	if async {
+		stop = e.RunWriter()
+	}
 	for u := int64(1); u <= 3; u++ {
 		a, err := e.Campaigns.GrabCampaign(ctx, c.ID, u)
 		var pe *campaign.PayoutPendingError
 		switch {
+		case async && err == nil && a.Payout == campaign.PayoutReceived:
 		case u == 3 && err == nil && a.Payout == campaign.PayoutTransferred:
 		case u < 3 && errors.As(err, &pe) && pe.Award.Payout == campaign.PayoutTransferring:
 			a = pe.Award
@@ -237,6 +260,16 @@ func TestCampaignPayoutCrashPoints(t *testing.T) {
 			t.Fatalf("user %d: %+v, %v", u, a, err)
 		}
 		awards[u] = a
+	}
+	if async {
+		// The pool's worker dies where the grab's call would have.
+		payRecorded(e, t, c.ID, 3)
+		stop()
+		for u, want := range map[int64]string{1: campaign.PayoutTransferring, 2: campaign.PayoutTransferring, 3: campaign.PayoutTransferred} {
+			if row, err := e.DB.Award(ctx, c.ID, awards[u].Seq); err != nil || row.Status != want {
+				t.Fatalf("user %d's award after the pool: %+v, %v; want %s", u, row, err, want)
+			}
+		}
 	}
 	no := func(u int64) string { return store.OutTradeNo(c.ID, awards[u].Seq) }
 	if sim.Applied(no(1)) != 0 || sim.Attempts(no(1)) != 0 {
@@ -271,17 +304,31 @@ func TestCampaignPayoutCrashPoints(t *testing.T) {
 
 // Must-show 3: two sweepers over the same 300 stuck awards: each award is
 // driven by one of them, the service applies no number twice, all end 4.
-func TestTwoPayoutSweepers(t *testing.T) {
+func TestTwoPayoutSweepers(t *testing.T) { inModes(t, testTwoPayoutSweepers) }
+
+func testTwoPayoutSweepers(t *testing.T, async bool, mode func(*engine.Config)) {
 	sim, x := startSim(t, transfersim.Faults{ErrorRate: 1}) // down: every payout is left in 7
-	e, _ := enginetest.Real(t).WithTransfer(x)
+	e, _ := enginetest.Real(t).WithTransfer(x, mode)
 	const n = 300
 	c := e.NewCampaign(t, 3_000, n, 1, 100, 1)
+	var stop func()
+	if async {
+		stop = e.RunWriter()
+	}
 	won, pending, other := grabOutcomes(e, t, c.ID, enginetest.Users(1, n))
+	if async {
+		if pending != 0 {
+			t.Fatalf("%d async grabs answered pending", pending)
+		}
+		payRecorded(e, t, c.ID, n)
+		stop()
+		pending = n
+	}
 	if len(won) != n || pending != n || len(other) != 0 {
 		t.Fatalf("%d won, %d pending, %v", len(won), pending, other)
 	}
 	sim.SetFaults(transfersim.Faults{Latency: 2 * time.Millisecond}) // up, slow enough for the sweepers to overlap
-	e2 := e.Another(func(d *grab.Deps) { d.Campaigns.Transfer = x })
+	e2 := e.Another(func(d *grab.Deps) { d.Campaigns.Transfer = x }, mode)
 	e.Clock.Add(e.Cfg.PayoutRetryAfter + time.Second)
 	var wg sync.WaitGroup
 	sweeps := make([]campaign.PayoutSweep, 2)
@@ -314,9 +361,11 @@ func TestTwoPayoutSweepers(t *testing.T) {
 // exactly award_count winners (some users grab twice at once), Σ awards =
 // used = accumulated = the budget to the fen, and a forged award past it is
 // parked by the writer without counting.
-func TestCampaignBudgetExhaustion(t *testing.T) {
+func TestCampaignBudgetExhaustion(t *testing.T) { inModes(t, testCampaignBudgetExhaustion) }
+
+func testCampaignBudgetExhaustion(t *testing.T, _ bool, mode func(*engine.Config)) {
 	sim, x := startSim(t, transfersim.Faults{})
-	e, _ := enginetest.Real(t).WithTransfer(x)
+	e, _ := enginetest.Real(t).WithTransfer(x, mode)
 	const budget, awards = 12_345, 500
 	c := e.NewCampaign(t, budget, awards, 1, 100, 1)
 	stop := e.RunWriter()

@@ -62,6 +62,9 @@ const recordTimeout = 10 * time.Second
 func (s *Service) transferAward(ctx context.Context, row store.Award) (Award, error) {
 	// The award is 7 now: finish the call and its record even if the caller goes away.
 	ctx = context.WithoutCancel(ctx)
+	if err := s.limit.Wait(ctx); err != nil { // a call past the process's rate waits its turn
+		return awardView(row), fmt.Errorf("%w: %v", engine.ErrPayoutInProgress, err)
+	}
 	callCtx, cancel := context.WithTimeout(ctx, s.cfg.TransferTimeout)
 	s.m.attempts.Inc()
 	res, err := s.xfer.Transfer(callCtx, transfer.Transfer{OutTradeNo: row.OutTradeNo, UserID: row.UserID, Amount: int64(row.Amount),
@@ -257,12 +260,16 @@ func (s *Service) drivePayout(ctx context.Context, row store.Award) (string, boo
 }
 
 // RunPayoutSweeper runs SweepPayouts every PayoutSweepInterval until ctx
-// ends. Without a transfer service it returns at once.
+// ends, and in PayoutAsync mode the payout pool (RunPayoutPool) beside it.
+// Without a transfer service it returns at once.
 func (s *Service) RunPayoutSweeper(ctx context.Context) error {
 	if s.xfer == nil {
 		s.log.InfoContext(ctx, "payout sweeper: no transfer service; campaign awards stay received")
 		return nil
 	}
+	pool := make(chan error, 1)
+	go func() { pool <- s.RunPayoutPool(ctx) }()
+	defer func() { <-pool }()
 	return s.core.Every(ctx, s.cfg.PayoutSweepInterval, "payout sweep", func(ctx context.Context) error {
 		_, err := s.SweepPayouts(ctx)
 		return err

@@ -106,12 +106,14 @@ func TestAwardWriterAndReceiveInEitherOrder(t *testing.T) {
 // An award whose transfers keep failing is parked after PayoutMaxAttempts
 // as needs_attention, with an alert (counter and gauge), and kept: the
 // sweeper leaves it to a person, the user is told the payout is under way.
-func TestPayoutParksAfterMaxAttempts(t *testing.T) {
+func TestPayoutParksAfterMaxAttempts(t *testing.T) { inModes(t, testPayoutParksAfterMaxAttempts) }
+
+func testPayoutParksAfterMaxAttempts(t *testing.T, async bool, mode func(*engine.Config)) {
 	sim, x := startSim(t, transfersim.Faults{ErrorRate: 1})
-	e, reg := enginetest.Real(t).WithTransfer(x, func(c *engine.Config) { c.PayoutMaxAttempts = 3 })
+	e, reg := enginetest.Real(t).WithTransfer(x, mode, func(c *engine.Config) { c.PayoutMaxAttempts = 3 })
 	ctx := context.Background()
 	c := e.NewCampaign(t, 100, 1, 100, 100, 1)
-	_, err := e.Campaigns.GrabCampaign(ctx, c.ID, 9)
+	_, err := paidGrab(e, t, async, c.ID, 9)
 	var pe *campaign.PayoutPendingError
 	if !errors.As(err, &pe) || pe.Award.Amount != 100 || pe.Award.Payout != campaign.PayoutTransferring {
 		t.Fatalf("grab: %v", err)
@@ -150,9 +152,11 @@ func TestPayoutParksAfterMaxAttempts(t *testing.T) {
 
 // A service that holds the out-trade-no with other details (a conflict) is
 // never retried: the award is parked at once.
-func TestPayoutConflictParks(t *testing.T) {
+func TestPayoutConflictParks(t *testing.T) { inModes(t, testPayoutConflictParks) }
+
+func testPayoutConflictParks(t *testing.T, async bool, mode func(*engine.Config)) {
 	_, x := startSim(t, transfersim.Faults{})
-	e, reg := enginetest.Real(t).WithTransfer(x)
+	e, reg := enginetest.Real(t).WithTransfer(x, mode)
 	ctx := context.Background()
 	c := e.NewCampaign(t, 300, 3, 50, 150, 1)
 	shares, err := e.DB.CampaignShares(ctx, c.ID)
@@ -163,7 +167,7 @@ func TestPayoutConflictParks(t *testing.T) {
 	if _, err := x.Transfer(ctx, transfer.Transfer{OutTradeNo: store.OutTradeNo(c.ID, 1), UserID: 4242, Amount: int64(shares[0].Amount)}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = e.Campaigns.GrabCampaign(ctx, c.ID, 1)
+	_, err = paidGrab(e, t, async, c.ID, 1)
 	var pe *campaign.PayoutPendingError
 	if !errors.As(err, &pe) || pe.Award.Seq != 1 || pe.Award.Payout != campaign.PayoutNeedsAttention {
 		t.Fatalf("grab: %v", err)
@@ -179,9 +183,11 @@ func TestPayoutConflictParks(t *testing.T) {
 
 // Without a transfer service grabs still work and awards stay received; an
 // engine with a service later pays them in its sweep.
-func TestCampaignWithoutTransferService(t *testing.T) {
+func TestCampaignWithoutTransferService(t *testing.T) { inModes(t, testCampaignWithoutTransferService) }
+
+func testCampaignWithoutTransferService(t *testing.T, async bool, mode func(*engine.Config)) {
 	sim, x := startSim(t, transfersim.Faults{})
-	e := enginetest.Real(t)
+	e := enginetest.Real(t, mode)
 	ctx := context.Background()
 	c := e.NewCampaign(t, 1_000, 10, 100, 100, 1)
 	for u := int64(1); u <= 3; u++ {
@@ -190,13 +196,16 @@ func TestCampaignWithoutTransferService(t *testing.T) {
 			t.Fatalf("grab: %+v, %v", a, err)
 		}
 	}
+	if async {
+		e.RunWriter()() // the writer records the awards the grabs answered from Redis
+	}
 	if a, err := e.Campaigns.Receive(ctx, c.ID, 1, 1); err != nil || a.Payout != campaign.PayoutReceived {
 		t.Fatalf("receive without a service: %+v, %v", a, err)
 	}
 	if s, err := e.Campaigns.SweepPayouts(ctx); err != nil || s.Claimed != 0 {
 		t.Fatalf("sweep without a service: %+v, %v", s, err)
 	}
-	paying, _ := e.WithTransfer(x)
+	paying, _ := e.WithTransfer(x, mode)
 	if s, err := paying.Campaigns.SweepPayouts(ctx); err != nil || s.Claimed != 0 {
 		t.Fatalf("sweep before the threshold: %+v, %v", s, err) // their grabs may still be paying them
 	}
@@ -211,12 +220,14 @@ func TestCampaignWithoutTransferService(t *testing.T) {
 
 // A person retries a parked award: one attempt, as the sweeper makes it; a
 // failure parks it again, a success pays it once.
-func TestRetryOfAParkedPayout(t *testing.T) {
+func TestRetryOfAParkedPayout(t *testing.T) { inModes(t, testRetryOfAParkedPayout) }
+
+func testRetryOfAParkedPayout(t *testing.T, async bool, mode func(*engine.Config)) {
 	sim, x := startSim(t, transfersim.Faults{ErrorRate: 1})
-	e, _ := enginetest.Real(t).WithTransfer(x, func(c *engine.Config) { c.PayoutMaxAttempts = 1 })
+	e, _ := enginetest.Real(t).WithTransfer(x, mode, func(c *engine.Config) { c.PayoutMaxAttempts = 1 })
 	ctx := context.Background()
 	c := e.NewCampaign(t, 200, 2, 100, 100, 1)
-	_, err := e.Campaigns.GrabCampaign(ctx, c.ID, 9)
+	_, err := paidGrab(e, t, async, c.ID, 9)
 	var pe *campaign.PayoutPendingError
 	if !errors.As(err, &pe) || pe.Award.Payout != campaign.PayoutNeedsAttention {
 		t.Fatalf("grab with one attempt allowed: %v", err)
@@ -239,8 +250,8 @@ func TestRetryOfAParkedPayout(t *testing.T) {
 
 	// Only parked awards: one the sweeper owns is left to it.
 	sim.SetFaults(transfersim.Faults{ErrorRate: 1})
-	e2, _ := e.WithTransfer(x, func(c *engine.Config) { c.PayoutMaxAttempts = 10 })
-	_, err = e2.Campaigns.GrabCampaign(ctx, c.ID, 10)
+	e2, _ := e.WithTransfer(x, mode, func(c *engine.Config) { c.PayoutMaxAttempts = 10 })
+	_, err = paidGrab(e2, t, async, c.ID, 10)
 	if !errors.As(err, &pe) || pe.Award.Payout != campaign.PayoutTransferring {
 		t.Fatalf("second grab: %v", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"log/slog"
 
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/time/rate"
 
 	"github.com/grab-engine/grab/engine"
 	"github.com/grab-engine/grab/engine/transfer"
@@ -33,14 +34,15 @@ type Service struct {
 	xfer  transfer.Service
 	hooks payoutHooks
 	m     payoutMetrics
+	limit *rate.Limiter // transfer calls (Config.TransferRate)
 }
 
 // New builds the campaign service on e's Redis, store and writer. The store
 // must be migrated (store.DB.Migrate). Its background loop is
-// RunPayoutSweeper, next to the engine's RunWriter.
+// RunPayoutSweeper (which runs the payout pool too), next to the engine's RunWriter.
 func New(e *engine.Engine, d Deps) *Service {
 	s := &Service{core: e, rdb: e.Redis(), db: e.DB(), clock: e.Clock(), rand: e.Rand(), log: e.Log(), cfg: e.Config(),
-		keys: e.Keys(), xfer: d.Transfer, m: newPayoutMetrics()}
+		keys: e.Keys(), xfer: d.Transfer, m: newPayoutMetrics(), limit: newLimiter(e.Config().TransferRate)}
 	if reg := e.Metrics(); reg != nil {
 		s.m.register(reg)
 	}

@@ -80,10 +80,13 @@ func Metric(t testing.TB, reg *prometheus.Registry, name string) float64 {
 }
 
 // Config is the engine's production configuration on keys, with a writer
-// that polls every 50 ms (tests wait for it), adjusted by mutate.
+// that polls every 50 ms (tests wait for it) and campaign payouts in
+// PayoutSync mode (a campaign grab's answer is its payout; tests of
+// PayoutAsync set it with mutate), adjusted by mutate.
 func Config(keys lua.Keys, mutate ...func(*engine.Config)) engine.Config {
 	cfg := engine.DefaultConfig()
 	cfg.Keys = keys
+	cfg.PayoutMode = engine.PayoutSync
 	cfg.Writer.Block = 50 * time.Millisecond
 	cfg.Writer.MonitorEvery = 50 * time.Millisecond
 	for _, m := range mutate {
