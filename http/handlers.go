@@ -315,7 +315,7 @@ func (s *server) grab(c *gin.Context) {
 	}
 	code = "OK"
 	var buf [128]byte
-	c.Data(nethttp.StatusOK, jsonContentType, appendGrabJSON(buf[:0], grabResponse{PacketID: r.PacketID,
+	writeJSON(c, nethttp.StatusOK, appendGrabJSON(buf[:0], grabResponse{PacketID: r.PacketID,
 		Amount: Money(r.Amount), Seq: r.Seq, Repeat: r.Repeat, Credited: r.Credited}))
 }
 
