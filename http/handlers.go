@@ -297,7 +297,7 @@ func (s *server) grab(c *gin.Context) {
 	start := time.Now()
 	code := errs.CodeInternal // what a panic would have answered
 	defer func() {
-		s.m.grabs.WithLabelValues(code).Inc()
+		s.m.grabCount.inc(code)
 		s.m.grabLatency.Observe(time.Since(start).Seconds())
 	}()
 	// The grab takes no body; whatever is sent is ignored.
@@ -314,8 +314,9 @@ func (s *server) grab(c *gin.Context) {
 		return
 	}
 	code = "OK"
-	c.JSON(nethttp.StatusOK, grabResponse{PacketID: r.PacketID, Amount: Money(r.Amount), Seq: r.Seq,
-		Repeat: r.Repeat, Credited: r.Credited})
+	var buf [128]byte
+	writeJSON(c, nethttp.StatusOK, appendGrabJSON(buf[:0], grabResponse{PacketID: r.PacketID,
+		Amount: Money(r.Amount), Seq: r.Seq, Repeat: r.Repeat, Credited: r.Credited}))
 }
 
 func (s *server) getPacket(c *gin.Context) {

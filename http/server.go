@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	nethttp "net/http"
 	"runtime/debug"
-	"strconv"
 	"time"
 
 	"github.com/grab-engine/grab/engine/campaign"
@@ -98,6 +97,7 @@ func New(g *grab.Grab, cfg Config, log *slog.Logger, reg *prometheus.Registry) n
 	admin.POST("/campaigns", s.createCampaign)
 	admin.GET("/campaigns/:id", s.getCampaign)
 	admin.POST("/campaigns/:id/awards/:seq/retry", s.retryPayout)
+	admin.GET("/debug/pprof/:name", s.profile)
 
 	// Service endpoints of other back-end services (orders, dtm): the admin token.
 	svc := r.Group("/v1/stock", s.authAdmin)
@@ -159,6 +159,10 @@ type metrics struct {
 	grabs         *prometheus.CounterVec
 	grabLatency   prometheus.Histogram
 	campaignGrabs *prometheus.CounterVec
+
+	// Resolved children of requests and grabs, by label set.
+	requestCount *counterCache[requestKey]
+	grabCount    *counterCache[string]
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -177,6 +181,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			[]string{"code"}),
 	}
 	reg.MustRegister(m.requests, m.grabs, m.grabLatency, m.campaignGrabs)
+	m.requestCount = newCounterCache(m.requests, requestLabels)
+	m.grabCount = newCounterCache(m.grabs, codeLabels)
 	return m
 }
 
@@ -193,25 +199,30 @@ func (s *server) accessLog(c *gin.Context) {
 	start := time.Now()
 	c.Next()
 	route, status := routeOf(c), c.Writer.Status()
-	s.m.requests.WithLabelValues(route, c.Request.Method, strconv.Itoa(status)).Inc()
+	s.m.requestCount.inc(requestKey{route: route, method: c.Request.Method, status: status})
 	level := slog.LevelInfo
 	switch route {
 	case "/healthz", "/readyz", "/metrics":
 		level = slog.LevelDebug // probes and scrapes would drown the log
 	}
-	attrs := []slog.Attr{
+	ctx := c.Request.Context()
+	if !s.log.Enabled(ctx, level) {
+		return
+	}
+	var buf [6]slog.Attr
+	attrs := append(buf[:0],
 		slog.String("method", c.Request.Method),
 		slog.String("route", route),
 		slog.Int("status", status),
 		slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
-	}
+	)
 	if uid := userID(c); uid != 0 {
 		attrs = append(attrs, slog.Int64("user_id", uid))
 	}
 	if code := c.GetString(ctxErrorCode); code != "" {
 		attrs = append(attrs, slog.String("code", code))
 	}
-	s.log.LogAttrs(c.Request.Context(), level, "http request", attrs...)
+	s.log.LogAttrs(ctx, level, "http request", attrs...)
 }
 
 // recovery turns a panic into INTERNAL; the stack goes to the log, never to the client.
