@@ -242,9 +242,10 @@ func relayAll(t *testing.T, db *store.DB, s *eventstest.Stream, ids []string, pe
 	t.Helper()
 	r := New(db, connect(t, eventstest.URL()), testConfig(s.Name, s.Prefix), quiet, nil)
 	run(t, r)
-	enginetest.WaitFor(t, "the outbox to drain", func() bool {
+	// The relay counts a batch after its store commit: wait for both.
+	enginetest.WaitFor(t, "the outbox to drain and the relay to count it", func() bool {
 		n, _, err := db.OutboxStats(context.Background())
-		return err == nil && n == 0
+		return err == nil && n == 0 && testutil.ToFloat64(r.m.published) >= float64(pending)
 	})
 	if n := testutil.ToFloat64(r.m.published); n != float64(pending) {
 		t.Fatalf("the relay published %v messages, want the %d pending", n, pending)
