@@ -31,38 +31,49 @@ func newLimiter(perSecond float64) *rate.Limiter {
 // async reports whether grabs answer from Redis and the pool pays.
 func (s *Service) async() bool { return s.cfg.PayoutMode != engine.PayoutSync }
 
-// RunPayoutPool is the payout pool of PayoutAsync mode: PayoutWorkers
-// workers each claim received awards from MySQL (ClaimReceived, so workers
-// of every process share them without overlap) and drive them 7 -> 4 as the
-// sweeper does; an award whose call fails stays transferring for the
-// sweeper. It returns when ctx ends, at once without a transfer service or
-// in PayoutSync mode.
+// RunPayoutPool is the payout pool of PayoutAsync mode: one claimer takes
+// up to PayoutWorkers received awards at a time from MySQL (ClaimReceived,
+// so the pools of every process share them without overlap) and hands them
+// to PayoutWorkers workers, which drive each 7 -> 4 as the sweeper does. An
+// award whose call fails, or that a stop leaves claimed, stays transferring
+// for the sweeper. Idle, the pool asks MySQL once per poolIdle, not once per
+// worker. It returns when ctx ends, at once without a transfer service or in
+// PayoutSync mode.
 func (s *Service) RunPayoutPool(ctx context.Context) error {
 	if s.xfer == nil || !s.async() {
 		return nil
 	}
+	claimed := make(chan store.Award)
 	var wg sync.WaitGroup
 	for range s.cfg.PayoutWorkers {
-		wg.Go(func() { s.payoutWorker(ctx) })
+		wg.Go(func() {
+			for row := range claimed {
+				s.payClaimed(ctx, row)
+			}
+		})
 	}
-	wg.Wait()
-	return nil
-}
-
-// payoutWorker claims and pays received awards one at a time until ctx ends.
-func (s *Service) payoutWorker(ctx context.Context) {
+	defer wg.Wait()
+	defer close(claimed)
 	for ctx.Err() == nil {
-		n, err := s.PayReceived(ctx, 1)
+		rows, err := s.db.ClaimReceived(ctx, s.cfg.PayoutWorkers, s.clock.Now().UTC())
 		if err != nil && ctx.Err() == nil {
 			s.log.WarnContext(ctx, "payout pool: claim failed", "err", err)
 		}
-		if n == 0 || err != nil {
+		for _, row := range rows {
+			select {
+			case claimed <- row:
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		if len(rows) == 0 || err != nil {
 			select {
 			case <-ctx.Done():
 			case <-time.After(poolIdle):
 			}
 		}
 	}
+	return nil
 }
 
 // PayReceived claims up to limit received awards and pays each out; it
