@@ -42,19 +42,29 @@ func paymentView(p store.Payment) Payment {
 		GivenUp: p.GivenUp, CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt}
 }
 
-// TradeOf is a trade as its sender sees it: its state, and what of its money
-// went to the sender's balance. Only the packet's sender may read it.
-func (s *Service) TradeOf(ctx context.Context, tradeNo string, userID int64) (Payment, error) {
+// sendersTrade is a trade, for the packet's sender only
+// (verb says what a stranger may not do with it: ErrForbidden).
+func (s *Service) sendersTrade(ctx context.Context, tradeNo string, userID int64, verb string) (store.Payment, error) {
 	pay, err := s.db.Payment(ctx, tradeNo)
 	if err != nil {
-		return Payment{}, engine.FromStore(err)
+		return store.Payment{}, engine.FromStore(err)
 	}
 	p, err := s.db.Packet(ctx, pay.PacketID)
 	if err != nil {
-		return Payment{}, engine.FromStore(err)
+		return store.Payment{}, engine.FromStore(err)
 	}
 	if p.SenderID != userID {
-		return Payment{}, fmt.Errorf("%w: only the sender reads a payment", engine.ErrForbidden)
+		return store.Payment{}, fmt.Errorf("%w: only the sender %s a payment", engine.ErrForbidden, verb)
+	}
+	return pay, nil
+}
+
+// TradeOf is a trade as its sender sees it: its state, and what of its money
+// went to the sender's balance. Only the packet's sender may read it.
+func (s *Service) TradeOf(ctx context.Context, tradeNo string, userID int64) (Payment, error) {
+	pay, err := s.sendersTrade(ctx, tradeNo, userID, "reads")
+	if err != nil {
+		return Payment{}, err
 	}
 	back, err := s.db.CreditedBack(ctx, tradeNo)
 	if err != nil {
@@ -122,16 +132,9 @@ func newTradeNo(packetID int64) string {
 // return: the packet opens for grabs at once, which are credited when the
 // payment settles. Later states are kept; the answer says where it stands.
 func (s *Service) PaymentReturn(ctx context.Context, tradeNo string, userID int64) (Payment, error) {
-	pay, err := s.db.Payment(ctx, tradeNo)
+	pay, err := s.sendersTrade(ctx, tradeNo, userID, "reports")
 	if err != nil {
-		return Payment{}, engine.FromStore(err)
-	}
-	p, err := s.db.Packet(ctx, pay.PacketID)
-	if err != nil {
-		return Payment{}, engine.FromStore(err)
-	}
-	if p.SenderID != userID {
-		return Payment{}, fmt.Errorf("%w: only the sender reports a payment", engine.ErrForbidden)
+		return Payment{}, err
 	}
 	now := s.clock.Now().UTC()
 	if pay, err = s.db.MarkReturned(ctx, tradeNo, now, now.Add(s.cfg.PacketTTL)); err != nil {
