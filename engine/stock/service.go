@@ -79,9 +79,6 @@ type config struct {
 	OrderStale time.Duration
 	// SweepInterval is how often RunSweeper sweeps.
 	SweepInterval time.Duration
-	// LagLimit is the writer lag past which deducts and tries are refused
-	// with ErrBusy, rather than selling what MySQL cannot yet keep up with.
-	LagLimit time.Duration
 }
 
 // Service is the stock service. It is safe for concurrent use.
@@ -113,7 +110,7 @@ type metrics struct {
 func New(e *engine.Engine) *Service {
 	c := e.Config()
 	s := &Service{rdb: e.Redis(), run: lua.Direct(e.Redis()), db: e.DB(), keys: c.Keys, clock: e.Clock(), log: e.Log(), core: e,
-		cfg: config{VoucherTTL: c.StockVoucherTTL, OrderStale: c.StockOrderStale, SweepInterval: c.ReconcileInterval, LagLimit: c.LagLimit}}
+		cfg: config{VoucherTTL: c.StockVoucherTTL, OrderStale: c.StockOrderStale, SweepInterval: c.ReconcileInterval}}
 	if c.GrabPipelines > 0 {
 		s.run = lua.NewScriptPipeline(e.Redis(), c.GrabPipelines, c.GrabBatch)
 	}
