@@ -36,8 +36,9 @@ type Config struct {
 	// ends it at its first query.
 	SettleGiveUp time.Duration
 	// GrabPipelines is how many pipelines carry concurrent grabs to Redis
-	// (see lua.GrabPipeline), and as many carry stock deducts; negative
-	// turns pipelining off: each grab and deduct goes on its own.
+	// (see lua.GrabPipeline; packet and campaign grabs share them), and as
+	// many carry stock deducts; negative turns pipelining off: each grab and
+	// deduct goes on its own.
 	GrabPipelines int
 	// GrabBatch is the most grabs one pipeline carries.
 	GrabBatch int

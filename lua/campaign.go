@@ -23,10 +23,12 @@ type CampaignGrabReply struct {
 	Repeat bool
 }
 
-// CampaignGrab runs campaign_grab.lua for one user. requestID must be the
-// same for every re-send of one logical call.
-func CampaignGrab(ctx context.Context, c redis.Scripter, k CampaignKeys, campaignID, userID, nowMs int64, requestID string) (CampaignGrabReply, error) {
-	v, err := campaignGrabScript.Run(ctx, c, campaignGrabKeys(k), userID, nowMs, campaignID, requestID).Slice()
+// CampaignGrab runs campaign_grab.lua for one user through run (Direct, or a
+// ScriptPipeline sharing round trips with concurrent grabs). requestID must
+// be the same for every re-send of one logical call: a pipeline lost on the
+// wire is sent again whole.
+func CampaignGrab(ctx context.Context, run Runner, k CampaignKeys, campaignID, userID, nowMs int64, requestID string) (CampaignGrabReply, error) {
+	v, err := run.Run(ctx, campaignGrabScript, campaignGrabKeys(k), userID, nowMs, campaignID, requestID).Slice()
 	if err != nil {
 		return CampaignGrabReply{}, err
 	}

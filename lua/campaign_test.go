@@ -37,7 +37,7 @@ func setupCampaign(t *testing.T, mutate func(*CampaignState)) (*miniredis.Minire
 
 func campaignGrab(t *testing.T, c *redis.Client, k CampaignKeys, user, now int64, request string) CampaignGrabReply {
 	t.Helper()
-	r, err := CampaignGrab(context.Background(), c, k, testCampaign, user, now, request)
+	r, err := CampaignGrab(context.Background(), Direct(c), k, testCampaign, user, now, request)
 	if err != nil {
 		t.Fatalf("campaign_grab.lua: %v", err)
 	}
@@ -143,7 +143,7 @@ func TestCampaignNotLoaded(t *testing.T) {
 	m := miniredis.RunT(t)
 	c := redis.NewClient(&redis.Options{Addr: m.Addr()})
 	defer c.Close()
-	r, err := CampaignGrab(context.Background(), c, NewKeys("grab", 16).Campaign(5), 5, 10, testNow, "r")
+	r, err := CampaignGrab(context.Background(), Direct(c), NewKeys("grab", 16).Campaign(5), 5, 10, testNow, "r")
 	if err != nil || r.Code != GrabNotLoaded {
 		t.Fatalf("%+v, %v", r, err)
 	}

@@ -103,7 +103,7 @@ func TestAwardEventRoundTrip(t *testing.T) {
 		t.Fatalf("load = %v, %v", res, err)
 	}
 	for i, user := range []int64{10, 11} {
-		r, err := lua.CampaignGrab(context.Background(), c, k, 77, user, eventsNow+int64(i), "r"+string(rune('0'+i)))
+		r, err := lua.CampaignGrab(context.Background(), lua.Direct(c), k, 77, user, eventsNow+int64(i), "r"+string(rune('0'+i)))
 		if err != nil || r.Code != lua.GrabGranted {
 			t.Fatalf("campaign grab by %d = %+v, %v", user, r, err)
 		}

@@ -99,7 +99,7 @@ func TestLoadCampaignVerifiesAStateOfAnotherEpoch(t *testing.T) {
 	ctx := context.Background()
 	_, c, k := setupCampaign(t, nil)
 	c.Set(ctx, k.Epoch, "another-run", 0)
-	r, err := CampaignGrab(ctx, c, k, testCampaign, 5, testNow, "r1")
+	r, err := CampaignGrab(ctx, Direct(c), k, testCampaign, 5, testNow, "r1")
 	if err != nil || r.Code != GrabVerify {
 		t.Fatalf("grab before verification = %+v, %v", r, err)
 	}
@@ -111,11 +111,11 @@ func TestLoadCampaignVerifiesAStateOfAnotherEpoch(t *testing.T) {
 	if got := c.LRange(ctx, k.Awards, 0, -1).Val(); !reflect.DeepEqual(got, []string{"2:300", "3:200"}) {
 		t.Fatalf("awards = %v", got)
 	}
-	r2, err := CampaignGrab(ctx, c, k, testCampaign, 2, testNow, "r2")
+	r2, err := CampaignGrab(ctx, Direct(c), k, testCampaign, 2, testNow, "r2")
 	if err != nil || r2.Code != GrabGranted || r2.Seq != 1 || !r2.Repeat {
 		t.Fatalf("user 2 = %+v, %v; want seq 1 as a repeat", r2, err)
 	}
-	r3, err := CampaignGrab(ctx, c, k, testCampaign, 3, testNow, "r3")
+	r3, err := CampaignGrab(ctx, Direct(c), k, testCampaign, 3, testNow, "r3")
 	if err != nil || r3.Code != GrabGranted || r3.Seq != 2 || r3.Repeat {
 		t.Fatalf("user 3 = %+v, %v; want seq 2", r3, err)
 	}

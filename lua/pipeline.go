@@ -26,7 +26,8 @@ func (d direct) Run(ctx context.Context, s *redis.Script, keys []string, args ..
 // pipeline is in flight, the calls that arrive queue up and leave in the
 // next one. Redis then reads and answers many scripts per system call
 // instead of one, which is most of what a call costs it besides the script
-// itself. Grabs (GrabPipeline) and stock deducts go this way.
+// itself. Packet and campaign grabs (GrabPipeline) and stock deducts go
+// this way.
 //
 // There are no background goroutines: the first caller that finds a free
 // pipeline leads it, sending batches for everyone queued; when it is done it

@@ -339,7 +339,7 @@ func (s *Service) GrabCampaign(ctx context.Context, campaignID, userID int64) (A
 	keys := s.keys.Campaign(campaignID)
 	request := engine.RequestID()
 	for attempt := 0; attempt < 3; attempt++ {
-		r, err := lua.CampaignGrab(ctx, s.rdb, keys, campaignID, userID, s.nowMs(), request)
+		r, err := lua.CampaignGrab(ctx, s.run, keys, campaignID, userID, s.nowMs(), request)
 		if err != nil {
 			return Award{}, err
 		}

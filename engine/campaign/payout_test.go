@@ -37,7 +37,7 @@ func wantUsed(e *enginetest.Env, t *testing.T, cp, used int64) {
 // before its payout began: the award is in Redis and the stream, nowhere else.
 func rawGrab(e *enginetest.Env, t *testing.T, cp, user int64) lua.CampaignGrabReply {
 	t.Helper()
-	r, err := lua.CampaignGrab(context.Background(), e.Redis, e.Keys.Campaign(cp), cp, user, e.Clock.Now().UnixMilli(), fmt.Sprint("raw-", user))
+	r, err := lua.CampaignGrab(context.Background(), lua.Direct(e.Redis), e.Keys.Campaign(cp), cp, user, e.Clock.Now().UnixMilli(), fmt.Sprint("raw-", user))
 	if err != nil || r.Code != lua.GrabGranted {
 		t.Fatalf("grab: %+v, %v", r, err)
 	}

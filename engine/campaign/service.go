@@ -31,6 +31,7 @@ type Service struct {
 	log   *slog.Logger
 	cfg   engine.Config
 	keys  lua.Keys
+	run   lua.Runner // campaign grabs: the engine's grab pipeline, or Direct
 	xfer  transfer.Service
 	hooks payoutHooks
 	m     payoutMetrics
@@ -42,7 +43,13 @@ type Service struct {
 // RunPayoutSweeper (which runs the payout pool too), next to the engine's RunWriter.
 func New(e *engine.Engine, d Deps) *Service {
 	s := &Service{core: e, rdb: e.Redis(), db: e.DB(), clock: e.Clock(), rand: e.Rand(), log: e.Log(), cfg: e.Config(),
-		keys: e.Keys(), xfer: d.Transfer, m: newPayoutMetrics(), limit: newLimiter(e.Config().TransferRate)}
+		keys: e.Keys(), run: lua.Direct(e.Redis()), xfer: d.Transfer, m: newPayoutMetrics(),
+		limit: newLimiter(e.Config().TransferRate)}
+	if p := e.Pipeline(); p != nil {
+		// Campaign grabs share the packet grabs' round trips: one queue,
+		// so a burst of either fills the same pipelines.
+		s.run = p
+	}
 	if reg := e.Metrics(); reg != nil {
 		s.m.register(reg)
 	}
