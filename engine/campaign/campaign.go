@@ -324,7 +324,8 @@ func (s *Service) GetCampaign(ctx context.Context, campaignID int64) (Campaign, 
 // GrabCampaign hands the user one award (or, at their limit, their latest
 // again). In PayoutAsync mode it answers from Redis at once, the award
 // received (its payout pending): the writer records it from its event and
-// the payout pool pays it. In PayoutSync mode it pays the award out before
+// the payout pool pays it; a repeat answers the award's payout as MySQL
+// has it. In PayoutSync mode it pays the award out before
 // it answers: the award is 7 in MySQL before the
 // transfer service is called, and 4 when it answers success. When the
 // transfer fails or its outcome is unknown, the answer is a
@@ -347,8 +348,12 @@ func (s *Service) GrabCampaign(ctx context.Context, campaignID, userID int64) (A
 		case lua.GrabGranted:
 			ev := event.Award{CampaignID: campaignID, Seq: r.Seq, UserID: userID, Amount: r.Amount, At: time.UnixMilli(r.AtMs).UTC()}
 			if s.async() {
-				return Award{CampaignID: campaignID, Seq: r.Seq, UserID: userID, Amount: r.Amount, Repeat: r.Repeat,
-					Payout: PayoutReceived, AwardedAt: ev.At}, nil
+				a := Award{CampaignID: campaignID, Seq: r.Seq, UserID: userID, Amount: r.Amount, Repeat: r.Repeat,
+					Payout: PayoutReceived, AwardedAt: ev.At}
+				if r.Repeat {
+					a = s.recorded(ctx, a)
+				}
+				return a, nil
 			}
 			return s.payGrab(ctx, ev, r.Repeat)
 		case lua.GrabNotLoaded, lua.GrabVerify:
@@ -366,6 +371,20 @@ func (s *Service) GrabCampaign(ctx context.Context, campaignID, userID int64) (A
 		}
 	}
 	return Award{}, fmt.Errorf("%w: campaign %d could not be loaded", engine.ErrBusy, campaignID)
+}
+
+// recorded is a, an award granted before, as MySQL has it now (its payout
+// may be under way or done) once the writer has recorded it. A new award
+// answers from Redis alone; a repeat costs one read, and when MySQL cannot
+// answer it the award is still the user's: a is answered as it is.
+func (s *Service) recorded(ctx context.Context, a Award) Award {
+	row, err := s.db.Award(ctx, a.CampaignID, a.Seq)
+	if err != nil || row.UserID != a.UserID {
+		return a
+	}
+	v := awardView(row)
+	v.Repeat = a.Repeat
+	return v
 }
 
 // payGrab pays out an award just granted (or granted before, for a repeat):
