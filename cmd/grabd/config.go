@@ -46,6 +46,10 @@ type Config struct {
 	DevAuth       bool       // GRAB_AUTH=dev
 	DataDir       string     // GRAB_DATA_DIR, embedded mode only
 	LogLevel      slog.Level // GRAB_LOG_LEVEL
+	// LogFlush is how long an info or debug line may wait in the log's
+	// buffer before it is written (GRAB_LOG_FLUSH); 0 ("off") writes every
+	// line at once. Warnings and errors are written at once either way.
+	LogFlush time.Duration
 	// TransferURL is the base URL of the wallet transfer service that pays
 	// campaign awards (GRAB_TRANSFER_URL). Empty: the built-in simulator in
 	// the embedded mode, none in production (awards stay received).
@@ -85,7 +89,8 @@ func (c Config) Embedded() bool { return len(c.RedisAddrs) == 0 && c.MySQLDSN ==
 
 // defaultConfig is grabd's configuration before the environment and flags.
 func defaultConfig() Config {
-	return Config{Addr: ":8080", DataDir: "./data", LogLevel: slog.LevelInfo, Engine: engine.DefaultConfig(),
+	return Config{Addr: ":8080", DataDir: "./data", LogLevel: slog.LevelInfo, LogFlush: 100 * time.Millisecond,
+		Engine: engine.DefaultConfig(),
 		NATSStream: "GRAB", EventsRetention: 7 * 24 * time.Hour, EventsDuplicates: 2 * time.Minute}
 }
 

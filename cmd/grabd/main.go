@@ -7,7 +7,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -28,7 +27,8 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stderr
 		fmt.Fprintf(stderr, "grabd: %v\n", err)
 		return 2
 	}
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	log, stopLog := newLogger(stderr, cfg.LogLevel, cfg.LogFlush)
+	defer stopLog()
 	if err := Run(ctx, cfg, log); err != nil {
 		log.Error("grabd failed", "err", err)
 		return 1

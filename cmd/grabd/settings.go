@@ -80,6 +80,8 @@ func (c *Config) settings(providers *string) []option {
 		{"grab-pipelines", "GRAB_GRAB_PIPELINES", "pipelines carrying concurrent grabs to Redis; -1: one round trip per grab",
 			intIn(&e.GrabPipelines, -1, 256)},
 		{"log-level", "GRAB_LOG_LEVEL", "debug, info, warn or error", field(&c.LogLevel, logLevel, showLevel)},
+		{"log-flush", "GRAB_LOG_FLUSH", "how long info lines may wait in the log's buffer (warnings and errors never wait); off: each line at once",
+			field(&c.LogFlush, flushPeriod, showFlush)},
 		{"transfer-url", "GRAB_TRANSFER_URL", "base URL of the transfer service paying campaign awards",
 			field(&c.TransferURL, anyText, text)},
 		{"transfer-timeout", "GRAB_TRANSFER_TIMEOUT", "bound of one transfer service call", duration(&e.TransferTimeout)},
@@ -227,6 +229,25 @@ func transferRate(s string) (float64, error) {
 func showRate(r float64) string { return strconv.FormatFloat(r, 'g', -1, 64) }
 
 func showLevel(l slog.Level) string { return strings.ToLower(l.String()) }
+
+// flushPeriod reads a positive duration, or off (0).
+func flushPeriod(s string) (time.Duration, error) {
+	if s == "off" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("%q must be off or a positive Go duration such as 100ms", s)
+	}
+	return d, nil
+}
+
+func showFlush(d time.Duration) string {
+	if d <= 0 {
+		return "off"
+	}
+	return showDuration(d)
+}
 
 // parseDuration reads a positive Go duration.
 func parseDuration(s string) (time.Duration, error) {

@@ -1,0 +1,57 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+)
+
+// logBufferSize is how much of the log waits in memory at most: a burst
+// of access lines is written in 256 KiB pieces rather than line by line.
+const logBufferSize = 256 << 10
+
+// newLogger writes JSON lines at level to out. With flush > 0 the lines
+// wait in a buffer (zapcore.BufferedWriteSyncer) for at most flush, so
+// that an access line per request does not cost a write system call per
+// request; warnings and errors flush the buffer at once, so they are never
+// late and never lost to a crash that follows them. stop flushes and ends
+// the buffer's timer; lines logged after it are written at once.
+func newLogger(out io.Writer, level slog.Level, flush time.Duration) (log *slog.Logger, stop func()) {
+	opts := &slog.HandlerOptions{Level: level}
+	if flush <= 0 {
+		return slog.New(slog.NewJSONHandler(out, opts)), func() {}
+	}
+	ws := &zapcore.BufferedWriteSyncer{WS: zapcore.AddSync(out), Size: logBufferSize, FlushInterval: flush}
+	h := syncHandler{slog.NewJSONHandler(ws, opts), ws}
+	return slog.New(h), func() { _ = ws.Stop() }
+}
+
+// syncHandler flushes its buffer after every record at warning or above.
+type syncHandler struct {
+	slog.Handler
+	ws zapcore.WriteSyncer
+}
+
+// Handle implements slog.Handler.
+func (h syncHandler) Handle(ctx context.Context, r slog.Record) error {
+	err := h.Handler.Handle(ctx, r)
+	if r.Level >= slog.LevelWarn {
+		if serr := h.ws.Sync(); err == nil {
+			err = serr
+		}
+	}
+	return err
+}
+
+// WithAttrs implements slog.Handler.
+func (h syncHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return syncHandler{h.Handler.WithAttrs(as), h.ws}
+}
+
+// WithGroup implements slog.Handler.
+func (h syncHandler) WithGroup(name string) slog.Handler {
+	return syncHandler{h.Handler.WithGroup(name), h.ws}
+}

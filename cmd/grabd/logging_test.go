@@ -1,0 +1,88 @@
+package main
+
+import (
+	"bytes"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// lockedBuffer is a log's destination that the buffer's own goroutine may
+// write while the test reads.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) lines() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.b.String()
+	if s == "" {
+		return nil
+	}
+	return strings.Split(strings.TrimSuffix(s, "\n"), "\n")
+}
+
+// Info lines wait in the buffer; a warning is written at once, with every
+// line before it, in order; stopping writes what is left.
+func TestLogBuffersInfoUntilAWarningOrStop(t *testing.T) {
+	var out lockedBuffer
+	log, stop := newLogger(&out, slog.LevelInfo, time.Hour) // the timer never fires here
+	log.Info("first")
+	log.Debug("below the level")
+	if got := out.lines(); len(got) != 0 {
+		t.Fatalf("info line written before a flush: %q", got)
+	}
+	log.With("k", "v").Warn("second")
+	got := out.lines()
+	if len(got) != 2 || !strings.Contains(got[0], `"msg":"first"`) || !strings.Contains(got[1], `"msg":"second"`) ||
+		!strings.Contains(got[1], `"k":"v"`) {
+		t.Fatalf("after the warning: %q", got)
+	}
+	log.Info("third")
+	if n := len(out.lines()); n != 2 {
+		t.Fatalf("%d lines before stop, want 2", n)
+	}
+	stop()
+	if got := out.lines(); len(got) != 3 || !strings.Contains(got[2], `"msg":"third"`) {
+		t.Fatalf("after stop: %q", got)
+	}
+}
+
+// The timer writes an info line within the flush period.
+func TestLogFlushesOnItsPeriod(t *testing.T) {
+	var out lockedBuffer
+	log, stop := newLogger(&out, slog.LevelInfo, 10*time.Millisecond)
+	defer stop()
+	log.Info("first")
+	deadline := time.Now().Add(10 * time.Second)
+	for len(out.lines()) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the info line was never written")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := out.lines(); len(got) != 1 || !strings.Contains(got[0], `"msg":"first"`) {
+		t.Fatalf("%q", got)
+	}
+}
+
+// Off: every line is written as it is logged.
+func TestLogUnbuffered(t *testing.T) {
+	var out lockedBuffer
+	log, stop := newLogger(&out, slog.LevelInfo, 0)
+	defer stop()
+	log.Info("first")
+	if got := out.lines(); len(got) != 1 {
+		t.Fatalf("%q", got)
+	}
+}
