@@ -90,7 +90,7 @@ func (c Config) Embedded() bool { return len(c.RedisAddrs) == 0 && c.MySQLDSN ==
 // defaultConfig is grabd's configuration before the environment and flags.
 func defaultConfig() Config {
 	return Config{Addr: ":8080", DataDir: "./data", LogLevel: slog.LevelInfo, LogFlush: 100 * time.Millisecond,
-		Engine: engine.DefaultConfig(),
+		Engine:     engine.DefaultConfig(),
 		NATSStream: "GRAB", EventsRetention: 7 * 24 * time.Hour, EventsDuplicates: 2 * time.Minute}
 }
 
