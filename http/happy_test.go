@@ -254,6 +254,21 @@ func TestHappyPath(t *testing.T) {
 	}
 }
 
+// A method the API does not know is counted as OTHER: clients choose
+// methods, and each label value would be a series kept for good.
+func TestRequestMetricsBoundTheMethods(t *testing.T) {
+	e := setup(t)
+	for _, m := range []string{"BREW", "WHEN", "GET"} {
+		e.do(t, m, "/healthz", ``, nil)
+	}
+	metrics := string(e.do(t, "GET", "/metrics", ``, nil).body)
+	if !strings.Contains(metrics, `grab_http_requests_total{method="OTHER",route="unmatched",status="405"} 2`) ||
+		!strings.Contains(metrics, `grab_http_requests_total{method="GET",route="/healthz",status="200"} 1`) ||
+		strings.Contains(metrics, "BREW") {
+		t.Fatalf("request metrics:\n%s", metrics)
+	}
+}
+
 func TestReadyzWithoutWriter(t *testing.T) {
 	e := setup(t)
 	r := e.do(t, "GET", "/readyz", ``, nil)

@@ -199,7 +199,7 @@ func (s *server) accessLog(c *gin.Context) {
 	start := time.Now()
 	c.Next()
 	route, status := routeOf(c), c.Writer.Status()
-	s.m.requestCount.inc(requestKey{route: route, method: c.Request.Method, status: status})
+	s.m.requestCount.inc(requestKey{route: route, method: methodLabel(c.Request.Method), status: status})
 	level := slog.LevelInfo
 	switch route {
 	case "/healthz", "/readyz", "/metrics":
@@ -223,6 +223,18 @@ func (s *server) accessLog(c *gin.Context) {
 		attrs = append(attrs, slog.String("code", code))
 	}
 	s.log.LogAttrs(ctx, level, "http request", attrs...)
+}
+
+// methodLabel is method as a metric label: a client may send any token as
+// its method, and each label value is a series kept for good, so those the
+// API does not know count as OTHER.
+func methodLabel(method string) string {
+	switch method {
+	case nethttp.MethodGet, nethttp.MethodPost, nethttp.MethodPut, nethttp.MethodDelete, nethttp.MethodPatch,
+		nethttp.MethodHead, nethttp.MethodOptions:
+		return method
+	}
+	return "OTHER"
 }
 
 // recovery turns a panic into INTERNAL; the stack goes to the log, never to the client.
