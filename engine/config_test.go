@@ -2,6 +2,7 @@ package engine
 
 import (
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -64,3 +65,17 @@ func TestWithDefaultsKeepsSetFields(t *testing.T) {
 
 // nsOnly is a namespace with no shard count.
 func nsOnly(ns string) lua.Keys { return lua.Keys{NS: ns} }
+
+// Request ids are unique within a process and cost one allocation: every
+// grab takes one.
+func TestRequestID(t *testing.T) {
+	a, b := RequestID(), RequestID()
+	na, errA := strconv.ParseUint(strings.TrimPrefix(a, requestPrefix), 36, 64)
+	nb, errB := strconv.ParseUint(strings.TrimPrefix(b, requestPrefix), 36, 64)
+	if !strings.HasPrefix(a, requestPrefix) || errA != nil || errB != nil || nb != na+1 {
+		t.Fatalf("request ids %q, %q", a, b)
+	}
+	if n := testing.AllocsPerRun(100, func() { RequestID() }); n != 1 {
+		t.Fatalf("RequestID allocates %v times, want 1", n)
+	}
+}

@@ -52,7 +52,8 @@ func (e *Engine) Lagging() bool { return e.WriterLag() > e.cfg.LagLimit }
 // RequestID tells one grab call from another, so that a re-sent script after
 // a lost reply is answered as the original, not as a repeat.
 func RequestID() string {
-	return requestPrefix + strconv.FormatUint(requestSeq.Add(1), 36)
+	var b [32]byte // one allocation: the string
+	return string(strconv.AppendUint(append(b[:0], requestPrefix...), requestSeq.Add(1), 36))
 }
 
 // Request ids are a random per-process prefix and a counter: unique without

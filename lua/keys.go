@@ -3,6 +3,7 @@ package lua
 import (
 	"fmt"
 	"strconv"
+	"strings"
 )
 
 // Keys builds every Redis key the engine uses. All keys of a packet and the
@@ -31,27 +32,18 @@ func (k Keys) Shard(packetID int64) int {
 	return int(packetID % int64(k.Shards))
 }
 
-func (k Keys) tag(shard int) string {
-	// "%s:{g:%02d}", without fmt: every grab and deduct builds its keys.
-	if shard < 10 {
-		return k.NS + ":{g:0" + strconv.Itoa(shard) + "}"
-	}
-	return k.NS + ":{g:" + strconv.Itoa(shard) + "}"
-}
+func (k Keys) tag(shard int) string { return string(k.appendTag(make([]byte, 0, len(k.NS)+8), shard)) }
 
-// packetBase is on the grab path, so it avoids fmt.
-func (k Keys) packetBase(packetID int64) string {
-	shard := k.Shard(packetID)
-	b := make([]byte, 0, len(k.NS)+32)
+// appendTag appends tag(shard), without fmt: every grab and deduct builds
+// its keys.
+func (k Keys) appendTag(b []byte, shard int) []byte {
 	b = append(b, k.NS...)
 	b = append(b, ":{g:"...)
 	if shard < 10 {
 		b = append(b, '0')
 	}
 	b = strconv.AppendInt(b, int64(shard), 10)
-	b = append(b, "}:pk:"...)
-	b = strconv.AppendInt(b, packetID, 10)
-	return string(b)
+	return append(b, '}')
 }
 
 // PacketKeys are the keys of one packet, in the order the scripts take them.
@@ -66,16 +58,36 @@ type PacketKeys struct {
 }
 
 // Packet returns the keys of a packet.
+//
+// It is on every grab's path, so it makes one allocation: each key is a
+// piece of one string, "<base>:shares <base>:grabbed <base>:eligible
+// <base>:loadlock <tag>:events <tag>:epoch", where the first key's start is
+// the state key.
 func (k Keys) Packet(packetID int64) PacketKeys {
-	base := k.packetBase(packetID)
+	var scratch [96]byte // on the stack unless NS is long
+	base := k.appendTag(scratch[:0], k.Shard(packetID))
+	tag := len(base)
+	base = strconv.AppendInt(append(base, ":pk:"...), packetID, 10)
+	var b strings.Builder
+	b.Grow(4*len(base) + 2*tag + 50)
+	var ends [6]int // where each key ends in b
+	for i, part := range [...]struct {
+		prefix []byte
+		suffix string
+	}{{base, ":shares"}, {base, ":grabbed"}, {base, ":eligible"}, {base, ":loadlock"}, {base[:tag], ":events"}, {base[:tag], ":epoch"}} {
+		b.Write(part.prefix)
+		b.WriteString(part.suffix)
+		ends[i] = b.Len()
+	}
+	all := b.String()
 	return PacketKeys{
-		State:    base,
-		Shares:   base + ":shares",
-		Grabbed:  base + ":grabbed",
-		Eligible: base + ":eligible",
-		Events:   k.Events(k.Shard(packetID)),
-		Epoch:    k.Epoch(k.Shard(packetID)),
-		LoadLock: base + ":loadlock",
+		State:    all[:len(base)],
+		Shares:   all[:ends[0]],
+		Grabbed:  all[ends[0]:ends[1]],
+		Eligible: all[ends[1]:ends[2]],
+		LoadLock: all[ends[2]:ends[3]],
+		Events:   all[ends[3]:ends[4]],
+		Epoch:    all[ends[4]:ends[5]],
 	}
 }
 

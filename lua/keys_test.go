@@ -17,6 +17,15 @@ func TestPacketKeys(t *testing.T) {
 	if got != want {
 		t.Fatalf("Packet(123) = %+v\nwant %+v", got, want)
 	}
+	// Every grab builds its packet's keys: they cost one allocation.
+	if n := testing.AllocsPerRun(100, func() { k.Packet(123) }); n != 1 {
+		t.Fatalf("Packet allocates %v times, want 1", n)
+	}
+	if got := NewKeys("a-namespace-much-longer-than-the-usual-few-letters-of-grab-or-a-test", 1).Packet(-5); got.Epoch !=
+		"a-namespace-much-longer-than-the-usual-few-letters-of-grab-or-a-test:{g:00}:epoch" ||
+		got.State != "a-namespace-much-longer-than-the-usual-few-letters-of-grab-or-a-test:{g:00}:pk:-5" {
+		t.Fatalf("long namespace: %+v", got)
+	}
 	if s := k.Events(7); s != "grab:{g:07}:events" {
 		t.Fatalf("Events(7) = %q", s)
 	}
