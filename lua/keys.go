@@ -64,31 +64,44 @@ type PacketKeys struct {
 // <base>:loadlock <tag>:events <tag>:epoch", where the first key's start is
 // the state key.
 func (k Keys) Packet(packetID int64) PacketKeys {
+	o := k.object(k.Shard(packetID), ":pk:", packetID, [4]string{":shares", ":grabbed", ":eligible", ":loadlock"})
+	return PacketKeys{State: o.base, Shares: o.keys[0], Grabbed: o.keys[1], Eligible: o.keys[2], LoadLock: o.keys[3],
+		Events: o.events, Epoch: o.epoch}
+}
+
+// objectKeys are the keys of a packet or campaign: its base key, the base
+// with each of four suffixes, and its shard's event stream and epoch.
+type objectKeys struct {
+	base, events, epoch string
+	keys                [4]string
+}
+
+// object builds "<tag>:<kind>:<id>" (kind with its colons) and the rest of
+// its objectKeys in one allocation: each key is a piece of one string,
+// "<base><suffix 0>…<base><suffix 3><tag>:events<tag>:epoch", the base
+// being the first key's start. Packets and campaigns build their keys on
+// every grab.
+func (k Keys) object(shard int, kind string, id int64, suffixes [4]string) objectKeys {
 	var scratch [96]byte // on the stack unless NS is long
-	base := k.appendTag(scratch[:0], k.Shard(packetID))
+	base := k.appendTag(scratch[:0], shard)
 	tag := len(base)
-	base = strconv.AppendInt(append(base, ":pk:"...), packetID, 10)
+	base = strconv.AppendInt(append(base, kind...), id, 10)
 	var b strings.Builder
-	b.Grow(4*len(base) + 2*tag + 50)
+	b.Grow(4*len(base) + 2*tag + 64)
 	var ends [6]int // where each key ends in b
-	for i, part := range [...]struct {
-		prefix []byte
-		suffix string
-	}{{base, ":shares"}, {base, ":grabbed"}, {base, ":eligible"}, {base, ":loadlock"}, {base[:tag], ":events"}, {base[:tag], ":epoch"}} {
-		b.Write(part.prefix)
-		b.WriteString(part.suffix)
+	for i, sfx := range suffixes {
+		b.Write(base)
+		b.WriteString(sfx)
 		ends[i] = b.Len()
 	}
-	all := b.String()
-	return PacketKeys{
-		State:    all[:len(base)],
-		Shares:   all[:ends[0]],
-		Grabbed:  all[ends[0]:ends[1]],
-		Eligible: all[ends[1]:ends[2]],
-		LoadLock: all[ends[2]:ends[3]],
-		Events:   all[ends[3]:ends[4]],
-		Epoch:    all[ends[4]:ends[5]],
+	for i, sfx := range [...]string{":events", ":epoch"} {
+		b.Write(base[:tag])
+		b.WriteString(sfx)
+		ends[4+i] = b.Len()
 	}
+	all := b.String()
+	return objectKeys{base: all[:len(base)], keys: [4]string{all[:ends[0]], all[ends[0]:ends[1]], all[ends[1]:ends[2]],
+		all[ends[2]:ends[3]]}, events: all[ends[3]:ends[4]], epoch: all[ends[4]:ends[5]]}
 }
 
 // CampaignKeys are the keys of one campaign, in the order the scripts take them.
@@ -105,16 +118,9 @@ type CampaignKeys struct {
 // Campaign returns the keys of a campaign. A campaign's shard is its id
 // modulo Shards, as a packet's; "cp" keeps its keys apart from packet keys.
 func (k Keys) Campaign(campaignID int64) CampaignKeys {
-	base := k.tag(k.Shard(campaignID)) + ":cp:" + strconv.FormatInt(campaignID, 10)
-	return CampaignKeys{
-		State:    base,
-		Awards:   base + ":awards",
-		Users:    base + ":users",
-		Awarded:  base + ":awarded",
-		Events:   k.Events(k.Shard(campaignID)),
-		Epoch:    k.Epoch(k.Shard(campaignID)),
-		LoadLock: base + ":loadlock",
-	}
+	o := k.object(k.Shard(campaignID), ":cp:", campaignID, [4]string{":awards", ":users", ":awarded", ":loadlock"})
+	return CampaignKeys{State: o.base, Awards: o.keys[0], Users: o.keys[1], Awarded: o.keys[2], LoadLock: o.keys[3],
+		Events: o.events, Epoch: o.epoch}
 }
 
 // Events is the event stream of a shard.

@@ -21,6 +21,9 @@ func TestPacketKeys(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { k.Packet(123) }); n != 1 {
 		t.Fatalf("Packet allocates %v times, want 1", n)
 	}
+	if n := testing.AllocsPerRun(100, func() { k.Campaign(123) }); n != 1 {
+		t.Fatalf("Campaign allocates %v times, want 1", n)
+	}
 	if got := NewKeys("a-namespace-much-longer-than-the-usual-few-letters-of-grab-or-a-test", 1).Packet(-5); got.Epoch !=
 		"a-namespace-much-longer-than-the-usual-few-letters-of-grab-or-a-test:{g:00}:epoch" ||
 		got.State != "a-namespace-much-longer-than-the-usual-few-letters-of-grab-or-a-test:{g:00}:pk:-5" {
