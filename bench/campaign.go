@@ -314,8 +314,15 @@ type campaignHTTP struct{ api HTTP }
 func (campaignHTTP) Name() string { return EngineHTTP }
 
 func (g campaignHTTP) Grab(ctx context.Context, op Op) (string, error) {
-	return g.api.grab(ctx, "/v1/campaigns/"+strconv.FormatInt(op.Target, 10)+"/grab", op.User)
+	return g.api.grab(ctx, g.grabPath(op), op.User)
 }
+
+// grabPath implements wrkGrabber: POST /v1/campaigns/{id}/grab.
+func (campaignHTTP) grabPath(op Op) string {
+	return "/v1/campaigns/" + strconv.FormatInt(op.Target, 10) + "/grab"
+}
+
+func (g campaignHTTP) baseURL() string { return g.api.URL }
 
 // --- mysql-lock: the payout scheme without Redis --------------------------
 

@@ -112,8 +112,16 @@ func (HTTP) Name() string { return EngineHTTP }
 
 // Grab implements Grabber.
 func (h HTTP) Grab(ctx context.Context, op Op) (string, error) {
-	return h.grab(ctx, "/v1/packets/"+strconv.FormatInt(op.Target, 10)+"/grab", op.User)
+	return h.grab(ctx, h.grabPath(op), op.User)
 }
+
+// grabPath implements wrkGrabber: POST /v1/packets/{id}/grab.
+func (HTTP) grabPath(op Op) string {
+	return "/v1/packets/" + strconv.FormatInt(op.Target, 10) + "/grab"
+}
+
+// baseURL implements wrkGrabber.
+func (h HTTP) baseURL() string { return h.URL }
 
 // grab posts a bodiless grab to path as user and answers with its API code.
 // It builds no header map and decodes no 2xx body: the load generator's

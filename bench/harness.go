@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os/exec"
 	"slices"
 	"strconv"
 	"sync"
@@ -90,6 +91,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.Events && (cfg.URL != "" || slices.Contains(cfg.Engines, EngineMySQLLock)) {
 		return nil, errEventsEngines
 	}
+	if err := checkWrk(cfg); err != nil {
+		return nil, err
+	}
 	ecfg := engine.DefaultConfig()
 	ecfg.Keys = cfg.Keys
 	ecfg.GrabPipelines, ecfg.GrabBatch = cfg.GrabPipelines, cfg.GrabBatch
@@ -118,6 +122,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep.Scenario["name"] = cfg.Scenario.Name()
 	if cfg.Load.Rate > 0 {
 		rep.Scenario["rate"] = cfg.Load.Rate
+	}
+	if cfg.Load.Wrk {
+		rep.Scenario["http_load"] = "wrk"
 	}
 
 	for _, name := range cfg.Engines {
@@ -156,8 +163,20 @@ func runEngine(ctx context.Context, cfg Config, env *Env, name string, rep *Repo
 	if err != nil {
 		return RunReport{}, fmt.Errorf("%s: %w", name, err)
 	}
-	run := measure(ctx, cfg, env, g, t, plan)
-	closeG()
+	defer closeG()
+	run, err := measure(ctx, cfg, env, g, t, plan)
+	if err != nil {
+		return RunReport{}, fmt.Errorf("%s: %w", name, err)
+	}
+	if w, ok := g.(wrkGrabber); ok && cfg.Load.Wrk {
+		// /healthz on the same listener, under wrk for as long: what grabd
+		// serves when a request does none of the grab's work.
+		rate, err := wrkHealthz(ctx, w.baseURL(), plan.Concurrency, run.Elapsed, cfg.Load)
+		if err != nil {
+			return RunReport{}, fmt.Errorf("%s: /healthz: %w", name, err)
+		}
+		run.HealthzPerSec = &rate
+	}
 	return run, ctx.Err()
 }
 
@@ -218,8 +237,8 @@ func serveAPI(ctx context.Context, cfg Config, env *Env, conc int) (api HTTPSetu
 
 // measure runs one engine's load, samples the writer lag, waits for the
 // writer to drain, settles what the trial leaves unfinished and audits it
-// and MySQL.
-func measure(ctx context.Context, cfg Config, env *Env, g Grabber, t Trial, plan Plan) RunReport {
+// and MySQL. Its error is wrk's: the load was not made.
+func measure(ctx context.Context, cfg Config, env *Env, g Grabber, t Trial, plan Plan) (RunReport, error) {
 	name := g.Name()
 	inProcess := name == EngineEngine || (name == EngineHTTP && cfg.URL == "")
 	lag := hdrhistogram.New(1, 3_600_000, 3) // ms
@@ -233,14 +252,19 @@ func measure(ctx context.Context, cfg Config, env *Env, g Grabber, t Trial, plan
 	}
 	usesRedis := name != EngineMySQLLock && !(name == EngineHTTP && cfg.URL != "")
 	cpuBefore, cpuErr := redisCPU(ctx, env.Redis)
-	load := RunLoad(ctx, g, plan, cfg.Load)
+	load, err := runLoad(ctx, cfg, g, plan)
+	if err != nil {
+		stopLag()
+		stopAge()
+		return RunReport{}, err
+	}
 	run := RunReport{Engine: name, Ops: load.Ops, Elapsed: load.Elapsed, OpsPerSec: load.PerSecond(),
 		Codes: load.Codes, Errors: load.Errors, FirstErr: load.FirstErr, Audit: AuditResult{OK: true}}
 	if cpuAfter, err := redisCPU(ctx, env.Redis); usesRedis && cpuErr == nil && err == nil && load.Ops > 0 {
 		us := (cpuAfter - cpuBefore).Seconds() * 1e6 / float64(load.Ops)
 		run.RedisCPUPerOp = &us
 	}
-	run.P50, run.P90, run.P99, run.P999 = ms(load.Latency, 50), ms(load.Latency, 90), ms(load.Latency, 99), ms(load.Latency, 99.9)
+	run.P50, run.P90, run.P99, run.P999 = load.percentile(50), load.percentile(90), load.percentile(99), load.percentile(99.9)
 	a := &auditor{counts: map[string]int{}}
 	if inProcess {
 		measureDrain(ctx, cfg, t, load, a, &run)
@@ -261,7 +285,33 @@ func measure(ctx context.Context, cfg Config, env *Env, g Grabber, t Trial, plan
 		}
 	}
 	run.Audit = AuditResult{OK: len(a.violations) == 0, Violations: a.violations}
-	return run
+	return run, nil
+}
+
+// runLoad makes the plan's requests: with wrk for the http engine when
+// cfg asks for it, else from Go clients in this process.
+func runLoad(ctx context.Context, cfg Config, g Grabber, plan Plan) (Load, error) {
+	if cfg.Load.Wrk && g.Name() == EngineHTTP {
+		return RunWrk(ctx, g, plan, cfg.Load)
+	}
+	return RunLoad(ctx, g, plan, cfg.Load), nil
+}
+
+// checkWrk refuses a wrk load wrk cannot make: it is a closed loop, and
+// must be installed when the http engine runs.
+func checkWrk(cfg Config) error {
+	switch {
+	case !cfg.Load.Wrk:
+		return nil
+	case cfg.Load.Rate > 0:
+		return errors.New("wrk's connections are a closed loop: no rate with wrk")
+	case !slices.Contains(cfg.Engines, EngineHTTP):
+		return nil
+	}
+	if _, err := exec.LookPath("wrk"); err != nil {
+		return ErrNoWrk
+	}
+	return nil
 }
 
 // measureDrain waits for the trial's accepted requests to be durable, timed in run.

@@ -18,11 +18,24 @@ func newLatencyHist() *hdrhistogram.Histogram { return hdrhistogram.New(1, 60_00
 type Load struct {
 	Ops     int64 // requests answered
 	Elapsed time.Duration
-	Latency *hdrhistogram.Histogram // µs
+	// Latency is the Go clients' (µs); nil when wrk made the requests,
+	// whose percentiles are in wrkLatency.
+	Latency *hdrhistogram.Histogram
 	Codes   map[string]int64
-	// Errors counts answers with an error (CodeError, errs.CodeInternal); FirstErr is one of them.
+	// Errors counts answers with an error (CodeError, errs.CodeInternal),
+	// and with wrk its socket errors; FirstErr is one of them.
 	Errors   int64
 	FirstErr error
+
+	wrkLatency map[float64]float64 // µs by percentile: 50, 90, 99, 99.9
+}
+
+// percentile is the latency at percentile q (50, 90, 99 or 99.9), in ms.
+func (l Load) percentile(q float64) float64 {
+	if l.Latency == nil {
+		return l.wrkLatency[q] / 1000
+	}
+	return ms(l.Latency, q)
 }
 
 // PerSecond is the throughput of the run.
@@ -44,6 +57,13 @@ type LoadOptions struct {
 	MaxTime time.Duration
 	// Progress, when set, shows a progress bar there.
 	Progress io.Writer
+	// Wrk makes the http engine's requests with a wrk process (RunWrk)
+	// instead of Go clients in this process, from Concurrency connections
+	// on WrkThreads threads (0: min(2, Concurrency)); Rate must be zero
+	// and Progress is not shown. Run then also measures /healthz under
+	// wrk for as long, on the same listener.
+	Wrk        bool
+	WrkThreads int
 }
 
 // RunLoad makes the plan's requests with g from plan.Concurrency clients.

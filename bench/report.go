@@ -72,6 +72,10 @@ type RunReport struct {
 	// age during the run, sampled every 10 ms: how far the relay to NATS
 	// lagged the writer. Only with events on (Config.Events).
 	OutboxAgeP99 *float64 `json:"outbox_age_p99_ms,omitempty"`
+	// HealthzPerSec is the rate at which the http engine's grabd answered
+	// GET /healthz under wrk right after its run, for as long: a request
+	// that does none of the grab's work. Only with LoadOptions.Wrk.
+	HealthzPerSec *float64 `json:"healthz_per_sec,omitempty"`
 
 	// Shown in the table only.
 	Ops          int64         `json:"-"`
@@ -90,12 +94,18 @@ type Ratios struct {
 	EngineVsRaw       *float64 `json:"engine_vs_raw"`
 	HTTPVsRaw         *float64 `json:"http_vs_raw"`
 	EngineVsMySQLLock *float64 `json:"engine_vs_mysql_lock"`
+	// HTTPVsHealthz is the http engine's grabs/s over its /healthz req/s
+	// (RunReport.HealthzPerSec), with wrk.
+	HTTPVsHealthz *float64 `json:"http_vs_healthz,omitempty"`
 }
 
 func ratios(runs []RunReport) Ratios {
 	rate := map[string]float64{}
 	for _, r := range runs {
 		rate[r.Engine] = r.OpsPerSec
+		if r.Engine == EngineHTTP && r.HealthzPerSec != nil {
+			rate[healthz] = *r.HealthzPerSec
+		}
 	}
 	ratio := func(a, b string) *float64 {
 		if rate[a] <= 0 || rate[b] <= 0 {
@@ -105,8 +115,11 @@ func ratios(runs []RunReport) Ratios {
 		return &v
 	}
 	return Ratios{EngineVsRaw: ratio(EngineEngine, EngineRaw), HTTPVsRaw: ratio(EngineHTTP, EngineRaw),
-		EngineVsMySQLLock: ratio(EngineEngine, EngineMySQLLock)}
+		EngineVsMySQLLock: ratio(EngineEngine, EngineMySQLLock), HTTPVsHealthz: ratio(EngineHTTP, healthz)}
 }
+
+// healthz names the http engine's /healthz rate among ratios' rates.
+const healthz = "healthz"
 
 // Machine is what the numbers were measured on.
 type Machine struct {
@@ -242,6 +255,12 @@ func (r *Report) WriteTable(w io.Writer) error {
 	ratio("engine / raw", r.Ratios.EngineVsRaw)
 	ratio("http / raw", r.Ratios.HTTPVsRaw)
 	ratio("engine / mysql-lock", r.Ratios.EngineVsMySQLLock)
+	ratio("http grab / healthz", r.Ratios.HTTPVsHealthz)
+	for _, run := range r.Runs {
+		if run.HealthzPerSec != nil {
+			fmt.Fprintf(w, "%-22s %.0f req/s (wrk)\n", "healthz", *run.HealthzPerSec)
+		}
+	}
 	if b, ok := r.Scenario["redis_bytes_per_open_packet"]; ok {
 		fmt.Fprintf(w, "redis per open packet  %v bytes\n", b)
 	}

@@ -5,9 +5,16 @@
 // and drain time (and for campaign, how long the payouts took to settle). A
 // failed audit exits 1.
 //
+// With -wrk a wrk process (wrk 4, in PATH) makes the http engine's grabs,
+// each once, instead of Go clients sharing grabbench's process and cores
+// with grabd's handler; then GET /healthz runs under wrk on the same
+// listener for as long, and the report adds its req/s and the ratio
+// "http grab / healthz". Not for flash-sale, nor with -rate.
+//
 //	grabbench                                  # group-storm on all four engines
 //	grabbench -engines engine,http -c 32 -json out.json -png out.png
 //	grabbench -engines http -rate 5000         # open loop at a fixed rate
+//	grabbench -engines raw,http -wrk           # http's requests made by wrk, /healthz beside them
 //	grabbench -engines engine,http -pay wechat # packets paid through WeChat Pay's simulator
 //	grabbench -scenario flash-sale -skus 10 -stock 1000 -buyers 20000
 //	grabbench -scenario campaign -awards 2000 -users 10000 -budget 1000.00 -transfer-errors 0.5
@@ -117,6 +124,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.url, "url", "", "a running grabd for the http engine (GRAB_AUTH=dev); default: grabd's handler in-process on loopback")
 	fs.StringVar(&o.adminToken, "admin-token", envOr("GRAB_ADMIN_TOKEN", "dev-admin"), "admin token of the grabd at -url")
 	fs.Float64Var(&o.load.Rate, "rate", 0, "open loop: start this many grabs a second (0: closed loop, as fast as answered)")
+	fs.BoolVar(&o.load.Wrk, "wrk", false, "the http engine's requests made by a wrk process (wrk 4 in PATH), each once, "+
+		"from -c connections, instead of Go clients in grabbench's process; then /healthz under wrk for as long, "+
+		"and the ratio of the two (group-storm and campaign; not with -rate)")
+	fs.IntVar(&o.load.WrkThreads, "wrk-threads", 0, "-wrk: wrk's threads (0: min(2, -c))")
 	fs.DurationVar(&o.load.MaxTime, "max-time", 20*time.Second, "stop an engine's run after this long (0: no limit)")
 	fs.IntVar(&o.pipelines, "pipelines", 0, "engine: pipelines carrying concurrent grabs (0: the engine's default; -1: one round trip per grab)")
 	fs.IntVar(&o.batch, "batch", 0, "engine: most grabs per pipeline (0: the engine's default)")
@@ -162,7 +173,27 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if o.load.Rate < 0 {
 		return o, errors.New("-rate must be positive")
 	}
+	if err := checkWrk(o); err != nil {
+		return o, err
+	}
 	return o, nil
+}
+
+// checkWrk refuses -wrk where wrk cannot make the load.
+func checkWrk(o options) error {
+	switch {
+	case o.load.WrkThreads < 0:
+		return errors.New("-wrk-threads must be positive")
+	case !o.load.Wrk:
+		return nil
+	case o.scenario == "flash-sale":
+		return errors.New("-wrk sends bodiless grabs: flash-sale's deducts carry an order and are tallied per SKU for its audit")
+	case o.load.Rate > 0:
+		return errors.New("-wrk is a closed loop (wrk's connections): not with -rate")
+	case !slices.Contains(o.engines, bench.EngineHTTP):
+		return errors.New("-wrk makes the http engine's load: -engines has no http")
+	}
+	return nil
 }
 
 // run reports whether the audit passed.

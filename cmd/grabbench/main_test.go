@@ -52,6 +52,10 @@ func TestParseFlagsRefusesBadSettings(t *testing.T) {
 		{"-scenario", "campaign", "-transfer-latency", "1h"},
 		{"-scenario", "campaign", "-c", "0"},
 		{"-scenario", "campaign", "-url", "http://127.0.0.1:8080"},
+		{"-wrk", "-rate", "100"},
+		{"-wrk", "-scenario", "flash-sale"},
+		{"-wrk", "-engines", "raw,engine"},
+		{"-wrk", "-wrk-threads", "-1"},
 	} {
 		if _, err := parseFlags(args, io.Discard); err == nil {
 			t.Errorf("%q accepted", args)
@@ -81,6 +85,10 @@ func TestParseFlagsRefusesBadSettings(t *testing.T) {
 	if def := bench.DefaultCampaign(); err != nil || o.campaign.Awards != def.Awards || o.campaign.Users != def.Users ||
 		o.campaign.Budget != def.Budget || o.campaign.Faults != def.Faults {
 		t.Errorf("campaign defaults: %+v, %v", o.campaign, err)
+	}
+	o, err = parseFlags([]string{"-scenario", "campaign", "-wrk", "-wrk-threads", "3", "-engines", "http"}, io.Discard)
+	if err != nil || !o.load.Wrk || o.load.WrkThreads != 3 {
+		t.Errorf("-wrk -wrk-threads 3: %+v, %v", o.load, err)
 	}
 	if _, err := parseFlags([]string{"-budget", "nope"}, io.Discard); err != nil {
 		t.Errorf("-budget refused for group-storm: %v", err)
@@ -233,5 +241,27 @@ func TestEventsEngines(t *testing.T) {
 	o, err := parseFlags([]string{"-events"}, io.Discard)
 	if want := []string{bench.EngineRaw, bench.EngineEngine, bench.EngineHTTP}; err != nil || !o.events || !slices.Equal(o.engines, want) {
 		t.Fatalf("-events: engines %q (%v); want %q", o.engines, err, want)
+	}
+}
+
+// -wrk end to end: the http run's requests made by wrk, /healthz's rate
+// and the ratio to it in the table and the JSON.
+func TestRunWrk(t *testing.T) {
+	raw := runTiny(t, []string{"-packets", "3", "-shares", "5", "-grabbers", "8", "-c", "4", "-engines", "raw,http", "-wrk"},
+		"http_load=wrk", "http grab / healthz", "req/s (wrk)", "OK 15, SOLD_OUT 9")
+	var rep struct {
+		Runs []struct {
+			Engine        string   `json:"engine"`
+			HealthzPerSec *float64 `json:"healthz_per_sec"`
+		}
+		Ratios struct {
+			HTTPVsHealthz *float64 `json:"http_vs_healthz"`
+		}
+	}
+	if err := json.Unmarshal(raw, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Runs) != 2 || rep.Runs[0].HealthzPerSec != nil || rep.Runs[1].HealthzPerSec == nil || rep.Ratios.HTTPVsHealthz == nil {
+		t.Errorf("report %s", raw)
 	}
 }
