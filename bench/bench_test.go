@@ -56,6 +56,10 @@ func runClean(t *testing.T, cfg bench.Config) *bench.Report {
 		if inProcess != (run.DrainMs != nil) || inProcess != (run.WriterLagP99 != nil) {
 			t.Errorf("%s: drain %v, lag %v; want them exactly for the engines with a writer", run.Engine, run.DrainMs, run.WriterLagP99)
 		}
+		// Every grab answered OK was applied in some writer transaction.
+		if inProcess && run.Codes[bench.CodeOK] > 0 && (run.WriterBatch == nil || *run.WriterBatch < 1) {
+			t.Errorf("%s: writer batch mean %v; want one of at least 1 event", run.Engine, run.WriterBatch)
+		}
 	}
 	if !slices.Equal(ran, want) {
 		t.Fatalf("runs %q; want %q", ran, want)

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"io"
 	"log/slog"
 	"net"
@@ -38,6 +39,8 @@ type Env struct {
 	Setup Setup
 	// events are the run's relay and stream (nil: events off).
 	events *benchEvents
+	// metrics is the engine's registry: the writer's batches are read from it.
+	metrics *prometheus.Registry
 }
 
 // Config is one comparison.
@@ -99,10 +102,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	ecfg.GrabPipelines, ecfg.GrabBatch = cfg.GrabPipelines, cfg.GrabBatch
 	// Lag is sampled during the run: measure it often enough to see it move.
 	ecfg.Writer.MonitorEvery = 50 * time.Millisecond
-	deps := grab.Deps{Deps: engine.Deps{Redis: cfg.Redis, WriterRedis: cfg.WriterRedis, DB: cfg.DB, Log: cfg.Log}}
+	reg := prometheus.NewRegistry()
+	deps := grab.Deps{Deps: engine.Deps{Redis: cfg.Redis, WriterRedis: cfg.WriterRedis, DB: cfg.DB, Log: cfg.Log, Metrics: reg}}
 	cfg.Scenario.Configure(&deps, &ecfg)
 	eng := grab.New(deps, ecfg)
-	env := &Env{Redis: cfg.Redis, Keys: cfg.Keys, DB: cfg.DB, Engine: eng, Setup: EngineSetup{eng.Packets}}
+	env := &Env{Redis: cfg.Redis, Keys: cfg.Keys, DB: cfg.DB, Engine: eng, Setup: EngineSetup{eng.Packets}, metrics: reg}
 	if cfg.Events {
 		ev, err := startEvents(ctx, cfg.DB, cfg.Log)
 		if err != nil {
@@ -252,6 +256,7 @@ func measure(ctx context.Context, cfg Config, env *Env, g Grabber, t Trial, plan
 	}
 	usesRedis := name != EngineMySQLLock && !(name == EngineHTTP && cfg.URL != "")
 	cpuBefore, cpuErr := redisCPU(ctx, env.Redis)
+	txs0, events0 := writerBatches(env.metrics)
 	load, err := runLoad(ctx, cfg, g, plan)
 	if err != nil {
 		stopLag()
@@ -268,6 +273,10 @@ func measure(ctx context.Context, cfg Config, env *Env, g Grabber, t Trial, plan
 	a := &auditor{counts: map[string]int{}}
 	if inProcess {
 		measureDrain(ctx, cfg, t, load, a, &run)
+		if txs, events := writerBatches(env.metrics); txs > txs0 {
+			mean := (events - events0) / float64(txs-txs0)
+			run.WriterBatch = &mean
+		}
 		stopLag()
 		stopAge()
 		p99, worst := float64(lag.ValueAtQuantile(99)), float64(lag.Max())
@@ -469,4 +478,26 @@ func packetMemory(ctx context.Context, rdb redis.UniversalClient, keys lua.Keys,
 		}
 	}
 	return total / int64(n), nil
+}
+
+// writerBatches reads the writer's store transactions so far and the
+// events they applied, from grab_writer_batch_size in reg.
+func writerBatches(reg *prometheus.Registry) (txs uint64, events float64) {
+	if reg == nil {
+		return 0, 0
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		return 0, 0
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "grab_writer_batch_size" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			h := m.GetHistogram()
+			txs, events = txs+h.GetSampleCount(), events+h.GetSampleSum()
+		}
+	}
+	return txs, events
 }

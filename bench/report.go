@@ -58,7 +58,12 @@ type RunReport struct {
 	P999         float64          `json:"p999_ms"`
 	Codes        map[string]int64 `json:"codes"`
 	WriterLagP99 *float64         `json:"writer_lag_p99_ms"`
-	DrainMs      *float64         `json:"drain_ms"`
+	// WriterBatch is the mean number of events the writer applied per store
+	// transaction during the run and its drain (in-process engines): the
+	// smaller, the more MySQL spends per event on the statements every
+	// transaction makes.
+	WriterBatch *float64 `json:"writer_batch_mean"`
+	DrainMs     *float64 `json:"drain_ms"`
 	// RedisCPUPerOp is the Redis server's CPU time (user + system) per
 	// grab during the run, writer reads included: 1e6 / it is the most
 	// grabs a second one Redis core could serve this way.
@@ -208,10 +213,13 @@ func (r *Report) WriteTable(w io.Writer) error {
 		outboxHead = "outbox p99 ms\t"
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "engine\t%[1]s\t%[1]s/s\tp50 ms\tp90 ms\tp99 ms\tp99.9 ms\tredis µs/op\tlag p99/max ms\t%[3]sdrain ms\t%[2]saudit\tanswers\t\n",
+	fmt.Fprintf(tw, "engine\t%[1]s\t%[1]s/s\tp50 ms\tp90 ms\tp99 ms\tp99.9 ms\tredis µs/op\tlag p99/max ms\ttx batch\t%[3]sdrain ms\t%[2]saudit\tanswers\t\n",
 		r.unit(), settleHead, outboxHead)
 	for _, run := range r.Runs {
-		lag, drain, rcpu, settle, outbox := "-", "-", "-", "", ""
+		lag, batch, drain, rcpu, settle, outbox := "-", "-", "-", "-", "", ""
+		if run.WriterBatch != nil {
+			batch = fmt.Sprintf("%.1f", *run.WriterBatch)
+		}
 		if run.RedisCPUPerOp != nil {
 			rcpu = fmt.Sprintf("%.1f", *run.RedisCPUPerOp)
 		}
@@ -240,8 +248,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 		case !run.Audited:
 			audit = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%s\t%s%s\t%s%s\t%s\t\n", run.Engine, run.Ops, run.OpsPerSec,
-			run.P50, run.P90, run.P99, run.P999, rcpu, lag, outbox, drain, settle, audit, codes(run.Codes))
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%s\t%s\t%s%s\t%s%s\t%s\t\n", run.Engine, run.Ops, run.OpsPerSec,
+			run.P50, run.P90, run.P99, run.P999, rcpu, lag, batch, outbox, drain, settle, audit, codes(run.Codes))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

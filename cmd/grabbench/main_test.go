@@ -127,7 +127,7 @@ func runTiny(t *testing.T, args []string, table ...string) []byte {
 
 // wantRun are the keys of a run in the JSON report, whatever the scenario.
 var wantRun = []string{"codes", "drain_ms", "engine", "ops_per_sec", "p50_ms", "p90_ms", "p999_ms", "p99_ms",
-	"redis_cpu_us_per_op", "settle_ms", "settle_sweeps", "writer_lag_p99_ms"}
+	"redis_cpu_us_per_op", "settle_ms", "settle_sweeps", "writer_batch_mean", "writer_lag_p99_ms"}
 
 // campaign end to end: the settle column, and settle_ms in the JSON for
 // every engine but raw.
