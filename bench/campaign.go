@@ -264,7 +264,8 @@ func (s *Campaign) syncEngine(env *Env) (*engine.Engine, *campaign.Service) {
 }
 
 // runUntilStopped runs fn in a goroutine until the returned stop, which
-// waits for it to return.
+// waits for it to return. fn's error is dropped: the loops it runs (the
+// payout pool, the lag monitor) return none.
 func runUntilStopped(ctx context.Context, fn func(context.Context) error) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})

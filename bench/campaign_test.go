@@ -158,7 +158,7 @@ func TestCampaignFewerUsersAndAFaultlessService(t *testing.T) {
 // call, first attempts and retries alike, takes a token of the engine's
 // limiter (a burst of a tenth of the rate, at least one), so the transfers
 // applied between the first award and the last one applied are at most
-// burst + rate × that window: payouts/s ≤ rate + burst over it. Each award
+// burst + rate × that window: payouts/s ≤ rate + burst / window. Each award
 // is still transferred exactly once (the audit).
 func TestCampaignPoolPaysAtTheTransferRate(t *testing.T) {
 	const rate, burst = 20, 2
@@ -177,7 +177,7 @@ func TestCampaignPoolPaysAtTheTransferRate(t *testing.T) {
 	}
 	window := *run.PayoutWindowMs / 1000
 	if *run.Payouts != 20 || *run.TransferCalls < 20 || float64(*run.Payouts) > burst+rate*window ||
-		*run.PayoutsPerSec > rate+burst {
+		*run.PayoutsPerSec > rate+burst/window {
 		t.Errorf("%d payouts in %d calls over %.3f s (%.1f/s); want 20, at most %d + %d/s × the window",
 			*run.Payouts, *run.TransferCalls, window, *run.PayoutsPerSec, burst, rate)
 	}
