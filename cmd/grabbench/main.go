@@ -1,6 +1,7 @@
 // Command grabbench is the load harness: it runs a scenario on each engine —
 // the raw probe script (what Redis itself can do), the engine in-process,
-// grabd over HTTP, and the naive MySQL-lock scheme — side by side, audits
+// grabd over HTTP, and the naive MySQL-lock scheme; for campaign, the engine
+// in the sync payout mode too (engine-sync) — side by side, audits
 // MySQL after each run, and reports throughput, latency, answers, writer lag
 // and drain time (and for campaign, how long the payouts took to settle and
 // the rate they were paid at). A failed audit exits 1.
