@@ -47,12 +47,12 @@ func runClean(t *testing.T, cfg bench.Config) *bench.Report {
 	}
 	want := cfg.Engines
 	if len(want) == 0 {
-		want = bench.AllEngines
+		want = bench.DefaultEngines(cfg.Scenario)
 	}
 	var ran []string
 	for _, run := range rep.Runs {
 		ran = append(ran, run.Engine)
-		inProcess := run.Engine == bench.EngineEngine || run.Engine == bench.EngineHTTP
+		inProcess := run.Engine == bench.EngineEngine || run.Engine == bench.EngineSync || run.Engine == bench.EngineHTTP
 		if inProcess != (run.DrainMs != nil) || inProcess != (run.WriterLagP99 != nil) {
 			t.Errorf("%s: drain %v, lag %v; want them exactly for the engines with a writer", run.Engine, run.DrainMs, run.WriterLagP99)
 		}

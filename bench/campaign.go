@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"strconv"
@@ -37,9 +38,15 @@ import (
 // Its engines: raw is the probe script on a list of the awards (a per-user
 // check, a pop, a record, an event; no payout); engine is
 // campaign.Service.GrabCampaign; http is POST /v1/campaigns/{id}/grab; mysql-lock is
-// the payout scheme in MySQL alone (campaignLock). After the load, the
-// payouts left transferring are settled (the engine's payout sweeper, or
-// the naive scheme's re-drive loop) before the audit.
+// the payout scheme in MySQL alone (campaignLock); engine-sync, its own
+// engine, is GrabCampaign in the sync payout mode, the grab paying before it
+// answers (a second engine on the same Redis, store and writer, as a second
+// grabd configured so would be). In the async payout mode (the default)
+// the engine and http runs pay during the load as grabd does: the payout
+// pool (campaign.Service.RunPayoutPool) runs from before the load until
+// the settle. After the load, the settle lets the pool finish, then drives
+// the payouts left transferring (the engine's payout sweeper, or the naive
+// scheme's re-drive loop) before the audit.
 //
 // Each engine run has a campaign and a transfer simulator of its own, served
 // on loopback through the production client until the ctx given to Run ends.
@@ -53,6 +60,12 @@ type Campaign struct {
 	// Faults of every run's transfer simulator; Seed drives their draws.
 	Faults transfersim.Faults
 	Seed   uint64
+	// TransferRate bounds the engine's transfer calls per second, first
+	// attempts and retries alike (engine.Config.TransferRate; 0: none), and
+	// PayoutWorkers is how many awards its payout pool and each sweep drive
+	// at once (engine.Config.PayoutWorkers; 0: the engine's default).
+	TransferRate  float64
+	PayoutWorkers int
 
 	payouts *payoutService          // made on first use, so a Campaign copies as a value
 	runs    map[string]*campaignRun // the last run per engine
@@ -61,8 +74,16 @@ type Campaign struct {
 // DefaultCampaign finishes every engine within seconds on a 2-core machine,
 // with the transfer service failing half its calls.
 func DefaultCampaign() *Campaign {
+	def := engine.DefaultConfig()
 	return &Campaign{Awards: 2000, Users: 10000, Budget: 100_000, Concurrency: 64, Seed: 1,
-		Faults: transfersim.Faults{ErrorRate: 0.5, LoseReplyRate: 0.1, DuplicateRate: 0.05}}
+		Faults:       transfersim.Faults{ErrorRate: 0.5, LoseReplyRate: 0.1, DuplicateRate: 0.05},
+		TransferRate: def.TransferRate, PayoutWorkers: def.PayoutWorkers}
+}
+
+// Engines implements EngineLister: the four engines, and the sync payout
+// mode's as a baseline after the engine's.
+func (*Campaign) Engines() []string {
+	return []string{EngineRaw, EngineEngine, EngineSync, EngineHTTP, EngineMySQLLock}
 }
 
 // Name implements Scenario.
@@ -72,7 +93,8 @@ func (*Campaign) Name() string { return "campaign" }
 func (s *Campaign) Params() map[string]any {
 	return map[string]any{"awards": s.Awards, "users": s.Users, "budget": money.Format(s.Budget),
 		"concurrency": s.Concurrency, "transfer_errors": s.Faults.ErrorRate, "transfer_lost": s.Faults.LoseReplyRate,
-		"transfer_dups": s.Faults.DuplicateRate, "transfer_latency": s.Faults.Latency.String(), "seed": s.Seed}
+		"transfer_dups": s.Faults.DuplicateRate, "transfer_latency": s.Faults.Latency.String(), "seed": s.Seed,
+		"transfer_rate": s.TransferRate, "payout_workers": s.PayoutWorkers}
 }
 
 // Validate reports settings the campaign rules would refuse, and faults
@@ -92,6 +114,10 @@ func (s *Campaign) Validate() error {
 		return errors.New("campaign: with every transfer call failing or unanswered no payout settles")
 	case s.Faults.Latency < 0 || s.Faults.Latency >= transferTimeout:
 		return fmt.Errorf("campaign: transfer latency must be 0 to under %v (a call's timeout)", transferTimeout)
+	case !(s.TransferRate >= 0) || math.IsInf(s.TransferRate, 1):
+		return errors.New("campaign: the transfer rate must be 0 (no limit) or a positive number of calls a second")
+	case s.PayoutWorkers < 0:
+		return errors.New("campaign: payout workers must be 0 (the engine's default) or more")
 	}
 	return nil
 }
@@ -104,15 +130,16 @@ func (s *Campaign) awardMax() int64 { return 2 * ((s.Budget + int64(s.Awards) - 
 var transferTimeout = engine.DefaultConfig().TransferTimeout
 
 // Configure implements Scenario: the engine pays through the
-// simulator of the run in progress, and its sweeper takes an award again as
-// soon as it is asked to. Attempts are all but unbounded: this measures
-// settling under faults, not parking (engine tests cover that; with the
-// default 10 attempts and half the calls failing, a few awards in 2,000
-// would park for a person).
+// simulator of the run in progress, its calls held to TransferRate, and its
+// sweeper takes an award again as soon as it is asked to. Attempts are all
+// but unbounded: this measures settling under faults, not parking (engine
+// tests cover that; with the default 10 attempts and half the calls
+// failing, a few awards in 2,000 would park for a person).
 func (s *Campaign) Configure(d *grab.Deps, c *engine.Config) {
 	d.Campaigns.Transfer = s.service()
 	c.PayoutRetryAfter = time.Millisecond
 	c.PayoutMaxAttempts = 1000
+	c.TransferRate, c.PayoutWorkers = s.TransferRate, s.PayoutWorkers
 }
 
 func (s *Campaign) service() *payoutService {
@@ -122,30 +149,31 @@ func (s *Campaign) service() *payoutService {
 	return s.payouts
 }
 
-// payoutService is the engine's transfer service: the client of the
-// simulator of the run in progress. The harness makes one engine for every
-// run, and each run pays through a simulator of its own, so that
-// simulator's counters are the run's alone.
+// payoutService is the engines' transfer service: the run in progress,
+// which pays through the client of its simulator. The harness makes one
+// engine for every run, and each run pays through a simulator of its own,
+// so that simulator's counters (and the run's count of calls) are the
+// run's alone.
 type payoutService struct {
-	cur atomic.Pointer[transfer.Client]
+	cur atomic.Pointer[campaignRun]
 }
 
 var errNoService = errors.New("bench: no campaign run is paying out")
 
-func (p *payoutService) use(c *transfer.Client) { p.cur.Store(c) }
+func (p *payoutService) use(r *campaignRun) { p.cur.Store(r) }
 
 // Transfer implements transfer.Service.
 func (p *payoutService) Transfer(ctx context.Context, t transfer.Transfer) (transfer.Result, error) {
-	if c := p.cur.Load(); c != nil {
-		return c.Transfer(ctx, t)
+	if r := p.cur.Load(); r != nil {
+		return r.transfer(ctx, t)
 	}
 	return transfer.Result{}, errNoService
 }
 
 // QueryTransfer implements transfer.Service.
 func (p *payoutService) QueryTransfer(ctx context.Context, outTradeNo string) (transfer.Result, error) {
-	if c := p.cur.Load(); c != nil {
-		return c.QueryTransfer(ctx, outTradeNo)
+	if r := p.cur.Load(); r != nil {
+		return r.xfer.QueryTransfer(ctx, outTradeNo)
 	}
 	return transfer.Result{}, errNoService
 }
@@ -160,7 +188,16 @@ type campaignRun struct {
 	probe  lua.ProbeKeys // raw
 	sim    *transfersim.Sim
 	xfer   *transfer.Client // the production client of sim
-	load   Load             // set by Audit
+	calls  atomic.Int64     // transfer calls made through xfer (transfer)
+	// svc is the campaign service the run grabs and settles through: the
+	// harness's engine, or for engine-sync one in the sync payout mode.
+	svc *campaign.Service
+	// pool: the run's payouts are made by the payout pool during the load.
+	// stop ends what runs beside the load until the settle (the pool; the
+	// sync engine's lag monitor); nil once stopped, or for none.
+	pool bool
+	stop func()
+	load Load // set by Audit
 }
 
 // Prepare implements Scenario: the awards for the engine (a campaign created
@@ -173,7 +210,7 @@ func (s *Campaign) Prepare(ctx context.Context, env *Env, engineName string) (Tr
 	if _, external := env.Setup.(HTTPSetup); external {
 		return nil, errors.New("campaign: cannot pay out through an external grabd (-url); it runs grabd in-process")
 	}
-	r := &campaignRun{s: s, env: env, engine: engineName}
+	r := &campaignRun{s: s, env: env, engine: engineName, svc: env.Engine.Campaigns}
 	if engineName == EngineRaw {
 		if err := r.loadProbe(ctx); err != nil {
 			return nil, fmt.Errorf("awards: %w", err)
@@ -182,23 +219,61 @@ func (s *Campaign) Prepare(ctx context.Context, env *Env, engineName string) (Tr
 		if err := r.startService(ctx); err != nil {
 			return nil, fmt.Errorf("transfer simulator: %w", err)
 		}
-		s.service().use(r.xfer)
+		s.service().use(r)
+		var syncCore *engine.Engine
+		if engineName == EngineSync {
+			syncCore, r.svc = s.syncEngine(env)
+		}
 		// Through the engine for mysql-lock too: the naive scheme works on
 		// the same rows and leaves their Redis state unused.
 		now := time.Now()
-		c, _, err := env.Engine.Campaigns.CreateCampaign(ctx, campaign.NewCampaign{Name: "grabbench", Budget: s.Budget,
+		c, _, err := r.svc.CreateCampaign(ctx, campaign.NewCampaign{Name: "grabbench", Budget: s.Budget,
 			AwardCount: s.Awards, AwardMin: 1, AwardMax: s.awardMax(), PerUserLimit: 1,
 			StartsAt: now.Add(-time.Minute), EndsAt: now.Add(time.Hour)})
 		if err != nil {
 			return nil, fmt.Errorf("campaign: %w", err)
 		}
 		r.id = c.ID
+		switch {
+		case syncCore != nil:
+			// Its grabs see the writer's lag, as a grabd that leaves the
+			// writer to another does.
+			r.stop = runUntilStopped(ctx, syncCore.RunMonitor)
+		case (engineName == EngineEngine || engineName == EngineHTTP) && env.Engine.Engine.Config().PayoutMode != engine.PayoutSync:
+			r.pool, r.stop = true, runUntilStopped(ctx, r.svc.RunPayoutPool)
+		}
 	}
 	if s.runs == nil {
 		s.runs = map[string]*campaignRun{}
 	}
 	s.runs[engineName] = r
 	return r, nil
+}
+
+// syncEngine is an engine of its own on env's Redis and store in the sync
+// payout mode, the rest of its configuration env's engine's, with the
+// campaign service on it: a grabd with GRAB_PAYOUT_MODE=sync beside the
+// others, its grabs made durable by their writer. It pays through the run
+// in progress, as the harness's engine does.
+func (s *Campaign) syncEngine(env *Env) (*engine.Engine, *campaign.Service) {
+	e := env.Engine.Engine
+	cfg := e.Config()
+	cfg.PayoutMode = engine.PayoutSync
+	sync := engine.New(engine.Deps{Redis: e.Redis(), DB: e.DB(), Clock: e.Clock(), Rand: e.Rand(), Log: e.Log()}, cfg)
+	return sync, campaign.New(sync, campaign.Deps{Transfer: s.service()})
+}
+
+// runUntilStopped runs fn in a goroutine until the returned stop, which
+// waits for it to return. fn's error is dropped: the loops it runs (the
+// payout pool, the lag monitor) return none.
+func runUntilStopped(ctx context.Context, fn func(context.Context) error) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fn(ctx)
+	}()
+	return func() { cancel(); <-done }
 }
 
 // Plan implements Trial: user i+1 grabs once.
@@ -268,7 +343,7 @@ func (r *campaignRun) Grabber(api HTTPSetup) (Grabber, error) {
 		// The probe script on the awards' list: a per-user check, an LPOP, a
 		// record and an XADD on one hash tag, with no window and no payout.
 		return Raw{Redis: r.env.Redis, Keys: r.env.Keys}, nil
-	case EngineEngine:
+	case EngineEngine, EngineSync:
 		return campaignEngine{r}, nil
 	case EngineHTTP:
 		return campaignHTTP{api.HTTP}, nil
@@ -296,14 +371,14 @@ func (r *campaignRun) loadProbe(ctx context.Context) error {
 	return pushProbe(ctx, r.env, r.probe, awards, false)
 }
 
-// --- engine: campaign.Service.GrabCampaign in-process ------------------------------
+// --- engine, engine-sync: campaign.Service.GrabCampaign in-process ------------------------------
 
 type campaignEngine struct{ r *campaignRun }
 
-func (campaignEngine) Name() string { return EngineEngine }
+func (g campaignEngine) Name() string { return g.r.engine }
 
 func (g campaignEngine) Grab(ctx context.Context, op Op) (string, error) {
-	_, err := g.r.env.Engine.Campaigns.GrabCampaign(ctx, op.Target, op.User)
+	_, err := g.r.svc.GrabCampaign(ctx, op.Target, op.User)
 	return engineAnswer(err)
 }
 
@@ -436,7 +511,7 @@ func (g campaignLock) pay(ctx context.Context, a store.Award, again bool) (strin
 		res, err = g.r.xfer.QueryTransfer(ctx, a.OutTradeNo)
 	}
 	if !again || err != nil || res.Outcome != transfer.Succeeded {
-		res, err = g.r.xfer.Transfer(ctx, transfer.Transfer{OutTradeNo: a.OutTradeNo, UserID: a.UserID, Amount: int64(a.Amount),
+		res, err = g.r.transfer(ctx, transfer.Transfer{OutTradeNo: a.OutTradeNo, UserID: a.UserID, Amount: int64(a.Amount),
 			Memo: fmt.Sprintf("campaign %d award %d", a.CampaignID, a.Seq)})
 	}
 	now := time.Now().UTC()
@@ -474,14 +549,18 @@ func (r *campaignRun) Drain(ctx context.Context, accepted int64, timeout time.Du
 	return err
 }
 
-// Settle implements Trial: it drives every award left received or
-// transferring until none is: campaign.Service.SweepPayouts for the engine (its
-// retry threshold is a millisecond here), the naive scheme's re-drive loop
-// for mysql-lock. It counts the sweeps that found work. The raw probe pays
-// nothing out: ErrNothingToSettle.
+// Settle implements Trial: it lets the payout pool of the load finish its
+// work, if it ran, and stops it; then it drives every award left received
+// or transferring until none is: campaign.Service.SweepPayouts for the
+// engine (its retry threshold is a millisecond here), the naive scheme's
+// re-drive loop for mysql-lock. It counts the sweeps that found work. The
+// raw probe pays nothing out: ErrNothingToSettle.
 func (r *campaignRun) Settle(ctx context.Context) (int, error) {
 	if r.engine == EngineRaw {
 		return 0, ErrNothingToSettle
+	}
+	if err := r.finishPool(ctx); err != nil {
+		return 0, err
 	}
 	sweeps := 0
 	for {
@@ -503,9 +582,9 @@ func (r *campaignRun) Settle(ctx context.Context) (int, error) {
 			})
 			sweeps++
 		} else {
-			r.s.service().use(r.xfer)
+			r.s.service().use(r)
 			var sw campaign.PayoutSweep
-			if sw, err = r.env.Engine.Campaigns.SweepPayouts(ctx); sw.Claimed > 0 {
+			if sw, err = r.svc.SweepPayouts(ctx); sw.Claimed > 0 {
 				sweeps++
 			} else {
 				time.Sleep(time.Millisecond) // what is left is not yet overdue
@@ -515,6 +594,72 @@ func (r *campaignRun) Settle(ctx context.Context) (int, error) {
 			return sweeps, err
 		}
 	}
+}
+
+// finishPool stops what ran beside the load, once the payout pool, if it
+// ran, has finished: no award of the run is received, and every award the
+// pool claimed (each claim adds an attempt) has had its transfer call.
+// Stopped, the pool returns once those calls are recorded; an award whose
+// call failed stays transferring, for the sweeper. The drain is over, so
+// no award comes after.
+func (r *campaignRun) finishPool(ctx context.Context) error {
+	if r.stop == nil {
+		return nil
+	}
+	defer func() { r.stop(); r.stop = nil }()
+	if !r.pool {
+		return nil
+	}
+	for {
+		var p struct {
+			Received int   `db:"received"`
+			Attempts int64 `db:"attempts"`
+		}
+		if err := r.env.DB.SQL().GetContext(ctx, &p, `SELECT COUNT(CASE WHEN status = ? THEN 1 END) AS received,
+			COALESCE(SUM(attempts), 0) AS attempts FROM campaign_award WHERE campaign_id = ?`, store.AwardReceived, r.id); err != nil {
+			return err
+		}
+		// The calls are read after the claims, so equal means every claim has its call.
+		if p.Received == 0 && r.calls.Load() == p.Attempts {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the payout pool had not finished (%d awards received, %d claims, %d calls): %w",
+				p.Received, p.Attempts, r.calls.Load(), ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// transfer is a transfer call of the run's engine, counted.
+func (r *campaignRun) transfer(ctx context.Context, t transfer.Transfer) (transfer.Result, error) {
+	r.calls.Add(1)
+	return r.xfer.Transfer(ctx, t)
+}
+
+// Payouts implements payer: what the run's simulator applied, between the
+// first award (in MySQL) and the last transfer it applied, with the calls
+// the run's engine made and the limit they were held to. The raw probe
+// pays nothing out.
+func (r *campaignRun) Payouts(ctx context.Context) (Payouts, bool, error) {
+	if r.engine == EngineRaw {
+		return Payouts{}, false, nil
+	}
+	var first sql.NullTime
+	if err := r.env.DB.SQL().GetContext(ctx, &first, "SELECT MIN(awarded_at) FROM campaign_award WHERE campaign_id = ?", r.id); err != nil {
+		return Payouts{}, false, err
+	}
+	p := Payouts{Calls: r.calls.Load()}
+	p.Applied, _ = r.sim.TotalApplied()
+	if last := r.sim.LastApplied(); first.Valid && !last.IsZero() {
+		p.Window = last.Sub(first.Time)
+	}
+	if r.engine != EngineMySQLLock {
+		limit := r.env.Engine.Engine.Config().TransferRate // engine-sync's too
+		p.Limit = &limit
+	}
+	return p, true, nil
 }
 
 // unpaid lists the run's awards still received or transferring.

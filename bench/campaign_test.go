@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -20,11 +21,23 @@ func tinyCampaign() *bench.Campaign {
 		Faults: transfersim.Faults{ErrorRate: 0.5, LoseReplyRate: 0.1, DuplicateRate: 0.05}}
 }
 
-// Every engine serves the campaign: exactly A awards won (paid at once or
-// pending), the rest SOLD_OUT; after the settle every award is transferred,
-// the service applied each out-trade-no once, and Σ = the budget.
+// syncAnswers: the engines whose grabs pay before they answer, so that a
+// failed or unanswered transfer is answered PAYOUT_IN_PROGRESS: the engine
+// in the sync payout mode and the naive scheme.
+func syncAnswers(engine string) bool {
+	return engine == bench.EngineSync || engine == bench.EngineMySQLLock
+}
+
+// Every engine serves the campaign, engine-sync among them by default:
+// exactly A awards won (paid at once or pending), the rest SOLD_OUT; after
+// the settle every award is transferred, the service applied each
+// out-trade-no once, and Σ = the budget. Each engine that pays reports the
+// A transfers applied, the calls they took and their rate.
 func TestCampaignEveryEngineSpendsExactlyTheBudget(t *testing.T) {
 	rep := runClean(t, config(t, tinyCampaign()))
+	if len(rep.Runs) != 5 || rep.Runs[2].Engine != bench.EngineSync {
+		t.Fatalf("%d runs; want the default five, engine-sync third", len(rep.Runs))
+	}
 	for _, run := range rep.Runs {
 		won := run.Codes[bench.CodeOK] + run.Codes[errs.CodePayoutInProgress]
 		if run.Ops != 50 || won != 20 || run.Codes[errs.CodeSoldOut] != 30 || run.Errors != 0 {
@@ -38,61 +51,181 @@ func TestCampaignEveryEngineSpendsExactlyTheBudget(t *testing.T) {
 		if pays != (run.SettleMs != nil) || pays != (run.SettleSweeps != nil) {
 			t.Fatalf("%s: settle %v in %v sweeps; want them exactly for the engines that pay out", run.Engine, run.SettleMs, run.SettleSweeps)
 		}
-		// Half the calls fail: some payouts were left to the settle, which needed a sweep at least.
-		// The engine (async payouts, the default) answers every award at once and pays in the settle;
-		// the naive scheme answers some pending.
+		// Half the calls fail: some payouts were left to the sweeper, which needed a sweep at least.
+		// The engine and http (async payouts, the default) answer every award at once, their pool
+		// paying during the load; the sync engine and the naive scheme answer some pending.
 		pending := run.Codes[errs.CodePayoutInProgress] > 0
-		if pays && (pending != (run.Engine == bench.EngineMySQLLock) || *run.SettleSweeps == 0) {
+		if pays && (pending != syncAnswers(run.Engine) || *run.SettleSweeps == 0) {
 			t.Errorf("%s: answers %v, %d sweeps; want payouts pending after the load, and swept", run.Engine, run.Codes, *run.SettleSweeps)
 		}
+		if !pays {
+			if run.Payouts != nil || run.TransferCalls != nil || run.PayoutsPerSec != nil || run.TransferRate != nil {
+				t.Errorf("raw: payouts %v, calls %v, %v/s, rate %v; want none", run.Payouts, run.TransferCalls, run.PayoutsPerSec, run.TransferRate)
+			}
+			continue
+		}
+		// Every award applied once; half the calls fail, so more calls than payouts. The engines'
+		// calls had no limit (0, the engine's default); the naive scheme has no limiter at all.
+		if run.Payouts == nil || *run.Payouts != 20 || *run.TransferCalls <= 20 || run.PayoutWindowMs == nil ||
+			*run.PayoutWindowMs <= 0 || *run.PayoutsPerSec != 20/(*run.PayoutWindowMs/1000) {
+			t.Errorf("%s: payouts %v in %v calls over %v ms, %v/s; want 20 in more calls", run.Engine, run.Payouts,
+				run.TransferCalls, run.PayoutWindowMs, run.PayoutsPerSec)
+		}
+		if limited := run.Engine != bench.EngineMySQLLock; limited != (run.TransferRate != nil) || (limited && *run.TransferRate != 0) {
+			t.Errorf("%s: transfer rate %v; want 0 (none) for the engines, absent for mysql-lock", run.Engine, run.TransferRate)
+		}
 	}
-	if rep.Scenario["name"] != "campaign" || rep.Scenario["budget"] != "10.00" || rep.Scenario["transfer_errors"] != 0.5 {
+	if rep.Ratios.EngineVsEngineSync == nil || *rep.Ratios.EngineVsEngineSync != rep.Runs[1].OpsPerSec/rep.Runs[2].OpsPerSec {
+		t.Errorf("engine / engine-sync %v", rep.Ratios.EngineVsEngineSync)
+	}
+	if rep.Scenario["name"] != "campaign" || rep.Scenario["budget"] != "10.00" || rep.Scenario["transfer_errors"] != 0.5 ||
+		rep.Scenario["transfer_rate"] != 0.0 || rep.Scenario["payout_workers"] != 0 {
 		t.Errorf("scenario %v", rep.Scenario)
 	}
 	var table, js bytes.Buffer
-	if err := rep.WriteTable(&table); err != nil || !strings.Contains(table.String(), "settle ms/sweeps") {
-		t.Errorf("table: %v\n%s", err, table.String())
+	err := rep.WriteTable(&table)
+	for _, want := range []string{"settle ms/sweeps", "payouts/s", "calls/s (limit)", "(none)", "engine / engine-sync"} {
+		if err != nil || !strings.Contains(table.String(), want) {
+			t.Errorf("table lacks %q: %v\n%s", want, err, table.String())
+		}
 	}
-	var runs struct{ Runs []map[string]any }
-	if err := rep.WriteJSON(&js); err != nil || json.Unmarshal(js.Bytes(), &runs) != nil {
+	var out struct {
+		Runs   []map[string]any
+		Ratios map[string]any
+	}
+	if err := rep.WriteJSON(&js); err != nil || json.Unmarshal(js.Bytes(), &out) != nil {
 		t.Fatalf("json: %v\n%s", err, js.String())
 	}
-	for _, r := range runs.Runs {
-		if _, ok := r["settle_ms"]; !ok || (r["engine"] != bench.EngineRaw) != (r["settle_ms"] != nil) {
+	for _, r := range out.Runs {
+		pays := r["engine"] != bench.EngineRaw
+		if _, ok := r["settle_ms"]; !ok || pays != (r["settle_ms"] != nil) {
 			t.Errorf("json run %v: settle_ms %v", r["engine"], r["settle_ms"])
 		}
+		for _, k := range []string{"payouts", "transfer_calls", "payout_window_ms", "payouts_per_sec"} {
+			if _, ok := r[k]; ok != pays {
+				t.Errorf("json run %v: %s %v", r["engine"], k, r[k])
+			}
+		}
+		if _, ok := r["transfer_rate"]; ok != (pays && r["engine"] != bench.EngineMySQLLock) {
+			t.Errorf("json run %v: transfer_rate %v", r["engine"], r["transfer_rate"])
+		}
+	}
+	if _, ok := out.Ratios["engine_vs_engine_sync"].(float64); !ok {
+		t.Errorf("json ratios %v", out.Ratios)
 	}
 }
 
 // With fewer users than awards every user wins and part of the budget is
-// left; with a service that never fails every payout of the naive scheme
-// completes in the grab. The engine's grabs (async payouts) all answer at
-// once, its payouts left to the settle.
+// left; with a service that never fails every payout completes at its first
+// call: in the grab for the sync engine and the naive scheme, by the payout
+// pool during the load for the engine, so the settle sweeps nothing. The
+// engine's grabs (async payouts) all answer at once.
 func TestCampaignFewerUsersAndAFaultlessService(t *testing.T) {
 	for _, c := range []struct {
-		name    string
-		s       *bench.Campaign
-		pending func(int64) bool
+		name      string
+		s         *bench.Campaign
+		faultless bool
 	}{
 		{"fewer users than awards", &bench.Campaign{Awards: 20, Users: 12, Budget: 1000, Concurrency: 8,
-			Faults: transfersim.Faults{ErrorRate: 0.5}}, func(n int64) bool { return n > 0 }},
-		{"a service without faults", &bench.Campaign{Awards: 20, Users: 30, Budget: 1000, Concurrency: 8},
-			func(n int64) bool { return n == 0 }},
+			Faults: transfersim.Faults{ErrorRate: 0.5}}, false},
+		{"a service without faults", &bench.Campaign{Awards: 20, Users: 30, Budget: 1000, Concurrency: 8}, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cfg := config(t, c.s)
-			cfg.Engines = []string{bench.EngineRaw, bench.EngineEngine, bench.EngineMySQLLock}
+			cfg.Engines = []string{bench.EngineRaw, bench.EngineEngine, bench.EngineSync, bench.EngineMySQLLock}
 			rep := runClean(t, cfg)
 			want := int64(min(c.s.Users, c.s.Awards))
 			for _, run := range rep.Runs {
 				pending := run.Codes[errs.CodePayoutInProgress]
 				if run.Codes[bench.CodeOK]+pending != want || run.Codes[errs.CodeSoldOut] != int64(c.s.Users)-want ||
-					(run.Engine == bench.EngineMySQLLock && !c.pending(pending)) ||
+					(syncAnswers(run.Engine) && (pending == 0) != c.faultless) ||
 					(run.Engine == bench.EngineEngine && pending != 0) { // async payouts: every answer at once
 					t.Errorf("%s: answers %v; want %d won", run.Engine, run.Codes, want)
 				}
+				if run.Engine == bench.EngineRaw || !c.faultless {
+					continue
+				}
+				if *run.SettleSweeps != 0 || *run.Payouts != int(want) || *run.TransferCalls != want {
+					t.Errorf("%s: %d sweeps, %d payouts in %d calls; want none swept, %d paid at one call each",
+						run.Engine, *run.SettleSweeps, *run.Payouts, *run.TransferCalls, want)
+				}
 			}
 		})
+	}
+}
+
+// The engine's payout pool runs during the load at -transfer-rate: every
+// call, first attempts and retries alike, takes a token of the engine's
+// limiter (a burst of a tenth of the rate, at least one), so the transfers
+// applied between the first award and the last one applied are at most
+// burst + rate × that window: payouts/s ≤ rate + burst / window. Each award
+// is still transferred exactly once (the audit).
+func TestCampaignPoolPaysAtTheTransferRate(t *testing.T) {
+	const rate, burst = 20, 2
+	s := &bench.Campaign{Awards: 20, Users: 30, Budget: 1000, Concurrency: 8, Seed: 1,
+		Faults: transfersim.Faults{ErrorRate: 0.5}, TransferRate: rate, PayoutWorkers: 4}
+	cfg := config(t, s)
+	cfg.Engines = []string{bench.EngineEngine}
+	rep := runClean(t, cfg)
+	run := rep.Runs[0]
+	if run.Codes[bench.CodeOK] != 20 || run.Codes[errs.CodeSoldOut] != 10 {
+		t.Errorf("answers %v; want 20 OK at once, 10 SOLD_OUT", run.Codes)
+	}
+	if run.TransferRate == nil || *run.TransferRate != rate || rep.Scenario["transfer_rate"] != float64(rate) ||
+		rep.Scenario["payout_workers"] != 4 {
+		t.Fatalf("transfer rate %v, scenario %v; want %d", run.TransferRate, rep.Scenario, rate)
+	}
+	window := *run.PayoutWindowMs / 1000
+	if *run.Payouts != 20 || *run.TransferCalls < 20 || float64(*run.Payouts) > burst+rate*window ||
+		*run.PayoutsPerSec > rate+burst/window {
+		t.Errorf("%d payouts in %d calls over %.3f s (%.1f/s); want 20, at most %d + %d/s × the window",
+			*run.Payouts, *run.TransferCalls, window, *run.PayoutsPerSec, burst, rate)
+	}
+}
+
+// engine-sync is the campaign's sync payout mode beside the engine's async
+// one, on an engine of its own: its grabs pay before they answer, so with
+// half the calls failing some answer PAYOUT_IN_PROGRESS, while the engine
+// run after it still answers every award at once. Both are audited (every
+// award transferred once), and the report has engine / engine-sync.
+func TestCampaignEngineSyncIsABaseline(t *testing.T) {
+	cfg := config(t, tinyCampaign())
+	cfg.Engines = []string{bench.EngineSync, bench.EngineEngine}
+	rep := runClean(t, cfg)
+	sync, async := rep.Runs[0], rep.Runs[1]
+	if sync.Codes[bench.CodeOK] == 0 || sync.Codes[errs.CodePayoutInProgress] == 0 ||
+		sync.Codes[bench.CodeOK]+sync.Codes[errs.CodePayoutInProgress] != 20 || sync.Codes[errs.CodeSoldOut] != 30 {
+		t.Errorf("engine-sync: answers %v; want 20 won, paid (OK) or pending (PAYOUT_IN_PROGRESS), 30 SOLD_OUT", sync.Codes)
+	}
+	if async.Codes[bench.CodeOK] != 20 || async.Codes[errs.CodeSoldOut] != 30 || len(async.Codes) != 2 {
+		t.Errorf("engine after engine-sync: answers %v; want 20 OK at once, 30 SOLD_OUT", async.Codes)
+	}
+	for _, run := range rep.Runs {
+		if !run.Audited || !run.Audit.OK || *run.Payouts != 20 {
+			t.Errorf("%s: audited %v %v, %v payouts", run.Engine, run.Audited, run.Audit.Violations, run.Payouts)
+		}
+	}
+	if rep.Ratios.EngineVsEngineSync == nil || *rep.Ratios.EngineVsEngineSync != async.OpsPerSec/sync.OpsPerSec {
+		t.Errorf("engine / engine-sync %v", rep.Ratios.EngineVsEngineSync)
+	}
+}
+
+// engine-sync is the campaign scenario's alone: Run refuses it elsewhere,
+// saying so, before it runs anything.
+func TestEngineSyncOnlyInCampaign(t *testing.T) {
+	for _, s := range []bench.Scenario{tiny(), bench.DefaultFlashSale()} {
+		cfg := config(t, s)
+		cfg.Engines = []string{bench.EngineEngine, bench.EngineSync}
+		rep, err := bench.Run(t.Context(), cfg)
+		if err == nil || rep != nil || !strings.Contains(err.Error(), "engine-sync is the campaign scenario's alone") {
+			t.Errorf("%s: report %v, error %v; want engine-sync refused", s.Name(), rep, err)
+		}
+	}
+	if got := bench.DefaultEngines(tiny()); !slices.Equal(got, bench.AllEngines) {
+		t.Errorf("group-storm's engines %q", got)
+	}
+	if got, want := bench.DefaultEngines(tinyCampaign()), []string{"raw", "engine", "engine-sync", "http", "mysql-lock"}; !slices.Equal(got, want) {
+		t.Errorf("campaign's engines %q; want %q", got, want)
 	}
 }
 

@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/grab-engine/grab/engine/money"
@@ -28,14 +30,49 @@ import (
 
 // Engine names, in the order a run compares them.
 const (
-	EngineRaw       = "raw"
-	EngineEngine    = "engine"
+	EngineRaw    = "raw"
+	EngineEngine = "engine"
+	// EngineSync is the campaign scenario's alone: the engine in the sync
+	// payout mode, a baseline for the engine's async one.
+	EngineSync      = "engine-sync"
 	EngineHTTP      = "http"
 	EngineMySQLLock = "mysql-lock"
 )
 
-// AllEngines is the default comparison.
+// AllEngines is the default comparison, and the engines every scenario runs.
 var AllEngines = []string{EngineRaw, EngineEngine, EngineHTTP, EngineMySQLLock}
+
+// An EngineLister is a Scenario that runs engines besides AllEngines
+// (campaign: engine-sync). Engines is its default comparison, every engine
+// it runs.
+type EngineLister interface {
+	Engines() []string
+}
+
+// DefaultEngines is what Run compares in scenario s when Config.Engines is
+// empty: AllEngines, or an EngineLister's own.
+func DefaultEngines(s Scenario) []string {
+	if l, ok := s.(EngineLister); ok {
+		return l.Engines()
+	}
+	return AllEngines
+}
+
+// CheckEngines reports the first of names that scenario s does not run.
+func CheckEngines(s Scenario, names []string) error {
+	have := DefaultEngines(s)
+	for _, name := range names {
+		switch {
+		case slices.Contains(have, name):
+		case name == EngineSync:
+			return fmt.Errorf("engine %s is the campaign scenario's alone (its sync payout mode); %s has %s",
+				name, s.Name(), strings.Join(have, ", "))
+		default:
+			return fmt.Errorf("unknown engine %q (%s has %s)", name, s.Name(), strings.Join(have, ", "))
+		}
+	}
+	return nil
+}
 
 // Outcomes of a request beside the API codes (package errs).
 const (

@@ -46,7 +46,7 @@ type Env struct {
 // Config is one comparison.
 type Config struct {
 	Scenario Scenario
-	Engines  []string // default AllEngines
+	Engines  []string // default DefaultEngines(Scenario)
 	// Redis serves the grabs; WriterRedis the writer's blocking reads (nil: Redis).
 	Redis, WriterRedis redis.UniversalClient
 	Keys               lua.Keys
@@ -81,12 +81,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	if len(cfg.Engines) == 0 {
-		cfg.Engines = AllEngines
+		cfg.Engines = DefaultEngines(cfg.Scenario)
 	}
-	for _, name := range cfg.Engines {
-		if !slices.Contains(AllEngines, name) {
-			return nil, fmt.Errorf("unknown engine %q (have %v)", name, AllEngines)
-		}
+	if err := CheckEngines(cfg.Scenario, cfg.Engines); err != nil {
+		return nil, err
 	}
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = time.Minute
@@ -244,7 +242,7 @@ func serveAPI(ctx context.Context, cfg Config, env *Env, conc int) (api HTTPSetu
 // and MySQL. Its error is wrk's: the load was not made.
 func measure(ctx context.Context, cfg Config, env *Env, g Grabber, t Trial, plan Plan) (RunReport, error) {
 	name := g.Name()
-	inProcess := name == EngineEngine || (name == EngineHTTP && cfg.URL == "")
+	inProcess := name == EngineEngine || name == EngineSync || (name == EngineHTTP && cfg.URL == "")
 	lag := hdrhistogram.New(1, 3_600_000, 3) // ms
 	age := hdrhistogram.New(1, 3_600_000, 3) // ms
 	stopLag, stopAge := func() {}, func() {}
@@ -287,6 +285,9 @@ func measure(ctx context.Context, cfg Config, env *Env, g Grabber, t Trial, plan
 		}
 	}
 	measureSettle(ctx, cfg, t, a, &run)
+	if p, ok := t.(payer); ok {
+		measurePayouts(ctx, p, a, &run)
+	}
 	measureAudit(ctx, cfg, env, t, load, a, &run)
 	if inProcess && env.events != nil {
 		if err := env.events.auditEvents(ctx, cfg.DrainTimeout, a); err != nil {
@@ -348,6 +349,42 @@ func measureSettle(ctx context.Context, cfg Config, t Trial, a *auditor, run *Ru
 	run.SettleMs, run.SettleSweeps = &d, &sweeps
 	if err != nil {
 		a.add("not settled", "%v", err)
+	}
+}
+
+// Payouts are what a run paid out through a transfer service (campaign).
+type Payouts struct {
+	Applied int   // transfers the service applied: money moved
+	Calls   int64 // transfer calls made, retries included (status queries are not calls)
+	// Window is the time from the first award to the last transfer applied.
+	Window time.Duration
+	// Limit is the calls' limit per second (engine.Config.TransferRate, 0:
+	// none); nil for the naive scheme, which has no limiter.
+	Limit *float64
+}
+
+// A payer is a Trial that pays out: Run reports its Payouts after the
+// settle, unless it says it paid nothing out (ok false).
+type payer interface {
+	Payouts(ctx context.Context) (p Payouts, ok bool, err error)
+}
+
+// measurePayouts reports the trial's payouts in run: their count, their
+// calls and their rate over the window, and the limit.
+func measurePayouts(ctx context.Context, t payer, a *auditor, run *RunReport) {
+	p, ok, err := t.Payouts(ctx)
+	if err != nil {
+		a.add("payouts not measured", "%v", err)
+		return
+	}
+	if !ok {
+		return
+	}
+	run.Payouts, run.TransferCalls, run.TransferRate = &p.Applied, &p.Calls, p.Limit
+	if p.Window > 0 {
+		ms := float64(p.Window.Microseconds()) / 1000
+		perSec := float64(p.Applied) / (ms / 1000) // over the window as reported
+		run.PayoutWindowMs, run.PayoutsPerSec = &ms, &perSec
 	}
 }
 

@@ -81,6 +81,18 @@ type RunReport struct {
 	// GET /healthz under wrk right after its run, for as long: a request
 	// that does none of the grab's work. Only with LoadOptions.Wrk.
 	HealthzPerSec *float64 `json:"healthz_per_sec,omitempty"`
+	// Only for runs that pay out (campaign's but raw): Payouts is the
+	// transfers the transfer service applied, and TransferCalls the calls
+	// made for them, retries included; PayoutsPerSec is Payouts over
+	// PayoutWindowMs, the time from the first award to the last transfer
+	// applied (absent when nothing was applied); TransferRate is the limit
+	// the engine's calls were held to, per second (0: none; absent for the
+	// naive scheme, which has no limiter).
+	Payouts        *int     `json:"payouts,omitempty"`
+	TransferCalls  *int64   `json:"transfer_calls,omitempty"`
+	PayoutWindowMs *float64 `json:"payout_window_ms,omitempty"`
+	PayoutsPerSec  *float64 `json:"payouts_per_sec,omitempty"`
+	TransferRate   *float64 `json:"transfer_rate,omitempty"`
 
 	// Shown in the table only.
 	Ops          int64         `json:"-"`
@@ -94,11 +106,13 @@ type RunReport struct {
 	Audited bool `json:"-"`
 }
 
-// Ratios of throughput; null when either engine did not run.
+// Ratios of throughput; null when either engine did not run, and
+// engine_vs_engine_sync absent then (only campaign has engine-sync).
 type Ratios struct {
-	EngineVsRaw       *float64 `json:"engine_vs_raw"`
-	HTTPVsRaw         *float64 `json:"http_vs_raw"`
-	EngineVsMySQLLock *float64 `json:"engine_vs_mysql_lock"`
+	EngineVsRaw        *float64 `json:"engine_vs_raw"`
+	HTTPVsRaw          *float64 `json:"http_vs_raw"`
+	EngineVsMySQLLock  *float64 `json:"engine_vs_mysql_lock"`
+	EngineVsEngineSync *float64 `json:"engine_vs_engine_sync,omitempty"`
 	// HTTPVsHealthz is the http engine's grabs/s over its /healthz req/s
 	// (RunReport.HealthzPerSec), with wrk.
 	HTTPVsHealthz *float64 `json:"http_vs_healthz,omitempty"`
@@ -120,7 +134,8 @@ func ratios(runs []RunReport) Ratios {
 		return &v
 	}
 	return Ratios{EngineVsRaw: ratio(EngineEngine, EngineRaw), HTTPVsRaw: ratio(EngineHTTP, EngineRaw),
-		EngineVsMySQLLock: ratio(EngineEngine, EngineMySQLLock), HTTPVsHealthz: ratio(EngineHTTP, healthz)}
+		EngineVsMySQLLock: ratio(EngineEngine, EngineMySQLLock), EngineVsEngineSync: ratio(EngineEngine, EngineSync),
+		HTTPVsHealthz: ratio(EngineHTTP, healthz)}
 }
 
 // healthz names the http engine's /healthz rate among ratios' rates.
@@ -206,6 +221,12 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if settles {
 		settleHead = "settle ms/sweeps\t"
 	}
+	// The payout columns only for scenarios that pay out.
+	pays := slices.ContainsFunc(r.Runs, func(run RunReport) bool { return run.Payouts != nil })
+	payHead := ""
+	if pays {
+		payHead = "payouts/s\tcalls/s (limit)\t"
+	}
 	// The outbox column only with events on.
 	outboxes := slices.ContainsFunc(r.Runs, func(run RunReport) bool { return run.OutboxAgeP99 != nil })
 	outboxHead := ""
@@ -213,10 +234,10 @@ func (r *Report) WriteTable(w io.Writer) error {
 		outboxHead = "outbox p99 ms\t"
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "engine\t%[1]s\t%[1]s/s\tp50 ms\tp90 ms\tp99 ms\tp99.9 ms\tredis µs/op\tlag p99/max ms\ttx batch\t%[3]sdrain ms\t%[2]saudit\tanswers\t\n",
-		r.unit(), settleHead, outboxHead)
+	fmt.Fprintf(tw, "engine\t%[1]s\t%[1]s/s\tp50 ms\tp90 ms\tp99 ms\tp99.9 ms\tredis µs/op\tlag p99/max ms\ttx batch\t%[3]sdrain ms\t%[2]s%[4]saudit\tanswers\t\n",
+		r.unit(), settleHead, outboxHead, payHead)
 	for _, run := range r.Runs {
-		lag, batch, drain, rcpu, settle, outbox := "-", "-", "-", "-", "", ""
+		lag, batch, drain, rcpu, settle, outbox, pay := "-", "-", "-", "-", "", "", ""
 		if run.WriterBatch != nil {
 			batch = fmt.Sprintf("%.1f", *run.WriterBatch)
 		}
@@ -241,6 +262,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 		case settles:
 			settle = "-\t"
 		}
+		if pays {
+			pay = payoutColumns(run)
+		}
 		audit := "ok"
 		switch {
 		case !run.Audit.OK:
@@ -248,8 +272,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 		case !run.Audited:
 			audit = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%s\t%s\t%s%s\t%s%s\t%s\t\n", run.Engine, run.Ops, run.OpsPerSec,
-			run.P50, run.P90, run.P99, run.P999, rcpu, lag, batch, outbox, drain, settle, audit, codes(run.Codes))
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%s\t%s\t%s%s\t%s%s%s\t%s\t\n", run.Engine, run.Ops, run.OpsPerSec,
+			run.P50, run.P90, run.P99, run.P999, rcpu, lag, batch, outbox, drain, settle, pay, audit, codes(run.Codes))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -269,6 +293,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 			fmt.Fprintf(w, "%-22s %.0f req/s (wrk)\n", "healthz", *run.HealthzPerSec)
 		}
 	}
+	ratio("engine / engine-sync", r.Ratios.EngineVsEngineSync)
 	if b, ok := r.Scenario["redis_bytes_per_open_packet"]; ok {
 		fmt.Fprintf(w, "redis per open packet  %v bytes\n", b)
 	}
@@ -286,6 +311,21 @@ func (r *Report) WriteTable(w io.Writer) error {
 		fmt.Fprintln(w, "  "+v)
 	}
 	return nil
+}
+
+// payoutColumns are a run's payouts/s and its transfer calls/s over the
+// same window with their limit ("none": unlimited, or no limiter), each
+// "-" where it has none; tab-terminated.
+func payoutColumns(run RunReport) string {
+	if run.Payouts == nil || run.PayoutsPerSec == nil {
+		return "-\t-\t"
+	}
+	limit := "none"
+	if run.TransferRate != nil && *run.TransferRate > 0 {
+		limit = strconv.FormatFloat(*run.TransferRate, 'f', -1, 64)
+	}
+	calls := float64(*run.TransferCalls) / (*run.PayoutWindowMs / 1000)
+	return fmt.Sprintf("%.0f\t%.0f (%s)\t", *run.PayoutsPerSec, calls, limit)
 }
 
 // codes lists the answers, most frequent first.

@@ -56,7 +56,7 @@ type Scenario interface {
 	Params() map[string]any
 	// Configure adjusts the one engine Run makes for every trial, before it
 	// is made: what the harness does not give it (campaign: a transfer
-	// service and a payout sweeper that drives an award again at once;
+	// service, its rate, and a payout sweeper that drives an award again at once;
 	// group-storm paid through a channel: that channel's provider).
 	Configure(*grab.Deps, *engine.Config)
 	// Prepare sets up what one engine's run needs, fresh (packets, stock or
@@ -83,7 +83,8 @@ type Trial interface {
 	// MySQL, at most timeout.
 	Drain(ctx context.Context, accepted int64, timeout time.Duration) error
 	// Settle, after the drain, finishes what the requests left unfinished
-	// (campaign: payouts whose transfer failed or went unanswered;
+	// (campaign: the payout pool's last payouts, then those whose transfer
+	// failed or went unanswered;
 	// group-storm paid through a channel: the payments) and reports how many
 	// sweeps that took; Run times it. ErrNothingToSettle: the run leaves
 	// nothing to finish, and the report has no settle time for it.

@@ -1,9 +1,10 @@
 // Command grabbench is the load harness: it runs a scenario on each engine —
 // the raw probe script (what Redis itself can do), the engine in-process,
-// grabd over HTTP, and the naive MySQL-lock scheme — side by side, audits
+// grabd over HTTP, and the naive MySQL-lock scheme; for campaign, the engine
+// in the sync payout mode too (engine-sync) — side by side, audits
 // MySQL after each run, and reports throughput, latency, answers, writer lag
-// and drain time (and for campaign, how long the payouts took to settle). A
-// failed audit exits 1.
+// and drain time (and for campaign, how long the payouts took to settle and
+// the rate they were paid at). A failed audit exits 1.
 //
 // With -wrk a wrk process (wrk 4, in PATH) makes the http engine's grabs,
 // each once, instead of Go clients sharing grabbench's process and cores
@@ -18,6 +19,7 @@
 //	grabbench -engines engine,http -pay wechat # packets paid through WeChat Pay's simulator
 //	grabbench -scenario flash-sale -skus 10 -stock 1000 -buyers 20000
 //	grabbench -scenario campaign -awards 2000 -users 10000 -budget 1000.00 -transfer-errors 0.5
+//	grabbench -scenario campaign -engines raw,engine,engine-sync,mysql-lock -transfer-rate 500
 package main
 
 import (
@@ -119,8 +121,13 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		"campaign: share of transfers the network delivers twice at once")
 	fs.DurationVar(&o.campaign.Faults.Latency, "transfer-latency", defCampaign.Faults.Latency,
 		"campaign: each transfer service call waits up to this long (random) before it is handled")
+	fs.Float64Var(&o.campaign.TransferRate, "transfer-rate", defCampaign.TransferRate,
+		"campaign: the engine's transfer calls per second (GRAB_TRANSFER_RATE), first attempts and retries alike; 0: no limit")
+	fs.IntVar(&o.campaign.PayoutWorkers, "payout-workers", defCampaign.PayoutWorkers,
+		"campaign: awards the engine's payout pool, and each sweep, drive at once (GRAB_PAYOUT_WORKERS)")
 	fs.IntVar(&o.storm.Concurrency, "c", def.Concurrency, "concurrent clients (C)")
-	fs.StringVar(&engines, "engines", strings.Join(bench.AllEngines, ","), "engines to compare, in order")
+	fs.StringVar(&engines, "engines", "", "engines to compare, in order (default "+strings.Join(bench.AllEngines, ",")+
+		"; campaign adds "+bench.EngineSync+", its sync payout mode, after engine)")
 	fs.StringVar(&o.url, "url", "", "a running grabd for the http engine (GRAB_AUTH=dev); default: grabd's handler in-process on loopback")
 	fs.StringVar(&o.adminToken, "admin-token", envOr("GRAB_ADMIN_TOKEN", "dev-admin"), "admin token of the grabd at -url")
 	fs.Float64Var(&o.load.Rate, "rate", 0, "open loop: start this many grabs a second (0: closed loop, as fast as answered)")
@@ -159,13 +166,19 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if scenarios[i].inProcess && o.url != "" {
 		return o, fmt.Errorf("%s runs grabd in-process: -url is for %s", o.scenario, names[0])
 	}
-	if o.events && engines == strings.Join(bench.AllEngines, ",") {
-		engines = strings.Join(slices.DeleteFunc(slices.Clone(bench.AllEngines), func(e string) bool { return e == bench.EngineMySQLLock }), ",")
-	}
 	for _, e := range strings.Split(engines, ",") {
 		if e = strings.TrimSpace(e); e != "" {
 			o.engines = append(o.engines, e)
 		}
+	}
+	if len(o.engines) == 0 {
+		o.engines = slices.Clone(bench.DefaultEngines(o.picked))
+		if o.events {
+			o.engines = slices.DeleteFunc(o.engines, func(e string) bool { return e == bench.EngineMySQLLock })
+		}
+	}
+	if err := bench.CheckEngines(o.picked, o.engines); err != nil {
+		return o, err
 	}
 	if o.events && (o.url != "" || slices.Contains(o.engines, bench.EngineMySQLLock)) {
 		return o, errors.New("-events needs grabd in-process: not with -url nor the mysql-lock engine, which write no events")
@@ -220,7 +233,7 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (bool, error)
 
 	cfg := bench.Config{Scenario: o.picked, Engines: o.engines, Redis: rdb, WriterRedis: wrdb, Keys: keys, DB: db,
 		URL: strings.TrimSuffix(o.url, "/"), AdminToken: o.adminToken, Load: o.load,
-		GrabPipelines: o.pipelines, GrabBatch: o.batch, Events: o.events,
+		GrabPipelines: o.pipelines, GrabBatch: o.batch, Events: o.events, DrainTimeout: drainTimeout(o),
 		Log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}))}
 	if !o.quiet {
 		cfg.Load.Progress = stderr
@@ -250,6 +263,19 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (bool, error)
 		}
 	}
 	return rep.Audit.OK, nil
+}
+
+// drainTimeout bounds each run's drain and settle: the harness's default
+// (0), or for a campaign under -transfer-rate twice the time its payouts
+// need at that rate, if longer than a minute. Each award takes
+// 1 / (1 − -transfer-errors) calls on average, each a token of the limit.
+func drainTimeout(o options) time.Duration {
+	c := o.campaign
+	if o.scenario != "campaign" || c.TransferRate <= 0 {
+		return 0
+	}
+	need := time.Duration(2 * float64(c.Awards) / (c.TransferRate * (1 - c.Faults.ErrorRate)) * float64(time.Second))
+	return max(time.Minute, need)
 }
 
 // scenarioEntry is a scenario -scenario names: pick checks the flags it

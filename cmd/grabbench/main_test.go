@@ -56,6 +56,13 @@ func TestParseFlagsRefusesBadSettings(t *testing.T) {
 		{"-wrk", "-scenario", "flash-sale"},
 		{"-wrk", "-engines", "raw,engine"},
 		{"-wrk", "-wrk-threads", "-1"},
+		{"-scenario", "campaign", "-transfer-rate", "-1"},
+		{"-scenario", "campaign", "-transfer-rate", "NaN"},
+		{"-scenario", "campaign", "-transfer-rate", "+Inf"},
+		{"-scenario", "campaign", "-payout-workers", "-1"},
+		{"-engines", "engine-sync"}, // campaign's alone
+		{"-scenario", "flash-sale", "-engines", "raw,engine-sync"},
+		{"-engines", "raw,nope"},
 	} {
 		if _, err := parseFlags(args, io.Discard); err == nil {
 			t.Errorf("%q accepted", args)
@@ -75,16 +82,22 @@ func TestParseFlagsRefusesBadSettings(t *testing.T) {
 	// The budget is yuan; -c and -seed are shared; -budget binds only campaign.
 	o, err = parseFlags([]string{"-scenario", "campaign", "-awards", "30", "-users", "100", "-budget", "12.5",
 		"-transfer-errors", "0.2", "-transfer-lost", "0", "-transfer-dups", "1", "-transfer-latency", "5ms",
-		"-c", "6", "-seed", "9"}, io.Discard)
+		"-transfer-rate", "500", "-payout-workers", "3", "-c", "6", "-seed", "9", "-engines", "engine-sync,engine"}, io.Discard)
 	c := o.campaign
 	if err != nil || c.Awards != 30 || c.Users != 100 || c.Budget != 1250 || c.Faults.ErrorRate != 0.2 || c.Faults.LoseReplyRate != 0 ||
-		c.Faults.DuplicateRate != 1 || c.Faults.Latency != 5*time.Millisecond || c.Concurrency != 6 || c.Seed != 9 {
-		t.Errorf("campaign flags: %+v, %v", c, err)
+		c.Faults.DuplicateRate != 1 || c.Faults.Latency != 5*time.Millisecond || c.TransferRate != 500 || c.PayoutWorkers != 3 ||
+		c.Concurrency != 6 || c.Seed != 9 || !slices.Equal(o.engines, []string{"engine-sync", "engine"}) {
+		t.Errorf("campaign flags: %+v, engines %q, %v", c, o.engines, err)
 	}
+	// The rate and workers default to the engine's (no limit, 8 workers); engine-sync runs by default.
 	o, err = parseFlags([]string{"-scenario", "campaign"}, io.Discard)
 	if def := bench.DefaultCampaign(); err != nil || o.campaign.Awards != def.Awards || o.campaign.Users != def.Users ||
-		o.campaign.Budget != def.Budget || o.campaign.Faults != def.Faults {
-		t.Errorf("campaign defaults: %+v, %v", o.campaign, err)
+		o.campaign.Budget != def.Budget || o.campaign.Faults != def.Faults || o.campaign.TransferRate != 0 ||
+		o.campaign.PayoutWorkers != 8 || !slices.Equal(o.engines, []string{"raw", "engine", "engine-sync", "http", "mysql-lock"}) {
+		t.Errorf("campaign defaults: %+v, engines %q, %v", o.campaign, o.engines, err)
+	}
+	if o, err := parseFlags(nil, io.Discard); err != nil || !slices.Equal(o.engines, bench.AllEngines) {
+		t.Errorf("group-storm's engines %q, %v", o.engines, err)
 	}
 	o, err = parseFlags([]string{"-scenario", "campaign", "-wrk", "-wrk-threads", "3", "-engines", "http"}, io.Discard)
 	if err != nil || !o.load.Wrk || o.load.WrkThreads != 3 {
@@ -92,6 +105,27 @@ func TestParseFlagsRefusesBadSettings(t *testing.T) {
 	}
 	if _, err := parseFlags([]string{"-budget", "nope"}, io.Discard); err != nil {
 		t.Errorf("-budget refused for group-storm: %v", err)
+	}
+}
+
+// A campaign under -transfer-rate may settle for twice the time its
+// payouts need at that rate, half its calls failing: 2 × 2,000 awards /
+// (10/s × 0.5) = 800 s; never less than the harness's minute, and the
+// harness's own bound otherwise (0).
+func TestDrainTimeout(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want time.Duration
+	}{
+		{nil, 0},
+		{[]string{"-scenario", "campaign"}, 0},
+		{[]string{"-scenario", "campaign", "-transfer-rate", "10"}, 800 * time.Second},
+		{[]string{"-scenario", "campaign", "-transfer-rate", "1000"}, time.Minute},
+	} {
+		o, err := parseFlags(c.args, io.Discard)
+		if got := drainTimeout(o); err != nil || got != c.want {
+			t.Errorf("%q: %v (%v); want %v", c.args, got, err, c.want)
+		}
 	}
 }
 
@@ -129,27 +163,46 @@ func runTiny(t *testing.T, args []string, table ...string) []byte {
 var wantRun = []string{"codes", "drain_ms", "engine", "ops_per_sec", "p50_ms", "p90_ms", "p999_ms", "p99_ms",
 	"redis_cpu_us_per_op", "settle_ms", "settle_sweeps", "writer_batch_mean", "writer_lag_p99_ms"}
 
-// campaign end to end: the settle column, and settle_ms in the JSON for
-// every engine but raw.
+// campaign end to end on its five default engines: the settle and payout
+// columns, engine / engine-sync, and in the JSON settle_ms for every engine
+// but raw, the payouts of each (all ten awards) and -transfer-rate as the
+// engines' limit (the naive scheme has none).
 func TestRunCampaign(t *testing.T) {
-	raw := runTiny(t, []string{"-scenario", "campaign", "-awards", "10", "-users", "25", "-budget", "5.00", "-c", "4"},
-		"name=campaign", "budget=5.00", "settle ms/sweeps", "raw", "mysql-lock", "SOLD_OUT 15")
+	raw := runTiny(t, []string{"-scenario", "campaign", "-awards", "10", "-users", "25", "-budget", "5.00", "-c", "4",
+		"-transfer-rate", "40"},
+		"name=campaign", "budget=5.00", "transfer_rate=40", "settle ms/sweeps", "payouts/s", "calls/s (limit)", "(40)", "(none)",
+		"raw", "engine-sync", "mysql-lock", "SOLD_OUT 15", "engine / engine-sync")
 	var rep struct {
 		Runs []struct {
-			Engine       string   `json:"engine"`
-			SettleMs     *float64 `json:"settle_ms"`
-			SettleSweeps *int     `json:"settle_sweeps"`
+			Engine        string   `json:"engine"`
+			SettleMs      *float64 `json:"settle_ms"`
+			SettleSweeps  *int     `json:"settle_sweeps"`
+			Payouts       *int     `json:"payouts"`
+			PayoutsPerSec *float64 `json:"payouts_per_sec"`
+			TransferRate  *float64 `json:"transfer_rate"`
+		}
+		Ratios struct {
+			EngineVsEngineSync *float64 `json:"engine_vs_engine_sync"`
 		}
 	}
 	if err := json.Unmarshal(raw, &rep); err != nil {
 		t.Fatal(err)
 	}
+	var engines []string
 	for _, r := range rep.Runs {
-		if (r.Engine == "raw") != (r.SettleMs == nil) || (r.SettleMs == nil) != (r.SettleSweeps == nil) {
+		engines = append(engines, r.Engine)
+		pays := r.Engine != "raw"
+		if pays != (r.SettleMs != nil) || (r.SettleMs == nil) != (r.SettleSweeps == nil) {
 			t.Errorf("%s: settle %v ms in %v sweeps", r.Engine, r.SettleMs, r.SettleSweeps)
 		}
+		if pays != (r.Payouts != nil && *r.Payouts == 10 && r.PayoutsPerSec != nil && *r.PayoutsPerSec > 0) {
+			t.Errorf("%s: %v payouts, %v/s", r.Engine, r.Payouts, r.PayoutsPerSec)
+		}
+		if limited := pays && r.Engine != "mysql-lock"; limited != (r.TransferRate != nil) || (limited && *r.TransferRate != 40) {
+			t.Errorf("%s: transfer rate %v", r.Engine, r.TransferRate)
+		}
 	}
-	if len(rep.Runs) != 4 {
+	if !slices.Equal(engines, []string{"raw", "engine", "engine-sync", "http", "mysql-lock"}) || rep.Ratios.EngineVsEngineSync == nil {
 		t.Errorf("report %s", raw)
 	}
 }

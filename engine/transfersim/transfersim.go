@@ -61,6 +61,7 @@ type Sim struct {
 	balances map[int64]int64
 	count    int
 	fen      int64
+	last     time.Time // when money last moved
 }
 
 // New returns a simulator that checks signatures with secret. seed drives
@@ -222,6 +223,7 @@ func (s *Sim) apply(t transfer.Transfer) (rec Record, duplicate, ok bool) {
 	s.balances[t.UserID] += t.Amount
 	s.count++
 	s.fen += t.Amount
+	s.last = time.Now()
 	return s.transfers[t.OutTradeNo], false, true
 }
 
@@ -256,6 +258,14 @@ func (s *Sim) TotalApplied() (count int, fen int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.count, s.fen
+}
+
+// LastApplied is when money last moved; zero before it ever has. With
+// TotalApplied it gives the rate at which transfers were applied.
+func (s *Sim) LastApplied() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.last
 }
 
 // Balance is what userID has received, in fen.

@@ -109,6 +109,30 @@ func TestTransferConflict(t *testing.T) {
 	}
 }
 
+// LastApplied is when money last moved: a repeat of an applied number
+// moves none and leaves it as it was.
+func TestLastApplied(t *testing.T) {
+	ctx := context.Background()
+	sim, c, _ := setup(t, transfersim.Faults{}, time.Second)
+	if at := sim.LastApplied(); !at.IsZero() {
+		t.Fatalf("last applied %v before any transfer", at)
+	}
+	before := time.Now()
+	if _, err := c.Transfer(ctx, award); err != nil {
+		t.Fatal(err)
+	}
+	first := sim.LastApplied()
+	if first.Before(before) || first.After(time.Now()) {
+		t.Fatalf("last applied %v; want within the call, from %v", first, before)
+	}
+	if _, err := c.Transfer(ctx, award); err != nil {
+		t.Fatal(err)
+	}
+	if at := sim.LastApplied(); !at.Equal(first) {
+		t.Errorf("a repeat moved last applied from %v to %v", first, at)
+	}
+}
+
 func TestQueryUnknown(t *testing.T) {
 	_, c, _ := setup(t, transfersim.Faults{}, time.Second)
 	res, err := c.QueryTransfer(context.Background(), "never-sent")
