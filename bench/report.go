@@ -314,8 +314,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 }
 
 // payoutColumns are a run's payouts/s and its transfer calls/s over the
-// same window with their limit ("none": unlimited, or no limiter), each
-// "-" where it has none; tab-terminated.
+// same window (perSec) with their limit ("none": unlimited, or no
+// limiter), each "-" where it has none; tab-terminated.
 func payoutColumns(run RunReport) string {
 	if run.Payouts == nil || run.PayoutsPerSec == nil {
 		return "-\t-\t"
@@ -325,7 +325,17 @@ func payoutColumns(run RunReport) string {
 		limit = strconv.FormatFloat(*run.TransferRate, 'f', -1, 64)
 	}
 	calls := float64(*run.TransferCalls) / (*run.PayoutWindowMs / 1000)
-	return fmt.Sprintf("%.0f\t%.0f (%s)\t", *run.PayoutsPerSec, calls, limit)
+	return fmt.Sprintf("%s\t%s (%s)\t", perSec(*run.PayoutsPerSec), perSec(calls), limit)
+}
+
+// perSec is a rate a second as the table shows it: whole from 10 up, else
+// two significant digits, so that a rate under a low -transfer-rate does
+// not round up past its limit (0.62 calls/s under 0.5 plus its burst, not 1).
+func perSec(v float64) string {
+	if v >= 10 {
+		return fmt.Sprintf("%.0f", v)
+	}
+	return fmt.Sprintf("%.2g", v)
 }
 
 // codes lists the answers, most frequent first.
