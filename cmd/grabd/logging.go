@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap/zapcore"
@@ -25,20 +26,27 @@ func newLogger(out io.Writer, level slog.Level, flush time.Duration) (log *slog.
 		return slog.New(slog.NewJSONHandler(out, opts)), func() {}
 	}
 	ws := &zapcore.BufferedWriteSyncer{WS: zapcore.AddSync(out), Size: logBufferSize, FlushInterval: flush}
-	h := syncHandler{slog.NewJSONHandler(ws, opts), ws}
-	return slog.New(h), func() { _ = ws.Stop() }
+	h := syncHandler{slog.NewJSONHandler(ws, opts), ws, new(atomic.Bool)}
+	return slog.New(h), func() {
+		// Stopped first: a record that misses it is flushed by Stop.
+		h.stopped.Store(true)
+		_ = ws.Stop()
+	}
 }
 
-// syncHandler flushes its buffer after every record at warning or above.
+// syncHandler flushes its buffer after every record at warning or above,
+// and after every record once stopped: the buffer's timer is gone then,
+// and nothing else would write what waits in it.
 type syncHandler struct {
 	slog.Handler
-	ws zapcore.WriteSyncer
+	ws      zapcore.WriteSyncer
+	stopped *atomic.Bool
 }
 
 // Handle implements slog.Handler.
 func (h syncHandler) Handle(ctx context.Context, r slog.Record) error {
 	err := h.Handler.Handle(ctx, r)
-	if r.Level >= slog.LevelWarn {
+	if r.Level >= slog.LevelWarn || h.stopped.Load() {
 		if serr := h.ws.Sync(); err == nil {
 			err = serr
 		}
@@ -48,10 +56,10 @@ func (h syncHandler) Handle(ctx context.Context, r slog.Record) error {
 
 // WithAttrs implements slog.Handler.
 func (h syncHandler) WithAttrs(as []slog.Attr) slog.Handler {
-	return syncHandler{h.Handler.WithAttrs(as), h.ws}
+	return syncHandler{h.Handler.WithAttrs(as), h.ws, h.stopped}
 }
 
 // WithGroup implements slog.Handler.
 func (h syncHandler) WithGroup(name string) slog.Handler {
-	return syncHandler{h.Handler.WithGroup(name), h.ws}
+	return syncHandler{h.Handler.WithGroup(name), h.ws, h.stopped}
 }

@@ -86,3 +86,25 @@ func TestLogUnbuffered(t *testing.T) {
 		t.Fatalf("%q", got)
 	}
 }
+
+// After stop the buffer's timer is gone: an info line logged then (a
+// goroutine still ending) is written at once, as newLogger promises, not
+// left in a buffer nothing flushes any more.
+func TestLogAfterStopIsWrittenAtOnce(t *testing.T) {
+	var out lockedBuffer
+	log, stop := newLogger(&out, slog.LevelInfo, time.Hour)
+	log.Info("before")
+	stop()
+	log.Info("after")
+	log.With("k", "v").Info("after, with")
+	got := out.lines()
+	if len(got) != 3 || !strings.Contains(got[0], `"msg":"before"`) || !strings.Contains(got[1], `"msg":"after"`) ||
+		!strings.Contains(got[2], `"k":"v"`) {
+		t.Fatalf("after stop: %q", got)
+	}
+	stop() // a second stop is harmless
+	log.Info("last")
+	if got := out.lines(); len(got) != 4 || !strings.Contains(got[3], `"msg":"last"`) {
+		t.Fatalf("after a second stop: %q", got)
+	}
+}
