@@ -30,6 +30,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
 	"runtime/pprof"
 	"slices"
@@ -192,11 +193,14 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	return o, nil
 }
 
-// checkWrk refuses -wrk where wrk cannot make the load.
+// checkWrk refuses -wrk where wrk cannot make the load, wrk not in PATH
+// included: at parse, before any engine runs.
 func checkWrk(o options) error {
 	switch {
 	case o.load.WrkThreads < 0:
 		return errors.New("-wrk-threads must be positive")
+	case !o.load.Wrk && o.load.WrkThreads > 0:
+		return errors.New("-wrk-threads is -wrk's: without -wrk the http engine's load is Go clients")
 	case !o.load.Wrk:
 		return nil
 	case o.scenario == "flash-sale":
@@ -205,6 +209,9 @@ func checkWrk(o options) error {
 		return errors.New("-wrk is a closed loop (wrk's connections): not with -rate")
 	case !slices.Contains(o.engines, bench.EngineHTTP):
 		return errors.New("-wrk makes the http engine's load: -engines has no http")
+	}
+	if _, err := exec.LookPath("wrk"); err != nil {
+		return bench.ErrNoWrk
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -56,6 +57,7 @@ func TestParseFlagsRefusesBadSettings(t *testing.T) {
 		{"-wrk", "-scenario", "flash-sale"},
 		{"-wrk", "-engines", "raw,engine"},
 		{"-wrk", "-wrk-threads", "-1"},
+		{"-wrk-threads", "2"}, // without -wrk: nothing would run on them
 		{"-scenario", "campaign", "-transfer-rate", "-1"},
 		{"-scenario", "campaign", "-transfer-rate", "NaN"},
 		{"-scenario", "campaign", "-transfer-rate", "+Inf"},
@@ -105,6 +107,24 @@ func TestParseFlagsRefusesBadSettings(t *testing.T) {
 	}
 	if _, err := parseFlags([]string{"-budget", "nope"}, io.Discard); err != nil {
 		t.Errorf("-budget refused for group-storm: %v", err)
+	}
+}
+
+// -wrk without wrk in PATH is a bad setting like the others (exit 2),
+// refused before any engine runs, not after the engines before http.
+func TestParseFlagsRefusesWrkNotInPath(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	for _, args := range [][]string{
+		{"-wrk"},
+		{"-wrk", "-engines", "raw,http", "-url", "http://127.0.0.1:8080"},
+		{"-wrk", "-scenario", "campaign", "-engines", "engine,http"},
+	} {
+		if _, err := parseFlags(args, io.Discard); !errors.Is(err, bench.ErrNoWrk) {
+			t.Errorf("%q: %v, want %v", args, err, bench.ErrNoWrk)
+		}
+	}
+	if _, err := parseFlags([]string{"-engines", "raw,http"}, io.Discard); err != nil {
+		t.Errorf("no -wrk, no wrk needed: %v", err)
 	}
 }
 
