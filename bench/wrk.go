@@ -219,8 +219,17 @@ func execWrk(ctx context.Context, bin string, args []string, threads int) ([]byt
 		}
 	}
 	stopInterrupts()
-	if err := cmd.Wait(); err != nil {
-		return nil, fmt.Errorf("wrk %s: %w: %s", strings.Join(args, " "), err, strings.Join(msgs, "; "))
+	err = cmd.Wait()
+	if err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		// wrk exited 0 on the SIGINT of ctx's end: its report is what it had,
+		// though Wait answers ctx's error.
+		err = nil
+	}
+	if err != nil {
+		if len(msgs) > 0 {
+			err = fmt.Errorf("%w: %s", err, strings.Join(msgs, "; "))
+		}
+		return nil, fmt.Errorf("wrk %s: %w", strings.Join(args, " "), err)
 	}
 	return stdout.Bytes(), nil
 }

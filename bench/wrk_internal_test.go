@@ -1,9 +1,16 @@
 package bench
 
 import (
+	"context"
+	"errors"
 	"maps"
+	nethttp "net/http"
+	"net/http/httptest"
+	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -115,5 +122,52 @@ func TestWrkArgs(t *testing.T) {
 		if got != tc.want {
 			t.Errorf("%+v, %d, %v: %q; want %q", tc.opt, tc.conc, tc.d, got, tc.want)
 		}
+	}
+}
+
+// fakeWrkGrabber is a wrkGrabber against url: POST /grab/{target}.
+type fakeWrkGrabber struct{ url string }
+
+func (fakeWrkGrabber) Name() string                             { return EngineHTTP }
+func (fakeWrkGrabber) Grab(context.Context, Op) (string, error) { return "", errors.New("wrk only") }
+func (fakeWrkGrabber) grabPath(op Op) string                    { return "/grab/" + strconv.FormatInt(op.Target, 10) }
+func (g fakeWrkGrabber) baseURL() string                        { return g.url }
+
+// ctx ending stops wrk, which reports what it has: RunWrk answers the
+// requests answered before it, with no error. One connection sends the
+// plan's 10 requests in order; the server answers 3, then holds the
+// fourth, and the test cancels ctx once it holds it.
+func TestRunWrkStoppedByCtx(t *testing.T) {
+	if _, err := exec.LookPath("wrk"); err != nil {
+		t.Fatalf("wrk is not installed (apt-get install wrk; .ci/services installs it): %v", err)
+	}
+	held, release := make(chan struct{}), make(chan struct{})
+	var n atomic.Int64
+	srv := httptest.NewServer(nethttp.HandlerFunc(func(w nethttp.ResponseWriter, r *nethttp.Request) {
+		if r.Method != nethttp.MethodPost {
+			w.WriteHeader(nethttp.StatusMethodNotAllowed)
+			return
+		}
+		if n.Add(1) == 4 {
+			close(held)
+			<-release
+			return
+		}
+		w.WriteHeader(nethttp.StatusOK)
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(release) }) // before srv.Close: it waits for the held request
+	ctx, cancel := context.WithCancel(t.Context())
+	go func() {
+		<-held
+		cancel()
+	}()
+	plan := Plan{Ops: 10, Concurrency: 1, Op: func(i int64) Op { return Op{Target: i, User: i + 1} }}
+	load, err := RunWrk(ctx, fakeWrkGrabber{srv.URL}, plan, LoadOptions{Wrk: true, WrkThreads: 1, MaxTime: time.Minute})
+	if err != nil {
+		t.Fatalf("RunWrk stopped by ctx: %v; want what wrk had", err)
+	}
+	if load.Ops != 3 || !maps.Equal(load.Codes, map[string]int64{CodeOK: 3}) || load.Errors != 0 {
+		t.Errorf("%d answers %v, %d errors (%v); want 3 OK", load.Ops, load.Codes, load.Errors, load.FirstErr)
 	}
 }
