@@ -18,14 +18,17 @@ const logBufferSize = 256 << 10
 // wait in a buffer (zapcore.BufferedWriteSyncer) for at most flush, so
 // that an access line per request does not cost a write system call per
 // request; warnings and errors flush the buffer at once, so they are never
-// late and never lost to a crash that follows them. stop flushes and ends
+// late and never lost to a crash of grabd that follows them (flushing
+// hands them to the OS; out is never fsynced). stop flushes and ends
 // the buffer's timer; lines logged after it are written at once.
 func newLogger(out io.Writer, level slog.Level, flush time.Duration) (log *slog.Logger, stop func()) {
 	opts := &slog.HandlerOptions{Level: level}
 	if flush <= 0 {
 		return slog.New(slog.NewJSONHandler(out, opts)), func() {}
 	}
-	ws := &zapcore.BufferedWriteSyncer{WS: zapcore.AddSync(out), Size: logBufferSize, FlushInterval: flush}
+	// struct{ io.Writer } hides out's own Sync: on an *os.File that is an
+	// fsync, which the buffer would make at every flush and warning.
+	ws := &zapcore.BufferedWriteSyncer{WS: zapcore.AddSync(struct{ io.Writer }{out}), Size: logBufferSize, FlushInterval: flush}
 	h := syncHandler{slog.NewJSONHandler(ws, opts), ws, new(atomic.Bool)}
 	return slog.New(h), func() {
 		// Stopped first: a record that misses it is flushed by Stop.

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -106,5 +107,34 @@ func TestLogAfterStopIsWrittenAtOnce(t *testing.T) {
 	log.Info("last")
 	if got := out.lines(); len(got) != 4 || !strings.Contains(got[3], `"msg":"last"`) {
 		t.Fatalf("after a second stop: %q", got)
+	}
+}
+
+// syncCounter is a log destination with a Sync, as *os.File has: fsync.
+type syncCounter struct {
+	lockedBuffer
+	syncs atomic.Int64
+}
+
+func (s *syncCounter) Sync() error {
+	s.syncs.Add(1)
+	return nil
+}
+
+// The buffer writes its lines to the destination and never asks it to
+// Sync: on os.Stderr redirected to a file that is an fsync, 10 a second
+// at the default period even when idle and one per warning, where the
+// unbuffered log made none. A line handed to the OS is as safe from a
+// crash of grabd as the unbuffered log's.
+func TestLogNeverSyncsItsDestination(t *testing.T) {
+	var out syncCounter
+	log, stop := newLogger(&out, slog.LevelInfo, time.Hour) // flushed by the warning, the stop and after it
+	log.Info("first")
+	log.Warn("second")
+	log.Info("third")
+	stop()
+	log.Info("fourth")
+	if got, n := out.lines(), out.syncs.Load(); len(got) != 4 || n != 0 {
+		t.Fatalf("%d lines, %d syncs of the destination; want 4, 0: %q", len(got), n, got)
 	}
 }
