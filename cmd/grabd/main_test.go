@@ -266,6 +266,8 @@ func TestParseConfig(t *testing.T) {
 		{"log unbuffered", with("GRAB_LOG_FLUSH", "off"), nil, ""},
 		{"log flush", with("GRAB_LOG_FLUSH", "1s"), nil, ""},
 		{"bad log flush", with("GRAB_LOG_FLUSH", "0s"), nil, "GRAB_LOG_FLUSH"},
+		{"log flush too often", with("GRAB_LOG_FLUSH", "999us"), nil, "at least 1ms"}, // 1ns: a timer spinning a core
+		{"log flush at its least", with("GRAB_LOG_FLUSH", "1ms"), nil, ""},
 		{"bad reconcile interval", with("GRAB_RECONCILE_INTERVAL", "-5s"), nil, "GRAB_RECONCILE_INTERVAL"},
 		{"bad settle timeout", with("GRAB_SETTLE_TIMEOUT", "later"), nil, "GRAB_SETTLE_TIMEOUT"},
 		{"bad settle give-up", with("GRAB_SETTLE_GIVE_UP", "0s"), nil, "GRAB_SETTLE_GIVE_UP"},

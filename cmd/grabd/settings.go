@@ -230,14 +230,18 @@ func showRate(r float64) string { return strconv.FormatFloat(r, 'g', -1, 64) }
 
 func showLevel(l slog.Level) string { return strings.ToLower(l.String()) }
 
-// flushPeriod reads a positive duration, or off (0).
+// minLogFlush is the shortest log flush period: the buffer's timer fires
+// every period, and at 1ns it keeps a core busy with nothing to write.
+const minLogFlush = time.Millisecond
+
+// flushPeriod reads a duration of at least minLogFlush, or off (0).
 func flushPeriod(s string) (time.Duration, error) {
 	if s == "off" {
 		return 0, nil
 	}
 	d, err := time.ParseDuration(s)
-	if err != nil || d <= 0 {
-		return 0, fmt.Errorf("%q must be off or a positive Go duration such as 100ms", s)
+	if err != nil || d < minLogFlush {
+		return 0, fmt.Errorf("%q must be off or a Go duration of at least %v such as 100ms", s, minLogFlush)
 	}
 	return d, nil
 }
