@@ -145,6 +145,12 @@ func (c *Config) readSettings(args []string, getenv func(string) string) (string
 	}
 	natives := nativeFlags(fs, env)
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			var usage strings.Builder
+			fs.SetOutput(&usage)
+			fs.PrintDefaults()
+			return "", nil, helpError(usage.String())
+		}
 		return "", nil, err
 	}
 	if fs.NArg() > 0 {
@@ -158,6 +164,12 @@ func (c *Config) readSettings(args []string, getenv func(string) string) (string
 	}
 	return providers, natives, nil
 }
+
+// helpError is ParseConfig's answer to -h: the flags' usage, each with
+// its variable and default, for Main to print.
+type helpError string
+
+func (e helpError) Error() string { return "Usage of grabd:\n" + string(e) }
 
 // checkMode checks what the mode needs: the embedded mode a data
 // directory (and the payment simulator unless told otherwise), production

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -20,9 +21,15 @@ func main() {
 }
 
 // Main parses the configuration and runs grabd until ctx ends. It returns the
-// exit code: 2 for a bad configuration, 1 when serving fails, 0 after a clean stop.
+// exit code: 2 for a bad configuration, 1 when serving fails, 0 after a clean
+// stop or -h (the flags' usage on stderr).
 func Main(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) int {
 	cfg, err := ParseConfig(args, getenv)
+	var help helpError
+	if errors.As(err, &help) {
+		fmt.Fprint(stderr, help.Error())
+		return 0
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "grabd: %v\n", err)
 		return 2

@@ -484,6 +484,28 @@ func decimalFen(t *testing.T, v any) int64 {
 }
 
 // A bad configuration exits 2 with a message, before anything starts.
+// -h prints every flag with its variable and exits 0, as the other
+// commands do, rather than "flag: help requested" and 2.
+func TestMainHelp(t *testing.T) {
+	for _, arg := range []string{"-h", "-help", "--help"} {
+		var stderr bytes.Buffer
+		code := Main(context.Background(), []string{arg}, envOf(nil), &stderr)
+		out := stderr.String()
+		if code != 0 || !strings.HasPrefix(out, "Usage of grabd:\n") {
+			t.Fatalf("%s: code %d, stderr %q", arg, code, out)
+		}
+		for _, want := range []string{"-log-flush", "(GRAB_LOG_FLUSH)", "-payout-workers", "(GRAB_PAYOUT_WORKERS)",
+			"-addr", "-alipay-app-id", "(default 100ms)"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("%s: usage lacks %q:\n%s", arg, want, out)
+			}
+		}
+		if strings.Contains(out, "help requested") {
+			t.Errorf("%s: %q", arg, out)
+		}
+	}
+}
+
 func TestMainBadConfigExits2(t *testing.T) {
 	var stderr bytes.Buffer
 	code := Main(context.Background(), nil, envOf(map[string]string{"REDIS_ADDR": "127.0.0.1:6379"}), &stderr)
