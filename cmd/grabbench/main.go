@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -187,10 +188,33 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if o.load.Rate < 0 {
 		return o, errors.New("-rate must be positive")
 	}
+	if err := checkNumbers(o); err != nil {
+		return o, err
+	}
 	if err := checkWrk(o); err != nil {
 		return o, err
 	}
 	return o, nil
+}
+
+// checkNumbers refuses what the other flags' help does not give a
+// meaning, and a -url that is not grabd's http(s) base URL.
+func checkNumbers(o options) error {
+	switch {
+	case o.load.MaxTime < 0:
+		return errors.New("-max-time must be 0 (no limit) or positive")
+	case o.pipelines < -1:
+		return errors.New("-pipelines must be -1 (one round trip per grab), 0 (the engine's default) or positive")
+	case o.batch < 0:
+		return errors.New("-batch must be 0 (the engine's default) or positive")
+	}
+	if o.url != "" {
+		u, err := url.Parse(o.url)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("-url %q: want grabd's base URL, http://host:port", o.url)
+		}
+	}
+	return nil
 }
 
 // checkWrk refuses -wrk where wrk cannot make the load, wrk not in PATH

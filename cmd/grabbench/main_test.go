@@ -58,6 +58,13 @@ func TestParseFlagsRefusesBadSettings(t *testing.T) {
 		{"-wrk", "-engines", "raw,engine"},
 		{"-wrk", "-wrk-threads", "-1"},
 		{"-wrk-threads", "2"}, // without -wrk: nothing would run on them
+		{"-max-time", "-1s"},  // was no limit, wrk's a day
+		{"-pipelines", "-2"},  // -1 is off; below it was off too, silently
+		{"-batch", "-1"},      // was a batch of 1, not the default
+		{"-url", "notaurl"},   // failed after the engines before http
+		{"-url", "127.0.0.1:8080"},
+		{"-url", "ftp://127.0.0.1:8080"},
+		{"-url", "http://"},
 		{"-scenario", "campaign", "-transfer-rate", "-1"},
 		{"-scenario", "campaign", "-transfer-rate", "NaN"},
 		{"-scenario", "campaign", "-transfer-rate", "+Inf"},
@@ -104,6 +111,10 @@ func TestParseFlagsRefusesBadSettings(t *testing.T) {
 	o, err = parseFlags([]string{"-scenario", "campaign", "-wrk", "-wrk-threads", "3", "-engines", "http"}, io.Discard)
 	if err != nil || !o.load.Wrk || o.load.WrkThreads != 3 {
 		t.Errorf("-wrk -wrk-threads 3: %+v, %v", o.load, err)
+	}
+	o, err = parseFlags([]string{"-max-time", "0", "-pipelines", "-1", "-batch", "0", "-url", "https://grabd.internal:8443/"}, io.Discard)
+	if err != nil || o.load.MaxTime != 0 || o.pipelines != -1 || o.batch != 0 || o.url != "https://grabd.internal:8443/" {
+		t.Errorf("-max-time 0 -pipelines -1 -batch 0 -url https://…: %v %d %d %q, %v", o.load.MaxTime, o.pipelines, o.batch, o.url, err)
 	}
 	if _, err := parseFlags([]string{"-budget", "nope"}, io.Discard); err != nil {
 		t.Errorf("-budget refused for group-storm: %v", err)
