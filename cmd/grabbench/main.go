@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/url"
 	"os"
 	"os/exec"
@@ -305,8 +306,11 @@ func drainTimeout(o options) time.Duration {
 	if o.scenario != "campaign" || c.TransferRate <= 0 {
 		return 0
 	}
-	need := time.Duration(2 * float64(c.Awards) / (c.TransferRate * (1 - c.Faults.ErrorRate)) * float64(time.Second))
-	return max(time.Minute, need)
+	need := 2 * float64(c.Awards) / (c.TransferRate * (1 - c.Faults.ErrorRate)) * float64(time.Second)
+	if need >= math.MaxInt64 { // a rate so low that a Duration cannot hold the time; converted, it overflows
+		return math.MaxInt64
+	}
+	return max(time.Minute, time.Duration(need))
 }
 
 // scenarioEntry is a scenario -scenario names: pick checks the flags it

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -152,6 +153,8 @@ func TestDrainTimeout(t *testing.T) {
 		{[]string{"-scenario", "campaign"}, 0},
 		{[]string{"-scenario", "campaign", "-transfer-rate", "10"}, 800 * time.Second},
 		{[]string{"-scenario", "campaign", "-transfer-rate", "1000"}, time.Minute},
+		// Past a Duration's range: the longest, not a conversion's overflow (a minute, after max).
+		{[]string{"-scenario", "campaign", "-transfer-rate", "1e-300"}, math.MaxInt64},
 	} {
 		o, err := parseFlags(c.args, io.Discard)
 		if got := drainTimeout(o); err != nil || got != c.want {
