@@ -170,9 +170,10 @@ func runEngine(ctx context.Context, cfg Config, env *Env, name string, rep *Repo
 	if err != nil {
 		return RunReport{}, fmt.Errorf("%s: %w", name, err)
 	}
-	if w, ok := g.(wrkGrabber); ok && cfg.Load.Wrk {
+	if w, ok := g.(wrkGrabber); ok && cfg.Load.Wrk && ctx.Err() == nil {
 		// /healthz on the same listener, under wrk for as long: what grabd
-		// serves when a request does none of the grab's work.
+		// serves when a request does none of the grab's work. Not once ctx
+		// has ended: the run answers that.
 		rate, err := wrkHealthz(ctx, w.baseURL(), plan.Concurrency, run.Elapsed, cfg.Load)
 		if err != nil {
 			return RunReport{}, fmt.Errorf("%s: /healthz: %w", name, err)

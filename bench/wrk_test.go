@@ -2,6 +2,8 @@ package bench_test
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"os/exec"
 	"strings"
 	"testing"
@@ -82,5 +84,39 @@ func TestWrkRefusals(t *testing.T) {
 	cfg.Load.Rate = 100
 	if _, err := bench.Run(t.Context(), cfg); err == nil || !strings.Contains(err.Error(), "closed loop") {
 		t.Errorf("-rate under wrk: %v; want it refused", err)
+	}
+}
+
+// settleCancels is a scenario whose trials end ctx in their settle, as a
+// SIGINT there would.
+type settleCancels struct {
+	bench.Scenario
+	cancel context.CancelFunc
+}
+
+func (s settleCancels) Prepare(ctx context.Context, env *bench.Env, engine string) (bench.Trial, error) {
+	t, err := s.Scenario.Prepare(ctx, env, engine)
+	return cancelingTrial{t, s.cancel}, err
+}
+
+type cancelingTrial struct {
+	bench.Trial
+	cancel context.CancelFunc
+}
+
+func (t cancelingTrial) Settle(ctx context.Context) (int, error) {
+	t.cancel()
+	return t.Trial.Settle(ctx)
+}
+
+// A run under wrk interrupted after its load answers ctx's end, as the Go
+// clients' run does, not a /healthz run that wrk could not start.
+func TestWrkInterruptedAfterTheLoad(t *testing.T) {
+	requireWrk(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	cfg := wrkConfig(t, settleCancels{tiny(), cancel})
+	_, err := bench.Run(ctx, cfg)
+	if !errors.Is(err, context.Canceled) || strings.Contains(err.Error(), "healthz") {
+		t.Errorf("interrupted run: %v; want context canceled, nothing of /healthz", err)
 	}
 }
