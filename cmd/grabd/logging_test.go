@@ -128,3 +128,21 @@ func TestLogNeverSyncsItsDestination(t *testing.T) {
 		t.Fatalf("%d lines, %d syncs of the destination; want 4, 0: %q", len(got), n, got)
 	}
 }
+
+// The transfer service's line says its timeout as people write it, as the
+// settings do (3s), not in nanoseconds (3000000000).
+func TestTransferServiceLogsItsTimeoutReadably(t *testing.T) {
+	var out bytes.Buffer
+	log, stop := newLogger(&out, slog.LevelInfo, 0)
+	defer stop()
+	cfg := defaultConfig()
+	cfg.TransferURL, cfg.TransferSecret, cfg.Engine.TransferTimeout = "https://wallet.internal/api", "t", 3*time.Second
+	_, stopXfer, err := transferService(t.Context(), cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopXfer()
+	if got := lines(&out); len(got) != 1 || !strings.Contains(got[0], `"timeout":"3s"`) {
+		t.Fatalf("%q", got)
+	}
+}

@@ -273,7 +273,7 @@ func serve(ctx context.Context, cfg Config, ln net.Listener, handler nethttp.Han
 func transferService(ctx context.Context, cfg Config, log *slog.Logger) (xfer transfer.Service, stop func(), err error) {
 	switch {
 	case cfg.TransferURL != "":
-		log.Info("transfer service", "url", cfg.TransferURL, "timeout", cfg.Engine.TransferTimeout)
+		log.Info("transfer service", "url", cfg.TransferURL, "timeout", showDuration(cfg.Engine.TransferTimeout))
 		return transfer.NewClient(cfg.TransferURL, []byte(cfg.TransferSecret), cfg.Engine.TransferTimeout, nil), func() {}, nil
 	case !cfg.Embedded():
 		log.Warn("GRAB_TRANSFER_URL is not set: campaign awards are granted but stay received until a transfer service pays them")
