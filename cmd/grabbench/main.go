@@ -34,6 +34,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"runtime/pprof"
 	"slices"
 	"strings"
@@ -192,6 +193,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if err := checkNumbers(o); err != nil {
 		return o, err
 	}
+	if err := checkOutputs(o); err != nil {
+		return o, err
+	}
 	if err := checkWrk(o); err != nil {
 		return o, err
 	}
@@ -213,6 +217,20 @@ func checkNumbers(o options) error {
 		u, err := url.Parse(o.url)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return fmt.Errorf("-url %q: want grabd's base URL, http://host:port", o.url)
+		}
+	}
+	return nil
+}
+
+// checkOutputs refuses an output file whose directory is not there, which
+// -json and -png would otherwise find only after the whole run.
+func checkOutputs(o options) error {
+	for _, f := range []struct{ flag, path string }{{"-json", o.jsonPath}, {"-png", o.pngPath}, {"-cpuprofile", o.cpuProfile}} {
+		if f.path == "" {
+			continue
+		}
+		if st, err := os.Stat(filepath.Dir(f.path)); err != nil || !st.IsDir() {
+			return fmt.Errorf("%s %s: no directory %s to write it in", f.flag, f.path, filepath.Dir(f.path))
 		}
 	}
 	return nil

@@ -66,6 +66,10 @@ func TestParseFlagsRefusesBadSettings(t *testing.T) {
 		{"-url", "127.0.0.1:8080"},
 		{"-url", "ftp://127.0.0.1:8080"},
 		{"-url", "http://"},
+		{"-json", "/nonexistent/r.json"}, // was found after the whole run
+		{"-png", "/nonexistent/r.png"},
+		{"-cpuprofile", "/nonexistent/cpu.out"},
+		{"-json", "main.go/r.json"}, // a file for a directory
 		{"-scenario", "campaign", "-transfer-rate", "-1"},
 		{"-scenario", "campaign", "-transfer-rate", "NaN"},
 		{"-scenario", "campaign", "-transfer-rate", "+Inf"},
