@@ -138,7 +138,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.load.Wrk, "wrk", false, "the http engine's requests made by a wrk process (wrk 4 in PATH), each once, "+
 		"from -c connections, instead of Go clients in grabbench's process; then /healthz under wrk for as long, "+
 		"and the ratio of the two (group-storm and campaign; not with -rate)")
-	fs.IntVar(&o.load.WrkThreads, "wrk-threads", 0, "-wrk: wrk's threads (0: min(2, -c))")
+	fs.IntVar(&o.load.WrkThreads, "wrk-threads", 0, "-wrk: wrk's threads, at most -c (0: min(2, -c))")
 	fs.DurationVar(&o.load.MaxTime, "max-time", 20*time.Second, "stop an engine's run after this long (0: no limit)")
 	fs.IntVar(&o.pipelines, "pipelines", 0, "engine: pipelines carrying concurrent grabs (0: the engine's default; -1: one round trip per grab)")
 	fs.IntVar(&o.batch, "batch", 0, "engine: most grabs per pipeline (0: the engine's default)")
