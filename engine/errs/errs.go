@@ -122,7 +122,7 @@ var (
 // award is already paid (the payout's status 3, docs/glossary.md) from one
 // whose transfer is under way (status 7).
 var (
-	ErrAwardReceived    error = New(CodeAwardReceived, "engine: award already received")
+	ErrAwardReceived    error = New(CodeAwardReceived, "engine: award already paid out")
 	ErrPayoutInProgress error = New(CodePayoutInProgress, "engine: payout in progress; it completes by itself")
 )
 
