@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	nethttp "net/http"
+	"net/http/httptest"
 	"regexp"
 	"slices"
 	"sort"
@@ -266,6 +269,26 @@ func TestRequestMetricsBoundTheMethods(t *testing.T) {
 		!strings.Contains(metrics, `grab_http_requests_total{method="GET",route="/healthz",status="200"} 1`) ||
 		strings.Contains(metrics, "BREW") {
 		t.Fatalf("request metrics:\n%s", metrics)
+	}
+}
+
+// Probes that send HEAD get GET's status and no body (over a real
+// connection, where net/http drops a HEAD answer's body).
+func TestProbesAnswerHEAD(t *testing.T) {
+	e := setup(t)
+	srv := httptest.NewServer(e.h)
+	defer srv.Close()
+	for path, want := range map[string]int{"/healthz": 200, "/readyz": 503} { // no writer runs: not ready
+		req, _ := nethttp.NewRequest(nethttp.MethodHead, srv.URL+path, nil)
+		res, err := nethttp.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != want || len(body) != 0 {
+			t.Errorf("HEAD %s: %d with %d bytes; want %d and none", path, res.StatusCode, len(body), want)
+		}
 	}
 }
 

@@ -121,8 +121,12 @@ func New(g *grab.Grab, cfg Config, log *slog.Logger, reg *prometheus.Registry) n
 	// The provider's server calls this; the signature is its credential.
 	r.POST("/v1/payments/notify/:channel", s.notify)
 
-	r.GET("/healthz", func(c *gin.Context) { c.JSON(nethttp.StatusOK, gin.H{"status": "ok"}) })
+	healthz := func(c *gin.Context) { c.JSON(nethttp.StatusOK, gin.H{"status": "ok"}) }
+	r.GET("/healthz", healthz)
 	r.GET("/readyz", s.ready)
+	// Load balancers often probe with HEAD: the same answer, net/http drops the body.
+	r.HEAD("/healthz", healthz)
+	r.HEAD("/readyz", s.ready)
 	metricsHandler := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
 	r.GET("/metrics", gin.WrapH(metricsHandler))
 	r.GET("/openapi.json", func(c *gin.Context) { c.Data(nethttp.StatusOK, "application/json", openAPI) })

@@ -615,7 +615,7 @@ func TestOpenAPIRoutes(t *testing.T) {
 	for p, ops := range doc.Paths {
 		for m := range ops {
 			switch m {
-			case "get", "put", "post", "patch", "delete":
+			case "get", "head", "put", "post", "patch", "delete":
 				documented[strings.ToUpper(m)+" "+p] = true
 			}
 		}
