@@ -58,11 +58,15 @@ func DefaultEngines(s Scenario) []string {
 	return AllEngines
 }
 
-// CheckEngines reports the first of names that scenario s does not run.
+// CheckEngines reports the first of names that scenario s does not run, or
+// that names lists twice.
 func CheckEngines(s Scenario, names []string) error {
 	have := DefaultEngines(s)
-	for _, name := range names {
+	for i, name := range names {
 		switch {
+		case slices.Contains(names[:i], name):
+			// The report's ratios read one run per engine.
+			return fmt.Errorf("engine %s is listed twice", name)
 		case slices.Contains(have, name):
 		case name == EngineSync:
 			return fmt.Errorf("engine %s is the campaign scenario's alone (its sync payout mode); %s has %s",

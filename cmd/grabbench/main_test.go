@@ -77,6 +77,7 @@ func TestParseFlagsRefusesBadSettings(t *testing.T) {
 		{"-engines", "engine-sync"}, // campaign's alone
 		{"-scenario", "flash-sale", "-engines", "raw,engine-sync"},
 		{"-engines", "raw,nope"},
+		{"-engines", "raw,http,http"},
 	} {
 		if _, err := parseFlags(args, io.Discard); err == nil {
 			t.Errorf("%q accepted", args)
