@@ -6,6 +6,7 @@ package enginetest
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -14,7 +15,9 @@ import (
 
 	"github.com/grab-engine/grab/engine"
 	"github.com/grab-engine/grab/lua"
+	"github.com/grab-engine/grab/store"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // Clock is a settable clock (engine.Clock, stock.Clock).
@@ -59,24 +62,72 @@ func WaitFor(t testing.TB, what string, cond func() bool) {
 	}
 }
 
+// WaitOwned waits until db holds owners for at least n shares of the
+// packet: the writer has made n of its grabs durable.
+func WaitOwned(t testing.TB, db *store.DB, packetID int64, n int) {
+	t.Helper()
+	WaitFor(t, fmt.Sprintf("the writer to make %d grabs of packet %d durable", n, packetID), func() bool {
+		shares, err := db.Shares(context.Background(), packetID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		owned := 0
+		for _, s := range shares {
+			if s.UserID.Valid {
+				owned++
+			}
+		}
+		return owned >= n
+	})
+}
+
 // Metric reads a counter or gauge (its first series) from reg.
 func Metric(t testing.TB, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	v, ok := metric(t, reg, name, func(*dto.Metric) bool { return true })
+	if !ok {
+		t.Fatalf("no metric %s", name)
+	}
+	return v
+}
+
+// MetricWith reads the counter or gauge name{label="value"} from reg; 0
+// when that series has not been written.
+func MetricWith(t testing.TB, reg *prometheus.Registry, name, label, value string) float64 {
+	t.Helper()
+	v, _ := metric(t, reg, name, func(m *dto.Metric) bool {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == label && l.GetValue() == value {
+				return true
+			}
+		}
+		return false
+	})
+	return v
+}
+
+// metric is the first series of name in reg that match accepts.
+func metric(t testing.TB, reg *prometheus.Registry, name string, match func(*dto.Metric) bool) (float64, bool) {
 	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() == name {
-			m := mf.GetMetric()[0]
-			if c := m.GetCounter(); c != nil {
-				return c.GetValue()
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if !match(m) {
+				continue
 			}
-			return m.GetGauge().GetValue()
+			if c := m.GetCounter(); c != nil {
+				return c.GetValue(), true
+			}
+			return m.GetGauge().GetValue(), true
 		}
 	}
-	t.Fatalf("no metric %s", name)
-	return 0
+	return 0, false
 }
 
 // Config is the engine's production configuration on keys, with a writer

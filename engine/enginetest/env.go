@@ -85,19 +85,7 @@ func (e *Env) RunWriter() (stop func()) { return RunWriter(e.Engine) }
 // Drain waits until the store has every grab of the packet that Redis accepted.
 func (e *Env) Drain(tb testing.TB, packetID int64, want int) {
 	tb.Helper()
-	WaitFor(tb, fmt.Sprintf("the writer to make %d grabs of packet %d durable", want, packetID), func() bool {
-		shares, err := e.DB.Shares(context.Background(), packetID)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		owned := 0
-		for _, s := range shares {
-			if s.UserID.Valid {
-				owned++
-			}
-		}
-		return owned >= want
-	})
+	WaitOwned(tb, e.DB, packetID, want)
 }
 
 // SendPacket funds sender with deposit (ref "seed-<sender>"), makes users

@@ -229,21 +229,7 @@ func payMetricsEnv(t *testing.T) (*enginetest.Env, *paysim.Sim, *prometheus.Regi
 
 func anomalies(t *testing.T, reg *prometheus.Registry, kind string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != "grab_payment_anomalies_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if m.GetLabel()[0].GetValue() == kind {
-				return m.GetCounter().GetValue()
-			}
-		}
-	}
-	return 0
+	return enginetest.MetricWith(t, reg, "grab_payment_anomalies_total", "kind", kind)
 }
 
 // Outcomes a packet cannot take as they are move no money twice and none

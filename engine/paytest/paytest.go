@@ -256,19 +256,7 @@ func (e *Env) Credited(t testing.TB, sender int64, want map[int64]int64) {
 // Written waits until the writer has made n grabs of p durable.
 func (e *Env) Written(t testing.TB, p packet.Packet, n int) {
 	t.Helper()
-	enginetest.WaitFor(t, fmt.Sprintf("%d grabs of packet %d written", n, p.ID), func() bool {
-		shares, err := e.DB.Shares(context.Background(), p.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		owned := 0
-		for _, s := range shares {
-			if s.UserID.Valid {
-				owned++
-			}
-		}
-		return owned >= n
-	})
+	enginetest.WaitOwned(t, e.DB, p.ID, n)
 }
 
 // NothingCredited waits until the writer has written the grabs of p by
@@ -311,23 +299,7 @@ func keys(m map[int64]int64) []int64 {
 // Anomalies reads grab_payment_anomalies_total{kind}.
 func (e *Env) Anomalies(t testing.TB, kind string) float64 {
 	t.Helper()
-	mfs, err := e.Metrics.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != "grab_payment_anomalies_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "kind" && l.GetValue() == kind {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return 0
+	return enginetest.MetricWith(t, e.Metrics, "grab_payment_anomalies_total", "kind", kind)
 }
 
 // Conserved checks that money is conserved to the fen: every balance has
