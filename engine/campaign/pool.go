@@ -54,10 +54,16 @@ func (s *Service) RunPayoutPool(ctx context.Context) error {
 	}
 	defer wg.Wait()
 	defer close(claimed)
+	failures := 0 // claims failed in a row: an outage is logged as it starts, then every 50th try (5 s)
 	for ctx.Err() == nil {
 		rows, err := s.db.ClaimReceived(ctx, s.cfg.PayoutWorkers, s.clock.Now().UTC())
-		if err != nil && ctx.Err() == nil {
-			s.log.WarnContext(ctx, "payout pool: claim failed", "err", err)
+		switch {
+		case err == nil:
+			failures = 0
+		case ctx.Err() == nil:
+			if failures++; failures%50 == 1 {
+				s.log.WarnContext(ctx, "payout pool: claim failed", "failures", failures, "err", err)
+			}
 		}
 		for _, row := range rows {
 			select {
